@@ -1,0 +1,23 @@
+"""payi_otel: Pay-i GenAI usage attribution, OpenTelemetry-native.
+
+``payi_instrument()`` once at start-up; ``@track`` and ``track_context`` for scopes (each one a
+span); ``get_context()`` for the effective parameters; ``PayiInstrumentor`` for
+``opentelemetry-instrument``.
+"""
+
+from payi_otel.instrumentor import PayiInstrumentor, payi_instrument
+from payi_otel.parameters import ParameterError, ParameterTypeError, ParameterValueError
+from payi_otel.scope import get_context, track, track_context
+from payi_otel.version import __version__
+
+__all__ = [
+    "ParameterError",
+    "ParameterTypeError",
+    "ParameterValueError",
+    "PayiInstrumentor",
+    "__version__",
+    "get_context",
+    "payi_instrument",
+    "track",
+    "track_context",
+]

@@ -1,0 +1,79 @@
+"""Text form of parameter values, shared by headers, ``PAYI_*`` variables and baggage.
+
+One parser and one formatter per kind (contract section 3): strings as-is, the version as a
+decimal int, lists comma-separated (split on commas and trimmed when parsed), dicts as a
+compact, ASCII-escaped JSON object. An empty text means "cleared" for every kind but the int.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Dict, Optional
+from urllib.parse import quote
+
+from payi_otel.parameters import (
+    PARAMETERS,
+    Kind,
+    ParameterValueError,
+    Value,
+    validate_value,
+)
+
+__all__ = ["format_value", "parse_value", "to_header_value"]
+
+_INT = re.compile(r"[+-]?[0-9]+\Z")
+# Printable ASCII except "%": kept as-is when a value has to be percent-encoded.
+_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def parse_value(name: str, text: str, *, what: str) -> Value:
+    """Parse the text form of parameter ``name``; errors name ``what`` (a header or variable)."""
+    kind = PARAMETERS[name]
+    if kind is Kind.INT:
+        stripped = text.strip()
+        if not _INT.match(stripped):
+            raise ParameterValueError(f"{what} must be a decimal integer, got {text!r}")
+        return int(stripped)
+    if kind is Kind.LIST:
+        items = [item.strip() for item in text.split(",")]
+        return validate_value(name, [item for item in items if item], what=what)
+    if kind is Kind.DICT:
+        if not text.strip():
+            return {}
+        try:
+            loaded = json.loads(text)
+        except ValueError as exc:
+            raise ParameterValueError(f"{what} must be a JSON object of strings: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ParameterValueError(
+                f"{what} must be a JSON object of strings, got {type(loaded).__name__}"
+            )
+        for key, item in loaded.items():
+            if item is not None and not isinstance(item, str):
+                raise ParameterValueError(
+                    f"{what} must be a JSON object of strings: {key!r} is "
+                    f"{type(item).__name__}"
+                )
+        return validate_value(name, loaded, what=what)
+    return validate_value(name, text, what=what)
+
+
+def format_value(name: str, value: Value) -> str:
+    """The text form of a value (inverse of :func:`parse_value`)."""
+    kind = PARAMETERS[name]
+    if kind is Kind.LIST:
+        assert isinstance(value, tuple)
+        return ",".join(value)
+    if kind is Kind.DICT:
+        assert isinstance(value, dict)
+        present: Dict[str, Optional[str]] = {k: v for k, v in value.items() if v is not None}
+        return json.dumps(present, separators=(",", ":"), ensure_ascii=True)
+    return str(value)
+
+
+def to_header_value(text: str) -> str:
+    """``text`` if it can go in an HTTP header as-is, else percent-encoded (RFC 3986, UTF-8)."""
+    if text.isascii():
+        return text
+    return quote(text, safe=_SAFE, encoding="utf-8")

@@ -1,0 +1,91 @@
+"""The global level: ``payi_instrument(config=...)`` over ``PAYI_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Optional, Tuple
+
+from payi_otel.codec import parse_value
+from payi_otel.merge import fold, new_level
+from payi_otel.parameters import (
+    PARAMETERS,
+    Kind,
+    ParameterTypeError,
+    ParameterValueError,
+    Params,
+    validate_params,
+)
+
+__all__ = ["ENV_NAMES", "PROPAGATE_BAGGAGE_ENV", "global_params", "parse_bool_env"]
+
+#: ``PAYI_<PARAMETER>`` for each parameter.
+ENV_NAMES: Mapping[str, str] = {name: "PAYI_" + name.upper() for name in PARAMETERS}
+PROPAGATE_BAGGAGE_ENV = "PAYI_PROPAGATE_BAGGAGE"
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off", ""}
+
+
+def params_from_env(environ: Mapping[str, str]) -> Params:
+    """Parameters given by ``PAYI_*`` variables; a value that does not parse is a ValueError.
+
+    An empty variable clears a string, list or dict (so ``PAYI_USE_CASE_NAME=`` turns the
+    default use case off) and leaves the version unset.
+    """
+    params: Params = {}
+    for name, env_name in ENV_NAMES.items():
+        text = environ.get(env_name)
+        if text is None or (PARAMETERS[name] is Kind.INT and not text.strip()):
+            continue
+        params[name] = parse_value(name, text, what=env_name)
+    return params
+
+
+def parse_bool_env(environ: Mapping[str, str], name: str) -> Optional[bool]:
+    """``true``/``false`` (case-insensitive; also 1/0, yes/no, on/off); None when unset."""
+    text = environ.get(name)
+    if text is None:
+        return None
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ParameterValueError(f"{name} must be 'true' or 'false', got {text!r}")
+
+
+def default_use_case_name(caller_file: Optional[str]) -> Optional[str]:
+    """The stem of the file that called ``payi_instrument()`` (the main script's, in
+    ``opentelemetry-instrument``)."""
+    if not caller_file or caller_file.startswith("<"):
+        return None
+    stem = Path(caller_file).stem
+    return stem or None
+
+
+def global_params(
+    config: Optional[Mapping[str, object]],
+    environ: Mapping[str, str],
+    caller_file: Optional[str],
+) -> Tuple[Params, Optional[bool]]:
+    """The global level's parameters and the ``PAYI_PROPAGATE_BAGGAGE`` setting.
+
+    Three sources merged by the one merge engine, lowest first: the default use case (the
+    caller's file stem), ``PAYI_*`` variables, ``config``.
+    """
+    if config is not None and not isinstance(config, Mapping):
+        raise ParameterTypeError(f"config must be a mapping, not {type(config).__name__}")
+    own = validate_params(dict(config or {}), source="payi_instrument config")
+    from_env = params_from_env(environ)
+    default: Params = {}
+    name = default_use_case_name(caller_file)
+    if name:
+        default["use_case_name"] = name
+    params = fold({}, (new_level(default), new_level(from_env), new_level(own)))
+    return params, parse_bool_env(environ, PROPAGATE_BAGGAGE_ENV)
+
+
+def environ() -> Mapping[str, str]:
+    return os.environ

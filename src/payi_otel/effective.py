@@ -1,0 +1,138 @@
+"""Effective parameters and their three outward forms: span attributes, headers, baggage.
+
+What is "in force" is decided once, here: cleared values, and a use case's (or experience's)
+id / version / step / properties with no name in force, are not emitted (contract section 4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+
+from payi_otel.codec import format_value, to_header_value
+from payi_otel.merge import PAIRS
+from payi_otel.parameters import PARAMETERS, Params, Value
+
+__all__ = [
+    "ATTRIBUTE_NAMES",
+    "BAGGAGE_PREFIX",
+    "HEADER_NAMES",
+    "Effective",
+    "emitted",
+]
+
+AttributeValue = Union[str, int, Sequence[str]]
+
+#: ``x-payi-*`` header for each parameter (contract section 3).
+HEADER_NAMES: Mapping[str, str] = {
+    name: "x-payi-" + name.replace("_", "-") for name in PARAMETERS
+}
+
+#: Span attribute for each scalar/list parameter; dicts expand to ``<prefix>.<key>``.
+ATTRIBUTE_NAMES: Mapping[str, str] = {
+    "use_case_name": "payi.use_case.name",
+    "use_case_id": "payi.use_case.id",
+    "use_case_version": "payi.use_case.version",
+    "use_case_step": "payi.use_case.step",
+    "use_case_properties": "payi.use_case.properties",
+    "experience_name": "payi.experience.name",
+    "experience_id": "payi.experience.id",
+    "limit_ids": "payi.limit_ids",
+    "request_tags": "payi.request_tags",
+    "user_id": "payi.user_id",
+    "account_name": "payi.account_name",
+    "request_properties": "payi.request.properties",
+    "price_as_category": "payi.price_as.category",
+    "price_as_resource": "payi.price_as.resource",
+    "resource_scope": "payi.resource_scope",
+}
+
+#: Baggage entries are ``payi.<parameter>`` (contract section 5).
+BAGGAGE_PREFIX = "payi."
+
+_ORDER = {name: i for i, name in enumerate(PARAMETERS)}
+
+
+def _is_cleared(value: Value) -> bool:
+    return value == "" or value == () or value == {}
+
+
+def emitted(params: Params) -> List[Tuple[str, Value]]:
+    """The parameters in force, in canonical order, without cleared values or orphans."""
+    hidden: Set[str] = set()
+    for pair in PAIRS:
+        if not params.get(pair.name):
+            hidden.update(pair.fields)
+    items = [
+        (name, value)
+        for name, value in params.items()
+        if name not in hidden and not _is_cleared(value)
+    ]
+    items.sort(key=lambda item: _ORDER[item[0]])
+    return items
+
+
+class Effective:
+    """Immutable effective parameters with their outward forms computed once, on demand."""
+
+    __slots__ = ("_attributes", "_headers", "params")
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+        self._attributes: Optional[Dict[str, AttributeValue]] = None
+        self._headers: Optional[Dict[str, str]] = None
+
+    def attributes(self) -> Mapping[str, AttributeValue]:
+        """``payi.*`` span attributes (values kept as-is, non-ASCII included)."""
+        attributes = self._attributes
+        if attributes is None:
+            attributes = {}
+            for name, value in emitted(self.params):
+                key = ATTRIBUTE_NAMES[name]
+                if isinstance(value, dict):
+                    for prop, item in value.items():
+                        if item is not None:
+                            attributes[f"{key}.{prop}"] = item
+                elif isinstance(value, tuple):
+                    attributes[key] = list(value)
+                else:
+                    attributes[key] = value
+            self._attributes = attributes
+        return attributes
+
+    def headers(self) -> Mapping[str, str]:
+        """``x-payi-*`` header values, percent-encoded where not plain ASCII."""
+        headers = self._headers
+        if headers is None:
+            headers = {
+                HEADER_NAMES[name]: to_header_value(format_value(name, value))
+                for name, value in emitted(self.params)
+            }
+            self._headers = headers
+        return headers
+
+    def baggage(self) -> Dict[str, str]:
+        """``payi.<parameter>`` baggage entries: what is in force, and cleared values as ``""``."""
+        entries = {
+            BAGGAGE_PREFIX + name: format_value(name, value)
+            for name, value in emitted(self.params)
+        }
+        for name, value in self.params.items():
+            if _is_cleared(value) and BAGGAGE_PREFIX + name not in entries:
+                entries[BAGGAGE_PREFIX + name] = ""
+        return entries
+
+    def public(self) -> Mapping[str, object]:
+        """A read-only view for ``get_context()``: lists as fresh lists, dicts as copies."""
+        view: Dict[str, object] = {}
+        for name in PARAMETERS:
+            if name in self.params:
+                value = self.params[name]
+                if isinstance(value, tuple):
+                    view[name] = list(value)
+                elif isinstance(value, dict):
+                    view[name] = dict(value)
+                else:
+                    view[name] = value
+        return MappingProxyType(view)

@@ -1,0 +1,152 @@
+"""The request hook for the ``openai`` and ``anthropic`` SDKs.
+
+Both SDKs send every API call (every resource method, sync and async, streaming or not,
+``with_raw_response`` too) through ``SyncAPIClient.request`` / ``AsyncAPIClient.request`` in
+their ``_base_client`` module, once per logical call; retries happen inside it. Wrapping it
+(with ``wrapt``) is the one choke point per SDK, independent of the HTTP transport, and
+retries resend exactly the headers resolved once.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any, Dict, List, Tuple
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import unwrap
+from wrapt import wrap_function_wrapper
+
+from payi_otel._log import log_once
+from payi_otel.headers import is_payi_header, parse_headers, resolve_call
+from payi_otel.parameters import ParameterError
+from payi_otel.processor import apply_call_attributes
+from payi_otel.state import current_effective
+
+__all__ = ["SDKS", "instrument_sdks"]
+
+#: The SDKs whose requests get headers: the module holding ``SyncAPIClient``/``AsyncAPIClient``.
+SDKS: Tuple[str, ...] = ("openai", "anthropic")
+
+
+class _Sdk:
+    """What the hook needs from one SDK: its ``Omit``/``NotGiven`` markers and ``model_copy``."""
+
+    def __init__(self, package: str) -> None:
+        types = importlib.import_module(f"{package}._types")
+        compat = importlib.import_module(f"{package}._compat")
+        self.package = package
+        self.omit: type = types.Omit
+        self.absent: Tuple[type, ...] = (types.Omit, types.NotGiven)
+        self.model_copy: Callable[[Any], Any] = compat.model_copy
+
+
+def _split_options(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+    if len(args) > 1:
+        return args[1]
+    return kwargs.get("options")
+
+
+def _with_options(
+    args: Tuple[Any, ...], kwargs: Dict[str, Any], options: Any
+) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+    if len(args) > 1:
+        return (args[0], options, *args[2:]), kwargs
+    return args, {**kwargs, "options": options}
+
+
+def _prepare(
+    sdk: _Sdk, client: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+    """Resolve the call's parameters and return the arguments with the resolved headers.
+
+    ``TypeError``/``ValueError`` from parsing the caller's headers propagate (the caller's
+    mistake, nothing is sent); any other failure is the caller's to catch as internal.
+    """
+    options = _split_options(args, kwargs)
+    call_headers = options.headers
+    if isinstance(call_headers, sdk.absent) or call_headers is None:
+        call_headers = {}
+    defaults: Mapping[str, Any] = getattr(client, "_custom_headers", None) or {}
+    call_params = parse_headers((defaults, call_headers), skip=sdk.absent)
+    return _Resolved(sdk, options, defaults, call_headers, call_params).apply(args, kwargs)
+
+
+class _Resolved:
+    __slots__ = ("call_headers", "call_params", "defaults", "options", "sdk")
+
+    def __init__(
+        self, sdk: _Sdk, options: Any, defaults: Mapping[str, Any],
+        call_headers: Mapping[str, Any], call_params: Any,
+    ) -> None:
+        self.sdk = sdk
+        self.options = options
+        self.defaults = defaults
+        self.call_headers = call_headers
+        self.call_params = call_params
+
+    def apply(
+        self, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+    ) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+        call = resolve_call(current_effective(), self.call_params)
+        headers: Dict[str, Any] = {
+            k: v for k, v in self.call_headers.items() if not is_payi_header(k)
+        }
+        for key in self.defaults:  # the resolved set replaces the client's payi defaults
+            if is_payi_header(key):
+                headers[key] = self.sdk.omit()
+        for key in self.call_headers:  # and any case variant the caller used
+            if is_payi_header(key) and key not in headers:
+                headers[key] = self.sdk.omit()
+        headers.update(call.headers())
+        apply_call_attributes(trace.get_current_span(), call)
+        options = self.sdk.model_copy(self.options)
+        options.headers = headers
+        return _with_options(args, kwargs, options)
+
+
+def _make_wrapper(sdk: _Sdk) -> Callable[..., Any]:
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+    ) -> Any:
+        try:
+            new_args, new_kwargs = _prepare(sdk, instance, args, kwargs)
+        except ParameterError:
+            raise  # the caller's own mistake: nothing is sent
+        except Exception:
+            log_once(f"hook:{sdk.package}", "payi_otel request hook failed", exc_info=True)
+            return wrapped(*args, **kwargs)
+        return wrapped(*new_args, **new_kwargs)
+
+    return wrapper
+
+
+def instrument_sdks() -> List[Callable[[], None]]:
+    """Wrap ``request`` of every installed SDK; returns the undo callables."""
+    undo: List[Callable[[], None]] = []
+    for package in SDKS:
+        try:
+            sdk = _Sdk(package)
+            module = importlib.import_module(f"{package}._base_client")
+        except ImportError:
+            continue
+        except Exception:
+            log_once(f"sdk:{package}", "payi_otel cannot instrument %s", package, exc_info=True)
+            continue
+        wrapper = _make_wrapper(sdk)
+        for cls_name in ("SyncAPIClient", "AsyncAPIClient"):
+            cls = getattr(module, cls_name, None)
+            if cls is None or not hasattr(cls, "request"):
+                log_once(f"sdk:{package}:{cls_name}", "payi_otel: %s has no %s.request",
+                         package, cls_name)
+                continue
+            wrap_function_wrapper(module, f"{cls_name}.request", wrapper)
+            undo.append(_unwrapper(cls))
+    return undo
+
+
+def _unwrapper(cls: Any) -> Callable[[], None]:
+    def undo() -> None:
+        unwrap(cls, "request")
+
+    return undo

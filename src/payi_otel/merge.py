@@ -1,0 +1,139 @@
+"""The one merge engine (contract section 2).
+
+A *level* is one source of parameters (the global context, incoming baggage, one ``@track``
+invocation, one ``track_context`` entry, one call's headers). The effective parameters are
+the left fold of :func:`merge` over the levels, lowest first. Everything that resolves
+parameters - scopes, headers, baggage, the property tests' reference - goes through here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+from payi_otel.parameters import PARAMETERS, Kind, Params, Value
+
+__all__ = ["PAIRS", "Level", "Pair", "fold", "merge", "new_level"]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A name-ID pair and the parameters that belong to the same entity."""
+
+    name: str
+    id: str
+    members: Tuple[str, ...] = ()
+
+    @property
+    def fields(self) -> Tuple[str, ...]:
+        return (self.name, self.id, *self.members)
+
+
+PAIRS: Tuple[Pair, ...] = (
+    Pair(
+        "use_case_name",
+        "use_case_id",
+        ("use_case_version", "use_case_step", "use_case_properties"),
+    ),
+    Pair("experience_name", "experience_id"),
+)
+_PAIR_FIELDS = frozenset(f for p in PAIRS for f in p.fields)
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level's own parameters plus the ids it generated once, when it was created."""
+
+    params: Params
+    fresh_ids: Mapping[str, str] = field(default_factory=dict)
+
+
+def new_level(params: Params) -> Level:
+    """Make a level, generating a UUID4 for each pair that names an entity without an id.
+
+    Call once per scope entry (or per call for headers): the ids are then stable for every
+    call in that scope, including retries, and for every re-fold of the same level.
+    """
+    fresh: Optional[Dict[str, str]] = None
+    for pair in PAIRS:
+        if params.get(pair.name) and not params.get(pair.id):
+            if fresh is None:
+                fresh = {}
+            fresh[pair.id] = str(uuid.uuid4())
+    return Level(params, fresh or {})
+
+
+def _merge_value(kind: Kind, lower: Optional[Value], upper: Value) -> Value:
+    if kind is Kind.LIST:
+        assert isinstance(upper, tuple)
+        if not upper:
+            return ()
+        base: Tuple[str, ...] = lower if isinstance(lower, tuple) else ()
+        return tuple(dict.fromkeys((*base, *upper)))
+    if kind is Kind.DICT:
+        assert isinstance(upper, dict)
+        if not upper:
+            return {}
+        merged: Dict[str, Optional[str]] = dict(lower) if isinstance(lower, dict) else {}
+        for key, item in upper.items():
+            if item is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = item
+        return merged
+    return upper  # strings (including "" = cleared) and ints replace
+
+
+def _merge_into(result: Params, lower: Params, upper: Params, names: Iterable[str]) -> None:
+    for name in names:
+        if name in upper:
+            result[name] = _merge_value(PARAMETERS[name], lower.get(name), upper[name])
+
+
+def _merge_pair(result: Params, lower: Params, level: Level, pair: Pair) -> None:
+    upper = level.params
+    up_name = upper.get(pair.name)
+    up_id = upper.get(pair.id)
+    if up_name is None:
+        # Nothing or id only: same entity (lower's name), members merge as usual.
+        if up_id is not None:
+            result[pair.id] = up_id
+        _merge_into(result, lower, upper, pair.members)
+        return
+    if up_name == "" or up_name != lower.get(pair.name):
+        # Cleared, or a different entity: nothing of lower's survives.
+        for name in pair.fields:
+            result.pop(name, None)
+        result[pair.name] = up_name
+        if up_name:
+            result[pair.id] = up_id or level.fresh_ids.get(pair.id) or str(uuid.uuid4())
+        _merge_into(result, {}, upper, pair.members)
+        return
+    # Same name as lower: same entity, lower's id kept unless upper gives one.
+    if up_id:
+        result[pair.id] = up_id
+    elif not lower.get(pair.id):
+        result[pair.id] = level.fresh_ids.get(pair.id) or str(uuid.uuid4())
+    _merge_into(result, lower, upper, pair.members)
+
+
+def merge(lower: Params, level: Level) -> Params:
+    """Merge one level over the parameters below it; returns a new dict."""
+    upper = level.params
+    if not upper:
+        return lower
+    result = dict(lower)
+    for pair in PAIRS:
+        _merge_pair(result, lower, level, pair)
+    _merge_into(result, lower, upper, (n for n in upper if n not in _PAIR_FIELDS))
+    return result
+
+
+def fold(base: Params, levels: Iterable[Level]) -> Params:
+    """Merge ``levels`` (lowest first) over ``base``."""
+    result = base
+    for level in levels:
+        result = merge(result, level)
+    return result

@@ -1,0 +1,163 @@
+"""The one parameter model: the 15 Pay-i parameters, their kinds, and validation.
+
+Every entry point (``@track``, ``track_context``, ``payi_instrument(config=...)``, ``PAYI_*``
+environment variables, per-call headers, baggage) turns its input into :data:`Params` through
+this module, so the type rules and error messages are the same everywhere.
+
+Representation of one level's parameters (a plain ``dict``, never mutated once built):
+
+* absent key -> unset (inherit from the level below);
+* ``""`` / ``()`` / ``{}`` -> cleared (overrides the level below with "empty");
+* anything else -> a value: ``str``, ``int``, ``tuple[str, ...]`` or ``dict[str, str | None]``
+  (a ``None`` dict value means "remove this key from the level below").
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Dict, Optional, Tuple, Union
+
+__all__ = [
+    "DICT_PARAMETERS",
+    "LIST_PARAMETERS",
+    "PARAMETERS",
+    "Kind",
+    "ParameterError",
+    "ParameterTypeError",
+    "ParameterValueError",
+    "Params",
+    "Value",
+    "validate_params",
+    "validate_value",
+]
+
+
+class Kind(enum.Enum):
+    """How a parameter merges (contract section 2)."""
+
+    STRING = "string"
+    INT = "int"
+    LIST = "list"
+    DICT = "dict"
+
+
+#: Every parameter, in the order used for headers, attributes and ``get_context()``.
+PARAMETERS: Mapping[str, Kind] = {
+    "use_case_name": Kind.STRING,
+    "use_case_id": Kind.STRING,
+    "use_case_version": Kind.INT,
+    "use_case_step": Kind.STRING,
+    "use_case_properties": Kind.DICT,
+    "experience_name": Kind.STRING,
+    "experience_id": Kind.STRING,
+    "limit_ids": Kind.LIST,
+    "request_tags": Kind.LIST,
+    "user_id": Kind.STRING,
+    "account_name": Kind.STRING,
+    "request_properties": Kind.DICT,
+    "price_as_category": Kind.STRING,
+    "price_as_resource": Kind.STRING,
+    "resource_scope": Kind.STRING,
+}
+
+LIST_PARAMETERS = frozenset(n for n, k in PARAMETERS.items() if k is Kind.LIST)
+DICT_PARAMETERS = frozenset(n for n, k in PARAMETERS.items() if k is Kind.DICT)
+
+Value = Union[str, int, Tuple[str, ...], Dict[str, Optional[str]]]
+Params = Dict[str, Value]
+
+_FORBIDDEN = ("\r", "\n", "\x00")
+
+
+class ParameterError(Exception):
+    """Base of the errors raised for a caller's bad Pay-i parameter (always names it)."""
+
+
+class ParameterTypeError(ParameterError, TypeError):
+    """A Pay-i parameter (or header) of the wrong type."""
+
+
+class ParameterValueError(ParameterError, ValueError):
+    """A Pay-i parameter (or header, or variable) with a bad value."""
+
+
+def _check_text(text: str, what: str) -> None:
+    for ch in _FORBIDDEN:
+        if ch in text:
+            raise ParameterValueError(f"{what} must not contain CR, LF or NUL characters: {text!r}")
+
+
+def validate_value(name: str, value: object, *, what: Optional[str] = None) -> Value:
+    """Check one parameter value and return its canonical form.
+
+    ``what`` names the parameter in error messages (defaults to ``name``; headers and
+    environment variables pass their own name). Raises ``TypeError`` for a wrong type and
+    ``ValueError`` for a bad value.
+    """
+    label = what or name
+    kind = PARAMETERS.get(name)
+    if kind is None:
+        raise ParameterTypeError(f"unknown Pay-i parameter {name!r}")
+    if kind is Kind.STRING:
+        if not isinstance(value, str):
+            raise ParameterTypeError(f"{label} must be a str, not {type(value).__name__}")
+        _check_text(value, label)
+        return value
+    if kind is Kind.INT:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParameterTypeError(f"{label} must be an int, not {type(value).__name__}")
+        return int(value)
+    if kind is Kind.LIST:
+        if not isinstance(value, (list, tuple)):
+            raise ParameterTypeError(
+                f"{label} must be a list of str, not {type(value).__name__}"
+                + (" (wrap a single value in a list)" if isinstance(value, str) else "")
+            )
+        items = []
+        for item in value:
+            if not isinstance(item, str):
+                raise ParameterTypeError(f"{label} elements must be str, not {type(item).__name__}")
+            _check_text(item, label)
+            if "," in item:
+                raise ParameterValueError(f"{label} elements must not contain a comma: {item!r}")
+            if not item.strip():
+                raise ParameterValueError(f"{label} elements must not be empty")
+            items.append(item)
+        return tuple(items)
+    # Kind.DICT
+    if not isinstance(value, Mapping):
+        raise ParameterTypeError(
+            f"{label} must be a dict of str to str, not {type(value).__name__}"
+        )
+    result: Dict[str, Optional[str]] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise ParameterTypeError(f"{label} keys must be str, not {type(key).__name__}")
+        if not key:
+            raise ParameterValueError(f"{label} keys must not be empty")
+        _check_text(key, label)
+        if item is not None:
+            if not isinstance(item, str):
+                raise ParameterTypeError(
+                    f"{label}[{key!r}] must be a str or None, not {type(item).__name__}"
+                )
+            _check_text(item, label)
+        result[key] = item
+    return result
+
+
+def validate_params(params: Mapping[str, object], *, source: str) -> Params:
+    """Validate keyword parameters; ``None`` values mean "unset" and are dropped.
+
+    ``source`` names the API that received them (``"track"``, ``"track_context"``,
+    ``"config"``) for the unknown-parameter message.
+    """
+    result: Params = {}
+    for name, value in params.items():
+        if name not in PARAMETERS:
+            raise ParameterTypeError(f"{source}() got an unexpected parameter {name!r}")
+        if value is None:
+            continue
+        result[name] = validate_value(name, value)
+    return result

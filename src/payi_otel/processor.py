@@ -1,0 +1,100 @@
+"""The span processor that gives every GenAI span the effective ``payi.*`` attributes.
+
+A GenAI span is one with any ``gen_ai.*`` attribute at start (e.g. from
+``opentelemetry-instrumentation-openai-v2``). The request hook later replaces the attributes
+with the per-call values (:func:`apply_call_attributes`), so a GenAI span's ``payi.*``
+attributes equal the ``x-payi-*`` headers its call sent.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import Span as ApiSpan
+from opentelemetry.trace import TracerProvider
+
+from payi_otel._log import log_once, logger
+from payi_otel.effective import AttributeValue, Effective
+from payi_otel.state import current_effective
+
+__all__ = ["PayiSpanProcessor", "apply_call_attributes", "install_processor", "is_genai_span"]
+
+GENAI_PREFIX = "gen_ai."
+PAYI_PREFIX = "payi."
+
+
+def is_genai_span(span: object) -> bool:
+    """Whether ``span`` is a recording SDK span with a ``gen_ai.*`` attribute."""
+    attributes = getattr(span, "attributes", None)
+    if not attributes:
+        return False
+    return any(key.startswith(GENAI_PREFIX) for key in attributes)
+
+
+class PayiSpanProcessor(SpanProcessor):
+    """Adds the effective Pay-i parameters to GenAI spans when they start."""
+
+    def __init__(self) -> None:
+        self.enabled = True
+
+    def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
+        if not self.enabled:
+            return
+        try:
+            if is_genai_span(span):
+                span.set_attributes(current_effective(parent_context).attributes())
+        except Exception:  # never break span creation
+            log_once("processor", "payi_otel span processor failed", exc_info=True)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        self.enabled = False
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+_installed: weakref.WeakKeyDictionary[Any, PayiSpanProcessor] = weakref.WeakKeyDictionary()
+
+
+def install_processor(provider: TracerProvider) -> Callable[[], None]:
+    """Add (or re-enable) the processor on an SDK ``provider``; returns the undo."""
+    add = getattr(provider, "add_span_processor", None)
+    if add is None:
+        logger.warning(
+            "payi_otel: the tracer provider %r is not an SDK TracerProvider; GenAI spans "
+            "will not get payi.* attributes (pass tracer_provider= or set a global one "
+            "before payi_instrument())",
+            provider,
+        )
+        return lambda: None
+    processor = _installed.get(provider)
+    if processor is None:
+        processor = PayiSpanProcessor()
+        add(processor)
+        _installed[provider] = processor
+    processor.enabled = True
+
+    def undo() -> None:
+        processor.enabled = False
+
+    return undo
+
+
+def apply_call_attributes(span: ApiSpan, call: Effective) -> None:
+    """Make ``span``'s ``payi.*`` attributes exactly ``call``'s (the headers it sends)."""
+    if not is_genai_span(span):
+        return
+    wanted: Mapping[str, AttributeValue] = call.attributes()
+    attributes = getattr(span, "_attributes", None)
+    if attributes is not None:
+        stale = [k for k in list(attributes) if k.startswith(PAYI_PREFIX) and k not in wanted]
+        for key in stale:
+            del attributes[key]
+    span.set_attributes(wanted)

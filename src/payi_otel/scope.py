@@ -1,0 +1,276 @@
+"""Scopes: ``@track`` and ``track_context``. Each scope entry is one INTERNAL span.
+
+A scope computes its effective parameters when it is entered (``state.enter_scope``), starts
+its span with them as ``payi.*`` attributes, and attaches a context carrying span, state and
+(opt-in) baggage. Leaving detaches that context, records an exception on the span, ends it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncGenerator, Generator, Mapping
+from types import TracebackType
+from typing import Any, Callable, List, Optional, Type, TypeVar, cast
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from payi_otel import baggage as payi_baggage
+from payi_otel import state as payi_state
+from payi_otel.effective import Effective
+from payi_otel.parameters import Params, validate_params
+from payi_otel.tracing import get_payi_tracer
+
+__all__ = ["get_context", "track", "track_context"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+SCOPE_ATTRIBUTE = "payi.scope"
+
+
+class _Scope:
+    """One entered scope: its span and the token of the context it attached."""
+
+    __slots__ = ("_span", "_token", "context", "effective")
+
+    def __init__(self, method: str, params: Params, span_name: str, parent: Context) -> None:
+        state, ctx = payi_state.enter_scope(method, params, parent)
+        self.effective: Effective = state.effective
+        attributes = dict(state.effective.attributes())
+        attributes[SCOPE_ATTRIBUTE] = method
+        self._span: Span = get_payi_tracer().start_span(
+            span_name, context=parent, kind=SpanKind.INTERNAL, attributes=attributes
+        )
+        ctx = trace.set_span_in_context(self._span, ctx)
+        if payi_state.propagate_baggage():
+            ctx = payi_baggage.with_outgoing(ctx, state.effective)
+        self.context: Context = ctx
+        self._token: Optional[object] = None
+
+    def attach(self) -> None:
+        self._token = otel_context.attach(self.context)
+
+    def detach(self) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]
+
+    def end(self, exc: Optional[BaseException] = None) -> None:
+        if exc is not None and not isinstance(exc, (GeneratorExit, StopIteration)):
+            self._span.record_exception(exc)
+            self._span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        self._span.end()
+
+
+def _track_sync(fn: Callable[..., Any], params: Params, name: str) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        scope = _Scope(payi_state.TRACK, params, name, otel_context.get_current())
+        scope.attach()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            scope.detach()
+            scope.end(exc)
+            raise
+        scope.detach()
+        scope.end()
+        return result
+
+    return wrapper
+
+
+def _track_async(fn: Callable[..., Any], params: Params, name: str) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        scope = _Scope(payi_state.TRACK, params, name, otel_context.get_current())
+        scope.attach()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            scope.detach()
+            scope.end(exc)
+            raise
+        scope.detach()
+        scope.end()
+        return result
+
+    return wrapper
+
+
+def _drive_generator(
+    gen: Generator[Any, Any, Any], params: Params, name: str, parent: Context
+) -> Generator[Any, Any, Any]:
+    """Run ``gen`` inside its scope on every resume, and outside it between resumes."""
+    scope = _Scope(payi_state.TRACK, params, name, parent)
+    error: Optional[BaseException] = None
+    try:
+        to_send: Any = None
+        to_throw: Optional[BaseException] = None
+        while True:
+            scope.attach()
+            try:
+                item = gen.send(to_send) if to_throw is None else gen.throw(to_throw)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                scope.detach()
+            to_send, to_throw = None, None
+            try:
+                to_send = yield item
+            except GeneratorExit:
+                scope.attach()
+                try:
+                    gen.close()
+                finally:
+                    scope.detach()
+                raise
+            except BaseException as exc:
+                to_throw = exc
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        scope.end(error)
+
+
+async def _drive_async_generator(
+    agen: AsyncGenerator[Any, Any], params: Params, name: str, parent: Context
+) -> AsyncGenerator[Any, Any]:
+    """Async counterpart of :func:`_drive_generator`."""
+    scope = _Scope(payi_state.TRACK, params, name, parent)
+    error: Optional[BaseException] = None
+    try:
+        to_send: Any = None
+        to_throw: Optional[BaseException] = None
+        while True:
+            scope.attach()
+            try:
+                if to_throw is None:
+                    item = await agen.asend(to_send)
+                else:
+                    item = await agen.athrow(to_throw)
+            except StopAsyncIteration:
+                return
+            finally:
+                scope.detach()
+            to_send, to_throw = None, None
+            try:
+                to_send = yield item
+            except GeneratorExit:
+                scope.attach()
+                try:
+                    await agen.aclose()
+                finally:
+                    scope.detach()
+                raise
+            except BaseException as exc:
+                to_throw = exc
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        scope.end(error)
+
+
+def _track_generator(fn: Callable[..., Any], params: Params, name: str) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        parent = otel_context.get_current()
+        return _drive_generator(fn(*args, **kwargs), params, name, parent)
+
+    return wrapper
+
+
+def _track_async_generator(
+    fn: Callable[..., Any], params: Params, name: str
+) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        parent = otel_context.get_current()
+        return _drive_async_generator(fn(*args, **kwargs), params, name, parent)
+
+    return wrapper
+
+
+def track(**params: Any) -> Callable[[F], F]:
+    """Decorate a function so each invocation is a Pay-i scope and an INTERNAL span.
+
+    Works on plain and ``async`` functions, generators and async generators (the body of a
+    generator runs inside its scope on every resume, and not outside it). Parameters are
+    validated here, at decoration time.
+    """
+    own = validate_params(params, source="track")
+    step = own.get("use_case_step")
+
+    def decorator(fn: F) -> F:
+        if not callable(fn):
+            raise TypeError(f"@track must decorate a function, not {type(fn).__name__}")
+        name = step if isinstance(step, str) and step else getattr(fn, "__qualname__", "track")
+        if inspect.isasyncgenfunction(fn):
+            wrapped = _track_async_generator(fn, own, name)
+        elif inspect.iscoroutinefunction(fn):
+            wrapped = _track_async(fn, own, name)
+        elif inspect.isgeneratorfunction(fn):
+            wrapped = _track_generator(fn, own, name)
+        else:
+            wrapped = _track_sync(fn, own, name)
+        return cast(F, wrapped)
+
+    return decorator
+
+
+class track_context:
+    """A Pay-i scope for a block: ``with track_context(user_id=...):`` (or ``async with``).
+
+    Parameters are validated when it is created; each entry is a new scope and a new span.
+    """
+
+    __slots__ = ("_name", "_params", "_scopes")
+
+    def __init__(self, **params: Any) -> None:
+        self._params = validate_params(params, source="track_context")
+        step = self._params.get("use_case_step")
+        name = self._params.get("use_case_name")
+        if isinstance(step, str) and step:
+            self._name = step
+        elif isinstance(name, str) and name:
+            self._name = name
+        else:
+            self._name = "payi.track_context"
+        self._scopes: List[_Scope] = []
+
+    def __enter__(self) -> None:
+        scope = _Scope(
+            payi_state.TRACK_CONTEXT, self._params, self._name, otel_context.get_current()
+        )
+        scope.attach()
+        self._scopes.append(scope)
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        scope = self._scopes.pop()
+        scope.detach()
+        scope.end(exc)
+
+    async def __aenter__(self) -> None:
+        self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def get_context() -> Mapping[str, object]:
+    """The effective parameters in force here, as a read-only mapping (unset ones absent)."""
+    return payi_state.current_effective().public()
