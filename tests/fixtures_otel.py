@@ -1,0 +1,104 @@
+"""OpenTelemetry fixtures: one real SDK TracerProvider with an in-memory exporter per session,
+and a fixture that instruments payi_otel with a given global config for one test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from payi_otel import PayiInstrumentor
+from payi_otel._log import reset_log_once
+
+
+@dataclass
+class Otel:
+    provider: TracerProvider
+    exporter: InMemorySpanExporter
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def named(self, name: str) -> list[ReadableSpan]:
+        return [s for s in self.spans() if s.name == name]
+
+    def one(self, name: str) -> ReadableSpan:
+        found = self.named(name)
+        assert len(found) == 1, (name, [s.name for s in self.spans()])
+        return found[0]
+
+    def genai_spans(self) -> list[ReadableSpan]:
+        return [
+            s for s in self.spans()
+            if any(k.startswith("gen_ai.") for k in (s.attributes or {}))
+        ]
+
+
+def payi_attrs(span: ReadableSpan) -> dict[str, Any]:
+    """The span's payi.* attributes (sequences as lists)."""
+    result: dict[str, Any] = {}
+    for key, value in (span.attributes or {}).items():
+        if key.startswith("payi.") and key != "payi.scope":
+            result[key] = list(value) if isinstance(value, tuple) else value
+    return result
+
+
+_PROVIDER: Optional[TracerProvider] = None
+_EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="session")
+def otel_session() -> Otel:
+    global _PROVIDER
+    if _PROVIDER is None:
+        _PROVIDER = TracerProvider()
+        _PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+        trace.set_tracer_provider(_PROVIDER)
+    return Otel(_PROVIDER, _EXPORTER)
+
+
+@pytest.fixture
+def otel(otel_session: Otel) -> Iterator[Otel]:
+    otel_session.exporter.clear()
+    yield otel_session
+    otel_session.exporter.clear()
+
+
+@pytest.fixture
+def instrument(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., PayiInstrumentor]]:
+    """``instrument(config, **kwargs)``: PayiInstrumentor on the test provider; undone after.
+
+    ``PAYI_*`` variables from the outer environment are removed first; the default use case
+    name comes from ``caller_file`` (``"app.py"`` unless a test passes another).
+    """
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("PAYI_"):
+            monkeypatch.delenv(key)
+    reset_log_once()
+    instrumentor = PayiInstrumentor()
+    instrumentor.uninstrument()
+
+    def do(config: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> PayiInstrumentor:
+        kwargs.setdefault("caller_file", "/srv/app.py")
+        instrumentor.instrument(config=config, tracer_provider=otel.provider, **kwargs)
+        return instrumentor
+
+    yield do
+    instrumentor.uninstrument()
+    reset_log_once()
+
+
+@pytest.fixture
+def no_global(instrument: Callable[..., PayiInstrumentor]) -> PayiInstrumentor:
+    """Instrumented with an empty global context (no default use case name)."""
+    return instrument(caller_file="<test>")
