@@ -187,10 +187,12 @@ def test_exception_in_generator(otel: Otel) -> None:
 
 def test_scope_spans_are_internal_children_of_the_current_span(otel: Otel) -> None:
     tracer = otel.provider.get_tracer("test")
-    with tracer.start_as_current_span("request") as parent:
-        with track_context(use_case_name="uc"):
-            with track_context(use_case_step="step"):
-                pass
+    with (
+        tracer.start_as_current_span("request") as parent,
+        track_context(use_case_name="uc"),
+        track_context(use_case_step="step"),
+    ):
+        pass
     uc, step = otel.one("uc"), otel.one("step")
     assert uc.kind is SpanKind.INTERNAL and step.kind is SpanKind.INTERNAL
     assert uc.parent is not None and uc.parent.span_id == parent.get_span_context().span_id

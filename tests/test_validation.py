@@ -54,9 +54,8 @@ def test_unknown_parameter_is_a_type_error() -> None:
 
 
 def test_bad_input_raises_before_any_scope_or_span(otel: Any) -> None:
-    with pytest.raises(ValueError):
-        with track_context(user_id="a\nb"):
-            pass  # pragma: no cover
+    with pytest.raises(ValueError), track_context(user_id="a\nb"):
+        pass  # pragma: no cover
     assert otel.spans() == []
 
 

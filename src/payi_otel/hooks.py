@@ -13,14 +13,16 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, Dict, List, Tuple
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from payi_otel._log import log_once
 from payi_otel.headers import is_payi_header, parse_headers, resolve_call
 from payi_otel.parameters import ParameterError
-from payi_otel.processor import apply_call_attributes
+from payi_otel.processor import apply_call_attributes, with_call
 from payi_otel.state import current_effective
 
 __all__ = ["SDKS", "instrument_sdks"]
@@ -57,8 +59,9 @@ def _with_options(
 
 def _prepare(
     sdk: _Sdk, client: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
-) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
-    """Resolve the call's parameters and return the arguments with the resolved headers.
+) -> Tuple[Tuple[Any, ...], Dict[str, Any], Context]:
+    """Resolve the call's parameters: the arguments with the resolved headers, and the
+    context to send them in.
 
     ``TypeError``/``ValueError`` from parsing the caller's headers propagate (the caller's
     mistake, nothing is sent); any other failure is the caller's to catch as internal.
@@ -87,7 +90,7 @@ class _Resolved:
 
     def apply(
         self, args: Tuple[Any, ...], kwargs: Dict[str, Any]
-    ) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+    ) -> Tuple[Tuple[Any, ...], Dict[str, Any], Context]:
         call = resolve_call(current_effective(), self.call_params)
         headers: Dict[str, Any] = {
             k: v for k, v in self.call_headers.items() if not is_payi_header(k)
@@ -102,23 +105,53 @@ class _Resolved:
         apply_call_attributes(trace.get_current_span(), call)
         options = self.sdk.model_copy(self.options)
         options.headers = headers
-        return _with_options(args, kwargs, options)
+        new_args, new_kwargs = _with_options(args, kwargs, options)
+        return new_args, new_kwargs, with_call(otel_context.get_current(), call)
 
 
-def _make_wrapper(sdk: _Sdk) -> Callable[..., Any]:
-    def wrapper(
-        wrapped: Callable[..., Any], instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
-    ) -> Any:
+def _make_wrapper(sdk: _Sdk, is_async: bool) -> Callable[..., Any]:
+    """The ``wrapt`` wrapper of ``request``: resolve, stamp, then send.
+
+    While the SDK handles the call, the resolved parameters are in the context, so a GenAI
+    span the SDK starts itself (e.g. anthropic's own call span) gets the per-call values.
+    """
+
+    def prepare(instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
         try:
-            new_args, new_kwargs = _prepare(sdk, instance, args, kwargs)
+            return _prepare(sdk, instance, args, kwargs)
         except ParameterError:
             raise  # the caller's own mistake: nothing is sent
         except Exception:
             log_once(f"hook:{sdk.package}", "payi_otel request hook failed", exc_info=True)
-            return wrapped(*args, **kwargs)
-        return wrapped(*new_args, **new_kwargs)
+            return None
 
-    return wrapper
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+    ) -> Any:
+        prepared = prepare(instance, args, kwargs)
+        if prepared is None:
+            return wrapped(*args, **kwargs)
+        new_args, new_kwargs, ctx = prepared
+        token = otel_context.attach(ctx)
+        try:
+            return wrapped(*new_args, **new_kwargs)
+        finally:
+            otel_context.detach(token)
+
+    async def async_wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+    ) -> Any:
+        prepared = prepare(instance, args, kwargs)
+        if prepared is None:
+            return await wrapped(*args, **kwargs)
+        new_args, new_kwargs, ctx = prepared
+        token = otel_context.attach(ctx)
+        try:
+            return await wrapped(*new_args, **new_kwargs)
+        finally:
+            otel_context.detach(token)
+
+    return async_wrapper if is_async else wrapper
 
 
 def instrument_sdks() -> List[Callable[[], None]]:
@@ -133,14 +166,13 @@ def instrument_sdks() -> List[Callable[[], None]]:
         except Exception:
             log_once(f"sdk:{package}", "payi_otel cannot instrument %s", package, exc_info=True)
             continue
-        wrapper = _make_wrapper(sdk)
-        for cls_name in ("SyncAPIClient", "AsyncAPIClient"):
+        for cls_name, is_async in (("SyncAPIClient", False), ("AsyncAPIClient", True)):
             cls = getattr(module, cls_name, None)
             if cls is None or not hasattr(cls, "request"):
                 log_once(f"sdk:{package}:{cls_name}", "payi_otel: %s has no %s.request",
                          package, cls_name)
                 continue
-            wrap_function_wrapper(module, f"{cls_name}.request", wrapper)
+            wrap_function_wrapper(module, f"{cls_name}.request", _make_wrapper(sdk, is_async))
             undo.append(_unwrapper(cls))
     return undo
 

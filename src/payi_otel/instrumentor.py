@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Collection, Mapping
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
@@ -19,7 +19,7 @@ from opentelemetry.trace import TracerProvider
 
 from payi_otel import config as payi_config
 from payi_otel import state as payi_state
-from payi_otel._log import logger
+from payi_otel._log import log_once, logger
 from payi_otel.tracing import set_payi_tracer_provider
 
 __all__ = ["PayiInstrumentor", "payi_instrument"]
@@ -40,8 +40,9 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     global level), ``propagate_baggage`` (default: ``PAYI_PROPAGATE_BAGGAGE``, else False).
     """
 
-    def __init__(self) -> None:
-        self._undo: List[Any] = []
+    # No __init__: BaseInstrumentor is a singleton whose __init__ would run on every
+    # PayiInstrumentor() call and forget what the instrumented one must undo.
+    _undo: Tuple[Callable[[], Any], ...] = ()
 
     def instrumentation_dependencies(self) -> Collection[str]:
         # openai / anthropic are optional: each is instrumented when it is installed.
@@ -63,16 +64,21 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         provider: Optional[TracerProvider] = kwargs.get("tracer_provider")
         payi_state.set_global(params, propagate_baggage=propagate)
         set_payi_tracer_provider(provider)
-        self._undo = []
-        self._instrument_threading(provider)
+        undo: List[Callable[[], Any]] = []
+        undo.extend(self._instrument_threading(provider))
         from payi_otel.processor import install_processor
 
-        self._undo.append(install_processor(provider or trace.get_tracer_provider()))
+        undo.append(install_processor(provider or trace.get_tracer_provider()))
         from payi_otel.hooks import instrument_sdks
 
-        self._undo.extend(instrument_sdks())
+        undo.extend(instrument_sdks())
+        if kwargs.get("genai_spans"):
+            undo.extend(self._instrument_openai_v2(provider))
+        self._undo = tuple(undo)
 
-    def _instrument_threading(self, provider: Optional[TracerProvider]) -> None:
+    def _instrument_threading(
+        self, provider: Optional[TracerProvider]
+    ) -> List[Callable[[], Any]]:
         from opentelemetry.instrumentation.threading import (
             ThreadingInstrumentor,
         )
@@ -80,12 +86,33 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         threading_instrumentor = ThreadingInstrumentor()
         if not threading_instrumentor.is_instrumented_by_opentelemetry:
             threading_instrumentor.instrument(tracer_provider=provider)
-            self._undo.append(threading_instrumentor.uninstrument)
+            return [threading_instrumentor.uninstrument]
+        return []
+
+    def _instrument_openai_v2(
+        self, provider: Optional[TracerProvider]
+    ) -> List[Callable[[], Any]]:
+        """GenAI spans for OpenAI calls, if ``opentelemetry-instrumentation-openai-v2`` and
+        ``openai`` import and nothing instrumented them yet."""
+        try:
+            import openai  # noqa: F401
+            from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+        except ImportError as exc:
+            logger.info("payi_otel: no OpenAI GenAI spans (%s)", exc)
+            return []
+        except Exception:
+            log_once("openai_v2", "payi_otel: cannot load openai-v2", exc_info=True)
+            return []
+        openai_instrumentor = OpenAIInstrumentor()  # type: ignore[no-untyped-call]
+        if not openai_instrumentor.is_instrumented_by_opentelemetry:
+            openai_instrumentor.instrument(tracer_provider=provider)
+            return [openai_instrumentor.uninstrument]
+        return []
 
     def _uninstrument(self, **kwargs: Any) -> None:
         for undo in reversed(self._undo):
             undo()
-        self._undo = []
+        self._undo = ()
         payi_state.set_global({}, propagate_baggage=False)
         set_payi_tracer_provider(None)
 
@@ -95,13 +122,16 @@ def payi_instrument(
     *,
     tracer_provider: Optional[TracerProvider] = None,
     propagate_baggage: Optional[bool] = None,
+    genai_spans: bool = True,
 ) -> None:
     """Initialise Pay-i attribution once, at application start-up.
 
     Sets the global context from ``config`` over ``PAYI_*`` environment variables (its
     ``use_case_name`` defaults to the calling file's stem, with a fresh id), installs the span
     processor on ``tracer_provider`` (default: the global one) and instruments the installed
-    GenAI SDKs. A second call logs a warning and changes nothing.
+    GenAI SDKs. With ``genai_spans`` (default), OpenAI calls also get GenAI spans from
+    ``opentelemetry-instrumentation-openai-v2`` unless it is already instrumented.
+    A second call logs a warning and changes nothing.
     """
     instrumentor = PayiInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
@@ -113,4 +143,5 @@ def payi_instrument(
         tracer_provider=tracer_provider,
         propagate_baggage=propagate_baggage,
         caller_file=caller,
+        genai_spans=genai_spans,
     )

@@ -1,8 +1,10 @@
 """The span processor that gives every GenAI span the effective ``payi.*`` attributes.
 
 A GenAI span is one with any ``gen_ai.*`` attribute at start (e.g. from
-``opentelemetry-instrumentation-openai-v2``). The request hook later replaces the attributes
-with the per-call values (:func:`apply_call_attributes`), so a GenAI span's ``payi.*``
+``opentelemetry-instrumentation-openai-v2``, or the anthropic SDK's own call span). A span
+started around the SDK call gets the scope's values here, then the request hook replaces them
+with the per-call values (:func:`apply_call_attributes`); a span started inside the SDK call
+gets the per-call values directly (:func:`with_call`). Either way a GenAI span's ``payi.*``
 attributes equal the ``x-payi-*`` headers its call sent.
 """
 
@@ -12,6 +14,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
+from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import Span as ApiSpan
@@ -25,6 +28,19 @@ __all__ = ["PayiSpanProcessor", "apply_call_attributes", "install_processor", "i
 
 GENAI_PREFIX = "gen_ai."
 PAYI_PREFIX = "payi."
+
+
+_CALL_KEY = otel_context.create_key("payi_otel.call")
+
+
+def with_call(ctx: Context, call: Effective) -> Context:
+    """``ctx`` carrying one call's resolved parameters (while the SDK sends it)."""
+    return otel_context.set_value(_CALL_KEY, call, ctx)
+
+
+def _effective_for(parent_context: Optional[Context]) -> Effective:
+    call = otel_context.get_value(_CALL_KEY, parent_context)
+    return call if isinstance(call, Effective) else current_effective(parent_context)
 
 
 def is_genai_span(span: object) -> bool:
@@ -46,7 +62,7 @@ class PayiSpanProcessor(SpanProcessor):
             return
         try:
             if is_genai_span(span):
-                span.set_attributes(current_effective(parent_context).attributes())
+                span.set_attributes(_effective_for(parent_context).attributes())
         except Exception:  # never break span creation
             log_once("processor", "payi_otel span processor failed", exc_info=True)
 

@@ -1,0 +1,171 @@
+"""GenAI fixtures: payi_otel + openai-v2 instrumented on the test provider, real SDK clients
+pointed at the local fake server, and the invariant checked after every test that uses them:
+the payi.* attributes of every GenAI span equal the x-payi-* headers its call sent."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import quote
+
+import anthropic
+import openai
+import pytest
+from fake_llm_server import FakeLLMServer, RecordedRequest
+from fixtures_otel import Otel
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
+
+from payi_otel import PayiInstrumentor
+
+# The test's own, independent statement of the contract's naming (section 3 and 4).
+ATTRIBUTE_TO_HEADER = {
+    "payi.use_case.name": "x-payi-use-case-name",
+    "payi.use_case.id": "x-payi-use-case-id",
+    "payi.use_case.version": "x-payi-use-case-version",
+    "payi.use_case.step": "x-payi-use-case-step",
+    "payi.experience.name": "x-payi-experience-name",
+    "payi.experience.id": "x-payi-experience-id",
+    "payi.limit_ids": "x-payi-limit-ids",
+    "payi.request_tags": "x-payi-request-tags",
+    "payi.user_id": "x-payi-user-id",
+    "payi.account_name": "x-payi-account-name",
+    "payi.price_as.category": "x-payi-price-as-category",
+    "payi.price_as.resource": "x-payi-price-as-resource",
+    "payi.resource_scope": "x-payi-resource-scope",
+}
+PROPERTY_ATTRIBUTES = {
+    "payi.use_case.properties.": "x-payi-use-case-properties",
+    "payi.request.properties.": "x-payi-request-properties",
+}
+JSON_HEADERS = set(PROPERTY_ATTRIBUTES.values())
+
+
+def _wire(text: str) -> str:
+    return text if text.isascii() else quote(text, safe="".join(
+        chr(c) for c in range(0x20, 0x7F) if chr(c) != "%"))
+
+
+def headers_from_span(span: ReadableSpan) -> dict[str, str]:
+    """The x-payi-* headers a GenAI span's attributes say were sent."""
+    headers: dict[str, str] = {}
+    props: dict[str, dict[str, str]] = {}
+    for key, value in (span.attributes or {}).items():
+        if key in ATTRIBUTE_TO_HEADER:
+            if isinstance(value, (tuple, list)):
+                text = ",".join(str(v) for v in value)
+            else:
+                text = str(value)
+            headers[ATTRIBUTE_TO_HEADER[key]] = _wire(text)
+            continue
+        for prefix, header in PROPERTY_ATTRIBUTES.items():
+            if key.startswith(prefix):
+                props.setdefault(header, {})[key[len(prefix):]] = str(value)
+    for header, mapping in props.items():
+        headers[header] = json.dumps(mapping, separators=(",", ":"), ensure_ascii=True)
+    return headers
+
+
+def payi_headers(request: RecordedRequest) -> dict[str, str]:
+    return {k: v for k, v in request.headers.items() if k.startswith("x-payi-")}
+
+
+def _normal(headers: Mapping[str, str]) -> frozenset[tuple[str, Any]]:
+    items = []
+    for key, value in headers.items():
+        if key in JSON_HEADERS:
+            items.append((key, tuple(sorted(json.loads(value).items()))))
+        else:
+            items.append((key, value))
+    return frozenset(items)
+
+
+def first_attempts(server: FakeLLMServer) -> list[RecordedRequest]:
+    return [r for r in server.requests if r.headers.get("x-stainless-retry-count", "0") == "0"]
+
+
+def assert_spans_match_requests(otel: Otel, server: FakeLLMServer) -> None:
+    spans = otel.genai_spans()
+    requests = first_attempts(server)
+    assert len(spans) == len(requests), (
+        [s.name for s in spans], [r.path for r in requests])
+    assert Counter(_normal(headers_from_span(s)) for s in spans) == Counter(
+        _normal(payi_headers(r)) for r in requests)
+
+
+@dataclass
+class GenAI:
+    otel: Otel
+    server: FakeLLMServer
+    openai: openai.OpenAI
+    async_openai: openai.AsyncOpenAI
+    anthropic: anthropic.Anthropic
+    async_anthropic: anthropic.AsyncAnthropic
+    check_invariant: bool = True
+
+    def openai_client(self, **kwargs: Any) -> openai.OpenAI:
+        kwargs.setdefault("max_retries", 0)
+        return openai.OpenAI(base_url=self.server.openai_base_url, api_key="test", **kwargs)
+
+    def anthropic_client(self, **kwargs: Any) -> anthropic.Anthropic:
+        kwargs.setdefault("max_retries", 0)
+        return anthropic.Anthropic(
+            base_url=self.server.anthropic_base_url, api_key="test", **kwargs)
+
+    @contextmanager
+    def genai_span(self, system: str = "anthropic", operation: str = "chat") -> Iterator[Any]:
+        """A GenAI span, as any GenAI instrumentation would start around a call."""
+        tracer = self.otel.provider.get_tracer("test.genai")
+        with tracer.start_as_current_span(
+            f"{operation} {system}", kind=SpanKind.CLIENT,
+            attributes={"gen_ai.operation.name": operation, "gen_ai.provider.name": system},
+        ) as span:
+            yield span
+
+    def sent(self) -> list[dict[str, str]]:
+        """x-payi-* headers of every first attempt, in order."""
+        return [payi_headers(r) for r in first_attempts(self.server)]
+
+    def last(self) -> dict[str, str]:
+        sent = self.sent()
+        assert sent, "no request reached the server"
+        return sent[-1]
+
+    def span_attrs(self) -> list[dict[str, Any]]:
+        from fixtures_otel import payi_attrs
+
+        spans = sorted(self.otel.genai_spans(), key=lambda s: s.start_time or 0)
+        return [payi_attrs(s) for s in spans]
+
+
+@pytest.fixture
+def genai(
+    instrument: Callable[..., PayiInstrumentor], otel: Otel, llm_server: FakeLLMServer
+) -> Iterator[GenAI]:
+    """payi_otel (empty global level) + openai-v2 on the test provider, and SDK clients."""
+    instrument(caller_file="<test>", genai_spans=True)
+    base = llm_server.openai_base_url
+    env = GenAI(
+        otel=otel,
+        server=llm_server,
+        openai=openai.OpenAI(base_url=base, api_key="test", max_retries=0),
+        async_openai=openai.AsyncOpenAI(base_url=base, api_key="test", max_retries=0),
+        anthropic=anthropic.Anthropic(
+            base_url=llm_server.anthropic_base_url, api_key="test", max_retries=0),
+        async_anthropic=anthropic.AsyncAnthropic(
+            base_url=llm_server.anthropic_base_url, api_key="test", max_retries=0),
+    )
+    yield env
+    if env.check_invariant:
+        assert_spans_match_requests(otel, llm_server)
+
+
+CHAT: dict[str, Any] = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hello"}]}
+MESSAGE: dict[str, Any] = {
+    "model": "claude-haiku-4-5", "max_tokens": 64,
+    "messages": [{"role": "user", "content": "Hello"}],
+}
