@@ -126,6 +126,14 @@ class GenAI:
         ) as span:
             yield span
 
+    def reinstrument(self, config: Any = None, **kwargs: Any) -> None:
+        """payi_otel again with another global level (default use case: ``app``)."""
+        payi = PayiInstrumentor()
+        payi.uninstrument()
+        kwargs.setdefault("caller_file", "/srv/app.py")
+        payi.instrument(config=config, tracer_provider=self.otel.provider, genai_spans=True,
+                        **kwargs)
+
     def sent(self) -> list[dict[str, str]]:
         """x-payi-* headers of every first attempt, in order."""
         return [payi_headers(r) for r in first_attempts(self.server)]

@@ -1,0 +1,114 @@
+"""Zero-code: ``opentelemetry-instrument python app.py`` with PAYI_* variables stamps headers
+and attributes GenAI spans, with no payi_otel import in app.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_llm_server import FakeLLMServer
+from fixtures_genai import payi_headers
+
+APP = '''
+import os
+from openai import OpenAI
+
+client = OpenAI(base_url=os.environ["APP_BASE_URL"], api_key="test", max_retries=0)
+reply = client.chat.completions.create(
+    model="gpt-4", messages=[{"role": "user", "content": "zero code"}],
+    extra_headers={"x-payi-request-tags": "from_app"},
+)
+print("REPLY:", reply.choices[0].message.content)
+'''
+
+INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
+
+
+def console_spans(stdout: str) -> list[dict[str, Any]]:
+    """The span JSON objects the console exporter printed."""
+    decoder = json.JSONDecoder()
+    spans, index = [], 0
+    while True:
+        start = stdout.find("{", index)
+        if start < 0:
+            return spans
+        try:
+            obj, index = decoder.raw_decode(stdout, start)
+        except ValueError:
+            index = start + 1
+            continue
+        if isinstance(obj, dict) and "context" in obj and "attributes" in obj:
+            spans.append(obj)
+
+
+def run_app(tmp_path: Path, server: FakeLLMServer, **env: str) -> subprocess.CompletedProcess[str]:
+    app = tmp_path / "billing_bot.py"
+    app.write_text(APP)
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("PAYI_", "OTEL_"))}
+    full_env.update({
+        "APP_BASE_URL": server.openai_base_url,
+        "OTEL_TRACES_EXPORTER": "console",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_SERVICE_NAME": "zero-code",
+        **env,
+    })
+    return subprocess.run(
+        [str(INSTRUMENT), sys.executable, str(app)], env=full_env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+@pytest.mark.skipif(not INSTRUMENT.exists(), reason="opentelemetry-instrument not installed")
+def test_opentelemetry_instrument_with_payi_env(tmp_path: Path, llm_server: FakeLLMServer) -> None:
+    result = run_app(tmp_path, llm_server, PAYI_USER_ID="env_user", PAYI_LIMIT_IDS="a, b",
+                     PAYI_ACCOUNT_NAME="acme", PAYI_USE_CASE_VERSION="2")
+    assert result.returncode == 0, result.stderr
+    assert "REPLY: echo: zero code" in result.stdout
+    [request] = llm_server.requests
+    sent = payi_headers(request)
+    assert sent["x-payi-user-id"] == "env_user"
+    assert sent["x-payi-limit-ids"] == "a,b"
+    assert sent["x-payi-account-name"] == "acme"
+    assert sent["x-payi-request-tags"] == "from_app"
+    # The default use case is the main script's stem, with a fresh id.
+    assert sent["x-payi-use-case-name"] == "billing_bot"
+    assert sent["x-payi-use-case-version"] == "2"
+    genai = [s for s in console_spans(result.stdout)
+             if any(k.startswith("gen_ai.") for k in s["attributes"])]
+    assert len(genai) == 1, result.stdout
+    attrs = genai[0]["attributes"]
+    assert attrs["payi.user_id"] == "env_user"
+    assert attrs["payi.limit_ids"] == ["a", "b"]
+    assert attrs["payi.request_tags"] == ["from_app"]
+    assert attrs["payi.use_case.name"] == "billing_bot"
+    assert attrs["payi.use_case.id"] == sent["x-payi-use-case-id"]
+    assert attrs["payi.use_case.version"] == 2
+    assert genai[0]["resource"]["attributes"]["service.name"] == "zero-code"
+
+
+@pytest.mark.skipif(not INSTRUMENT.exists(), reason="opentelemetry-instrument not installed")
+def test_opentelemetry_instrument_bad_env_fails_loudly(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    result = run_app(tmp_path, llm_server, PAYI_USE_CASE_VERSION="two")
+    # The auto-instrumentation loader logs the instrumentor's ValueError; the app still runs.
+    assert "PAYI_USE_CASE_VERSION" in result.stderr
+    assert result.returncode == 0
+    assert payi_headers(llm_server.requests[0]) == {"x-payi-request-tags": "from_app"}
+
+
+def test_entry_point_is_registered() -> None:
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group="opentelemetry_instrumentor") if ep.name == "payi"]
+    assert len(found) == 1
+    from payi_otel import PayiInstrumentor
+
+    assert found[0].load() is PayiInstrumentor

@@ -1,0 +1,144 @@
+"""Context across processes (contract section 5): W3C baggage, opt-in."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from fake_llm_server import FakeLLMServer
+from fixtures_genai import payi_headers
+from opentelemetry import baggage, propagate
+from opentelemetry import context as otel_context
+
+from payi_otel import PayiInstrumentor, get_context, track, track_context
+
+DOWNSTREAM = Path(__file__).resolve().parent.parent / "examples" / "cross_service" / "downstream.py"
+
+
+@pytest.fixture
+def downstream(llm_server: FakeLLMServer) -> Iterator[Callable[[bool], str]]:
+    """Start the downstream service in its own process; returns its URL."""
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(propagate_baggage: bool) -> str:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYI_", "OTEL_"))}
+        env.update(LLM_BASE_URL=llm_server.openai_base_url,
+                   PAYI_PROPAGATE_BAGGAGE="true" if propagate_baggage else "false",
+                   PAYI_USE_CASE_NAME="downstream_default", PAYI_ACCOUNT_NAME="down_acct")
+        proc = subprocess.Popen([sys.executable, str(DOWNSTREAM)], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        processes.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("LISTENING"), (line, proc.stderr.read() if proc.stderr else "")
+        return f"http://127.0.0.1:{line.split()[1]}/summarize"
+
+    yield start
+    for proc in processes:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def call_downstream(url: str) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    propagate.inject(headers)  # what an HTTP client instrumentation does
+    request = urllib.request.Request(url, data=b'{"text": "order 42"}', headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        result: dict[str, Any] = json.loads(response.read())
+    return result
+
+
+def upstream_call(url: str) -> dict[str, Any]:
+    with track_context(use_case_name="checkout", use_case_id="co-1", user_id="up_user",
+                       limit_ids=["up_limit"]):
+        return call_downstream(url)
+
+
+def test_baggage_on_downstream_inherits_upstream_parameters(
+    instrument: Callable[..., PayiInstrumentor], llm_server: FakeLLMServer,
+    downstream: Callable[[bool], str],
+) -> None:
+    instrument(caller_file="<test>", propagate_baggage=True)
+    result = upstream_call(downstream(True))
+    sent = payi_headers(llm_server.requests[-1])
+    assert sent["x-payi-user-id"] == "up_user"
+    assert sent["x-payi-use-case-name"] == "checkout"
+    assert sent["x-payi-use-case-id"] == "co-1"
+    assert sent["x-payi-use-case-step"] == "summarize"  # the downstream's own scope
+    assert sent["x-payi-limit-ids"] == "up_limit"
+    assert sent["x-payi-account-name"] == "down_acct"  # its global level still applies
+    assert result["context"]["user_id"] == "up_user"
+
+
+def test_baggage_off_downstream_does_not_inherit(
+    instrument: Callable[..., PayiInstrumentor], llm_server: FakeLLMServer,
+    downstream: Callable[[bool], str],
+) -> None:
+    instrument(caller_file="<test>")  # propagate_baggage defaults to off
+    upstream_call(downstream(True))
+    sent = payi_headers(llm_server.requests[-1])
+    assert "x-payi-user-id" not in sent
+    assert sent["x-payi-use-case-name"] == "downstream_default"
+
+
+def test_downstream_off_ignores_incoming_baggage(
+    instrument: Callable[..., PayiInstrumentor], llm_server: FakeLLMServer,
+    downstream: Callable[[bool], str],
+) -> None:
+    instrument(caller_file="<test>", propagate_baggage=True)
+    upstream_call(downstream(False))
+    sent = payi_headers(llm_server.requests[-1])
+    assert "x-payi-user-id" not in sent
+    assert sent["x-payi-use-case-name"] == "downstream_default"
+
+
+def test_outgoing_baggage_entries(instrument: Callable[..., PayiInstrumentor]) -> None:
+    instrument(caller_file="<test>", propagate_baggage=True)
+    with track_context(user_id="u", limit_ids=["a", "b"], request_properties={"k": "v"}):
+        with track_context(user_id=""):
+            entries = dict(baggage.get_all())
+    assert entries == {"payi.limit_ids": "a,b", "payi.request_properties": '{"k":"v"}',
+                       "payi.user_id": ""}
+    assert baggage.get_all() == {}
+
+
+def test_incoming_baggage_is_the_level_above_global(
+    instrument: Callable[..., PayiInstrumentor],
+) -> None:
+    instrument({"user_id": "global_user", "limit_ids": ["g"]}, caller_file="<test>",
+               propagate_baggage=True)
+    ctx = baggage.set_baggage("payi.user_id", "baggage_user")
+    ctx = baggage.set_baggage("payi.limit_ids", "b1,b2", ctx)
+    ctx = baggage.set_baggage("payi.use_case_version", "not-an-int", ctx)  # ignored, logged
+    token = otel_context.attach(ctx)
+    try:
+        assert get_context()["user_id"] == "baggage_user"
+
+        @track(user_id="track_user", limit_ids=["t"])
+        def f() -> dict[str, Any]:
+            return dict(get_context())
+
+        inner = f()
+        assert inner["user_id"] == "track_user"
+        assert inner["limit_ids"] == ["g", "b1", "b2", "t"]
+    finally:
+        otel_context.detach(token)
+
+
+def test_baggage_ignored_when_off(instrument: Callable[..., PayiInstrumentor]) -> None:
+    instrument(caller_file="<test>")
+    token = otel_context.attach(baggage.set_baggage("payi.user_id", "intruder"))
+    try:
+        assert "user_id" not in get_context()
+        with track_context(limit_ids=["x"]):
+            assert "user_id" not in get_context()
+            assert baggage.get_baggage("payi.limit_ids") is None
+    finally:
+        otel_context.detach(token)
