@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv lint test bench demo clean
+.PHONY: venv lint test test-compat bench demo clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,15 @@ lint: venv
 test: lint
 	$(BIN)/pytest
 
+# The GenAI tests against the oldest SDK releases the hook supports (not part of `make test`).
+COMPAT := .venv-compat
+test-compat:
+	$(PYTHON) -m venv $(COMPAT)
+	$(COMPAT)/bin/python -m pip install --quiet --upgrade pip
+	$(COMPAT)/bin/python -m pip install --quiet -r requirements-dev.txt -e .
+	$(COMPAT)/bin/python -m pip install --quiet "openai==1.26.0" "anthropic==1.0.0" "httpx<0.28"
+	$(COMPAT)/bin/pytest tests/test_genai.py tests/test_genai_seeds.py tests/test_baggage.py tests/test_auto_instrumentation.py
+
 bench: venv
 	$(BIN)/python benchmarks/run.py
 
@@ -29,4 +38,4 @@ demo: venv
 	$(BIN)/python examples/support_assistant/main.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPAT) build src/*.egg-info .mypy_cache .ruff_cache

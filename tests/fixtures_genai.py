@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import importlib.util
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import quote
@@ -125,6 +126,13 @@ class GenAI:
             attributes={"gen_ai.operation.name": operation, "gen_ai.provider.name": system},
         ) as span:
             yield span
+
+    def anthropic_span(self) -> Any:
+        """Around an anthropic call: nothing when the SDK starts its own GenAI call span
+        (anthropic 2.x), else a GenAI span as an instrumentation would start."""
+        if importlib.util.find_spec("anthropic._tracing") is not None:
+            return nullcontext()
+        return self.genai_span()
 
     def reinstrument(self, config: Any = None, **kwargs: Any) -> None:
         """payi_otel again with another global level (default use case: ``app``)."""

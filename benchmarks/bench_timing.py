@@ -1,0 +1,123 @@
+"""Interleaved, paired timing for the benchmarks in ``run.py``.
+
+Every comparison is a set of *variants* measured in the same process, in the same run. One
+*repetition* runs a batch of ``n`` operations of every variant, one after the other, in an
+order that rotates from repetition to repetition (so no variant always runs first, or always
+right after another). A batch is timed as a whole with ``time.perf_counter_ns``; its time per
+operation is one sample. The figure reported for a variant is the median of its samples, and
+the ratio of two variants is the median of their per-repetition ratios (paired, so drift of the
+shared machine between repetitions cancels out).
+
+The garbage collector stays enabled while timing (allocation-heavy code pays for its own
+collections, as it would in production); a full collection runs before every batch so that
+no batch inherits another's garbage.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+__all__ = ["Comparison", "Variant", "loop", "measure"]
+
+#: ``run(n)`` performs ``n`` operations and returns the nanoseconds they took. Anything it
+#: does outside its own timed region (set-up, tear-down) is not counted.
+BatchRunner = Callable[[int], int]
+
+
+def loop(op: Callable[[], object]) -> BatchRunner:
+    """A batch runner that calls ``op()`` ``n`` times inside one timed region."""
+
+    def run(n: int) -> int:
+        iterations = range(n)
+        start = time.perf_counter_ns()
+        for _ in iterations:
+            op()
+        return time.perf_counter_ns() - start
+
+    return run
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One thing to time: a name and its batch runner."""
+
+    name: str
+    run: BatchRunner
+
+
+@dataclass
+class Comparison:
+    """The samples (ns per operation, one per repetition) of every variant of one comparison."""
+
+    n: int
+    samples: Dict[str, List[float]] = field(default_factory=dict)
+
+    def median_ns(self, name: str) -> float:
+        return statistics.median(self.samples[name])
+
+    def median_us(self, name: str) -> float:
+        return self.median_ns(name) / 1000.0
+
+    def ratios(self, name: str, baseline: str) -> List[float]:
+        """Per-repetition ratios ``name / baseline`` (paired samples)."""
+        return [a / b for a, b in zip(self.samples[name], self.samples[baseline])]
+
+    def ratio(self, name: str, baseline: str) -> float:
+        """The median of the paired per-repetition ratios."""
+        return statistics.median(self.ratios(name, baseline))
+
+    def delta_us(self, name: str, baseline: str) -> float:
+        """The median of the paired per-repetition differences, in microseconds."""
+        diffs = [a - b for a, b in zip(self.samples[name], self.samples[baseline])]
+        return statistics.median(diffs) / 1000.0
+
+
+def _batch(variant: Variant, n: int) -> float:
+    gc.collect()
+    return variant.run(n) / n
+
+
+def calibrate(variants: Sequence[Variant], batch_seconds: float, *, minimum: int = 1) -> int:
+    """The ``n`` that makes the slowest variant's batch last about ``batch_seconds``."""
+    n = minimum
+    while True:
+        slowest_ns = max(_batch(v, n) * n for v in variants)
+        if slowest_ns >= 0.05e9 or n >= 10_000_000:
+            per_op = slowest_ns / n
+            return max(minimum, int(batch_seconds * 1e9 / per_op))
+        n *= 4
+
+
+def measure(
+    variants: Sequence[Variant],
+    *,
+    repetitions: int,
+    n: Optional[int] = None,
+    batch_seconds: float = 0.1,
+    warmup: bool = True,
+) -> Comparison:
+    """Time every variant ``repetitions`` times, interleaved, ``n`` operations per batch.
+
+    Without ``n``, it is calibrated so that the slowest variant's batch lasts about
+    ``batch_seconds``. ``warmup`` runs one untimed batch of every variant first.
+    """
+    if n is None:
+        n = calibrate(variants, batch_seconds)
+    if warmup:
+        for variant in variants:
+            _batch(variant, max(1, n // 4))
+    result = Comparison(n, {v.name: [] for v in variants})
+    count = len(variants)
+    for rep in range(repetitions):
+        shift = rep % count
+        order = list(variants[shift:]) + list(variants[:shift])
+        if rep % 2:
+            order.reverse()
+        for variant in order:
+            result.samples[variant.name].append(_batch(variant, n))
+    return result

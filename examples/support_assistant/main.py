@@ -1,0 +1,144 @@
+"""See payi_otel at work: a support assistant making real OpenAI SDK calls, then its traces
+and the ``x-payi-*`` headers every call sent.
+
+    make demo                      # or: python examples/support_assistant/main.py
+
+Needs no network, API key or Docker: the calls go to a fake OpenAI server started in-process
+(``examples/fake_llm_server.py``). Environment:
+
+* ``PAYI_DEMO_BASE_URL``: an OpenAI-compatible base URL to call instead (e.g. a fake server
+  started on its own); the key is ``OPENAI_API_KEY``, else ``"demo"``. The headers table needs
+  the in-process server, so it is skipped then.
+* ``OTEL_SERVICE_NAME``: the ``service.name`` of the spans (default ``payi-otel-demo``).
+* ``OTEL_EXPORTER_OTLP_ENDPOINT``: also export the spans over OTLP/HTTP to this base URL
+  (e.g. ``http://localhost:4318``, the collector of ``docker compose up``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+HERE = Path(__file__).resolve().parent
+for _path in (HERE, HERE.parent):  # this example's modules, and examples/fake_llm_server.py
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from assistant import (  # noqa: E402
+    DIGEST_ACCOUNTS,
+    TICKETS,
+    admin_replay,
+    handle_ticket,
+    nightly_digest,
+)
+from fake_llm_server import FakeLLMServer  # noqa: E402
+from openai import OpenAI  # noqa: E402
+from opentelemetry import trace  # noqa: E402
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import (  # noqa: E402
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+    InMemorySpanExporter,
+)
+from report import (  # noqa: E402
+    match_calls,
+    number_calls,
+    print_check,
+    print_headers,
+    print_traces,
+)
+
+from payi_otel import payi_instrument  # noqa: E402
+
+DEFAULT_SERVICE_NAME = "payi-otel-demo"
+
+#: The global level: every call is for this use case and counts against the monthly budget.
+PAYI_CONFIG = {
+    "use_case_name": "support_assistant",
+    "use_case_version": 2,
+    "limit_ids": ["monthly_budget"],
+}
+
+
+def setup_tracing() -> tuple[TracerProvider, InMemorySpanExporter, Optional[str]]:
+    """A tracer provider keeping every span in memory (for the printout) and, when
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, also exporting them over OTLP/HTTP."""
+    service_name = os.environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
+    if endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))  # reads the env
+    trace.set_tracer_provider(provider)
+    return provider, memory, endpoint
+
+
+def run_app(base_url: str, api_key: str) -> int:
+    """The application's work; returns how many LLM calls it made."""
+    with OpenAI(base_url=base_url, api_key=api_key) as client:
+        for ticket in TICKETS:
+            handle_ticket(client, ticket)
+        admin_replay(client, TICKETS[0])
+    asyncio.run(nightly_digest(base_url, DIGEST_ACCOUNTS))
+    steps = 3 * len(TICKETS) + sum(1 for t in TICKETS if t.escalate_to)
+    return steps + 1 + len(DIGEST_ACCOUNTS)
+
+
+def main() -> int:
+    provider, memory, endpoint = setup_tracing()
+    payi_instrument(config=PAYI_CONFIG, tracer_provider=provider)
+
+    server: Optional[FakeLLMServer] = None
+    base_url = os.environ.get("PAYI_DEMO_BASE_URL") or ""
+    api_key = "demo"
+    if base_url:
+        api_key = os.environ.get("OPENAI_API_KEY") or api_key
+    else:
+        server = FakeLLMServer(latency=0.02, stream_delay=0.002).start()
+        base_url = server.openai_base_url
+    print(f"payi_otel demo: support assistant -> OpenAI API at {base_url}")
+    print(f"global config: {PAYI_CONFIG}")
+    try:
+        calls = run_app(base_url, api_key)
+    finally:
+        if server is not None:
+            server.stop()
+    streamed = ", ".join(t.id for t in TICKETS if t.stream)
+    escalated = ", ".join(f"{t.id} to {t.escalate_to}" for t in TICKETS if t.escalate_to)
+    print(f"ran {len(TICKETS)} tickets (streamed: {streamed}; escalated: {escalated}), "
+          f"1 admin replay with limit_ids=[], {len(DIGEST_ACCOUNTS)} concurrent digests: "
+          f"{calls} LLM calls")
+
+    spans = memory.get_finished_spans()
+    pairs, unmatched = match_calls(spans, server.requests if server else [])
+    requests, numbers = number_calls(pairs, unmatched)
+    print("\n=== Traces " + "=" * 68)
+    print_traces(spans, numbers)
+
+    print("\n=== x-payi-* headers sent, one line per request " + "=" * 31)
+    ok = True
+    if server is None:
+        print("(not recorded: PAYI_DEMO_BASE_URL points at another server)")
+    else:
+        print_headers(requests)
+        print()
+        ok = print_check(pairs, unmatched)
+
+    provider.shutdown()  # flushes the OTLP exporter, if any
+    if endpoint:
+        print(f"\nspans exported over OTLP/HTTP to {endpoint} "
+              f"(service.name={provider.resource.attributes.get(SERVICE_NAME)})")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""What the demo prints: the traces as trees, and the ``x-payi-*`` headers each call sent.
+
+Spans come from an in-memory exporter (``ReadableSpan``), requests from the fake LLM server
+(``RecordedRequest``: method, path, lower-cased headers, JSON body).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Optional, TextIO
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+__all__ = [
+    "GENAI_MARK",
+    "match_calls",
+    "number_calls",
+    "print_check",
+    "print_headers",
+    "print_traces",
+]
+
+PAYI = "payi."
+HEADER_PREFIX = "x-payi-"
+GENAI_MARK = "[GenAI]"
+
+Pair = tuple[ReadableSpan, Optional[Any]]
+
+
+# ------------------------------------------------------------------------------ span helpers
+def is_genai(span: ReadableSpan) -> bool:
+    return any(key.startswith("gen_ai.") for key in span.attributes or {})
+
+
+def payi_attributes(span: ReadableSpan) -> dict[str, object]:
+    """``payi.*`` attributes without the prefix (and without ``payi.scope``)."""
+    return {
+        key[len(PAYI):]: value
+        for key, value in (span.attributes or {}).items()
+        if key.startswith(PAYI) and key != "payi.scope"
+    }
+
+
+def _text(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def _common(spans: Iterable[ReadableSpan]) -> dict[str, object]:
+    """Attributes every span that has ``payi.*`` attributes shares, with the same value."""
+    common: Optional[dict[str, object]] = None
+    for span in spans:
+        attributes = payi_attributes(span)
+        if not attributes:
+            continue
+        if common is None:
+            common = dict(attributes)
+        else:
+            common = {k: v for k, v in common.items() if attributes.get(k) == v}
+    return common or {}
+
+
+def _start(span: ReadableSpan) -> int:
+    return span.start_time or 0
+
+
+def _ms(span: ReadableSpan) -> str:
+    return f"{((span.end_time or 0) - (span.start_time or 0)) / 1e6:7.1f} ms"
+
+
+def _glyphs(out: TextIO) -> tuple[str, str, str, str]:
+    """Box-drawing characters if ``out`` can encode them, else ASCII."""
+    try:
+        "├└│─".encode(out.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return "|- ", "`- ", "|  ", "   "
+    return "├─ ", "└─ ", "│  ", "   "
+
+
+# ------------------------------------------------------------------------------ traces
+def _changes(attributes: Mapping[str, object], base: Mapping[str, object]) -> str:
+    """``attributes`` where they differ from ``base``; a key ``base`` has and they lack: ``-``."""
+    changed = [f"{k}={_text(v)}" for k, v in attributes.items() if base.get(k) != v]
+    changed += [f"{k}=-" for k in base if k not in attributes]
+    return " ".join(changed)
+
+
+def print_traces(
+    spans: Sequence[ReadableSpan],
+    request_numbers: Optional[Mapping[int, int]] = None,
+    out: TextIO = sys.stdout,
+) -> None:
+    """Every trace as an indented tree, roots and siblings in start order.
+
+    Each line: span name (GenAI spans marked ``[GenAI]``), duration, and the ``payi.*``
+    attributes that differ from the parent span's (for the outermost scope: from the values
+    every span shares, printed once above). ``request_numbers`` maps a GenAI span's id to the
+    number of the request it sent, shown as ``request #n``.
+    """
+    common = _common(spans)
+    numbers = request_numbers or {}
+    ids = {span.context.span_id for span in spans if span.context}
+    children: dict[Optional[int], list[ReadableSpan]] = {}
+    for span in spans:
+        parent = span.parent.span_id if span.parent and span.parent.span_id in ids else None
+        children.setdefault(parent, []).append(span)
+    for siblings in children.values():
+        siblings.sort(key=_start)
+    tee, last, pipe, blank = _glyphs(out)
+    lines: list[tuple[str, ReadableSpan, str]] = []
+
+    def walk(span: ReadableSpan, prefix: str, indent: str, base: Mapping[str, object]) -> None:
+        """Collect ``span`` after ``prefix``; its children go under ``indent``."""
+        name = f"{GENAI_MARK} {span.name}" if is_genai(span) else span.name
+        attributes = payi_attributes(span)
+        text = _changes(attributes, base) if attributes else ""
+        span_id = span.context.span_id if span.context else None
+        if span_id in numbers:
+            text = f"{text}  (request #{numbers[span_id]})".lstrip()
+        lines.append((prefix + name, span, text))
+        kids = children.get(span_id, [])
+        for i, kid in enumerate(kids):
+            is_last = i == len(kids) - 1
+            walk(kid, indent + (last if is_last else tee), indent + (blank if is_last else pipe),
+                 attributes or base)
+
+    for root in children.get(None, []):
+        lines.append(("", root, ""))  # a blank line before each trace
+        walk(root, "", "", common)
+
+    print("payi.* attributes, without the prefix. Every span has "
+          f"{_changes(common, {})}; each line shows what its span changes from its parent's "
+          "(name=-: no longer set).", file=out)
+    width = max(len(label) for label, _, _ in lines) + 2
+    for label, span, text in lines:
+        if not label:
+            print(file=out)
+            continue
+        print(f"{label.ljust(width)}{_ms(span)}  {text}".rstrip(), file=out)
+
+
+# ------------------------------------------------------------------------------ headers
+def payi_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.startswith(HEADER_PREFIX)}
+
+
+def headers_of_span(span: ReadableSpan) -> dict[str, object]:
+    """The ``x-payi-*`` headers a span's ``payi.*`` attributes stand for.
+
+    ``payi.use_case.step`` -> ``x-payi-use-case-step``; lists comma-joined; properties
+    (``payi.request.properties.<key>``) as one JSON object, compared parsed.
+    """
+    headers: dict[str, object] = {}
+    for key, value in payi_attributes(span).items():
+        base, dot_properties, prop = key.partition(".properties.")
+        header = HEADER_PREFIX + (base + (".properties" if dot_properties else ""))
+        header = header.replace(".", "-").replace("_", "-")
+        if dot_properties:
+            properties = headers.setdefault(header, {})
+            assert isinstance(properties, dict)
+            properties[prop] = str(value)
+        elif isinstance(value, (list, tuple)):
+            headers[header] = ",".join(str(v) for v in value)
+        else:
+            headers[header] = str(value)
+    return headers
+
+
+def _comparable(headers: Mapping[str, str]) -> dict[str, object]:
+    return {k: json.loads(v) if k.endswith("-properties") else v for k, v in headers.items()}
+
+
+def match_calls(spans: Sequence[ReadableSpan], requests: Sequence[Any]) -> tuple[list[Pair], list[Any]]:
+    """Pair each GenAI span (in start order) with a request that sent exactly its headers.
+
+    Returns the pairs (request ``None`` when no request matches) and the requests left over.
+    Both empty lists mean every call's span and headers agree.
+    """
+    left = list(requests)
+    pairs: list[Pair] = []
+    for span in sorted((s for s in spans if is_genai(s)), key=_start):
+        wanted = headers_of_span(span)
+        found = next((r for r in left if _comparable(payi_headers(r.headers)) == wanted), None)
+        if found is not None:
+            left.remove(found)
+        pairs.append((span, found))
+    return pairs, left
+
+
+def _call(request: Any) -> str:
+    path = str(request.path).removeprefix("/v1/")
+    streamed = isinstance(request.body, dict) and request.body.get("stream") is True
+    return path + (" (stream)" if streamed else "")
+
+
+def number_calls(pairs: Sequence[Pair], unmatched: Sequence[Any]) -> tuple[list[Any], dict[int, int]]:
+    """The requests in table order (GenAI span order, then the unmatched ones), and the
+    1-based table number of each matched GenAI span's request, by span id."""
+    requests: list[Any] = []
+    numbers: dict[int, int] = {}
+    for span, request in pairs:
+        if request is not None:
+            requests.append(request)
+            if span.context:
+                numbers[span.context.span_id] = len(requests)
+    return [*requests, *unmatched], numbers
+
+
+def print_headers(requests: Sequence[Any], out: TextIO = sys.stdout) -> None:
+    """One line per request with the ``x-payi-*`` headers it sent.
+
+    Headers with the same value on every request are printed once, above the table.
+    """
+    rows = [payi_headers(r.headers) for r in requests]
+    names: list[str] = []
+    for row in rows:
+        names.extend(n for n in row if n not in names)
+    same = [n for n in names if all(n in row and row[n] == rows[0][n] for row in rows)]
+    columns = [n for n in names if n not in same]
+
+    print(f"Every request sent: {'  '.join(f'{n}: {rows[0][n]}' for n in same)}", file=out)
+    print("Columns are the other x-payi-* headers, without the prefix ('-': not sent).", file=out)
+    table = [["#", "call", *(n.removeprefix(HEADER_PREFIX) for n in columns)]]
+    for i, (request, row) in enumerate(zip(requests, rows), start=1):
+        table.append([str(i), _call(request), *(row.get(n, "-") for n in columns)])
+    widths = [max(len(line[c]) for line in table) for c in range(len(table[0]))]
+    for line in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip(), file=out)
+
+
+def print_check(pairs: Sequence[Pair], unmatched: Sequence[Any], out: TextIO = sys.stdout) -> bool:
+    """Whether every GenAI span's ``payi.*`` attributes equal its request's headers (and
+    every request has its span); prints the verdict and any mismatch."""
+    matched = sum(1 for _, request in pairs if request is not None)
+    print(f"GenAI spans whose payi.* attributes equal the x-payi-* headers of their request: "
+          f"{matched}/{len(pairs)}; requests without such a span: {len(unmatched)}", file=out)
+    for span, request in pairs:
+        if request is None:
+            print(f"  MISMATCH: span {span.name!r} stands for {headers_of_span(span)}", file=out)
+    for request in unmatched:
+        print(f"  MISMATCH: request {_call(request)} sent {payi_headers(request.headers)}",
+              file=out)
+    return matched == len(pairs) and not unmatched
