@@ -4,10 +4,10 @@ the payi.* attributes of every GenAI span equal the x-payi-* headers its call se
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections import Counter
 from collections.abc import Iterator, Mapping
-import importlib.util
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
