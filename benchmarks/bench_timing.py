@@ -8,6 +8,13 @@ operation is one sample. The figure reported for a variant is the median of its 
 the ratio of two variants is the median of their per-repetition ratios (paired, so drift of the
 shared machine between repetitions cancels out).
 
+Each repetition also runs at a different Python stack depth (``STACK_OFFSETS`` extra frames,
+the same for every variant of that repetition). CPython keeps frames in 16 KiB chunks and,
+until python/cpython#142183 is fixed in the version at hand (it is not in 3.11), allocates and
+frees a chunk on *every* call that straddles a chunk boundary, which adds several microseconds
+to each call of a loop that happens to run at exactly such a depth (row 3's deep nesting hit
+it). Rotating the depth confines that artefact to one or two repetitions, which medians ignore.
+
 The garbage collector stays enabled while timing (allocation-heavy code pays for its own
 collections, as it would in production); a full collection runs before every batch so that
 no batch inherits another's garbage.
@@ -22,7 +29,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-__all__ = ["Comparison", "Variant", "loop", "measure"]
+__all__ = ["STACK_OFFSETS", "Comparison", "Variant", "loop", "measure"]
+
+#: Extra stack frames under the batch, by repetition (cycled). 19 small frames are about
+#: 2.3 KiB, so seven offsets span most of a 16 KiB chunk and at most one or two of them put a
+#: given call chain across a chunk boundary.
+STACK_OFFSETS = (0, 19, 38, 57, 76, 95, 114)
 
 #: ``run(n)`` performs ``n`` operations and returns the nanoseconds they took. Anything it
 #: does outside its own timed region (set-up, tear-down) is not counted.
@@ -77,9 +89,16 @@ class Comparison:
         return statistics.median(diffs) / 1000.0
 
 
-def _batch(variant: Variant, n: int) -> float:
+def _at_stack_offset(frames: int, fn: Callable[[], int]) -> int:
+    """``fn()`` called ``frames`` Python frames deeper than here."""
+    if frames <= 0:
+        return fn()
+    return _at_stack_offset(frames - 1, fn)
+
+
+def _batch(variant: Variant, n: int, offset: int = 0) -> float:
     gc.collect()
-    return variant.run(n) / n
+    return _at_stack_offset(offset, lambda: variant.run(n)) / n
 
 
 def calibrate(variants: Sequence[Variant], batch_seconds: float, *, minimum: int = 1) -> int:
@@ -118,6 +137,7 @@ def measure(
         order = list(variants[shift:]) + list(variants[:shift])
         if rep % 2:
             order.reverse()
+        offset = STACK_OFFSETS[rep % len(STACK_OFFSETS)]
         for variant in order:
-            result.samples[variant.name].append(_batch(variant, n))
+            result.samples[variant.name].append(_batch(variant, n, offset))
     return result

@@ -536,7 +536,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print("profiling ...", flush=True)
                 if rows & {"1", "2"}:
                     instrumentation.set(PAYI)
-                    profiles.append(profile_scopes(tracer, RICH))
+                    profiles.append(profile_scopes(tracer, {"user_id": "u"}, "user_id='u'"))
+                    profiles.append(profile_scopes(tracer, RICH, "**RICH"))
                 if "4" in rows:
                     profiles.append(
                         profile_chat(

@@ -233,3 +233,48 @@ def test_track_keeps_function_metadata() -> None:
 
     assert documented.__name__ == "documented" and documented.__doc__ == "Doc."
     assert documented(3) == 3
+
+
+async def test_one_track_context_instance_shared_by_concurrent_tasks() -> None:
+    admin = track_context(user_id="admin")
+
+    async def handler(delay: float) -> Any:
+        async with admin:
+            await asyncio.sleep(delay)
+            inside = user()
+        return inside, user()
+
+    results = await asyncio.gather(handler(0.02), handler(0.001), handler(0.01))
+    assert results == [("admin", None)] * 3
+
+
+def test_one_track_context_instance_shared_by_threads() -> None:
+    admin = track_context(user_id="admin")
+    barrier = threading.Barrier(2)
+    results: list[Any] = []
+
+    def handler(first: bool) -> None:
+        with admin:
+            barrier.wait()
+            if first:
+                barrier.wait()  # exit after the other thread
+            inside = user()
+            if not first:
+                barrier.wait()
+        results.append((inside, user()))
+
+    threads = [threading.Thread(target=handler, args=(flag,)) for flag in (True, False)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [("admin", None)] * 2
+
+
+def test_reentering_the_same_instance_nests() -> None:
+    ctx = track_context(limit_ids=["x"])
+    with ctx:
+        with ctx:
+            assert get_context()["limit_ids"] == ["x"]
+        assert get_context()["limit_ids"] == ["x"]
+    assert "limit_ids" not in get_context()

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from openai import AsyncOpenAI, OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 from opentelemetry import trace
 
 from payi_otel import track, track_context
@@ -82,8 +83,13 @@ TICKETS: tuple[Ticket, ...] = (
 DIGEST_ACCOUNTS: tuple[str, ...] = ("acme", "globex", "initech")
 
 
-def _user(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
+def _prompt(question: str, system: str = "") -> list[ChatCompletionMessageParam]:
+    """Chat messages: an optional system prompt, then the user's question."""
+    messages: list[ChatCompletionMessageParam] = []
+    if system:
+        messages.append({"role": "system", "content": system})
+    messages.append({"role": "user", "content": question})
+    return messages
 
 
 def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
@@ -100,10 +106,7 @@ def classify(client: OpenAI, question: str) -> str:
     reply = client.chat.completions.create(
         model=CHAT_MODEL,
         max_tokens=5,
-        messages=[
-            {"role": "system", "content": "Answer with one word: " + ", ".join(CATEGORIES)},
-            *_user(question),
-        ],
+        messages=_prompt(question, system="Answer with one word: " + ", ".join(CATEGORIES)),
     )
     text = (reply.choices[0].message.content or "").lower()
     return next((c for c in CATEGORIES if c in text), "general")
@@ -122,10 +125,7 @@ def retrieve(client: OpenAI, question: str, category: str, k: int = 2) -> list[s
 @track(use_case_step="answer", limit_ids=["answer_tokens"])
 def answer(client: OpenAI, question: str, articles: Sequence[str], *, stream: bool = False) -> str:
     """The drafted reply, from the question and the retrieved articles."""
-    messages = [
-        {"role": "system", "content": "Answer using these articles:\n" + "\n".join(articles)},
-        *_user(question),
-    ]
+    messages = _prompt(question, system="Answer using these articles:\n" + "\n".join(articles))
     if not stream:
         reply = client.chat.completions.create(model=CHAT_MODEL, messages=messages)
         return reply.choices[0].message.content or ""
@@ -144,7 +144,7 @@ def escalate(client: OpenAI, draft: str, agent_id: str) -> str:
     """
     reply = client.chat.completions.create(
         model=CHAT_MODEL,
-        messages=_user("Make this reply more empathetic: " + draft),
+        messages=_prompt("Make this reply more empathetic: " + draft),
         extra_headers={"x-payi-user-id": agent_id, "x-payi-request-tags": "escalation"},
     )
     return reply.choices[0].message.content or ""
@@ -184,7 +184,7 @@ def admin_replay(client: OpenAI, ticket: Ticket) -> str:
 async def summarize_account(client: AsyncOpenAI, account_name: str) -> str:
     """One account's daily digest (runs concurrently with the others)."""
     reply = await client.chat.completions.create(
-        model=CHAT_MODEL, messages=_user(f"Summarize today's tickets for {account_name}.")
+        model=CHAT_MODEL, messages=_prompt(f"Summarize today's tickets for {account_name}.")
     )
     return reply.choices[0].message.content or ""
 

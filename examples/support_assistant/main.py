@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -38,15 +39,19 @@ from fake_llm_server import FakeLLMServer  # noqa: E402
 from openai import OpenAI  # noqa: E402
 from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import (  # noqa: E402
     BatchSpanProcessor,
     SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
     InMemorySpanExporter,
 )
 from report import (  # noqa: E402
+    context_attributes,
+    is_genai,
     match_calls,
     number_calls,
     print_check,
@@ -54,48 +59,71 @@ from report import (  # noqa: E402
     print_traces,
 )
 
-from payi_otel import payi_instrument  # noqa: E402
+from payi_otel import get_context, payi_instrument  # noqa: E402
 
 DEFAULT_SERVICE_NAME = "payi-otel-demo"
 
 #: The global level: every call is for this use case and counts against the monthly budget.
-PAYI_CONFIG = {
+PAYI_CONFIG: dict[str, object] = {
     "use_case_name": "support_assistant",
     "use_case_version": 2,
     "limit_ids": ["monthly_budget"],
 }
 
 
-def setup_tracing() -> tuple[TracerProvider, InMemorySpanExporter, Optional[str]]:
+class ExportCounter(SpanExporter):
+    """Wraps an exporter to count the spans it delivered and the ones it could not."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self.exporter = exporter
+        self.delivered = 0
+        self.failed = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self.exporter.export(spans)
+        if result is SpanExportResult.SUCCESS:
+            self.delivered += len(spans)
+        else:
+            self.failed += len(spans)
+        return result
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
+
+
+def setup_tracing() -> tuple[TracerProvider, InMemorySpanExporter, Optional[ExportCounter]]:
     """A tracer provider keeping every span in memory (for the printout) and, when
     ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, also exporting them over OTLP/HTTP."""
     service_name = os.environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
     memory = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(memory))
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
-    if endpoint:
+    otlp: Optional[ExportCounter] = None
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))  # reads the env
+        otlp = ExportCounter(OTLPSpanExporter())  # endpoint, headers, timeout: from the env
+        provider.add_span_processor(BatchSpanProcessor(otlp))
     trace.set_tracer_provider(provider)
-    return provider, memory, endpoint
+    return provider, memory, otlp
 
 
-def run_app(base_url: str, api_key: str) -> int:
-    """The application's work; returns how many LLM calls it made."""
+def run_app(base_url: str, api_key: str) -> None:
+    """The application's work: the tickets, an admin replay, the nightly digests."""
     with OpenAI(base_url=base_url, api_key=api_key) as client:
         for ticket in TICKETS:
             handle_ticket(client, ticket)
         admin_replay(client, TICKETS[0])
     asyncio.run(nightly_digest(base_url, DIGEST_ACCOUNTS))
-    steps = 3 * len(TICKETS) + sum(1 for t in TICKETS if t.escalate_to)
-    return steps + 1 + len(DIGEST_ACCOUNTS)
 
 
 def main() -> int:
-    provider, memory, endpoint = setup_tracing()
+    provider, memory, otlp = setup_tracing()
     payi_instrument(config=PAYI_CONFIG, tracer_provider=provider)
+    global_attributes = context_attributes(get_context())  # outside any scope: the global level
 
     server: Optional[FakeLLMServer] = None
     base_url = os.environ.get("PAYI_DEMO_BASE_URL") or ""
@@ -106,23 +134,23 @@ def main() -> int:
         server = FakeLLMServer(latency=0.02, stream_delay=0.002).start()
         base_url = server.openai_base_url
     print(f"payi_otel demo: support assistant -> OpenAI API at {base_url}")
-    print(f"global config: {PAYI_CONFIG}")
     try:
-        calls = run_app(base_url, api_key)
+        run_app(base_url, api_key)
     finally:
         if server is not None:
             server.stop()
+    spans = memory.get_finished_spans()
+    calls = sum(1 for span in spans if is_genai(span))
     streamed = ", ".join(t.id for t in TICKETS if t.stream)
     escalated = ", ".join(f"{t.id} to {t.escalate_to}" for t in TICKETS if t.escalate_to)
     print(f"ran {len(TICKETS)} tickets (streamed: {streamed}; escalated: {escalated}), "
           f"1 admin replay with limit_ids=[], {len(DIGEST_ACCOUNTS)} concurrent digests: "
           f"{calls} LLM calls")
 
-    spans = memory.get_finished_spans()
     pairs, unmatched = match_calls(spans, server.requests if server else [])
     requests, numbers = number_calls(pairs, unmatched)
     print("\n=== Traces " + "=" * 68)
-    print_traces(spans, numbers)
+    print_traces(spans, numbers, global_attributes)
 
     print("\n=== x-payi-* headers sent, one line per request " + "=" * 31)
     ok = True
@@ -134,11 +162,18 @@ def main() -> int:
         ok = print_check(pairs, unmatched)
 
     provider.shutdown()  # flushes the OTLP exporter, if any
-    if endpoint:
-        print(f"\nspans exported over OTLP/HTTP to {endpoint} "
-              f"(service.name={provider.resource.attributes.get(SERVICE_NAME)})")
+    if otlp is not None:
+        print(f"\nOTLP/HTTP export to {os.environ['OTEL_EXPORTER_OTLP_ENDPOINT']} "
+              f"(service.name={provider.resource.attributes.get(SERVICE_NAME)}): "
+              f"{otlp.delivered} spans delivered, {otlp.failed} failed")
+        if otlp.failed:
+            print("(is a collector listening there? `docker compose up` starts one on :4318)")
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # the output was piped into `head` or a pager that quit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Optional, TextIO
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Optional, TextIO
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+if TYPE_CHECKING:
+    from fake_llm_server import RecordedRequest
+
 __all__ = [
     "GENAI_MARK",
+    "context_attributes",
+    "is_genai",
     "match_calls",
     "number_calls",
     "print_check",
@@ -26,18 +31,20 @@ PAYI = "payi."
 HEADER_PREFIX = "x-payi-"
 GENAI_MARK = "[GenAI]"
 
-Pair = tuple[ReadableSpan, Optional[Any]]
+Pair = tuple[ReadableSpan, Optional["RecordedRequest"]]
+"""A GenAI span and the request it sent (``None``: no request sent its headers)."""
 
 
 # ------------------------------------------------------------------------------ span helpers
 def is_genai(span: ReadableSpan) -> bool:
+    """A span with any ``gen_ai.*`` attribute (as payi_otel decides too)."""
     return any(key.startswith("gen_ai.") for key in span.attributes or {})
 
 
 def payi_attributes(span: ReadableSpan) -> dict[str, object]:
-    """``payi.*`` attributes without the prefix (and without ``payi.scope``)."""
+    """``payi.*`` attributes without the prefix (and without ``payi.scope``), lists as lists."""
     return {
-        key[len(PAYI):]: value
+        key[len(PAYI):]: list(value) if isinstance(value, tuple) else value
         for key, value in (span.attributes or {}).items()
         if key.startswith(PAYI) and key != "payi.scope"
     }
@@ -49,18 +56,23 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def _common(spans: Iterable[ReadableSpan]) -> dict[str, object]:
-    """Attributes every span that has ``payi.*`` attributes shares, with the same value."""
-    common: Optional[dict[str, object]] = None
-    for span in spans:
-        attributes = payi_attributes(span)
-        if not attributes:
+def context_attributes(context: Mapping[str, object]) -> dict[str, object]:
+    """``payi_otel.get_context()`` as span attributes are named (``use_case_step`` ->
+    ``use_case.step``, ``request_properties`` -> ``request.properties.<key>``), cleared values
+    left out. For the global level, which no span shows on its own."""
+    attributes: dict[str, object] = {}
+    for name, value in context.items():
+        if value in ("", [], {}, None):
             continue
-        if common is None:
-            common = dict(attributes)
+        key = name.replace("request_properties", "request.properties")
+        for group in ("use_case_", "experience_", "price_as_"):
+            if key.startswith(group):
+                key = group[:-1] + "." + key[len(group):]
+        if isinstance(value, Mapping):
+            attributes.update({f"{key}.{k}": v for k, v in value.items() if v is not None})
         else:
-            common = {k: v for k, v in common.items() if attributes.get(k) == v}
-    return common or {}
+            attributes[key] = value
+    return attributes
 
 
 def _start(span: ReadableSpan) -> int:
@@ -91,16 +103,17 @@ def _changes(attributes: Mapping[str, object], base: Mapping[str, object]) -> st
 def print_traces(
     spans: Sequence[ReadableSpan],
     request_numbers: Optional[Mapping[int, int]] = None,
+    global_attributes: Optional[Mapping[str, object]] = None,
     out: TextIO = sys.stdout,
 ) -> None:
     """Every trace as an indented tree, roots and siblings in start order.
 
     Each line: span name (GenAI spans marked ``[GenAI]``), duration, and the ``payi.*``
-    attributes that differ from the parent span's (for the outermost scope: from the values
-    every span shares, printed once above). ``request_numbers`` maps a GenAI span's id to the
-    number of the request it sent, shown as ``request #n``.
+    attributes that differ from the parent span's (for an outermost scope: from
+    ``global_attributes``, printed once above). ``request_numbers`` maps a GenAI span's id to
+    the number of the request it sent, shown as ``request #n``.
     """
-    common = _common(spans)
+    base = dict(global_attributes or {})
     numbers = request_numbers or {}
     ids = {span.context.span_id for span in spans if span.context}
     children: dict[Optional[int], list[ReadableSpan]] = {}
@@ -118,7 +131,7 @@ def print_traces(
         attributes = payi_attributes(span)
         text = _changes(attributes, base) if attributes else ""
         span_id = span.context.span_id if span.context else None
-        if span_id in numbers:
+        if span_id is not None and span_id in numbers:
             text = f"{text}  (request #{numbers[span_id]})".lstrip()
         lines.append((prefix + name, span, text))
         kids = children.get(span_id, [])
@@ -129,11 +142,11 @@ def print_traces(
 
     for root in children.get(None, []):
         lines.append(("", root, ""))  # a blank line before each trace
-        walk(root, "", "", common)
+        walk(root, "", "", base)
 
-    print("payi.* attributes, without the prefix. Every span has "
-          f"{_changes(common, {})}; each line shows what its span changes from its parent's "
-          "(name=-: no longer set).", file=out)
+    print(f"Global level (payi_instrument): {_changes(base, {})}", file=out)
+    print("Each span shows the payi.* attributes (prefix dropped) it changes from its parent's "
+          "or, at the top, from the global level; name=- means no longer set.", file=out)
     width = max(len(label) for label, _, _ in lines) + 2
     for label, span, text in lines:
         if not label:
@@ -151,7 +164,8 @@ def headers_of_span(span: ReadableSpan) -> dict[str, object]:
     """The ``x-payi-*`` headers a span's ``payi.*`` attributes stand for.
 
     ``payi.use_case.step`` -> ``x-payi-use-case-step``; lists comma-joined; properties
-    (``payi.request.properties.<key>``) as one JSON object, compared parsed.
+    (``payi.request.properties.<key>``) as one JSON object, compared parsed. (Values are
+    taken as plain ASCII: payi_otel percent-encodes other text on the wire.)
     """
     headers: dict[str, object] = {}
     for key, value in payi_attributes(span).items():
@@ -173,7 +187,9 @@ def _comparable(headers: Mapping[str, str]) -> dict[str, object]:
     return {k: json.loads(v) if k.endswith("-properties") else v for k, v in headers.items()}
 
 
-def match_calls(spans: Sequence[ReadableSpan], requests: Sequence[Any]) -> tuple[list[Pair], list[Any]]:
+def match_calls(
+    spans: Sequence[ReadableSpan], requests: Sequence[RecordedRequest]
+) -> tuple[list[Pair], list[RecordedRequest]]:
     """Pair each GenAI span (in start order) with a request that sent exactly its headers.
 
     Returns the pairs (request ``None`` when no request matches) and the requests left over.
@@ -190,16 +206,18 @@ def match_calls(spans: Sequence[ReadableSpan], requests: Sequence[Any]) -> tuple
     return pairs, left
 
 
-def _call(request: Any) -> str:
+def _call(request: RecordedRequest) -> str:
     path = str(request.path).removeprefix("/v1/")
     streamed = isinstance(request.body, dict) and request.body.get("stream") is True
     return path + (" (stream)" if streamed else "")
 
 
-def number_calls(pairs: Sequence[Pair], unmatched: Sequence[Any]) -> tuple[list[Any], dict[int, int]]:
+def number_calls(
+    pairs: Sequence[Pair], unmatched: Sequence[RecordedRequest]
+) -> tuple[list[RecordedRequest], dict[int, int]]:
     """The requests in table order (GenAI span order, then the unmatched ones), and the
     1-based table number of each matched GenAI span's request, by span id."""
-    requests: list[Any] = []
+    requests: list[RecordedRequest] = []
     numbers: dict[int, int] = {}
     for span, request in pairs:
         if request is not None:
@@ -209,7 +227,7 @@ def number_calls(pairs: Sequence[Pair], unmatched: Sequence[Any]) -> tuple[list[
     return [*requests, *unmatched], numbers
 
 
-def print_headers(requests: Sequence[Any], out: TextIO = sys.stdout) -> None:
+def print_headers(requests: Sequence[RecordedRequest], out: TextIO = sys.stdout) -> None:
     """One line per request with the ``x-payi-*`` headers it sent.
 
     Headers with the same value on every request are printed once, above the table.
@@ -231,7 +249,9 @@ def print_headers(requests: Sequence[Any], out: TextIO = sys.stdout) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip(), file=out)
 
 
-def print_check(pairs: Sequence[Pair], unmatched: Sequence[Any], out: TextIO = sys.stdout) -> bool:
+def print_check(
+    pairs: Sequence[Pair], unmatched: Sequence[RecordedRequest], out: TextIO = sys.stdout
+) -> bool:
     """Whether every GenAI span's ``payi.*`` attributes equal its request's headers (and
     every request has its span); prints the verdict and any mismatch."""
     matched = sum(1 for _, request in pairs if request is not None)

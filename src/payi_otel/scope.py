@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncGenerator, Generator, Mapping
+from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, Callable, List, Optional, Type, TypeVar, cast
+from typing import Any, Callable, Optional, Tuple, Type, TypeVar, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -20,6 +21,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from payi_otel import baggage as payi_baggage
 from payi_otel import state as payi_state
+from payi_otel._log import log_once
 from payi_otel.effective import Effective
 from payi_otel.parameters import Params, validate_params
 from payi_otel.tracing import get_payi_tracer
@@ -222,13 +224,20 @@ def track(**params: Any) -> Callable[[F], F]:
     return decorator
 
 
+# The track_context entries in force in this context (task, thread), innermost last, so one
+# instance can be entered by concurrent tasks and threads, each exiting its own entry.
+_ENTERED: ContextVar[Tuple[Tuple[track_context, _Scope], ...]] = ContextVar(
+    "payi_otel_track_context_entries", default=()
+)
+
+
 class track_context:
     """A Pay-i scope for a block: ``with track_context(user_id=...):`` (or ``async with``).
 
     Parameters are validated when it is created; each entry is a new scope and a new span.
     """
 
-    __slots__ = ("_name", "_params", "_scopes")
+    __slots__ = ("_name", "_params")
 
     def __init__(self, **params: Any) -> None:
         self._params = validate_params(params, source="track_context")
@@ -240,14 +249,13 @@ class track_context:
             self._name = name
         else:
             self._name = "payi.track_context"
-        self._scopes: List[_Scope] = []
 
     def __enter__(self) -> None:
         scope = _Scope(
             payi_state.TRACK_CONTEXT, self._params, self._name, otel_context.get_current()
         )
         scope.attach()
-        self._scopes.append(scope)
+        _ENTERED.set((*_ENTERED.get(), (self, scope)))
 
     def __exit__(
         self,
@@ -255,9 +263,15 @@ class track_context:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        scope = self._scopes.pop()
-        scope.detach()
-        scope.end(exc)
+        entered = _ENTERED.get()
+        for index in range(len(entered) - 1, -1, -1):
+            if entered[index][0] is self:
+                scope = entered[index][1]
+                _ENTERED.set(entered[:index] + entered[index + 1:])
+                scope.detach()
+                scope.end(exc)
+                return
+        log_once("exit", "payi_otel: track_context exited where it was not entered")
 
     async def __aenter__(self) -> None:
         self.__enter__()

@@ -1,0 +1,250 @@
+"""The demo behind ``make demo`` (examples/support_assistant/main.py), run as a user runs it.
+
+It runs offline against its in-process fake LLM server, prints the traces and the headers
+each call sent, and with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set exports its spans over real
+OTLP/HTTP, checked here with the receiver from tests/otlp_receiver.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from otlp_receiver import OTLPReceiver, ReceivedSpan
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "examples" / "support_assistant" / "main.py"
+
+STEPS = ("classify", "retrieve", "answer", "escalate", "digest")
+CUSTOMERS = {"alice": "acme", "bob": "globex", "carol": "initech"}
+CALLS = 14  # 3 tickets x 3 steps, 1 escalation, 1 admin replay, 3 digests
+
+
+def run_demo(**env: str) -> subprocess.CompletedProcess[str]:
+    """Run the demo as ``make demo`` does, with a clean OTel/Pay-i environment plus ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PAYI_"))}
+    clean.setdefault("PYTHONIOENCODING", "utf-8")
+    clean.update(env)
+    return subprocess.run(
+        [sys.executable, str(DEMO)],
+        cwd=ROOT, env=clean, capture_output=True, text=True, encoding="utf-8", timeout=60,
+    )
+
+
+def section(stdout: str, title: str) -> list[str]:
+    """The lines of the output section headed ``=== <title> ===``."""
+    match = re.search(rf"^=== {re.escape(title)} =+\n(.*?)(?=^=== |\Z)", stdout, re.M | re.S)
+    assert match, f"no section {title!r} in:\n{stdout}"
+    return match.group(1).splitlines()
+
+
+def header_table(stdout: str) -> tuple[str, list[dict[str, str]]]:
+    """The line of headers every request sent, and the table rows as dicts by column name."""
+    lines = section(stdout, "x-payi-* headers sent, one line per request")
+    (common,) = [line for line in lines if line.startswith("Every request sent:")]
+    start = next(i for i, line in enumerate(lines) if line.startswith("#  "))
+    columns = re.split(r"\s{2,}", lines[start].strip())
+    rows = []
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        cells = re.split(r"\s{2,}", line.strip())
+        assert len(cells) == len(columns), (columns, line)
+        rows.append(dict(zip(columns, cells)))
+    return common, rows
+
+
+@pytest.fixture(scope="module")
+def demo() -> subprocess.CompletedProcess[str]:
+    result = run_demo()
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+# ---------------------------------------------------------------------------- printed output
+def test_demo_runs_offline_and_its_spans_match_its_headers(
+    demo: subprocess.CompletedProcess[str],
+) -> None:
+    assert "Traceback" not in demo.stderr, demo.stderr
+    assert f"{CALLS} LLM calls" in demo.stdout
+    assert re.search(
+        rf"equal the x-payi-\* headers of their request: {CALLS}/{CALLS}; "
+        r"requests without such a span: 0", demo.stdout), demo.stdout
+    assert "MISMATCH" not in demo.stdout
+    assert "OTLP/HTTP export" not in demo.stdout  # no endpoint, no exporter
+
+
+def test_demo_prints_each_trace_as_a_tree_of_steps_and_genai_spans(
+    demo: subprocess.CompletedProcess[str],
+) -> None:
+    tree = section(demo.stdout, "Traces")
+    names = [re.sub(r"^[\s│├└─]*", "", line).split("  ")[0] for line in tree]
+    for root in ("ticket T-1001", "ticket T-1002", "ticket T-1003", "admin replay T-1001",
+                 "nightly digest"):
+        assert root in names, names
+    counts = Counter(names)
+    assert counts["classify"] == counts["retrieve"] == 3
+    assert counts["answer"] == 4 and counts["escalate"] == 1 and counts["digest"] == 3
+    assert counts["[GenAI] chat gpt-4o-mini"] == CALLS - 3
+    assert counts["[GenAI] embeddings text-embedding-3-small"] == 3
+    # Each GenAI span hangs under its step, one level deeper, and points at its request.
+    for i, line in enumerate(tree):
+        if "[GenAI]" in line:
+            parent = tree[i - 1]
+            assert names[i - 1] in STEPS, (parent, line)
+            assert line.index("[GenAI]") > len(parent) - len(parent.lstrip(" │├└─")), line
+            assert re.search(r"\(request #\d+\)$", line), line
+    (global_line,) = [line for line in tree if line.startswith("Global level")]
+    assert "use_case.name=support_assistant" in global_line
+    assert "limit_ids=[monthly_budget]" in global_line
+    # What each scope changes: who (track_context), the step, the per-call override.
+    assert any("user_id=alice account_name=acme" in line for line in tree)
+    assert any("request_tags=[escalation] user_id=agent-7" in line for line in tree)
+    assert any("user_id=ops-admin account_name=internal limit_ids=-" in line for line in tree)
+
+
+def test_demo_prints_the_headers_each_call_sent(demo: subprocess.CompletedProcess[str]) -> None:
+    common, rows = header_table(demo.stdout)
+    assert "x-payi-use-case-name: support_assistant" in common
+    assert "x-payi-use-case-version: 2" in common
+    assert re.search(r"x-payi-use-case-id: [0-9a-f-]{36}", common)
+    assert len(rows) == CALLS
+    assert [r["#"] for r in rows] == [str(i) for i in range(1, CALLS + 1)]
+
+    tickets = [r for r in rows if r["user-id"] in CUSTOMERS]
+    assert len(tickets) == 3 * 3
+    for row in tickets:
+        account = CUSTOMERS[row["user-id"]]
+        assert row["account-name"] == account
+        limits = row["limit-ids"].split(",")
+        assert limits[0] == "monthly_budget" and limits[-1] == f"{account}_quota"
+        assert ("answer_tokens" in limits) == (row["use-case-step"] == "answer")
+    assert [r["use-case-step"] for r in tickets[:3]] == ["classify", "retrieve", "answer"]
+    assert [r["call"] for r in tickets[:3]] == ["chat/completions", "embeddings",
+                                                "chat/completions"]
+    (streamed,) = [r for r in rows if r["call"] == "chat/completions (stream)"]
+    assert (streamed["user-id"], streamed["use-case-step"]) == ("bob", "answer")
+
+    (escalation,) = [r for r in rows if r["use-case-step"] == "escalate"]
+    assert escalation["user-id"] == "agent-7"  # the per-call header beat carol's scope
+    assert escalation["account-name"] == "initech"
+    assert escalation["request-tags"] == "escalation"
+
+    (admin,) = [r for r in rows if r["user-id"] == "ops-admin"]
+    assert admin["limit-ids"] == "-"  # track_context(limit_ids=[]) cleared every limit
+    assert (admin["account-name"], admin["use-case-step"]) == ("internal", "answer")
+
+    digests = [r for r in rows if r["use-case-step"] == "digest"]
+    assert sorted(r["account-name"] for r in digests) == sorted(CUSTOMERS.values())
+    for row in digests:
+        assert row["user-id"] == "-"
+        assert row["request-tags"] == "digest"
+        assert row["limit-ids"] == "monthly_budget"
+
+
+def load_report() -> ModuleType:
+    """examples/support_assistant/report.py, imported under a name of its own."""
+    path = DEMO.parent / "report.py"
+    spec = importlib.util.spec_from_file_location("support_assistant_report", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("encoding", "branch"), [("utf-8", "└─ "), ("ascii", "`- ")])
+def test_trees_fall_back_to_ascii_where_box_drawing_cannot_be_encoded(
+    encoding: str, branch: str
+) -> None:
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("root"), tracer.start_as_current_span(
+        "step", attributes={"payi.user_id": "u1", "payi.limit_ids": ("a", "b")}
+    ):
+        pass
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding=encoding)
+    load_report().print_traces(memory.get_finished_spans(), out=out)
+    out.flush()
+    lines = raw.getvalue().decode(encoding).splitlines()
+    (step,) = [line for line in lines if "step" in line]
+    assert step.startswith(branch + "step ")
+    assert step.endswith(" ms  user_id=u1 limit_ids=[a,b]")
+
+
+# ---------------------------------------------------------------------------- OTLP export
+def by_id(spans: list[ReceivedSpan]) -> dict[str, ReceivedSpan]:
+    return {span.span_id: span for span in spans}
+
+
+def is_genai(span: ReceivedSpan) -> bool:
+    return any(key.startswith("gen_ai.") for key in span.attributes)
+
+
+def test_demo_exports_its_spans_over_otlp_http() -> None:
+    with OTLPReceiver() as receiver:
+        result = run_demo(
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        match = re.search(r"(\d+) spans delivered, 0 failed", result.stdout)
+        assert match, result.stdout
+        spans = receiver.wait_for(int(match.group(1)))
+    assert len(spans) == int(match.group(1))
+    assert {span.service_name for span in spans} == {"payi-otel-demo"}
+    assert len({span.trace_id for span in spans}) == 5  # 3 tickets, the replay, the digest
+
+    scopes = [s for s in spans if s.scope_name == "payi_otel"]
+    assert {s.name for s in scopes} == {*STEPS, "payi.track_context"}
+    for span in scopes:
+        if span.name in STEPS:
+            assert span.attributes["payi.use_case.step"] == span.name
+            assert span.attributes["payi.scope"] == "track"
+
+    genai = [s for s in spans if is_genai(s)]
+    assert len(genai) == CALLS
+    parents = by_id(spans)
+    for span in genai:
+        attributes: dict[str, Any] = span.attributes
+        # Each GenAI span is the child of the step scope it was called in.
+        assert parents[span.parent_span_id].name == attributes["payi.use_case.step"]
+        assert attributes["payi.use_case.name"] == "support_assistant"
+        assert attributes["payi.use_case.version"] == 2  # an int on the wire
+        assert re.fullmatch(r"[0-9a-f-]{36}", attributes["payi.use_case.id"])
+        assert "payi.scope" not in attributes
+
+    def call(step: str, **expected: Any) -> dict[str, Any]:
+        found = [s.attributes for s in genai if s.attributes["payi.use_case.step"] == step
+                 and all(s.attributes.get(f"payi.{k}") == v for k, v in expected.items())]
+        assert len(found) == 1, (step, expected, [s.attributes for s in genai])
+        return found[0]
+
+    alice = call("answer", user_id="alice")
+    assert alice["payi.account_name"] == "acme"
+    assert alice["payi.limit_ids"] == ["monthly_budget", "answer_tokens", "acme_quota"]
+    assert call("classify", user_id="bob")["payi.limit_ids"] == ["monthly_budget", "globex_quota"]
+    escalation = call("escalate")
+    assert escalation["payi.user_id"] == "agent-7"
+    assert escalation["payi.request_tags"] == ["escalation"]
+    admin = call("answer", user_id="ops-admin")
+    assert admin["payi.account_name"] == "internal"
+    assert "payi.limit_ids" not in admin
+    for account in CUSTOMERS.values():
+        digest = call("digest", account_name=account)
+        assert digest["payi.request_tags"] == ["digest"]
+        assert "payi.user_id" not in digest
