@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, Hashable, List, Optional, Sequence, Set, Tuple, Union
 
 from payi_otel.codec import format_value, to_header_value
-from payi_otel.merge import PAIRS
+from payi_otel.merge import PAIRS, Level, merge
 from payi_otel.parameters import PARAMETERS, Params, Value
 
 __all__ = [
@@ -73,15 +73,50 @@ def emitted(params: Params) -> List[Tuple[str, Value]]:
     return items
 
 
+#: Children cached per Effective (see :meth:`Effective.child`); the cache is reset when full.
+CHILD_CACHE_SIZE = 64
+
+
 class Effective:
     """Immutable effective parameters with their outward forms computed once, on demand."""
 
-    __slots__ = ("_attributes", "_headers", "params")
+    __slots__ = ("_attributes", "_children", "_headers", "_scope_attributes", "params")
 
     def __init__(self, params: Params) -> None:
         self.params = params
         self._attributes: Optional[Dict[str, AttributeValue]] = None
         self._headers: Optional[Dict[str, str]] = None
+        self._scope_attributes: Optional[Dict[str, Dict[str, AttributeValue]]] = None
+        self._children: Optional[Dict[Hashable, Effective]] = None
+
+    def child(self, level: Level, key: Optional[Hashable]) -> Effective:
+        """``level`` merged over these parameters.
+
+        A level that generated no id always gives the same result over the same parameters,
+        so it is cached under ``key`` (the level's hashable form): entering the same scope
+        again costs a lookup, and the child's attributes and headers are already built.
+        """
+        if key is None or level.fresh_ids:
+            return Effective(merge(self.params, level))
+        children = self._children
+        if children is None:
+            children = self._children = {}
+        found = children.get(key)
+        if found is None:
+            if len(children) >= CHILD_CACHE_SIZE:
+                children.clear()
+            found = children[key] = Effective(merge(self.params, level))
+        return found
+
+    def scope_attributes(self, method: str) -> Mapping[str, AttributeValue]:
+        """The attributes of a scope span: :meth:`attributes` and ``payi.scope``."""
+        cached = self._scope_attributes
+        if cached is None:
+            cached = self._scope_attributes = {}
+        found = cached.get(method)
+        if found is None:
+            found = cached[method] = {**self.attributes(), "payi.scope": method}
+        return found
 
     def attributes(self) -> Mapping[str, AttributeValue]:
         """``payi.*`` span attributes (values kept as-is, non-ASCII included)."""

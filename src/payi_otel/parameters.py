@@ -28,6 +28,7 @@ __all__ = [
     "ParameterValueError",
     "Params",
     "Value",
+    "params_key",
     "validate_params",
     "validate_value",
 ]
@@ -145,6 +146,14 @@ def validate_value(name: str, value: object, *, what: Optional[str] = None) -> V
             _check_text(item, label)
         result[key] = item
     return result
+
+
+def params_key(params: Params) -> Tuple[Tuple[str, object], ...]:
+    """A hashable form of validated ``params`` (equal params, equal keys)."""
+    return tuple(
+        (name, tuple(value.items()) if isinstance(value, dict) else value)
+        for name, value in sorted(params.items())
+    )
 
 
 def validate_params(params: Mapping[str, object], *, source: str) -> Params:

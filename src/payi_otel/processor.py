@@ -23,6 +23,7 @@ from opentelemetry.trace import TracerProvider
 from payi_otel._log import log_once, logger
 from payi_otel.effective import AttributeValue, Effective
 from payi_otel.state import current_effective
+from payi_otel.tracing import TRACER_NAME
 
 __all__ = ["PayiSpanProcessor", "apply_call_attributes", "install_processor", "is_genai_span"]
 
@@ -60,6 +61,9 @@ class PayiSpanProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
         if not self.enabled:
             return
+        scope = span.instrumentation_scope
+        if scope is not None and scope.name == TRACER_NAME:
+            return  # our own scope spans
         try:
             if is_genai_span(span):
                 span.set_attributes(_effective_for(parent_context).attributes())

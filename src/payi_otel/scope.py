@@ -12,7 +12,7 @@ import inspect
 from collections.abc import AsyncGenerator, Generator, Mapping
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, Callable, Optional, Tuple, Type, TypeVar, cast
+from typing import Any, Callable, Hashable, Optional, Tuple, Type, TypeVar, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -23,7 +23,7 @@ from payi_otel import baggage as payi_baggage
 from payi_otel import state as payi_state
 from payi_otel._log import log_once
 from payi_otel.effective import Effective
-from payi_otel.parameters import Params, validate_params
+from payi_otel.parameters import Params, params_key, validate_params
 from payi_otel.tracing import get_payi_tracer
 
 __all__ = ["get_context", "track", "track_context"]
@@ -37,13 +37,15 @@ class _Scope:
 
     __slots__ = ("_span", "_token", "context", "effective")
 
-    def __init__(self, method: str, params: Params, span_name: str, parent: Context) -> None:
-        state, ctx = payi_state.enter_scope(method, params, parent)
+    def __init__(
+        self, method: str, params: Params, span_name: str, parent: Context,
+        key: Optional[Hashable] = None,
+    ) -> None:
+        state, ctx = payi_state.enter_scope(method, params, parent, key)
         self.effective: Effective = state.effective
-        attributes = dict(state.effective.attributes())
-        attributes[SCOPE_ATTRIBUTE] = method
         self._span: Span = get_payi_tracer().start_span(
-            span_name, context=parent, kind=SpanKind.INTERNAL, attributes=attributes
+            span_name, context=parent, kind=SpanKind.INTERNAL,
+            attributes=state.effective.scope_attributes(method),
         )
         ctx = trace.set_span_in_context(self._span, ctx)
         if payi_state.propagate_baggage():
@@ -67,9 +69,11 @@ class _Scope:
 
 
 def _track_sync(fn: Callable[..., Any], params: Params, name: str) -> Callable[..., Any]:
+    key = params_key(params)
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        scope = _Scope(payi_state.TRACK, params, name, otel_context.get_current())
+        scope = _Scope(payi_state.TRACK, params, name, otel_context.get_current(), key)
         scope.attach()
         try:
             result = fn(*args, **kwargs)
@@ -85,9 +89,11 @@ def _track_sync(fn: Callable[..., Any], params: Params, name: str) -> Callable[.
 
 
 def _track_async(fn: Callable[..., Any], params: Params, name: str) -> Callable[..., Any]:
+    key = params_key(params)
+
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        scope = _Scope(payi_state.TRACK, params, name, otel_context.get_current())
+        scope = _Scope(payi_state.TRACK, params, name, otel_context.get_current(), key)
         scope.attach()
         try:
             result = await fn(*args, **kwargs)
@@ -237,7 +243,7 @@ class track_context:
     Parameters are validated when it is created; each entry is a new scope and a new span.
     """
 
-    __slots__ = ("_name", "_params")
+    __slots__ = ("_key", "_name", "_params")
 
     def __init__(self, **params: Any) -> None:
         self._params = validate_params(params, source="track_context")
@@ -249,10 +255,14 @@ class track_context:
             self._name = name
         else:
             self._name = "payi.track_context"
+        self._key: Optional[Hashable] = None
 
     def __enter__(self) -> None:
+        if self._key is None:
+            self._key = params_key(self._params)
         scope = _Scope(
-            payi_state.TRACK_CONTEXT, self._params, self._name, otel_context.get_current()
+            payi_state.TRACK_CONTEXT, self._params, self._name, otel_context.get_current(),
+            self._key,
         )
         scope.attach()
         _ENTERED.set((*_ENTERED.get(), (self, scope)))

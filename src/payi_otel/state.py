@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Hashable, Optional, Tuple
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
@@ -73,7 +73,7 @@ class ScopeState:
     baggage: Optional[Level]
     tracks: Tuple[Level, ...]
     contexts: Tuple[Level, ...]
-    track_result: Params
+    track_result: Effective
     effective: Effective
 
 
@@ -91,11 +91,9 @@ def _build(
     tracks: Tuple[Level, ...],
     contexts: Tuple[Level, ...],
 ) -> ScopeState:
-    track_result = fold(_base(glob, baggage), tracks)
-    return ScopeState(
-        glob.version, baggage, tracks, contexts, track_result,
-        Effective(fold(track_result, contexts)),
-    )
+    track_result = Effective(fold(_base(glob, baggage), tracks))
+    effective = Effective(fold(track_result.params, contexts)) if contexts else track_result
+    return ScopeState(glob.version, baggage, tracks, contexts, track_result, effective)
 
 
 def _state(ctx: Optional[Context]) -> Optional[ScopeState]:
@@ -103,28 +101,43 @@ def _state(ctx: Optional[Context]) -> Optional[ScopeState]:
     return state if isinstance(state, ScopeState) else None
 
 
-def enter_scope(method: str, params: Params, parent: Context) -> Tuple[ScopeState, Context]:
+def enter_scope(
+    method: str, params: Params, parent: Context, key: Optional[Hashable] = None
+) -> Tuple[ScopeState, Context]:
     """A new scope of ``method`` over ``parent``: its state and the context carrying it.
 
     Precedence is by method first, nesting second (contract section 2): a ``@track`` entered
     inside ``track_context`` scopes still ranks below them, so they are re-applied over it.
+    ``key`` is ``params``' hashable form, for :meth:`Effective.child`'s cache.
     """
     glob = _global
     level = new_level(params)
     state = _state(parent)
     if state is None or state.version != glob.version:
-        baggage = state.baggage if state is not None else _incoming_baggage(glob, parent)
-        tracks = state.tracks if state is not None else ()
-        contexts = state.contexts if state is not None else ()
-        if method == TRACK:
+        if state is None:
+            baggage = _incoming_baggage(glob, parent)
+            tracks: Tuple[Level, ...] = ()
+            contexts: Tuple[Level, ...] = ()
+        else:
+            baggage, tracks, contexts = state.baggage, state.tracks, state.contexts
+        if not tracks and not contexts and baggage is None:
+            # The first scope over the global level: cached like any other child.
+            effective = glob.effective.child(level, key)
+            if method == TRACK:
+                state = ScopeState(glob.version, None, (level,), (), effective, effective)
+            else:
+                state = ScopeState(
+                    glob.version, None, (), (level,), glob.effective, effective
+                )
+        elif method == TRACK:
             state = _build(glob, baggage, (*tracks, level), contexts)
         else:
             state = _build(glob, baggage, tracks, (*contexts, level))
     elif method == TRACK:
-        track_result = merge(state.track_result, level)
+        track_result = state.track_result.child(level, key)
         effective = (
-            Effective(fold(track_result, state.contexts)) if state.contexts
-            else Effective(track_result)
+            Effective(fold(track_result.params, state.contexts)) if state.contexts
+            else track_result
         )
         state = ScopeState(
             glob.version, state.baggage, (*state.tracks, level), state.contexts,
@@ -133,7 +146,7 @@ def enter_scope(method: str, params: Params, parent: Context) -> Tuple[ScopeStat
     else:
         state = ScopeState(
             glob.version, state.baggage, state.tracks, (*state.contexts, level),
-            state.track_result, Effective(merge(state.effective.params, level)),
+            state.track_result, state.effective.child(level, key),
         )
     return state, otel_context.set_value(_STATE_KEY, state, parent)
 
