@@ -104,10 +104,15 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             log_once("openai_v2", "payi_otel: cannot load openai-v2", exc_info=True)
             return []
         openai_instrumentor = OpenAIInstrumentor()  # type: ignore[no-untyped-call]
-        if not openai_instrumentor.is_instrumented_by_opentelemetry:
+        if openai_instrumentor.is_instrumented_by_opentelemetry:
+            return []
+        try:
             openai_instrumentor.instrument(tracer_provider=provider)
-            return [openai_instrumentor.uninstrument]
-        return []
+        except Exception:  # e.g. an openai-v2 release that does not fit the installed wrapt
+            log_once("openai_v2", "payi_otel: openai-v2 failed to instrument; no OpenAI "
+                     "GenAI spans (headers are still stamped)", exc_info=True)
+            return []
+        return [openai_instrumentor.uninstrument]
 
     def _uninstrument(self, **kwargs: Any) -> None:
         for undo in reversed(self._undo):
