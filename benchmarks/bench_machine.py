@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Dict, Optional
 
-__all__ = ["PACKAGES", "describe", "package_versions"]
+__all__ = ["PACKAGES", "describe", "package_versions", "source_revision"]
 
 #: Distributions whose versions are recorded with the results.
 PACKAGES = (
@@ -56,6 +57,23 @@ def _os_name() -> str:
     return platform.platform()
 
 
+def source_revision(root: Path) -> str:
+    """The git commit of ``root`` (the checkout measured), ``+dirty`` if ``src/`` has
+    uncommitted changes; ``unknown`` outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
 def package_versions() -> Dict[str, str]:
     versions: Dict[str, str] = {}
     for name in PACKAGES:
@@ -66,9 +84,13 @@ def package_versions() -> Dict[str, str]:
     return versions
 
 
-def describe() -> str:
-    """CPU, cores, Python, OS, package versions and the date (UTC), on one line."""
+def describe(root: Path) -> str:
+    """CPU, cores, Python, OS, package versions, the checkout's commit and the date (UTC),
+    on one line."""
     python = f"{platform.python_implementation()} {platform.python_version()}"
     packages = ", ".join(f"{k} {v}" for k, v in package_versions().items())
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f"{_cpu_model()}, {_cores()}; {python}; {_os_name()}; {packages}; {date}"
+    return (
+        f"{_cpu_model()}, {_cores()}; {python}; {_os_name()}; {packages}; "
+        f"source {source_revision(root)}; {date}"
+    )

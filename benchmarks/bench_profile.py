@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import cProfile
 import pstats
-from collections.abc import Mapping
+import statistics
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Dict, List, Tuple
 
+from bench_timing import Comparison, Variant, loop, measure
 from opentelemetry.trace import Tracer
 
 from payi_otel import track_context
 
-__all__ = ["profile_chat", "profile_scopes"]
+__all__ = ["profile_chat", "profile_scopes", "scope_breakdown"]
 
 FuncKey = Tuple[str, int, str]
 #: (own seconds, cumulative seconds, primitive calls) per function.
@@ -71,7 +74,7 @@ def _own_total(totals: Totals) -> float:
 
 
 def profile_scopes(
-    tracer: Tracer, params: Mapping[str, Any], label: str, n: int = 20_000
+    tracer: Tracer, params: Mapping[str, Any], label: str, n: int = 5000
 ) -> str:
     """``with track_context(**params)`` vs a bare span: payi_otel functions by cumulative
     time, and the functions whose own time grows the most."""
@@ -119,7 +122,10 @@ def _diff_section(upper: Totals, lower: Totals, n: int, title: str, limit: int =
 def profile_chat(
     call: Callable[[], object], instrument: Callable[[bool], None], n: int = 400
 ) -> str:
-    """A chat completion instrumented (payi_otel only) vs uninstrumented, under cProfile."""
+    """A chat completion instrumented (payi_otel only) vs uninstrumented, under cProfile.
+
+    With a machine shared with other work, the own-time differences of functions called as
+    often in both modes (``calls/op`` 0) are mostly noise; those with extra calls are not."""
     instrument(False)
     for _ in range(20):
         call()
@@ -133,11 +139,222 @@ def profile_chat(
     plain_us = _own_total(plain) / n * 1e6
     payi_us = _own_total(payi) / n * 1e6
     return (
-        f"### Chat completion, payi_otel (genai_spans=False) vs uninstrumented, under "
-        f"cProfile ({n} calls each)\n\n"
+        f"### Chat completion (mock transport), payi_otel (genai_spans=False) vs "
+        f"uninstrumented, under cProfile ({n} calls each)\n\n"
         f"Profiled time in this thread: {payi_us:.0f} µs/call instrumented vs "
         f"{plain_us:.0f} µs/call uninstrumented.\n\n"
         + _table(_payi_rows(payi, n, 18), "payi_otel function (by cumulative)")
         + "\n\n"
         + _diff_section(payi, plain, n, "instrumented - uninstrumented")
     )
+
+
+def _pieces(
+    pieces: Sequence[Tuple[str, Callable[[], object]]], repetitions: int = 15
+) -> Comparison:
+    """Time ``pieces`` interleaved (``bench_timing.measure``), ~20 ms batches."""
+    return measure(
+        [Variant(name, loop(op)) for name, op in pieces],
+        repetitions=repetitions,
+        batch_seconds=0.02,
+    )
+
+
+def scope_breakdown(tracer: Tracer, params: Mapping[str, Any], label: str) -> str:
+    """The pieces of one ``track_context`` entry+exit, each timed alone (no profiler),
+    interleaved.
+
+    Uses payi_otel internals (``validate_params``, ``state.enter_scope``, ``Effective``,
+    ``tracing.get_payi_tracer``) the way ``scope._Scope`` does; the pieces add up to a bit
+    less than the whole (call and attribute-lookup glue is not in any piece).
+    """
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+    from opentelemetry.trace import SpanKind
+
+    from payi_otel import parameters
+    from payi_otel import state as payi_state
+    from payi_otel.effective import Effective
+    from payi_otel.parameters import validate_params
+    from payi_otel.processor import PayiSpanProcessor
+    from payi_otel.tracing import get_payi_tracer
+
+    raw = dict(params)
+    validated = validate_params(raw, source="track_context")
+    parent = otel_context.get_current()
+    # Newer payi_otel passes the level's hashable key to enter_scope (a cache); older did not.
+    make_key = getattr(parameters, "params_key", None)
+    extra: Tuple[Any, ...] = (make_key(validated),) if make_key is not None else ()
+    scope_state, scope_ctx = payi_state.enter_scope(
+        payi_state.TRACK_CONTEXT, validated, parent, *extra
+    )
+    attributes = dict(scope_state.effective.attributes())
+    attributes["payi.scope"] = payi_state.TRACK_CONTEXT
+    payi_tracer = get_payi_tracer()
+    processor = PayiSpanProcessor()
+    # Left open while timing: an ended span's attributes are immutable and iterate faster.
+    sample_span = payi_tracer.start_span("s", context=parent, attributes=attributes)
+
+    def whole() -> None:
+        with track_context(**raw):
+            pass
+
+    def bare() -> None:
+        with tracer.start_as_current_span("x"):
+            pass
+
+    def span_with_attributes() -> None:
+        payi_tracer.start_span(
+            "s", context=parent, kind=SpanKind.INTERNAL, attributes=attributes
+        ).end()
+
+    def span_without_attributes() -> None:
+        payi_tracer.start_span("s", context=parent, kind=SpanKind.INTERNAL).end()
+
+    def context_ops() -> None:
+        ctx = trace.set_span_in_context(sample_span, scope_ctx)
+        otel_context.detach(otel_context.attach(ctx))
+
+    pieces = [
+        ("whole: `with track_context(...)` create+enter+exit", whole),
+        ("reference: bare span `with tracer.start_as_current_span`", bare),
+        ("`validate_params` (creating the track_context)",
+         lambda: validate_params(raw, source="track_context")),
+        ("`state.enter_scope` (as `_Scope` calls it)",
+         lambda: payi_state.enter_scope(payi_state.TRACK_CONTEXT, validated, parent, *extra)),
+        ("`Effective.attributes()` of a fresh (uncached) Effective (+ dict copy)",
+         lambda: dict(Effective(scope_state.effective.params).attributes())),
+        (f"SDK `start_span(attributes=<{len(attributes)} payi attrs>)` + `end()`",
+         span_with_attributes),
+        ("SDK `start_span()` + `end()` without attributes", span_without_attributes),
+        ("`PayiSpanProcessor.on_start` on the scope span",
+         lambda: processor.on_start(sample_span, parent)),  # type: ignore[arg-type]
+        ("context: `set_span_in_context` + attach + detach", context_ops),
+    ]
+    comp = _pieces(pieces)
+    sample_span.end()
+    with_attrs, without = pieces[5][0], pieces[6][0]
+    lines = [
+        f"### `track_context({label})` piece by piece (each timed alone, interleaved, no "
+        "profiler; median µs)",
+        "",
+        "| piece | µs |",
+        "|---|---:|",
+    ]
+    lines += [f"| {name} | {comp.median_us(name):.2f} |" for name, _ in pieces]
+    lines.append(
+        f"| ⇒ SDK cost of the {len(attributes)} payi attributes (paired Δ of the two "
+        f"`start_span` rows) | {comp.delta_us(with_attrs, without):.2f} |"
+    )
+    return "\n".join(lines)
+
+
+def hook_breakdown(
+    client: Any,
+    plain: Tuple[Tuple[Any, ...], Dict[str, Any]],
+    with_header: Tuple[Tuple[Any, ...], Dict[str, Any]],
+    scope: Mapping[str, Any],
+    sdk_call: Callable[[], object],
+    calls: int = 1000,
+) -> str:
+    """The pieces of the openai request hook's work for one call, each timed alone (no
+    profiler), inside ``track_context(**scope)``. ``plain`` / ``with_header`` are the
+    ``(args, kwargs)`` ``SyncAPIClient.request`` receives without / with a per-call
+    ``x-payi-*`` header. Uses payi_otel internals the way ``hooks._prepare`` does.
+
+    Also times ``hooks._prepare`` *in situ*, inside ``calls`` real calls of ``sdk_call`` (the
+    module attribute is wrapped with a timer for the time, then restored): within a whole
+    SDK call, caches are colder than in a tight loop of ``_prepare`` alone."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+
+    from payi_otel import hooks
+    from payi_otel.headers import parse_headers, resolve_call
+    from payi_otel.processor import apply_call_attributes, with_call
+    from payi_otel.state import current_effective
+
+    sdk = hooks._Sdk("openai")
+    args, kwargs = plain
+    options = args[1]
+    header_options = with_header[0][1]
+    defaults = getattr(client, "_custom_headers", None) or {}
+    call_params = parse_headers((defaults, header_options.headers), skip=sdk.absent)
+    rows: List[Tuple[str, float]] = []
+    with track_context(**scope):
+        effective = current_effective()
+        call = resolve_call(effective, {})
+        ctx = with_call(otel_context.get_current(), call)
+        span = trace.get_current_span()
+
+        def attach_detach() -> None:
+            otel_context.detach(otel_context.attach(ctx))
+
+        def fresh_call_headers() -> object:
+            return resolve_call(effective, call_params).headers()
+
+        copy = sdk.model_copy(options)
+        stamped = {**call.headers()}
+
+        def set_headers() -> None:
+            copy.headers = stamped
+
+        pieces: List[Tuple[str, Callable[[], object]]] = [
+            ("whole `hooks._prepare`, no per-call header",
+             lambda: hooks._prepare(sdk, client, args, kwargs)),
+            ("whole `hooks._prepare`, per-call `x-payi-user-id`",
+             lambda: hooks._prepare(sdk, client, *with_header)),
+            ("`parse_headers` (client defaults + call headers, none x-payi)",
+             lambda: parse_headers((defaults, {}), skip=sdk.absent)),
+            ("`current_effective()`", current_effective),
+            ("`resolve_call(effective, {})` + `.headers()` (cached)",
+             lambda: resolve_call(effective, {}).headers()),
+            ("`resolve_call` + `.headers()` with the per-call header (new Effective)",
+             fresh_call_headers),
+            ("`apply_call_attributes` on the scope span (not GenAI: `is_genai_span`)",
+             lambda: apply_call_attributes(span, call)),
+            ("`model_copy(options)` (openai `_compat`)", lambda: sdk.model_copy(options)),
+            ("`options.headers = ...` on the copy (pydantic `__setattr__`)", set_headers),
+            ("`otel_context.get_current()`", otel_context.get_current),
+            ("`with_call(context, call)`", lambda: with_call(otel_context.get_current(), call)),
+            ("wrapper: context attach + detach", attach_detach),
+        ]
+        comp = _pieces(pieces)
+        rows += [(name, comp.median_us(name)) for name, _ in pieces]
+        rows.insert(2, ("whole `hooks._prepare` in situ, within real calls (median)",
+                        _in_situ_us(sdk_call, calls)))
+    lines = [
+        f"### The request hook piece by piece (inside `track_context({_kwargs(scope)})`, each "
+        "timed alone, interleaved, no profiler; median µs)",
+        "",
+        "| piece | µs |",
+        "|---|---:|",
+    ]
+    lines += [f"| {name} | {us:.2f} |" for name, us in rows]
+    return "\n".join(lines)
+
+
+def _in_situ_us(call: Callable[[], object], calls: int) -> float:
+    """Median µs of ``hooks._prepare`` inside ``calls`` calls of ``call``."""
+    from payi_otel import hooks
+
+    real = hooks._prepare
+    durations: List[int] = []
+
+    def timed(*args: Any) -> Any:
+        start = time.perf_counter_ns()
+        try:
+            return real(*args)
+        finally:
+            durations.append(time.perf_counter_ns() - start)
+
+    setattr(hooks, "_prepare", timed)  # noqa: B010 - looked up by the hook at each call
+    try:
+        for _ in range(calls):
+            call()
+    finally:
+        setattr(hooks, "_prepare", real)  # noqa: B010
+    return statistics.median(durations) / 1000.0 if durations else float("nan")
+
+
+def _kwargs(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in params.items())

@@ -47,8 +47,9 @@ JSON_HEADERS = set(PROPERTY_ATTRIBUTES.values())
 
 
 def _wire(text: str) -> str:
-    return text if text.isascii() else quote(text, safe="".join(
-        chr(c) for c in range(0x20, 0x7F) if chr(c) != "%"))
+    plain = text.isascii() and text.isprintable() and text == text.strip(" ") and text
+    return text if plain else quote(text, safe="".join(
+        chr(c) for c in range(0x21, 0x7F) if chr(c) != "%"))
 
 
 def headers_from_span(span: ReadableSpan) -> dict[str, str]:

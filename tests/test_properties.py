@@ -23,13 +23,14 @@ import json
 import uuid
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import pytest
 from fixtures_genai import CHAT, GenAI, payi_headers
 from fixtures_otel import Otel, payi_attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.sdk.trace import ReadableSpan
 
 from payi_otel import PayiInstrumentor, get_context, track, track_context
 from payi_otel.merge import Level, fold, merge, new_level
@@ -168,14 +169,17 @@ def ref_fold(levels: Sequence[tuple[Hashable, Mapping[str, Any]]]) -> dict[str, 
 
 
 def by_method(
-    glob: Mapping[str, Any], stack: Sequence[tuple[str, Mapping[str, Any]]]
+    glob: Mapping[str, Any],
+    stack: Sequence[tuple[str, Mapping[str, Any]]],
+    keys: Optional[Sequence[Hashable]] = None,
 ) -> list[tuple[Hashable, Mapping[str, Any]]]:
     """Global, then every @track in nesting order, then every track_context in nesting order.
 
-    A scope's key is its position in the nesting (the order scopes were entered).
+    A scope's key is ``keys[i]``, by default its position in the nesting.
     """
-    tracks = [(i, p) for i, (m, p) in enumerate(stack) if m == "track"]
-    contexts = [(i, p) for i, (m, p) in enumerate(stack) if m == "track_context"]
+    keyed = list(zip(keys if keys is not None else range(len(stack)), stack))
+    tracks = [(k, p) for k, (m, p) in keyed if m == "track"]
+    contexts = [(k, p) for k, (m, p) in keyed if m == "track_context"]
     return [("global", glob), *tracks, *contexts]
 
 
@@ -305,7 +309,33 @@ SPARSE = st.sets(st.sampled_from(_WEIGHTED), max_size=4).flatmap(
 METHODS = st.sampled_from(["track", "track_context"])
 STACKS = st.lists(st.tuples(METHODS, SPARSE), max_size=5)
 
-FAST = settings(max_examples=250, deadline=None, database=None)
+
+def _vary(p: str, value: Any) -> st.SearchStrategy[Any]:
+    """Another value of the same shape (a dict with the same keys, a list as long)."""
+    if isinstance(value, dict) and value:
+        return st.fixed_dictionaries(
+            {k: st.sampled_from(["v1", "v2", None]) for k in value})
+    if isinstance(value, tuple) and value:
+        return st.lists(st.sampled_from(["l1", "l2", "l3", "l4"]),
+                        min_size=len(value), max_size=len(value)).map(tuple)
+    return STRATEGY[p]
+
+
+def _variations(base: dict[str, Any]) -> st.SearchStrategy[list[tuple[str, dict[str, Any]]]]:
+    """Scopes that differ from ``base`` in one parameter, most often only in its value."""
+    keys = sorted(base) or sorted(KINDS)
+    one = st.one_of(
+        st.sampled_from(keys).flatmap(
+            lambda k: _vary(k, base.get(k)).map(lambda v: {**base, k: v})),
+        st.sampled_from(_WEIGHTED).flatmap(
+            lambda k: STRATEGY[k].map(lambda v: {**base, k: v})),
+    )
+    return st.lists(st.tuples(METHODS, one), min_size=2, max_size=6)
+
+
+SIBLINGS = SPARSE.flatmap(_variations)
+
+FAST = settings(max_examples=200, deadline=None, database=None)
 SCOPES = settings(
     max_examples=150,
     deadline=None,
@@ -416,7 +446,7 @@ def _from_levels(value: Any, stack: Sequence[Mapping[str, Any]], since: int, p: 
     return value in given_values
 
 
-@FAST
+@settings(max_examples=150, deadline=None, database=None)
 @given(TAGGED_STACKS)
 def test_lists_have_no_duplicates_and_cleared_values_stay_cleared(
     stack: tuple[dict[str, Any], ...]
@@ -456,22 +486,35 @@ def test_lists_have_no_duplicates_and_cleared_values_stay_cleared(
 
 @dataclass
 class Chain:
-    """A random chain of nested scopes, checked against the reference at every depth."""
+    """A random chain of nested scopes, checked against the reference at every depth.
+
+    Every scope is entered twice in a row over the same parent (the same ``track_context``
+    object, the same decorated function): a first "probe" entry, checked and left, then the
+    "main" entry that the deeper scopes nest in. The second entry over the same parent is
+    where a cached merge would show if it were wrong, and a name-only scope must get a new id.
+    """
 
     glob: dict[str, Any]
     stack: list[tuple[str, dict[str, Any]]]
     ids: Ids = field(default_factory=Ids)
     checks: int = 0
 
-    def expected(self, depth: int) -> dict[str, Any]:
-        return ref_fold(by_method(self.glob, self.stack[:depth]))
+    def expected(self, depth: int, probe: bool = False) -> dict[str, Any]:
+        levels = by_method(self.glob, self.stack[:depth])
+        # A level's key: (position, which entry); the innermost may be the probe entry.
+        keyed = [
+            (key if key == "global" else (key, "probe" if probe and key == depth - 1
+                                          else "main"), params)
+            for key, params in levels
+        ]
+        return ref_fold(keyed)
 
-    def check(self, depth: int) -> None:
+    def check(self, depth: int, probe: bool = False) -> None:
         actual = dict(get_context())
         again = dict(get_context())
         assert actual == again  # stable: the same ids on every read in one scope
-        expected = self.ids.expect(public(self.expected(depth)), actual)
-        assert actual == expected, (depth, self.stack[:depth])
+        expected = self.ids.expect(public(self.expected(depth, probe)), actual)
+        assert actual == expected, (depth, probe, self.stack[:depth])
         self.checks += 1
 
     def span_name(self, depth: int, qualname: str) -> str:
@@ -485,18 +528,24 @@ class Chain:
     def check_spans(self, otel: Otel, qualname: str) -> None:
         spans = [s for s in otel.spans() if s.instrumentation_scope
                  and s.instrumentation_scope.name == "payi_otel"]
-        assert len(spans) == len(self.stack)  # every scope's span ended, none left over
-        by_parent = {s.parent.span_id if s.parent else None: s for s in spans}
+        assert len(spans) == 2 * len(self.stack)  # every scope's span ended, none left over
+        children: dict[Optional[int], list[ReadableSpan]] = {}
+        for span in spans:
+            children.setdefault(span.parent.span_id if span.parent else None, []).append(span)
         parent_id = None
         for depth, (method, _params) in enumerate(self.stack):
-            span = by_parent[parent_id]
-            assert span.name == self.span_name(depth, qualname)
-            assert span.attributes is not None
-            assert span.attributes["payi.scope"] == method
-            attrs = payi_attrs(span)
-            expected = self.ids.expect(ref_attributes(self.expected(depth + 1)), attrs)
-            assert attrs == expected, depth
-            parent_id = span.context.span_id if span.context else None
+            probe, main = sorted(children.pop(parent_id), key=lambda s: s.start_time or 0)
+            for span, is_probe in ((probe, True), (main, False)):
+                assert span.name == self.span_name(depth, qualname)
+                assert span.attributes is not None
+                assert span.attributes["payi.scope"] == method
+                attrs = payi_attrs(span)
+                expected = ref_attributes(self.expected(depth + 1, is_probe))
+                assert attrs == self.ids.expect(expected, attrs), (depth, is_probe)
+            assert probe.context is not None and main.context is not None
+            assert probe.context.span_id not in children  # nothing nested in the probe
+            parent_id = main.context.span_id
+        assert children == {}
 
 
 def run_sync(chain: Chain) -> str:
@@ -511,14 +560,21 @@ def run_sync(chain: Chain) -> str:
         if method == "track":
 
             @track(**params)
-            def step() -> None:
-                enter(depth + 1)
-                chain.check(depth + 1)  # the child scope ended: this one is back
+            def step(main: bool) -> None:
+                if main:
+                    enter(depth + 1)
+                chain.check(depth + 1, probe=not main)  # a child that ended left this one
 
             qualname = step.__qualname__
-            step()
+            step(False)
+            chain.check(depth)
+            step(True)
         else:
-            with track_context(**params):
+            scope = track_context(**params)
+            with scope:
+                chain.check(depth + 1, probe=True)
+            chain.check(depth)
+            with scope:
                 enter(depth + 1)
                 chain.check(depth + 1)
         chain.check(depth)
@@ -541,14 +597,23 @@ async def run_async(chain: Chain) -> str:
         if method == "track":
 
             @track(**params)
-            async def step() -> None:
-                await enter(depth + 1)
-                chain.check(depth + 1)
+            async def step(main: bool) -> None:
+                await asyncio.sleep(0)
+                if main:
+                    await enter(depth + 1)
+                chain.check(depth + 1, probe=not main)
 
             qualname = step.__qualname__
-            await step()
+            await step(False)
+            chain.check(depth)
+            await step(True)
         else:
-            async with track_context(**params):
+            scope = track_context(**params)
+            async with scope:
+                await asyncio.sleep(0)
+                chain.check(depth + 1, probe=True)
+            chain.check(depth)
+            async with scope:
                 await asyncio.sleep(0)
                 await enter(depth + 1)
                 chain.check(depth + 1)
@@ -585,7 +650,7 @@ def test_real_scopes_sync_equal_reference(
     otel.exporter.clear()
     chain = Chain(glob, stack)
     qualname = run_sync(chain)
-    assert chain.checks == 3 * len(stack) + 1
+    assert chain.checks == 5 * len(stack) + 1
     chain.check_spans(otel, qualname)
 
 
@@ -600,6 +665,50 @@ def test_real_scopes_async_equal_reference(
     chain = Chain(glob, stack)
     qualname = asyncio.run(run_async(chain))
     chain.check_spans(otel, qualname)
+
+
+@SCOPES
+@given(
+    glob=SPARSE,
+    outer=st.lists(st.tuples(METHODS, SPARSE), max_size=2),
+    siblings=SIBLINGS,
+)
+def test_sibling_scopes_over_one_parent_equal_reference(
+    global_level: Callable[[dict[str, Any]], Any], glob: dict[str, Any],
+    outer: list[tuple[str, dict[str, Any]]], siblings: list[tuple[str, dict[str, Any]]],
+) -> None:
+    """Different scopes entered one after another over the same parent (where a cache of
+    merged parameters keyed by the scope's parameters would mix them up)."""
+    global_level(glob)
+    ids = Ids()
+
+    def check(j: int) -> None:
+        stack = [*outer, siblings[j]]
+        keys = [*range(len(outer)), ("sibling", j)]
+        expected = public(ref_fold(by_method(glob, stack, keys)))
+        actual = dict(get_context())
+        assert actual == ids.expect(expected, actual), (j, siblings[j])
+
+    def inner() -> None:
+        for j, (method, params) in enumerate(siblings):
+            if method == "track":
+                track(**params)(lambda j=j: check(j))()
+            else:
+                with track_context(**params):
+                    check(j)
+
+    def enter(depth: int) -> None:
+        if depth == len(outer):
+            inner()
+            return
+        method, params = outer[depth]
+        if method == "track":
+            track(**params)(lambda: enter(depth + 1))()
+        else:
+            with track_context(**params):
+                enter(depth + 1)
+
+    enter(0)
 
 
 @SCOPES

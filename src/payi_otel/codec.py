@@ -22,9 +22,11 @@ from payi_otel.parameters import (
 
 __all__ = ["format_value", "parse_value", "to_header_value"]
 
-_INT = re.compile(r"[+-]?[0-9]+\Z")
-# Printable ASCII except "%": kept as-is when a value has to be percent-encoded.
-_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+_INT = re.compile(r"[+-]?[0-9]{1,19}\Z")
+# A header value sent as-is: printable ASCII, no space at either end (RFC 9110 field-value).
+_PLAIN = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?\Z")
+# Kept as-is inside a value that has to be percent-encoded: printable ASCII but "%" and " ".
+_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
 
 
 def parse_value(name: str, text: str, *, what: str) -> Value:
@@ -33,8 +35,11 @@ def parse_value(name: str, text: str, *, what: str) -> Value:
     if kind is Kind.INT:
         stripped = text.strip()
         if not _INT.match(stripped):
-            raise ParameterValueError(f"{what} must be a decimal integer, got {text!r}")
-        return int(stripped)
+            raise ParameterValueError(
+                f"{what} must be a decimal integer, got {text[:40]!r}"
+                + ("..." if len(text) > 40 else "")
+            )
+        return validate_value(name, int(stripped), what=what)
     if kind is Kind.LIST:
         items = [item.strip() for item in text.split(",")]
         return validate_value(name, [item for item in items if item], what=what)
@@ -43,8 +48,10 @@ def parse_value(name: str, text: str, *, what: str) -> Value:
             return {}
         try:
             loaded = json.loads(text)
-        except ValueError as exc:
-            raise ParameterValueError(f"{what} must be a JSON object of strings: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            raise ParameterValueError(
+                f"{what} must be a JSON object of strings: {type(exc).__name__}: {exc}"
+            ) from None
         if not isinstance(loaded, dict):
             raise ParameterValueError(
                 f"{what} must be a JSON object of strings, got {type(loaded).__name__}"
@@ -73,7 +80,12 @@ def format_value(name: str, value: Value) -> str:
 
 
 def to_header_value(text: str) -> str:
-    """``text`` if it can go in an HTTP header as-is, else percent-encoded (RFC 3986, UTF-8)."""
-    if text.isascii():
+    """``text`` if it can go in an HTTP header as-is, else percent-encoded (RFC 3986, UTF-8).
+
+    As-is means printable ASCII with no space at either end; anything else (non-ASCII,
+    control characters such as TAB or ESC, leading or trailing spaces) is encoded, spaces
+    and ``%`` included, so the whole value decodes back with one ``unquote``.
+    """
+    if _PLAIN.match(text):
         return text
     return quote(text, safe=_SAFE, encoding="utf-8")

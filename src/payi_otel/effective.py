@@ -77,6 +77,10 @@ def emitted(params: Params) -> List[Tuple[str, Value]]:
 CHILD_CACHE_SIZE = 64
 
 
+def _placeholder(name: str) -> str:
+    return f"\x00payi-fresh-{name}"  # NUL: never a valid parameter value
+
+
 class Effective:
     """Immutable effective parameters with their outward forms computed once, on demand."""
 
@@ -92,21 +96,41 @@ class Effective:
     def child(self, level: Level, key: Optional[Hashable]) -> Effective:
         """``level`` merged over these parameters.
 
-        A level that generated no id always gives the same result over the same parameters,
-        so it is cached under ``key`` (the level's hashable form): entering the same scope
-        again costs a lookup, and the child's attributes and headers are already built.
+        The result depends only on these parameters, the level's and the ids the level made,
+        so it is cached under ``key`` (the level's hashable form) as a template made with
+        placeholder ids: entering the same scope again costs a lookup (plus, for a level that
+        made ids, copying the template with the real ids in), and the child's attributes
+        are already built.
         """
-        if key is None or level.fresh_ids:
+        if key is None:
             return Effective(merge(self.params, level))
         children = self._children
         if children is None:
             children = self._children = {}
-        found = children.get(key)
-        if found is None:
+        template = children.get(key)
+        if template is None:
             if len(children) >= CHILD_CACHE_SIZE:
                 children.clear()
-            found = children[key] = Effective(merge(self.params, level))
-        return found
+            placeholders = {name: _placeholder(name) for name in level.fresh_ids}
+            template = Effective(merge(self.params, Level(level.params, placeholders)))
+            children[key] = template
+        if not level.fresh_ids:
+            return template
+        return template._with_ids(level.fresh_ids)
+
+    def _with_ids(self, ids: Mapping[str, str]) -> Effective:
+        """A copy of this template with its placeholder ids replaced by ``ids``."""
+        params = dict(self.params)
+        attributes = dict(self.attributes())
+        for name, value in ids.items():
+            if params.get(name) == _placeholder(name):
+                params[name] = value
+                attribute = ATTRIBUTE_NAMES[name]
+                if attribute in attributes:
+                    attributes[attribute] = value
+        result = Effective(params)
+        result._attributes = attributes
+        return result
 
     def scope_attributes(self, method: str) -> Mapping[str, AttributeValue]:
         """The attributes of a scope span: :meth:`attributes` and ``payi.scope``."""

@@ -27,7 +27,7 @@ def is_payi_header(name: object) -> bool:
 def parse_headers(sources: Iterable[Mapping[str, object]], *, skip: Tuple[type, ...]) -> Params:
     """The parameters given by ``x-payi-*`` headers; later sources win (case-insensitive).
 
-    Values that are instances of ``skip`` (the SDK's ``Omit``/``NotGiven``) count as absent.
+    ``None`` and instances of ``skip`` (the SDK's ``Omit``/``NotGiven``) count as absent.
     Unknown ``x-payi-*`` names are left alone (sent as the caller wrote them).
     """
     texts: Dict[str, Tuple[str, object]] = {}
@@ -38,7 +38,8 @@ def parse_headers(sources: Iterable[Mapping[str, object]], *, skip: Tuple[type, 
             lowered = header.lower()
             if lowered not in PARAMETER_BY_HEADER:
                 continue
-            if isinstance(value, skip):
+            if value is None or isinstance(value, skip):
+                # Unset: the scopes' value (seed: None "uses decorator/context value").
                 texts.pop(lowered, None)
                 continue
             texts[lowered] = (header, value)

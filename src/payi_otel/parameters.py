@@ -83,10 +83,27 @@ class ParameterValueError(ParameterError, ValueError):
     """A Pay-i parameter (or header, or variable) with a bad value."""
 
 
-def _check_text(text: str, what: str) -> None:
+#: The version is sent as an int attribute: OTLP carries int64.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+
+def _text(value: str, what: str) -> str:
+    """``value``'s exact text (a ``str`` subclass, e.g. a str Enum member, becomes its
+    plain ``str`` value), checked: no CR, LF or NUL, and valid Unicode."""
+    text = value if type(value) is str else str.__str__(value)
     for ch in _FORBIDDEN:
         if ch in text:
-            raise ParameterValueError(f"{what} must not contain CR, LF or NUL characters: {text!r}")
+            raise ParameterValueError(
+                f"{what} must not contain CR, LF or NUL characters: {text[:80]!r}"
+            )
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ParameterValueError(
+                f"{what} must be valid Unicode (it has a lone surrogate): {text[:80]!r}"
+            ) from None
+    return text
 
 
 def validate_value(name: str, value: object, *, what: Optional[str] = None) -> Value:
@@ -103,12 +120,14 @@ def validate_value(name: str, value: object, *, what: Optional[str] = None) -> V
     if kind is Kind.STRING:
         if not isinstance(value, str):
             raise ParameterTypeError(f"{label} must be a str, not {type(value).__name__}")
-        _check_text(value, label)
-        return value
+        return _text(value, label)
     if kind is Kind.INT:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ParameterTypeError(f"{label} must be an int, not {type(value).__name__}")
-        return int(value)
+        number = int(value)
+        if not INT_MIN <= number <= INT_MAX:
+            raise ParameterValueError(f"{label} must fit in 64 bits, got {number}")
+        return number
     if kind is Kind.LIST:
         if not isinstance(value, (list, tuple)):
             raise ParameterTypeError(
@@ -119,7 +138,7 @@ def validate_value(name: str, value: object, *, what: Optional[str] = None) -> V
         for item in value:
             if not isinstance(item, str):
                 raise ParameterTypeError(f"{label} elements must be str, not {type(item).__name__}")
-            _check_text(item, label)
+            item = _text(item, label)
             if "," in item:
                 raise ParameterValueError(f"{label} elements must not contain a comma: {item!r}")
             if not item.strip():
@@ -137,13 +156,13 @@ def validate_value(name: str, value: object, *, what: Optional[str] = None) -> V
             raise ParameterTypeError(f"{label} keys must be str, not {type(key).__name__}")
         if not key:
             raise ParameterValueError(f"{label} keys must not be empty")
-        _check_text(key, label)
+        key = _text(key, label)
         if item is not None:
             if not isinstance(item, str):
                 raise ParameterTypeError(
                     f"{label}[{key!r}] must be a str or None, not {type(item).__name__}"
                 )
-            _check_text(item, label)
+            item = _text(item, label)
         result[key] = item
     return result
 

@@ -66,7 +66,9 @@ class PayiSpanProcessor(SpanProcessor):
             return  # our own scope spans
         try:
             if is_genai_span(span):
-                span.set_attributes(_effective_for(parent_context).attributes())
+                effective = _effective_for(parent_context)
+                span.set_attributes(effective.attributes())
+                _applied[span] = effective
         except Exception:  # never break span creation
             log_once("processor", "payi_otel span processor failed", exc_info=True)
 
@@ -81,6 +83,8 @@ class PayiSpanProcessor(SpanProcessor):
 
 
 _installed: weakref.WeakKeyDictionary[Any, PayiSpanProcessor] = weakref.WeakKeyDictionary()
+# The parameters whose attributes a live GenAI span carries (set by on_start or the hook).
+_applied: weakref.WeakKeyDictionary[Any, Effective] = weakref.WeakKeyDictionary()
 
 
 def install_processor(provider: TracerProvider) -> Callable[[], None]:
@@ -108,13 +112,35 @@ def install_processor(provider: TracerProvider) -> Callable[[], None]:
 
 
 def apply_call_attributes(span: ApiSpan, call: Effective) -> None:
-    """Make ``span``'s ``payi.*`` attributes exactly ``call``'s (the headers it sends)."""
-    if not is_genai_span(span):
+    """Make ``span``'s ``payi.*`` attributes exactly ``call``'s (the headers it sends).
+
+    Only the difference from what the span already carries is written.
+    """
+    scope = getattr(span, "instrumentation_scope", None)
+    if scope is not None and scope.name == TRACER_NAME:
+        return  # a payi_otel scope span, not a GenAI span
+    before = _applied.get(span)
+    if before is call:
+        return  # no per-call headers: the span already carries these values
+    if before is None and not is_genai_span(span):
         return
     wanted: Mapping[str, AttributeValue] = call.attributes()
-    attributes = getattr(span, "_attributes", None)
-    if attributes is not None:
+    if before is not None:
+        had = before.attributes()
+        stale = [key for key in had if key not in wanted]
+        changed = {k: v for k, v in wanted.items() if had.get(k, _MISSING) != v}
+    else:
+        attributes = getattr(span, "_attributes", None) or {}
         stale = [k for k in list(attributes) if k.startswith(PAYI_PREFIX) and k not in wanted]
-        for key in stale:
-            del attributes[key]
-    span.set_attributes(wanted)
+        changed = dict(wanted)
+    if stale:
+        attributes = getattr(span, "_attributes", None)
+        if attributes is not None:
+            for key in stale:
+                attributes.pop(key, None)
+    if changed:
+        span.set_attributes(changed)
+    _applied[span] = call
+
+
+_MISSING = object()

@@ -62,10 +62,43 @@ class _Scope:
             otel_context.detach(token)  # type: ignore[arg-type]
 
     def end(self, exc: Optional[BaseException] = None) -> None:
-        if exc is not None and not isinstance(exc, (GeneratorExit, StopIteration)):
-            self._span.record_exception(exc)
-            self._span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-        self._span.end()
+        try:
+            if exc is not None and not isinstance(exc, (GeneratorExit, StopIteration)):
+                self._span.record_exception(exc)
+                self._span.set_status(
+                    Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
+                )
+            self._span.end()
+        except Exception:  # e.g. a span processor that raises: never into the app
+            log_once("scope-end", "payi_otel failed to end a scope span", exc_info=True)
+
+
+class _NoScope(_Scope):
+    """Stands in for a scope that could not be entered: the app's code runs unscoped."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self._token = None
+        self.context = otel_context.get_current()
+
+    def attach(self) -> None:
+        return None
+
+    def end(self, exc: Optional[BaseException] = None) -> None:
+        return None
+
+
+def _enter(
+    method: str, params: Params, span_name: str, parent: Context,
+    key: Optional[Hashable] = None,
+) -> _Scope:
+    """A new scope; an unexpected failure is logged once and gives a no-op scope instead."""
+    try:
+        return _Scope(method, params, span_name, parent, key)
+    except Exception:
+        log_once("scope-enter", "payi_otel failed to enter a scope", exc_info=True)
+        return _NoScope()
 
 
 def _track_sync(fn: Callable[..., Any], params: Params, name: str) -> Callable[..., Any]:
@@ -73,7 +106,7 @@ def _track_sync(fn: Callable[..., Any], params: Params, name: str) -> Callable[.
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        scope = _Scope(payi_state.TRACK, params, name, otel_context.get_current(), key)
+        scope = _enter(payi_state.TRACK, params, name, otel_context.get_current(), key)
         scope.attach()
         try:
             result = fn(*args, **kwargs)
@@ -93,7 +126,7 @@ def _track_async(fn: Callable[..., Any], params: Params, name: str) -> Callable[
 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        scope = _Scope(payi_state.TRACK, params, name, otel_context.get_current(), key)
+        scope = _enter(payi_state.TRACK, params, name, otel_context.get_current(), key)
         scope.attach()
         try:
             result = await fn(*args, **kwargs)
@@ -112,7 +145,7 @@ def _drive_generator(
     gen: Generator[Any, Any, Any], params: Params, name: str, parent: Context
 ) -> Generator[Any, Any, Any]:
     """Run ``gen`` inside its scope on every resume, and outside it between resumes."""
-    scope = _Scope(payi_state.TRACK, params, name, parent)
+    scope = _enter(payi_state.TRACK, params, name, parent)
     error: Optional[BaseException] = None
     try:
         to_send: Any = None
@@ -148,7 +181,7 @@ async def _drive_async_generator(
     agen: AsyncGenerator[Any, Any], params: Params, name: str, parent: Context
 ) -> AsyncGenerator[Any, Any]:
     """Async counterpart of :func:`_drive_generator`."""
-    scope = _Scope(payi_state.TRACK, params, name, parent)
+    scope = _enter(payi_state.TRACK, params, name, parent)
     error: Optional[BaseException] = None
     try:
         to_send: Any = None
@@ -260,7 +293,7 @@ class track_context:
     def __enter__(self) -> None:
         if self._key is None:
             self._key = params_key(self._params)
-        scope = _Scope(
+        scope = _enter(
             payi_state.TRACK_CONTEXT, self._params, self._name, otel_context.get_current(),
             self._key,
         )
