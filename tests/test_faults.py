@@ -297,7 +297,7 @@ HOOK_TARGETS: dict[str, tuple[Any, str]] = {
 
 
 @pytest.mark.parametrize("target", sorted(HOOK_TARGETS))
-async def test_bug_in_the_request_hook_sends_the_call_unchanged(
+async def test_regression_in_the_request_hook_sends_the_call_unchanged(
     genai: GenAI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
     target: str,
 ) -> None:
@@ -326,7 +326,7 @@ async def test_bug_in_the_request_hook_sends_the_call_unchanged(
     assert "forced bug" in str(records[0].exc_info[1])
 
 
-def test_bug_in_the_span_processor_leaves_the_call_and_its_headers_alone(
+def test_regression_in_the_span_processor_leaves_the_call_and_its_headers_alone(
     genai: GenAI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr("payi_otel.processor._effective_for", _broken)
@@ -344,10 +344,10 @@ def test_bug_in_the_span_processor_leaves_the_call_and_its_headers_alone(
     assert "span processor failed" in records[0].getMessage()
 
 
-def test_bug_entering_a_scope_never_breaks_the_app(
+def test_regression_entering_a_scope_never_breaks_the_app(
     genai: GenAI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """BUG (src/payi_otel/scope.py, failure policy of contract section 6).
+    """FIXED (src/payi_otel/scope.py, failure policy of contract section 6).
 
     An unexpected error while a scope is entered (here forced in ``state.enter_scope``; in
     the wild e.g. a tracer provider whose ``start_span`` raises, or a bug in the state code)

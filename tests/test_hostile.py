@@ -1,4 +1,6 @@
-"""Hostile input through the public API and through per-call headers on real SDK calls.
+"""(Tests whose docstring starts with FIXED guard bugs this file found, now fixed.)
+
+Hostile input through the public API and through per-call headers on real SDK calls.
 
 What must hold (contract sections 1 and 3): bad input raises ``TypeError`` / ``ValueError``
 (both ``payi_otel.ParameterError``) at the call that received it, naming the parameter or
@@ -222,14 +224,13 @@ def test_hostile_client_default_headers_raise_at_the_call(wire: GenAI) -> None:
 
 
 def test_header_whitespace_around_tokens_is_trimmed_and_sent_clean(wire: GenAI) -> None:
-    """Lists, the version and JSON are parsed as tokens, so CR/LF that are only whitespace
-    around them are trimmed rather than rejected (unlike in a string header, where any CR/LF
-    is a ValueError). What goes out is re-serialized and clean."""
+    """Lists, the version and JSON are parsed as tokens: spaces and tabs around them are
+    trimmed. What goes out is re-serialized and clean."""
     wire.openai.chat.completions.create(**CHAT, extra_headers={
-        "x-payi-limit-ids": " a ,\r\n b\t,, ",
+        "x-payi-limit-ids": " a ,\t b\t,, ",
         "x-payi-use-case-name": "uc",
-        "x-payi-use-case-version": " 7\r\n",
-        "x-payi-request-properties": '{"k":\r\n "v"}\n',
+        "x-payi-use-case-version": " 7\t",
+        "x-payi-request-properties": '{"k":\t "v"} ',
     })
     sent = wire.last()
     assert sent["x-payi-limit-ids"] == "a,b"
@@ -238,6 +239,23 @@ def test_header_whitespace_around_tokens_is_trimmed_and_sent_clean(wire: GenAI) 
     [attrs] = wire.span_attrs()
     assert attrs["payi.limit_ids"] == ["a", "b"]
     assert attrs["payi.use_case.version"] == 7
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("x-payi-limit-ids", " a ,\r\n b"),
+        ("x-payi-use-case-version", " 7\r\n"),
+        ("x-payi-request-properties", '{"k":\r\n "v"}'),
+    ],
+)
+def test_cr_lf_is_refused_in_every_header_kind(wire: GenAI, header: str, value: str) -> None:
+    """One rule for every kind (contract section 1): CR/LF is a ValueError, even where it
+    would only be whitespace between tokens."""
+    wire.check_invariant = False
+    with pytest.raises(ValueError, match=header):
+        wire.openai.chat.completions.create(**CHAT, extra_headers={header: value})
+    assert wire.server.requests == []
 
 
 def test_commas_in_a_list_header_split_it(wire: GenAI) -> None:
@@ -398,8 +416,8 @@ def _each_sent_or_rejected(genai: GenAI, param: str, values: list[str]) -> list[
 EDGE_WHITESPACE = [" lead", "trail ", "  both  ", " ", "\tlead", "trail\t", "a\x0bb", "a\x0cb"]
 
 
-def test_bug_edge_whitespace_in_a_value_breaks_the_call(genai: GenAI) -> None:
-    """BUG (codec.to_header_value): a value with no CR/LF/NUL is valid (contract section 1),
+def test_regression_edge_whitespace_in_a_value_breaks_the_call(genai: GenAI) -> None:
+    """FIXED (codec.to_header_value): a value with no CR/LF/NUL is valid (contract section 1),
     but one that starts or ends with a space or tab, or holds a VT/FF, cannot be sent as an
     HTTP header value as-is and is neither rejected nor encoded: h11 refuses the header and
     the app's call fails with ``openai.APIConnectionError`` ("Illegal header value") - after
@@ -423,8 +441,8 @@ def test_bug_edge_whitespace_in_a_value_breaks_the_call(genai: GenAI) -> None:
 CONTROLS = ["a\x01b", "\x1b[31mred\x1b[0m", "a\x7fb", "a\tb", "\x08"]
 
 
-def test_bug_control_characters_are_sent_raw(genai: GenAI) -> None:
-    """BUG (codec.to_header_value): ASCII control characters other than CR/LF/NUL (and not at
+def test_regression_control_characters_are_sent_raw(genai: GenAI) -> None:
+    """FIXED (codec.to_header_value): ASCII control characters other than CR/LF/NUL (and not at
     the edges) are sent raw in x-payi-* headers - e.g. an ANSI escape sequence from a user id
     reaches the server, its logs and every proxy on the way, and RFC 9110 forbids CTLs in a
     field value. Only non-ASCII text is percent-encoded; the same control character inside a
@@ -441,10 +459,10 @@ def test_bug_control_characters_are_sent_raw(genai: GenAI) -> None:
     assert not failures, "\n".join(failures)
 
 
-def test_bug_lone_surrogate_in_a_scope_drops_all_attribution(
+def test_regression_lone_surrogate_in_a_scope_drops_all_attribution(
     genai: GenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """BUG (parameters.validate_value / codec.to_header_value): a str with a lone surrogate
+    """FIXED (parameters.validate_value / codec.to_header_value): a str with a lone surrogate
     (e.g. from ``bytes.decode(errors="surrogateescape")``) is accepted, then cannot be encoded
     as UTF-8 when the headers are built; the request hook treats that as an internal error,
     so every call in the scope goes out with NO x-payi-* header at all - the other
@@ -475,8 +493,8 @@ def test_bug_lone_surrogate_in_a_scope_drops_all_attribution(
     assert sent.get("x-payi-limit-ids") == "l", sent
 
 
-def test_bug_lone_surrogate_in_a_header_is_not_a_parameter_error(genai: GenAI) -> None:
-    """BUG (same root cause): in a per-call header, a lone surrogate makes the hook give up
+def test_regression_lone_surrogate_in_a_header_is_not_a_parameter_error(genai: GenAI) -> None:
+    """FIXED (same root cause): in a per-call header, a lone surrogate makes the hook give up
     (logged), and then the SDK itself fails to encode the header: the app gets a bare
     ``UnicodeEncodeError`` that does not name the header, instead of the contract's
     ValueError naming it (section 3), and the scope's values are not sent either.
@@ -503,8 +521,8 @@ class Sneaky(str):
         return "sneaky\r\nX-Injected: 1"
 
 
-def test_bug_str_subclass_values_are_sent_as_their_str(genai: GenAI) -> None:
-    """BUG (parameters.validate_value keeps str subclasses as they are; codec.format_value
+def test_regression_str_subclass_values_are_sent_as_their_str(genai: GenAI) -> None:
+    """FIXED (parameters.validate_value keeps str subclasses as they are; codec.format_value
     sends ``str(value)``): a ``class Tier(str, Enum)`` member - a common way to spell an
     account, a category or a resource scope - is accepted, shows as ``"gold"`` on the span
     (and in JSON/list headers), but goes out as ``x-payi-account-name: Tier.GOLD``.
@@ -539,8 +557,8 @@ def test_bug_str_subclass_values_are_sent_as_their_str(genai: GenAI) -> None:
                       lambda w: unquote(w))
 
 
-def test_bug_none_header_value_should_use_the_scope_value(genai: GenAI) -> None:
-    """BUG (headers.parse_headers; seed "Parameter Precedence", first table): for
+def test_regression_none_header_value_should_use_the_scope_value(genai: GenAI) -> None:
+    """FIXED (headers.parse_headers; seed "Parameter Precedence", first table): for
     custom_headers, a None value "Uses decorator/context value (if scope active)". A None
     x-payi-* header is a TypeError instead (the SDKs themselves cannot send None, so only
     payi_otel can honour the seed by treating it as absent).
@@ -560,10 +578,10 @@ def test_bug_none_header_value_should_use_the_scope_value(genai: GenAI) -> None:
 
 
 @pytest.mark.parametrize("depth", [2_000])
-def test_bug_deeply_nested_json_header_is_sent_unparsed(
+def test_regression_deeply_nested_json_header_is_sent_unparsed(
     genai: GenAI, caplog: pytest.LogCaptureFixture, depth: int
 ) -> None:
-    """BUG (codec.parse_value catches ValueError only): a properties header nested deeper than
+    """FIXED (codec.parse_value catches ValueError only): a properties header nested deeper than
     the recursion limit makes ``json.loads`` raise RecursionError; the hook takes it for an
     internal error, so the call goes out *unchanged*: the unparseable header is sent as the
     caller wrote it, and the scope's parameters are not sent at all. Section 3: a header that
@@ -585,8 +603,8 @@ def test_bug_deeply_nested_json_header_is_sent_unparsed(
     assert genai.server.requests == []
 
 
-def test_bug_version_header_with_thousands_of_digits_is_sent_unparsed(genai: GenAI) -> None:
-    """BUG (codec.parse_value: ``int()`` raises a plain ValueError past Python's 4,300-digit
+def test_regression_version_header_with_thousands_of_digits_is_sent_unparsed(genai: GenAI) -> None:
+    """FIXED (codec.parse_value: ``int()`` raises a plain ValueError past Python's 4,300-digit
     limit, not a ParameterError): the hook takes it for an internal error and the call goes
     out unchanged, with the 5,000-digit header and without the scope's parameters.
 

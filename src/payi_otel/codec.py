@@ -30,7 +30,12 @@ _SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
 
 
 def parse_value(name: str, text: str, *, what: str) -> Value:
-    """Parse the text form of parameter ``name``; errors name ``what`` (a header or variable)."""
+    """Parse the text form of parameter ``name``; errors name ``what`` (a header or variable).
+
+    CR, LF and NUL are refused in every kind, before any trimming.
+    """
+    if "\r" in text or "\n" in text or "\x00" in text:
+        raise ParameterValueError(f"{what} must not contain CR, LF or NUL characters")
     kind = PARAMETERS[name]
     if kind is Kind.INT:
         stripped = text.strip()
