@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional, Tuple
@@ -86,6 +85,3 @@ def global_params(
     params = fold({}, (new_level(default), new_level(from_env), new_level(own)))
     return params, parse_bool_env(environ, PROPAGATE_BAGGAGE_ENV)
 
-
-def environ() -> Mapping[str, str]:
-    return os.environ

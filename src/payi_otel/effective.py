@@ -18,6 +18,7 @@ __all__ = [
     "ATTRIBUTE_NAMES",
     "BAGGAGE_PREFIX",
     "HEADER_NAMES",
+    "SCOPE_ATTRIBUTE",
     "Effective",
     "emitted",
 ]
@@ -47,6 +48,9 @@ ATTRIBUTE_NAMES: Mapping[str, str] = {
     "price_as_resource": "payi.price_as.resource",
     "resource_scope": "payi.resource_scope",
 }
+
+#: On scope spans: which method opened the scope (``track`` | ``track_context``).
+SCOPE_ATTRIBUTE = "payi.scope"
 
 #: Baggage entries are ``payi.<parameter>`` (contract section 5).
 BAGGAGE_PREFIX = "payi."
@@ -93,15 +97,16 @@ class Effective:
         self._scope_attributes: Optional[Dict[str, Dict[str, AttributeValue]]] = None
         self._children: Optional[Dict[Hashable, Effective]] = None
 
-    def child(self, level: Level, key: Optional[Hashable]) -> Effective:
+    def child(self, level: Level) -> Effective:
         """``level`` merged over these parameters.
 
         The result depends only on these parameters, the level's and the ids the level made,
-        so it is cached under ``key`` (the level's hashable form) as a template made with
+        so it is cached under ``level.key`` (its hashable form) as a template made with
         placeholder ids: entering the same scope again costs a lookup (plus, for a level that
         made ids, copying the template with the real ids in), and the child's attributes
         are already built.
         """
+        key = level.key
         if key is None:
             return Effective(merge(self.params, level))
         children = self._children
@@ -139,7 +144,7 @@ class Effective:
             cached = self._scope_attributes = {}
         found = cached.get(method)
         if found is None:
-            found = cached[method] = {**self.attributes(), "payi.scope": method}
+            found = cached[method] = {**self.attributes(), SCOPE_ATTRIBUTE: method}
         return found
 
     def attributes(self) -> Mapping[str, AttributeValue]:

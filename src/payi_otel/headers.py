@@ -11,7 +11,7 @@ from typing import Dict, Tuple
 
 from payi_otel.codec import parse_value
 from payi_otel.effective import HEADER_NAMES, Effective
-from payi_otel.merge import merge, new_level
+from payi_otel.merge import new_level
 from payi_otel.parameters import ParameterTypeError, Params
 
 __all__ = ["PARAMETER_BY_HEADER", "is_payi_header", "parse_headers", "resolve_call"]
@@ -60,4 +60,4 @@ def resolve_call(effective: Effective, call_params: Params) -> Effective:
     """
     if not call_params:
         return effective
-    return Effective(merge(effective.params, new_level(call_params)))
+    return effective.child(new_level(call_params))

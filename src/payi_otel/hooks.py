@@ -63,50 +63,29 @@ def _prepare(
     """Resolve the call's parameters: the arguments with the resolved headers, and the
     context to send them in.
 
-    ``TypeError``/``ValueError`` from parsing the caller's headers propagate (the caller's
-    mistake, nothing is sent); any other failure is the caller's to catch as internal.
+    A ``ParameterError`` from parsing the caller's headers propagates (the caller's mistake,
+    nothing is sent); any other failure is the caller's to catch as internal.
     """
     options = _split_options(args, kwargs)
     call_headers = options.headers
     if isinstance(call_headers, sdk.absent) or call_headers is None:
         call_headers = {}
     defaults: Mapping[str, Any] = getattr(client, "_custom_headers", None) or {}
-    call_params = parse_headers((defaults, call_headers), skip=sdk.absent)
-    return _Resolved(sdk, options, defaults, call_headers, call_params).apply(args, kwargs)
-
-
-class _Resolved:
-    __slots__ = ("call_headers", "call_params", "defaults", "options", "sdk")
-
-    def __init__(
-        self, sdk: _Sdk, options: Any, defaults: Mapping[str, Any],
-        call_headers: Mapping[str, Any], call_params: Any,
-    ) -> None:
-        self.sdk = sdk
-        self.options = options
-        self.defaults = defaults
-        self.call_headers = call_headers
-        self.call_params = call_params
-
-    def apply(
-        self, args: Tuple[Any, ...], kwargs: Dict[str, Any]
-    ) -> Tuple[Tuple[Any, ...], Dict[str, Any], Context]:
-        call = resolve_call(current_effective(), self.call_params)
-        headers: Dict[str, Any] = {
-            k: v for k, v in self.call_headers.items() if not is_payi_header(k)
-        }
-        for key in self.defaults:  # the resolved set replaces the client's payi defaults
-            if is_payi_header(key):
-                headers[key] = self.sdk.omit()
-        for key in self.call_headers:  # and any case variant the caller used
-            if is_payi_header(key) and key not in headers:
-                headers[key] = self.sdk.omit()
-        headers.update(call.headers())
-        apply_call_attributes(trace.get_current_span(), call)
-        options = self.sdk.model_copy(self.options)
-        options.headers = headers
-        new_args, new_kwargs = _with_options(args, kwargs, options)
-        return new_args, new_kwargs, with_call(otel_context.get_current(), call)
+    call = resolve_call(
+        current_effective(), parse_headers((defaults, call_headers), skip=sdk.absent)
+    )
+    headers: Dict[str, Any] = {k: v for k, v in call_headers.items() if not is_payi_header(k)}
+    # The resolved set replaces the client's payi defaults and any case variant the caller
+    # used: each is omitted, then the canonical lower-case names are set.
+    for key in (*defaults, *call_headers):
+        if is_payi_header(key):
+            headers[key] = sdk.omit()
+    headers.update(call.headers())
+    apply_call_attributes(trace.get_current_span(), call)
+    options = sdk.model_copy(options)
+    options.headers = headers
+    new_args, new_kwargs = _with_options(args, kwargs, options)
+    return new_args, new_kwargs, with_call(otel_context.get_current(), call)
 
 
 def _make_wrapper(sdk: _Sdk, is_async: bool) -> Callable[..., Any]:

@@ -7,6 +7,7 @@ headers on the requests of the installed GenAI SDKs.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Collection, Mapping
 from typing import Any, Callable, List, Optional, Tuple
@@ -52,7 +53,7 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         config: Optional[Mapping[str, object]] = kwargs.get("config")
         caller_file: Optional[str] = kwargs.get("caller_file") or _main_script()
         params, env_propagate = payi_config.global_params(
-            config, payi_config.environ(), caller_file
+            config, os.environ, caller_file
         )
         propagate = kwargs.get("propagate_baggage")
         if propagate is None:

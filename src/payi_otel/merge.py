@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Dict, Hashable, Optional, Tuple
 
 from payi_otel.parameters import PARAMETERS, Kind, Params, Value
 
@@ -44,13 +44,18 @@ _PAIR_FIELDS = frozenset(f for p in PAIRS for f in p.fields)
 
 @dataclass(frozen=True)
 class Level:
-    """One level's own parameters plus the ids it generated once, when it was created."""
+    """One level's own parameters plus the ids it generated once, when it was created.
+
+    ``key`` is the parameters' hashable form when the level comes from a scope that is
+    entered again and again (it lets ``Effective.child`` cache the merge); else ``None``.
+    """
 
     params: Params
     fresh_ids: Mapping[str, str] = field(default_factory=dict)
+    key: Optional[Hashable] = None
 
 
-def new_level(params: Params) -> Level:
+def new_level(params: Params, key: Optional[Hashable] = None) -> Level:
     """Make a level, generating a UUID4 for each pair that names an entity without an id.
 
     Call once per scope entry (or per call for headers): the ids are then stable for every
@@ -62,7 +67,7 @@ def new_level(params: Params) -> Level:
             if fresh is None:
                 fresh = {}
             fresh[pair.id] = str(uuid.uuid4())
-    return Level(params, fresh or {})
+    return Level(params, fresh or {}, key)
 
 
 def _merge_value(kind: Kind, lower: Optional[Value], upper: Value) -> Value:

@@ -44,6 +44,12 @@ def _effective_for(parent_context: Optional[Context]) -> Effective:
     return call if isinstance(call, Effective) else current_effective(parent_context)
 
 
+def _is_scope_span(span: object) -> bool:
+    """Whether ``span`` is one of payi_otel's own scope spans."""
+    scope = getattr(span, "instrumentation_scope", None)
+    return scope is not None and scope.name == TRACER_NAME
+
+
 def is_genai_span(span: object) -> bool:
     """Whether ``span`` is a recording SDK span with a ``gen_ai.*`` attribute."""
     attributes = getattr(span, "attributes", None)
@@ -61,9 +67,8 @@ class PayiSpanProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
         if not self.enabled:
             return
-        scope = span.instrumentation_scope
-        if scope is not None and scope.name == TRACER_NAME:
-            return  # our own scope spans
+        if _is_scope_span(span):
+            return
         try:
             if is_genai_span(span):
                 effective = _effective_for(parent_context)
@@ -116,9 +121,8 @@ def apply_call_attributes(span: ApiSpan, call: Effective) -> None:
 
     Only the difference from what the span already carries is written.
     """
-    scope = getattr(span, "instrumentation_scope", None)
-    if scope is not None and scope.name == TRACER_NAME:
-        return  # a payi_otel scope span, not a GenAI span
+    if _is_scope_span(span):
+        return
     before = _applied.get(span)
     if before is call:
         return  # no per-call headers: the span already carries these values

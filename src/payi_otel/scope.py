@@ -29,7 +29,6 @@ from payi_otel.tracing import get_payi_tracer
 __all__ = ["get_context", "track", "track_context"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-SCOPE_ATTRIBUTE = "payi.scope"
 
 
 class _Scope:
@@ -101,9 +100,9 @@ def _enter(
         return _NoScope()
 
 
-def _track_sync(fn: Callable[..., Any], params: Params, name: str) -> Callable[..., Any]:
-    key = params_key(params)
-
+def _track_sync(
+    fn: Callable[..., Any], params: Params, key: Hashable, name: str
+) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         scope = _enter(payi_state.TRACK, params, name, otel_context.get_current(), key)
@@ -121,9 +120,9 @@ def _track_sync(fn: Callable[..., Any], params: Params, name: str) -> Callable[.
     return wrapper
 
 
-def _track_async(fn: Callable[..., Any], params: Params, name: str) -> Callable[..., Any]:
-    key = params_key(params)
-
+def _track_async(
+    fn: Callable[..., Any], params: Params, key: Hashable, name: str
+) -> Callable[..., Any]:
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         scope = _enter(payi_state.TRACK, params, name, otel_context.get_current(), key)
@@ -142,10 +141,10 @@ def _track_async(fn: Callable[..., Any], params: Params, name: str) -> Callable[
 
 
 def _drive_generator(
-    gen: Generator[Any, Any, Any], params: Params, name: str, parent: Context
+    gen: Generator[Any, Any, Any], params: Params, key: Hashable, name: str, parent: Context
 ) -> Generator[Any, Any, Any]:
     """Run ``gen`` inside its scope on every resume, and outside it between resumes."""
-    scope = _enter(payi_state.TRACK, params, name, parent)
+    scope = _enter(payi_state.TRACK, params, name, parent, key)
     error: Optional[BaseException] = None
     try:
         to_send: Any = None
@@ -178,10 +177,10 @@ def _drive_generator(
 
 
 async def _drive_async_generator(
-    agen: AsyncGenerator[Any, Any], params: Params, name: str, parent: Context
+    agen: AsyncGenerator[Any, Any], params: Params, key: Hashable, name: str, parent: Context
 ) -> AsyncGenerator[Any, Any]:
     """Async counterpart of :func:`_drive_generator`."""
-    scope = _enter(payi_state.TRACK, params, name, parent)
+    scope = _enter(payi_state.TRACK, params, name, parent, key)
     error: Optional[BaseException] = None
     try:
         to_send: Any = None
@@ -216,22 +215,24 @@ async def _drive_async_generator(
         scope.end(error)
 
 
-def _track_generator(fn: Callable[..., Any], params: Params, name: str) -> Callable[..., Any]:
+def _track_generator(
+    fn: Callable[..., Any], params: Params, key: Hashable, name: str
+) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         parent = otel_context.get_current()
-        return _drive_generator(fn(*args, **kwargs), params, name, parent)
+        return _drive_generator(fn(*args, **kwargs), params, key, name, parent)
 
     return wrapper
 
 
 def _track_async_generator(
-    fn: Callable[..., Any], params: Params, name: str
+    fn: Callable[..., Any], params: Params, key: Hashable, name: str
 ) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         parent = otel_context.get_current()
-        return _drive_async_generator(fn(*args, **kwargs), params, name, parent)
+        return _drive_async_generator(fn(*args, **kwargs), params, key, name, parent)
 
     return wrapper
 
@@ -244,6 +245,7 @@ def track(**params: Any) -> Callable[[F], F]:
     validated here, at decoration time.
     """
     own = validate_params(params, source="track")
+    key = params_key(own)
     step = own.get("use_case_step")
 
     def decorator(fn: F) -> F:
@@ -251,13 +253,13 @@ def track(**params: Any) -> Callable[[F], F]:
             raise TypeError(f"@track must decorate a function, not {type(fn).__name__}")
         name = step if isinstance(step, str) and step else getattr(fn, "__qualname__", "track")
         if inspect.isasyncgenfunction(fn):
-            wrapped = _track_async_generator(fn, own, name)
+            wrapped = _track_async_generator(fn, own, key, name)
         elif inspect.iscoroutinefunction(fn):
-            wrapped = _track_async(fn, own, name)
+            wrapped = _track_async(fn, own, key, name)
         elif inspect.isgeneratorfunction(fn):
-            wrapped = _track_generator(fn, own, name)
+            wrapped = _track_generator(fn, own, key, name)
         else:
-            wrapped = _track_sync(fn, own, name)
+            wrapped = _track_sync(fn, own, key, name)
         return cast(F, wrapped)
 
     return decorator
@@ -288,11 +290,9 @@ class track_context:
             self._name = name
         else:
             self._name = "payi.track_context"
-        self._key: Optional[Hashable] = None
+        self._key = params_key(self._params)
 
     def __enter__(self) -> None:
-        if self._key is None:
-            self._key = params_key(self._params)
         scope = _enter(
             payi_state.TRACK_CONTEXT, self._params, self._name, otel_context.get_current(),
             self._key,

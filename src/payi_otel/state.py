@@ -7,7 +7,6 @@ The effective parameters are computed when a scope is entered; reading them is O
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Hashable, Optional, Tuple
 
@@ -16,14 +15,14 @@ from opentelemetry.context import Context
 
 from payi_otel import baggage as payi_baggage
 from payi_otel.effective import Effective
-from payi_otel.merge import Level, fold, merge, new_level
+from payi_otel.merge import Level, merge, new_level
 from payi_otel.parameters import Params
 
 __all__ = [
     "ScopeState",
     "current_effective",
     "enter_scope",
-    "get_global",
+    "propagate_baggage",
     "set_global",
 ]
 
@@ -35,30 +34,20 @@ TRACK_CONTEXT = "track_context"
 
 @dataclass(frozen=True)
 class _Global:
-    level: Level
     effective: Effective
     propagate_baggage: bool
     version: int
 
 
-_lock = threading.Lock()
-_global = _Global(Level({}), Effective({}), False, 0)
+_global = _Global(Effective({}), False, 0)
 
 
 def set_global(params: Params, *, propagate_baggage: bool) -> None:
     """Replace the global level (``payi_instrument`` / the instrumentor)."""
     global _global
-    level = new_level(params)
-    with _lock:
-        _global = _Global(
-            level, Effective(merge({}, level)), propagate_baggage, _global.version + 1
-        )
-
-
-def get_global() -> Tuple[Level, bool]:
-    """The global level and whether baggage propagation is on."""
-    current = _global
-    return current.level, current.propagate_baggage
+    _global = _Global(
+        Effective(merge({}, new_level(params))), propagate_baggage, _global.version + 1
+    )
 
 
 def propagate_baggage() -> bool:
@@ -77,12 +66,15 @@ class ScopeState:
     effective: Effective
 
 
-def _base(glob: _Global, baggage: Optional[Level]) -> Params:
-    return glob.effective.params if baggage is None else merge(glob.effective.params, baggage)
-
-
 def _incoming_baggage(glob: _Global, ctx: Optional[Context]) -> Optional[Level]:
     return payi_baggage.read_incoming(ctx) if glob.propagate_baggage else None
+
+
+def _chain(base: Effective, levels: Tuple[Level, ...]) -> Effective:
+    """``levels`` merged over ``base``, lowest first (each step cached, see ``child``)."""
+    for level in levels:
+        base = base.child(level)
+    return base
 
 
 def _build(
@@ -91,9 +83,11 @@ def _build(
     tracks: Tuple[Level, ...],
     contexts: Tuple[Level, ...],
 ) -> ScopeState:
-    track_result = Effective(fold(_base(glob, baggage), tracks))
-    effective = Effective(fold(track_result.params, contexts)) if contexts else track_result
-    return ScopeState(glob.version, baggage, tracks, contexts, track_result, effective)
+    base = glob.effective if baggage is None else glob.effective.child(baggage)
+    track_result = _chain(base, tracks)
+    return ScopeState(
+        glob.version, baggage, tracks, contexts, track_result, _chain(track_result, contexts)
+    )
 
 
 def _state(ctx: Optional[Context]) -> Optional[ScopeState]:
@@ -108,45 +102,32 @@ def enter_scope(
 
     Precedence is by method first, nesting second (contract section 2): a ``@track`` entered
     inside ``track_context`` scopes still ranks below them, so they are re-applied over it.
-    ``key`` is ``params``' hashable form, for :meth:`Effective.child`'s cache.
+    ``key`` is ``params``' hashable form (see :class:`Level`).
     """
     glob = _global
-    level = new_level(params)
+    level = new_level(params, key)
     state = _state(parent)
     if state is None or state.version != glob.version:
+        tracks: Tuple[Level, ...]
+        contexts: Tuple[Level, ...]
         if state is None:
-            baggage = _incoming_baggage(glob, parent)
-            tracks: Tuple[Level, ...] = ()
-            contexts: Tuple[Level, ...] = ()
+            baggage, tracks, contexts = _incoming_baggage(glob, parent), (), ()
         else:
             baggage, tracks, contexts = state.baggage, state.tracks, state.contexts
-        if not tracks and not contexts and baggage is None:
-            # The first scope over the global level: cached like any other child.
-            effective = glob.effective.child(level, key)
-            if method == TRACK:
-                state = ScopeState(glob.version, None, (level,), (), effective, effective)
-            else:
-                state = ScopeState(
-                    glob.version, None, (), (level,), glob.effective, effective
-                )
-        elif method == TRACK:
+        if method == TRACK:
             state = _build(glob, baggage, (*tracks, level), contexts)
         else:
             state = _build(glob, baggage, tracks, (*contexts, level))
     elif method == TRACK:
-        track_result = state.track_result.child(level, key)
-        effective = (
-            Effective(fold(track_result.params, state.contexts)) if state.contexts
-            else track_result
-        )
+        track_result = state.track_result.child(level)
         state = ScopeState(
             glob.version, state.baggage, (*state.tracks, level), state.contexts,
-            track_result, effective,
+            track_result, _chain(track_result, state.contexts),
         )
     else:
         state = ScopeState(
             glob.version, state.baggage, state.tracks, (*state.contexts, level),
-            state.track_result, state.effective.child(level, key),
+            state.track_result, state.effective.child(level),
         )
     return state, otel_context.set_value(_STATE_KEY, state, parent)
 
@@ -160,6 +141,4 @@ def current_effective(ctx: Optional[Context] = None) -> Effective:
             return state.effective
         return _build(glob, state.baggage, state.tracks, state.contexts).effective
     baggage = _incoming_baggage(glob, ctx)
-    if baggage is None:
-        return glob.effective
-    return Effective(_base(glob, baggage))
+    return glob.effective if baggage is None else glob.effective.child(baggage)
