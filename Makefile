@@ -33,7 +33,7 @@ test-compat:
 	$(PYTHON) -m venv $(COMPAT)
 	$(COMPAT)/bin/python -m pip install --quiet --upgrade pip
 	$(COMPAT)/bin/python -m pip install --quiet -r requirements-dev.txt -e .
-	$(COMPAT)/bin/python -m pip install --quiet "openai==1.26.0" "anthropic==1.0.0" "httpx<0.28"
+	$(COMPAT)/bin/python -m pip install --quiet "openai==1.26.0" "anthropic==0.51.0" "httpx<0.28"
 	$(COMPAT)/bin/pytest tests/test_genai.py tests/test_genai_seeds.py tests/test_baggage.py tests/test_auto_instrumentation.py
 
 bench: venv
