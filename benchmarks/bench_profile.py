@@ -172,12 +172,11 @@ def scope_breakdown(tracer: Tracer, params: Mapping[str, Any], label: str) -> st
     from opentelemetry import trace
     from opentelemetry.trace import SpanKind
 
+    from payi_otel import _context as payi_state
     from payi_otel import parameters
-    from payi_otel import state as payi_state
-    from payi_otel.effective import Effective
-    from payi_otel.parameters import validate_params
-    from payi_otel.processor import PayiSpanProcessor
-    from payi_otel.tracing import get_payi_tracer
+    from payi_otel._parameters import validate_params
+    from payi_otel._resolved import Effective
+    from payi_otel._spans import PayiSpanProcessor, get_payi_tracer
 
     raw = dict(params)
     validated = validate_params(raw, source="track_context")
@@ -268,10 +267,10 @@ def hook_breakdown(
     from opentelemetry import context as otel_context
     from opentelemetry import trace
 
-    from payi_otel import hooks
-    from payi_otel.headers import parse_headers, resolve_call
-    from payi_otel.processor import apply_call_attributes, with_call
-    from payi_otel.state import current_effective
+    from payi_otel._codec import parse_headers, resolve_call
+    from payi_otel._context import current_effective
+    from payi_otel._providers import _core as hooks
+    from payi_otel._spans import apply_call_attributes, with_call
 
     sdk = hooks._Sdk("openai")
     args, kwargs = plain
@@ -335,7 +334,7 @@ def hook_breakdown(
 
 def _in_situ_us(call: Callable[[], object], calls: int) -> float:
     """Median µs of ``hooks._prepare`` inside ``calls`` calls of ``call``."""
-    from payi_otel import hooks
+    from payi_otel._providers import _core as hooks
 
     real = hooks._prepare
     durations: List[int] = []

@@ -52,8 +52,8 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import Tracer
 
 from payi_otel import PayiInstrumentor, get_context, hooks, track, track_context
-from payi_otel import state as payi_state
-from payi_otel.parameters import validate_params
+from payi_otel import _context as payi_state
+from payi_otel._parameters import validate_params
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results.md"
@@ -671,7 +671,7 @@ Method:
   them. Rows 1-3 and 5 run with payi_otel instrumented (`genai_spans=False`, global config
   `{config}`).
 - Row 3 nests alternating `track_context` / `@track` scopes (each setting the same four
-  parameters) and times `payi_otel.hooks._prepare` on the arguments a real
+  parameters) and times `payi_otel._providers._core._prepare` on the arguments a real
   `chat.completions.create` passes to `SyncAPIClient.request`.
 - Row 4 calls `OpenAI(max_retries=0).chat.completions.create` against
   examples/fake_llm_server.py on 127.0.0.1 inside `track_context({chat_scope})`, which sends

@@ -30,3 +30,19 @@ def llm_server(fake_llm: FakeLLMServer) -> FakeLLMServer:
     """The session's fake server, with no recorded requests or pending failures."""
     fake_llm.reset()
     return fake_llm
+
+
+@pytest.fixture(autouse=True)
+def raise_internal_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Internal errors fail the test (the package logs them once in production); tests that
+    inject bugs to check that they are contained use ``internal_errors_contained``."""
+    from payi_otel import _log
+
+    _log.RAISE_INTERNAL_ERRORS = "internal_errors_contained" not in request.fixturenames
+    yield
+    _log.RAISE_INTERNAL_ERRORS = False
+
+
+@pytest.fixture
+def internal_errors_contained() -> None:
+    """Internal errors are handled as in production: logged once, never raised."""

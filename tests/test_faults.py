@@ -31,8 +31,8 @@ from opentelemetry.trace import StatusCode
 from otlp_receiver import OTLPReceiver
 
 from payi_otel import PayiInstrumentor, get_context, track, track_context
-from payi_otel import hooks as payi_hooks
-from payi_otel.effective import Effective
+from payi_otel._providers import _core as payi_hooks
+from payi_otel._resolved import Effective
 
 # --------------------------------------------------------------------------------------------
 # Open spans: a processor that knows which spans started and have not ended
@@ -297,8 +297,9 @@ HOOK_TARGETS: dict[str, tuple[Any, str]] = {
 
 
 @pytest.mark.parametrize("target", sorted(HOOK_TARGETS))
-async def test_regression_in_the_request_hook_sends_the_call_unchanged(
-    genai: GenAI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+async def test_a_bug_in_the_request_hook_sends_the_call_unchanged(
+    genai: GenAI, internal_errors_contained: None, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
     target: str,
 ) -> None:
     genai.check_invariant = False  # headers are not stamped, so spans and headers differ
@@ -326,10 +327,11 @@ async def test_regression_in_the_request_hook_sends_the_call_unchanged(
     assert "forced bug" in str(records[0].exc_info[1])
 
 
-def test_regression_in_the_span_processor_leaves_the_call_and_its_headers_alone(
-    genai: GenAI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_a_bug_in_the_span_processor_leaves_the_call_and_its_headers_alone(
+    genai: GenAI, internal_errors_contained: None, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr("payi_otel.processor._effective_for", _broken)
+    monkeypatch.setattr("payi_otel._spans.call_effective", _broken)
     with caplog.at_level(logging.WARNING, logger="payi_otel"):
         with track_context(user_id="u", limit_ids=["l"]):
             for _ in range(3):
@@ -344,8 +346,9 @@ def test_regression_in_the_span_processor_leaves_the_call_and_its_headers_alone(
     assert "span processor failed" in records[0].getMessage()
 
 
-def test_regression_entering_a_scope_never_breaks_the_app(
-    genai: GenAI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_a_bug_entering_a_scope_never_breaks_the_app(
+    genai: GenAI, internal_errors_contained: None, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """FIXED (src/payi_otel/scope.py, failure policy of contract section 6).
 
@@ -355,12 +358,12 @@ def test_regression_entering_a_scope_never_breaks_the_app(
     the app's block or function never runs. The contract says such a problem is logged once
     and never raised into the app. Reproduction::
 
-        monkeypatch.setattr("payi_otel.state.enter_scope", broken)
+        monkeypatch.setattr("payi_otel._context.enter_scope", broken)
         with track_context(user_id="u"):   # RuntimeError raised here
             client.chat.completions.create(...)
     """
     genai.check_invariant = False
-    monkeypatch.setattr("payi_otel.state.enter_scope", _broken)
+    monkeypatch.setattr("payi_otel._context.enter_scope", _broken)
 
     @track(user_id="t")
     def tracked() -> str:

@@ -293,14 +293,15 @@ def test_headers_are_never_stamped_on_other_http_traffic(genai: GenAI) -> None:
 
 
 def test_internal_error_never_breaks_the_call(
-    genai: GenAI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    genai: GenAI, internal_errors_contained: None, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     genai.check_invariant = False
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("bug inside payi_otel")
 
-    monkeypatch.setattr("payi_otel.hooks.resolve_call", broken)
+    monkeypatch.setattr("payi_otel._providers._core.resolve_call", broken)
     with caplog.at_level(logging.WARNING, logger="payi_otel"), track_context(user_id="u"):
         for _ in range(3):
             reply = genai.openai.chat.completions.create(
@@ -318,14 +319,14 @@ def test_internal_error_never_breaks_the_call(
 
 
 def test_processor_failure_never_breaks_the_call(
-    genai: GenAI, monkeypatch: pytest.MonkeyPatch
+    genai: GenAI, internal_errors_contained: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     genai.check_invariant = False
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("processor bug")
 
-    monkeypatch.setattr("payi_otel.processor.current_effective", broken)
+    monkeypatch.setattr("payi_otel._spans.call_effective", broken)
     reply = genai.openai.chat.completions.create(**CHAT)
     assert reply.choices[0].message.content == "echo: Hello"
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from payi_otel import get_context, track, track_context
-from payi_otel.merge import Level, fold, merge, new_level
-from payi_otel.parameters import Params
+from payi_otel._merge import Level, fold, merge, new_level
+from payi_otel._parameters import Params
 
 
 def over(lower: Params, upper: Params) -> Params:

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace import ReadableSpan
 
 from payi_otel import PayiInstrumentor, get_context, track, track_context
-from payi_otel.merge import Level, fold, merge, new_level
+from payi_otel._merge import Level, fold, merge, new_level
 
 # --------------------------------------------------------------------------------------------
 # The reference model (independent of src/)

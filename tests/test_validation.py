@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from payi_otel import ParameterError, track, track_context
-from payi_otel.codec import parse_value
-from payi_otel.parameters import PARAMETERS, Kind
+from payi_otel._codec import parse_value
+from payi_otel._parameters import PARAMETERS, Kind
 
 STRINGS = [n for n, k in PARAMETERS.items() if k is Kind.STRING]
 LISTS = [n for n, k in PARAMETERS.items() if k is Kind.LIST]

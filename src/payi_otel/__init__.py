@@ -5,9 +5,9 @@ span); ``get_context()`` for the effective parameters; ``PayiInstrumentor`` for
 ``opentelemetry-instrument``.
 """
 
-from payi_otel.instrumentor import PayiInstrumentor, payi_instrument
-from payi_otel.parameters import ParameterError, ParameterTypeError, ParameterValueError
-from payi_otel.scope import get_context, track, track_context
+from payi_otel._instrumentor import PayiInstrumentor, payi_instrument
+from payi_otel._parameters import ParameterError, ParameterTypeError, ParameterValueError
+from payi_otel._scopes import get_context, track, track_context
 from payi_otel.version import __version__
 
 __all__ = [

@@ -1,4 +1,9 @@
-"""The package logger, and "log once" for problems inside the instrumentation."""
+"""The package logger, "log once", and the one internal-error policy (docs/failure-policy.md).
+
+An unexpected error inside payi_otel never breaks the user's call: :func:`internal_error`
+logs it once (with its traceback) and the caller goes on as if payi_otel were not there. The
+test suite sets :data:`RAISE_INTERNAL_ERRORS` so that such errors fail the test instead.
+"""
 
 from __future__ import annotations
 
@@ -25,3 +30,15 @@ def reset_log_once() -> None:
     """Forget what was logged (tests)."""
     with _lock:
         _seen.clear()
+
+
+#: Re-raise internal errors instead of logging them (the test suite turns this on).
+RAISE_INTERNAL_ERRORS = False
+
+
+def internal_error(key: str, what: str) -> None:
+    """Handle the exception being handled as internal: log ``what`` once per ``key``, with
+    the traceback; re-raised when :data:`RAISE_INTERNAL_ERRORS`. Call it in an ``except``."""
+    if RAISE_INTERNAL_ERRORS:
+        raise
+    log_once(f"internal:{key}", f"payi_otel: {what} (the call goes on unchanged)", exc_info=True)

@@ -28,11 +28,11 @@ def before_instrumentors() -> None:
 def after_instrumentors() -> None:
     global _loading
     _loading = False
-    from payi_otel.instrumentor import PayiInstrumentor
+    from payi_otel._instrumentor import PayiInstrumentor
 
     try:
         PayiInstrumentor().finish_zero_code()
     except Exception:  # never into the app's start-up
-        from payi_otel._log import log_once
+        from payi_otel._log import internal_error
 
-        log_once("zero-code", "payi_otel: failed to finish instrumenting", exc_info=True)
+        internal_error("zero-code", "finishing zero-code instrumentation failed")

@@ -1,4 +1,5 @@
-"""The span processor that gives every GenAI span the effective ``payi.*`` attributes.
+"""payi_otel's spans: its tracer (scope spans), and the span processor that gives every GenAI
+span the effective ``payi.*`` attributes.
 
 A GenAI span is one with any ``gen_ai.*`` attribute at start (e.g. from
 ``opentelemetry-instrumentation-genai-openai``, or the anthropic SDK's own call span), or one
@@ -16,36 +17,55 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
-from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import Span as ApiSpan
-from opentelemetry.trace import TracerProvider
+from opentelemetry.trace import Tracer, TracerProvider
 
+from payi_otel._context import call_effective
 from payi_otel._genai import GENAI_SCOPE_PREFIXES
-from payi_otel._log import log_once, logger
-from payi_otel.effective import AttributeValue, Effective
-from payi_otel.state import current_effective
-from payi_otel.tracing import TRACER_NAME
+from payi_otel._log import internal_error, logger
+from payi_otel._resolved import AttributeValue, Effective
+from payi_otel.version import __version__
 
-__all__ = ["PayiSpanProcessor", "apply_call_attributes", "install_processor", "is_genai_span"]
+__all__ = [
+    "TRACER_NAME",
+    "PayiSpanProcessor",
+    "apply_call_attributes",
+    "get_payi_tracer",
+    "install_processor",
+    "is_genai_span",
+    "set_payi_tracer_provider",
+]
 
 GENAI_PREFIX = "gen_ai."
 PAYI_PREFIX = "payi."
 
 
-_CALL_KEY = otel_context.create_key("payi_otel.call")
+# --- the payi_otel tracer: from the provider given to payi_instrument, else the global one ---
+
+TRACER_NAME = "payi_otel"
+
+# A ProxyTracer until a global provider is set, then it delegates to the real one.
+_tracer: Tracer = trace.get_tracer(TRACER_NAME, __version__)
 
 
-def with_call(ctx: Context, call: Effective) -> Context:
-    """``ctx`` carrying one call's resolved parameters (while the SDK sends it)."""
-    return otel_context.set_value(_CALL_KEY, call, ctx)
+def set_payi_tracer_provider(provider: Optional[TracerProvider]) -> None:
+    """Use ``provider`` for scope spans (``None``: the global provider)."""
+    global _tracer
+    _tracer = (
+        trace.get_tracer(TRACER_NAME, __version__)
+        if provider is None
+        else provider.get_tracer(TRACER_NAME, __version__)
+    )
 
 
-def _effective_for(parent_context: Optional[Context]) -> Effective:
-    call = otel_context.get_value(_CALL_KEY, parent_context)
-    return call if isinstance(call, Effective) else current_effective(parent_context)
+def get_payi_tracer() -> Tracer:
+    return _tracer
 
+
+# --- the span processor ------------------------------------------------------------------------
 
 def _is_scope_span(span: object) -> bool:
     """Whether ``span`` is one of payi_otel's own scope spans."""
@@ -77,11 +97,11 @@ class PayiSpanProcessor(SpanProcessor):
             return
         try:
             if is_genai_span(span):
-                effective = _effective_for(parent_context)
+                effective = call_effective(parent_context)
                 span.set_attributes(effective.attributes())
                 _applied[span] = effective
         except Exception:  # never break span creation
-            log_once("processor", "payi_otel span processor failed", exc_info=True)
+            internal_error("processor", "the span processor failed")
 
     def on_end(self, span: ReadableSpan) -> None:
         return None

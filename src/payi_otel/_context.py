@@ -1,8 +1,14 @@
-"""Where the parameters live: the process-wide global level and the per-context scope state.
+"""Everything payi_otel keeps in the OpenTelemetry context, and the process-wide global level.
 
-The scope state is an immutable value stored in the OpenTelemetry context (contextvars), so
-asyncio tasks, threads (with context propagation) and generators each see their own scopes.
-The effective parameters are computed when a scope is entered; reading them is O(1).
+* the scope state: an immutable value stored in the context (contextvars), so asyncio tasks,
+  threads (with context propagation) and generators each see their own scopes; the effective
+  parameters are computed when a scope is entered, reading them is O(1);
+* one call's resolved parameters while its SDK sends it (:func:`with_call`);
+* W3C baggage ``payi.<parameter>`` entries (opt-in): outgoing, a scope writes the effective
+  parameters into the baggage of the context it attaches, so any configured propagator
+  injects them; incoming, entries found in the context form the *baggage* level.
+
+Rules: docs/precedence.md.
 """
 
 from __future__ import annotations
@@ -10,20 +16,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Hashable, Optional, Tuple
 
+from opentelemetry import baggage as otel_baggage
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
-from payi_otel import baggage as payi_baggage
-from payi_otel.effective import Effective
-from payi_otel.merge import Level, merge, new_level
-from payi_otel.parameters import Params
+from payi_otel._codec import parse_value
+from payi_otel._log import log_once
+from payi_otel._merge import Level, merge, new_level
+from payi_otel._parameters import BAGGAGE_PREFIX, PARAMETERS, Params
+from payi_otel._resolved import Effective
 
 __all__ = [
     "ScopeState",
+    "call_effective",
     "current_effective",
     "enter_scope",
+    "instrumented",
     "propagate_baggage",
+    "read_incoming",
     "set_global",
+    "with_call",
+    "with_outgoing",
 ]
 
 _STATE_KEY = otel_context.create_key("payi_otel.scope_state")
@@ -74,7 +87,7 @@ class ScopeState:
 
 
 def _incoming_baggage(glob: _Global, ctx: Optional[Context]) -> Optional[Level]:
-    return payi_baggage.read_incoming(ctx) if glob.propagate_baggage else None
+    return read_incoming(ctx) if glob.propagate_baggage else None
 
 
 def _chain(base: Effective, levels: Tuple[Level, ...]) -> Effective:
@@ -149,3 +162,53 @@ def current_effective(ctx: Optional[Context] = None) -> Effective:
         return _build(glob, state.baggage, state.tracks, state.contexts).effective
     baggage = _incoming_baggage(glob, ctx)
     return glob.effective if baggage is None else glob.effective.child(baggage)
+
+
+# --- one call's resolved parameters ----------------------------------------------------------
+
+_CALL_KEY = otel_context.create_key("payi_otel.call")
+
+
+def with_call(ctx: Context, call: Effective) -> Context:
+    """``ctx`` carrying one call's resolved parameters (while the SDK sends it)."""
+    return otel_context.set_value(_CALL_KEY, call, ctx)
+
+
+def call_effective(ctx: Optional[Context]) -> Effective:
+    """The parameters of the call being sent in ``ctx``, else the effective context's."""
+    call = otel_context.get_value(_CALL_KEY, ctx)
+    return call if isinstance(call, Effective) else current_effective(ctx)
+
+
+# --- W3C baggage (opt-in) ----------------------------------------------------------------------
+def read_incoming(ctx: Optional[Context]) -> Optional[Level]:
+    """The baggage level found in ``ctx``, or ``None`` when it has no ``payi.*`` entry.
+
+    An entry that does not parse comes from another process, not from this program's code:
+    it is skipped and logged once rather than raised.
+    """
+    entries = otel_baggage.get_all(ctx)
+    if not entries:
+        return None
+    params: Params = {}
+    for key, raw in entries.items():
+        if not key.startswith(BAGGAGE_PREFIX):
+            continue
+        name = key[len(BAGGAGE_PREFIX):]
+        if name not in PARAMETERS:
+            continue
+        try:
+            params[name] = parse_value(name, str(raw), what=f"baggage entry {key!r}")
+        except (TypeError, ValueError) as exc:
+            log_once(f"baggage:{key}", "ignoring incoming baggage entry: %s", exc)
+    return new_level(params) if params else None
+
+
+def with_outgoing(ctx: Context, effective: Effective) -> Context:
+    """``ctx`` with its ``payi.*`` baggage entries replaced by ``effective``'s."""
+    for key in otel_baggage.get_all(ctx):
+        if key.startswith(BAGGAGE_PREFIX):
+            ctx = otel_baggage.remove_baggage(key, ctx)
+    for key, text in effective.baggage().items():
+        ctx = otel_baggage.set_baggage(key, text, ctx)
+    return ctx

@@ -10,50 +10,22 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Dict, Hashable, List, Optional, Sequence, Set, Tuple, Union
 
-from payi_otel.codec import format_value, to_header_value
-from payi_otel.merge import PAIRS, Level, merge
-from payi_otel.parameters import PARAMETERS, Params, Value
+from payi_otel._codec import format_value, to_header_value
+from payi_otel._merge import Level, merge
+from payi_otel._parameters import (
+    ATTRIBUTE_NAMES,
+    BAGGAGE_PREFIX,
+    HEADER_NAMES,
+    PAIRS,
+    PARAMETERS,
+    SCOPE_ATTRIBUTE,
+    Params,
+    Value,
+)
 
-__all__ = [
-    "ATTRIBUTE_NAMES",
-    "BAGGAGE_PREFIX",
-    "HEADER_NAMES",
-    "SCOPE_ATTRIBUTE",
-    "Effective",
-    "emitted",
-]
+__all__ = ["AttributeValue", "Effective", "emitted"]
 
 AttributeValue = Union[str, int, Sequence[str]]
-
-#: ``x-payi-*`` header for each parameter (contract section 3).
-HEADER_NAMES: Mapping[str, str] = {
-    name: "x-payi-" + name.replace("_", "-") for name in PARAMETERS
-}
-
-#: Span attribute for each scalar/list parameter; dicts expand to ``<prefix>.<key>``.
-ATTRIBUTE_NAMES: Mapping[str, str] = {
-    "use_case_name": "payi.use_case.name",
-    "use_case_id": "payi.use_case.id",
-    "use_case_version": "payi.use_case.version",
-    "use_case_step": "payi.use_case.step",
-    "use_case_properties": "payi.use_case.properties",
-    "experience_name": "payi.experience.name",
-    "experience_id": "payi.experience.id",
-    "limit_ids": "payi.limit_ids",
-    "request_tags": "payi.request_tags",
-    "user_id": "payi.user_id",
-    "account_name": "payi.account_name",
-    "request_properties": "payi.request.properties",
-    "price_as_category": "payi.price_as.category",
-    "price_as_resource": "payi.price_as.resource",
-    "resource_scope": "payi.resource_scope",
-}
-
-#: On scope spans: which method opened the scope (``track`` | ``track_context``).
-SCOPE_ATTRIBUTE = "payi.scope"
-
-#: Baggage entries are ``payi.<parameter>`` (contract section 5).
-BAGGAGE_PREFIX = "payi."
 
 _ORDER = {name: i for i, name in enumerate(PARAMETERS)}
 

@@ -18,14 +18,15 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 )
 from opentelemetry.trace import TracerProvider
 
+from payi_otel import _config as payi_config
+from payi_otel import _context as payi_state
 from payi_otel import _zero_code
-from payi_otel import config as payi_config
-from payi_otel import state as payi_state
 from payi_otel._genai import enable_genai_spans
 from payi_otel._log import logger
+from payi_otel._parameters import ParameterError
+from payi_otel._providers import PROVIDERS, instrument_providers
+from payi_otel._spans import install_processor, set_payi_tracer_provider
 from payi_otel._threads import instrument_threads
-from payi_otel.parameters import ParameterError
-from payi_otel.tracing import set_payi_tracer_provider
 
 __all__ = ["PayiInstrumentor", "payi_instrument"]
 
@@ -79,12 +80,8 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         payi_state.set_global(params, propagate_baggage=propagate, instrumented=True)
         set_payi_tracer_provider(provider)
         undo: List[Callable[[], Any]] = list(instrument_threads())
-        from payi_otel.processor import install_processor
-
         undo.append(install_processor(provider or trace.get_tracer_provider()))
-        from payi_otel.hooks import instrument_sdks
-
-        undo.extend(instrument_sdks())
+        undo.extend(instrument_providers(PROVIDERS))
         self._undo = tuple(undo)
         if kwargs.get("genai_spans", True):
             if zero_code:  # the loader instruments them; see finish_zero_code()

@@ -13,32 +13,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Dict, Hashable, Optional, Tuple
 
-from payi_otel.parameters import PARAMETERS, Kind, Params, Value
+from payi_otel._parameters import PAIRS, PARAMETERS, Kind, Pair, Params, Value
 
-__all__ = ["PAIRS", "Level", "Pair", "fold", "merge", "new_level"]
-
-
-@dataclass(frozen=True)
-class Pair:
-    """A name-ID pair and the parameters that belong to the same entity."""
-
-    name: str
-    id: str
-    members: Tuple[str, ...] = ()
-
-    @property
-    def fields(self) -> Tuple[str, ...]:
-        return (self.name, self.id, *self.members)
+__all__ = ["Level", "fold", "merge", "new_level"]
 
 
-PAIRS: Tuple[Pair, ...] = (
-    Pair(
-        "use_case_name",
-        "use_case_id",
-        ("use_case_version", "use_case_step", "use_case_properties"),
-    ),
-    Pair("experience_name", "experience_id"),
-)
 _PAIR_FIELDS = frozenset(f for p in PAIRS for f in p.fields)
 
 

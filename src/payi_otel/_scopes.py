@@ -19,12 +19,12 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from payi_otel import baggage as payi_baggage
-from payi_otel import state as payi_state
-from payi_otel._log import log_once
-from payi_otel.effective import Effective
-from payi_otel.parameters import Params, params_key, validate_params
-from payi_otel.tracing import get_payi_tracer
+from payi_otel import _context as payi_baggage
+from payi_otel import _context as payi_state
+from payi_otel._log import internal_error, log_once
+from payi_otel._parameters import Params, params_key, validate_params
+from payi_otel._resolved import Effective
+from payi_otel._spans import get_payi_tracer
 
 __all__ = ["get_context", "track", "track_context"]
 
@@ -76,7 +76,7 @@ class _Scope:
                 )
             self._span.end()
         except Exception:  # e.g. a span processor that raises: never into the app
-            log_once("scope-end", "payi_otel failed to end a scope span", exc_info=True)
+            internal_error("scope-end", "ending a scope span failed")
 
 
 class _NoScope(_Scope):
@@ -103,7 +103,7 @@ def _enter(
     try:
         return _Scope(method, params, span_name, parent, key)
     except Exception:
-        log_once("scope-enter", "payi_otel failed to enter a scope", exc_info=True)
+        internal_error("scope-enter", "entering a scope failed")
         return _NoScope()
 
 

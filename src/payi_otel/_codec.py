@@ -1,6 +1,7 @@
-"""Text form of parameter values, shared by headers, ``PAYI_*`` variables and baggage.
+"""The one codec: the text form of parameter values, shared by headers, ``PAYI_*`` variables
+and baggage, and the parsing of per-call ``x-payi-*`` headers.
 
-One parser and one formatter per kind (contract section 3): strings as-is, the version as a
+One parser and one formatter per kind (docs/parameters.md): strings as-is, the version as a
 decimal int, lists comma-separated (split on commas and trimmed when parsed), dicts as a
 compact, ASCII-escaped JSON object. An empty text means "cleared" for every kind but the int.
 """
@@ -9,18 +10,23 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Dict, Optional
+from collections.abc import Iterable, Mapping
+from typing import Dict, Optional, Tuple
 from urllib.parse import quote
 
-from payi_otel.parameters import (
+from payi_otel._parameters import (
+    HEADER_PREFIX,
+    PARAMETER_BY_HEADER,
     PARAMETERS,
     Kind,
+    ParameterTypeError,
     ParameterValueError,
+    Params,
     Value,
     validate_value,
 )
 
-__all__ = ["format_value", "parse_value", "to_header_value"]
+__all__ = ["format_value", "is_payi_header", "parse_headers", "parse_value", "to_header_value"]
 
 _INT = re.compile(r"[+-]?[0-9]{1,19}\Z")
 # A header value sent as-is: printable ASCII, no space at either end (RFC 9110 field-value).
@@ -94,3 +100,38 @@ def to_header_value(text: str) -> str:
     if _PLAIN.match(text):
         return text
     return quote(text, safe=_SAFE, encoding="utf-8")
+
+
+# --- per-call headers ------------------------------------------------------------------------
+
+
+def is_payi_header(name: object) -> bool:
+    return isinstance(name, str) and name.lower().startswith(HEADER_PREFIX)
+
+
+def parse_headers(sources: Iterable[Mapping[str, object]], *, skip: Tuple[type, ...]) -> Params:
+    """The parameters given by ``x-payi-*`` headers; later sources win (case-insensitive).
+
+    ``None`` and instances of ``skip`` (the SDK's ``Omit``/``NotGiven``) count as absent.
+    Unknown ``x-payi-*`` names are left alone (sent as the caller wrote them).
+    """
+    texts: Dict[str, Tuple[str, object]] = {}
+    for source in sources:
+        for header, value in source.items():
+            if not is_payi_header(header):
+                continue
+            lowered = header.lower()
+            if lowered not in PARAMETER_BY_HEADER:
+                continue
+            if value is None or isinstance(value, skip):
+                # Unset: the scopes' value (seed: None "uses decorator/context value").
+                texts.pop(lowered, None)
+                continue
+            texts[lowered] = (header, value)
+    params: Params = {}
+    for lowered, (header, value) in texts.items():
+        if not isinstance(value, str):
+            raise ParameterTypeError(f"header {header!r} must be a str, not {type(value).__name__}")
+        name = PARAMETER_BY_HEADER[lowered]
+        params[name] = parse_value(name, value, what=f"header {header!r}")
+    return params

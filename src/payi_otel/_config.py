@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from payi_otel.codec import parse_value
-from payi_otel.merge import fold, new_level
-from payi_otel.parameters import (
+from payi_otel._codec import parse_value
+from payi_otel._merge import fold, new_level
+from payi_otel._parameters import (
+    ENV_NAMES,
     PARAMETERS,
     Kind,
     ParameterError,
@@ -18,10 +19,8 @@ from payi_otel.parameters import (
     validate_params,
 )
 
-__all__ = ["ENV_NAMES", "PROPAGATE_BAGGAGE_ENV", "global_params", "parse_bool_env"]
+__all__ = ["PROPAGATE_BAGGAGE_ENV", "global_params", "parse_bool_env"]
 
-#: ``PAYI_<PARAMETER>`` for each parameter.
-ENV_NAMES: Mapping[str, str] = {name: "PAYI_" + name.upper() for name in PARAMETERS}
 PROPAGATE_BAGGAGE_ENV = "PAYI_PROPAGATE_BAGGAGE"
 
 _TRUE = {"true", "1", "yes", "on"}

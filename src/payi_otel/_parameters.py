@@ -1,8 +1,10 @@
-"""The one parameter model: the 15 Pay-i parameters, their kinds, and validation.
+"""The one parameter registry: one record per Pay-i parameter, and validation.
 
-Every entry point (``@track``, ``track_context``, ``payi_instrument(config=...)``, ``PAYI_*``
-environment variables, per-call headers, baggage) turns its input into :data:`Params` through
-this module, so the type rules and error messages are the same everywhere.
+Every table - kinds, ``x-payi-*`` header names, ``payi.*`` span attributes, ``PAYI_*``
+variables, baggage keys, name-ID pairs - is derived from :data:`REGISTRY`; adding a parameter
+is one row. Every entry point (``@track``, ``track_context``, ``payi_instrument(config=...)``,
+``PAYI_*`` variables, per-call headers, baggage) turns its input into :data:`Params` through
+this module, so the type rules and error messages are the same everywhere (docs/parameters.md).
 
 Representation of one level's parameters (a plain ``dict``, never mutated once built):
 
@@ -16,13 +18,26 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Dict, Optional, Tuple, Union
 
 __all__ = [
+    "ATTRIBUTE_NAMES",
+    "ATTRIBUTE_PREFIX",
+    "BAGGAGE_PREFIX",
     "DICT_PARAMETERS",
+    "ENV_NAMES",
+    "HEADER_NAMES",
+    "HEADER_PREFIX",
     "LIST_PARAMETERS",
+    "PAIRS",
     "PARAMETERS",
+    "PARAMETER_BY_HEADER",
+    "REGISTRY",
+    "SCOPE_ATTRIBUTE",
     "Kind",
+    "Pair",
+    "Parameter",
     "ParameterError",
     "ParameterTypeError",
     "ParameterValueError",
@@ -35,7 +50,7 @@ __all__ = [
 
 
 class Kind(enum.Enum):
-    """How a parameter merges (contract section 2)."""
+    """How a parameter merges (docs/precedence.md)."""
 
     STRING = "string"
     INT = "int"
@@ -43,25 +58,83 @@ class Kind(enum.Enum):
     DICT = "dict"
 
 
-#: Every parameter, in the order used for headers, attributes and ``get_context()``.
-PARAMETERS: Mapping[str, Kind] = {
-    "use_case_name": Kind.STRING,
-    "use_case_id": Kind.STRING,
-    "use_case_version": Kind.INT,
-    "use_case_step": Kind.STRING,
-    "use_case_properties": Kind.DICT,
-    "experience_name": Kind.STRING,
-    "experience_id": Kind.STRING,
-    "limit_ids": Kind.LIST,
-    "request_tags": Kind.LIST,
-    "user_id": Kind.STRING,
-    "account_name": Kind.STRING,
-    "request_properties": Kind.DICT,
-    "price_as_category": Kind.STRING,
-    "price_as_resource": Kind.STRING,
-    "resource_scope": Kind.STRING,
-}
+HEADER_PREFIX = "x-payi-"
+ATTRIBUTE_PREFIX = "payi."
+BAGGAGE_PREFIX = "payi."
+ENV_PREFIX = "PAYI_"
+#: On scope spans: which method opened the scope (``track`` | ``track_context``).
+SCOPE_ATTRIBUTE = "payi.scope"
 
+
+@dataclass(frozen=True)
+class Parameter:
+    """One Pay-i parameter. Its header is ``x-payi-<name with dashes>``, its variable
+    ``PAYI_<NAME>``, its baggage key ``payi.<name>``; its span attribute is given (a dict
+    expands to ``<attribute>.<key>``). ``pair`` names the name-ID pair it belongs to."""
+
+    name: str
+    kind: Kind
+    attribute: str
+    pair: Optional[str] = None
+
+    @property
+    def header(self) -> str:
+        return HEADER_PREFIX + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+#: Every parameter, in the order used for headers, attributes and ``get_context()``.
+REGISTRY: Tuple[Parameter, ...] = (
+    Parameter("use_case_name", Kind.STRING, "payi.use_case.name", pair="use_case"),
+    Parameter("use_case_id", Kind.STRING, "payi.use_case.id", pair="use_case"),
+    Parameter("use_case_version", Kind.INT, "payi.use_case.version", pair="use_case"),
+    Parameter("use_case_step", Kind.STRING, "payi.use_case.step", pair="use_case"),
+    Parameter("use_case_properties", Kind.DICT, "payi.use_case.properties", pair="use_case"),
+    Parameter("experience_name", Kind.STRING, "payi.experience.name", pair="experience"),
+    Parameter("experience_id", Kind.STRING, "payi.experience.id", pair="experience"),
+    Parameter("limit_ids", Kind.LIST, "payi.limit_ids"),
+    Parameter("request_tags", Kind.LIST, "payi.request_tags"),
+    Parameter("user_id", Kind.STRING, "payi.user_id"),
+    Parameter("account_name", Kind.STRING, "payi.account_name"),
+    Parameter("request_properties", Kind.DICT, "payi.request.properties"),
+    Parameter("price_as_category", Kind.STRING, "payi.price_as.category"),
+    Parameter("price_as_resource", Kind.STRING, "payi.price_as.resource"),
+    Parameter("resource_scope", Kind.STRING, "payi.resource_scope"),
+)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A name-ID pair (``<pair>_name``, ``<pair>_id``) and the parameters that belong to
+    the same entity (the pair's other members)."""
+
+    name: str
+    id: str
+    members: Tuple[str, ...] = ()
+
+    @property
+    def fields(self) -> Tuple[str, ...]:
+        return (self.name, self.id, *self.members)
+
+
+def _pairs() -> Tuple[Pair, ...]:
+    pairs = []
+    for role in dict.fromkeys(p.pair for p in REGISTRY if p.pair):
+        name, id_ = f"{role}_name", f"{role}_id"
+        members = tuple(p.name for p in REGISTRY if p.pair == role and p.name not in (name, id_))
+        pairs.append(Pair(name, id_, members))
+    return tuple(pairs)
+
+
+PARAMETERS: Mapping[str, Kind] = {p.name: p.kind for p in REGISTRY}
+HEADER_NAMES: Mapping[str, str] = {p.name: p.header for p in REGISTRY}
+PARAMETER_BY_HEADER: Mapping[str, str] = {p.header: p.name for p in REGISTRY}
+ATTRIBUTE_NAMES: Mapping[str, str] = {p.name: p.attribute for p in REGISTRY}
+ENV_NAMES: Mapping[str, str] = {p.name: p.env for p in REGISTRY}
+PAIRS: Tuple[Pair, ...] = _pairs()
 LIST_PARAMETERS = frozenset(n for n, k in PARAMETERS.items() if k is Kind.LIST)
 DICT_PARAMETERS = frozenset(n for n, k in PARAMETERS.items() if k is Kind.DICT)
 

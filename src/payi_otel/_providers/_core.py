@@ -1,0 +1,261 @@
+"""The generic request hook, the same for every provider: resolve, stamp, attribute, run the
+call in its context, observe the response (docs/architecture.md).
+
+For each call: the caller's ``x-payi-*`` headers are parsed into the highest level and merged
+over the effective context (a fresh id for a name given without one is made here, once per
+logical call, so retries resend it); the call is sent with exactly the resolved headers; the
+current GenAI span gets the same values as ``payi.*`` attributes; while the SDK handles the
+call the resolved parameters are in the context, so a GenAI span the SDK starts itself gets
+them too; and when observers are registered, each completed call (a stream: when exhausted or
+closed) is reported with its usage.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import wrapt
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from payi_otel._codec import parse_headers
+from payi_otel._context import current_effective, with_call
+from payi_otel._log import internal_error
+from payi_otel._merge import new_level
+from payi_otel._parameters import ParameterError, Params
+from payi_otel._providers._base import (
+    Args,
+    CallRecord,
+    Kwargs,
+    Provider,
+    ResponseObserver,
+    Usage,
+)
+from payi_otel._resolved import Effective
+from payi_otel._spans import apply_call_attributes
+from payi_otel._wrapping import unwrapper
+
+__all__ = ["add_observer", "instrument_providers", "resolve_call"]
+
+_observers: Tuple[ResponseObserver, ...] = ()
+_observers_lock = threading.Lock()
+
+
+def add_observer(observer: ResponseObserver) -> Callable[[], None]:
+    """Report every completed call to ``observer``; returns the undo."""
+    global _observers
+    with _observers_lock:
+        _observers = (*_observers, observer)
+
+    def remove() -> None:
+        global _observers
+        with _observers_lock:
+            _observers = tuple(o for o in _observers if o is not observer)
+
+    return remove
+
+
+def resolve_call(effective: Effective, call_params: Params) -> Effective:
+    """The parameters of one call: its header level merged over the effective context."""
+    if not call_params:
+        return effective
+    return effective.child(new_level(call_params))
+
+
+class _Observation:
+    """One call on its way: what the response side reports when it completes."""
+
+    __slots__ = ("call", "done", "model", "provider", "response_model", "span", "started",
+                 "streamed", "usage")
+
+    def __init__(self, provider: Provider, call: Effective, model: Optional[str]) -> None:
+        self.provider = provider
+        self.call = call
+        self.model = model
+        self.span = trace.get_current_span()
+        self.started = time.perf_counter()
+        self.usage: Optional[Usage] = None
+        self.response_model: Optional[str] = None
+        self.streamed = False
+        self.done = False
+
+    def see(self, item: object) -> None:
+        try:
+            usage = self.provider.usage(item)
+            if usage is not None:
+                self.usage = usage if self.usage is None else self.usage.updated(usage)
+            self.response_model = self.provider.response_model(item) or self.response_model
+        except Exception:
+            internal_error(f"observe:{self.provider.name}", "reading a response failed")
+
+    def finish(self, error: Optional[BaseException] = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        record = CallRecord(
+            self.provider.name, self.call, self.model, self.response_model, self.usage,
+            self.span, time.perf_counter() - self.started, self.streamed, error,
+        )
+        for observer in _observers:
+            try:
+                observer(record)
+            except Exception:
+                internal_error("observer", "a response observer failed")
+
+
+class _ObservedStream(wrapt.ObjectProxy):  # type: ignore[type-arg,unused-ignore]
+    """The SDK's stream, unchanged for the caller, reporting usage as its items pass."""
+
+    def __init__(self, wrapped: Any, observation: _Observation) -> None:
+        super().__init__(wrapped)
+        self._self_observation = observation
+
+    def __iter__(self) -> Iterator[Any]:
+        observation = self._self_observation
+        try:
+            for item in self.__wrapped__:
+                observation.see(item)
+                yield item
+        except BaseException as exc:
+            observation.finish(exc)
+            raise
+        observation.finish()
+
+    def __next__(self) -> Any:
+        try:
+            item = next(self.__wrapped__)
+        except StopIteration:
+            self._self_observation.finish()
+            raise
+        self._self_observation.see(item)
+        return item
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        observation = self._self_observation
+        try:
+            async for item in self.__wrapped__:
+                observation.see(item)
+                yield item
+        except BaseException as exc:
+            observation.finish(exc)
+            raise
+        observation.finish()
+
+    async def __anext__(self) -> Any:
+        try:
+            item = await self.__wrapped__.__anext__()
+        except StopAsyncIteration:
+            self._self_observation.finish()
+            raise
+        self._self_observation.see(item)
+        return item
+
+    def close(self) -> Any:
+        self._self_observation.finish()
+        return self.__wrapped__.close()
+
+
+def _observed(result: Any, observation: Optional[_Observation]) -> Any:
+    if observation is None:
+        return result
+    try:
+        if observation.provider.is_stream(result):
+            observation.streamed = True
+            return _ObservedStream(result, observation)
+        observation.see(result)
+        observation.finish()
+    except Exception:
+        internal_error(f"observe:{observation.provider.name}", "observing a response failed")
+    return result
+
+
+def _prepare(
+    provider: Provider, instance: Any, args: Args, kwargs: Kwargs
+) -> Optional[Tuple[Args, Kwargs, otel_context.Context, Optional[_Observation]]]:
+    """Resolve and stamp one call: the arguments to send it with, the context to send it
+    in, and its observation (None when nobody observes). None: send it unchanged.
+
+    A ``ParameterError`` from the caller's headers propagates: the caller's mistake, nothing
+    is sent. Anything else is internal: logged once, the call goes out unchanged.
+    """
+    try:
+        request = provider.read(instance, args, kwargs)
+        call = resolve_call(current_effective(), parse_headers(request.headers, skip=()))
+        new_args, new_kwargs = provider.stamp(instance, args, kwargs, call.headers())
+        apply_call_attributes(trace.get_current_span(), call)
+        observation = _Observation(provider, call, request.model) if _observers else None
+        return new_args, new_kwargs, with_call(otel_context.get_current(), call), observation
+    except ParameterError:
+        raise
+    except Exception:
+        internal_error(f"hook:{provider.name}", "the request hook failed")
+        return None
+
+
+def _make_wrapper(provider: Provider, is_async: bool) -> Callable[..., Any]:
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs) -> Any:
+        prepared = _prepare(provider, instance, args, kwargs)
+        if prepared is None:
+            return wrapped(*args, **kwargs)
+        new_args, new_kwargs, ctx, observation = prepared
+        token = otel_context.attach(ctx)
+        try:
+            result = wrapped(*new_args, **new_kwargs)
+        except BaseException as exc:
+            if observation is not None:
+                observation.finish(exc)
+            raise
+        finally:
+            otel_context.detach(token)
+        return _observed(result, observation)
+
+    async def async_wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs
+    ) -> Any:
+        prepared = _prepare(provider, instance, args, kwargs)
+        if prepared is None:
+            return await wrapped(*args, **kwargs)
+        new_args, new_kwargs, ctx, observation = prepared
+        token = otel_context.attach(ctx)
+        try:
+            result = await wrapped(*new_args, **new_kwargs)
+        except BaseException as exc:
+            if observation is not None:
+                observation.finish(exc)
+            raise
+        finally:
+            otel_context.detach(token)
+        return _observed(result, observation)
+
+    return async_wrapper if is_async else wrapper
+
+
+def instrument_providers(providers: Sequence[Provider]) -> List[Callable[[], None]]:
+    """Wrap the patch points of every installed provider; returns the undo callables."""
+    undo: List[Callable[[], None]] = []
+    for provider in providers:
+        try:
+            points = provider.patch_points()
+        except ImportError:
+            continue  # the SDK is not installed
+        except Exception:
+            internal_error(f"sdk:{provider.name}", f"cannot instrument {provider.name}")
+            continue
+        for point in points:
+            try:
+                module = importlib.import_module(point.module)
+                owner_name, method = point.attribute.rsplit(".", 1)
+                owner = getattr(module, owner_name)
+                getattr(owner, method)
+            except Exception:
+                internal_error(f"sdk:{provider.name}:{point.attribute}",
+                               f"{provider.name} has no {point.attribute}")
+                continue
+            wrapper = _make_wrapper(provider, point.is_async)
+            wrapt.wrap_function_wrapper(module, point.attribute, wrapper)
+            undo.append(unwrapper(owner, method, wrapper))
+    return undo
