@@ -190,6 +190,25 @@ def attributes_of(items: Any) -> dict[str, Any]:
     return {kv["key"]: any_value(kv.get("value", {})) for kv in items or []}
 
 
+def parse_v3_trace(trace_id: str, body: bytes) -> JaegerTrace:
+    """A ``GET /api/v3/traces/{id}`` answer: ``{"result": {"resourceSpans": [...]}}``."""
+    result = json.loads(body).get("result", {})
+    found = JaegerTrace(trace_id, set(), raw=body.decode())
+    for resource_spans in result.get("resourceSpans", []):
+        resource = attributes_of(resource_spans.get("resource", {}).get("attributes"))
+        found.service_names.add(str(resource.get("service.name")))
+        for scope_spans in resource_spans.get("scopeSpans", []):
+            for span in scope_spans.get("spans", []):
+                span_id = span["spanId"].lower()
+                found.spans[span_id] = JaegerSpan(
+                    span_id=span_id,
+                    parent_span_id=(span.get("parentSpanId") or "").lower() or None,
+                    name=span.get("name", ""),
+                    attributes=attributes_of(span.get("attributes")),
+                )
+    return found
+
+
 class Jaeger:
     def __init__(self, query_port: int) -> None:
         self.base = f"http://{HOST}:{query_port}"
@@ -204,21 +223,7 @@ class Jaeger:
             return None
         if status != 200:
             raise E2EFailure(f"GET /api/v3/traces/{trace_id}: HTTP {status}: {body[:300]!r}")
-        result = json.loads(body).get("result", {})
-        found = JaegerTrace(trace_id, set(), raw=body.decode())
-        for resource_spans in result.get("resourceSpans", []):
-            resource = attributes_of(resource_spans.get("resource", {}).get("attributes"))
-            found.service_names.add(str(resource.get("service.name")))
-            for scope_spans in resource_spans.get("scopeSpans", []):
-                for span in scope_spans.get("spans", []):
-                    span_id = span["spanId"].lower()
-                    found.spans[span_id] = JaegerSpan(
-                        span_id=span_id,
-                        parent_span_id=(span.get("parentSpanId") or "").lower() or None,
-                        name=span.get("name", ""),
-                        attributes=attributes_of(span.get("attributes")),
-                    )
-        return found
+        return parse_v3_trace(trace_id, body)
 
     def search_url(self, service: str, tags: Optional[Mapping[str, str]] = None,
                    api: bool = True) -> str:
