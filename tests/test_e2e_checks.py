@@ -160,3 +160,41 @@ def test_the_hash_is_the_attributes_processors() -> None:
     # SHA-256, lower-case hex, of the UTF-8 string (contrib internal/coreinternal/attraction).
     assert run.sha256_hex("alice") == (
         "2bd806c97f0e00af1a1fc3328fa763a9269723c8db8fac4f93af71db186d6e90")
+
+
+# --------------------------------------------------------------------------- the demo's record
+def test_the_demo_records_what_it_produced(tmp_path: Path) -> None:
+    """``PAYI_DEMO_TRACES_JSON``: the reference `make e2e` compares Jaeger with."""
+    import os
+    import subprocess
+
+    path = tmp_path / "traces.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PAYI_"))}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "support_assistant" / "main.py")],
+        env={**env, "PAYI_DEMO_TRACES_JSON": str(path), "OTEL_SERVICE_NAME": "recorded"},
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads(path.read_text())
+    assert record["service_name"] == "recorded"
+    assert record["check_ok"] is True and record["headers_recorded"] is True
+    assert record["otlp_delivered"] == record["otlp_failed"] == 0  # no OTLP endpoint set
+    roots = [t["spans"][0]["name"] for t in record["traces"]]
+    assert roots == ["ticket T-1001", "ticket T-1002", "ticket T-1003", "admin replay T-1001",
+                     "nightly digest"]
+    genai = 0
+    for trace in record["traces"]:
+        ids = {s["span_id"] for s in trace["spans"]}
+        assert [s["parent_span_id"] for s in trace["spans"]].count(None) == 1
+        assert all(s["parent_span_id"] in ids for s in trace["spans"] if s["parent_span_id"])
+        for span in trace["spans"]:
+            assert all(key.startswith("payi.") for key in span["payi"])
+            if span["genai"]:
+                genai += 1
+                assert span["headers"] and all(h.startswith("x-payi-") for h in span["headers"])
+                sent_user = span["headers"].get("x-payi-user-id")
+                assert sent_user == span["payi"].get("payi.user_id")
+            else:
+                assert span["headers"] is None
+    assert genai == 14
