@@ -164,6 +164,8 @@ class JaegerTrace:
     service_names: set[str]
     spans: dict[str, JaegerSpan] = field(default_factory=dict)
     raw: str = ""
+    span_count: int = 0
+    """Spans in the answer, duplicates included (``spans`` keeps one per id)."""
 
 
 def any_value(value: Mapping[str, Any]) -> Any:
@@ -200,6 +202,7 @@ def parse_v3_trace(trace_id: str, body: bytes) -> JaegerTrace:
         for scope_spans in resource_spans.get("scopeSpans", []):
             for span in scope_spans.get("spans", []):
                 span_id = span["spanId"].lower()
+                found.span_count += 1
                 found.spans[span_id] = JaegerSpan(
                     span_id=span_id,
                     parent_span_id=(span.get("parentSpanId") or "").lower() or None,
@@ -266,6 +269,8 @@ def check_trace(expected: Mapping[str, Any], found: JaegerTrace, service: str,
     if found.service_names != {service}:
         problems.append(f"{trace_id}: service.name {sorted(found.service_names)} != {service}")
     spans = {s["span_id"]: s for s in expected["spans"]}
+    if found.span_count != len(found.spans):
+        problems.append(f"{trace_id}: {found.span_count - len(found.spans)} duplicate spans")
     if set(found.spans) != set(spans):
         problems.append(f"{trace_id}: {len(found.spans)} spans in Jaeger, {len(spans)} produced;"
                         f" missing {sorted(set(spans) - set(found.spans))},"
@@ -332,6 +337,7 @@ def run_variant(variant: Variant, collector: Path, jaeger_bin: Path, logs: Path,
         jaeger_proc = Process("jaeger", [str(jaeger_bin), f"--config={JAEGER_CONFIG}"],
                               logs / f"{variant.name}-jaeger.log", jaeger_env)
         processes = [jaeger_proc]
+
         def stop_all() -> None:
             for process in reversed(processes):
                 process.stop()

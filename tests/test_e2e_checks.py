@@ -106,6 +106,13 @@ def test_a_missing_span_fails() -> None:
     assert any("1 spans in Jaeger, 2 produced" in p for p in problems(trace, v3_answer(lost)))
 
 
+def test_a_duplicated_span_fails() -> None:
+    trace = demo_trace()
+    twice = copy.deepcopy(trace)
+    twice["spans"].append(copy.deepcopy(twice["spans"][1]))
+    assert any("1 duplicate spans" in p for p in problems(trace, v3_answer(twice)))
+
+
 def test_a_wrong_parent_fails() -> None:
     trace = demo_trace()
     orphan = copy.deepcopy(trace)
