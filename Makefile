@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv lint test test-install test-compat bench demo clean
+.PHONY: venv lint test test-install test-compat bench demo e2e clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements-dev.txt
 venv: $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check src tests tests_install examples benchmarks
+	$(BIN)/ruff check src tests tests_install examples benchmarks e2e
 	$(BIN)/mypy --strict src
 
 test: lint
@@ -41,6 +41,12 @@ bench: venv
 
 demo: venv
 	$(BIN)/python examples/support_assistant/main.py
+
+# The demo's traces through a real OpenTelemetry Collector (the shipped config, and with the
+# redact-user-id.yaml overlay) into a real Jaeger v2, checked through Jaeger's HTTP API. Needs
+# Go: the first run builds both binaries (cached in ~/.cache/payi-otel-e2e); see e2e/run.py.
+e2e: venv
+	$(BIN)/python e2e/run.py
 
 clean:
 	rm -rf $(VENV) $(COMPAT) build src/*.egg-info .mypy_cache .ruff_cache

@@ -12,11 +12,15 @@ Needs no network, API key or Docker: the calls go to a fake OpenAI server starte
 * ``OTEL_SERVICE_NAME``: the ``service.name`` of the spans (default ``payi-otel-demo``).
 * ``OTEL_EXPORTER_OTLP_ENDPOINT``: also export the spans over OTLP/HTTP to this base URL
   (e.g. ``http://localhost:4318``, the collector of ``docker compose up``).
+* ``PAYI_DEMO_TRACES_JSON``: also write what the demo produced to this file, as JSON: every
+  trace's id and spans, each GenAI span's request headers, the check verdict and the OTLP
+  export counts (``make e2e`` compares it with what Jaeger received).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -57,6 +61,7 @@ from report import (  # noqa: E402
     print_check,
     print_headers,
     print_traces,
+    traces_record,
 )
 
 from payi_otel import get_context, payi_instrument  # noqa: E402
@@ -168,6 +173,17 @@ def main() -> int:
               f"{otlp.delivered} spans delivered, {otlp.failed} failed")
         if otlp.failed:
             print("(is a collector listening there? `docker compose up` starts one on :4318)")
+    record_path = os.environ.get("PAYI_DEMO_TRACES_JSON")
+    if record_path:
+        record = {
+            "service_name": provider.resource.attributes.get(SERVICE_NAME),
+            "headers_recorded": server is not None,
+            "check_ok": ok,
+            "otlp_delivered": otlp.delivered if otlp else 0,
+            "otlp_failed": otlp.failed if otlp else 0,
+            "traces": traces_record(spans, pairs),
+        }
+        Path(record_path).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return 0 if ok else 1
 
 

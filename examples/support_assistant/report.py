@@ -19,12 +19,14 @@ if TYPE_CHECKING:
 __all__ = [
     "GENAI_MARK",
     "context_attributes",
+    "headers_match",
     "is_genai",
     "match_calls",
     "number_calls",
     "print_check",
     "print_headers",
     "print_traces",
+    "traces_record",
 ]
 
 PAYI = "payi."
@@ -187,6 +189,12 @@ def _comparable(headers: Mapping[str, str]) -> dict[str, object]:
     return {k: json.loads(v) if k.endswith("-properties") else v for k, v in headers.items()}
 
 
+def headers_match(span: ReadableSpan, headers: Mapping[str, str]) -> bool:
+    """Whether the ``x-payi-*`` headers among ``headers`` are exactly the ones ``span``'s
+    ``payi.*`` attributes stand for."""
+    return _comparable(payi_headers(headers)) == headers_of_span(span)
+
+
 def match_calls(
     spans: Sequence[ReadableSpan], requests: Sequence[RecordedRequest]
 ) -> tuple[list[Pair], list[RecordedRequest]]:
@@ -198,8 +206,7 @@ def match_calls(
     left = list(requests)
     pairs: list[Pair] = []
     for span in sorted((s for s in spans if is_genai(s)), key=_start):
-        wanted = headers_of_span(span)
-        found = next((r for r in left if _comparable(payi_headers(r.headers)) == wanted), None)
+        found = next((r for r in left if headers_match(span, r.headers)), None)
         if found is not None:
             left.remove(found)
         pairs.append((span, found))
@@ -264,3 +271,32 @@ def print_check(
         print(f"  MISMATCH: request {_call(request)} sent {payi_headers(request.headers)}",
               file=out)
     return matched == len(pairs) and not unmatched
+
+
+# ------------------------------------------------------------------------------ record
+def _json_value(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def traces_record(spans: Sequence[ReadableSpan], pairs: Sequence[Pair]) -> list[dict[str, object]]:
+    """What the demo produced, as JSON-ready data (for ``PAYI_DEMO_TRACES_JSON``): per trace
+    (in start order) its hex id and every span with its hex id, parent's hex id (``None``
+    for a root), name, whether it is a GenAI span, its ``payi.*`` attributes and, for a
+    GenAI span, the ``x-payi-*`` headers its request sent (``None``: no request matched)."""
+    sent = {span.context.span_id: request for span, request in pairs if span.context}
+    traces: dict[int, list[dict[str, object]]] = {}
+    for span in sorted(spans, key=_start):
+        if span.context is None:
+            continue
+        request = sent.get(span.context.span_id)
+        traces.setdefault(span.context.trace_id, []).append({
+            "span_id": f"{span.context.span_id:016x}",
+            "parent_span_id": f"{span.parent.span_id:016x}" if span.parent else None,
+            "name": span.name,
+            "genai": is_genai(span),
+            "payi": {k: _json_value(v) for k, v in (span.attributes or {}).items()
+                     if k.startswith(PAYI)},
+            "headers": payi_headers(request.headers) if request is not None else None,
+        })
+    return [{"trace_id": f"{trace_id:032x}", "spans": trace_spans}
+            for trace_id, trace_spans in traces.items()]

@@ -1,0 +1,207 @@
+"""The checks `make e2e` (e2e/run.py) makes of what Jaeger returns, on made-up answers.
+
+`make e2e` itself needs Go and the built binaries; these tests need neither. They show that
+each check fails when Jaeger's copy of a trace differs from what the demo produced.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_run() -> Any:
+    spec = importlib.util.spec_from_file_location("e2e_run", ROOT / "e2e" / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["e2e_run"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+run = _load_run()
+SERVICE = "svc"
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+ROOT_ID = "b7ad6b7169203331"
+CALL_ID = "00f067aa0ba902b7"
+PAYI = {"payi.user_id": "alice", "payi.use_case.name": "support", "payi.use_case.version": 2,
+        "payi.limit_ids": ["monthly", "acme_quota"], "payi.scope": "track"}
+HEADERS = {"x-payi-user-id": "alice", "x-payi-use-case-name": "support",
+           "x-payi-use-case-version": "2", "x-payi-limit-ids": "monthly,acme_quota"}
+
+
+def demo_trace() -> dict[str, Any]:
+    """As the demo's PAYI_DEMO_TRACES_JSON writes one trace."""
+    return {"trace_id": TRACE_ID, "spans": [
+        {"span_id": ROOT_ID, "parent_span_id": None, "name": "ticket", "genai": False,
+         "payi": {}, "headers": None},
+        {"span_id": CALL_ID, "parent_span_id": ROOT_ID, "name": "chat gpt-4o-mini",
+         "genai": True, "payi": dict(PAYI), "headers": dict(HEADERS)},
+    ]}
+
+
+def otlp_value(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}  # OTLP/JSON writes 64-bit integers as strings
+    if isinstance(value, list):
+        return {"arrayValue": {"values": [otlp_value(v) for v in value]}}
+    return {"stringValue": value}
+
+
+def v3_answer(trace: dict[str, Any], service: str = SERVICE, redact: bool = False) -> bytes:
+    """What Jaeger's GET /api/v3/traces/{id} returns for ``trace`` (as run.py expects it)."""
+    spans = []
+    for span in trace["spans"]:
+        attributes = dict(span["payi"])
+        if redact and "payi.user_id" in attributes:
+            attributes["payi.user_id"] = hashlib.sha256(b"alice").hexdigest()
+        if span["genai"]:
+            attributes["gen_ai.operation.name"] = "chat"
+        entry = {"traceId": trace["trace_id"], "spanId": span["span_id"].upper(),
+                 "name": span["name"], "kind": 3,
+                 "attributes": [{"key": k, "value": otlp_value(v)} for k, v in attributes.items()]}
+        if span["parent_span_id"]:
+            entry["parentSpanId"] = span["parent_span_id"]
+        spans.append(entry)
+    resource = {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]}
+    return json.dumps({"result": {"resourceSpans": [
+        {"resource": resource, "scopeSpans": [{"scope": {}, "spans": spans}]}]}}).encode()
+
+
+def problems(trace: dict[str, Any], answer: bytes, redact: bool = False) -> list[str]:
+    found = run.parse_v3_trace(trace["trace_id"], answer)
+    result: list[str] = run.check_trace(trace, found, SERVICE, redact)
+    return result
+
+
+def test_a_whole_trace_passes() -> None:
+    trace = demo_trace()
+    assert problems(trace, v3_answer(trace)) == []
+
+
+def test_parse_keeps_types_ids_and_parents() -> None:
+    found = run.parse_v3_trace(TRACE_ID, v3_answer(demo_trace()))
+    assert found.service_names == {SERVICE}
+    assert found.spans[ROOT_ID].parent_span_id is None
+    assert found.spans[CALL_ID].parent_span_id == ROOT_ID
+    assert found.spans[CALL_ID].attributes["payi.use_case.version"] == 2
+    assert found.spans[CALL_ID].attributes["payi.limit_ids"] == ["monthly", "acme_quota"]
+
+
+def test_a_missing_span_fails() -> None:
+    trace = demo_trace()
+    lost = copy.deepcopy(trace)
+    lost["spans"].pop()
+    assert any("1 spans in Jaeger, 2 produced" in p for p in problems(trace, v3_answer(lost)))
+
+
+def test_a_duplicated_span_fails() -> None:
+    trace = demo_trace()
+    twice = copy.deepcopy(trace)
+    twice["spans"].append(copy.deepcopy(twice["spans"][1]))
+    assert any("1 duplicate spans" in p for p in problems(trace, v3_answer(twice)))
+
+
+def test_a_wrong_parent_fails() -> None:
+    trace = demo_trace()
+    orphan = copy.deepcopy(trace)
+    orphan["spans"][1]["parent_span_id"] = None
+    assert any("parent None" in p for p in problems(trace, v3_answer(orphan)))
+
+
+def test_a_changed_payi_value_fails_against_attributes_and_headers() -> None:
+    trace = demo_trace()
+    changed = copy.deepcopy(trace)
+    changed["spans"][1]["payi"]["payi.use_case.version"] = 3
+    found = problems(trace, v3_answer(changed))
+    assert any("payi.* {" in p and "!=" in p for p in found)
+    assert any("do not stand for the headers" in p for p in found)
+
+
+def test_headers_the_call_sent_are_the_reference() -> None:
+    trace = demo_trace()
+    trace["spans"][1]["headers"]["x-payi-user-id"] = "mallory"  # the call sent another id
+    assert any("do not stand for the headers" in p for p in problems(trace, v3_answer(trace)))
+
+
+def test_a_genai_span_without_a_matched_request_fails() -> None:
+    trace = demo_trace()
+    trace["spans"][1]["headers"] = None
+    assert any("matched no request" in p for p in problems(trace, v3_answer(trace)))
+
+
+def test_another_service_fails() -> None:
+    trace = demo_trace()
+    assert any("service.name" in p for p in problems(trace, v3_answer(trace, service="other")))
+
+
+def test_redact_expects_the_sha256_of_the_user_id() -> None:
+    trace = demo_trace()
+    assert problems(trace, v3_answer(trace, redact=True), redact=True) == []
+    clear = problems(trace, v3_answer(trace), redact=True)
+    assert clear and all("alice" in p for p in clear)
+    assert problems(trace, v3_answer(trace, redact=True), redact=False)
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("payi.user_id", "alice", {TRACE_ID}),
+    ("payi.user_id", "bob", set()),
+    ("payi.use_case.name", "support", {TRACE_ID}),
+])
+def test_tag_search_expectation(key: str, value: str, expected: set[str]) -> None:
+    assert run.traces_with({"traces": [demo_trace()]}, key, value) == expected
+
+
+def test_the_hash_is_the_attributes_processors() -> None:
+    # SHA-256, lower-case hex, of the UTF-8 string (contrib internal/coreinternal/attraction).
+    assert run.sha256_hex("alice") == (
+        "2bd806c97f0e00af1a1fc3328fa763a9269723c8db8fac4f93af71db186d6e90")
+
+
+# --------------------------------------------------------------------------- the demo's record
+def test_the_demo_records_what_it_produced(tmp_path: Path) -> None:
+    """``PAYI_DEMO_TRACES_JSON``: the reference `make e2e` compares Jaeger with."""
+    import os
+    import subprocess
+
+    path = tmp_path / "traces.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PAYI_"))}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "support_assistant" / "main.py")],
+        env={**env, "PAYI_DEMO_TRACES_JSON": str(path), "OTEL_SERVICE_NAME": "recorded"},
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads(path.read_text())
+    assert record["service_name"] == "recorded"
+    assert record["check_ok"] is True and record["headers_recorded"] is True
+    assert record["otlp_delivered"] == record["otlp_failed"] == 0  # no OTLP endpoint set
+    roots = [t["spans"][0]["name"] for t in record["traces"]]
+    assert roots == ["ticket T-1001", "ticket T-1002", "ticket T-1003", "admin replay T-1001",
+                     "nightly digest"]
+    genai = 0
+    for trace in record["traces"]:
+        ids = {s["span_id"] for s in trace["spans"]}
+        assert [s["parent_span_id"] for s in trace["spans"]].count(None) == 1
+        assert all(s["parent_span_id"] in ids for s in trace["spans"] if s["parent_span_id"])
+        for span in trace["spans"]:
+            assert all(key.startswith("payi.") for key in span["payi"])
+            if span["genai"]:
+                genai += 1
+                assert span["headers"] and all(h.startswith("x-payi-") for h in span["headers"])
+                sent_user = span["headers"].get("x-payi-user-id")
+                assert sent_user == span["payi"].get("payi.user_id")
+            else:
+                assert span["headers"] is None
+    assert genai == 14
