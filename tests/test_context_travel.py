@@ -1,4 +1,4 @@
-"""Where the context travels (contract section 5) and how scopes end (exceptions)."""
+"""Where the context travels (README, "Where the context travels") and how scopes end."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Failure policy (contract section 6) under faults: an OTLP endpoint that is down, an LLM
+"""Failure policy (docs/failure-policy.md) under faults: an OTLP endpoint that is down, an LLM
 server answering 500 or resetting connections, and bugs forced inside the instrumentation.
 
 The app's calls must not be slowed beyond the exporter's own timeout budget, scopes and spans
@@ -350,7 +350,7 @@ def test_a_bug_entering_a_scope_never_breaks_the_app(
     genai: GenAI, internal_errors_contained: None, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """FIXED (src/payi_otel/scope.py, failure policy of contract section 6).
+    """FIXED (src/payi_otel/scope.py, failure policy of docs/failure-policy.md).
 
     An unexpected error while a scope is entered (here forced in ``state.enter_scope``; in
     the wild e.g. a tracer provider whose ``start_span`` raises, or a bug in the state code)

@@ -250,7 +250,7 @@ def test_header_whitespace_around_tokens_is_trimmed_and_sent_clean(wire: GenAI) 
     ],
 )
 def test_cr_lf_is_refused_in_every_header_kind(wire: GenAI, header: str, value: str) -> None:
-    """One rule for every kind (contract section 1): CR/LF is a ValueError, even where it
+    """One rule for every kind (docs/parameters.md): CR/LF is a ValueError, even where it
     would only be whitespace between tokens."""
     wire.check_invariant = False
     with pytest.raises(ValueError, match=header):
@@ -318,7 +318,7 @@ def test_non_ascii_is_percent_encoded_on_the_wire_and_kept_on_spans(
 
 
 def test_ascii_values_are_sent_verbatim_even_with_percent_signs(wire: GenAI) -> None:
-    """Only values that cannot be sent as-is are percent-encoded (contract section 3), so an
+    """Only values that cannot be sent as-is are percent-encoded (docs/parameters.md), so an
     ASCII value that looks percent-encoded is sent verbatim: a receiver cannot tell
     ``"a%20b"`` from an encoded ``"a b"`` (reported as a design note, not a bug)."""
     for value in ("50%", "a%20b", "100%25", "%C3%A9", "~!@#$^&*()_+={}[]|:;'<>?/`"):
@@ -418,7 +418,7 @@ EDGE_WHITESPACE = [" lead", "trail ", "  both  ", " ", "\tlead", "trail\t", "a\x
 
 
 def test_edge_whitespace_is_percent_encoded_and_the_call_goes_out(genai: GenAI) -> None:
-    """FIXED (codec.to_header_value): a value with no CR/LF/NUL is valid (contract section 1),
+    """FIXED (codec.to_header_value): a value with no CR/LF/NUL is valid (docs/parameters.md),
     but one that starts or ends with a space or tab, or holds a VT/FF, cannot be sent as an
     HTTP header value as-is and is neither rejected nor encoded: h11 refuses the header and
     the app's call fails with ``openai.APIConnectionError`` ("Illegal header value") - after

@@ -1,4 +1,4 @@
-"""The merge tables of contract section 2, row by row, on the engine itself and through
+"""The merge tables of docs/precedence.md, row by row, on the engine itself and through
 nested scopes."""
 
 from __future__ import annotations

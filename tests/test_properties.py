@@ -1,6 +1,6 @@
 """Property tests: the merge engine, real scopes and real SDK calls against a reference model.
 
-The reference model below is written from the contract (section 2) alone: the kind table
+The reference model below is written from docs/precedence.md alone: the kind table
 (string / int / list / dict: unset inherits, empty clears, a value replaces or adds) and the
 name-ID pair table (nothing, name "", same name, another name, id only, name and id), applied
 as a left fold over the levels, lowest first, with the levels ordered "by method first,
@@ -34,6 +34,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from payi_otel import PayiInstrumentor, get_context, track, track_context
 from payi_otel._merge import Level, fold, merge, new_level
+from payi_otel._parameters import PAIRS as REGISTRY_PAIRS
+from payi_otel._parameters import REGISTRY
 
 # --------------------------------------------------------------------------------------------
 # The reference model (independent of src/)
@@ -41,49 +43,16 @@ from payi_otel._merge import Level, fold, merge, new_level
 
 STR, INT, LIST, DICT = "string", "int", "list", "dict"
 
-KINDS: dict[str, str] = {
-    "use_case_name": STR,
-    "use_case_id": STR,
-    "use_case_version": INT,
-    "use_case_step": STR,
-    "use_case_properties": DICT,
-    "experience_name": STR,
-    "experience_id": STR,
-    "limit_ids": LIST,
-    "request_tags": LIST,
-    "user_id": STR,
-    "account_name": STR,
-    "request_properties": DICT,
-    "price_as_category": STR,
-    "price_as_resource": STR,
-    "resource_scope": STR,
-}
+# Names, kinds and pairs from the one parameter registry (never a second table of them).
+KINDS: dict[str, str] = {p.name: p.kind.value for p in REGISTRY}
 
 # (name, id, members): the members belong to the same entity as the name.
-PAIRS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("use_case_name", "use_case_id", ("use_case_version", "use_case_step", "use_case_properties")),
-    ("experience_name", "experience_id", ()),
-)
+PAIRS: tuple[tuple[str, str, tuple[str, ...]], ...] = tuple(
+    (pair.name, pair.id, pair.members) for pair in REGISTRY_PAIRS)
 PAIR_FIELDS = {f for name, id_, members in PAIRS for f in (name, id_, *members)}
 GENERIC = [p for p in KINDS if p not in PAIR_FIELDS]
 
-ATTRIBUTES = {  # contract section 4
-    "use_case_name": "payi.use_case.name",
-    "use_case_id": "payi.use_case.id",
-    "use_case_version": "payi.use_case.version",
-    "use_case_step": "payi.use_case.step",
-    "use_case_properties": "payi.use_case.properties",
-    "experience_name": "payi.experience.name",
-    "experience_id": "payi.experience.id",
-    "limit_ids": "payi.limit_ids",
-    "request_tags": "payi.request_tags",
-    "user_id": "payi.user_id",
-    "account_name": "payi.account_name",
-    "request_properties": "payi.request.properties",
-    "price_as_category": "payi.price_as.category",
-    "price_as_resource": "payi.price_as.resource",
-    "resource_scope": "payi.resource_scope",
-}
+ATTRIBUTES = {p.name: p.attribute for p in REGISTRY}
 
 MISSING: Any = object()
 
@@ -753,7 +722,7 @@ def test_scope_reentered_gets_a_new_id_each_time_and_keeps_it_inside(
 
 
 def header_text(p: str, value: Any, spaced: bool) -> str:
-    """The contract's wire format (section 3) for a per-call header value."""
+    """The wire format (docs/parameters.md) for a per-call header value."""
     kind = KINDS[p]
     if kind == LIST:
         return (", " if spaced else ",").join(value)

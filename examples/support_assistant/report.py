@@ -13,6 +13,10 @@ from typing import TYPE_CHECKING, Optional, TextIO
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+# The demo checks itself with the package's own parameter registry (a private module: this
+# repository's demo, not an example of the public API).
+from payi_otel._parameters import REGISTRY
+
 if TYPE_CHECKING:
     from fake_llm_server import RecordedRequest
 
@@ -31,6 +35,8 @@ __all__ = [
 
 PAYI = "payi."
 HEADER_PREFIX = "x-payi-"
+#: The header each ``payi.*`` attribute stands for: payi_otel's own parameter registry.
+HEADER_BY_ATTRIBUTE = {p.attribute: p.header for p in REGISTRY}
 GENAI_MARK = "[GenAI]"
 
 Pair = tuple[ReadableSpan, Optional["RecordedRequest"]]
@@ -172,8 +178,9 @@ def headers_of_span(span: ReadableSpan) -> dict[str, object]:
     headers: dict[str, object] = {}
     for key, value in payi_attributes(span).items():
         base, dot_properties, prop = key.partition(".properties.")
-        header = HEADER_PREFIX + (base + (".properties" if dot_properties else ""))
-        header = header.replace(".", "-").replace("_", "-")
+        header = HEADER_BY_ATTRIBUTE.get(PAYI + base + (".properties" if dot_properties else ""))
+        if header is None:
+            continue  # payi.scope: not a header
         if dot_properties:
             properties = headers.setdefault(header, {})
             assert isinstance(properties, dict)

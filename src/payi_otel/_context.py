@@ -120,7 +120,7 @@ def enter_scope(
 ) -> Tuple[ScopeState, Context]:
     """A new scope of ``method`` over ``parent``: its state and the context carrying it.
 
-    Precedence is by method first, nesting second (contract section 2): a ``@track`` entered
+    Precedence is by method first, nesting second (docs/precedence.md): a ``@track`` entered
     inside ``track_context`` scopes still ranks below them, so they are re-applied over it.
     ``key`` is ``params``' hashable form (see :class:`Level`).
     """

@@ -1,4 +1,4 @@
-"""The one merge engine (contract section 2).
+"""The one merge engine (docs/precedence.md).
 
 A *level* is one source of parameters (the global context, incoming baggage, one ``@track``
 invocation, one ``track_context`` entry, one call's headers). The effective parameters are

@@ -17,9 +17,11 @@ Representation of one level's parameters (a plain ``dict``, never mutated once b
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple, Union
+
+from typing_extensions import TypedDict
 
 __all__ = [
     "ATTRIBUTE_NAMES",
@@ -42,6 +44,7 @@ __all__ = [
     "ParameterTypeError",
     "ParameterValueError",
     "Params",
+    "ScopeParameters",
     "Value",
     "params_key",
     "validate_params",
@@ -137,6 +140,27 @@ ENV_NAMES: Mapping[str, str] = {p.name: p.env for p in REGISTRY}
 PAIRS: Tuple[Pair, ...] = _pairs()
 LIST_PARAMETERS = frozenset(n for n, k in PARAMETERS.items() if k is Kind.LIST)
 DICT_PARAMETERS = frozenset(n for n, k in PARAMETERS.items() if k is Kind.DICT)
+
+class ScopeParameters(TypedDict, total=False):
+    """The keyword arguments of ``@track`` and ``track_context`` (all optional; ``None`` means
+    unset). Typed for editors and type checkers; a test keeps it equal to :data:`REGISTRY`."""
+
+    use_case_name: Optional[str]
+    use_case_id: Optional[str]
+    use_case_version: Optional[int]
+    use_case_step: Optional[str]
+    use_case_properties: Optional[Mapping[str, Optional[str]]]
+    experience_name: Optional[str]
+    experience_id: Optional[str]
+    limit_ids: Optional[Sequence[str]]
+    request_tags: Optional[Sequence[str]]
+    user_id: Optional[str]
+    account_name: Optional[str]
+    request_properties: Optional[Mapping[str, Optional[str]]]
+    price_as_category: Optional[str]
+    price_as_resource: Optional[str]
+    resource_scope: Optional[str]
+
 
 Value = Union[str, int, Tuple[str, ...], Dict[str, Optional[str]]]
 Params = Dict[str, Value]

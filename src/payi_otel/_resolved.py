@@ -1,7 +1,7 @@
 """Effective parameters and their three outward forms: span attributes, headers, baggage.
 
 What is "in force" is decided once, here: cleared values, and a use case's (or experience's)
-id / version / step / properties with no name in force, are not emitted (contract section 4).
+id / version / step / properties with no name in force, are not emitted (docs/parameters.md).
 """
 
 from __future__ import annotations

@@ -18,11 +18,12 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from typing_extensions import Unpack
 
 from payi_otel import _context as payi_baggage
 from payi_otel import _context as payi_state
 from payi_otel._log import internal_error, log_once
-from payi_otel._parameters import Params, params_key, validate_params
+from payi_otel._parameters import Params, ScopeParameters, params_key, validate_params
 from payi_otel._resolved import Effective
 from payi_otel._spans import get_payi_tracer
 
@@ -244,7 +245,7 @@ def _track_async_generator(
     return wrapper
 
 
-def track(**params: Any) -> Callable[[F], F]:
+def track(**params: Unpack[ScopeParameters]) -> Callable[[F], F]:
     """Decorate a function so each invocation is a Pay-i scope and an INTERNAL span.
 
     Works on plain and ``async`` functions, generators and async generators (the body of a
@@ -287,7 +288,7 @@ class track_context:
 
     __slots__ = ("_key", "_name", "_params")
 
-    def __init__(self, **params: Any) -> None:
+    def __init__(self, **params: Unpack[ScopeParameters]) -> None:
         self._params = validate_params(params, source="track_context")
         step = self._params.get("use_case_step")
         name = self._params.get("use_case_name")
