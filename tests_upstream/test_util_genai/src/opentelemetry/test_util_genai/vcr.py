@@ -1,7 +1,10 @@
-"""Cassette helpers: ``before_record_response`` callables that scrub response headers.
+"""Cassette helpers, loaded as a pytest plugin by the upstream conftests (over pytest-vcr).
 
-Loaded as a pytest plugin by the upstream conftests; the cassettes are plain vcrpy YAML, which
-vcrpy's own serializer reads, so no serializer or matcher is registered here.
+* ``@pytest.mark.cassette("<name>")`` makes a test replay the cassette ``<name>.yaml`` (several
+  tests share one recording) instead of the one named after the test.
+* ``before_record_response`` callables that scrub response headers.
+
+The cassettes are plain vcrpy YAML, which vcrpy's own serializer reads.
 """
 
 from __future__ import annotations
@@ -9,7 +12,26 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import pytest
+
 Response = dict[str, Any]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "cassette(name): replay the cassette <name>.yaml instead of the test's own"
+    )
+
+
+@pytest.fixture
+def vcr_cassette_name(request: pytest.FixtureRequest) -> str:
+    """pytest-vcr's cassette name (the test's), unless a ``cassette`` mark names another."""
+    marker = request.node.get_closest_marker("cassette")
+    if marker is not None and marker.args:
+        return str(marker.args[0])
+    if request.cls is not None:
+        return f"{request.cls.__name__}.{request.node.name}"
+    return str(request.node.name)
 
 
 def scrub_response_headers(names: Iterable[str]) -> Callable[[Response], Response]:
