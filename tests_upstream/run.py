@@ -11,7 +11,8 @@ cassettes replay, ``--vcr-record=none``: no network) with ``-p payi_upstream_plu
 Standard library only. Usage::
 
     python tests_upstream/run.py [--only openai] [--version openai=1.3b0] [--baseline]
-                                 [--requirements latest|oldest] [-- extra pytest args]
+                                 [--requirements latest|oldest] [--pin 'anthropic==1.17.0']
+                                 [-- extra pytest args]
 
 ``--baseline`` runs each suite a second time with ``PAYI_UPSTREAM_PLUGIN=0`` (payi_otel not
 instrumented) to tell payi_otel's failures from the suite's own. Exit status: 0 when every
@@ -145,13 +146,26 @@ def rewrite_requirements(source: Path, project: str, src: Path) -> tuple[list[st
     return lines, notes
 
 
-def prepare_venv(key: str, project: str, src: Path, flavour: str) -> Path:
+def requirement_name(line: str) -> str:
+    match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower() if match else ""
+
+
+def apply_pins(requirements: list[str], pins: list[str]) -> list[str]:
+    """``requirements`` with each pin replacing the lines of its distribution (else added)."""
+    pinned = {requirement_name(pin): pin for pin in pins}
+    kept = [line for line in requirements if requirement_name(line) not in pinned]
+    return kept + list(pinned.values())
+
+
+def prepare_venv(key: str, project: str, src: Path, flavour: str, pins: list[str]) -> Path:
     """``.venv-upstream/<key>`` with everything installed; rebuilt when its inputs change."""
     target = WORK / key
     python = target / "bin" / "python"
     requirements, notes = rewrite_requirements(
         src / "tests" / f"requirements.{flavour}.txt", project, src
     )
+    requirements = apply_pins(requirements, pins)
     if str(src) not in requirements:
         requirements.append(str(src))
     inputs = {
@@ -230,6 +244,8 @@ def main() -> int:
     parser.add_argument("--version", action="append", default=[], metavar="KEY=VERSION",
                         help="pin a package's version, e.g. openai=1.3b0 (default: pip's pick)")
     parser.add_argument("--requirements", default="latest", choices=["latest", "oldest"])
+    parser.add_argument("--pin", action="append", default=[], metavar="REQUIREMENT",
+                        help="replace a requirement, e.g. 'anthropic==1.17.0' (diagnosis)")
     parser.add_argument("--baseline", action="store_true",
                         help="also run each suite with PAYI_UPSTREAM_PLUGIN=0")
     parser.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments")
@@ -246,9 +262,10 @@ def main() -> int:
         sdist = download_sdist(project, versions.get(key))
         version = sdist_version(project, sdist.name)
         src = unpack(sdist)
-        python = prepare_venv(key, project, src, args.requirements)
+        python = prepare_venv(key, project, src, args.requirements, args.pin)
         setup_seconds = round(time.monotonic() - started, 1)
-        entry = {"project": project, "version": version, "setup_seconds": setup_seconds}
+        entry = {"project": project, "version": version, "pins": args.pin,
+                 "setup_seconds": setup_seconds}
         entry["instrumented"] = run_tests(key, python, src, True, args.pytest_args)
         if args.baseline:
             entry["baseline"] = run_tests(key, python, src, False, args.pytest_args)
