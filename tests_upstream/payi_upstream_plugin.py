@@ -59,6 +59,7 @@ class Audit:
         self.test: Optional[str] = None
         self.pending: list[dict[str, Any]] = []  # bad spans since the last phase check
         self.genai_spans = 0
+        self.started_without_gen_ai = 0  # GenAI spans with no gen_ai.* attribute at start
         self.scopes: dict[str, int] = {}
         self.bad_spans: list[dict[str, Any]] = []
         self.requests_played = 0
@@ -72,6 +73,7 @@ class Audit:
         problem = payi_problem(span)
         with self.lock:
             self.genai_spans += 1
+            self.started_without_gen_ai += not genai_at_start
             self.scopes[scope] = self.scopes.get(scope, 0) + 1
             if problem is None:
                 return
@@ -232,6 +234,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "tracer_providers": AUDIT.providers,
         "genai_spans": AUDIT.genai_spans,
         "genai_spans_by_scope": dict(sorted(AUDIT.scopes.items())),
+        "genai_spans_started_without_gen_ai_attributes": AUDIT.started_without_gen_ai,
         "genai_spans_without_payi": len(AUDIT.bad_spans),
         "spans_without_payi": AUDIT.bad_spans,
         "cassette_requests_played": AUDIT.requests_played,
