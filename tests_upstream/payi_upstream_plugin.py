@@ -100,14 +100,21 @@ class AuditProcessor(SpanProcessor):
     """Added after ``PayiSpanProcessor``: notes each span's state at start and checks it at end."""
 
     def __init__(self) -> None:
-        self._genai_at_start: dict[int, bool] = {}
+        # By span id: on_end gets a ReadableSpan snapshot, not the span that started.
+        self._genai_at_start: dict[tuple[int, int], bool] = {}
+
+    @staticmethod
+    def _key(span: ReadableSpan) -> tuple[int, int]:
+        context = span.context
+        return (context.trace_id, context.span_id) if context else (0, id(span))
 
     def on_start(self, span: Span, parent_context: Any = None) -> None:
         attributes = span.attributes or {}
-        self._genai_at_start[id(span)] = any(k.startswith("gen_ai.") for k in attributes)
+        genai = any(key.startswith("gen_ai.") for key in attributes)
+        self._genai_at_start[self._key(span)] = genai
 
     def on_end(self, span: ReadableSpan) -> None:
-        AUDIT.ended(span, self._genai_at_start.pop(id(span), False))
+        AUDIT.ended(span, self._genai_at_start.pop(self._key(span), False))
 
 
 def _hook_tracer_providers() -> None:
