@@ -10,14 +10,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# requirements-dev.txt is the repo's pinned tool chain. Used only as a constraints file (-c),
-# it pins the versions of what is installed here without installing the dev tools.
-COPY requirements-dev.txt ./
 COPY pyproject.toml README.md ./
 COPY src/ src/
 COPY examples/ examples/
 
-RUN pip install -c requirements-dev.txt . openai anthropic opentelemetry-exporter-otlp-proto-http
+# Exactly what a user installs: pip's own resolution, no dev pins. tests_install runs this
+# line (and the demo after it) in a fresh venv, so the image's demo is known to work.
+RUN pip install . openai anthropic opentelemetry-exporter-otlp-proto-http
 
 # Don't run the demo as root.
 RUN useradd --create-home --uid 10001 demo

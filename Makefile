@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv lint test test-compat test-upstream bench demo clean
+.PHONY: venv lint test test-install test-compat test-upstream bench demo clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,11 +16,16 @@ $(STAMP): pyproject.toml requirements-dev.txt
 venv: $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff check src tests tests_install examples benchmarks
 	$(BIN)/mypy --strict src
 
 test: lint
 	$(BIN)/pytest
+
+# The install matrix: the wheel in fresh venvs, installed as a user does (pip's own
+# resolution, no dev pins), Python 3.9 / 3.11 / 3.13 via pyenv. Needs the package registry.
+test-install: venv
+	$(BIN)/pytest tests_install -p no:cacheprovider -o testpaths=tests_install -q -rs
 
 # The GenAI tests against the oldest SDK releases the hook supports (not part of `make test`).
 COMPAT := .venv-compat
@@ -28,7 +33,7 @@ test-compat:
 	$(PYTHON) -m venv $(COMPAT)
 	$(COMPAT)/bin/python -m pip install --quiet --upgrade pip
 	$(COMPAT)/bin/python -m pip install --quiet -r requirements-dev.txt -e .
-	$(COMPAT)/bin/python -m pip install --quiet "openai==1.26.0" "anthropic==1.0.0" "httpx<0.28"
+	$(COMPAT)/bin/python -m pip install --quiet "openai==1.26.0" "anthropic==0.51.0" "httpx<0.28"
 	$(COMPAT)/bin/pytest tests/test_genai.py tests/test_genai_seeds.py tests/test_baggage.py tests/test_auto_instrumentation.py
 
 # The official GenAI instrumentations' own test suites (from their sdists, cassettes replayed)

@@ -42,7 +42,7 @@ from bench_profile import hook_breakdown, profile_chat, profile_scopes, scope_br
 from bench_timing import Comparison, Variant, loop, measure
 from openai import _base_client as openai_base_client
 from opentelemetry import context as otel_context
-from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,

@@ -17,7 +17,7 @@ import anthropic
 import openai
 import pytest
 from fake_llm_server import FakeLLMServer, RecordedRequest
-from fixtures_otel import Otel
+from fixtures_otel import Otel, payi_attrs
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
@@ -97,6 +97,11 @@ def assert_spans_match_requests(otel: Otel, server: FakeLLMServer) -> None:
         [s.name for s in spans], [r.path for r in requests])
     assert Counter(_normal(headers_from_span(s)) for s in spans) == Counter(
         _normal(payi_headers(r)) for r in requests)
+    by_id = otel._genai_by_id()
+    for inner in otel.all_genai_spans():
+        outer = otel.genai_ancestor(inner, by_id)
+        if outer is not None:
+            assert payi_attrs(inner) == payi_attrs(outer), (inner.name, outer.name)
 
 
 @dataclass

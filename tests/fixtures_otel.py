@@ -33,11 +33,49 @@ class Otel:
         assert len(found) == 1, (name, [s.name for s in self.spans()])
         return found[0]
 
-    def genai_spans(self) -> list[ReadableSpan]:
+    def all_genai_spans(self) -> list[ReadableSpan]:
         return [
             s for s in self.spans()
             if any(k.startswith("gen_ai.") for k in (s.attributes or {}))
         ]
+
+    def genai_ancestor(
+        self, span: ReadableSpan, by_id: Optional[GenAIIndex] = None
+    ) -> Optional[ReadableSpan]:
+        """The outermost GenAI span above ``span``, if any."""
+        if by_id is None:
+            by_id = self._genai_by_id()
+        found = None
+        child = span
+        while child.parent is not None:
+            # Ids are not unique across hypothesis examples (it seeds ``random``): the parent
+            # is the span with that id whose lifetime contains the child's.
+            parents = [
+                p for p in by_id.get((child.parent.trace_id, child.parent.span_id), ())
+                if (p.start_time or 0) <= (child.start_time or 0)
+                and (p.end_time or 0) >= (child.end_time or 0)
+            ]
+            if not parents:
+                break
+            found = child = parents[0]
+        return found
+
+    def genai_spans(self) -> list[ReadableSpan]:
+        """One GenAI span per call: the outermost. A GenAI span inside another is the same
+        call (the anthropic SDK's own call span under genai-anthropic's span)."""
+        by_id = self._genai_by_id()
+        return [s for s in self.all_genai_spans() if self.genai_ancestor(s, by_id) is None]
+
+    def _genai_by_id(self) -> GenAIIndex:
+        index: GenAIIndex = {}
+        for span in self.all_genai_spans():
+            if span.context is not None:
+                key = (span.context.trace_id, span.context.span_id)
+                index.setdefault(key, []).append(span)
+        return index
+
+
+GenAIIndex = dict[tuple[int, int], list[ReadableSpan]]
 
 
 def payi_attrs(span: ReadableSpan) -> dict[str, Any]:

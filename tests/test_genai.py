@@ -16,7 +16,7 @@ import anthropic
 import openai
 import pytest
 from fixtures_genai import CHAT, MESSAGE, GenAI, payi_headers
-from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
 
 from payi_otel import PayiInstrumentor, track, track_context
 
@@ -105,11 +105,8 @@ def test_openai_responses(genai: GenAI) -> None:
         genai.check_invariant = False
         pytest.skip("this openai release has no Responses API")
     with track_context(user_id="r"):
-        with genai.genai_span("openai", "responses"):
-            response = genai.openai.responses.create(model="gpt-4o", input="Hi there")
-        with genai.genai_span("openai", "responses"), genai.openai.responses.stream(
-            model="gpt-4o", input="Stream me"
-        ) as stream:
+        response = genai.openai.responses.create(model="gpt-4o", input="Hi there")
+        with genai.openai.responses.stream(model="gpt-4o", input="Stream me") as stream:
             final = stream.get_final_response()
     assert "Hi there" in response.output_text
     assert "Stream me" in final.output_text

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from payi_otel.codec import parse_value
 from payi_otel.merge import fold, new_level
 from payi_otel.parameters import (
     PARAMETERS,
     Kind,
+    ParameterError,
     ParameterTypeError,
     ParameterValueError,
     Params,
@@ -27,8 +28,11 @@ _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
 
 
-def params_from_env(environ: Mapping[str, str]) -> Params:
-    """Parameters given by ``PAYI_*`` variables; a value that does not parse is a ValueError.
+def params_from_env(
+    environ: Mapping[str, str], errors: Optional[List[ParameterError]] = None
+) -> Params:
+    """Parameters given by ``PAYI_*`` variables; a value that does not parse is a ValueError
+    (or, with ``errors``, appended there and the variable ignored).
 
     An empty variable clears a string, list or dict (so ``PAYI_USE_CASE_NAME=`` turns the
     default use case off) and leaves the version unset.
@@ -38,7 +42,12 @@ def params_from_env(environ: Mapping[str, str]) -> Params:
         text = environ.get(env_name)
         if text is None or (PARAMETERS[name] is Kind.INT and not text.strip()):
             continue
-        params[name] = parse_value(name, text, what=env_name)
+        try:
+            params[name] = parse_value(name, text, what=env_name)
+        except ParameterError as exc:
+            if errors is None:
+                raise
+            errors.append(exc)
     return params
 
 
@@ -68,20 +77,29 @@ def global_params(
     config: Optional[Mapping[str, object]],
     environ: Mapping[str, str],
     caller_file: Optional[str],
+    errors: Optional[List[ParameterError]] = None,
 ) -> Tuple[Params, Optional[bool]]:
     """The global level's parameters and the ``PAYI_PROPAGATE_BAGGAGE`` setting.
 
     Three sources merged by the one merge engine, lowest first: the default use case (the
-    caller's file stem), ``PAYI_*`` variables, ``config``.
+    caller's file stem), ``PAYI_*`` variables, ``config``. With ``errors``, a variable that
+    does not parse is appended there and ignored instead of raised (``opentelemetry-instrument``).
     """
     if config is not None and not isinstance(config, Mapping):
         raise ParameterTypeError(f"config must be a mapping, not {type(config).__name__}")
     own = validate_params(dict(config or {}), source="payi_instrument config")
-    from_env = params_from_env(environ)
+    from_env = params_from_env(environ, errors)
     default: Params = {}
     name = default_use_case_name(caller_file)
     if name:
         default["use_case_name"] = name
     params = fold({}, (new_level(default), new_level(from_env), new_level(own)))
-    return params, parse_bool_env(environ, PROPAGATE_BAGGAGE_ENV)
+    try:
+        propagate = parse_bool_env(environ, PROPAGATE_BAGGAGE_ENV)
+    except ParameterError as exc:
+        if errors is None:
+            raise
+        errors.append(exc)
+        propagate = None
+    return params, propagate
 

@@ -16,10 +16,10 @@ from typing import Any, Dict, List, Tuple
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from payi_otel._log import log_once
+from payi_otel._wrapping import unwrapper
 from payi_otel.headers import is_payi_header, parse_headers, resolve_call
 from payi_otel.parameters import ParameterError
 from payi_otel.processor import apply_call_attributes, with_call
@@ -151,13 +151,7 @@ def instrument_sdks() -> List[Callable[[], None]]:
                 log_once(f"sdk:{package}:{cls_name}", "payi_otel: %s has no %s.request",
                          package, cls_name)
                 continue
-            wrap_function_wrapper(module, f"{cls_name}.request", _make_wrapper(sdk, is_async))
-            undo.append(_unwrapper(cls))
-    return undo
-
-
-def _unwrapper(cls: Any) -> Callable[[], None]:
-    def undo() -> None:
-        unwrap(cls, "request")
-
+            wrapper = _make_wrapper(sdk, is_async)
+            wrap_function_wrapper(module, f"{cls_name}.request", wrapper)
+            undo.append(unwrapper(cls, "request", wrapper))
     return undo

@@ -1,8 +1,8 @@
 """``PayiInstrumentor`` (entry point ``payi``) and ``payi_instrument()``.
 
 Instrumenting sets the global level (config over ``PAYI_*`` variables), carries context into
-threads, installs the span processor that attributes GenAI spans, and stamps ``x-payi-*``
-headers on the requests of the installed GenAI SDKs.
+threads, installs the span processor that attributes GenAI spans, stamps ``x-payi-*`` headers
+on the requests of the installed GenAI SDKs and turns on their GenAI spans (``_genai``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 )
 from opentelemetry.trace import TracerProvider
 
+from payi_otel import _zero_code
 from payi_otel import config as payi_config
 from payi_otel import state as payi_state
-from payi_otel._log import log_once, logger
+from payi_otel._genai import enable_genai_spans
+from payi_otel._log import logger
+from payi_otel._threads import instrument_threads
+from payi_otel.parameters import ParameterError
 from payi_otel.tracing import set_payi_tracer_provider
 
 __all__ = ["PayiInstrumentor", "payi_instrument"]
@@ -38,23 +42,32 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Pay-i attribution for OpenTelemetry: ``PayiInstrumentor().instrument(**kwargs)``.
 
     Keyword arguments: ``tracer_provider``, ``config`` (a mapping of Pay-i parameters for the
-    global level), ``propagate_baggage`` (default: ``PAYI_PROPAGATE_BAGGAGE``, else False).
+    global level), ``propagate_baggage`` (default: ``PAYI_PROPAGATE_BAGGAGE``, else False),
+    ``genai_spans`` (default True: turn on the GenAI instrumentation of each installed SDK).
     """
 
     # No __init__: BaseInstrumentor is a singleton whose __init__ would run on every
     # PayiInstrumentor() call and forget what the instrumented one must undo.
     _undo: Tuple[Callable[[], Any], ...] = ()
+    _pending_genai: Optional[Tuple[Optional[TracerProvider]]] = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        # openai / anthropic are optional: each is instrumented when it is installed.
+        # Nothing is required: the global level, scopes, baggage and threads work with no SDK,
+        # and each of openai / anthropic is instrumented when it is installed. So the
+        # distribution declares no ``instruments`` / ``instruments-any`` extra either, and
+        # ``opentelemetry-instrument`` always loads it (docs: README, "Zero-code").
         return ()
 
     def _instrument(self, **kwargs: Any) -> None:
+        zero_code = _zero_code.loading()
         config: Optional[Mapping[str, object]] = kwargs.get("config")
         caller_file: Optional[str] = kwargs.get("caller_file") or _main_script()
+        errors: Optional[List[ParameterError]] = [] if zero_code else None
         params, env_propagate = payi_config.global_params(
-            config, os.environ, caller_file
+            config, os.environ, caller_file, errors
         )
+        for error in errors or ():
+            logger.error("payi_otel: %s; the variable is ignored", error)
         propagate = kwargs.get("propagate_baggage")
         if propagate is None:
             propagate = bool(env_propagate)
@@ -63,63 +76,34 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 f"propagate_baggage must be a bool, not {type(propagate).__name__}"
             )
         provider: Optional[TracerProvider] = kwargs.get("tracer_provider")
-        payi_state.set_global(params, propagate_baggage=propagate)
+        payi_state.set_global(params, propagate_baggage=propagate, instrumented=True)
         set_payi_tracer_provider(provider)
-        undo: List[Callable[[], Any]] = []
-        undo.extend(self._instrument_threading(provider))
+        undo: List[Callable[[], Any]] = list(instrument_threads())
         from payi_otel.processor import install_processor
 
         undo.append(install_processor(provider or trace.get_tracer_provider()))
         from payi_otel.hooks import instrument_sdks
 
         undo.extend(instrument_sdks())
-        if kwargs.get("genai_spans"):
-            undo.extend(self._instrument_openai_v2(provider))
         self._undo = tuple(undo)
+        if kwargs.get("genai_spans", True):
+            if zero_code:  # the loader instruments them; see finish_zero_code()
+                self._pending_genai = (provider,)
+            else:
+                self._undo += tuple(enable_genai_spans(provider))
 
-    def _instrument_threading(
-        self, provider: Optional[TracerProvider]
-    ) -> List[Callable[[], Any]]:
-        from opentelemetry.instrumentation.threading import (
-            ThreadingInstrumentor,
-        )
-
-        threading_instrumentor = ThreadingInstrumentor()
-        if not threading_instrumentor.is_instrumented_by_opentelemetry:
-            threading_instrumentor.instrument(tracer_provider=provider)
-            return [threading_instrumentor.uninstrument]
-        return []
-
-    def _instrument_openai_v2(
-        self, provider: Optional[TracerProvider]
-    ) -> List[Callable[[], Any]]:
-        """GenAI spans for OpenAI calls, if ``opentelemetry-instrumentation-openai-v2`` and
-        ``openai`` import and nothing instrumented them yet."""
-        try:
-            import openai  # noqa: F401
-            from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
-        except ImportError as exc:
-            logger.info("payi_otel: no OpenAI GenAI spans (%s)", exc)
-            return []
-        except Exception:
-            log_once("openai_v2", "payi_otel: cannot load openai-v2", exc_info=True)
-            return []
-        openai_instrumentor = OpenAIInstrumentor()  # type: ignore[no-untyped-call]
-        if openai_instrumentor.is_instrumented_by_opentelemetry:
-            return []
-        try:
-            openai_instrumentor.instrument(tracer_provider=provider)
-        except Exception:  # e.g. an openai-v2 release that does not fit the installed wrapt
-            log_once("openai_v2", "payi_otel: openai-v2 failed to instrument; no OpenAI "
-                     "GenAI spans (headers are still stamped)", exc_info=True)
-            return []
-        return [openai_instrumentor.uninstrument]
+    def finish_zero_code(self) -> None:
+        """After ``opentelemetry-instrument`` loaded every instrumentor: GenAI spans on."""
+        pending, self._pending_genai = self._pending_genai, None
+        if pending is not None and self.is_instrumented_by_opentelemetry:
+            self._undo += tuple(enable_genai_spans(pending[0]))
 
     def _uninstrument(self, **kwargs: Any) -> None:
         for undo in reversed(self._undo):
             undo()
         self._undo = ()
-        payi_state.set_global({}, propagate_baggage=False)
+        self._pending_genai = None
+        payi_state.set_global({}, propagate_baggage=False, instrumented=False)
         set_payi_tracer_provider(None)
 
 
@@ -135,8 +119,8 @@ def payi_instrument(
     Sets the global context from ``config`` over ``PAYI_*`` environment variables (its
     ``use_case_name`` defaults to the calling file's stem, with a fresh id), installs the span
     processor on ``tracer_provider`` (default: the global one) and instruments the installed
-    GenAI SDKs. With ``genai_spans`` (default), OpenAI calls also get GenAI spans from
-    ``opentelemetry-instrumentation-openai-v2`` unless it is already instrumented.
+    GenAI SDKs. With ``genai_spans`` (default), each installed SDK also gets GenAI spans from
+    its official OpenTelemetry instrumentation unless one is already on.
     A second call logs a warning and changes nothing.
     """
     instrumentor = PayiInstrumentor()

@@ -1,7 +1,9 @@
 """The span processor that gives every GenAI span the effective ``payi.*`` attributes.
 
 A GenAI span is one with any ``gen_ai.*`` attribute at start (e.g. from
-``opentelemetry-instrumentation-openai-v2``, or the anthropic SDK's own call span). A span
+``opentelemetry-instrumentation-genai-openai``, or the anthropic SDK's own call span), or one
+from a GenAI instrumentation's scope (``_genai.GENAI_SCOPE_PREFIXES``: some paths start the
+span empty and set ``gen_ai.*`` only at its end). A span
 started around the SDK call gets the scope's values here, then the request hook replaces them
 with the per-call values (:func:`apply_call_attributes`); a span started inside the SDK call
 gets the per-call values directly (:func:`with_call`). Either way a GenAI span's ``payi.*``
@@ -20,6 +22,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import Span as ApiSpan
 from opentelemetry.trace import TracerProvider
 
+from payi_otel._genai import GENAI_SCOPE_PREFIXES
 from payi_otel._log import log_once, logger
 from payi_otel.effective import AttributeValue, Effective
 from payi_otel.state import current_effective
@@ -51,11 +54,14 @@ def _is_scope_span(span: object) -> bool:
 
 
 def is_genai_span(span: object) -> bool:
-    """Whether ``span`` is a recording SDK span with a ``gen_ai.*`` attribute."""
+    """Whether ``span`` is a recording SDK span with a ``gen_ai.*`` attribute, or one from a
+    GenAI instrumentation's scope."""
     attributes = getattr(span, "attributes", None)
-    if not attributes:
-        return False
-    return any(key.startswith(GENAI_PREFIX) for key in attributes)
+    if attributes and any(key.startswith(GENAI_PREFIX) for key in attributes):
+        return True
+    scope = getattr(span, "instrumentation_scope", None)
+    name = getattr(scope, "name", None)
+    return isinstance(name, str) and name.startswith(GENAI_SCOPE_PREFIXES)
 
 
 class PayiSpanProcessor(SpanProcessor):

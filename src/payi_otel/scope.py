@@ -40,6 +40,13 @@ class _Scope:
         self, method: str, params: Params, span_name: str, parent: Context,
         key: Optional[Hashable] = None,
     ) -> None:
+        if not payi_state.instrumented():
+            log_once(
+                "not-instrumented",
+                "payi_otel: @track / track_context run but payi_instrument() was not called, "
+                "so no x-payi-* header is stamped on LLM calls (scopes and spans still work). "
+                "Call payi_instrument() once at start-up, or run under opentelemetry-instrument.",
+            )
         state, ctx = payi_state.enter_scope(method, params, parent, key)
         self.effective: Effective = state.effective
         self._span: Span = get_payi_tracer().start_span(

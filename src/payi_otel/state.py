@@ -37,21 +37,28 @@ class _Global:
     effective: Effective
     propagate_baggage: bool
     version: int
+    instrumented: bool = False
 
 
 _global = _Global(Effective({}), False, 0)
 
 
-def set_global(params: Params, *, propagate_baggage: bool) -> None:
+def set_global(params: Params, *, propagate_baggage: bool, instrumented: bool) -> None:
     """Replace the global level (``payi_instrument`` / the instrumentor)."""
     global _global
     _global = _Global(
-        Effective(merge({}, new_level(params))), propagate_baggage, _global.version + 1
+        Effective(merge({}, new_level(params))), propagate_baggage, _global.version + 1,
+        instrumented,
     )
 
 
 def propagate_baggage() -> bool:
     return _global.propagate_baggage
+
+
+def instrumented() -> bool:
+    """Whether ``payi_instrument()`` (or the instrumentor) is in force: headers get stamped."""
+    return _global.instrumented
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,170 @@
+"""GenAI spans: turn on the official OpenTelemetry GenAI instrumentation of each installed SDK.
+
+Per SDK family, the instrumentations in order of preference: the maintained
+``opentelemetry-instrumentation-genai-*`` packages first, then the deprecated
+``opentelemetry-instrumentation-openai-v2`` (the only one on Python 3.9). Whichever is already
+instrumented is kept; two instrumenting the same SDK would give one call two GenAI spans, so
+the less preferred ones are turned off. When none can be turned on, one WARNING says why and
+what to install (docs: README, "GenAI spans").
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Tuple
+
+from opentelemetry.trace import TracerProvider
+
+from payi_otel._log import log_once, logger
+
+__all__ = ["FAMILIES", "GENAI_SCOPE_PREFIXES", "enable_genai_spans"]
+
+DISABLED_ENV = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
+
+
+@dataclass(frozen=True)
+class Instrumentation:
+    """One GenAI instrumentation package: its distribution, module and instrumentor class."""
+
+    distribution: str
+    module: str
+    instrumentor: str
+    min_python: Tuple[int, int] = (3, 10)
+
+
+@dataclass(frozen=True)
+class Family:
+    """An SDK (its import name, also its entry point name) and its GenAI instrumentations."""
+
+    sdk: str
+    instrumentations: Tuple[Instrumentation, ...]
+    #: The SDK starts GenAI spans of its own (anthropic >= 1.14: ``anthropic._tracing``).
+    native_spans_module: Optional[str] = None
+
+
+FAMILIES: Tuple[Family, ...] = (
+    Family("openai", (
+        Instrumentation("opentelemetry-instrumentation-genai-openai",
+                        "opentelemetry.instrumentation.genai.openai", "OpenAIInstrumentor"),
+        Instrumentation("opentelemetry-instrumentation-openai-v2",
+                        "opentelemetry.instrumentation.openai_v2", "OpenAIInstrumentor",
+                        min_python=(3, 9)),
+    )),
+    Family("anthropic", (
+        Instrumentation("opentelemetry-instrumentation-genai-anthropic",
+                        "opentelemetry.instrumentation.genai.anthropic",
+                        "AnthropicInstrumentor"),
+    ), native_spans_module="anthropic._tracing"),
+)
+
+#: Instrumentation scopes whose spans are GenAI spans even when they start without ``gen_ai.*``.
+GENAI_SCOPE_PREFIXES: Tuple[str, ...] = (
+    "opentelemetry.instrumentation.genai.",
+    "opentelemetry.instrumentation.openai_v2",
+    "opentelemetry.util.genai",
+)
+
+
+def _disabled() -> List[str]:
+    """``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``, as the auto-instrumentation loader reads it."""
+    return [name.strip() for name in os.environ.get(DISABLED_ENV, "").split(",")]
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _load(inst: Instrumentation) -> Tuple[Any, str]:
+    """The instrumentor instance, or None and why it cannot be used."""
+    if sys.version_info[:2] < inst.min_python:
+        return None, f"{inst.distribution} needs Python >= {'.'.join(map(str, inst.min_python))}"
+    if not _installed(inst.module.rsplit(".", 1)[0]) or not _installed(inst.module):
+        return None, f"{inst.distribution} is not installed"
+    try:
+        module = importlib.import_module(inst.module)
+        return getattr(module, inst.instrumentor)(), ""
+    except Exception as exc:  # an ImportError inside it: a release that does not fit
+        return None, f"{inst.distribution} does not load ({type(exc).__name__}: {exc})"
+
+
+def _loaded_instrumented(inst: Instrumentation) -> Any:
+    """The instrumentor if its module is imported and it is instrumented, else None."""
+    module = sys.modules.get(inst.module)
+    cls = getattr(module, inst.instrumentor, None)
+    if cls is None:
+        return None
+    # The singleton as it is: calling the class would run its __init__ again.
+    instance = getattr(cls, "_instance", None)
+    return instance if getattr(instance, "_is_instrumented_by_opentelemetry", False) else None
+
+
+def _enable_family(
+    family: Family, provider: Optional[TracerProvider]
+) -> List[Callable[[], Any]]:
+    instrumented = [
+        (inst, found) for inst in family.instrumentations
+        if (found := _loaded_instrumented(inst)) is not None
+    ]
+    if instrumented:
+        for inst, extra in instrumented[1:]:
+            extra.uninstrument()
+            log_once(
+                f"genai-dup:{family.sdk}",
+                "payi_otel: both %s and %s instrument %s, which would give every call two "
+                "GenAI spans; %s is turned off (pip uninstall %s)",
+                instrumented[0][0].distribution, inst.distribution, family.sdk,
+                inst.distribution, inst.distribution,
+            )
+        return []
+    reasons: List[str] = []
+    for inst in family.instrumentations:
+        instrumentor, why = _load(inst)
+        if instrumentor is None:
+            reasons.append(why)
+            continue
+        conflict = instrumentor._check_dependency_conflicts()
+        if conflict is not None:
+            reasons.append(str(conflict))
+            continue
+        try:
+            instrumentor.instrument(tracer_provider=provider)
+        except Exception as exc:
+            reasons.append(f"{inst.distribution} failed to instrument ({exc!r})")
+            logger.debug("payi_otel: %s failed to instrument", inst.distribution, exc_info=True)
+            continue
+        return [instrumentor.uninstrument]
+    if family.native_spans_module and _installed(family.native_spans_module):
+        return []  # the SDK's own call spans are its GenAI spans
+    preferred = family.instrumentations[0]
+    fix = (
+        f"pip install -U {preferred.distribution}"
+        if sys.version_info[:2] >= preferred.min_python
+        else f"use Python >= {'.'.join(map(str, preferred.min_python))} and "
+        f"pip install {preferred.distribution}"
+    )
+    log_once(
+        f"genai-none:{family.sdk}",
+        "payi_otel: no GenAI spans for %s calls (%s); their x-payi-* headers are still "
+        "stamped. To fix: %s",
+        family.sdk, "; ".join(reasons), fix,
+    )
+    return []
+
+
+def enable_genai_spans(provider: Optional[TracerProvider]) -> List[Callable[[], Any]]:
+    """Make sure each installed SDK has exactly one GenAI instrumentation on; the undo
+    callables of those turned on here."""
+    disabled = _disabled()
+    undo: List[Callable[[], Any]] = []
+    for family in FAMILIES:
+        if "*" in disabled or family.sdk in disabled or not _installed(family.sdk):
+            continue
+        undo.extend(_enable_family(family, provider))
+    return undo
