@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv lint test test-install test-compat bench demo e2e clean
+.PHONY: venv lint test test-install test-compat test-upstream bench demo e2e clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements-dev.txt
 venv: $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check src tests tests_install examples benchmarks e2e
+	$(BIN)/ruff check src tests tests_install tests_upstream examples benchmarks e2e
 	$(BIN)/mypy --strict src
 
 test: lint
@@ -35,6 +35,11 @@ test-compat:
 	$(COMPAT)/bin/python -m pip install --quiet -r requirements-dev.txt -e .
 	$(COMPAT)/bin/python -m pip install --quiet "openai==1.26.0" "anthropic==0.51.0" "httpx<0.28"
 	$(COMPAT)/bin/pytest tests/test_genai.py tests/test_genai_seeds.py tests/test_baggage.py tests/test_auto_instrumentation.py
+
+# The official GenAI instrumentations' own test suites (from their sdists, cassettes replayed)
+# with payi_otel instrumented; every GenAI span must carry payi.* (not part of `make test`).
+test-upstream:
+	$(PYTHON) tests_upstream/run.py --baseline $(UPSTREAM_ARGS)
 
 bench: venv
 	$(BIN)/python benchmarks/run.py

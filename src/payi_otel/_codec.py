@@ -8,10 +8,11 @@ compact, ASCII-escaped JSON object. An empty text means "cleared" for every kind
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 from urllib.parse import quote
 
 from payi_otel._parameters import (
@@ -26,7 +27,14 @@ from payi_otel._parameters import (
     validate_value,
 )
 
-__all__ = ["format_value", "is_payi_header", "parse_headers", "parse_value", "to_header_value"]
+__all__ = [
+    "format_value",
+    "header_name",
+    "is_payi_header",
+    "parse_headers",
+    "parse_value",
+    "to_header_value",
+]
 
 _INT = re.compile(r"[+-]?[0-9]{1,19}\Z")
 # A header value sent as-is: printable ASCII, no space at either end (RFC 9110 field-value).
@@ -105,24 +113,47 @@ def to_header_value(text: str) -> str:
 # --- per-call headers ------------------------------------------------------------------------
 
 
+def header_name(name: object) -> Optional[str]:
+    """A header name as text: ``str`` as it is, ``bytes`` (which httpx accepts) as Latin-1."""
+    if isinstance(name, str):
+        return name
+    if isinstance(name, (bytes, bytearray)):
+        return bytes(name).decode("latin-1")
+    return None
+
+
 def is_payi_header(name: object) -> bool:
-    return isinstance(name, str) and name.lower().startswith(HEADER_PREFIX)
+    text = header_name(name)
+    return text is not None and text.lower().startswith(HEADER_PREFIX)
 
 
-def parse_headers(sources: Iterable[Mapping[str, object]], *, skip: Tuple[type, ...]) -> Params:
-    """The parameters given by ``x-payi-*`` headers; later sources win (case-insensitive).
+def _unknown_header(header: str) -> ParameterValueError:
+    close = difflib.get_close_matches(header.lower(), PARAMETER_BY_HEADER, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ParameterValueError(
+        f"unknown Pay-i header {header!r}{hint}; the call was not sent "
+        f"(known: docs/parameters.md)"
+    )
 
-    ``None`` and instances of ``skip`` (the SDK's ``Omit``/``NotGiven``) count as absent.
-    Unknown ``x-payi-*`` names are left alone (sent as the caller wrote them).
+
+def parse_headers(sources: Iterable[Mapping[Any, object]], *, skip: Tuple[type, ...]) -> Params:
+    """The parameters given by ``x-payi-*`` headers; later sources win (case-insensitive;
+    names may be ``str`` or ``bytes``).
+
+    ``None`` and instances of ``skip`` (the SDK's ``Omit``/``NotGiven``) count as absent. An
+    ``x-payi-*`` name that is no parameter's (a typo such as ``x-payi-use-case-nme``) is the
+    caller's mistake: a ``ParameterValueError`` naming it, so no call goes out with its
+    attribution silently missing (docs/parameters.md).
     """
     texts: Dict[str, Tuple[str, object]] = {}
     for source in sources:
-        for header, value in source.items():
-            if not is_payi_header(header):
+        for raw, value in source.items():
+            header = header_name(raw)
+            if header is None or not header.lower().startswith(HEADER_PREFIX):
                 continue
             lowered = header.lower()
             if lowered not in PARAMETER_BY_HEADER:
-                continue
+                raise _unknown_header(header)
             if value is None or isinstance(value, skip):
                 # Unset: the scopes' value (seed: None "uses decorator/context value").
                 texts.pop(lowered, None)

@@ -37,6 +37,7 @@ __all__ = [
     "set_global",
     "with_call",
     "with_outgoing",
+    "without_level",
 ]
 
 _STATE_KEY = otel_context.create_key("payi_otel.scope_state")
@@ -150,6 +151,20 @@ def enter_scope(
             state.track_result, state.effective.child(level),
         )
     return state, otel_context.set_value(_STATE_KEY, state, parent)
+
+
+def without_level(ctx: Context, level: Level) -> Context:
+    """``ctx`` with one scope's level taken out of its state (an out-of-order exit)."""
+    state = _state(ctx)
+    if state is None:
+        return ctx
+    tracks = tuple(lv for lv in state.tracks if lv is not level)
+    contexts = tuple(lv for lv in state.contexts if lv is not level)
+    if len(tracks) == len(state.tracks) and len(contexts) == len(state.contexts):
+        return ctx
+    return otel_context.set_value(
+        _STATE_KEY, _build(_global, state.baggage, tracks, contexts), ctx
+    )
 
 
 def current_effective(ctx: Optional[Context] = None) -> Effective:

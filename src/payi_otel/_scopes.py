@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from collections.abc import AsyncGenerator, Generator, Mapping
 from contextvars import ContextVar
 from types import TracebackType
@@ -33,9 +34,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Scope:
-    """One entered scope: its span and the token of the context it attached."""
+    """One entered scope: its state (level), its span and the token of the context it
+    attached.
 
-    __slots__ = ("_span", "_token", "context", "effective")
+    Attribution never depends on tracing: the scope state is entered first, and a span that
+    cannot be started (e.g. a span processor that raises) leaves a scope without a span.
+    """
+
+    __slots__ = ("_level", "_outer_span", "_span", "_token", "context", "effective")
 
     def __init__(
         self, method: str, params: Params, span_name: str, parent: Context,
@@ -49,11 +55,20 @@ class _Scope:
                 "Call payi_instrument() once at start-up, or run under opentelemetry-instrument.",
             )
         state, ctx = payi_state.enter_scope(method, params, parent, key)
+        self._level = state.tracks[-1] if method == payi_state.TRACK else state.contexts[-1]
         self.effective: Effective = state.effective
-        self._span: Span = get_payi_tracer().start_span(
-            span_name, context=parent, kind=SpanKind.INTERNAL,
-            attributes=state.effective.scope_attributes(method),
-        )
+        self._outer_span: Span = trace.get_current_span(parent)
+        try:
+            self._span: Span = get_payi_tracer().start_span(
+                span_name, context=parent, kind=SpanKind.INTERNAL,
+                attributes=state.effective.scope_attributes(method),
+            )
+        except Exception:  # tracing failed, not payi_otel: the scope holds, without a span
+            log_once("scope-span", "payi_otel: a scope span could not be started; the scope "
+                     "still applies to its calls", exc_info=True)
+            self._span = trace.INVALID_SPAN
+        if self._span is not trace.INVALID_SPAN:
+            _OUTER_SPANS[self._span] = self._outer_span
         ctx = trace.set_span_in_context(self._span, ctx)
         if payi_state.propagate_baggage():
             ctx = payi_baggage.with_outgoing(ctx, state.effective)
@@ -63,10 +78,31 @@ class _Scope:
     def attach(self) -> None:
         self._token = otel_context.attach(self.context)
 
-    def detach(self) -> None:
+    def restore(self) -> None:
+        """Put back exactly the context from before :meth:`attach`, discarding whatever the
+        code run in between left attached (a driven generator's body between resumes)."""
         token, self._token = self._token, None
         if token is not None:
             otel_context.detach(token)  # type: ignore[arg-type]
+
+    def detach(self) -> None:
+        """Leave the scope. In order (this scope's context is the current one): restore what
+        was there before. Out of order (scopes held by generators advanced in turn, exits
+        called by hand): take only this scope out of the current context - never bring back
+        a scope that already ended, never leave this one's span current."""
+        token, self._token = self._token, None
+        if token is None:
+            return
+        current = otel_context.get_current()
+        if current is self.context:
+            otel_context.detach(token)  # type: ignore[arg-type]
+            return
+        ctx = payi_state.without_level(current, self._level)
+        if trace.get_current_span(ctx) is self._span:
+            ctx = trace.set_span_in_context(_live_outer(self._span), ctx)
+        if payi_state.propagate_baggage():
+            ctx = payi_baggage.with_outgoing(ctx, payi_state.current_effective(ctx))
+        otel_context.attach(ctx)
 
     def end(self, exc: Optional[BaseException] = None) -> None:
         try:
@@ -78,6 +114,20 @@ class _Scope:
             self._span.end()
         except Exception:  # e.g. a span processor that raises: never into the app
             internal_error("scope-end", "ending a scope span failed")
+
+
+# Each scope span's outer span (weakly): where an out-of-order exit sends the current span.
+_OUTER_SPANS: weakref.WeakKeyDictionary[Span, Span] = weakref.WeakKeyDictionary()
+
+
+def _live_outer(span: Span) -> Span:
+    """The nearest span around ``span`` that has not ended (scopes may end out of order)."""
+    outer = _OUTER_SPANS.get(span, trace.INVALID_SPAN)
+    seen = 0
+    while outer is not trace.INVALID_SPAN and not outer.is_recording() and seen < 1000:
+        outer = _OUTER_SPANS.get(outer, trace.INVALID_SPAN)
+        seen += 1
+    return outer
 
 
 class _NoScope(_Scope):
@@ -122,10 +172,32 @@ def _track_sync(
             scope.end(exc)
             raise
         scope.detach()
+        # What the call returned decides when the scope ends, not how fn was declared (an
+        # object with ``async def __call__``, an async function behind a plain decorator).
+        if inspect.isawaitable(result):
+            return _await_in_scope(result, scope)
+        if inspect.isgenerator(result):
+            return _drive_generator(result, params, key, name, scope.context, scope)
+        if inspect.isasyncgen(result):
+            return _drive_async_generator(result, params, key, name, scope.context, scope)
         scope.end()
         return result
 
     return wrapper
+
+
+async def _await_in_scope(awaitable: Any, scope: _Scope) -> Any:
+    """Await ``awaitable`` inside ``scope``, then end it."""
+    scope.attach()
+    try:
+        result = await awaitable
+    except BaseException as exc:
+        scope.restore()
+        scope.end(exc)
+        raise
+    scope.restore()
+    scope.end()
+    return result
 
 
 def _track_async(
@@ -134,25 +206,23 @@ def _track_async(
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         scope = _enter(payi_state.TRACK, params, name, otel_context.get_current(), key)
-        scope.attach()
         try:
-            result = await fn(*args, **kwargs)
+            awaitable = fn(*args, **kwargs)  # not run yet: only the coroutine is made
         except BaseException as exc:
-            scope.detach()
             scope.end(exc)
             raise
-        scope.detach()
-        scope.end()
-        return result
+        return await _await_in_scope(awaitable, scope)
 
     return wrapper
 
 
 def _drive_generator(
-    gen: Generator[Any, Any, Any], params: Params, key: Hashable, name: str, parent: Context
+    gen: Generator[Any, Any, Any], params: Params, key: Hashable, name: str, parent: Context,
+    entered: Optional[_Scope] = None,
 ) -> Generator[Any, Any, Any]:
-    """Run ``gen`` inside its scope on every resume, and outside it between resumes."""
-    scope = _enter(payi_state.TRACK, params, name, parent, key)
+    """Run ``gen`` inside its scope on every resume, and outside it between resumes (the
+    scope is entered at the first resume unless already ``entered``)."""
+    scope = entered or _enter(payi_state.TRACK, params, name, parent, key)
     error: Optional[BaseException] = None
     try:
         to_send: Any = None
@@ -164,7 +234,7 @@ def _drive_generator(
             except StopIteration as stop:
                 return stop.value
             finally:
-                scope.detach()
+                scope.restore()
             to_send, to_throw = None, None
             try:
                 to_send = yield item
@@ -173,7 +243,7 @@ def _drive_generator(
                 try:
                     gen.close()
                 finally:
-                    scope.detach()
+                    scope.restore()
                 raise
             except BaseException as exc:
                 to_throw = exc
@@ -185,10 +255,11 @@ def _drive_generator(
 
 
 async def _drive_async_generator(
-    agen: AsyncGenerator[Any, Any], params: Params, key: Hashable, name: str, parent: Context
+    agen: AsyncGenerator[Any, Any], params: Params, key: Hashable, name: str, parent: Context,
+    entered: Optional[_Scope] = None,
 ) -> AsyncGenerator[Any, Any]:
     """Async counterpart of :func:`_drive_generator`."""
-    scope = _enter(payi_state.TRACK, params, name, parent, key)
+    scope = entered or _enter(payi_state.TRACK, params, name, parent, key)
     error: Optional[BaseException] = None
     try:
         to_send: Any = None
@@ -203,7 +274,7 @@ async def _drive_async_generator(
             except StopAsyncIteration:
                 return
             finally:
-                scope.detach()
+                scope.restore()
             to_send, to_throw = None, None
             try:
                 to_send = yield item
@@ -212,7 +283,7 @@ async def _drive_async_generator(
                 try:
                     await agen.aclose()
                 finally:
-                    scope.detach()
+                    scope.restore()
                 raise
             except BaseException as exc:
                 to_throw = exc

@@ -1,0 +1,120 @@
+"""Scope lifecycle: attribution never depends on tracing working, scopes left out of order
+never come back, and @track follows what a call returns (awaitable, generator), not how the
+function was declared."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Iterator
+from typing import Any
+
+from fixtures_genai import CHAT, GenAI
+from opentelemetry import trace
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+from payi_otel import PayiInstrumentor, get_context, track, track_context
+
+
+class _RaisingProcessor(SpanProcessor):
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        raise RuntimeError("tracing is broken")
+
+
+def test_a_scope_holds_when_its_span_cannot_start(genai: GenAI) -> None:
+    genai.check_invariant = False
+    broken = TracerProvider()
+    broken.add_span_processor(_RaisingProcessor())
+    payi = PayiInstrumentor()
+    payi.uninstrument()
+    payi.instrument(tracer_provider=broken, caller_file="<test>", genai_spans=False)
+    try:
+        with track_context(user_id="still_billed", limit_ids=["l"]):
+            assert get_context()["user_id"] == "still_billed"
+            genai.openai.chat.completions.create(**CHAT)
+
+        @track(account_name="acme")
+        def tracked() -> None:
+            genai.openai.chat.completions.create(**CHAT)
+
+        tracked()
+    finally:
+        payi.uninstrument()
+        genai.reinstrument()
+    assert genai.sent() == [{"x-payi-user-id": "still_billed", "x-payi-limit-ids": "l"},
+                            {"x-payi-account-name": "acme"}]
+
+
+def _holding(user: str) -> Iterator[object]:
+    with track_context(user_id=user):
+        yield get_context().get("user_id")
+        yield get_context().get("user_id")
+
+
+def test_generators_holding_scopes_advanced_in_turn_never_bring_an_exited_scope_back(
+    no_global: Any,
+) -> None:
+    a, b = _holding("a"), _holding("b")
+    assert next(a) == "a"
+    assert next(b) == "b"
+    a.close()  # a's scope ends while b's is the current one
+    assert get_context().get("user_id") == "b"
+    b.close()
+    assert "user_id" not in get_context()
+    span = trace.get_current_span()
+    assert not span.get_span_context().is_valid or span.is_recording()
+
+
+def test_exits_called_by_hand_out_of_order(no_global: Any) -> None:
+    first, second = track_context(user_id="1"), track_context(account_name="2")
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert dict(get_context()) == {"account_name": "2"}
+    second.__exit__(None, None, None)
+    assert dict(get_context()) == {}
+    span = trace.get_current_span()
+    assert not span.get_span_context().is_valid or span.is_recording()
+
+
+class _Agent:
+    async def __call__(self) -> object:
+        await asyncio.sleep(0)
+        return get_context().get("user_id")
+
+
+def _plain_decorator(fn: Any) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:  # no functools.wraps: not "async def" any more
+        return fn(*args, **kwargs)
+
+    return call
+
+
+async def test_track_on_callables_that_return_awaitables(no_global: Any) -> None:
+    agent = track(user_id="agent")(_Agent())
+
+    @track(user_id="wrapped")
+    @_plain_decorator
+    async def wrapped() -> object:
+        await asyncio.sleep(0)
+        return get_context().get("user_id")
+
+    assert await agent() == "agent"
+    assert await wrapped() == "wrapped"
+    assert "user_id" not in get_context()
+
+
+def test_track_on_a_function_that_returns_a_generator(no_global: Any) -> None:
+    def numbers() -> Iterator[object]:
+        yield get_context().get("user_id")
+        yield get_context().get("user_id")
+
+    @track(user_id="gen")
+    @functools.wraps(numbers)
+    def make() -> Iterator[object]:
+        return numbers()
+
+    gen = make()
+    assert "user_id" not in get_context()
+    assert list(gen) == ["gen", "gen"]
+    assert "user_id" not in get_context()
