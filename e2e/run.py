@@ -24,7 +24,7 @@ headers each GenAI call sent), then ask Jaeger's HTTP API and check that
     python e2e/run.py [--variant plain|redact|all] [--keep]
 
 ``--keep`` leaves Jaeger and the collector running after the checks (Ctrl-C ends them).
-Builds the binaries first if the cache lacks them (e2e/build.py). Exit status 0: all passed.
+Builds the binaries first if the cache lacks them (e2e/binaries.py). Exit status 0: all passed.
 """
 
 from __future__ import annotations
@@ -59,10 +59,9 @@ HOST = "127.0.0.1"
 
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(DEMO))
+import binaries  # noqa: E402
 from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402
 from report import headers_match  # noqa: E402  (the demo's header <-> attribute rule)
-
-import build  # noqa: E402
 
 #: Span attributes a search by tag is checked for (every value the demo produced).
 SEARCH_KEYS = ("payi.user_id", "payi.use_case.name")
@@ -526,16 +525,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     # A SIGTERM (CI's time limit, `kill`) unwinds like Ctrl-C: every process started is stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.monotonic()
-    if shutil.which("go") is None and not (build.collector_path().is_file()
-                                           and build.jaeger_path().is_file()):
+    if shutil.which("go") is None and not (binaries.collector_path().is_file()
+                                           and binaries.jaeger_path().is_file()):
         print("e2e: needs `go` to build the collector and Jaeger", file=sys.stderr)
         return 2
-    collector = build.ensure_collector()
-    jaeger_bin = build.ensure_jaeger()
+    collector = binaries.ensure_collector()
+    jaeger_bin = binaries.ensure_jaeger()
     built = time.monotonic()
     logs = Path(tempfile.mkdtemp(prefix="payi-otel-e2e-"))
-    print(f"e2e: collector {build.OTELCOL_VERSION} ({collector}), Jaeger {build.JAEGER_RELEASE} "
-          f"({jaeger_bin}); logs and records in {logs}", flush=True)
+    print(f"e2e: collector {binaries.OTELCOL_VERSION} ({collector}), "
+          f"Jaeger {binaries.JAEGER_RELEASE} ({jaeger_bin}); logs and records in {logs}",
+          flush=True)
     names = list(VARIANTS) if args.variant == "all" else [args.variant]
     failed: list[str] = []
     for name in names:

@@ -49,7 +49,9 @@ def headers_from_span(span: ReadableSpan) -> dict[str, str]:
             headers[ATTRIBUTE_TO_HEADER[key]] = _wire(text)
             continue
         for prefix, header in PROPERTY_ATTRIBUTES.items():
-            if key.startswith(prefix):
+            if key == prefix[:-1]:  # many keys: the dict as one attribute, its JSON text
+                props.setdefault(header, {}).update(json.loads(str(value)))
+            elif key.startswith(prefix):
                 props.setdefault(header, {})[key[len(prefix):]] = str(value)
     for header, mapping in props.items():
         headers[header] = json.dumps(mapping, separators=(",", ":"), ensure_ascii=True)

@@ -47,7 +47,7 @@ MODULES: dict[str, dict[str, str]] = {
 
 
 def _load_build() -> Any:
-    spec = importlib.util.spec_from_file_location("e2e_build", ROOT / "e2e" / "build.py")
+    spec = importlib.util.spec_from_file_location("e2e_build", ROOT / "e2e" / "binaries.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -100,7 +100,7 @@ def test_manifest_is_at_the_release_compose_pins() -> None:
     # Providers are stable (v1.x) modules released with the same core release.
     assert len(set(modules["providers"].values())) == 1
     assert next(iter(modules["providers"].values())).startswith("v1.")
-    assert "  output_path: ./otelcol-payi\n" in MANIFEST.read_text()  # build.py replaces it
+    assert "  output_path: ./otelcol-payi\n" in MANIFEST.read_text()  # binaries.py replaces it
 
 
 def test_redact_overlay_is_the_commented_recipe() -> None:

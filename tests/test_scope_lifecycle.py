@@ -118,3 +118,48 @@ def test_track_on_a_function_that_returns_a_generator(no_global: Any) -> None:
     assert "user_id" not in get_context()
     assert list(gen) == ["gen", "gen"]
     assert "user_id" not in get_context()
+
+
+def test_many_properties_never_evict_the_essentials(genai: GenAI) -> None:
+    """A span keeps 128 attributes and evicts the oldest: with 150 property keys the GenAI
+    span still has gen_ai.request.model and payi.user_id, and the properties as one JSON
+    attribute equal to the header."""
+    import json
+
+    properties = {f"k{i}": f"v{i}" for i in range(150)}
+    with track_context(user_id="many", request_properties=properties):
+        genai.openai.chat.completions.create(**CHAT)
+    [span] = genai.otel.genai_spans()
+    attributes = span.attributes or {}
+    assert attributes["payi.user_id"] == "many"
+    assert attributes["gen_ai.request.model"] == CHAT["model"]
+    assert json.loads(str(attributes["payi.request.properties"])) == properties
+    assert json.loads(genai.last()["x-payi-request-properties"]) == properties
+
+
+def test_a_few_properties_are_attributes_of_their_own(genai: GenAI) -> None:
+    with track_context(request_properties={"tier": "gold"}):
+        genai.openai.chat.completions.create(**CHAT)
+    [span] = genai.otel.genai_spans()
+    assert (span.attributes or {})["payi.request.properties.tier"] == "gold"
+
+
+def test_the_merge_cache_is_bounded_for_the_whole_process(
+    no_global: Any, monkeypatch: Any
+) -> None:
+    """user > account > category > a unique property per request: the per-parent bound alone
+    lets the cache grow with fan-out ** depth; the global bound holds it."""
+    import gc
+
+    from payi_otel import _resolved
+
+    monkeypatch.setattr(_resolved, "GLOBAL_CACHE_SIZE", 500)
+    for request in range(5000):
+        with track_context(user_id=f"user{request % 50}"):
+            with track_context(account_name=f"account{request % 7}"):
+                with track_context(request_tags=[f"category{request % 5}"]):
+                    with track_context(request_properties={"request": str(request)}):
+                        pass
+    gc.collect()
+    live = sum(isinstance(o, _resolved.Effective) for o in gc.get_objects())
+    assert live <= 2 * 500 + 100, live

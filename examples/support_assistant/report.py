@@ -181,7 +181,11 @@ def headers_of_span(span: ReadableSpan) -> dict[str, object]:
         header = HEADER_BY_ATTRIBUTE.get(PAYI + base + (".properties" if dot_properties else ""))
         if header is None:
             continue  # payi.scope: not a header
-        if dot_properties:
+        if key.endswith(".properties"):  # many keys: the dict as one attribute, its JSON text
+            properties = headers.setdefault(header, {})
+            assert isinstance(properties, dict)
+            properties.update(json.loads(str(value)))
+        elif dot_properties:
             properties = headers.setdefault(header, {})
             assert isinstance(properties, dict)
             properties[prop] = str(value)

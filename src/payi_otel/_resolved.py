@@ -23,9 +23,18 @@ from payi_otel._parameters import (
     Value,
 )
 
-__all__ = ["AttributeValue", "Effective", "emitted"]
+__all__ = [
+    "GLOBAL_CACHE_SIZE",
+    "MAX_PROPERTY_ATTRIBUTES",
+    "AttributeValue",
+    "Effective",
+    "emitted",
+]
 
 AttributeValue = Union[str, int, Sequence[str]]
+
+#: Property keys (both dicts together) a span carries as attributes of their own.
+MAX_PROPERTY_ATTRIBUTES = 32
 
 _ORDER = {name: i for i, name in enumerate(PARAMETERS)}
 
@@ -51,6 +60,24 @@ def emitted(params: Params) -> List[Tuple[str, Value]]:
 
 #: Children cached per Effective (see :meth:`Effective.child`); the cache is reset when full.
 CHILD_CACHE_SIZE = 64
+#: Templates cached in the whole process. Per-parent bounds alone grow with fan-out to the
+#: power of the nesting depth; past this, every cache starts again (a new generation: a cache
+#: of an older one is dropped when next used, and the tree hanging from it with it - the
+#: global level's cache is used by every scope, so the whole tree goes at once).
+GLOBAL_CACHE_SIZE = 20_000
+
+_generation = 0
+_cached = 0
+
+
+def _count_cached() -> int:
+    """Count one newly cached template; the generation caches now belong to."""
+    global _cached, _generation
+    _cached += 1
+    if _cached > GLOBAL_CACHE_SIZE:
+        _cached = 0
+        _generation += 1
+    return _generation
 
 
 def _placeholder(name: str) -> str:
@@ -60,7 +87,9 @@ def _placeholder(name: str) -> str:
 class Effective:
     """Immutable effective parameters with their outward forms computed once, on demand."""
 
-    __slots__ = ("_attributes", "_children", "_headers", "_scope_attributes", "params")
+    __slots__ = (
+        "_attributes", "_children", "_generation", "_headers", "_scope_attributes", "params",
+    )
 
     def __init__(self, params: Params) -> None:
         self.params = params
@@ -68,6 +97,7 @@ class Effective:
         self._headers: Optional[Dict[str, str]] = None
         self._scope_attributes: Optional[Dict[str, Dict[str, AttributeValue]]] = None
         self._children: Optional[Dict[Hashable, Effective]] = None
+        self._generation = -1
 
     def child(self, level: Level) -> Effective:
         """``level`` merged over these parameters.
@@ -82,8 +112,9 @@ class Effective:
         if key is None:
             return Effective(merge(self.params, level))
         children = self._children
-        if children is None:
+        if children is None or self._generation != _generation:
             children = self._children = {}
+            self._generation = _generation
         template = children.get(key)
         if template is None:
             if len(children) >= CHILD_CACHE_SIZE:
@@ -91,6 +122,8 @@ class Effective:
             placeholders = {name: _placeholder(name) for name in level.fresh_ids}
             template = Effective(merge(self.params, Level(level.params, placeholders)))
             children[key] = template
+            if _count_cached() != self._generation:
+                self._children = None  # a new generation began: start this cache again
         if not level.fresh_ids:
             return template
         return template._with_ids(level.fresh_ids)
@@ -124,9 +157,19 @@ class Effective:
         attributes = self._attributes
         if attributes is None:
             attributes = {}
-            for name, value in emitted(self.params):
+            items = emitted(self.params)
+            # A span keeps at most 128 attributes (the SDK default) and evicts the oldest -
+            # the instrumentation's gen_ai.* first. So property keys are attributes of their
+            # own only while few; past MAX_PROPERTY_ATTRIBUTES each dict is one attribute, its
+            # header's JSON text (docs/parameters.md, "Span attributes").
+            per_key = sum(
+                len(v) for _, v in items if isinstance(v, dict)
+            ) <= MAX_PROPERTY_ATTRIBUTES
+            for name, value in items:
                 key = ATTRIBUTE_NAMES[name]
-                if isinstance(value, dict):
+                if isinstance(value, dict) and not per_key:
+                    attributes[key] = format_value(name, value)
+                elif isinstance(value, dict):
                     for prop, item in value.items():
                         if item is not None:
                             attributes[f"{key}.{prop}"] = item

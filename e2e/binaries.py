@@ -11,7 +11,7 @@ directory per version (the collector's also per manifest content), so a warm run
 nothing and a changed manifest or version builds anew. A build goes to a temporary directory
 first and is renamed into place only when it succeeded.
 
-    python e2e/build.py            # build what is missing; print the two binaries' paths
+    python e2e/binaries.py            # build what is missing; print the two binaries' paths
 
 Needs ``go`` (1.25+) and the Go module proxy. Standard library only.
 """
