@@ -59,7 +59,7 @@ HOST = "127.0.0.1"
 
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(DEMO))
-from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402
+from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402, I001  (a root build/ moves `build`)
 from report import headers_match  # noqa: E402  (the demo's header <-> attribute rule)
 
 import build  # noqa: E402
