@@ -284,3 +284,25 @@ async def test_metrics_per_user_when_opted_in_across_asyncio_tasks(
     outputs = metrics.sum_by("payi.genai.tokens", "payi.user_id",
                              **{"payi_otel.token.type": "output"})
     assert outputs["user-3"] == 4 * one["gen_ai.usage.output_tokens"]  # type: ignore[operator]
+
+
+def test_without_genai_prices_calls_get_usage_and_one_warning(
+    genai: GenAI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As on Python < 3.11, where genai-prices is not installed."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "genai_prices", None)  # import raises ImportError
+    metrics = Metrics()
+    genai.reinstrument(meter_provider=metrics.provider)
+    for _ in range(2):
+        genai.openai.chat.completions.create(**MINI)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING
+                and r.name == "payi_otel"]
+    assert len(warnings) == 1 and "genai-prices is not installed" in warnings[0].getMessage()
+    for span in genai.otel.genai_spans():
+        usage = usage_of(span)
+        assert usage["gen_ai.usage.input_tokens"] > 0
+        assert not [k for k in usage if k.startswith("payi_otel.cost.")]
+    assert metrics.points("payi.genai.cost") == []
+    assert metrics.sum_by("payi.genai.tokens", "payi_otel.token.type")["input"] > 0

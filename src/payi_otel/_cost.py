@@ -146,7 +146,7 @@ class CostObserver:
         attributes = self._dimensions(record)
         for field, _, token_type in _USAGE:
             count = getattr(usage, field)
-            if count is not None:
+            if count:  # a zero adds nothing to a sum, and each add costs the SDK ~7 us
                 self._tokens.add(count, {**attributes, "payi_otel.token.type": token_type})
         if price is not None:
             self._cost.add(float(price.total_price), attributes)
