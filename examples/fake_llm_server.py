@@ -24,6 +24,12 @@ Endpoints (replies echo the last user message as ``"echo: <text>"`` and carry ``
   ``GET /v1/models`` (when the request carries an ``anthropic-version`` header).
 
 Token counts are a deterministic approximation: one token per word or punctuation mark.
+A request header ``x-fake-usage: {"cached_tokens": 6, "cache_write_tokens": 4,
+"reasoning_tokens": 3}`` (any of them) adds cached, cache-written and reasoning tokens to the
+usage of chat completions, responses and messages, in each API's own shape: OpenAI counts
+cached tokens inside ``prompt_tokens`` / ``input_tokens`` (cache writes are not reported),
+Anthropic next to ``input_tokens`` (``cache_read_input_tokens``,
+``cache_creation_input_tokens``); reasoning tokens are inside the output count.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import contextvars
 import hashlib
 import json
 import random
@@ -43,9 +50,11 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import MappingProxyType
 from typing import Any, Callable, Optional, Union
 from urllib.parse import urlsplit
 
@@ -112,6 +121,19 @@ def _sse(data: Any, event: Optional[str] = None) -> bytes:
 _SSE_DONE = b"data: [DONE]\n\n"
 
 
+#: The extra usage the current request asked for (``x-fake-usage``), by field.
+_extra_usage: contextvars.ContextVar[Mapping[str, int]] = contextvars.ContextVar(
+    "fake_extra_usage", default=MappingProxyType({}))
+
+
+def _parse_extra_usage(text: Optional[str]) -> Mapping[str, int]:
+    if not text:
+        return {}
+    value = json.loads(text)
+    fields = ("cached_tokens", "cache_write_tokens", "reasoning_tokens")
+    return {k: int(value[k]) for k in fields if isinstance(value.get(k), int)}
+
+
 def _new_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex[:24]
 
@@ -176,15 +198,17 @@ def _chat_completions(body: dict[str, Any]) -> _Reply:
     reply = _echo(_last_user_text(messages))
     requested_n = body.get("n")
     n = requested_n if isinstance(requested_n, int) and requested_n > 0 else 1
-    prompt_tokens = max(1, _count_tokens(_all_text(messages)))
-    completion_tokens = _count_tokens(reply) * n
+    extra = _extra_usage.get()
+    cached, reasoning = extra.get("cached_tokens", 0), extra.get("reasoning_tokens", 0)
+    prompt_tokens = max(1, _count_tokens(_all_text(messages))) + cached
+    completion_tokens = _count_tokens(reply) * n + reasoning
     usage = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": reasoning,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
@@ -215,12 +239,12 @@ def _chat_completions(body: dict[str, Any]) -> _Reply:
 
     stream_options = body.get("stream_options")
     include_usage = isinstance(stream_options, dict) and bool(stream_options.get("include_usage"))
-    extra = {"usage": None} if include_usage else {}
+    no_usage = {"usage": None} if include_usage else {}
 
     def chunk(index: int, delta: dict[str, Any], finish_reason: Optional[str]) -> bytes:
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return _sse(
-            {**common, "object": "chat.completion.chunk", "choices": [choice], **extra}
+            {**common, "object": "chat.completion.chunk", "choices": [choice], **no_usage}
         )
 
     events: list[bytes] = []
@@ -354,13 +378,15 @@ def _responses(body: dict[str, Any]) -> _Reply:
     if isinstance(instructions, str):
         all_text = f"{instructions} {all_text}"
     reply = _echo(last_text)
-    input_tokens = max(1, _count_tokens(all_text))
-    output_tokens = _count_tokens(reply)
+    extra = _extra_usage.get()
+    cached, reasoning = extra.get("cached_tokens", 0), extra.get("reasoning_tokens", 0)
+    input_tokens = max(1, _count_tokens(all_text)) + cached
+    output_tokens = _count_tokens(reply) + reasoning
     usage = {
         "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
         "output_tokens": output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": input_tokens + output_tokens,
     }
     response_id = _new_id("resp_")
@@ -483,8 +509,8 @@ def _messages(body: dict[str, Any]) -> _Reply:
         "usage": {
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": _extra_usage.get().get("cache_write_tokens", 0),
+            "cache_read_input_tokens": _extra_usage.get().get("cached_tokens", 0),
             "service_tier": "standard",
         },
     }
@@ -727,6 +753,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         reply: _Reply
         try:
+            _extra_usage.set(_parse_extra_usage(headers.get("x-fake-usage")))
             reply = endpoint(body if isinstance(body, dict) else {})
         except Exception as exc:  # a bug in this file: answer, and show it
             self.log_error("endpoint %s failed: %r", path, exc)

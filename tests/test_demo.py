@@ -248,3 +248,32 @@ def test_demo_exports_its_spans_over_otlp_http() -> None:
         digest = call("digest", account_name=account)
         assert digest["payi.request_tags"] == ["digest"]
         assert "payi.user_id" not in digest
+
+
+def _cost_table(lines: list[str], title: str) -> dict[tuple[str, str], float]:
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    rows: dict[tuple[str, str], float] = {}
+    for line in lines[start + 2:]:
+        cells = re.split(r"\s{2,}", line.strip())
+        if cells[0] == "total":
+            rows[("total", "")] = float(cells[1])
+            return rows
+        rows[(cells[0], cells[1])] = float(cells[2])
+    raise AssertionError(f"no total row under {title!r}")
+
+
+def test_demo_prints_cost_per_user_and_per_use_case_step_from_the_metrics(
+    demo: subprocess.CompletedProcess[str],
+) -> None:
+    lines = section(demo.stdout, "Cost, from the payi.genai.* metrics")
+    by_user = _cost_table(lines, "By account and user")
+    by_step = _cost_table(lines, "By use case and step")
+    for user, account in {**CUSTOMERS, "agent-7": "initech", "ops-admin": "internal"}.items():
+        assert by_user[(account, user)] > 0, by_user
+    for account in ("acme", "globex", "initech"):  # the digests: no user
+        assert by_user[(account, "-")] > 0
+    assert {step for _, step in by_step} - {""} == set(STEPS)
+    total = by_user.pop(("total", ""))
+    assert total == by_step.pop(("total", "")) > 0
+    assert sum(by_user.values()) == pytest.approx(total, abs=1e-5)
+    assert sum(by_step.values()) == pytest.approx(total, abs=1e-5)

@@ -1,5 +1,6 @@
-"""See payi_otel at work: a support assistant making real OpenAI SDK calls, then its traces
-and the ``x-payi-*`` headers every call sent.
+"""See payi_otel at work: a support assistant making real OpenAI SDK calls, then its traces,
+the ``x-payi-*`` headers every call sent, and what each user and use case step cost (from the
+token and cost metrics).
 
     make demo                      # or: python examples/support_assistant/main.py
 
@@ -39,9 +40,12 @@ from assistant import (  # noqa: E402
     handle_ticket,
     nightly_digest,
 )
+from costs import print_costs  # noqa: E402
 from fake_llm_server import FakeLLMServer  # noqa: E402
 from openai import OpenAI  # noqa: E402
 from opentelemetry import trace  # noqa: E402
+from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource  # noqa: E402
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import (  # noqa: E402
@@ -127,7 +131,12 @@ def run_app(base_url: str, api_key: str) -> None:
 
 def main() -> int:
     provider, memory, otlp = setup_tracing()
-    payi_instrument(config=PAYI_CONFIG, tracer_provider=provider)
+    # The cost view reads payi_otel's token and cost metrics; user ids are a dimension here
+    # (opt-in: one series per user).
+    metrics = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[metrics])
+    payi_instrument(config=PAYI_CONFIG, tracer_provider=provider, meter_provider=meter_provider,
+                    metrics_user_id=True)
     global_attributes = context_attributes(get_context())  # outside any scope: the global level
 
     server: Optional[FakeLLMServer] = None
@@ -165,6 +174,9 @@ def main() -> int:
         print_headers(requests)
         print()
         ok = print_check(pairs, unmatched)
+
+    print("\n=== Cost, from the payi.genai.* metrics " + "=" * 40)
+    print_costs(metrics)
 
     provider.shutdown()  # flushes the OTLP exporter, if any
     if otlp is not None:

@@ -19,9 +19,11 @@ from payi_otel._parameters import (
     validate_params,
 )
 
-__all__ = ["PROPAGATE_BAGGAGE_ENV", "global_params", "parse_bool_env"]
+__all__ = ["METRICS_USER_ID_ENV", "PROPAGATE_BAGGAGE_ENV", "global_params", "parse_bool_env"]
 
 PROPAGATE_BAGGAGE_ENV = "PAYI_PROPAGATE_BAGGAGE"
+#: ``payi.user_id`` as a metric dimension (off by default: one series per user).
+METRICS_USER_ID_ENV = "PAYI_METRICS_USER_ID"
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}

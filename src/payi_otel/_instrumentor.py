@@ -16,15 +16,17 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
 )
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from payi_otel import _config as payi_config
 from payi_otel import _context as payi_state
 from payi_otel import _zero_code
+from payi_otel._cost import CostObserver
 from payi_otel._genai import enable_genai_spans
 from payi_otel._log import logger
 from payi_otel._parameters import ParameterError
-from payi_otel._providers import PROVIDERS, instrument_providers
+from payi_otel._providers import PROVIDERS, add_observer, instrument_providers
 from payi_otel._spans import install_processor, set_payi_tracer_provider
 from payi_otel._threads import instrument_threads
 
@@ -44,7 +46,10 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     Keyword arguments: ``tracer_provider``, ``config`` (a mapping of Pay-i parameters for the
     global level), ``propagate_baggage`` (default: ``PAYI_PROPAGATE_BAGGAGE``, else False),
-    ``genai_spans`` (default True: turn on the GenAI instrumentation of each installed SDK).
+    ``genai_spans`` (default True: turn on the GenAI instrumentation of each installed SDK),
+    ``meter_provider`` (default: the global one) for the token and cost metrics,
+    ``metrics_user_id`` (default: ``PAYI_METRICS_USER_ID``, else False: ``payi.user_id`` as
+    a metric dimension).
     """
 
     # No __init__: BaseInstrumentor is a singleton whose __init__ would run on every
@@ -76,12 +81,16 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             raise TypeError(
                 f"propagate_baggage must be a bool, not {type(propagate).__name__}"
             )
+        metrics_user_id = _bool_option(kwargs.get("metrics_user_id"), "metrics_user_id",
+                                       payi_config.METRICS_USER_ID_ENV, zero_code)
         provider: Optional[TracerProvider] = kwargs.get("tracer_provider")
         payi_state.set_global(params, propagate_baggage=propagate, instrumented=True)
         set_payi_tracer_provider(provider)
         undo: List[Callable[[], Any]] = list(instrument_threads())
         undo.append(install_processor(provider or trace.get_tracer_provider()))
         undo.extend(instrument_providers(PROVIDERS))
+        undo.append(add_observer(CostObserver(kwargs.get("meter_provider"),
+                                              metrics_user_id=metrics_user_id)))
         self._undo = tuple(undo)
         if kwargs.get("genai_spans", True):
             if zero_code:  # the loader instruments them; see finish_zero_code()
@@ -104,12 +113,30 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         set_payi_tracer_provider(None)
 
 
+def _bool_option(value: object, name: str, env: str, zero_code: bool) -> bool:
+    """A keyword's bool, else the variable's (under zero-code a bad one is logged, not
+    raised), else False."""
+    if value is None:
+        try:
+            return bool(payi_config.parse_bool_env(os.environ, env))
+        except ParameterError as error:
+            if not zero_code:
+                raise
+            logger.error("payi_otel: %s; the variable is ignored", error)
+            return False
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+    return value
+
+
 def payi_instrument(
     config: Optional[Mapping[str, object]] = None,
     *,
     tracer_provider: Optional[TracerProvider] = None,
     propagate_baggage: Optional[bool] = None,
     genai_spans: bool = True,
+    meter_provider: Optional[MeterProvider] = None,
+    metrics_user_id: Optional[bool] = None,
 ) -> None:
     """Initialise Pay-i attribution once, at application start-up.
 
@@ -117,7 +144,10 @@ def payi_instrument(
     ``use_case_name`` defaults to the calling file's stem, with a fresh id), installs the span
     processor on ``tracer_provider`` (default: the global one) and instruments the installed
     GenAI SDKs. With ``genai_spans`` (default), each installed SDK also gets GenAI spans from
-    its official OpenTelemetry instrumentation unless one is already on.
+    its official OpenTelemetry instrumentation unless one is already on. Every call's usage
+    and cost go on its GenAI span and into the ``payi.genai.tokens`` / ``payi.genai.cost``
+    counters of ``meter_provider`` (default: the global one), with ``payi.user_id`` among
+    their dimensions only with ``metrics_user_id`` (default: ``PAYI_METRICS_USER_ID``).
     A second call logs a warning and changes nothing.
     """
     instrumentor = PayiInstrumentor()
@@ -131,4 +161,6 @@ def payi_instrument(
         propagate_baggage=propagate_baggage,
         caller_file=caller,
         genai_spans=genai_spans,
+        meter_provider=meter_provider,
+        metrics_user_id=metrics_user_id,
     )

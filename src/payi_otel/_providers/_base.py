@@ -44,7 +44,13 @@ class Call:
 
 @dataclass(frozen=True)
 class Usage:
-    """Token usage of one call (None: the response did not say)."""
+    """Token usage of one call (None: the response did not say).
+
+    In a :class:`CallRecord`, ``input_tokens`` counts every input token, cache reads and
+    writes included, and ``output_tokens`` every output token, reasoning included (as the
+    GenAI semantic conventions count ``gen_ai.usage.input_tokens`` / ``output_tokens``);
+    a provider's own counts are brought to that by :meth:`Provider.usage_totals`.
+    """
 
     input_tokens: Optional[int] = None
     output_tokens: Optional[int] = None
@@ -107,6 +113,21 @@ class Provider(Protocol):
 
     def usage(self, item: object) -> Optional[Usage]:
         """Token usage reported by a response or by one item of a stream, if any."""
+        ...
+
+    def usage_totals(self, usage: Usage) -> Usage:
+        """``usage`` (merged over a whole call) with ``input_tokens`` counting cache reads
+        and writes too, for an API that reports them apart."""
+        ...
+
+    def ask_usage(self, args: Args, kwargs: Kwargs) -> Optional[Tuple[Args, Kwargs]]:
+        """The arguments that make a stream report its usage, for an API that reports it
+        only when asked and a caller who did not ask; None: send the call as it is."""
+        ...
+
+    def is_usage_only(self, item: object) -> bool:
+        """Whether a stream item only carries the usage :meth:`ask_usage` asked for (the
+        caller, who did not ask, never sees it)."""
         ...
 
     def response_model(self, item: object) -> Optional[str]:

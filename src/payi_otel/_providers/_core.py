@@ -69,8 +69,8 @@ def resolve_call(effective: Effective, call_params: Params) -> Effective:
 class _Observation:
     """One call on its way: what the response side reports when it completes."""
 
-    __slots__ = ("call", "done", "model", "provider", "response_model", "span", "started",
-                 "streamed", "usage")
+    __slots__ = ("call", "done", "hide_usage_only", "model", "provider", "response_model",
+                 "span", "started", "streamed", "usage")
 
     def __init__(self, provider: Provider, call: Effective, model: Optional[str]) -> None:
         self.provider = provider
@@ -82,6 +82,19 @@ class _Observation:
         self.response_model: Optional[str] = None
         self.streamed = False
         self.done = False
+        #: The hook asked the stream for its usage: the item carrying only it is not passed on.
+        self.hide_usage_only = False
+
+    def hidden(self, item: object) -> bool:
+        """Observe ``item``; True when the caller must not see it."""
+        self.see(item)
+        if not self.hide_usage_only:
+            return False
+        try:
+            return self.provider.is_usage_only(item)
+        except Exception:
+            internal_error(f"observe:{self.provider.name}", "reading a stream item failed")
+            return False
 
     def see(self, item: object) -> None:
         try:
@@ -96,8 +109,14 @@ class _Observation:
         if self.done:
             return
         self.done = True
+        usage = self.usage
+        if usage is not None:
+            try:
+                usage = self.provider.usage_totals(usage)
+            except Exception:
+                internal_error(f"observe:{self.provider.name}", "reading usage failed")
         record = CallRecord(
-            self.provider.name, self.call, self.model, self.response_model, self.usage,
+            self.provider.name, self.call, self.model, self.response_model, usage,
             self.span, time.perf_counter() - self.started, self.streamed, error,
         )
         for observer in _observers:
@@ -118,41 +137,43 @@ class _ObservedStream(wrapt.ObjectProxy):  # type: ignore[type-arg,unused-ignore
         observation = self._self_observation
         try:
             for item in self.__wrapped__:
-                observation.see(item)
-                yield item
+                if not observation.hidden(item):
+                    yield item
         except BaseException as exc:
             observation.finish(exc)
             raise
         observation.finish()
 
     def __next__(self) -> Any:
-        try:
-            item = next(self.__wrapped__)
-        except StopIteration:
-            self._self_observation.finish()
-            raise
-        self._self_observation.see(item)
-        return item
+        while True:
+            try:
+                item = next(self.__wrapped__)
+            except StopIteration:
+                self._self_observation.finish()
+                raise
+            if not self._self_observation.hidden(item):
+                return item
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         observation = self._self_observation
         try:
             async for item in self.__wrapped__:
-                observation.see(item)
-                yield item
+                if not observation.hidden(item):
+                    yield item
         except BaseException as exc:
             observation.finish(exc)
             raise
         observation.finish()
 
     async def __anext__(self) -> Any:
-        try:
-            item = await self.__wrapped__.__anext__()
-        except StopAsyncIteration:
-            self._self_observation.finish()
-            raise
-        self._self_observation.see(item)
-        return item
+        while True:
+            try:
+                item = await self.__wrapped__.__anext__()
+            except StopAsyncIteration:
+                self._self_observation.finish()
+                raise
+            if not self._self_observation.hidden(item):
+                return item
 
     def close(self) -> Any:
         self._self_observation.finish()
@@ -187,7 +208,13 @@ def _prepare(
         call = resolve_call(current_effective(), parse_headers(request.headers, skip=()))
         new_args, new_kwargs = provider.stamp(instance, args, kwargs, call.headers())
         apply_call_attributes(trace.get_current_span(), call)
-        observation = _Observation(provider, call, request.model) if _observers else None
+        observation = None
+        if _observers:
+            observation = _Observation(provider, call, request.model)
+            asked = provider.ask_usage(new_args, new_kwargs)
+            if asked is not None:
+                new_args, new_kwargs = asked
+                observation.hide_usage_only = True
         return new_args, new_kwargs, with_call(otel_context.get_current(), call), observation
     except ParameterError:
         raise

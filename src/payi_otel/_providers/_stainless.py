@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 
 from payi_otel._codec import is_payi_header
@@ -42,6 +43,8 @@ class StainlessProvider:
     usage_fields: ClassVar[Mapping[str, Tuple[str, ...]]] = {}
     #: Where a response or stream item may carry a ``usage`` object.
     usage_holders: Tuple[str, ...] = ("usage",)
+    #: Whether the API's input count leaves out cache reads and writes (Anthropic's does).
+    input_excludes_cache: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._markers: Optional[Tuple[type, Tuple[type, ...], Callable[[Any], Any]]] = None
@@ -121,6 +124,19 @@ class StainlessProvider:
             if any(v is not None for v in counts.values()):
                 return Usage(**counts)
         return None
+
+    def usage_totals(self, usage: Usage) -> Usage:
+        if not self.input_excludes_cache or usage.input_tokens is None:
+            return usage
+        total = usage.input_tokens + (usage.cache_read_tokens or 0) + (
+            usage.cache_write_tokens or 0)
+        return replace(usage, input_tokens=total)
+
+    def ask_usage(self, args: Args, kwargs: Kwargs) -> Optional[Tuple[Args, Kwargs]]:
+        return None
+
+    def is_usage_only(self, item: object) -> bool:
+        return False
 
     def response_model(self, item: object) -> Optional[str]:
         for path in ("model", "message.model", "response.model"):

@@ -21,3 +21,5 @@ class AnthropicProvider(StainlessProvider):
         "cache_write_tokens": ("cache_creation_input_tokens",),
     }
     usage_holders = ("usage", "message.usage")
+    # ``input_tokens`` is the uncached part; the total adds cache reads and writes.
+    input_excludes_cache = True

@@ -1,15 +1,27 @@
 """The ``openai`` SDK behind the seam: chat completions, responses, embeddings, ... (Stainless
 layout, see ``_stainless``). Usage: ``prompt_tokens``/``completion_tokens`` (chat,
-embeddings) or ``input_tokens``/``output_tokens`` (responses), with their details."""
+embeddings) or ``input_tokens``/``output_tokens`` (responses), with their details.
+
+Chat and completions streams report usage only when asked (``stream_options.include_usage``),
+in one last chunk with no choices: when the caller did not ask, the hook asks and that chunk
+is kept from the caller (:meth:`OpenAIProvider.ask_usage`, :meth:`~OpenAIProvider.is_usage_only`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Tuple
+from typing import Any, ClassVar, Optional, Tuple
 
+from payi_otel._providers._base import Args, Kwargs
 from payi_otel._providers._stainless import StainlessProvider
 
 __all__ = ["OpenAIProvider"]
+
+#: The endpoints whose streams take ``stream_options`` (also under an Azure deployment path).
+_USAGE_ON_REQUEST = ("/chat/completions", "/completions")
+#: The SDK's marker header of ``with_raw_response`` / ``with_streaming_response``: the caller
+#: reads the raw events, so nothing may be asked for on their behalf.
+_RAW_RESPONSE = "x-stainless-raw-response"
 
 
 class OpenAIProvider(StainlessProvider):
@@ -25,3 +37,33 @@ class OpenAIProvider(StainlessProvider):
     # A chat chunk carries ``usage`` (with stream_options.include_usage); a responses stream
     # event carries it on its ``response``.
     usage_holders = ("usage", "response.usage")
+
+    def ask_usage(self, args: Args, kwargs: Kwargs) -> Optional[Tuple[Args, Kwargs]]:
+        options = self._options(args, kwargs)
+        body = getattr(options, "json_data", None)
+        if (
+            not kwargs.get("stream")
+            or not isinstance(body, Mapping)
+            or body.get("stream") is not True
+            or not str(getattr(options, "url", "")).endswith(_USAGE_ON_REQUEST)
+        ):
+            return None
+        given: Any = body.get("stream_options")
+        if isinstance(given, Mapping) and given.get("include_usage"):
+            return None  # the caller asked: they get it
+        if given is not None and not isinstance(given, Mapping):
+            return None  # an SDK marker (NotGiven / Omit) or something unknown
+        headers = getattr(options, "headers", None)
+        if isinstance(headers, Mapping) and any(
+            str(k).lower() == _RAW_RESPONSE for k in headers
+        ):
+            return None
+        assert self._markers is not None
+        options = self._markers[2](options)  # model_copy: the caller's options stay as given
+        options.json_data = {**body, "stream_options": {**(given or {}), "include_usage": True}}
+        if len(args) > 1:
+            return (args[0], options, *args[2:]), kwargs
+        return args, {**kwargs, "options": options}
+
+    def is_usage_only(self, item: object) -> bool:
+        return getattr(item, "choices", None) == [] and getattr(item, "usage", None) is not None

@@ -1,0 +1,308 @@
+"""Usage and cost of every GenAI call: on its span and as metrics by attribution, priced by
+genai-prices (real OTel SDK, real openai/anthropic SDKs, the local fake server)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections import defaultdict
+from typing import Any
+
+import pytest
+from fixtures_genai import CHAT, MESSAGE, GenAI
+from genai_prices import Usage, calc_price
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan
+
+from payi_otel import track_context
+
+CACHE = {"cached_tokens": 6, "cache_write_tokens": 4, "reasoning_tokens": 3}
+WITH_CACHE = {"x-fake-usage": json.dumps(CACHE)}
+MINI: dict[str, Any] = {**CHAT, "model": "gpt-4o-mini"}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.reader = InMemoryMetricReader()
+        self.provider = MeterProvider(metric_readers=[self.reader])
+
+    def points(self, name: str) -> list[tuple[dict[str, Any], float]]:
+        data = self.reader.get_metrics_data()
+        found = []
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name == name:
+                        found += [(dict(p.attributes or {}), p.value)
+                                  for p in metric.data.data_points]
+        return found
+
+    def sum_by(self, name: str, key: str, **where: Any) -> dict[Any, float]:
+        sums: dict[Any, float] = defaultdict(float)
+        for attributes, value in self.points(name):
+            if all(attributes.get(k) == v for k, v in where.items()):
+                sums[attributes.get(key)] += value
+        return dict(sums)
+
+
+@pytest.fixture
+def metrics(genai: GenAI) -> Metrics:
+    found = Metrics()
+    genai.reinstrument({"use_case_name": "support", "limit_ids": ["monthly"]},
+                       meter_provider=found.provider)
+    return found
+
+
+def cost_span(genai: GenAI) -> ReadableSpan:
+    spans = genai.otel.genai_spans()
+    assert len(spans) == 1, [s.name for s in spans]
+    return spans[0]
+
+
+def fresh(genai: GenAI) -> None:
+    """Forget the spans and requests so far (the invariant is checked on what follows)."""
+    genai.otel.exporter.clear()
+    genai.server.reset()
+
+
+def usage_of(span: ReadableSpan) -> dict[str, Any]:
+    return {k: v for k, v in (span.attributes or {}).items()
+            if k.startswith("gen_ai.usage.") or k.startswith("payi_otel.cost.")}
+
+
+def expected(model: str, provider: str, **usage: int) -> Any:
+    return calc_price(Usage(**usage), model_ref=model, provider_id=provider)
+
+
+def assert_priced(span: ReadableSpan, price: Any) -> None:
+    attributes = span.attributes or {}
+    assert attributes["payi_otel.cost.input"] == pytest.approx(float(price.input_price))
+    assert attributes["payi_otel.cost.output"] == pytest.approx(float(price.output_price))
+    assert attributes["payi_otel.cost.total"] == pytest.approx(float(price.total_price))
+    assert attributes["payi_otel.cost.currency"] == "USD"
+
+
+def test_openai_chat_usage_and_cost_on_the_genai_span(genai: GenAI, metrics: Metrics) -> None:
+    reply = genai.openai.chat.completions.create(**MINI, extra_headers=WITH_CACHE)
+    assert reply.usage is not None
+    prompt, completion = reply.usage.prompt_tokens, reply.usage.completion_tokens
+    span = cost_span(genai)
+    attributes = span.attributes or {}
+    assert attributes["gen_ai.usage.input_tokens"] == prompt
+    assert attributes["gen_ai.usage.output_tokens"] == completion
+    assert attributes["gen_ai.usage.cache_read.input_tokens"] == 6
+    assert attributes["gen_ai.usage.reasoning.output_tokens"] == 3
+    # Cache-aware: 6 of the input tokens at the cached price.
+    price = expected("gpt-4o-mini", "openai", input_tokens=prompt, cache_read_tokens=6,
+                     output_tokens=completion)
+    assert price.total_price < expected("gpt-4o-mini", "openai", input_tokens=prompt,
+                                        output_tokens=completion).total_price
+    assert_priced(span, price)
+    assert attributes["payi_otel.cost.provider"] == "openai"
+    assert attributes["payi_otel.cost.model"] == "gpt-4o-mini"
+
+
+def test_anthropic_cache_reads_and_writes_are_priced(genai: GenAI, metrics: Metrics) -> None:
+    message = genai.anthropic.messages.create(**MESSAGE, extra_headers=WITH_CACHE)
+    uncached = message.usage.input_tokens
+    span = cost_span(genai)
+    attributes = span.attributes or {}
+    # Semantic conventions: input counts every input token, cache reads and writes included.
+    assert attributes["gen_ai.usage.input_tokens"] == uncached + 6 + 4
+    assert attributes["gen_ai.usage.cache_read.input_tokens"] == 6
+    assert attributes["gen_ai.usage.cache_creation.input_tokens"] == 4
+    assert_priced(span, expected(
+        "claude-haiku-4-5", "anthropic", input_tokens=uncached + 10, cache_read_tokens=6,
+        cache_write_tokens=4, output_tokens=message.usage.output_tokens))
+
+
+def test_openai_stream_agrees_with_the_plain_call_and_hides_the_usage_chunk(
+    genai: GenAI, metrics: Metrics
+) -> None:
+    genai.openai.chat.completions.create(**MINI, extra_headers=WITH_CACHE)
+    plain = usage_of(cost_span(genai))
+    fresh(genai)
+    chunks = list(genai.openai.chat.completions.create(
+        **MINI, extra_headers=WITH_CACHE, stream=True))
+    assert chunks and all(c.choices and c.usage is None for c in chunks)
+    assert usage_of(cost_span(genai)) == plain
+    sent = genai.server.requests[-1].body
+    assert sent["stream_options"] == {"include_usage": True}
+
+
+def test_a_caller_who_asked_for_stream_usage_still_gets_it(
+    genai: GenAI, metrics: Metrics
+) -> None:
+    chunks = list(genai.openai.chat.completions.create(
+        **MINI, stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert (cost_span(genai).attributes or {})["gen_ai.usage.output_tokens"] == (
+        chunks[-1].usage.completion_tokens)
+
+
+def test_raw_streaming_responses_are_sent_as_given(genai: GenAI, metrics: Metrics) -> None:
+    with genai.openai.chat.completions.with_streaming_response.create(
+        **MINI, stream=True
+    ) as response:
+        text = "".join(response.iter_text())
+    assert '"usage"' not in text
+    assert "stream_options" not in genai.server.requests[-1].body
+    genai.check_invariant = False  # no usage: the span is whatever the instrumentation made
+
+
+async def test_async_streams_agree_with_plain_calls(genai: GenAI, metrics: Metrics) -> None:
+    await genai.async_openai.chat.completions.create(**MINI, extra_headers=WITH_CACHE)
+    await genai.async_anthropic.messages.create(**MESSAGE, extra_headers=WITH_CACHE)
+    plain = sorted((s.name, tuple(sorted(usage_of(s).items())))
+                   for s in genai.otel.genai_spans())
+    fresh(genai)
+    stream = await genai.async_openai.chat.completions.create(
+        **MINI, extra_headers=WITH_CACHE, stream=True)
+    assert all([c.choices async for c in stream])
+    async with genai.async_anthropic.messages.stream(
+        **MESSAGE, extra_headers=WITH_CACHE
+    ) as messages:
+        async for _ in messages.text_stream:
+            pass
+    streamed = sorted((s.name, tuple(sorted(usage_of(s).items())))
+                      for s in genai.otel.genai_spans())
+    assert streamed == plain
+    assert all(dict(u).get("payi_otel.cost.total") for _, u in streamed)
+
+
+def test_sync_anthropic_stream_agrees_with_the_plain_call(
+    genai: GenAI, metrics: Metrics
+) -> None:
+    genai.anthropic.messages.create(**MESSAGE, extra_headers=WITH_CACHE)
+    plain = usage_of(cost_span(genai))
+    fresh(genai)
+    for _ in genai.anthropic.messages.create(**MESSAGE, extra_headers=WITH_CACHE, stream=True):
+        pass
+    assert usage_of(cost_span(genai)) == plain
+
+
+def test_price_as_resource_and_category_change_the_price(
+    genai: GenAI, metrics: Metrics
+) -> None:
+    with track_context(price_as_resource="gpt-4o"):
+        reply = genai.openai.chat.completions.create(**MINI)
+    assert reply.usage is not None
+    tokens = {"input_tokens": reply.usage.prompt_tokens,
+              "output_tokens": reply.usage.completion_tokens}
+    span = cost_span(genai)
+    assert_priced(span, expected("gpt-4o", "openai", **tokens))
+    assert (span.attributes or {})["payi_otel.cost.model"] == "gpt-4o"
+    assert expected("gpt-4o", "openai", **tokens).total_price != expected(
+        "gpt-4o-mini", "openai", **tokens).total_price
+    fresh(genai)
+    genai.openai.chat.completions.create(**MINI, extra_headers={
+        "x-payi-price-as-category": "system.anthropic",
+        "x-payi-price-as-resource": "claude-sonnet-4-6"})
+    span = cost_span(genai)
+    assert_priced(span, expected("claude-sonnet-4-6", "anthropic", **tokens))
+    assert (span.attributes or {})["payi_otel.cost.provider"] == "anthropic"
+
+
+def test_an_unknown_model_gets_usage_without_cost_and_one_debug_line(
+    genai: GenAI, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The suite re-raises payi_otel's internal errors: none may happen on this path.
+    caplog.set_level(logging.DEBUG, logger="payi_otel")
+    for _ in range(3):
+        genai.openai.chat.completions.create(**{**CHAT, "model": "my-own-model-7"})
+    spans = genai.otel.genai_spans()
+    assert len(spans) == 3
+    for span in spans:
+        usage = usage_of(span)
+        assert usage["gen_ai.usage.input_tokens"] > 0
+        assert not [k for k in usage if k.startswith("payi_otel.cost.")]
+    lines = [r for r in caplog.records if "my-own-model-7" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.DEBUG
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert metrics.points("payi.genai.cost") == []
+    assert metrics.sum_by("payi.genai.tokens", "gen_ai.request.model",
+                          **{"payi_otel.token.type": "input"})["my-own-model-7"] > 0
+
+
+def test_metrics_by_attribution_across_threads(genai: GenAI, metrics: Metrics) -> None:
+    users = [("alice", "acme"), ("bob", "acme"), ("carol", "globex")]
+    calls_each = 5
+
+    def work(user: str, account: str) -> None:
+        with track_context(user_id=user, account_name=account, use_case_step="answer"):
+            for _ in range(calls_each):
+                genai.openai.chat.completions.create(**MINI, extra_headers=WITH_CACHE)
+
+    threads = [threading.Thread(target=work, args=u) for u in users]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    spans = genai.otel.genai_spans()
+    assert len(spans) == len(users) * calls_each
+    per_account: dict[str, float] = defaultdict(float)
+    for span in spans:
+        attributes = span.attributes or {}
+        per_account[str(attributes["payi.account_name"])] += float(
+            attributes["payi_otel.cost.total"])  # type: ignore[arg-type]
+    assert metrics.sum_by("payi.genai.cost", "payi.account_name") == pytest.approx(
+        dict(per_account))
+    attributes, _ = metrics.points("payi.genai.cost")[0]
+    assert attributes == {
+        "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.response.model": "gpt-4o-mini", "payi.use_case.name": "support",
+        "payi.use_case.step": "answer", "payi.account_name": attributes["payi.account_name"],
+        "payi.limit_ids": "monthly"}
+    # user_id is not a dimension unless asked for (cardinality).
+    assert all("payi.user_id" not in a for a, _ in metrics.points("payi.genai.tokens"))
+    cached = metrics.sum_by("payi.genai.tokens", "payi.account_name",
+                            **{"payi_otel.token.type": "cache_read"})
+    assert cached == {"acme": 2 * calls_each * 6, "globex": calls_each * 6}
+
+
+async def test_metrics_per_user_when_opted_in_across_asyncio_tasks(
+    genai: GenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    metrics = Metrics()
+    monkeypatch.setenv("PAYI_METRICS_USER_ID", "true")
+    genai.reinstrument({"use_case_name": "digest"}, meter_provider=metrics.provider)
+
+    async def user(name: str, calls: int) -> None:
+        with track_context(user_id=name, account_name="acme"):
+            for _ in range(calls):
+                await genai.async_anthropic.messages.create(**MESSAGE)
+
+    await asyncio.gather(*(user(f"user-{i}", i + 1) for i in range(4)))
+    one = genai.otel.genai_spans()[0].attributes or {}
+    per_call = float(one["payi_otel.cost.total"])  # type: ignore[arg-type]
+    by_user = metrics.sum_by("payi.genai.cost", "payi.user_id")
+    assert by_user == pytest.approx({f"user-{i}": per_call * (i + 1) for i in range(4)})
+    outputs = metrics.sum_by("payi.genai.tokens", "payi.user_id",
+                             **{"payi_otel.token.type": "output"})
+    assert outputs["user-3"] == 4 * one["gen_ai.usage.output_tokens"]  # type: ignore[operator]
+
+
+def test_without_genai_prices_calls_get_usage_and_one_warning(
+    genai: GenAI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As on Python < 3.11, where genai-prices is not installed."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "genai_prices", None)  # import raises ImportError
+    metrics = Metrics()
+    genai.reinstrument(meter_provider=metrics.provider)
+    for _ in range(2):
+        genai.openai.chat.completions.create(**MINI)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING
+                and r.name == "payi_otel"]
+    assert len(warnings) == 1 and "genai-prices is not installed" in warnings[0].getMessage()
+    for span in genai.otel.genai_spans():
+        usage = usage_of(span)
+        assert usage["gen_ai.usage.input_tokens"] > 0
+        assert not [k for k in usage if k.startswith("payi_otel.cost.")]
+    assert metrics.points("payi.genai.cost") == []
+    assert metrics.sum_by("payi.genai.tokens", "payi_otel.token.type")["input"] > 0
