@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
+import openai
 import pytest
 from fake_llm_server import FakeLLMServer
-from fixtures_genai import payi_headers
+from fixtures_genai import CHAT, GenAI, payi_headers
 from opentelemetry import baggage, propagate
 from opentelemetry import context as otel_context
 
@@ -72,7 +73,8 @@ def test_baggage_on_downstream_inherits_upstream_parameters(
     assert sent["x-payi-use-case-name"] == "checkout"
     assert sent["x-payi-use-case-id"] == "co-1"
     assert sent["x-payi-use-case-step"] == "summarize"  # the downstream's own scope
-    assert sent["x-payi-limit-ids"] == "up_limit"
+    # Budget controls are not taken from another process by default (PAYI_BAGGAGE_ACCEPT).
+    assert "x-payi-limit-ids" not in sent
     assert sent["x-payi-account-name"] == "down_acct"  # its global level still applies
     assert result["context"]["user_id"] == "up_user"
 
@@ -113,7 +115,7 @@ def test_incoming_baggage_is_the_level_above_global(
     instrument: Callable[..., PayiInstrumentor],
 ) -> None:
     instrument({"user_id": "global_user", "limit_ids": ["g"]}, caller_file="<test>",
-               propagate_baggage=True)
+               propagate_baggage=True, baggage_accept=["*"])
     ctx = baggage.set_baggage("payi.user_id", "baggage_user")
     ctx = baggage.set_baggage("payi.limit_ids", "b1,b2", ctx)
     ctx = baggage.set_baggage("payi.use_case_version", "not-an-int", ctx)  # ignored, logged
@@ -142,3 +144,49 @@ def test_baggage_ignored_when_off(instrument: Callable[..., PayiInstrumentor]) -
             assert baggage.get_baggage("payi.limit_ids") is None
     finally:
         otel_context.detach(token)
+
+
+def test_incoming_baggage_sets_no_budget_or_pricing_control_by_default(
+    instrument: Callable[..., PayiInstrumentor], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    instrument({"limit_ids": ["mine"]}, caller_file="<test>", propagate_baggage=True)
+    ctx = baggage.set_baggage("payi.limit_ids", "", None)  # a caller trying to clear limits
+    ctx = baggage.set_baggage("payi.price_as_resource", "cheap-model", ctx)
+    ctx = baggage.set_baggage("payi.user_id", "caller_user", ctx)
+    token = otel_context.attach(ctx)
+    try:
+        seen = dict(get_context())
+    finally:
+        otel_context.detach(token)
+    assert seen == {"limit_ids": ["mine"], "user_id": "caller_user"}
+
+
+def test_baggage_accept_from_the_environment(
+    instrument: Callable[..., PayiInstrumentor], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PAYI_BAGGAGE_ACCEPT", "user_id")
+    instrument(caller_file="<test>", propagate_baggage=True)
+    ctx = baggage.set_baggage("payi.account_name", "theirs", None)
+    ctx = baggage.set_baggage("payi.user_id", "u", ctx)
+    token = otel_context.attach(ctx)
+    try:
+        assert dict(get_context()) == {"user_id": "u"}
+    finally:
+        otel_context.detach(token)
+    monkeypatch.setenv("PAYI_BAGGAGE_ACCEPT", "user_id,no_such_parameter")
+    PayiInstrumentor().uninstrument()
+    with pytest.raises(ValueError, match="no_such_parameter"):
+        PayiInstrumentor().instrument(caller_file="<test>", propagate_baggage=True)
+
+
+def test_a_model_provider_call_carries_no_payi_baggage(genai: GenAI) -> None:
+    """What an instrumented HTTP client would inject into the provider request: no payi.*
+    entries, even with baggage on (the provider has no use for user ids)."""
+    genai.reinstrument(propagate_baggage=True)
+    seen: list[dict[str, object]] = []
+    client = genai.openai_client(http_client=openai.DefaultHttpxClient(
+        event_hooks={"request": [lambda request: seen.append(dict(baggage.get_all()))]}))
+    with track_context(user_id="private"):
+        assert baggage.get_baggage("payi.user_id") == "private"
+        client.chat.completions.create(**CHAT)
+    assert seen and not any(k.startswith("payi.") for k in seen[0])

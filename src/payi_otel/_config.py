@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import FrozenSet, List, Optional, Tuple
 
 from payi_otel._codec import parse_value
 from payi_otel._merge import fold, new_level
 from payi_otel._parameters import (
+    BAGGAGE_ACCEPT_DEFAULT,
     ENV_NAMES,
     PARAMETERS,
     Kind,
@@ -19,9 +20,41 @@ from payi_otel._parameters import (
     validate_params,
 )
 
-__all__ = ["METRICS_USER_ID_ENV", "PROPAGATE_BAGGAGE_ENV", "global_params", "parse_bool_env"]
+__all__ = [
+    "BAGGAGE_ACCEPT_ENV",
+    "METRICS_USER_ID_ENV",
+    "PROPAGATE_BAGGAGE_ENV",
+    "baggage_accept",
+    "global_params",
+    "parse_bool_env",
+]
 
 PROPAGATE_BAGGAGE_ENV = "PAYI_PROPAGATE_BAGGAGE"
+BAGGAGE_ACCEPT_ENV = "PAYI_BAGGAGE_ACCEPT"
+
+
+def baggage_accept(
+    value: Optional[Iterable[str]], environ: Mapping[str, str]
+) -> FrozenSet[str]:
+    """The parameters incoming baggage may set: ``value`` (names, or ``["*"]`` for all), else
+    ``PAYI_BAGGAGE_ACCEPT`` (comma-separated), else the registry's default."""
+    if value is None:
+        text = environ.get(BAGGAGE_ACCEPT_ENV)
+        if text is None:
+            return BAGGAGE_ACCEPT_DEFAULT
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        what = BAGGAGE_ACCEPT_ENV
+    elif isinstance(value, str) or not isinstance(value, Iterable):
+        raise ParameterTypeError(
+            f"baggage_accept must be a list of parameter names, not {type(value).__name__}")
+    else:
+        names, what = list(value), "baggage_accept"
+    if names == ["*"]:
+        return frozenset(PARAMETERS)
+    unknown = [n for n in names if n not in PARAMETERS]
+    if unknown:
+        raise ParameterValueError(f"{what} names unknown parameters: {unknown}")
+    return frozenset(names)
 #: ``payi.user_id`` as a metric dimension (off by default: one series per user).
 METRICS_USER_ID_ENV = "PAYI_METRICS_USER_ID"
 

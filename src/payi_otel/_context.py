@@ -14,7 +14,7 @@ Rules: docs/precedence.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Hashable, Optional, Tuple
+from typing import FrozenSet, Hashable, Optional, Tuple
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import context as otel_context
@@ -23,7 +23,7 @@ from opentelemetry.context import Context
 from payi_otel._codec import parse_value
 from payi_otel._log import log_once
 from payi_otel._merge import Level, merge, new_level
-from payi_otel._parameters import BAGGAGE_PREFIX, PARAMETERS, Params
+from payi_otel._parameters import BAGGAGE_ACCEPT_DEFAULT, BAGGAGE_PREFIX, PARAMETERS, Params
 from payi_otel._resolved import Effective
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "with_call",
     "with_outgoing",
     "without_level",
+    "without_payi_baggage",
 ]
 
 _STATE_KEY = otel_context.create_key("payi_otel.scope_state")
@@ -52,17 +53,21 @@ class _Global:
     propagate_baggage: bool
     version: int
     instrumented: bool = False
+    baggage_accept: FrozenSet[str] = BAGGAGE_ACCEPT_DEFAULT
 
 
 _global = _Global(Effective({}), False, 0)
 
 
-def set_global(params: Params, *, propagate_baggage: bool, instrumented: bool) -> None:
+def set_global(
+    params: Params, *, propagate_baggage: bool, instrumented: bool,
+    baggage_accept: FrozenSet[str] = BAGGAGE_ACCEPT_DEFAULT,
+) -> None:
     """Replace the global level (``payi_instrument`` / the instrumentor)."""
     global _global
     _global = _Global(
         Effective(merge({}, new_level(params))), propagate_baggage, _global.version + 1,
-        instrumented,
+        instrumented, baggage_accept,
     )
 
 
@@ -212,11 +217,24 @@ def read_incoming(ctx: Optional[Context]) -> Optional[Level]:
         name = key[len(BAGGAGE_PREFIX):]
         if name not in PARAMETERS:
             continue
+        if name not in _global.baggage_accept:
+            log_once(f"baggage-refused:{name}", "payi_otel: incoming baggage entry %r is not "
+                     "taken (allow it with PAYI_BAGGAGE_ACCEPT)", key)
+            continue
         try:
             params[name] = parse_value(name, str(raw), what=f"baggage entry {key!r}")
         except (TypeError, ValueError) as exc:
             log_once(f"baggage:{key}", "ignoring incoming baggage entry: %s", exc)
     return new_level(params) if params else None
+
+
+def without_payi_baggage(ctx: Context) -> Context:
+    """``ctx`` without ``payi.*`` baggage entries: a call to a model provider never carries
+    them (the provider has no use for user ids and properties)."""
+    for key in otel_baggage.get_all(ctx):
+        if key.startswith(BAGGAGE_PREFIX):
+            ctx = otel_baggage.remove_baggage(key, ctx)
+    return ctx
 
 
 def with_outgoing(ctx: Context, effective: Effective) -> Context:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Callable, List, Optional, Tuple
 
 from opentelemetry import trace
@@ -84,7 +84,9 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         metrics_user_id = _bool_option(kwargs.get("metrics_user_id"), "metrics_user_id",
                                        payi_config.METRICS_USER_ID_ENV, zero_code)
         provider: Optional[TracerProvider] = kwargs.get("tracer_provider")
-        payi_state.set_global(params, propagate_baggage=propagate, instrumented=True)
+        accept = payi_config.baggage_accept(kwargs.get("baggage_accept"), os.environ)
+        payi_state.set_global(params, propagate_baggage=propagate, instrumented=True,
+                              baggage_accept=accept)
         set_payi_tracer_provider(provider)
         undo: List[Callable[[], Any]] = list(instrument_threads())
         undo.append(install_processor(provider or trace.get_tracer_provider()))
@@ -137,6 +139,7 @@ def payi_instrument(
     genai_spans: bool = True,
     meter_provider: Optional[MeterProvider] = None,
     metrics_user_id: Optional[bool] = None,
+    baggage_accept: Optional[Iterable[str]] = None,
 ) -> None:
     """Initialise Pay-i attribution once, at application start-up.
 
@@ -148,6 +151,8 @@ def payi_instrument(
     and cost go on its GenAI span and into the ``payi.genai.tokens`` / ``payi.genai.cost``
     counters of ``meter_provider`` (default: the global one), with ``payi.user_id`` among
     their dimensions only with ``metrics_user_id`` (default: ``PAYI_METRICS_USER_ID``).
+    With baggage on, incoming baggage may set only the parameters in ``baggage_accept``
+    (default: ``PAYI_BAGGAGE_ACCEPT``, else all but limits, price-as and resource scope).
     A second call logs a warning and changes nothing.
     """
     instrumentor = PayiInstrumentor()
@@ -163,4 +168,5 @@ def payi_instrument(
         genai_spans=genai_spans,
         meter_provider=meter_provider,
         metrics_user_id=metrics_user_id,
+        baggage_accept=baggage_accept,
     )

@@ -26,6 +26,7 @@ from typing_extensions import TypedDict
 __all__ = [
     "ATTRIBUTE_NAMES",
     "ATTRIBUTE_PREFIX",
+    "BAGGAGE_ACCEPT_DEFAULT",
     "BAGGAGE_PREFIX",
     "DICT_PARAMETERS",
     "ENV_NAMES",
@@ -79,6 +80,9 @@ class Parameter:
     kind: Kind
     attribute: str
     pair: Optional[str] = None
+    #: Whether incoming W3C baggage may set it by default. Budget and pricing controls
+    #: (limits, price-as, resource scope) are not taken from another process unless allowed.
+    from_baggage: bool = True
 
     @property
     def header(self) -> str:
@@ -98,14 +102,14 @@ REGISTRY: Tuple[Parameter, ...] = (
     Parameter("use_case_properties", Kind.DICT, "payi.use_case.properties", pair="use_case"),
     Parameter("experience_name", Kind.STRING, "payi.experience.name", pair="experience"),
     Parameter("experience_id", Kind.STRING, "payi.experience.id", pair="experience"),
-    Parameter("limit_ids", Kind.LIST, "payi.limit_ids"),
+    Parameter("limit_ids", Kind.LIST, "payi.limit_ids", from_baggage=False),
     Parameter("request_tags", Kind.LIST, "payi.request_tags"),
     Parameter("user_id", Kind.STRING, "payi.user_id"),
     Parameter("account_name", Kind.STRING, "payi.account_name"),
     Parameter("request_properties", Kind.DICT, "payi.request.properties"),
-    Parameter("price_as_category", Kind.STRING, "payi.price_as.category"),
-    Parameter("price_as_resource", Kind.STRING, "payi.price_as.resource"),
-    Parameter("resource_scope", Kind.STRING, "payi.resource_scope"),
+    Parameter("price_as_category", Kind.STRING, "payi.price_as.category", from_baggage=False),
+    Parameter("price_as_resource", Kind.STRING, "payi.price_as.resource", from_baggage=False),
+    Parameter("resource_scope", Kind.STRING, "payi.resource_scope", from_baggage=False),
 )
 
 
@@ -138,6 +142,8 @@ PARAMETER_BY_HEADER: Mapping[str, str] = {p.header: p.name for p in REGISTRY}
 ATTRIBUTE_NAMES: Mapping[str, str] = {p.name: p.attribute for p in REGISTRY}
 ENV_NAMES: Mapping[str, str] = {p.name: p.env for p in REGISTRY}
 PAIRS: Tuple[Pair, ...] = _pairs()
+#: The parameters incoming baggage may set unless configured otherwise.
+BAGGAGE_ACCEPT_DEFAULT = frozenset(p.name for p in REGISTRY if p.from_baggage)
 LIST_PARAMETERS = frozenset(n for n, k in PARAMETERS.items() if k is Kind.LIST)
 DICT_PARAMETERS = frozenset(n for n, k in PARAMETERS.items() if k is Kind.DICT)
 

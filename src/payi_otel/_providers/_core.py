@@ -23,7 +23,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from payi_otel._codec import parse_headers
-from payi_otel._context import current_effective, with_call
+from payi_otel._context import current_effective, with_call, without_payi_baggage
 from payi_otel._log import internal_error
 from payi_otel._merge import new_level
 from payi_otel._parameters import ParameterError, Params
@@ -215,7 +215,9 @@ def _prepare(
             if asked is not None:
                 new_args, new_kwargs = asked
                 observation.hide_usage_only = True
-        return new_args, new_kwargs, with_call(otel_context.get_current(), call), observation
+        # A model provider has no use for payi.* baggage (user ids, properties): none to it.
+        ctx = with_call(without_payi_baggage(otel_context.get_current()), call)
+        return new_args, new_kwargs, ctx, observation
     except ParameterError:
         raise
     except Exception:
