@@ -8,15 +8,16 @@ compact, ASCII-escaped JSON object. An empty text means "cleared" for every kind
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Set, Tuple
 from urllib.parse import quote
 
 from payi_otel._parameters import (
     HEADER_PREFIX,
-    PARAMETER_BY_HEADER,
+    PARAMETER_BY_ANY_HEADER,
     PARAMETERS,
     Kind,
     ParameterTypeError,
@@ -26,7 +27,15 @@ from payi_otel._parameters import (
     validate_value,
 )
 
-__all__ = ["format_value", "is_payi_header", "parse_headers", "parse_value", "to_header_value"]
+__all__ = [
+    "format_value",
+    "format_wire_value",
+    "is_pay_i_header",
+    "is_payi_header",
+    "parse_headers",
+    "parse_value",
+    "to_header_value",
+]
 
 _INT = re.compile(r"[+-]?[0-9]{1,19}\Z")
 # A header value sent as-is: printable ASCII, no space at either end (RFC 9110 field-value).
@@ -90,6 +99,16 @@ def format_value(name: str, value: Value) -> str:
     return str(value)
 
 
+def format_wire_value(name: str, value: Value, base64_dicts: bool = False) -> str:
+    """A header value: :func:`format_value` made sendable (:func:`to_header_value`); with
+    ``base64_dicts`` (Pay-i's proxy dialect) a dict's JSON is sent as standard base64, as
+    Pay-i's SDK does in proxy mode (``_update_extra_headers`` in ``payi/lib/instrument.py``)."""
+    text = format_value(name, value)
+    if base64_dicts and PARAMETERS[name] is Kind.DICT:
+        return base64.b64encode(text.encode("ascii")).decode("ascii")
+    return to_header_value(text)
+
+
 def to_header_value(text: str) -> str:
     """``text`` if it can go in an HTTP header as-is, else percent-encoded (RFC 3986, UTF-8).
 
@@ -104,34 +123,62 @@ def to_header_value(text: str) -> str:
 
 # --- per-call headers ------------------------------------------------------------------------
 
+#: Pay-i's own spelling of the attribution headers (``xProxy-*``, lower-cased).
+PAYI_PREFIX = "xproxy-"
+
 
 def is_payi_header(name: object) -> bool:
-    return isinstance(name, str) and name.lower().startswith(HEADER_PREFIX)
+    """An attribution header: any ``x-payi-*`` name, or one of Pay-i's ``xProxy-*`` names of
+    a parameter (case-insensitive). Pay-i's other ``xProxy-*`` headers (its API key, its
+    provider base URI) are the caller's own and pass through untouched."""
+    if not isinstance(name, str):
+        return False
+    lowered = name.lower()
+    return lowered.startswith(HEADER_PREFIX) or lowered in PARAMETER_BY_ANY_HEADER
+
+
+def is_pay_i_header(name: object) -> bool:
+    """Any ``x-payi-*`` or ``xProxy-*`` header (what never crosses to another origin)."""
+    return isinstance(name, str) and name.lower().startswith((HEADER_PREFIX, PAYI_PREFIX))
 
 
 def parse_headers(sources: Iterable[Mapping[str, object]], *, skip: Tuple[type, ...]) -> Params:
-    """The parameters given by ``x-payi-*`` headers; later sources win (case-insensitive).
+    """The parameters given by ``x-payi-*`` / ``xProxy-*`` headers; later sources win
+    (case-insensitive, either spelling).
 
     ``None`` and instances of ``skip`` (the SDK's ``Omit``/``NotGiven``) count as absent.
-    Unknown ``x-payi-*`` names are left alone (sent as the caller wrote them).
+    Within one source, one parameter under both spellings with different values is a
+    ``ParameterValueError`` naming both headers.
     """
-    texts: Dict[str, Tuple[str, object]] = {}
+    params: Params = {}
     for source in sources:
+        texts: Dict[str, Tuple[str, Value]] = {}
+        unset: Set[str] = set()
         for header, value in source.items():
-            if not is_payi_header(header):
+            if not isinstance(header, str):
                 continue
-            lowered = header.lower()
-            if lowered not in PARAMETER_BY_HEADER:
+            name = PARAMETER_BY_ANY_HEADER.get(header.lower())
+            if name is None:
                 continue
             if value is None or isinstance(value, skip):
                 # Unset: the scopes' value (seed: None "uses decorator/context value").
-                texts.pop(lowered, None)
+                unset.add(name)
                 continue
-            texts[lowered] = (header, value)
-    params: Params = {}
-    for lowered, (header, value) in texts.items():
-        if not isinstance(value, str):
-            raise ParameterTypeError(f"header {header!r} must be a str, not {type(value).__name__}")
-        name = PARAMETER_BY_HEADER[lowered]
-        params[name] = parse_value(name, value, what=f"header {header!r}")
+            if not isinstance(value, str):
+                raise ParameterTypeError(
+                    f"header {header!r} must be a str, not {type(value).__name__}")
+            parsed = parse_value(name, value, what=f"header {header!r}")
+            earlier = texts.get(name)
+            if (earlier is not None and earlier[0].lower() != header.lower()
+                    and earlier[1] != parsed):
+                raise ParameterValueError(
+                    f"header {earlier[0]!r} and header {header!r} give "
+                    f"{name} different values in one call"
+                )
+            texts[name] = (header, parsed)
+        for name in unset:
+            if name not in texts:
+                params.pop(name, None)
+        for name, (_, parsed) in texts.items():
+            params[name] = parsed
     return params

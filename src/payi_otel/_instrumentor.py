@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Callable, List, Optional, Tuple
 
 from opentelemetry import trace
@@ -20,6 +20,7 @@ from opentelemetry.trace import TracerProvider
 
 from payi_otel import _config as payi_config
 from payi_otel import _context as payi_state
+from payi_otel import _destinations as destinations
 from payi_otel import _zero_code
 from payi_otel._genai import enable_genai_spans
 from payi_otel._log import logger
@@ -44,7 +45,10 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     Keyword arguments: ``tracer_provider``, ``config`` (a mapping of Pay-i parameters for the
     global level), ``propagate_baggage`` (default: ``PAYI_PROPAGATE_BAGGAGE``, else False),
-    ``genai_spans`` (default True: turn on the GenAI instrumentation of each installed SDK).
+    ``genai_spans`` (default True: turn on the GenAI instrumentation of each installed SDK),
+    ``header_dialect`` (``x-payi`` | ``payi-proxy``; default ``PAYI_HEADER_DIALECT``, else
+    ``x-payi``), ``header_hosts`` (the hosts that get attribution headers; default
+    ``PAYI_HEADER_HOSTS``, else every host but the providers' public API hosts).
     """
 
     # No __init__: BaseInstrumentor is a singleton whose __init__ would run on every
@@ -76,12 +80,22 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             raise TypeError(
                 f"propagate_baggage must be a bool, not {type(propagate).__name__}"
             )
+        try:
+            wire = destinations.policy_from(
+                kwargs.get("header_dialect"), kwargs.get("header_hosts"), os.environ)
+        except ParameterError as exc:
+            if not zero_code:
+                raise
+            logger.error("payi_otel: %s; the default is used", exc)
+            wire = destinations.WirePolicy()
         provider: Optional[TracerProvider] = kwargs.get("tracer_provider")
+        destinations.set_current(wire)
         payi_state.set_global(params, propagate_baggage=propagate, instrumented=True)
         set_payi_tracer_provider(provider)
         undo: List[Callable[[], Any]] = list(instrument_threads())
         undo.append(install_processor(provider or trace.get_tracer_provider()))
         undo.extend(instrument_providers(PROVIDERS))
+        undo.append(destinations.unguard_all)
         self._undo = tuple(undo)
         if kwargs.get("genai_spans", True):
             if zero_code:  # the loader instruments them; see finish_zero_code()
@@ -101,6 +115,7 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._undo = ()
         self._pending_genai = None
         payi_state.set_global({}, propagate_baggage=False, instrumented=False)
+        destinations.set_current(destinations.WirePolicy())
         set_payi_tracer_provider(None)
 
 
@@ -110,6 +125,8 @@ def payi_instrument(
     tracer_provider: Optional[TracerProvider] = None,
     propagate_baggage: Optional[bool] = None,
     genai_spans: bool = True,
+    header_dialect: Optional[str] = None,
+    header_hosts: Optional[Sequence[str]] = None,
 ) -> None:
     """Initialise Pay-i attribution once, at application start-up.
 
@@ -118,6 +135,10 @@ def payi_instrument(
     processor on ``tracer_provider`` (default: the global one) and instruments the installed
     GenAI SDKs. With ``genai_spans`` (default), each installed SDK also gets GenAI spans from
     its official OpenTelemetry instrumentation unless one is already on.
+    ``header_dialect`` (``x-payi`` | ``payi-proxy``, default ``PAYI_HEADER_DIALECT``, else
+    ``x-payi``) is the wire form of the attribution headers; ``header_hosts`` (default
+    ``PAYI_HEADER_HOSTS``) the only hosts that get them, else every host but the model
+    providers' public API hosts. Spans carry the values either way.
     A second call logs a warning and changes nothing.
     """
     instrumentor = PayiInstrumentor()
@@ -131,4 +152,6 @@ def payi_instrument(
         propagate_baggage=propagate_baggage,
         caller_file=caller,
         genai_spans=genai_spans,
+        header_dialect=header_dialect,
+        header_hosts=header_hosts,
     )
