@@ -316,3 +316,21 @@ def test_a_same_origin_request_keeps_them_and_uninstrument_removes_the_guard(
     PayiInstrumentor().uninstrument()
     assert _destinations.strip_cross_origin not in client._client.event_hooks["request"]
     genai.check_invariant = False
+
+
+def test_the_policy_host_by_host() -> None:
+    from payi_otel._destinations import WirePolicy, policy_from
+
+    default = WirePolicy()
+    assert not default.sends_to("https://API.OpenAI.com./v1/chat/completions")
+    assert not default.sends_to("https://bedrock-runtime.us-east-1.amazonaws.com/model/x")
+    assert default.sends_to("http://127.0.0.1:8000/v1")
+    assert default.sends_to("https://llm-gateway.corp.example/v1")
+    assert default.sends_to(None)  # unknown: as an unknown host
+    everything = policy_from(None, ["*"], {})
+    assert everything.sends_to("https://api.anthropic.com/v1/messages")
+    assert not policy_from(None, None, {"PAYI_HEADER_HOSTS": ""}).sends_to("http://127.0.0.1/")
+    with pytest.raises(TypeError, match="header_hosts"):
+        policy_from(None, "api.openai.com", {})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="PAYI_HEADER_HOSTS"):
+        policy_from(None, None, {"PAYI_HEADER_HOSTS": "https://gateway/v1"})
