@@ -10,7 +10,8 @@ import payi_otel
 from payi_otel._parameters import REGISTRY, Kind, ScopeParameters
 
 PUBLIC = {
-    "ParameterError", "ParameterTypeError", "ParameterValueError", "PayiInstrumentor",
+    "ParameterError", "ParameterTypeError", "ParameterValueError", "PayiIngestExporter",
+    "PayiInstrumentor",
     "__version__", "get_context", "payi_instrument", "track", "track_context",
 }
 
@@ -53,3 +54,14 @@ def test_the_parameter_table_in_docs_is_the_registry() -> None:
                       flags=re.M)
     got = [(name, header, attribute.rstrip(".")) for name, header, attribute in rows]
     assert got == [(p.name, p.header, p.attribute) for p in REGISTRY]
+
+
+def test_the_payi_names_table_in_docs_is_the_registry() -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "parameters.md").read_text()
+    section = text[text.index("## Pay-i's names"):text.index("## Wire format")]
+    rows = re.findall(r"^\| `(\w+)` \| (?:`([\w-]+)`|- \(not sent\))", section, flags=re.M)
+    assert [(name, payi or None) for name, payi in rows] == [
+        (p.name, p.payi_header) for p in REGISTRY]

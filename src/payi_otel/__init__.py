@@ -2,9 +2,10 @@
 
 ``payi_instrument()`` once at start-up; ``@track`` and ``track_context`` for scopes (each one a
 span); ``get_context()`` for the effective parameters; ``PayiInstrumentor`` for
-``opentelemetry-instrument``.
+``opentelemetry-instrument``; ``PayiIngestExporter`` sends GenAI spans to Pay-i's ingest API.
 """
 
+from payi_otel._ingest import PayiIngestExporter
 from payi_otel._instrumentor import PayiInstrumentor, payi_instrument
 from payi_otel._parameters import ParameterError, ParameterTypeError, ParameterValueError
 from payi_otel._scopes import get_context, track, track_context
@@ -14,6 +15,7 @@ __all__ = [
     "ParameterError",
     "ParameterTypeError",
     "ParameterValueError",
+    "PayiIngestExporter",
     "PayiInstrumentor",
     "__version__",
     "get_context",

@@ -8,15 +8,17 @@ compact, ASCII-escaped JSON object. An empty text means "cleared" for every kind
 
 from __future__ import annotations
 
+import base64
 import difflib
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Set, Tuple
 from urllib.parse import quote
 
 from payi_otel._parameters import (
     HEADER_PREFIX,
+    PARAMETER_BY_ANY_HEADER,
     PARAMETER_BY_HEADER,
     PARAMETERS,
     Kind,
@@ -29,7 +31,9 @@ from payi_otel._parameters import (
 
 __all__ = [
     "format_value",
+    "format_wire_value",
     "header_name",
+    "is_pay_i_header",
     "is_payi_header",
     "parse_headers",
     "parse_value",
@@ -98,6 +102,16 @@ def format_value(name: str, value: Value) -> str:
     return str(value)
 
 
+def format_wire_value(name: str, value: Value, base64_dicts: bool = False) -> str:
+    """A header value: :func:`format_value` made sendable (:func:`to_header_value`); with
+    ``base64_dicts`` (Pay-i's proxy dialect) a dict's JSON is sent as standard base64, as
+    Pay-i's SDK does in proxy mode (``_update_extra_headers`` in ``payi/lib/instrument.py``)."""
+    text = format_value(name, value)
+    if base64_dicts and PARAMETERS[name] is Kind.DICT:
+        return base64.b64encode(text.encode("ascii")).decode("ascii")
+    return to_header_value(text)
+
+
 def to_header_value(text: str) -> str:
     """``text`` if it can go in an HTTP header as-is, else percent-encoded (RFC 3986, UTF-8).
 
@@ -112,6 +126,9 @@ def to_header_value(text: str) -> str:
 
 # --- per-call headers ------------------------------------------------------------------------
 
+#: Pay-i's own spelling of the attribution headers (``xProxy-*``, lower-cased).
+PAYI_PREFIX = "xproxy-"
+
 
 def header_name(name: object) -> Optional[str]:
     """A header name as text: ``str`` as it is, ``bytes`` (which httpx accepts) as Latin-1."""
@@ -123,8 +140,20 @@ def header_name(name: object) -> Optional[str]:
 
 
 def is_payi_header(name: object) -> bool:
+    """An attribution header: any ``x-payi-*`` name, or one of Pay-i's ``xProxy-*`` names of
+    a parameter (case-insensitive; ``str`` or ``bytes``). Pay-i's other ``xProxy-*`` headers
+    (its API key, its provider base URI) are the caller's own and pass through untouched."""
     text = header_name(name)
-    return text is not None and text.lower().startswith(HEADER_PREFIX)
+    if text is None:
+        return False
+    lowered = text.lower()
+    return lowered.startswith(HEADER_PREFIX) or lowered in PARAMETER_BY_ANY_HEADER
+
+
+def is_pay_i_header(name: object) -> bool:
+    """Any ``x-payi-*`` or ``xProxy-*`` header (what never crosses to another origin)."""
+    text = header_name(name)
+    return text is not None and text.lower().startswith((HEADER_PREFIX, PAYI_PREFIX))
 
 
 def _unknown_header(header: str) -> ParameterValueError:
@@ -137,32 +166,48 @@ def _unknown_header(header: str) -> ParameterValueError:
 
 
 def parse_headers(sources: Iterable[Mapping[Any, object]], *, skip: Tuple[type, ...]) -> Params:
-    """The parameters given by ``x-payi-*`` headers; later sources win (case-insensitive;
-    names may be ``str`` or ``bytes``).
+    """The parameters given by ``x-payi-*`` / ``xProxy-*`` headers; later sources win
+    (case-insensitive, either spelling).
 
-    ``None`` and instances of ``skip`` (the SDK's ``Omit``/``NotGiven``) count as absent. An
+    ``None`` and instances of ``skip`` (the SDK's ``Omit``/``NotGiven``) count as absent.
+    Within one source, one parameter under both spellings with different values is a
+    ``ParameterValueError`` naming both headers. Names may be ``str`` or ``bytes``. An
     ``x-payi-*`` name that is no parameter's (a typo such as ``x-payi-use-case-nme``) is the
     caller's mistake: a ``ParameterValueError`` naming it, so no call goes out with its
     attribution silently missing (docs/parameters.md).
     """
-    texts: Dict[str, Tuple[str, object]] = {}
+    params: Params = {}
     for source in sources:
+        texts: Dict[str, Tuple[str, Value]] = {}
+        unset: Set[str] = set()
         for raw, value in source.items():
             header = header_name(raw)
-            if header is None or not header.lower().startswith(HEADER_PREFIX):
+            if header is None:
                 continue
-            lowered = header.lower()
-            if lowered not in PARAMETER_BY_HEADER:
-                raise _unknown_header(header)
+            name = PARAMETER_BY_ANY_HEADER.get(header.lower())
+            if name is None:
+                if header.lower().startswith(HEADER_PREFIX):
+                    raise _unknown_header(header)
+                continue
             if value is None or isinstance(value, skip):
                 # Unset: the scopes' value (seed: None "uses decorator/context value").
-                texts.pop(lowered, None)
+                unset.add(name)
                 continue
-            texts[lowered] = (header, value)
-    params: Params = {}
-    for lowered, (header, value) in texts.items():
-        if not isinstance(value, str):
-            raise ParameterTypeError(f"header {header!r} must be a str, not {type(value).__name__}")
-        name = PARAMETER_BY_HEADER[lowered]
-        params[name] = parse_value(name, value, what=f"header {header!r}")
+            if not isinstance(value, str):
+                raise ParameterTypeError(
+                    f"header {header!r} must be a str, not {type(value).__name__}")
+            parsed = parse_value(name, value, what=f"header {header!r}")
+            earlier = texts.get(name)
+            if (earlier is not None and earlier[0].lower() != header.lower()
+                    and earlier[1] != parsed):
+                raise ParameterValueError(
+                    f"header {earlier[0]!r} and header {header!r} give "
+                    f"{name} different values in one call"
+                )
+            texts[name] = (header, parsed)
+        for name in unset:
+            if name not in texts:
+                params.pop(name, None)
+        for name, (_, parsed) in texts.items():
+            params[name] = parsed
     return params

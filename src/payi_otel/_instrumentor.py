@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Callable, List, Optional, Tuple
 
 from opentelemetry import trace
@@ -21,6 +21,7 @@ from opentelemetry.trace import TracerProvider
 
 from payi_otel import _config as payi_config
 from payi_otel import _context as payi_state
+from payi_otel import _destinations as destinations
 from payi_otel import _zero_code
 from payi_otel._cost import CostObserver
 from payi_otel._genai import enable_genai_spans
@@ -50,6 +51,9 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     ``meter_provider`` (default: the global one) for the token and cost metrics,
     ``metrics_user_id`` (default: ``PAYI_METRICS_USER_ID``, else False: ``payi.user_id`` as
     a metric dimension).
+    ``header_dialect`` (``x-payi`` | ``payi-proxy``; default ``PAYI_HEADER_DIALECT``, else
+    ``x-payi``), ``header_hosts`` (the hosts that get attribution headers; default
+    ``PAYI_HEADER_HOSTS``, else every host but the providers' public API hosts).
     """
 
     # No __init__: BaseInstrumentor is a singleton whose __init__ would run on every
@@ -84,7 +88,17 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         metrics_user_id = _bool_option(kwargs.get("metrics_user_id"), "metrics_user_id",
                                        payi_config.METRICS_USER_ID_ENV, zero_code)
         provider: Optional[TracerProvider] = kwargs.get("tracer_provider")
-        accept = payi_config.baggage_accept(kwargs.get("baggage_accept"), os.environ)
+        try:
+            accept = payi_config.baggage_accept(kwargs.get("baggage_accept"), os.environ)
+            wire = destinations.policy_from(
+                kwargs.get("header_dialect"), kwargs.get("header_hosts"), os.environ)
+        except ParameterError as exc:
+            if not zero_code:
+                raise
+            logger.error("payi_otel: %s; the default is used", exc)
+            accept = payi_config.baggage_accept(None, {})
+            wire = destinations.WirePolicy()
+        destinations.set_current(wire)
         payi_state.set_global(params, propagate_baggage=propagate, instrumented=True,
                               baggage_accept=accept)
         set_payi_tracer_provider(provider)
@@ -93,6 +107,7 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         undo.extend(instrument_providers(PROVIDERS))
         undo.append(add_observer(CostObserver(kwargs.get("meter_provider"),
                                               metrics_user_id=metrics_user_id)))
+        undo.append(destinations.unguard_all)
         self._undo = tuple(undo)
         if kwargs.get("genai_spans", True):
             if zero_code:  # the loader instruments them; see finish_zero_code()
@@ -112,6 +127,7 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._undo = ()
         self._pending_genai = None
         payi_state.set_global({}, propagate_baggage=False, instrumented=False)
+        destinations.set_current(destinations.WirePolicy())
         set_payi_tracer_provider(None)
 
 
@@ -140,6 +156,8 @@ def payi_instrument(
     meter_provider: Optional[MeterProvider] = None,
     metrics_user_id: Optional[bool] = None,
     baggage_accept: Optional[Iterable[str]] = None,
+    header_dialect: Optional[str] = None,
+    header_hosts: Optional[Sequence[str]] = None,
 ) -> None:
     """Initialise Pay-i attribution once, at application start-up.
 
@@ -153,6 +171,11 @@ def payi_instrument(
     their dimensions only with ``metrics_user_id`` (default: ``PAYI_METRICS_USER_ID``).
     With baggage on, incoming baggage may set only the parameters in ``baggage_accept``
     (default: ``PAYI_BAGGAGE_ACCEPT``, else all but limits, price-as and resource scope).
+    its official OpenTelemetry instrumentation unless one is already on.
+    ``header_dialect`` (``x-payi`` | ``payi-proxy``, default ``PAYI_HEADER_DIALECT``, else
+    ``x-payi``) is the wire form of the attribution headers; ``header_hosts`` (default
+    ``PAYI_HEADER_HOSTS``) the only hosts that get them, else every host but the model
+    providers' public API hosts. Spans carry the values either way.
     A second call logs a warning and changes nothing.
     """
     instrumentor = PayiInstrumentor()
@@ -169,4 +192,6 @@ def payi_instrument(
         meter_provider=meter_provider,
         metrics_user_id=metrics_user_id,
         baggage_accept=baggage_accept,
+        header_dialect=header_dialect,
+        header_hosts=header_hosts,
     )

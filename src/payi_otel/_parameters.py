@@ -35,7 +35,9 @@ __all__ = [
     "LIST_PARAMETERS",
     "PAIRS",
     "PARAMETERS",
+    "PARAMETER_BY_ANY_HEADER",
     "PARAMETER_BY_HEADER",
+    "PAYI_HEADER_NAMES",
     "REGISTRY",
     "SCOPE_ATTRIBUTE",
     "Kind",
@@ -74,7 +76,10 @@ SCOPE_ATTRIBUTE = "payi.scope"
 class Parameter:
     """One Pay-i parameter. Its header is ``x-payi-<name with dashes>``, its variable
     ``PAYI_<NAME>``, its baggage key ``payi.<name>``; its span attribute is given (a dict
-    expands to ``<attribute>.<key>``). ``pair`` names the name-ID pair it belongs to."""
+    expands to ``<attribute>.<key>``). ``pair`` names the name-ID pair it belongs to.
+    ``payi_header`` is the name Pay-i's own SDK (``payi``, ``PayiHeaderNames`` in
+    ``payi/lib/helpers.py``) gives the header, None where it has none (that parameter is not
+    sent in the ``payi-proxy`` dialect)."""
 
     name: str
     kind: Kind
@@ -83,6 +88,7 @@ class Parameter:
     #: Whether incoming W3C baggage may set it by default. Budget and pricing controls
     #: (limits, price-as, resource scope) are not taken from another process unless allowed.
     from_baggage: bool = True
+    payi_header: Optional[str] = None
 
     @property
     def header(self) -> str:
@@ -95,21 +101,31 @@ class Parameter:
 
 #: Every parameter, in the order used for headers, attributes and ``get_context()``.
 REGISTRY: Tuple[Parameter, ...] = (
-    Parameter("use_case_name", Kind.STRING, "payi.use_case.name", pair="use_case"),
-    Parameter("use_case_id", Kind.STRING, "payi.use_case.id", pair="use_case"),
-    Parameter("use_case_version", Kind.INT, "payi.use_case.version", pair="use_case"),
-    Parameter("use_case_step", Kind.STRING, "payi.use_case.step", pair="use_case"),
-    Parameter("use_case_properties", Kind.DICT, "payi.use_case.properties", pair="use_case"),
+    Parameter("use_case_name", Kind.STRING, "payi.use_case.name", pair="use_case",
+              payi_header="xProxy-UseCase-Name"),
+    Parameter("use_case_id", Kind.STRING, "payi.use_case.id", pair="use_case",
+              payi_header="xProxy-UseCase-ID"),
+    Parameter("use_case_version", Kind.INT, "payi.use_case.version", pair="use_case",
+              payi_header="xProxy-UseCase-Version"),
+    Parameter("use_case_step", Kind.STRING, "payi.use_case.step", pair="use_case",
+              payi_header="xProxy-UseCase-Step"),
+    Parameter("use_case_properties", Kind.DICT, "payi.use_case.properties", pair="use_case",
+              payi_header="xProxy-UseCase-Properties"),
     Parameter("experience_name", Kind.STRING, "payi.experience.name", pair="experience"),
     Parameter("experience_id", Kind.STRING, "payi.experience.id", pair="experience"),
-    Parameter("limit_ids", Kind.LIST, "payi.limit_ids", from_baggage=False),
+    Parameter("limit_ids", Kind.LIST, "payi.limit_ids", payi_header="xProxy-Limit-IDs",
+              from_baggage=False),
     Parameter("request_tags", Kind.LIST, "payi.request_tags"),
-    Parameter("user_id", Kind.STRING, "payi.user_id"),
-    Parameter("account_name", Kind.STRING, "payi.account_name"),
-    Parameter("request_properties", Kind.DICT, "payi.request.properties"),
-    Parameter("price_as_category", Kind.STRING, "payi.price_as.category", from_baggage=False),
-    Parameter("price_as_resource", Kind.STRING, "payi.price_as.resource", from_baggage=False),
-    Parameter("resource_scope", Kind.STRING, "payi.resource_scope", from_baggage=False),
+    Parameter("user_id", Kind.STRING, "payi.user_id", payi_header="xProxy-User-ID"),
+    Parameter("account_name", Kind.STRING, "payi.account_name", payi_header="xProxy-Account-Name"),
+    Parameter("request_properties", Kind.DICT, "payi.request.properties",
+              payi_header="xProxy-Request-Properties"),
+    Parameter("price_as_category", Kind.STRING, "payi.price_as.category",
+              payi_header="xProxy-PriceAs-Category", from_baggage=False),
+    Parameter("price_as_resource", Kind.STRING, "payi.price_as.resource",
+              payi_header="xProxy-PriceAs-Resource", from_baggage=False),
+    Parameter("resource_scope", Kind.STRING, "payi.resource_scope",
+              payi_header="xProxy-Resource-Scope", from_baggage=False),
 )
 
 
@@ -139,6 +155,13 @@ def _pairs() -> Tuple[Pair, ...]:
 PARAMETERS: Mapping[str, Kind] = {p.name: p.kind for p in REGISTRY}
 HEADER_NAMES: Mapping[str, str] = {p.name: p.header for p in REGISTRY}
 PARAMETER_BY_HEADER: Mapping[str, str] = {p.header: p.name for p in REGISTRY}
+#: Pay-i's own header names (``xProxy-*``), for the parameters that have one.
+PAYI_HEADER_NAMES: Mapping[str, str] = {p.name: p.payi_header for p in REGISTRY if p.payi_header}
+#: Either spelling, lower-cased -> parameter (header names are case-insensitive).
+PARAMETER_BY_ANY_HEADER: Mapping[str, str] = {
+    **PARAMETER_BY_HEADER,
+    **{header.lower(): name for name, header in PAYI_HEADER_NAMES.items()},
+}
 ATTRIBUTE_NAMES: Mapping[str, str] = {p.name: p.attribute for p in REGISTRY}
 ENV_NAMES: Mapping[str, str] = {p.name: p.env for p in REGISTRY}
 PAIRS: Tuple[Pair, ...] = _pairs()

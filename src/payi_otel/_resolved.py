@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Dict, Hashable, List, Optional, Sequence, Set, Tuple, Union
 
-from payi_otel._codec import format_value, to_header_value
+from payi_otel._codec import format_value, format_wire_value
 from payi_otel._merge import Level, merge
 from payi_otel._parameters import (
     ATTRIBUTE_NAMES,
@@ -18,18 +18,30 @@ from payi_otel._parameters import (
     HEADER_NAMES,
     PAIRS,
     PARAMETERS,
+    PAYI_HEADER_NAMES,
     SCOPE_ATTRIBUTE,
     Params,
     Value,
 )
 
 __all__ = [
+    "DIALECTS",
     "GLOBAL_CACHE_SIZE",
     "MAX_PROPERTY_ATTRIBUTES",
+    "PAYI_PROXY",
+    "X_PAYI",
     "AttributeValue",
     "Effective",
     "emitted",
 ]
+
+#: Wire dialects: ``x-payi`` (docs/parameters.md, the default) and ``payi-proxy`` (Pay-i's
+#: own SDK in proxy mode: its ``xProxy-*`` names, properties as base64 of the JSON, and no
+#: header for the parameters it has no name for).
+X_PAYI = "x-payi"
+PAYI_PROXY = "payi-proxy"
+DIALECTS = (X_PAYI, PAYI_PROXY)
+_NAMES = {X_PAYI: HEADER_NAMES, PAYI_PROXY: PAYI_HEADER_NAMES}
 
 AttributeValue = Union[str, int, Sequence[str]]
 
@@ -94,7 +106,7 @@ class Effective:
     def __init__(self, params: Params) -> None:
         self.params = params
         self._attributes: Optional[Dict[str, AttributeValue]] = None
-        self._headers: Optional[Dict[str, str]] = None
+        self._headers: Optional[Dict[str, Mapping[str, str]]] = None
         self._scope_attributes: Optional[Dict[str, Dict[str, AttributeValue]]] = None
         self._children: Optional[Dict[Hashable, Effective]] = None
         self._generation = -1
@@ -180,15 +192,20 @@ class Effective:
             self._attributes = attributes
         return attributes
 
-    def headers(self) -> Mapping[str, str]:
-        """``x-payi-*`` header values, percent-encoded where not plain ASCII."""
-        headers = self._headers
+    def headers(self, dialect: str = X_PAYI) -> Mapping[str, str]:
+        """The attribution headers in ``dialect`` (:data:`DIALECTS`), values percent-encoded
+        where not plain ASCII."""
+        cache = self._headers
+        if cache is None:
+            cache = self._headers = {}
+        headers = cache.get(dialect)
         if headers is None:
-            headers = {
-                HEADER_NAMES[name]: to_header_value(format_value(name, value))
+            names = _NAMES[dialect]
+            headers = cache[dialect] = {
+                names[name]: format_wire_value(name, value, dialect == PAYI_PROXY)
                 for name, value in emitted(self.params)
+                if name in names
             }
-            self._headers = headers
         return headers
 
     def baggage(self) -> Dict[str, str]:

@@ -40,6 +40,9 @@ class Call:
     headers: Tuple[Mapping[str, object], ...]
     #: The model asked for, when the request names one.
     model: Optional[str] = None
+    #: Where the call goes (absolute URL), when known: decides whether attribution headers
+    #: are sent at all (``_destinations``).
+    url: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -101,14 +104,16 @@ class Provider(Protocol):
         ...
 
     def read(self, instance: Any, args: Args, kwargs: Kwargs) -> Call:
-        """The caller's headers and the model of the call about to be sent."""
+        """The caller's headers, the model and the URL of the call about to be sent."""
         ...
 
     def stamp(
         self, instance: Any, args: Args, kwargs: Kwargs, headers: Mapping[str, str]
     ) -> Tuple[Args, Kwargs]:
-        """The arguments that send the call with ``headers`` as its only ``x-payi-*``
-        headers (the caller's, in any case, replaced), everything else unchanged."""
+        """The arguments that send the call with ``headers`` as its only attribution headers
+        (the caller's ``x-payi-*`` / ``xProxy-*`` ones, in any case and either spelling,
+        replaced; ``headers`` may be empty), everything else unchanged; and no attribution
+        header follows a redirect to another origin."""
         ...
 
     def usage(self, item: object) -> Optional[Usage]:

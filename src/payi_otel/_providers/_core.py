@@ -3,7 +3,9 @@ call in its context, observe the response (docs/architecture.md).
 
 For each call: the caller's ``x-payi-*`` headers are parsed into the highest level and merged
 over the effective context (a fresh id for a name given without one is made here, once per
-logical call, so retries resend it); the call is sent with exactly the resolved headers; the
+logical call, so retries resend it); the call is sent with exactly the resolved headers, in
+the configured dialect, or with none where the destination policy says nobody reads them
+(``_destinations``); the
 current GenAI span gets the same values as ``payi.*`` attributes; while the SDK handles the
 call the resolved parameters are in the context, so a GenAI span the SDK starts itself gets
 them too; and when observers are registered, each completed call (a stream: when exhausted or
@@ -22,6 +24,7 @@ import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from payi_otel import _destinations as destinations
 from payi_otel._codec import parse_headers
 from payi_otel._context import current_effective, with_call, without_payi_baggage
 from payi_otel._log import internal_error
@@ -206,7 +209,9 @@ def _prepare(
     try:
         request = provider.read(instance, args, kwargs)
         call = resolve_call(current_effective(), parse_headers(request.headers, skip=()))
-        new_args, new_kwargs = provider.stamp(instance, args, kwargs, call.headers())
+        wire = destinations.current()
+        headers = call.headers(wire.dialect) if wire.sends_to(request.url) else {}
+        new_args, new_kwargs = provider.stamp(instance, args, kwargs, headers)
         apply_call_attributes(trace.get_current_span(), call)
         observation = None
         if _observers:

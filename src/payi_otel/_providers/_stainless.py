@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 
 from payi_otel._codec import is_payi_header
+from payi_otel._destinations import guard_client
 from payi_otel._providers._base import Args, Call, Kwargs, PatchPoint, Usage
 
 __all__ = ["StainlessProvider"]
@@ -82,7 +83,22 @@ class StainlessProvider:
         body = getattr(options, "json_data", None)
         model = body.get("model") if isinstance(body, Mapping) else None
         return Call((self._payi(defaults), self._payi(headers)),
-                    model if isinstance(model, str) else None)
+                    model if isinstance(model, str) else None, self._url(instance, options))
+
+    @staticmethod
+    def _url(instance: Any, options: Any) -> Optional[str]:
+        """The absolute URL the SDK will send to: ``options.url`` joined to ``base_url``
+        the way the SDK joins them (``_prepare_url``)."""
+        url = getattr(options, "url", None)
+        prepare = getattr(instance, "_prepare_url", None)
+        if not isinstance(url, str):
+            return None
+        if callable(prepare):
+            return str(prepare(url))
+        base = getattr(instance, "base_url", None)
+        if "://" in url or base is None:
+            return url
+        return str(base).rstrip("/") + "/" + url.lstrip("/")
 
     def _payi(self, headers: Mapping[str, object]) -> Mapping[str, object]:
         """The ``x-payi-*`` entries; ``Omit`` / ``NotGiven`` read as None (absent)."""
@@ -106,6 +122,7 @@ class StainlessProvider:
             if is_payi_header(key):
                 sent[key] = omit()
         sent.update(headers)
+        guard_client(getattr(instance, "_client", None))
         options = model_copy(options)
         options.headers = sent
         if len(args) > 1:

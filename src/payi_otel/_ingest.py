@@ -1,0 +1,288 @@
+"""``PayiIngestExporter``: finished GenAI spans as Pay-i ingest records (Pay-i's "ingest mode").
+
+Each GenAI call's span becomes one ``POST /api/v1/ingest`` made with Pay-i's own client
+library (``payi``, the ``payi-otel[payi]`` extra): category and resource (``price_as_*`` win,
+as in Pay-i's SDK), token units, latency, time to first token of a stream when the span has
+it, the HTTP status, and the span's ``payi.*`` attribution. Use it behind the SDK's
+``BatchSpanProcessor``: the app's threads only enqueue spans (a bounded queue that drops when
+full); this exporter runs on the processor's worker thread. Each record is retried by the Pay-i
+client with exponential backoff (``max_retries``); when Pay-i stays down the rest of the batch
+is dropped at once, and no batch runs longer than ``export_timeout``; every drop is counted
+(:meth:`PayiIngestExporter.stats`). Pay-i's answers are logged at DEBUG.
+
+One call can have two nested GenAI spans (anthropic 2.x starts its own span inside the
+instrumentation's): a span that is the parent of an already ingested GenAI span is not a call
+of its own and is skipped (the inner span ends, and is exported, first).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional, Tuple
+
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import StatusCode
+
+from payi_otel._log import logger
+from payi_otel._parameters import ATTRIBUTE_NAMES, PARAMETERS, Kind, Params
+from payi_otel._spans import is_genai_span
+
+__all__ = ["INSTALL_HINT", "PayiIngestExporter", "ingest_record"]
+
+INSTALL_HINT = "pip install 'payi-otel[payi]'"
+
+#: GenAI provider names (``gen_ai.provider.name`` / ``gen_ai.system``) -> Pay-i categories
+#: (``PayiCategories`` in ``payi/lib/helpers.py``).
+CATEGORIES: Mapping[str, str] = {
+    "openai": "system.openai",
+    "azure.ai.openai": "system.azureopenai",
+    "az.ai.openai": "system.azureopenai",
+    "anthropic": "system.anthropic",
+    "aws.bedrock": "system.aws.bedrock",
+    "gcp.vertex_ai": "system.google.vertex",
+    "gcp.gemini": "system.google.vertex",
+    "gcp.gen_ai": "system.google.vertex",
+}
+
+#: Parameters sent as ``ingest.units`` keyword arguments (the client puts the attribution
+#: ones in ``xProxy-*`` headers of the ingest request, the properties in its body).
+#: ``experience_*`` and ``request_tags`` have no place there (the client drops request tags).
+_INGEST_ARGUMENTS: Mapping[str, str] = {
+    "use_case_name": "use_case_name",
+    "use_case_id": "use_case_id",
+    "use_case_version": "use_case_version",
+    "use_case_step": "use_case_step",
+    "use_case_properties": "use_case_properties",
+    "limit_ids": "limit_ids",
+    "user_id": "user_id",
+    "account_name": "account_name",
+    "request_properties": "properties",
+    "resource_scope": "resource_scope",
+}
+
+
+def params_from_attributes(attributes: Mapping[str, Any]) -> Params:
+    """The Pay-i parameters a span's ``payi.*`` attributes carry (inverse of
+    ``Effective.attributes``)."""
+    params: Params = {}
+    for name, attribute in ATTRIBUTE_NAMES.items():
+        if PARAMETERS[name] is Kind.DICT:
+            prefix = attribute + "."
+            found = {k[len(prefix):]: str(v) for k, v in attributes.items()
+                     if k.startswith(prefix)}
+            if found:
+                params[name] = dict(found)
+            continue
+        value = attributes.get(attribute)
+        if value is None:
+            continue
+        if PARAMETERS[name] is Kind.LIST:
+            params[name] = tuple(str(v) for v in value)
+        elif PARAMETERS[name] is Kind.INT:
+            params[name] = int(value)
+        else:
+            params[name] = str(value)
+    return params
+
+
+def _int(value: object) -> Optional[int]:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _units(attributes: Mapping[str, Any]) -> Dict[str, Dict[str, int]]:
+    """Pay-i's units: ``text`` (input without the cached tokens), ``text_cache_read``,
+    ``text_cache_write``, ``reasoning`` (out of the output) when not zero."""
+    input_tokens = _int(attributes.get("gen_ai.usage.input_tokens")) or 0
+    output_tokens = _int(attributes.get("gen_ai.usage.output_tokens")) or 0
+    read = _int(attributes.get("gen_ai.usage.cache_read.input_tokens")) or 0
+    write = (_int(attributes.get("gen_ai.usage.cache_creation.input_tokens"))
+             or _int(attributes.get("gen_ai.usage.cache_write.input_tokens")) or 0)
+    reasoning = _int(attributes.get("gen_ai.usage.reasoning.output_tokens")) or 0
+    units: Dict[str, Dict[str, int]] = {}
+    if read:
+        units["text_cache_read"] = {"input": read, "output": 0}
+    if write:
+        units["text_cache_write"] = {"input": write, "output": 0}
+    if reasoning:
+        units["reasoning"] = {"input": 0, "output": reasoning}
+    units["text"] = {"input": max(input_tokens - read - write, 0),
+                     "output": max(output_tokens - reasoning, 0)}
+    return units
+
+
+def _category(attributes: Mapping[str, Any]) -> str:
+    provider = attributes.get("gen_ai.provider.name") or attributes.get("gen_ai.system") or ""
+    address = str(attributes.get("server.address") or "")
+    if provider == "openai" and address.endswith(".openai.azure.com"):
+        return CATEGORIES["azure.ai.openai"]
+    return CATEGORIES.get(str(provider), f"system.{provider}" if provider else "system.unknown")
+
+
+def ingest_record(span: ReadableSpan) -> Dict[str, Any]:
+    """The ``ingest.units`` keyword arguments for one GenAI span."""
+    attributes: Mapping[str, Any] = span.attributes or {}
+    params = params_from_attributes(attributes)
+    model = attributes.get("gen_ai.request.model") or attributes.get("gen_ai.response.model")
+    record: Dict[str, Any] = {
+        "category": params.get("price_as_category") or _category(attributes),
+        "resource": params.get("price_as_resource") or model or "system.unknown_model",
+        "units": _units(attributes),
+    }
+    if span.start_time is not None:
+        record["event_timestamp"] = datetime.fromtimestamp(span.start_time / 1e9, timezone.utc)
+        if span.end_time is not None:
+            record["end_to_end_latency_ms"] = (span.end_time - span.start_time) // 1_000_000
+    first_chunk = attributes.get("gen_ai.response.time_to_first_chunk")
+    if isinstance(first_chunk, (int, float)) and not isinstance(first_chunk, bool):
+        record["time_to_first_token_ms"] = int(first_chunk * 1000)
+    status = _int(attributes.get("http.response.status_code"))
+    if status is None and span.status.status_code is not StatusCode.ERROR:
+        status = 200
+    if status is not None:
+        record["http_status_code"] = status
+    response_id = attributes.get("gen_ai.response.id")
+    if isinstance(response_id, str):
+        record["provider_response_id"] = response_id
+    url = attributes.get("url.full")
+    if isinstance(url, str):
+        record["provider_uri"] = url
+    for name, argument in _INGEST_ARGUMENTS.items():
+        if name in params:
+            value = params[name]
+            record[argument] = list(value) if isinstance(value, tuple) else value
+    return record
+
+
+class PayiIngestExporter(SpanExporter):
+    """Sends every finished GenAI span to Pay-i's ingest API (use behind a
+    ``BatchSpanProcessor``).
+
+    ``api_key`` / ``base_url`` default to ``PAYI_API_KEY`` / ``PAYI_BASE_URL`` as Pay-i's client
+    reads them; ``client`` is a ready ``payi.Payi`` instead. ``max_retries`` (with the
+    client's exponential backoff) and ``timeout`` apply to each record; ``export_timeout``
+    bounds one batch.
+    """
+
+    #: How many ingested span ids are remembered to skip their outer GenAI spans.
+    SEEN_LIMIT = 4096
+
+    def __init__(
+        self,
+        api_key: Optional[str] = None,
+        base_url: Optional[str] = None,
+        *,
+        client: Any = None,
+        max_retries: int = 3,
+        timeout: float = 10.0,
+        export_timeout: float = 30.0,
+    ) -> None:
+        self._options: Dict[str, Any] = {"api_key": api_key, "base_url": base_url,
+                                         "max_retries": max_retries, "timeout": timeout}
+        self._client = client
+        self._export_timeout = export_timeout
+        self._lock = threading.Lock()
+        self._stats = {"exported": 0, "failed": 0, "dropped": 0, "skipped": 0}
+        self._parents: OrderedDict[Tuple[int, int], None] = OrderedDict()
+        self._unavailable = False
+        self._shutdown = False
+        if client is None:
+            try:
+                import payi  # noqa: F401
+            except ImportError:
+                self._unavailable = True
+                logger.warning(
+                    "payi_otel: PayiIngestExporter needs Pay-i's client library, which is not "
+                    "installed; no usage is sent to Pay-i. Install it with: %s", INSTALL_HINT)
+
+    def stats(self) -> Mapping[str, int]:
+        """Counts so far: ``exported`` (Pay-i accepted), ``failed`` (Pay-i refused or could not
+        be reached after retries), ``dropped`` (not tried: Pay-i down in that batch, the batch
+        out of time, no client), ``skipped`` (spans that are not a GenAI call)."""
+        with self._lock:
+            return dict(self._stats)
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._stats[key] += n
+
+    def _get_client(self) -> Any:
+        if self._client is None and not self._unavailable:
+            try:
+                from payi import Payi
+
+                options = {k: v for k, v in self._options.items() if v is not None}
+                self._client = Payi(**options)
+            except Exception as exc:  # e.g. no PAYI_API_KEY
+                self._unavailable = True
+                logger.warning("payi_otel: PayiIngestExporter cannot create Pay-i's client "
+                               "(%s); no usage is sent to Pay-i", exc)
+        return self._client
+
+    def _calls(self, spans: Sequence[ReadableSpan]) -> List[ReadableSpan]:
+        """The GenAI spans of ``spans`` that are calls (not the outer span of one)."""
+        calls = []
+        for span in spans:
+            context = span.get_span_context()
+            key = (context.trace_id, context.span_id) if context else (0, 0)
+            if not is_genai_span(span) or key in self._parents:
+                self._parents.pop(key, None)  # the outer span of an ingested call
+                self._count("skipped")
+                continue
+            calls.append(span)
+            if span.parent is not None:
+                self._parents[(span.parent.trace_id, span.parent.span_id)] = None
+                while len(self._parents) > self.SEEN_LIMIT:
+                    self._parents.popitem(last=False)
+        return calls
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            calls = self._calls(spans)
+            if not calls:
+                return SpanExportResult.SUCCESS
+            client = None if self._shutdown else self._get_client()
+            if client is None:
+                self._count("dropped", len(calls))
+                return SpanExportResult.FAILURE
+            with suppress_instrumentation():
+                return self._send(client, calls)
+        except Exception:  # never raise into the processor's worker
+            logger.exception("payi_otel: PayiIngestExporter failed")
+            return SpanExportResult.FAILURE
+
+    def _send(self, client: Any, calls: List[ReadableSpan]) -> SpanExportResult:
+        from payi import APIConnectionError, APIStatusError
+
+        deadline = time.monotonic() + self._export_timeout
+        result = SpanExportResult.SUCCESS
+        for index, span in enumerate(calls):
+            if self._shutdown or time.monotonic() > deadline:
+                self._count("dropped", len(calls) - index)
+                return SpanExportResult.FAILURE
+            try:
+                answer = client.ingest.units(**ingest_record(span))
+                self._count("exported")
+                logger.debug("payi_otel: Pay-i ingest answered %r", answer)
+            except (APIConnectionError, APIStatusError) as exc:
+                self._count("failed")
+                result = SpanExportResult.FAILURE
+                status = getattr(exc, "status_code", None)
+                logger.debug("payi_otel: Pay-i ingest failed: %r", exc)
+                if status is None or status >= 500 or status == 429:
+                    # Pay-i is down or overloaded after the client's retries: the rest of
+                    # this batch is not tried (the next batch tries again).
+                    self._count("dropped", len(calls) - index - 1)
+                    return result
+        return result
+
+    def shutdown(self) -> None:
+        self._shutdown = True
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
