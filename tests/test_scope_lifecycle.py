@@ -163,3 +163,67 @@ def test_the_merge_cache_is_bounded_for_the_whole_process(
     gc.collect()
     live = sum(isinstance(o, _resolved.Effective) for o in gc.get_objects())
     assert live <= 2 * 500 + 100, live
+
+
+def _holder(index: int) -> Iterator[None]:
+    with track_context(user_id=f"u{index}", limit_ids=[f"l{index}"]):
+        while True:
+            yield
+
+
+def _seen_in_thread() -> dict[str, object]:
+    import threading
+
+    seen: dict[str, object] = {}
+    thread = threading.Thread(target=lambda: seen.update(get_context()))
+    thread.start()
+    thread.join()
+    return seen
+
+
+async def _seen_in_task() -> dict[str, object]:
+    async def read() -> dict[str, object]:
+        return dict(get_context())
+
+    return await asyncio.create_task(read())
+
+
+def test_random_interleavings_of_scopes_held_by_generators_match_the_model(
+    no_global: Any,
+) -> None:
+    """Generators that each hold a track_context, entered and closed in random order: after
+    every step, get_context() - here, in a new thread and in a new task - is the model's: the
+    open scopes merged in the order they were entered, nothing of a closed one."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    steps = st.lists(st.tuples(st.sampled_from(["open", "close"]), st.integers(0, 4)),
+                     max_size=25)
+
+    @settings(max_examples=60, deadline=None, database=None)
+    @given(steps)
+    def run(plan: list[tuple[str, int]]) -> None:
+        holders: dict[int, Iterator[None]] = {}
+        open_order: list[int] = []  # the model
+        try:
+            for action, index in plan:
+                if action == "open" and index not in holders:
+                    holders[index] = _holder(index)
+                    next(holders[index])
+                    open_order.append(index)
+                elif action == "close" and index in holders:
+                    holders.pop(index).close()  # type: ignore[attr-defined]
+                    open_order.remove(index)
+                expected: dict[str, object] = {}
+                if open_order:
+                    expected = {"user_id": f"u{open_order[-1]}",
+                                "limit_ids": [f"l{i}" for i in open_order]}
+                assert dict(get_context()) == expected
+                assert _seen_in_thread() == expected
+                assert asyncio.run(_seen_in_task()) == expected
+        finally:
+            for index in reversed(open_order):
+                holders[index].close()  # type: ignore[attr-defined]
+        assert dict(get_context()) == {}
+
+    run()

@@ -21,6 +21,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
+from payi_otel._genai import GENAI_SCOPE_PREFIXES
 from payi_otel._log import internal_error, logger
 from payi_otel._providers import CallRecord, Usage
 from payi_otel._spans import is_genai_span
@@ -92,7 +93,10 @@ class CostObserver:
     def __call__(self, record: CallRecord) -> None:
         try:
             usage = record.usage
-            if usage is None:
+            # No model asked for: not a generation (e.g. responses.retrieve reports the usage
+            # of a response already counted when it was created) - counting it would bill
+            # the same tokens twice.
+            if usage is None or not record.request_model:
                 return
             price = self._price(record, usage)
             _annotate(record.span, usage, price)
@@ -171,15 +175,22 @@ class CostObserver:
 
 def _annotate(span: Span, usage: Usage, price: Optional[PriceCalculation]) -> None:
     """Usage and cost on the GenAI span (none without one: the current span is then some
-    other span); usage the instrumentation already set stays as it is."""
+    other span). The ``gen_ai.usage.*`` attributes belong to the GenAI instrumentation that
+    made the span, which sets them as the conventions say (and leaves some out on purpose):
+    they are added only where it reported none (a stream whose usage only payi_otel asked
+    for; a span no GenAI instrumentation made), and zero cache or reasoning counts never."""
     if not span.is_recording() or not is_genai_span(span):
         return
     existing: Mapping[str, Any] = getattr(span, "attributes", None) or {}
     attributes: Dict[str, AttributeValue] = {}
-    for field, attribute, _ in _USAGE:
-        count = getattr(usage, field)
-        if count is not None and attribute not in existing:
-            attributes[attribute] = count
+    scope = getattr(getattr(span, "instrumentation_scope", None), "name", None) or ""
+    reported = any(key.startswith("gen_ai.usage.") for key in existing)
+    if not (reported and scope.startswith(GENAI_SCOPE_PREFIXES)):
+        for field, attribute, _ in _USAGE:
+            count = getattr(usage, field)
+            required = field in ("input_tokens", "output_tokens")
+            if count is not None and (count or required) and attribute not in existing:
+                attributes[attribute] = count
     if price is not None:
         attributes.update({
             "payi_otel.cost.input": float(price.input_price),
