@@ -37,7 +37,7 @@ test-compat:
 	$(COMPAT)/bin/pytest tests/test_genai.py tests/test_genai_seeds.py tests/test_baggage.py tests/test_auto_instrumentation.py
 
 bench: venv
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 demo: venv
 	$(BIN)/python examples/support_assistant/main.py
