@@ -19,9 +19,19 @@ from payi_otel._parameters import (
     validate_params,
 )
 
-__all__ = ["PROPAGATE_BAGGAGE_ENV", "global_params", "parse_bool_env"]
+__all__ = [
+    "PROPAGATE_BAGGAGE_ENV",
+    "SCOPE_SPANS_ENV",
+    "SCOPE_SPAN_ATTRIBUTES",
+    "SCOPE_SPAN_ATTRIBUTES_ENV",
+    "global_params",
+    "parse_bool_env",
+]
 
 PROPAGATE_BAGGAGE_ENV = "PAYI_PROPAGATE_BAGGAGE"
+SCOPE_SPANS_ENV = "PAYI_SCOPE_SPANS"
+SCOPE_SPAN_ATTRIBUTES_ENV = "PAYI_SCOPE_SPAN_ATTRIBUTES"
+SCOPE_SPAN_ATTRIBUTES = ("own", "effective")
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}

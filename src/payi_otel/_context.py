@@ -14,7 +14,7 @@ Rules: docs/precedence.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Hashable, Optional, Tuple
+from typing import Hashable, NamedTuple, Optional, Tuple
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import context as otel_context
@@ -30,10 +30,12 @@ __all__ = [
     "ScopeState",
     "call_effective",
     "current_effective",
+    "effective_scope_spans",
     "enter_scope",
     "instrumented",
     "propagate_baggage",
     "read_incoming",
+    "scope_spans",
     "set_global",
     "with_call",
     "with_outgoing",
@@ -51,18 +53,34 @@ class _Global:
     propagate_baggage: bool
     version: int
     instrumented: bool = False
+    scope_spans: bool = True
+    effective_scope_spans: bool = False
 
 
 _global = _Global(Effective({}), False, 0)
 
 
-def set_global(params: Params, *, propagate_baggage: bool, instrumented: bool) -> None:
+def set_global(
+    params: Params, *, propagate_baggage: bool, instrumented: bool, scope_spans: bool = True,
+    effective_scope_spans: bool = False,
+) -> None:
     """Replace the global level (``payi_instrument`` / the instrumentor)."""
     global _global
     _global = _Global(
         Effective(merge({}, new_level(params))), propagate_baggage, _global.version + 1,
-        instrumented,
+        instrumented, scope_spans, effective_scope_spans,
     )
+
+
+def scope_spans() -> bool:
+    """Whether scopes start spans (``payi_instrument(scope_spans=False)``: spanless mode)."""
+    return _global.scope_spans
+
+
+def effective_scope_spans() -> bool:
+    """Whether scope spans carry the whole effective set
+    (``scope_span_attributes="effective"``) rather than what the scope set."""
+    return _global.effective_scope_spans
 
 
 def propagate_baggage() -> bool:
@@ -74,9 +92,11 @@ def instrumented() -> bool:
     return _global.instrumented
 
 
-@dataclass(frozen=True)
-class ScopeState:
-    """The scopes in force in one context, by method, and their effective parameters."""
+class ScopeState(NamedTuple):
+    """The scopes in force in one context, by method, and their effective parameters.
+
+    (A NamedTuple, not a frozen dataclass: one is made per scope entry.)
+    """
 
     version: int
     baggage: Optional[Level]

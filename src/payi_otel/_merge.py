@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Dict, Hashable, Optional, Tuple
+from types import MappingProxyType
+from typing import Dict, Hashable, NamedTuple, Optional, Tuple
 
 from payi_otel._parameters import PAIRS, PARAMETERS, Kind, Pair, Params, Value
 
@@ -21,16 +21,20 @@ __all__ = ["Level", "fold", "merge", "new_level"]
 _PAIR_FIELDS = frozenset(f for p in PAIRS for f in p.fields)
 
 
-@dataclass(frozen=True)
-class Level:
+_NO_IDS: Mapping[str, str] = MappingProxyType({})
+
+
+class Level(NamedTuple):
     """One level's own parameters plus the ids it generated once, when it was created.
 
     ``key`` is the parameters' hashable form when the level comes from a scope that is
     entered again and again (it lets ``Effective.child`` cache the merge); else ``None``.
+    (A NamedTuple, not a frozen dataclass: one is made per scope entry, and this is
+    several times cheaper to construct; see docs/performance.md.)
     """
 
     params: Params
-    fresh_ids: Mapping[str, str] = field(default_factory=dict)
+    fresh_ids: Mapping[str, str] = _NO_IDS
     key: Optional[Hashable] = None
 
 
@@ -46,7 +50,7 @@ def new_level(params: Params, key: Optional[Hashable] = None) -> Level:
             if fresh is None:
                 fresh = {}
             fresh[pair.id] = str(uuid.uuid4())
-    return Level(params, fresh or {}, key)
+    return Level(params, fresh or _NO_IDS, key)
 
 
 def _merge_value(kind: Kind, lower: Optional[Value], upper: Value) -> Value:
@@ -109,9 +113,12 @@ def merge(lower: Params, level: Level) -> Params:
     if not upper:
         return lower
     result = dict(lower)
+    if _PAIR_FIELDS.isdisjoint(upper):  # the common case (user id, limits, properties)
+        _merge_into(result, lower, upper, upper)
+        return result
     for pair in PAIRS:
         _merge_pair(result, lower, level, pair)
-    _merge_into(result, lower, upper, (n for n in upper if n not in _PAIR_FIELDS))
+    _merge_into(result, lower, upper, [n for n in upper if n not in _PAIR_FIELDS])
     return result
 
 

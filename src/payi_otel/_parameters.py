@@ -241,11 +241,12 @@ def validate_value(name: str, value: object, *, what: Optional[str] = None) -> V
 
 
 def params_key(params: Params) -> Tuple[Tuple[str, object], ...]:
-    """A hashable form of validated ``params`` (equal params, equal keys)."""
-    return tuple(
-        (name, tuple(value.items()) if isinstance(value, dict) else value)
-        for name, value in sorted(params.items())
-    )
+    """A hashable form of validated ``params`` (equal keys, equal params; the same params
+    given in another order may get another key, which only costs a cache miss)."""
+    return tuple([
+        (name, tuple(value.items()) if type(value) is dict else value)
+        for name, value in params.items()
+    ])
 
 
 def validate_params(params: Mapping[str, object], *, source: str) -> Params:

@@ -23,11 +23,12 @@ from payi_otel._parameters import (
     Value,
 )
 
-__all__ = ["AttributeValue", "Effective", "emitted"]
+__all__ = ["AttributeValue", "Effective", "ScopeAttributes", "emitted"]
 
 AttributeValue = Union[str, int, Sequence[str]]
 
 _ORDER = {name: i for i, name in enumerate(PARAMETERS)}
+_PAIR_FIELDS = frozenset(f for p in PAIRS for f in p.fields)
 
 
 def _is_cleared(value: Value) -> bool:
@@ -47,6 +48,79 @@ def emitted(params: Params) -> List[Tuple[str, Value]]:
     ]
     items.sort(key=lambda item: _ORDER[item[0]])
     return items
+
+
+def _attribute_items(
+    items: Sequence[Tuple[str, Value]],
+) -> Dict[str, AttributeValue]:
+    """``payi.*`` span attributes of ``items`` (values kept as-is, non-ASCII included)."""
+    attributes: Dict[str, AttributeValue] = {}
+    for name, value in items:
+        key = ATTRIBUTE_NAMES[name]
+        if isinstance(value, dict):
+            for prop, item in value.items():
+                if item is not None:
+                    attributes[f"{key}.{prop}"] = item
+        elif isinstance(value, tuple):
+            attributes[key] = list(value)
+        else:
+            attributes[key] = value
+    return attributes
+
+
+class ScopeAttributes:
+    """The attributes of a scope span: what the scope itself set, plus ``payi.scope``.
+
+    Built once per ``track_context`` / ``@track`` (on first use, not per entry). A scope span
+    does not repeat what it inherits: the SDK validates every attribute of every span it
+    starts, so writing the whole effective set made each scope cost grow with what is in force
+    (and with nesting). GenAI spans still carry the whole effective set (docs/performance.md).
+    As for the effective set, cleared values are not shown, nor a use case's (experience's)
+    fields while no name of it is in force; for a pair the scope names, the id in force is
+    added per entry (it may have been generated for this entry).
+    """
+
+    __slots__ = ("_method", "_pairs", "_params", "_static")
+
+    def __init__(self, params: Params, method: str) -> None:
+        self._params = params
+        self._method = method
+        self._static: Optional[Dict[str, AttributeValue]] = None  # built on first use
+        self._pairs: Tuple[Tuple[str, str, str, Dict[str, AttributeValue]], ...] = ()
+
+    def _build(self) -> Dict[str, AttributeValue]:
+        own = [(n, v) for n, v in self._params.items() if not _is_cleared(v)]
+        pairs = []
+        for pair in PAIRS:
+            fields = [(n, v) for n, v in own if n in pair.fields]
+            if fields:
+                # The id in force only where this scope names the entity (it may be new).
+                id_name = pair.id if self._params.get(pair.name) else ""
+                pairs.append((
+                    pair.name, id_name, ATTRIBUTE_NAMES[pair.id], _attribute_items(fields)
+                ))
+        self._pairs = tuple(pairs)
+        static = self._static = {
+            **_attribute_items([(n, v) for n, v in own if n not in _PAIR_FIELDS]),
+            SCOPE_ATTRIBUTE: self._method,
+        }
+        return static
+
+    def for_entry(self, effective: Effective) -> Mapping[str, AttributeValue]:
+        static = self._static
+        if static is None:
+            static = self._build()
+        if not self._pairs:
+            return static
+        attributes = dict(static)
+        params = effective.params
+        for name, id_name, id_attribute, fields in self._pairs:
+            if params.get(name):  # the pair is in force: its fields and its id are shown
+                attributes.update(fields)
+                entity_id = params.get(id_name) if id_name else None
+                if isinstance(entity_id, str) and entity_id:
+                    attributes[id_attribute] = entity_id
+        return attributes
 
 
 #: Children cached per Effective (see :meth:`Effective.child`); the cache is reset when full.
@@ -88,8 +162,11 @@ class Effective:
         if template is None:
             if len(children) >= CHILD_CACHE_SIZE:
                 children.clear()
-            placeholders = {name: _placeholder(name) for name in level.fresh_ids}
-            template = Effective(merge(self.params, Level(level.params, placeholders)))
+            if level.fresh_ids:
+                placeholders = {name: _placeholder(name) for name in level.fresh_ids}
+                template = Effective(merge(self.params, Level(level.params, placeholders)))
+            else:
+                template = Effective(merge(self.params, level))
             children[key] = template
         if not level.fresh_ids:
             return template
@@ -110,7 +187,8 @@ class Effective:
         return result
 
     def scope_attributes(self, method: str) -> Mapping[str, AttributeValue]:
-        """The attributes of a scope span: :meth:`attributes` and ``payi.scope``."""
+        """The attributes of a scope span with ``scope_span_attributes="effective"``:
+        :meth:`attributes` and ``payi.scope``."""
         cached = self._scope_attributes
         if cached is None:
             cached = self._scope_attributes = {}
@@ -123,18 +201,7 @@ class Effective:
         """``payi.*`` span attributes (values kept as-is, non-ASCII included)."""
         attributes = self._attributes
         if attributes is None:
-            attributes = {}
-            for name, value in emitted(self.params):
-                key = ATTRIBUTE_NAMES[name]
-                if isinstance(value, dict):
-                    for prop, item in value.items():
-                        if item is not None:
-                            attributes[f"{key}.{prop}"] = item
-                elif isinstance(value, tuple):
-                    attributes[key] = list(value)
-                else:
-                    attributes[key] = value
-            self._attributes = attributes
+            attributes = self._attributes = _attribute_items(emitted(self.params))
         return attributes
 
     def headers(self) -> Mapping[str, str]:

@@ -1,4 +1,5 @@
-"""Scopes: ``@track`` and ``track_context``. Each scope entry is one INTERNAL span.
+"""Scopes: ``@track`` and ``track_context``. Each scope entry is one INTERNAL span (none in
+spanless mode, ``payi_instrument(scope_spans=False)``).
 
 A scope computes its effective parameters when it is entered (``state.enter_scope``), starts
 its span with them as ``payi.*`` attributes, and attaches a context carrying span, state and
@@ -23,7 +24,7 @@ from payi_otel import _context as payi_baggage
 from payi_otel import _context as payi_state
 from payi_otel._log import internal_error, log_once
 from payi_otel._parameters import Params, params_key, validate_params
-from payi_otel._resolved import Effective
+from payi_otel._resolved import Effective, ScopeAttributes
 from payi_otel._spans import get_payi_tracer
 
 __all__ = ["get_context", "track", "track_context"]
@@ -32,13 +33,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Scope:
-    """One entered scope: its span and the token of the context it attached."""
+    """One entered scope: its span (``None`` in spanless mode) and the token of the context
+    it attached."""
 
     __slots__ = ("_span", "_token", "context", "effective")
 
     def __init__(
         self, method: str, params: Params, span_name: str, parent: Context,
-        key: Optional[Hashable] = None,
+        key: Optional[Hashable] = None, own: Optional[ScopeAttributes] = None,
     ) -> None:
         if not payi_state.instrumented():
             log_once(
@@ -49,11 +51,20 @@ class _Scope:
             )
         state, ctx = payi_state.enter_scope(method, params, parent, key)
         self.effective: Effective = state.effective
-        self._span: Span = get_payi_tracer().start_span(
-            span_name, context=parent, kind=SpanKind.INTERNAL,
-            attributes=state.effective.scope_attributes(method),
-        )
-        ctx = trace.set_span_in_context(self._span, ctx)
+        self._span: Optional[Span] = None
+        if payi_state.scope_spans():
+            # By default the span carries what this scope set (``own``), not the whole
+            # effective set: see ScopeAttributes and docs/performance.md.
+            if payi_state.effective_scope_spans():
+                attributes = state.effective.scope_attributes(method)
+            else:
+                if own is None:
+                    own = ScopeAttributes(params, method)
+                attributes = own.for_entry(state.effective)
+            self._span = get_payi_tracer().start_span(
+                span_name, context=parent, kind=SpanKind.INTERNAL, attributes=attributes,
+            )
+            ctx = trace.set_span_in_context(self._span, ctx)
         if payi_state.propagate_baggage():
             ctx = payi_baggage.with_outgoing(ctx, state.effective)
         self.context: Context = ctx
@@ -68,6 +79,8 @@ class _Scope:
             otel_context.detach(token)  # type: ignore[arg-type]
 
     def end(self, exc: Optional[BaseException] = None) -> None:
+        if self._span is None:  # spanless mode
+            return
         try:
             if exc is not None and not isinstance(exc, (GeneratorExit, StopIteration)):
                 self._span.record_exception(exc)
@@ -97,11 +110,11 @@ class _NoScope(_Scope):
 
 def _enter(
     method: str, params: Params, span_name: str, parent: Context,
-    key: Optional[Hashable] = None,
+    key: Optional[Hashable] = None, own: Optional[ScopeAttributes] = None,
 ) -> _Scope:
     """A new scope; an unexpected failure is logged once and gives a no-op scope instead."""
     try:
-        return _Scope(method, params, span_name, parent, key)
+        return _Scope(method, params, span_name, parent, key, own)
     except Exception:
         internal_error("scope-enter", "entering a scope failed")
         return _NoScope()
@@ -110,9 +123,11 @@ def _enter(
 def _track_sync(
     fn: Callable[..., Any], params: Params, key: Hashable, name: str
 ) -> Callable[..., Any]:
+    own = ScopeAttributes(params, payi_state.TRACK)
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        scope = _enter(payi_state.TRACK, params, name, otel_context.get_current(), key)
+        scope = _enter(payi_state.TRACK, params, name, otel_context.get_current(), key, own)
         scope.attach()
         try:
             result = fn(*args, **kwargs)
@@ -130,9 +145,11 @@ def _track_sync(
 def _track_async(
     fn: Callable[..., Any], params: Params, key: Hashable, name: str
 ) -> Callable[..., Any]:
+    own = ScopeAttributes(params, payi_state.TRACK)
+
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        scope = _enter(payi_state.TRACK, params, name, otel_context.get_current(), key)
+        scope = _enter(payi_state.TRACK, params, name, otel_context.get_current(), key, own)
         scope.attach()
         try:
             result = await fn(*args, **kwargs)
@@ -148,10 +165,11 @@ def _track_async(
 
 
 def _drive_generator(
-    gen: Generator[Any, Any, Any], params: Params, key: Hashable, name: str, parent: Context
+    gen: Generator[Any, Any, Any], params: Params, key: Hashable, name: str, parent: Context,
+    own: ScopeAttributes,
 ) -> Generator[Any, Any, Any]:
     """Run ``gen`` inside its scope on every resume, and outside it between resumes."""
-    scope = _enter(payi_state.TRACK, params, name, parent, key)
+    scope = _enter(payi_state.TRACK, params, name, parent, key, own)
     error: Optional[BaseException] = None
     try:
         to_send: Any = None
@@ -184,10 +202,11 @@ def _drive_generator(
 
 
 async def _drive_async_generator(
-    agen: AsyncGenerator[Any, Any], params: Params, key: Hashable, name: str, parent: Context
+    agen: AsyncGenerator[Any, Any], params: Params, key: Hashable, name: str, parent: Context,
+    own: ScopeAttributes,
 ) -> AsyncGenerator[Any, Any]:
     """Async counterpart of :func:`_drive_generator`."""
-    scope = _enter(payi_state.TRACK, params, name, parent, key)
+    scope = _enter(payi_state.TRACK, params, name, parent, key, own)
     error: Optional[BaseException] = None
     try:
         to_send: Any = None
@@ -225,10 +244,12 @@ async def _drive_async_generator(
 def _track_generator(
     fn: Callable[..., Any], params: Params, key: Hashable, name: str
 ) -> Callable[..., Any]:
+    own = ScopeAttributes(params, payi_state.TRACK)
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         parent = otel_context.get_current()
-        return _drive_generator(fn(*args, **kwargs), params, key, name, parent)
+        return _drive_generator(fn(*args, **kwargs), params, key, name, parent, own)
 
     return wrapper
 
@@ -236,10 +257,12 @@ def _track_generator(
 def _track_async_generator(
     fn: Callable[..., Any], params: Params, key: Hashable, name: str
 ) -> Callable[..., Any]:
+    own = ScopeAttributes(params, payi_state.TRACK)
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         parent = otel_context.get_current()
-        return _drive_async_generator(fn(*args, **kwargs), params, key, name, parent)
+        return _drive_async_generator(fn(*args, **kwargs), params, key, name, parent, own)
 
     return wrapper
 
@@ -285,7 +308,7 @@ class track_context:
     Parameters are validated when it is created; each entry is a new scope and a new span.
     """
 
-    __slots__ = ("_key", "_name", "_params")
+    __slots__ = ("_key", "_name", "_own", "_params")
 
     def __init__(self, **params: Any) -> None:
         self._params = validate_params(params, source="track_context")
@@ -298,11 +321,12 @@ class track_context:
         else:
             self._name = "payi.track_context"
         self._key = params_key(self._params)
+        self._own = ScopeAttributes(self._params, payi_state.TRACK_CONTEXT)
 
     def __enter__(self) -> None:
         scope = _enter(
             payi_state.TRACK_CONTEXT, self._params, self._name, otel_context.get_current(),
-            self._key,
+            self._key, self._own,
         )
         scope.attach()
         _ENTERED.set((*_ENTERED.get(), (self, scope)))
