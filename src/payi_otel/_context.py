@@ -37,6 +37,7 @@ __all__ = [
     "read_incoming",
     "scope_spans",
     "set_global",
+    "settings",
     "with_call",
     "with_outgoing",
 ]
@@ -70,6 +71,12 @@ def set_global(
         Effective(merge({}, new_level(params))), propagate_baggage, _global.version + 1,
         instrumented, scope_spans, effective_scope_spans,
     )
+
+
+def settings() -> _Global:
+    """The process-wide settings, read once per scope entry (``instrumented``,
+    ``scope_spans``, ``effective_scope_spans``, ``propagate_baggage``)."""
+    return _global
 
 
 def scope_spans() -> bool:
@@ -146,8 +153,18 @@ def enter_scope(
     """
     glob = _global
     level = new_level(params, key)
-    state = _state(parent)
-    if state is None or state.version != glob.version:
+    state = otel_context.get_value(_STATE_KEY, parent)
+    if not isinstance(state, ScopeState):
+        state = None
+    if state is None and not glob.propagate_baggage:
+        # The outermost scope, no baggage level: what _build does, without its loops.
+        base = glob.effective
+        if method == TRACK:
+            effective = base.child(level)
+            state = ScopeState(glob.version, None, (level,), (), effective, effective)
+        else:
+            state = ScopeState(glob.version, None, (), (level,), base, base.child(level))
+    elif state is None or state.version != glob.version:
         tracks: Tuple[Level, ...]
         contexts: Tuple[Level, ...]
         if state is None:

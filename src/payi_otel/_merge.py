@@ -8,17 +8,24 @@ parameters - scopes, headers, baggage, the property tests' reference - goes thro
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Dict, Hashable, NamedTuple, Optional, Tuple
 
 from payi_otel._parameters import PAIRS, PARAMETERS, Kind, Pair, Params, Value
 
-__all__ = ["Level", "fold", "merge", "new_level"]
+__all__ = ["Level", "fold", "merge", "new_id", "new_level"]
 
 
 _PAIR_FIELDS = frozenset(f for p in PAIRS for f in p.fields)
+
+
+def new_id() -> str:
+    """A random (version 4) UUID as text: what ``new_id()`` gives, at half the cost
+    (one is made per entry of a scope naming a new use case; docs/performance.md)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 _NO_IDS: Mapping[str, str] = MappingProxyType({})
@@ -44,12 +51,14 @@ def new_level(params: Params, key: Optional[Hashable] = None) -> Level:
     Call once per scope entry (or per call for headers): the ids are then stable for every
     call in that scope, including retries, and for every re-fold of the same level.
     """
+    if _PAIR_FIELDS.isdisjoint(params):  # names no use case or experience: no ids to make
+        return Level(params, _NO_IDS, key)
     fresh: Optional[Dict[str, str]] = None
     for pair in PAIRS:
         if params.get(pair.name) and not params.get(pair.id):
             if fresh is None:
                 fresh = {}
-            fresh[pair.id] = str(uuid.uuid4())
+            fresh[pair.id] = new_id()
     return Level(params, fresh or _NO_IDS, key)
 
 
@@ -77,7 +86,11 @@ def _merge_value(kind: Kind, lower: Optional[Value], upper: Value) -> Value:
 def _merge_into(result: Params, lower: Params, upper: Params, names: Iterable[str]) -> None:
     for name in names:
         if name in upper:
-            result[name] = _merge_value(PARAMETERS[name], lower.get(name), upper[name])
+            kind = PARAMETERS[name]
+            if kind is Kind.STRING or kind is Kind.INT:  # replace (the common case, inlined)
+                result[name] = upper[name]
+            else:
+                result[name] = _merge_value(kind, lower.get(name), upper[name])
 
 
 def _merge_pair(result: Params, lower: Params, level: Level, pair: Pair) -> None:
@@ -96,14 +109,14 @@ def _merge_pair(result: Params, lower: Params, level: Level, pair: Pair) -> None
             result.pop(name, None)
         result[pair.name] = up_name
         if up_name:
-            result[pair.id] = up_id or level.fresh_ids.get(pair.id) or str(uuid.uuid4())
+            result[pair.id] = up_id or level.fresh_ids.get(pair.id) or new_id()
         _merge_into(result, {}, upper, pair.members)
         return
     # Same name as lower: same entity, lower's id kept unless upper gives one.
     if up_id:
         result[pair.id] = up_id
     elif not lower.get(pair.id):
-        result[pair.id] = level.fresh_ids.get(pair.id) or str(uuid.uuid4())
+        result[pair.id] = level.fresh_ids.get(pair.id) or new_id()
     _merge_into(result, lower, upper, pair.members)
 
 

@@ -164,11 +164,10 @@ def _text(value: str, what: str) -> str:
     """``value``'s exact text (a ``str`` subclass, e.g. a str Enum member, becomes its
     plain ``str`` value), checked: no CR, LF or NUL, and valid Unicode."""
     text = value if type(value) is str else str.__str__(value)
-    for ch in _FORBIDDEN:
-        if ch in text:
-            raise ParameterValueError(
-                f"{what} must not contain CR, LF or NUL characters: {text[:80]!r}"
-            )
+    if "\r" in text or "\n" in text or "\x00" in text:  # _FORBIDDEN, unrolled (hot path)
+        raise ParameterValueError(
+            f"{what} must not contain CR, LF or NUL characters: {text[:80]!r}"
+        )
     if not text.isascii():
         try:
             text.encode("utf-8")
@@ -243,6 +242,8 @@ def validate_value(name: str, value: object, *, what: Optional[str] = None) -> V
 def params_key(params: Params) -> Tuple[Tuple[str, object], ...]:
     """A hashable form of validated ``params`` (equal keys, equal params; the same params
     given in another order may get another key, which only costs a cache miss)."""
+    if DICT_PARAMETERS.isdisjoint(params):  # every value hashable as it is
+        return tuple(params.items())
     return tuple([
         (name, tuple(value.items()) if type(value) is dict else value)
         for name, value in params.items()

@@ -32,7 +32,7 @@ _PAIR_FIELDS = frozenset(f for p in PAIRS for f in p.fields)
 
 
 def _is_cleared(value: Value) -> bool:
-    return value == "" or value == () or value == {}
+    return not value and type(value) is not int  # "", () or {} (0 is a version)
 
 
 def emitted(params: Params) -> List[Tuple[str, Value]]:
@@ -89,7 +89,11 @@ class ScopeAttributes:
         self._pairs: Tuple[Tuple[str, str, str, Dict[str, AttributeValue]], ...] = ()
 
     def _build(self) -> Dict[str, AttributeValue]:
-        own = [(n, v) for n, v in self._params.items() if not _is_cleared(v)]
+        own = [(n, v) for n, v in self._params.items() if v or type(v) is int]  # not cleared
+        if _PAIR_FIELDS.isdisjoint(self._params):  # the common case: no use case, no experience
+            static = self._static = _attribute_items(own)
+            static[SCOPE_ATTRIBUTE] = self._method
+            return static
         pairs = []
         for pair in PAIRS:
             fields = [(n, v) for n, v in own if n in pair.fields]
@@ -141,16 +145,18 @@ class Effective:
         self._attributes: Optional[Dict[str, AttributeValue]] = None
         self._headers: Optional[Dict[str, str]] = None
         self._scope_attributes: Optional[Dict[str, Dict[str, AttributeValue]]] = None
-        self._children: Optional[Dict[Hashable, Effective]] = None
+        self._children: Optional[Dict[Hashable, Optional[Effective]]] = None
 
     def child(self, level: Level) -> Effective:
         """``level`` merged over these parameters.
 
         The result depends only on these parameters, the level's and the ids the level made,
-        so it is cached under ``level.key`` (its hashable form) as a template made with
-        placeholder ids: entering the same scope again costs a lookup (plus, for a level that
-        made ids, copying the template with the real ids in), and the child's attributes
-        are already built.
+        so from the second time a ``level.key`` (its hashable form) is seen it is cached as a
+        template made with placeholder ids: entering the same scope again costs a lookup
+        (plus, for a level that made ids, copying the template with the real ids in), and the
+        child's attributes are already built. The first time a key is only noted, and the
+        merge done directly: a scope entered once (a distinct user id on every request) pays
+        for no template.
         """
         key = level.key
         if key is None:
@@ -162,6 +168,9 @@ class Effective:
         if template is None:
             if len(children) >= CHILD_CACHE_SIZE:
                 children.clear()
+            if key not in children:  # first time: noted, merged directly
+                children[key] = None
+                return Effective(merge(self.params, level))
             if level.fresh_ids:
                 placeholders = {name: _placeholder(name) for name in level.fresh_ids}
                 template = Effective(merge(self.params, Level(level.params, placeholders)))
@@ -175,12 +184,14 @@ class Effective:
     def _with_ids(self, ids: Mapping[str, str]) -> Effective:
         """A copy of this template with its placeholder ids replaced by ``ids``."""
         params = dict(self.params)
-        attributes = dict(self.attributes())
+        # The template's attributes are copied only when already built (a template made for
+        # one entry, e.g. with a distinct user id, is never asked for them).
+        attributes = None if self._attributes is None else dict(self._attributes)
         for name, value in ids.items():
             if params.get(name) == _placeholder(name):
                 params[name] = value
                 attribute = ATTRIBUTE_NAMES[name]
-                if attribute in attributes:
+                if attributes is not None and attribute in attributes:
                     attributes[attribute] = value
         result = Effective(params)
         result._attributes = attributes

@@ -42,7 +42,8 @@ class _Scope:
         self, method: str, params: Params, span_name: str, parent: Context,
         key: Optional[Hashable] = None, own: Optional[ScopeAttributes] = None,
     ) -> None:
-        if not payi_state.instrumented():
+        settings = payi_state.settings()  # read once: this is the hot path
+        if not settings.instrumented:
             log_once(
                 "not-instrumented",
                 "payi_otel: @track / track_context run but payi_instrument() was not called, "
@@ -52,10 +53,10 @@ class _Scope:
         state, ctx = payi_state.enter_scope(method, params, parent, key)
         self.effective: Effective = state.effective
         self._span: Optional[Span] = None
-        if payi_state.scope_spans():
+        if settings.scope_spans:
             # By default the span carries what this scope set (``own``), not the whole
             # effective set: see ScopeAttributes and docs/performance.md.
-            if payi_state.effective_scope_spans():
+            if settings.effective_scope_spans:
                 attributes = state.effective.scope_attributes(method)
             else:
                 if own is None:
@@ -65,7 +66,7 @@ class _Scope:
                 span_name, context=parent, kind=SpanKind.INTERNAL, attributes=attributes,
             )
             ctx = trace.set_span_in_context(self._span, ctx)
-        if payi_state.propagate_baggage():
+        if settings.propagate_baggage:
             ctx = payi_baggage.with_outgoing(ctx, state.effective)
         self.context: Context = ctx
         self._token: Optional[object] = None
@@ -338,7 +339,13 @@ class track_context:
         tb: Optional[TracebackType],
     ) -> None:
         entered = _ENTERED.get()
-        for index in range(len(entered) - 1, -1, -1):
+        if entered and entered[-1][0] is self:  # the common case: the innermost entry
+            scope = entered[-1][1]
+            _ENTERED.set(entered[:-1])
+            scope.detach()
+            scope.end(exc)
+            return
+        for index in range(len(entered) - 2, -1, -1):
             if entered[index][0] is self:
                 scope = entered[index][1]
                 _ENTERED.set(entered[:index] + entered[index + 1:])
