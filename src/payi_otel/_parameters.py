@@ -164,6 +164,8 @@ def _text(value: str, what: str) -> str:
     """``value``'s exact text (a ``str`` subclass, e.g. a str Enum member, becomes its
     plain ``str`` value), checked: no CR, LF or NUL, and valid Unicode."""
     text = value if type(value) is str else str.__str__(value)
+    if text.isprintable():  # no CR, LF, NUL nor lone surrogate: one C call (the hot path)
+        return text
     if "\r" in text or "\n" in text or "\x00" in text:  # _FORBIDDEN, unrolled (hot path)
         raise ParameterValueError(
             f"{what} must not contain CR, LF or NUL characters: {text[:80]!r}"
@@ -262,5 +264,8 @@ def validate_params(params: Mapping[str, object], *, source: str) -> Params:
             raise ParameterTypeError(f"{source}() got an unexpected parameter {name!r}")
         if value is None:
             continue
-        result[name] = validate_value(name, value)
+        if type(value) is str and PARAMETERS[name] is Kind.STRING:  # the common case, inlined
+            result[name] = _text(value, name)
+        else:
+            result[name] = validate_value(name, value)
     return result

@@ -63,7 +63,8 @@ class _Scope:
                     own = ScopeAttributes(params, method)
                 attributes = own.for_entry(state.effective)
             self._span = get_payi_tracer().start_span(
-                span_name, context=parent, kind=SpanKind.INTERNAL, attributes=attributes,
+                span_name or "payi.track_context", context=parent, kind=SpanKind.INTERNAL,
+                attributes=attributes,
             )
             ctx = trace.set_span_in_context(self._span, ctx)
         if settings.propagate_baggage:
@@ -313,6 +314,13 @@ class track_context:
 
     def __init__(self, **params: Any) -> None:
         self._params = validate_params(params, source="track_context")
+        self._key = params_key(self._params)
+        # The span's name and attributes: made on the first entry that starts a span (none in
+        # spanless mode, where creating a track_context per request is the hot path).
+        self._name = ""
+        self._own: Optional[ScopeAttributes] = None
+
+    def _span_spec(self) -> ScopeAttributes:
         step = self._params.get("use_case_step")
         name = self._params.get("use_case_name")
         if isinstance(step, str) and step:
@@ -321,13 +329,16 @@ class track_context:
             self._name = name
         else:
             self._name = "payi.track_context"
-        self._key = params_key(self._params)
-        self._own = ScopeAttributes(self._params, payi_state.TRACK_CONTEXT)
+        own = self._own = ScopeAttributes(self._params, payi_state.TRACK_CONTEXT)
+        return own
 
     def __enter__(self) -> None:
+        own = self._own
+        if own is None and payi_state.settings().scope_spans:
+            own = self._span_spec()
         scope = _enter(
             payi_state.TRACK_CONTEXT, self._params, self._name, otel_context.get_current(),
-            self._key, self._own,
+            self._key, own,
         )
         scope.attach()
         _ENTERED.set((*_ENTERED.get(), (self, scope)))
