@@ -19,6 +19,7 @@ from payi_otel._parameters import (
     PAIRS,
     PARAMETERS,
     SCOPE_ATTRIBUTE,
+    Pair,
     Params,
     Value,
 )
@@ -28,7 +29,7 @@ __all__ = ["AttributeValue", "Effective", "ScopeAttributes", "emitted"]
 AttributeValue = Union[str, int, Sequence[str]]
 
 _ORDER = {name: i for i, name in enumerate(PARAMETERS)}
-_PAIR_FIELDS = frozenset(f for p in PAIRS for f in p.fields)
+_PAIR_OF: Dict[str, Pair] = {f: p for p in PAIRS for f in p.fields}
 
 
 def _is_cleared(value: Value) -> bool:
@@ -89,25 +90,26 @@ class ScopeAttributes:
         self._pairs: Tuple[Tuple[str, str, str, Dict[str, AttributeValue]], ...] = ()
 
     def _build(self) -> Dict[str, AttributeValue]:
-        own = [(n, v) for n, v in self._params.items() if v or type(v) is int]  # not cleared
-        if _PAIR_FIELDS.isdisjoint(self._params):  # the common case: no use case, no experience
-            static = self._static = _attribute_items(own)
-            static[SCOPE_ATTRIBUTE] = self._method
-            return static
-        pairs = []
-        for pair in PAIRS:
-            fields = [(n, v) for n, v in own if n in pair.fields]
-            if fields:
-                # The id in force only where this scope names the entity (it may be new).
-                id_name = pair.id if self._params.get(pair.name) else ""
-                pairs.append((
-                    pair.name, id_name, ATTRIBUTE_NAMES[pair.id], _attribute_items(fields)
-                ))
-        self._pairs = tuple(pairs)
-        static = self._static = {
-            **_attribute_items([(n, v) for n, v in own if n not in _PAIR_FIELDS]),
-            SCOPE_ATTRIBUTE: self._method,
-        }
+        params = self._params
+        plain: List[Tuple[str, Value]] = []
+        by_pair: Dict[Pair, List[Tuple[str, Value]]] = {}
+        for name, value in params.items():
+            if not value and type(value) is not int:
+                continue  # cleared
+            pair = _PAIR_OF.get(name)
+            if pair is None:
+                plain.append((name, value))
+            else:
+                by_pair.setdefault(pair, []).append((name, value))
+        # Per pair set here: its fields, shown while the pair is in force, and the id in force
+        # where this scope names the entity (the id may be new).
+        self._pairs = tuple(
+            (pair.name, pair.id if params.get(pair.name) else "", ATTRIBUTE_NAMES[pair.id],
+             _attribute_items(fields))
+            for pair, fields in by_pair.items()
+        )
+        static = self._static = _attribute_items(plain)
+        static[SCOPE_ATTRIBUTE] = self._method
         return static
 
     def for_entry(self, effective: Effective) -> Mapping[str, AttributeValue]:
