@@ -98,3 +98,20 @@ def test_scope_span_carries_what_the_scope_set(genai: GenAI) -> None:
                                 "payi.scope"}
     [attrs] = genai.span_attrs()
     assert attrs["payi.limit_ids"] == ["global", "l1"] and attrs["payi.user_id"] == "u"
+
+
+def test_scope_span_attributes_effective_by_env(
+    genai: GenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYI_SCOPE_SPAN_ATTRIBUTES", "effective")
+    genai.reinstrument({"limit_ids": ["global"]})
+    with track_context(user_id="u", use_case_step="s"):
+        pass
+    attrs = dict(genai.otel.named("s")[0].attributes or {})
+    assert attrs["payi.use_case.name"] == "app" and list(attrs["payi.limit_ids"]) == ["global"]
+    monkeypatch.setenv("PAYI_SCOPE_SPAN_ATTRIBUTES", "all")
+    with pytest.raises(ValueError, match="PAYI_SCOPE_SPAN_ATTRIBUTES"):
+        genai.reinstrument()
+    monkeypatch.delenv("PAYI_SCOPE_SPAN_ATTRIBUTES")
+    with pytest.raises(ValueError, match="scope_span_attributes"):
+        genai.reinstrument(scope_span_attributes="all")
