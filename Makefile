@@ -42,7 +42,7 @@ test-upstream:
 	$(PYTHON) tests_upstream/run.py --baseline $(UPSTREAM_ARGS)
 
 bench: venv
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 demo: venv
 	$(BIN)/python examples/support_assistant/main.py

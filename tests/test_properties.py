@@ -602,8 +602,10 @@ def global_level(
 
     def set_global(config: dict[str, Any]) -> PayiInstrumentor:
         instrumentor.uninstrument()
+        # Scope spans carrying the whole effective set, so check_spans can compare each one
+        # with the reference fold (the default, "own", is tested in test_spanless.py).
         instrumentor.instrument(config=config, tracer_provider=otel.provider,
-                                caller_file="<test>")
+                                caller_file="<test>", scope_span_attributes="effective")
         return instrumentor
 
     return set_global

@@ -9,14 +9,22 @@ Example 1 - need a real GenAI call and live in test_genai_seeds.py.)
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from fixtures_otel import Otel, payi_attrs
 
-from payi_otel import get_context, track, track_context
+from payi_otel import PayiInstrumentor, get_context, track, track_context
 
-pytestmark = pytest.mark.usefixtures("no_global")
+pytestmark = pytest.mark.usefixtures("effective_scope_spans")
+
+
+@pytest.fixture
+def effective_scope_spans(instrument: Callable[..., PayiInstrumentor]) -> PayiInstrumentor:
+    """No global level, and scope spans carrying the whole effective set (not the default:
+    the default, what the scope itself set, is tested in test_spanless.py), so each example
+    checks get_context() and the span."""
+    return instrument(caller_file="<test>", scope_span_attributes="effective")
 
 
 def snapshot(**expected: Any) -> dict[str, Any]:

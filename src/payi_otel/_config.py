@@ -24,6 +24,9 @@ __all__ = [
     "BAGGAGE_ACCEPT_ENV",
     "METRICS_USER_ID_ENV",
     "PROPAGATE_BAGGAGE_ENV",
+    "SCOPE_SPANS_ENV",
+    "SCOPE_SPAN_ATTRIBUTES",
+    "SCOPE_SPAN_ATTRIBUTES_ENV",
     "baggage_accept",
     "global_params",
     "parse_bool_env",
@@ -57,6 +60,10 @@ def baggage_accept(
     return frozenset(names)
 #: ``payi.user_id`` as a metric dimension (off by default: one series per user).
 METRICS_USER_ID_ENV = "PAYI_METRICS_USER_ID"
+
+SCOPE_SPANS_ENV = "PAYI_SCOPE_SPANS"
+SCOPE_SPAN_ATTRIBUTES_ENV = "PAYI_SCOPE_SPAN_ATTRIBUTES"
+SCOPE_SPAN_ATTRIBUTES = ("own", "effective")
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}

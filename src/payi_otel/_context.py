@@ -14,7 +14,7 @@ Rules: docs/precedence.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import FrozenSet, Hashable, Optional, Tuple
+from typing import FrozenSet, Hashable, NamedTuple, Optional, Tuple
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import context as otel_context
@@ -30,11 +30,14 @@ __all__ = [
     "ScopeState",
     "call_effective",
     "current_effective",
+    "effective_scope_spans",
     "enter_scope",
     "instrumented",
     "propagate_baggage",
     "read_incoming",
+    "scope_spans",
     "set_global",
+    "settings",
     "with_call",
     "with_outgoing",
     "without_level",
@@ -54,6 +57,8 @@ class _Global:
     version: int
     instrumented: bool = False
     baggage_accept: FrozenSet[str] = BAGGAGE_ACCEPT_DEFAULT
+    scope_spans: bool = True
+    effective_scope_spans: bool = False
 
 
 _global = _Global(Effective({}), False, 0)
@@ -61,14 +66,32 @@ _global = _Global(Effective({}), False, 0)
 
 def set_global(
     params: Params, *, propagate_baggage: bool, instrumented: bool,
-    baggage_accept: FrozenSet[str] = BAGGAGE_ACCEPT_DEFAULT,
+    baggage_accept: FrozenSet[str] = BAGGAGE_ACCEPT_DEFAULT, scope_spans: bool = True,
+    effective_scope_spans: bool = False,
 ) -> None:
     """Replace the global level (``payi_instrument`` / the instrumentor)."""
     global _global
     _global = _Global(
         Effective(merge({}, new_level(params))), propagate_baggage, _global.version + 1,
-        instrumented, baggage_accept,
+        instrumented, baggage_accept, scope_spans, effective_scope_spans,
     )
+
+
+def settings() -> _Global:
+    """The process-wide settings, read once per scope entry (``instrumented``,
+    ``scope_spans``, ``effective_scope_spans``, ``propagate_baggage``)."""
+    return _global
+
+
+def scope_spans() -> bool:
+    """Whether scopes start spans (``payi_instrument(scope_spans=False)``: spanless mode)."""
+    return _global.scope_spans
+
+
+def effective_scope_spans() -> bool:
+    """Whether scope spans carry the whole effective set
+    (``scope_span_attributes="effective"``) rather than what the scope set."""
+    return _global.effective_scope_spans
 
 
 def propagate_baggage() -> bool:
@@ -80,9 +103,11 @@ def instrumented() -> bool:
     return _global.instrumented
 
 
-@dataclass(frozen=True)
-class ScopeState:
-    """The scopes in force in one context, by method, and their effective parameters."""
+class ScopeState(NamedTuple):
+    """The scopes in force in one context, by method, and their effective parameters.
+
+    (A NamedTuple, not a frozen dataclass: one is made per scope entry.)
+    """
 
     version: int
     baggage: Optional[Level]
@@ -132,8 +157,18 @@ def enter_scope(
     """
     glob = _global
     level = new_level(params, key)
-    state = _state(parent)
-    if state is None or state.version != glob.version:
+    state = otel_context.get_value(_STATE_KEY, parent)
+    if not isinstance(state, ScopeState):
+        state = None
+    if state is None and not glob.propagate_baggage:
+        # The outermost scope, no baggage level: what _build does, without its loops.
+        base = glob.effective
+        if method == TRACK:
+            effective = base.child(level)
+            state = ScopeState(glob.version, None, (level,), (), effective, effective)
+        else:
+            state = ScopeState(glob.version, None, (), (level,), base, base.child(level))
+    elif state is None or state.version != glob.version:
         tracks: Tuple[Level, ...]
         contexts: Tuple[Level, ...]
         if state is None:

@@ -26,7 +26,7 @@ from payi_otel import _zero_code
 from payi_otel._cost import CostObserver
 from payi_otel._genai import enable_genai_spans
 from payi_otel._log import logger
-from payi_otel._parameters import ParameterError
+from payi_otel._parameters import ParameterError, ParameterValueError
 from payi_otel._providers import PROVIDERS, add_observer, instrument_providers
 from payi_otel._spans import install_processor, set_payi_tracer_provider
 from payi_otel._threads import instrument_threads
@@ -42,6 +42,37 @@ def _main_script() -> Optional[str]:
     return sys.argv[0] if sys.argv and sys.argv[0] else None
 
 
+def _scope_span_options(kwargs: Mapping[str, Any], zero_code: bool) -> Tuple[bool, str]:
+    """``scope_spans`` (else ``PAYI_SCOPE_SPANS``, else True) and ``scope_span_attributes``
+    (else ``PAYI_SCOPE_SPAN_ATTRIBUTES``, else ``"own"``). A bad variable raises, or under
+    ``opentelemetry-instrument`` is logged and ignored."""
+    spans = kwargs.get("scope_spans")
+    if spans is None:
+        try:
+            spans = payi_config.parse_bool_env(os.environ, payi_config.SCOPE_SPANS_ENV)
+        except ParameterError as exc:
+            if not zero_code:
+                raise
+            logger.error("payi_otel: %s; the variable is ignored", exc)
+    elif not isinstance(spans, bool):
+        raise TypeError(f"scope_spans must be a bool, not {type(spans).__name__}")
+    attributes = kwargs.get("scope_span_attributes")
+    choices = payi_config.SCOPE_SPAN_ATTRIBUTES
+    if attributes is None:
+        text = os.environ.get(payi_config.SCOPE_SPAN_ATTRIBUTES_ENV, "").strip().lower()
+        if text and text not in choices:
+            message = (f"{payi_config.SCOPE_SPAN_ATTRIBUTES_ENV} must be one of {choices}, "
+                       f"got {text!r}")
+            if not zero_code:
+                raise ParameterValueError(message)
+            logger.error("payi_otel: %s; the variable is ignored", message)
+            text = ""
+        attributes = text or "own"
+    elif attributes not in choices:
+        raise ValueError(f"scope_span_attributes must be one of {choices}, got {attributes!r}")
+    return (True if spans is None else spans), attributes
+
+
 class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Pay-i attribution for OpenTelemetry: ``PayiInstrumentor().instrument(**kwargs)``.
 
@@ -54,6 +85,10 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     ``header_dialect`` (``x-payi`` | ``payi-proxy``; default ``PAYI_HEADER_DIALECT``, else
     ``x-payi``), ``header_hosts`` (the hosts that get attribution headers; default
     ``PAYI_HEADER_HOSTS``, else every host but the providers' public API hosts).
+    ``scope_spans`` (default: ``PAYI_SCOPE_SPANS``, else True; False is the spanless mode:
+    scopes attribute calls and GenAI spans exactly as before but start no span),
+    ``scope_span_attributes`` (default: ``PAYI_SCOPE_SPAN_ATTRIBUTES``, else ``"own"``: a
+    scope span carries what its scope set; ``"effective"``: the whole effective set).
     """
 
     # No __init__: BaseInstrumentor is a singleton whose __init__ would run on every
@@ -87,6 +122,7 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             )
         metrics_user_id = _bool_option(kwargs.get("metrics_user_id"), "metrics_user_id",
                                        payi_config.METRICS_USER_ID_ENV, zero_code)
+        scope_spans, span_attributes = _scope_span_options(kwargs, zero_code)
         provider: Optional[TracerProvider] = kwargs.get("tracer_provider")
         try:
             accept = payi_config.baggage_accept(kwargs.get("baggage_accept"), os.environ)
@@ -99,8 +135,10 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             accept = payi_config.baggage_accept(None, {})
             wire = destinations.WirePolicy()
         destinations.set_current(wire)
-        payi_state.set_global(params, propagate_baggage=propagate, instrumented=True,
-                              baggage_accept=accept)
+        payi_state.set_global(
+            params, propagate_baggage=propagate, instrumented=True, baggage_accept=accept,
+            scope_spans=scope_spans, effective_scope_spans=span_attributes == "effective",
+        )
         set_payi_tracer_provider(provider)
         undo: List[Callable[[], Any]] = list(instrument_threads())
         undo.append(install_processor(provider or trace.get_tracer_provider()))
@@ -158,6 +196,8 @@ def payi_instrument(
     baggage_accept: Optional[Iterable[str]] = None,
     header_dialect: Optional[str] = None,
     header_hosts: Optional[Sequence[str]] = None,
+    scope_spans: Optional[bool] = None,
+    scope_span_attributes: Optional[str] = None,
 ) -> None:
     """Initialise Pay-i attribution once, at application start-up.
 
@@ -171,11 +211,15 @@ def payi_instrument(
     their dimensions only with ``metrics_user_id`` (default: ``PAYI_METRICS_USER_ID``).
     With baggage on, incoming baggage may set only the parameters in ``baggage_accept``
     (default: ``PAYI_BAGGAGE_ACCEPT``, else all but limits, price-as and resource scope).
-    its official OpenTelemetry instrumentation unless one is already on.
     ``header_dialect`` (``x-payi`` | ``payi-proxy``, default ``PAYI_HEADER_DIALECT``, else
     ``x-payi``) is the wire form of the attribution headers; ``header_hosts`` (default
     ``PAYI_HEADER_HOSTS``) the only hosts that get them, else every host but the model
     providers' public API hosts. Spans carry the values either way.
+    ``scope_spans=False``
+    (or ``PAYI_SCOPE_SPANS=false``) is the spanless mode for hot paths: ``@track`` and
+    ``track_context`` start no span; headers and GenAI spans' ``payi.*`` attributes are the same.
+    A scope span carries the ``payi.*`` values its scope set (``scope_span_attributes="own"``,
+    the default) or the whole effective set (``"effective"``, costlier: docs/performance.md).
     A second call logs a warning and changes nothing.
     """
     instrumentor = PayiInstrumentor()
@@ -194,4 +238,6 @@ def payi_instrument(
         baggage_accept=baggage_accept,
         header_dialect=header_dialect,
         header_hosts=header_hosts,
+        scope_spans=scope_spans,
+        scope_span_attributes=scope_span_attributes,
     )

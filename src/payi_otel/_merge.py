@@ -8,29 +8,40 @@ parameters - scopes, headers, baggage, the property tests' reference - goes thro
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Dict, Hashable, Optional, Tuple
+from types import MappingProxyType
+from typing import Dict, Hashable, NamedTuple, Optional, Tuple
 
 from payi_otel._parameters import PAIRS, PARAMETERS, Kind, Pair, Params, Value
 
-__all__ = ["Level", "fold", "merge", "new_level"]
+__all__ = ["Level", "fold", "merge", "new_id", "new_level"]
 
 
 _PAIR_FIELDS = frozenset(f for p in PAIRS for f in p.fields)
 
 
-@dataclass(frozen=True)
-class Level:
+def new_id() -> str:
+    """A random (version 4) UUID as text: what ``new_id()`` gives, at half the cost
+    (one is made per entry of a scope naming a new use case; docs/performance.md)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+_NO_IDS: Mapping[str, str] = MappingProxyType({})
+
+
+class Level(NamedTuple):
     """One level's own parameters plus the ids it generated once, when it was created.
 
     ``key`` is the parameters' hashable form when the level comes from a scope that is
     entered again and again (it lets ``Effective.child`` cache the merge); else ``None``.
+    (A NamedTuple, not a frozen dataclass: one is made per scope entry, and this is
+    several times cheaper to construct; see docs/performance.md.)
     """
 
     params: Params
-    fresh_ids: Mapping[str, str] = field(default_factory=dict)
+    fresh_ids: Mapping[str, str] = _NO_IDS
     key: Optional[Hashable] = None
 
 
@@ -40,13 +51,15 @@ def new_level(params: Params, key: Optional[Hashable] = None) -> Level:
     Call once per scope entry (or per call for headers): the ids are then stable for every
     call in that scope, including retries, and for every re-fold of the same level.
     """
+    if _PAIR_FIELDS.isdisjoint(params):  # names no use case or experience: no ids to make
+        return Level(params, _NO_IDS, key)
     fresh: Optional[Dict[str, str]] = None
     for pair in PAIRS:
         if params.get(pair.name) and not params.get(pair.id):
             if fresh is None:
                 fresh = {}
-            fresh[pair.id] = str(uuid.uuid4())
-    return Level(params, fresh or {}, key)
+            fresh[pair.id] = new_id()
+    return Level(params, fresh or _NO_IDS, key)
 
 
 def _merge_value(kind: Kind, lower: Optional[Value], upper: Value) -> Value:
@@ -73,7 +86,11 @@ def _merge_value(kind: Kind, lower: Optional[Value], upper: Value) -> Value:
 def _merge_into(result: Params, lower: Params, upper: Params, names: Iterable[str]) -> None:
     for name in names:
         if name in upper:
-            result[name] = _merge_value(PARAMETERS[name], lower.get(name), upper[name])
+            kind = PARAMETERS[name]
+            if kind is Kind.STRING or kind is Kind.INT:  # replace (the common case, inlined)
+                result[name] = upper[name]
+            else:
+                result[name] = _merge_value(kind, lower.get(name), upper[name])
 
 
 def _merge_pair(result: Params, lower: Params, level: Level, pair: Pair) -> None:
@@ -92,14 +109,14 @@ def _merge_pair(result: Params, lower: Params, level: Level, pair: Pair) -> None
             result.pop(name, None)
         result[pair.name] = up_name
         if up_name:
-            result[pair.id] = up_id or level.fresh_ids.get(pair.id) or str(uuid.uuid4())
+            result[pair.id] = up_id or level.fresh_ids.get(pair.id) or new_id()
         _merge_into(result, {}, upper, pair.members)
         return
     # Same name as lower: same entity, lower's id kept unless upper gives one.
     if up_id:
         result[pair.id] = up_id
     elif not lower.get(pair.id):
-        result[pair.id] = level.fresh_ids.get(pair.id) or str(uuid.uuid4())
+        result[pair.id] = level.fresh_ids.get(pair.id) or new_id()
     _merge_into(result, lower, upper, pair.members)
 
 
@@ -109,9 +126,12 @@ def merge(lower: Params, level: Level) -> Params:
     if not upper:
         return lower
     result = dict(lower)
+    if _PAIR_FIELDS.isdisjoint(upper):  # the common case (user id, limits, properties)
+        _merge_into(result, lower, upper, upper)
+        return result
     for pair in PAIRS:
         _merge_pair(result, lower, level, pair)
-    _merge_into(result, lower, upper, (n for n in upper if n not in _PAIR_FIELDS))
+    _merge_into(result, lower, upper, [n for n in upper if n not in _PAIR_FIELDS])
     return result
 
 

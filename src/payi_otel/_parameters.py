@@ -217,11 +217,12 @@ def _text(value: str, what: str) -> str:
     """``value``'s exact text (a ``str`` subclass, e.g. a str Enum member, becomes its
     plain ``str`` value), checked: no CR, LF or NUL, and valid Unicode."""
     text = value if type(value) is str else str.__str__(value)
-    for ch in _FORBIDDEN:
-        if ch in text:
-            raise ParameterValueError(
-                f"{what} must not contain CR, LF or NUL characters: {text[:80]!r}"
-            )
+    if text.isprintable():  # no CR, LF, NUL nor lone surrogate: one C call (the hot path)
+        return text
+    if "\r" in text or "\n" in text or "\x00" in text:  # _FORBIDDEN, unrolled (hot path)
+        raise ParameterValueError(
+            f"{what} must not contain CR, LF or NUL characters: {text[:80]!r}"
+        )
     if not text.isascii():
         try:
             text.encode("utf-8")
@@ -294,11 +295,14 @@ def validate_value(name: str, value: object, *, what: Optional[str] = None) -> V
 
 
 def params_key(params: Params) -> Tuple[Tuple[str, object], ...]:
-    """A hashable form of validated ``params`` (equal params, equal keys)."""
-    return tuple(
-        (name, tuple(value.items()) if isinstance(value, dict) else value)
-        for name, value in sorted(params.items())
-    )
+    """A hashable form of validated ``params`` (equal keys, equal params; the same params
+    given in another order may get another key, which only costs a cache miss)."""
+    if DICT_PARAMETERS.isdisjoint(params):  # every value hashable as it is
+        return tuple(params.items())
+    return tuple([
+        (name, tuple(value.items()) if type(value) is dict else value)
+        for name, value in params.items()
+    ])
 
 
 def validate_params(params: Mapping[str, object], *, source: str) -> Params:
@@ -313,5 +317,8 @@ def validate_params(params: Mapping[str, object], *, source: str) -> Params:
             raise ParameterTypeError(f"{source}() got an unexpected parameter {name!r}")
         if value is None:
             continue
-        result[name] = validate_value(name, value)
+        if type(value) is str and PARAMETERS[name] is Kind.STRING:  # the common case, inlined
+            result[name] = _text(value, name)
+        else:
+            result[name] = validate_value(name, value)
     return result

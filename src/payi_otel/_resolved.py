@@ -20,6 +20,7 @@ from payi_otel._parameters import (
     PARAMETERS,
     PAYI_HEADER_NAMES,
     SCOPE_ATTRIBUTE,
+    Pair,
     Params,
     Value,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "X_PAYI",
     "AttributeValue",
     "Effective",
+    "ScopeAttributes",
     "emitted",
 ]
 
@@ -49,10 +51,11 @@ AttributeValue = Union[str, int, Sequence[str]]
 MAX_PROPERTY_ATTRIBUTES = 32
 
 _ORDER = {name: i for i, name in enumerate(PARAMETERS)}
+_PAIR_OF: Dict[str, Pair] = {f: p for p in PAIRS for f in p.fields}
 
 
 def _is_cleared(value: Value) -> bool:
-    return value == "" or value == () or value == {}
+    return not value and type(value) is not int  # "", () or {} (0 is a version)
 
 
 def emitted(params: Params) -> List[Tuple[str, Value]]:
@@ -68,6 +71,91 @@ def emitted(params: Params) -> List[Tuple[str, Value]]:
     ]
     items.sort(key=lambda item: _ORDER[item[0]])
     return items
+
+
+def _attribute_items(
+    items: Sequence[Tuple[str, Value]],
+) -> Dict[str, AttributeValue]:
+    """``payi.*`` span attributes of ``items`` (values kept as-is, non-ASCII included)."""
+    attributes: Dict[str, AttributeValue] = {}
+    # A span keeps at most 128 attributes (the SDK default) and evicts the oldest - the
+    # instrumentation's gen_ai.* first. So property keys are attributes of their own only
+    # while few; past MAX_PROPERTY_ATTRIBUTES each dict is one attribute, its header's JSON
+    # text (docs/parameters.md, "Span attributes").
+    per_key = sum(len(v) for _, v in items if isinstance(v, dict)) <= MAX_PROPERTY_ATTRIBUTES
+    for name, value in items:
+        key = ATTRIBUTE_NAMES[name]
+        if isinstance(value, dict) and not per_key:
+            attributes[key] = format_value(name, value)
+        elif isinstance(value, dict):
+            for prop, item in value.items():
+                if item is not None:
+                    attributes[f"{key}.{prop}"] = item
+        elif isinstance(value, tuple):
+            attributes[key] = list(value)
+        else:
+            attributes[key] = value
+    return attributes
+
+
+class ScopeAttributes:
+    """The attributes of a scope span: what the scope itself set, plus ``payi.scope``.
+
+    Built once per ``track_context`` / ``@track`` (on first use, not per entry). A scope span
+    does not repeat what it inherits: the SDK validates every attribute of every span it
+    starts, so writing the whole effective set made each scope cost grow with what is in force
+    (and with nesting). GenAI spans still carry the whole effective set (docs/performance.md).
+    As for the effective set, cleared values are not shown, nor a use case's (experience's)
+    fields while no name of it is in force; for a pair the scope names, the id in force is
+    added per entry (it may have been generated for this entry).
+    """
+
+    __slots__ = ("_method", "_pairs", "_params", "_static")
+
+    def __init__(self, params: Params, method: str) -> None:
+        self._params = params
+        self._method = method
+        self._static: Optional[Dict[str, AttributeValue]] = None  # built on first use
+        self._pairs: Tuple[Tuple[str, str, str, Dict[str, AttributeValue]], ...] = ()
+
+    def _build(self) -> Dict[str, AttributeValue]:
+        params = self._params
+        plain: List[Tuple[str, Value]] = []
+        by_pair: Dict[Pair, List[Tuple[str, Value]]] = {}
+        for name, value in params.items():
+            if not value and type(value) is not int:
+                continue  # cleared
+            pair = _PAIR_OF.get(name)
+            if pair is None:
+                plain.append((name, value))
+            else:
+                by_pair.setdefault(pair, []).append((name, value))
+        # Per pair set here: its fields, shown while the pair is in force, and the id in force
+        # where this scope names the entity (the id may be new).
+        self._pairs = tuple(
+            (pair.name, pair.id if params.get(pair.name) else "", ATTRIBUTE_NAMES[pair.id],
+             _attribute_items(fields))
+            for pair, fields in by_pair.items()
+        )
+        static = self._static = _attribute_items(plain)
+        static[SCOPE_ATTRIBUTE] = self._method
+        return static
+
+    def for_entry(self, effective: Effective) -> Mapping[str, AttributeValue]:
+        static = self._static
+        if static is None:
+            static = self._build()
+        if not self._pairs:
+            return static
+        attributes = dict(static)
+        params = effective.params
+        for name, id_name, id_attribute, fields in self._pairs:
+            if params.get(name):  # the pair is in force: its fields and its id are shown
+                attributes.update(fields)
+                entity_id = params.get(id_name) if id_name else None
+                if isinstance(entity_id, str) and entity_id:
+                    attributes[id_attribute] = entity_id
+        return attributes
 
 
 #: Children cached per Effective (see :meth:`Effective.child`); the cache is reset when full.
@@ -108,17 +196,19 @@ class Effective:
         self._attributes: Optional[Dict[str, AttributeValue]] = None
         self._headers: Optional[Dict[str, Mapping[str, str]]] = None
         self._scope_attributes: Optional[Dict[str, Dict[str, AttributeValue]]] = None
-        self._children: Optional[Dict[Hashable, Effective]] = None
+        self._children: Optional[Dict[Hashable, Optional[Effective]]] = None
         self._generation = -1
 
     def child(self, level: Level) -> Effective:
         """``level`` merged over these parameters.
 
         The result depends only on these parameters, the level's and the ids the level made,
-        so it is cached under ``level.key`` (its hashable form) as a template made with
-        placeholder ids: entering the same scope again costs a lookup (plus, for a level that
-        made ids, copying the template with the real ids in), and the child's attributes
-        are already built.
+        so from the second time a ``level.key`` (its hashable form) is seen it is cached as a
+        template made with placeholder ids: entering the same scope again costs a lookup
+        (plus, for a level that made ids, copying the template with the real ids in), and the
+        child's attributes are already built. The first time a key is only noted, and the
+        merge done directly: a scope entered once (a distinct user id on every request) pays
+        for no template.
         """
         key = level.key
         if key is None:
@@ -131,8 +221,14 @@ class Effective:
         if template is None:
             if len(children) >= CHILD_CACHE_SIZE:
                 children.clear()
-            placeholders = {name: _placeholder(name) for name in level.fresh_ids}
-            template = Effective(merge(self.params, Level(level.params, placeholders)))
+            if key not in children:  # first time: noted, merged directly
+                children[key] = None
+                return Effective(merge(self.params, level))
+            if level.fresh_ids:
+                placeholders = {name: _placeholder(name) for name in level.fresh_ids}
+                template = Effective(merge(self.params, Level(level.params, placeholders)))
+            else:
+                template = Effective(merge(self.params, level))
             children[key] = template
             if _count_cached() != self._generation:
                 self._children = None  # a new generation began: start this cache again
@@ -143,19 +239,22 @@ class Effective:
     def _with_ids(self, ids: Mapping[str, str]) -> Effective:
         """A copy of this template with its placeholder ids replaced by ``ids``."""
         params = dict(self.params)
-        attributes = dict(self.attributes())
+        # The template's attributes are copied only when already built (a template made for
+        # one entry, e.g. with a distinct user id, is never asked for them).
+        attributes = None if self._attributes is None else dict(self._attributes)
         for name, value in ids.items():
             if params.get(name) == _placeholder(name):
                 params[name] = value
                 attribute = ATTRIBUTE_NAMES[name]
-                if attribute in attributes:
+                if attributes is not None and attribute in attributes:
                     attributes[attribute] = value
         result = Effective(params)
         result._attributes = attributes
         return result
 
     def scope_attributes(self, method: str) -> Mapping[str, AttributeValue]:
-        """The attributes of a scope span: :meth:`attributes` and ``payi.scope``."""
+        """The attributes of a scope span with ``scope_span_attributes="effective"``:
+        :meth:`attributes` and ``payi.scope``."""
         cached = self._scope_attributes
         if cached is None:
             cached = self._scope_attributes = {}
@@ -168,28 +267,7 @@ class Effective:
         """``payi.*`` span attributes (values kept as-is, non-ASCII included)."""
         attributes = self._attributes
         if attributes is None:
-            attributes = {}
-            items = emitted(self.params)
-            # A span keeps at most 128 attributes (the SDK default) and evicts the oldest -
-            # the instrumentation's gen_ai.* first. So property keys are attributes of their
-            # own only while few; past MAX_PROPERTY_ATTRIBUTES each dict is one attribute, its
-            # header's JSON text (docs/parameters.md, "Span attributes").
-            per_key = sum(
-                len(v) for _, v in items if isinstance(v, dict)
-            ) <= MAX_PROPERTY_ATTRIBUTES
-            for name, value in items:
-                key = ATTRIBUTE_NAMES[name]
-                if isinstance(value, dict) and not per_key:
-                    attributes[key] = format_value(name, value)
-                elif isinstance(value, dict):
-                    for prop, item in value.items():
-                        if item is not None:
-                            attributes[f"{key}.{prop}"] = item
-                elif isinstance(value, tuple):
-                    attributes[key] = list(value)
-                else:
-                    attributes[key] = value
-            self._attributes = attributes
+            attributes = self._attributes = _attribute_items(emitted(self.params))
         return attributes
 
     def headers(self, dialect: str = X_PAYI) -> Mapping[str, str]:

@@ -1,4 +1,5 @@
-"""Scopes: ``@track`` and ``track_context``. Each scope entry is one INTERNAL span.
+"""Scopes: ``@track`` and ``track_context``. Each scope entry is one INTERNAL span (none in
+spanless mode, ``payi_instrument(scope_spans=False)``).
 
 A scope computes its effective parameters when it is entered (``state.enter_scope``), starts
 its span with them as ``payi.*`` attributes, and attaches a context carrying span, state and
@@ -25,7 +26,7 @@ from payi_otel import _context as payi_baggage
 from payi_otel import _context as payi_state
 from payi_otel._log import internal_error, log_once
 from payi_otel._parameters import Params, ScopeParameters, params_key, validate_params
-from payi_otel._resolved import Effective
+from payi_otel._resolved import Effective, ScopeAttributes
 from payi_otel._spans import get_payi_tracer
 
 __all__ = ["get_context", "track", "track_context"]
@@ -34,8 +35,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Scope:
-    """One entered scope: its state (level), its span and the token of the context it
-    attached.
+    """One entered scope: its state (level), its span (``None`` in spanless mode) and the
+    token of the context it attached.
 
     Attribution never depends on tracing: the scope state is entered first, and a span that
     cannot be started (e.g. a span processor that raises) leaves a scope without a span.
@@ -45,9 +46,10 @@ class _Scope:
 
     def __init__(
         self, method: str, params: Params, span_name: str, parent: Context,
-        key: Optional[Hashable] = None,
+        key: Optional[Hashable] = None, own: Optional[ScopeAttributes] = None,
     ) -> None:
-        if not payi_state.instrumented():
+        settings = payi_state.settings()  # read once: this is the hot path
+        if not settings.instrumented:
             log_once(
                 "not-instrumented",
                 "payi_otel: @track / track_context run but payi_instrument() was not called, "
@@ -58,19 +60,28 @@ class _Scope:
         self._level = state.tracks[-1] if method == payi_state.TRACK else state.contexts[-1]
         self.effective: Effective = state.effective
         self._outer_span: Span = trace.get_current_span(parent)
-        try:
-            self._span: Span = get_payi_tracer().start_span(
-                span_name, context=parent, kind=SpanKind.INTERNAL,
-                attributes=state.effective.scope_attributes(method),
-            )
-        except Exception:  # tracing failed, not payi_otel: the scope holds, without a span
-            log_once("scope-span", "payi_otel: a scope span could not be started; the scope "
-                     "still applies to its calls", exc_info=True)
-            self._span = trace.INVALID_SPAN
-        if self._span is not trace.INVALID_SPAN:
-            _OUTER_SPANS[self._span] = self._outer_span
-        ctx = trace.set_span_in_context(self._span, ctx)
-        if payi_state.propagate_baggage():
+        self._span: Optional[Span] = None
+        if settings.scope_spans:
+            # By default the span carries what this scope set (``own``), not the whole
+            # effective set: see ScopeAttributes and docs/performance.md.
+            if settings.effective_scope_spans:
+                attributes = state.effective.scope_attributes(method)
+            else:
+                if own is None:
+                    own = ScopeAttributes(params, method)
+                attributes = own.for_entry(state.effective)
+            try:
+                self._span = get_payi_tracer().start_span(
+                    span_name or "payi.track_context", context=parent,
+                    kind=SpanKind.INTERNAL, attributes=attributes,
+                )
+            except Exception:  # tracing failed, not payi_otel: the scope holds, no span
+                log_once("scope-span", "payi_otel: a scope span could not be started; the "
+                         "scope still applies to its calls", exc_info=True)
+            if self._span is not None:
+                _OUTER_SPANS[self._span] = self._outer_span
+                ctx = trace.set_span_in_context(self._span, ctx)
+        if settings.propagate_baggage:
             ctx = payi_baggage.with_outgoing(ctx, state.effective)
         self.context: Context = ctx
         self._token: Optional[object] = None
@@ -98,13 +109,15 @@ class _Scope:
             otel_context.detach(token)  # type: ignore[arg-type]
             return
         ctx = payi_state.without_level(current, self._level)
-        if trace.get_current_span(ctx) is self._span:
+        if self._span is not None and trace.get_current_span(ctx) is self._span:
             ctx = trace.set_span_in_context(_live_outer(self._span), ctx)
         if payi_state.propagate_baggage():
             ctx = payi_baggage.with_outgoing(ctx, payi_state.current_effective(ctx))
         otel_context.attach(ctx)
 
     def end(self, exc: Optional[BaseException] = None) -> None:
+        if self._span is None:  # spanless mode
+            return
         try:
             if exc is not None and not isinstance(exc, (GeneratorExit, StopIteration)):
                 self._span.record_exception(exc)
@@ -148,11 +161,11 @@ class _NoScope(_Scope):
 
 def _enter(
     method: str, params: Params, span_name: str, parent: Context,
-    key: Optional[Hashable] = None,
+    key: Optional[Hashable] = None, own: Optional[ScopeAttributes] = None,
 ) -> _Scope:
     """A new scope; an unexpected failure is logged once and gives a no-op scope instead."""
     try:
-        return _Scope(method, params, span_name, parent, key)
+        return _Scope(method, params, span_name, parent, key, own)
     except Exception:
         internal_error("scope-enter", "entering a scope failed")
         return _NoScope()
@@ -161,9 +174,11 @@ def _enter(
 def _track_sync(
     fn: Callable[..., Any], params: Params, key: Hashable, name: str
 ) -> Callable[..., Any]:
+    own = ScopeAttributes(params, payi_state.TRACK)
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        scope = _enter(payi_state.TRACK, params, name, otel_context.get_current(), key)
+        scope = _enter(payi_state.TRACK, params, name, otel_context.get_current(), key, own)
         scope.attach()
         try:
             result = fn(*args, **kwargs)
@@ -177,9 +192,10 @@ def _track_sync(
         if inspect.isawaitable(result):
             return _await_in_scope(result, scope)
         if inspect.isgenerator(result):
-            return _drive_generator(result, params, key, name, scope.context, scope)
+            return _drive_generator(result, params, key, name, scope.context, own, scope)
         if inspect.isasyncgen(result):
-            return _drive_async_generator(result, params, key, name, scope.context, scope)
+            return _drive_async_generator(result, params, key, name, scope.context, own,
+                                          scope)
         scope.end()
         return result
 
@@ -203,9 +219,11 @@ async def _await_in_scope(awaitable: Any, scope: _Scope) -> Any:
 def _track_async(
     fn: Callable[..., Any], params: Params, key: Hashable, name: str
 ) -> Callable[..., Any]:
+    own = ScopeAttributes(params, payi_state.TRACK)
+
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        scope = _enter(payi_state.TRACK, params, name, otel_context.get_current(), key)
+        scope = _enter(payi_state.TRACK, params, name, otel_context.get_current(), key, own)
         try:
             awaitable = fn(*args, **kwargs)  # not run yet: only the coroutine is made
         except BaseException as exc:
@@ -218,11 +236,11 @@ def _track_async(
 
 def _drive_generator(
     gen: Generator[Any, Any, Any], params: Params, key: Hashable, name: str, parent: Context,
-    entered: Optional[_Scope] = None,
+    own: Optional[ScopeAttributes] = None, entered: Optional[_Scope] = None,
 ) -> Generator[Any, Any, Any]:
     """Run ``gen`` inside its scope on every resume, and outside it between resumes (the
     scope is entered at the first resume unless already ``entered``)."""
-    scope = entered or _enter(payi_state.TRACK, params, name, parent, key)
+    scope = entered or _enter(payi_state.TRACK, params, name, parent, key, own)
     error: Optional[BaseException] = None
     try:
         to_send: Any = None
@@ -256,10 +274,10 @@ def _drive_generator(
 
 async def _drive_async_generator(
     agen: AsyncGenerator[Any, Any], params: Params, key: Hashable, name: str, parent: Context,
-    entered: Optional[_Scope] = None,
+    own: Optional[ScopeAttributes] = None, entered: Optional[_Scope] = None,
 ) -> AsyncGenerator[Any, Any]:
     """Async counterpart of :func:`_drive_generator`."""
-    scope = entered or _enter(payi_state.TRACK, params, name, parent, key)
+    scope = entered or _enter(payi_state.TRACK, params, name, parent, key, own)
     error: Optional[BaseException] = None
     try:
         to_send: Any = None
@@ -297,10 +315,12 @@ async def _drive_async_generator(
 def _track_generator(
     fn: Callable[..., Any], params: Params, key: Hashable, name: str
 ) -> Callable[..., Any]:
+    own = ScopeAttributes(params, payi_state.TRACK)
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         parent = otel_context.get_current()
-        return _drive_generator(fn(*args, **kwargs), params, key, name, parent)
+        return _drive_generator(fn(*args, **kwargs), params, key, name, parent, own)
 
     return wrapper
 
@@ -308,10 +328,12 @@ def _track_generator(
 def _track_async_generator(
     fn: Callable[..., Any], params: Params, key: Hashable, name: str
 ) -> Callable[..., Any]:
+    own = ScopeAttributes(params, payi_state.TRACK)
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         parent = otel_context.get_current()
-        return _drive_async_generator(fn(*args, **kwargs), params, key, name, parent)
+        return _drive_async_generator(fn(*args, **kwargs), params, key, name, parent, own)
 
     return wrapper
 
@@ -357,10 +379,17 @@ class track_context:
     Parameters are validated when it is created; each entry is a new scope and a new span.
     """
 
-    __slots__ = ("_key", "_name", "_params")
+    __slots__ = ("_key", "_name", "_own", "_params")
 
     def __init__(self, **params: Unpack[ScopeParameters]) -> None:
         self._params = validate_params(params, source="track_context")
+        self._key = params_key(self._params)
+        # The span's name and attributes: made on the first entry that starts a span (none in
+        # spanless mode, where creating a track_context per request is the hot path).
+        self._name = ""
+        self._own: Optional[ScopeAttributes] = None
+
+    def _span_spec(self) -> ScopeAttributes:
         step = self._params.get("use_case_step")
         name = self._params.get("use_case_name")
         if isinstance(step, str) and step:
@@ -369,12 +398,16 @@ class track_context:
             self._name = name
         else:
             self._name = "payi.track_context"
-        self._key = params_key(self._params)
+        own = self._own = ScopeAttributes(self._params, payi_state.TRACK_CONTEXT)
+        return own
 
     def __enter__(self) -> None:
+        own = self._own
+        if own is None and payi_state.settings().scope_spans:
+            own = self._span_spec()
         scope = _enter(
             payi_state.TRACK_CONTEXT, self._params, self._name, otel_context.get_current(),
-            self._key,
+            self._key, own,
         )
         scope.attach()
         _ENTERED.set((*_ENTERED.get(), (self, scope)))
@@ -386,7 +419,13 @@ class track_context:
         tb: Optional[TracebackType],
     ) -> None:
         entered = _ENTERED.get()
-        for index in range(len(entered) - 1, -1, -1):
+        if entered and entered[-1][0] is self:  # the common case: the innermost entry
+            scope = entered[-1][1]
+            _ENTERED.set(entered[:-1])
+            scope.detach()
+            scope.end(exc)
+            return
+        for index in range(len(entered) - 2, -1, -1):
             if entered[index][0] is self:
                 scope = entered[index][1]
                 _ENTERED.set(entered[:index] + entered[index + 1:])
