@@ -190,3 +190,62 @@ def test_a_model_provider_call_carries_no_payi_baggage(genai: GenAI) -> None:
         assert baggage.get_baggage("payi.user_id") == "private"
         client.chat.completions.create(**CHAT)
     assert seen and not any(k.startswith("payi.") for k in seen[0])
+
+
+def _injecting_client() -> Any:
+    """An httpx client whose request hook injects the context's baggage, as an HTTP
+    instrumentation does inside the send."""
+    import httpx
+
+    def inject(request: Any) -> None:
+        propagate.inject(request.headers)
+
+    return httpx.Client(event_hooks={"request": [inject]})
+
+
+def _sent_baggage(server: FakeLLMServer) -> str:
+    return server.requests[-1].headers.get("baggage", "")
+
+
+def test_outgoing_payi_baggage_goes_only_to_allowed_hosts(
+    instrument: Callable[..., PayiInstrumentor], llm_server: FakeLLMServer,
+) -> None:
+    instrument(caller_file="<test>", propagate_baggage=True, header_hosts=["gateway.internal"])
+    client = _injecting_client()
+    url = llm_server.openai_base_url + "/models"
+    ctx = baggage.set_baggage("team", "search")  # not ours: always goes
+    token = otel_context.attach(ctx)
+    try:
+        with track_context(user_id="private"):
+            client.get(url)
+    finally:
+        otel_context.detach(token)
+    sent = _sent_baggage(llm_server)
+    assert "team=search" in sent and "payi." not in sent  # 127.0.0.1 is not allowed here
+
+    PayiInstrumentor().uninstrument()
+    PayiInstrumentor().instrument(caller_file="<test>", propagate_baggage=True,
+                                  header_hosts=["127.0.0.1"])
+    with track_context(user_id="private"):
+        client.get(url)
+    assert "payi.user_id=private" in _sent_baggage(llm_server)
+
+
+def test_requests_adapter_strips_payi_members_for_refused_hosts(
+    instrument: Callable[..., PayiInstrumentor], llm_server: FakeLLMServer,
+) -> None:
+    import requests
+
+    instrument(caller_file="<test>", propagate_baggage=True, header_hosts=["gateway.internal"])
+    with track_context(user_id="private"):
+        headers: dict[str, str] = {}
+        propagate.inject(headers)  # what a requests instrumentation does before the adapter
+        assert "payi.user_id" in headers["baggage"]
+        requests.get(llm_server.openai_base_url + "/models", headers=headers, timeout=10)
+    assert "payi." not in _sent_baggage(llm_server)
+
+
+def test_strip_payi_members_keeps_the_others() -> None:
+    from payi_otel._outgoing import strip_payi_members
+
+    assert strip_payi_members("a=1,payi.user_id=u;p=1, payi%2Elimit_ids=x,b=2") == "a=1,b=2"

@@ -144,17 +144,19 @@ def test_a_few_properties_are_attributes_of_their_own(genai: GenAI) -> None:
     assert (span.attributes or {})["payi.request.properties.tier"] == "gold"
 
 
-def test_the_merge_cache_is_bounded_for_the_whole_process(
-    no_global: Any, monkeypatch: Any
+def test_soak_100k_scopes_keep_the_merge_cache_bounded_for_the_whole_process(
+    instrument: Any, monkeypatch: Any
 ) -> None:
-    """user > account > category > a unique property per request: the per-parent bound alone
-    lets the cache grow with fan-out ** depth; the global bound holds it."""
+    """100k scopes, user > account > category > a unique property per request (spanless, so
+    the test keeps no 100k spans): the per-parent bound alone lets the cache grow with
+    fan-out ** depth; the global bound holds it."""
     import gc
 
     from payi_otel import _resolved
 
+    instrument(caller_file="<test>", scope_spans=False)
     monkeypatch.setattr(_resolved, "GLOBAL_CACHE_SIZE", 500)
-    for request in range(5000):
+    for request in range(25_000):
         with track_context(user_id=f"user{request % 50}"):
             with track_context(account_name=f"account{request % 7}"):
                 with track_context(request_tags=[f"category{request % 5}"]):
@@ -227,3 +229,23 @@ def test_random_interleavings_of_scopes_held_by_generators_match_the_model(
         assert dict(get_context()) == {}
 
     run()
+
+
+def test_soak_keys_noted_once_count_against_the_bound_too(
+    instrument: Any, monkeypatch: Any
+) -> None:
+    """Keys seen once are only noted, not cached - but noted they take memory as well."""
+    import gc
+
+    from payi_otel import _resolved
+
+    instrument(caller_file="<test>", scope_spans=False)
+    monkeypatch.setattr(_resolved, "GLOBAL_CACHE_SIZE", 500)
+    for request in range(20_000):
+        with track_context(user_id=f"user{request % 50}"):
+            with track_context(request_properties={"request": str(request)}):
+                pass
+    gc.collect()
+    noted = sum(len(o._children or ()) for o in gc.get_objects()
+                if isinstance(o, _resolved.Effective))
+    assert noted <= 2 * 500 + 100, noted

@@ -223,6 +223,8 @@ class Effective:
                 children.clear()
             if key not in children:  # first time: noted, merged directly
                 children[key] = None
+                if _count_cached() != self._generation:  # notes count against the bound too
+                    self._children = None
                 return Effective(merge(self.params, level))
             if level.fresh_ids:
                 placeholders = {name: _placeholder(name) for name in level.fresh_ids}
