@@ -34,7 +34,7 @@ MANIFEST = HERE / "otelcol-builder.yaml"
 
 #: The collector release: ocb, the core modules (v0.x, paired with v1.53.0) and contrib modules.
 OTELCOL_VERSION = "0.147.0"
-#: docker-compose.yml runs ``jaegertracing/jaeger:2.16.0``. Jaeger's releases after
+#: docker-compose.yml runs ``jaegertracing/jaeger:2.13.0``, this release. Jaeger's releases after
 #: v1.76.0 / v2.13.0 (Dec 2025) carry only v2.x tags, and the Go module proxy answers 403 for
 #: ``github.com/jaegertracing/jaeger@v2.16.0`` (and has no ``.../v2`` module), so v1.76.0,
 #: which is Jaeger v2.13.0, is the newest Jaeger that ``go`` can build here.

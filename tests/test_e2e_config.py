@@ -169,3 +169,10 @@ def test_collector_validate_rejects_a_broken_config() -> None:
                        "--set=processors::batch::no_such_setting=1")
     assert bad_key.returncode != 0
     assert "no_such_setting" in bad_key.stderr + bad_key.stdout
+
+
+def test_compose_runs_the_jaeger_release_the_e2e_builds() -> None:
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert compose["services"]["jaeger"]["image"] == f"jaegertracing/jaeger:{build.JAEGER_RELEASE}"
