@@ -145,7 +145,12 @@ def install_processor(provider: TracerProvider) -> Callable[[], None]:
 def apply_call_attributes(span: ApiSpan, call: Effective) -> None:
     """Make ``span``'s ``payi.*`` attributes exactly ``call``'s (the headers it sends).
 
-    Only the difference from what the span already carries is written.
+    Only the difference from what the span already carries is written. The one place in the
+    package that touches an SDK-private attribute: a per-call header that *clears* a value
+    (``""``) must take the scope's ``payi.*`` attribute off the running span, and the
+    OpenTelemetry API has no way to remove an attribute, so the SDK span's ``_attributes``
+    (a ``BoundedAttributes`` mapping) is edited here - read with ``getattr`` and skipped on
+    any span without it.
     """
     if _is_scope_span(span):
         return
