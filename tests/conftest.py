@@ -13,23 +13,7 @@ EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 if str(EXAMPLES_DIR) not in sys.path:
     sys.path.insert(0, str(EXAMPLES_DIR))
 
-from fake_llm_server import FakeLLMServer  # noqa: E402
-
-pytest_plugins = ["fixtures_otel", "fixtures_genai"]
-
-
-@pytest.fixture(scope="session")
-def fake_llm() -> Iterator[FakeLLMServer]:
-    """One local fake OpenAI/Anthropic server for the whole test session."""
-    with FakeLLMServer() as server:
-        yield server
-
-
-@pytest.fixture
-def llm_server(fake_llm: FakeLLMServer) -> FakeLLMServer:
-    """The session's fake server, with no recorded requests or pending failures."""
-    fake_llm.reset()
-    return fake_llm
+pytest_plugins = ["fixtures_server", "fixtures_otel", "fixtures_genai"]
 
 
 @pytest.fixture(autouse=True)

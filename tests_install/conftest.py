@@ -26,7 +26,10 @@ EXAMPLES_DIR = ROOT / "examples"
 if str(EXAMPLES_DIR) not in sys.path:
     sys.path.insert(0, str(EXAMPLES_DIR))
 
-from fake_llm_server import FakeLLMServer  # noqa: E402
+# The fake provider server's fixtures, shared with the test suite.
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))
+from fixtures_server import fake_llm, llm_server  # noqa: E402, F401
 
 REPORT = ROOT / "build" / "install-matrix.md"
 # Versions reported per case: what decides whether a user's install works.
@@ -117,18 +120,6 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, result.stdout + result.stderr
     [built] = out.glob("payi_otel-*.whl")
     return built
-
-
-@pytest.fixture(scope="session")
-def fake_llm() -> Iterator[FakeLLMServer]:
-    with FakeLLMServer() as server:
-        yield server
-
-
-@pytest.fixture
-def llm_server(fake_llm: FakeLLMServer) -> FakeLLMServer:
-    fake_llm.reset()
-    return fake_llm
 
 
 @pytest.fixture

@@ -312,28 +312,18 @@ async def _drive_async_generator(
         scope.end(error)
 
 
-def _track_generator(
-    fn: Callable[..., Any], params: Params, key: Hashable, name: str
+def _track_driven(
+    fn: Callable[..., Any], params: Params, key: Hashable, name: str,
+    drive: Callable[..., Any],
 ) -> Callable[..., Any]:
+    """``@track`` of a generator or async generator function: ``drive`` (one of the two
+    drivers above) runs its body in the scope of the place it was called."""
     own = ScopeAttributes(params, payi_state.TRACK)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         parent = otel_context.get_current()
-        return _drive_generator(fn(*args, **kwargs), params, key, name, parent, own)
-
-    return wrapper
-
-
-def _track_async_generator(
-    fn: Callable[..., Any], params: Params, key: Hashable, name: str
-) -> Callable[..., Any]:
-    own = ScopeAttributes(params, payi_state.TRACK)
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        parent = otel_context.get_current()
-        return _drive_async_generator(fn(*args, **kwargs), params, key, name, parent, own)
+        return drive(fn(*args, **kwargs), params, key, name, parent, own)
 
     return wrapper
 
@@ -354,11 +344,11 @@ def track(**params: Unpack[ScopeParameters]) -> Callable[[F], F]:
             raise TypeError(f"@track must decorate a function, not {type(fn).__name__}")
         name = step if isinstance(step, str) and step else getattr(fn, "__qualname__", "track")
         if inspect.isasyncgenfunction(fn):
-            wrapped = _track_async_generator(fn, own, key, name)
+            wrapped = _track_driven(fn, own, key, name, _drive_async_generator)
         elif inspect.iscoroutinefunction(fn):
             wrapped = _track_async(fn, own, key, name)
         elif inspect.isgeneratorfunction(fn):
-            wrapped = _track_generator(fn, own, key, name)
+            wrapped = _track_driven(fn, own, key, name, _drive_generator)
         else:
             wrapped = _track_sync(fn, own, key, name)
         return cast(F, wrapped)

@@ -230,21 +230,33 @@ def _prepare(
         return None
 
 
+class _Sending:
+    """While the SDK sends a call: its resolved context attached; a failure ends its
+    observation. (A class, not a generator context manager: this is every call's path.)"""
+
+    __slots__ = ("_ctx", "_observation", "_token")
+
+    def __init__(self, ctx: otel_context.Context, observation: Optional[_Observation]) -> None:
+        self._ctx = ctx
+        self._observation = observation
+
+    def __enter__(self) -> None:
+        self._token = otel_context.attach(self._ctx)
+
+    def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
+        otel_context.detach(self._token)
+        if exc is not None and self._observation is not None:
+            self._observation.finish(exc)
+
+
 def _make_wrapper(provider: Provider, is_async: bool) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs) -> Any:
         prepared = _prepare(provider, instance, args, kwargs)
         if prepared is None:
             return wrapped(*args, **kwargs)
         new_args, new_kwargs, ctx, observation = prepared
-        token = otel_context.attach(ctx)
-        try:
+        with _Sending(ctx, observation):
             result = wrapped(*new_args, **new_kwargs)
-        except BaseException as exc:
-            if observation is not None:
-                observation.finish(exc)
-            raise
-        finally:
-            otel_context.detach(token)
         return _observed(result, observation)
 
     async def async_wrapper(
@@ -254,15 +266,8 @@ def _make_wrapper(provider: Provider, is_async: bool) -> Callable[..., Any]:
         if prepared is None:
             return await wrapped(*args, **kwargs)
         new_args, new_kwargs, ctx, observation = prepared
-        token = otel_context.attach(ctx)
-        try:
+        with _Sending(ctx, observation):
             result = await wrapped(*new_args, **new_kwargs)
-        except BaseException as exc:
-            if observation is not None:
-                observation.finish(exc)
-            raise
-        finally:
-            otel_context.detach(token)
         return _observed(result, observation)
 
     return async_wrapper if is_async else wrapper
