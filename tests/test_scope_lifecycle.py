@@ -249,3 +249,20 @@ def test_soak_keys_noted_once_count_against_the_bound_too(
     noted = sum(len(o._children or ()) for o in gc.get_objects()
                 if isinstance(o, _resolved.Effective))
     assert noted <= 2 * 500 + 100, noted
+
+
+def test_span_attributes_read_back_as_the_parameters_either_way() -> None:
+    """What the ingest exporter reads off a span is what the call sent, whether the
+    properties are attributes of their own or (many keys) one JSON attribute."""
+    from payi_otel._merge import merge, new_level
+    from payi_otel._resolved import Effective, params_from_attributes
+
+    for keys in (3, 40):
+        params = merge({}, new_level({
+            "user_id": "u", "limit_ids": ("a", "b"), "use_case_name": "uc",
+            "use_case_version": 2,
+            "request_properties": {f"k{i}": f"v{i}" for i in range(keys)}}))
+        read = params_from_attributes(Effective(params).attributes())
+        assert read["request_properties"] == params["request_properties"]
+        assert {k: read[k] for k in ("user_id", "limit_ids", "use_case_version")} == {
+            "user_id": "u", "limit_ids": ("a", "b"), "use_case_version": 2}

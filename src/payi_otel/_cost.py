@@ -23,6 +23,7 @@ from opentelemetry.util.types import AttributeValue
 
 from payi_otel._genai import GENAI_SCOPE_PREFIXES
 from payi_otel._log import internal_error, logger
+from payi_otel._parameters import ATTRIBUTE_NAMES
 from payi_otel._providers import CallRecord, Usage
 from payi_otel._spans import is_genai_span
 from payi_otel.version import __version__
@@ -46,9 +47,9 @@ _USAGE: Tuple[Tuple[str, str, str], ...] = (
     ("reasoning_tokens", "gen_ai.usage.reasoning.output_tokens", "reasoning"),
 )
 #: Parameters that are metric dimensions (their ``payi.*`` attribute names).
-_DIMENSIONS = ("payi.use_case.name", "payi.use_case.step", "payi.account_name",
-               "payi.limit_ids")
-_USER = "payi.user_id"
+_DIMENSIONS = tuple(ATTRIBUTE_NAMES[name] for name in (
+    "use_case_name", "use_case_step", "account_name", "limit_ids"))
+_USER = ATTRIBUTE_NAMES["user_id"]
 #: Pay-i's ``price_as_category`` names a provider as ``system.<provider>``; where
 #: ``genai-prices`` calls it otherwise.
 _PROVIDER_ALIASES = {"azureopenai": "azure", "azure.openai": "azure", "aws.bedrock": "aws",

@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 
 from payi_otel._log import logger
-from payi_otel._parameters import ATTRIBUTE_NAMES, PARAMETERS, Kind, Params
+from payi_otel._resolved import params_from_attributes
 from payi_otel._spans import is_genai_span
 
 __all__ = ["INSTALL_HINT", "PayiIngestExporter", "ingest_record"]
@@ -65,30 +65,6 @@ _INGEST_ARGUMENTS: Mapping[str, str] = {
     "request_properties": "properties",
     "resource_scope": "resource_scope",
 }
-
-
-def params_from_attributes(attributes: Mapping[str, Any]) -> Params:
-    """The Pay-i parameters a span's ``payi.*`` attributes carry (inverse of
-    ``Effective.attributes``)."""
-    params: Params = {}
-    for name, attribute in ATTRIBUTE_NAMES.items():
-        if PARAMETERS[name] is Kind.DICT:
-            prefix = attribute + "."
-            found = {k[len(prefix):]: str(v) for k, v in attributes.items()
-                     if k.startswith(prefix)}
-            if found:
-                params[name] = dict(found)
-            continue
-        value = attributes.get(attribute)
-        if value is None:
-            continue
-        if PARAMETERS[name] is Kind.LIST:
-            params[name] = tuple(str(v) for v in value)
-        elif PARAMETERS[name] is Kind.INT:
-            params[name] = int(value)
-        else:
-            params[name] = str(value)
-    return params
 
 
 def _int(value: object) -> Optional[int]:

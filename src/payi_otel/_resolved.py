@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Dict, Hashable, List, Optional, Sequence, Set, Tuple, Union
 
-from payi_otel._codec import format_value, format_wire_value
+from payi_otel._codec import format_value, format_wire_value, parse_value
 from payi_otel._merge import Level, merge
 from payi_otel._parameters import (
     ATTRIBUTE_NAMES,
@@ -20,6 +20,7 @@ from payi_otel._parameters import (
     PARAMETERS,
     PAYI_HEADER_NAMES,
     SCOPE_ATTRIBUTE,
+    Kind,
     Pair,
     Params,
     Value,
@@ -35,6 +36,7 @@ __all__ = [
     "Effective",
     "ScopeAttributes",
     "emitted",
+    "params_from_attributes",
 ]
 
 #: Wire dialects: ``x-payi`` (docs/parameters.md, the default) and ``payi-proxy`` (Pay-i's
@@ -96,6 +98,35 @@ def _attribute_items(
         else:
             attributes[key] = value
     return attributes
+
+
+def params_from_attributes(attributes: Mapping[str, object]) -> Params:
+    """The Pay-i parameters a span's ``payi.*`` attributes carry: the inverse of
+    :func:`_attribute_items` (a properties dict per key, or as one JSON attribute)."""
+    params: Params = {}
+    for name, attribute in ATTRIBUTE_NAMES.items():
+        kind = PARAMETERS[name]
+        value = attributes.get(attribute)
+        if kind is Kind.DICT:
+            prefix = attribute + "."
+            found = {k[len(prefix):]: str(v) for k, v in attributes.items()
+                     if k.startswith(prefix)}
+            if isinstance(value, str):  # many keys: the dict as its header's JSON text
+                parsed = parse_value(name, value, what=attribute)
+                if isinstance(parsed, dict):
+                    found.update({k: v for k, v in parsed.items() if v is not None})
+            if found:
+                params[name] = dict(found)
+            continue
+        if value is None:
+            continue
+        if kind is Kind.LIST and isinstance(value, (list, tuple)):
+            params[name] = tuple(str(v) for v in value)
+        elif kind is Kind.INT and isinstance(value, int):
+            params[name] = int(value)
+        else:
+            params[name] = str(value)
+    return params
 
 
 class ScopeAttributes:
