@@ -4,6 +4,7 @@ the payi.* attributes of every GenAI span equal the x-payi-* headers its call se
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 from collections import Counter
@@ -62,6 +63,26 @@ def payi_headers(request: RecordedRequest) -> dict[str, str]:
     return {k: v for k, v in request.headers.items() if k.startswith("x-payi-")}
 
 
+#: Pay-i's proxy-dialect header name (lower-cased) -> the parameter, from the registry.
+_BY_PAYI_HEADER = {p.payi_header.lower(): p for p in REGISTRY if p.payi_header}
+#: The x-payi-* headers the payi-proxy dialect carries (it has no name for the others).
+PROXY_CARRIES = frozenset(p.header for p in _BY_PAYI_HEADER.values())
+
+
+def attribution_headers(request: RecordedRequest, dialect: str = "x-payi") -> dict[str, str]:
+    """The attribution a request carried in ``dialect``, written as x-payi-* headers (the
+    payi-proxy dialect's base64 JSON decoded), so either dialect compares with a span."""
+    if dialect == "x-payi":
+        return payi_headers(request)
+    found: dict[str, str] = {}
+    for key, value in request.headers.items():
+        param = _BY_PAYI_HEADER.get(key.lower())
+        if param is not None:
+            found[param.header] = (
+                base64.b64decode(value).decode("ascii") if param.kind is Kind.DICT else value)
+    return found
+
+
 def _normal(headers: Mapping[str, str]) -> frozenset[tuple[str, Any]]:
     items = []
     for key, value in headers.items():
@@ -76,13 +97,22 @@ def first_attempts(server: FakeLLMServer) -> list[RecordedRequest]:
     return [r for r in server.requests if r.headers.get("x-stainless-retry-count", "0") == "0"]
 
 
-def assert_spans_match_requests(otel: Otel, server: FakeLLMServer) -> None:
+def assert_spans_match_requests(
+    otel: Otel, server: FakeLLMServer, dialect: str = "x-payi"
+) -> None:
     spans = otel.genai_spans()
     requests = first_attempts(server)
     assert len(spans) == len(requests), (
         [s.name for s in spans], [r.path for r in requests])
-    assert Counter(_normal(headers_from_span(s)) for s in spans) == Counter(
-        _normal(payi_headers(r)) for r in requests)
+
+    def from_span(span: ReadableSpan) -> dict[str, str]:
+        headers = headers_from_span(span)
+        if dialect == "x-payi":
+            return headers
+        return {k: v for k, v in headers.items() if k in PROXY_CARRIES}
+
+    assert Counter(_normal(from_span(s)) for s in spans) == Counter(
+        _normal(attribution_headers(r, dialect)) for r in requests)
     by_id = otel._genai_by_id()
     for inner in otel.all_genai_spans():
         outer = otel.genai_ancestor(inner, by_id)
@@ -99,6 +129,10 @@ class GenAI:
     anthropic: anthropic.Anthropic
     async_anthropic: anthropic.AsyncAnthropic
     check_invariant: bool = True
+    #: The wire dialect in force (``reinstrument(header_dialect=...)``).
+    dialect: str = "x-payi"
+    #: Whether the official GenAI instrumentations are on (``reinstrument(genai_spans=...)``).
+    genai_spans: bool = True
 
     def openai_client(self, **kwargs: Any) -> openai.OpenAI:
         kwargs.setdefault("max_retries", 0)
@@ -131,8 +165,17 @@ class GenAI:
         payi = PayiInstrumentor()
         payi.uninstrument()
         kwargs.setdefault("caller_file", "/srv/app.py")
-        payi.instrument(config=config, tracer_provider=self.otel.provider, genai_spans=True,
-                        **kwargs)
+        kwargs.setdefault("genai_spans", True)
+        self.dialect = kwargs.get("header_dialect", "x-payi")
+        self.genai_spans = kwargs["genai_spans"]
+        if not self.genai_spans:
+            self.check_invariant = False  # no GenAI span to compare each request with
+        payi.instrument(config=config, tracer_provider=self.otel.provider, **kwargs)
+
+    def attribution(self) -> list[dict[str, str]]:
+        """The attribution of every first attempt, in order, as x-payi-* headers whatever
+        the dialect (:func:`attribution_headers`)."""
+        return [attribution_headers(r, self.dialect) for r in first_attempts(self.server)]
 
     def sent(self) -> list[dict[str, str]]:
         """x-payi-* headers of every first attempt, in order."""
@@ -169,7 +212,21 @@ def genai(
     )
     yield env
     if env.check_invariant:
-        assert_spans_match_requests(otel, llm_server)
+        assert_spans_match_requests(otel, llm_server, env.dialect)
+
+
+#: (genai_spans, header_dialect): every surface test runs under each.
+SURFACE_MODES = [(True, "x-payi"), (False, "x-payi"), (True, "payi-proxy"), (False, "payi-proxy")]
+
+
+@pytest.fixture(params=SURFACE_MODES, ids=lambda m: f"{'spans' if m[0] else 'nospans'}-{m[1]}")
+def surface(request: pytest.FixtureRequest, genai: GenAI) -> GenAI:
+    """``genai`` under each mode: with and without the official GenAI instrumentations, in
+    both wire dialects. Headers read with ``surface.attribution()``; with GenAI spans on,
+    every span is checked against its request in the dialect in force."""
+    spans, dialect = request.param
+    genai.reinstrument(genai_spans=spans, header_dialect=dialect)
+    return genai
 
 
 CHAT: dict[str, Any] = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hello"}]}
