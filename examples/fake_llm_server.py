@@ -2,7 +2,8 @@
 
 The real ``openai`` and ``anthropic`` SDKs can be pointed at it and complete their calls
 (plain JSON and server-sent-event streams). Every request is recorded, headers included, so
-tests can check what a client sent, and failures can be injected to exercise retries.
+tests can check what a client sent, and failures and redirects can be injected to exercise
+retries and redirect hops.
 
 Use it from Python::
 
@@ -91,6 +92,14 @@ class RecordedRequest:
 # --------------------------------------------------------------------------------------------
 # Replies
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Redirect:
+    """An injected redirect (:meth:`FakeLLMServer.redirect_next`)."""
+
+    status: int
+    target: str
 
 
 @dataclass
@@ -724,6 +733,9 @@ class _Handler(BaseHTTPRequestHandler):
         raw_headers = [(str(k), str(v)) for k, v in self.headers.items()]
         headers = {k.lower(): v for k, v in raw_headers}
         failure = owner._record(RecordedRequest(self.command, path, headers, raw_headers, body))
+        if isinstance(failure, _Redirect):
+            self._redirect(failure)
+            return
 
         if owner.latency > 0:
             time.sleep(owner.latency)
@@ -816,6 +828,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(frame)
         self.wfile.write(end)
 
+    def _redirect(self, redirect: _Redirect) -> None:
+        location = redirect.target + self.path
+        head = self._head(redirect.status, {"Location": location, "Content-Length": "0"}, False)
+        self.wfile.write(head)
+
     def _reset(self) -> None:
         self.close_connection = True
         self._reset_connection = True
@@ -856,7 +873,7 @@ class FakeLLMServer:
         self.retry_after_ms = retry_after_ms
         self.verbose = verbose
         self.requests: list[RecordedRequest] = []
-        self._failures: list[str] = []
+        self._failures: list[Union[str, _Redirect]] = []
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._connections_idle = threading.Condition(self._lock)
@@ -954,13 +971,25 @@ class FakeLLMServer:
         with self._lock:
             self._failures.extend([mode] * n)
 
+    def redirect_next(self, n: int, status: int = 307, target: str = "") -> None:
+        """Answer the next ``n`` requests (queued after any pending failure or redirect) with
+        ``status`` (301, 302, 303, 307 or 308) and ``Location: <target><path>``: ``target``
+        is a scheme and authority (``"http://localhost:8000"``: an absolute Location), or
+        ``""`` for a relative one (the same path on this server). They are still recorded."""
+        if status not in (301, 302, 303, 307, 308):
+            raise ValueError(f"not a redirect status: {status}")
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        with self._lock:
+            self._failures.extend([_Redirect(status, target.rstrip("/"))] * n)
+
     @property
     def pending_failures(self) -> int:
         with self._lock:
             return len(self._failures)
 
-    def _record(self, request: RecordedRequest) -> Optional[str]:
-        """Record ``request``; return the failure mode it must get, if any."""
+    def _record(self, request: RecordedRequest) -> Union[str, _Redirect, None]:
+        """Record ``request``; return the failure mode or redirect it must get, if any."""
         with self._lock:
             self.requests.append(request)
             return self._failures.pop(0) if self._failures else None

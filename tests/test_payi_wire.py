@@ -23,6 +23,7 @@ except ImportError:  # anthropic < 2 sends through httpx
 import pytest
 from fake_llm_server import FakeLLMServer, RecordedRequest
 from fixtures_genai import CHAT, MESSAGE, GenAI
+from fixtures_server import to_local as _to_local
 
 from payi_otel import ParameterValueError, track_context
 
@@ -30,32 +31,6 @@ from payi_otel import ParameterValueError, track_context
 def attribution(request: RecordedRequest, use_case: bool = True) -> dict[str, str]:
     return {k: v for k, v in request.headers.items() if k.startswith(("x-payi-", "xproxy-"))
             and (use_case or ("use-case" not in k and "usecase" not in k))}
-
-
-def _to_local(server: FakeLLMServer, module: Any = httpx, is_async: bool = False) -> Any:
-    """A transport (of ``module``: httpx, or httpx2 for anthropic 2.x) that sends every
-    request to the local server; the request's URL and Host stay as built."""
-    port = int(server.base_url.rsplit(":", 1)[1])
-
-    def local(request: Any) -> Any:
-        request.url = request.url.copy_with(scheme="http", host="127.0.0.1", port=port)
-        return request
-
-    if is_async:
-        inner_async = module.AsyncHTTPTransport()
-
-        class AsyncToLocal(module.AsyncBaseTransport):  # type: ignore[misc]
-            async def handle_async_request(self, request: Any) -> Any:
-                return await inner_async.handle_async_request(local(request))
-
-        return AsyncToLocal()
-    inner = module.HTTPTransport()
-
-    class ToLocal(module.BaseTransport):  # type: ignore[misc]
-        def handle_request(self, request: Any) -> Any:
-            return inner.handle_request(local(request))
-
-    return ToLocal()
 
 
 def posing_openai(server: FakeLLMServer, host: str = "api.openai.com") -> openai.OpenAI:

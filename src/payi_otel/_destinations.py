@@ -1,14 +1,23 @@
-"""Where attribution headers go, and in which dialect (contract section 3a).
+"""Where attribution headers go, and in which dialect (contract section 3a), hop by hop.
 
 Attribution headers are personal and business data: they are sent only where they are read.
 :class:`WirePolicy` says, for a request URL, whether the resolved headers are stamped on it at
 all (the values go on the spans either way), and in which dialect (``x-payi`` or Pay-i's
 ``payi-proxy``). The default sends them everywhere but to the model providers' public API hosts
 (:data:`PROVIDER_HOSTS`); an allow-list (``header_hosts=`` / ``PAYI_HEADER_HOSTS``) replaces that
-default with exactly the hosts it names. And they never cross to another origin on a redirect:
-:func:`guard_client` adds a request event hook to an httpx client that drops every ``x-payi-*``
-and ``xProxy-*`` header from a redirected request whose origin is not the first request's
-(httpx itself only drops ``Authorization`` there, and the SDKs' clients follow redirects).
+default with exactly the hosts it names.
+
+The request hook decides once per call, for the call's URL; a redirect sends the same headers
+on to another URL (httpx and requests copy them, dropping only ``Authorization``), so the
+policy is held again on every redirect hop (README "Which headers go where"):
+
+* a hop to a URL the policy refuses loses every ``x-payi-*`` / ``xProxy-*`` header
+  (:func:`strip_refused`, run where the HTTP client builds each redirect's headers:
+  ``_outgoing``), whoever set them;
+* an SDK client's hop to another origin than the first request's loses them too, allowed or
+  not: :func:`guard_client` adds a request event hook that drops them there;
+* a hop never gains headers the first request did not carry (a call refused at its first URL
+  stays without them after a redirect to an allowed host).
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ __all__ = [
     "guard_client",
     "policy_from",
     "set_current",
+    "strip_refused",
     "unguard_all",
 ]
 
@@ -139,6 +149,16 @@ def set_current(policy: WirePolicy) -> None:
 
 
 # --- redirects -------------------------------------------------------------------------------
+
+
+def strip_refused(headers: Any, url: object) -> None:
+    """Drop every ``x-payi-*`` / ``xProxy-*`` header from a redirect hop's ``headers`` (httpx
+    ``Headers`` or requests' case-insensitive dict) when the policy sends none to ``url``.
+    A hop without such a header costs one scan of the names."""
+    names = [name for name in headers if is_pay_i_header(name)]
+    if names and not _current.sends_to(str(url)):
+        for name in names:
+            del headers[name]
 
 _ORIGIN = "payi_otel.origin"
 

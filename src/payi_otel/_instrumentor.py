@@ -26,7 +26,7 @@ from payi_otel import _zero_code
 from payi_otel._cost import CostObserver
 from payi_otel._genai import enable_genai_spans
 from payi_otel._log import logger
-from payi_otel._outgoing import guard_outgoing_baggage
+from payi_otel._outgoing import guard_hops
 from payi_otel._parameters import ParameterError, ParameterValueError
 from payi_otel._providers import PROVIDERS, add_observer, instrument_providers
 from payi_otel._spans import install_processor, set_payi_tracer_provider
@@ -142,7 +142,7 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         )
         set_payi_tracer_provider(provider)
         undo: List[Callable[[], Any]] = list(instrument_threads())
-        undo.extend(guard_outgoing_baggage())
+        undo.extend(guard_hops())
         undo.append(install_processor(provider or trace.get_tracer_provider()))
         undo.extend(instrument_providers(PROVIDERS))
         undo.append(add_observer(CostObserver(kwargs.get("meter_provider"),

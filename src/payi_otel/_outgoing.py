@@ -1,41 +1,52 @@
-"""Outgoing ``payi.*`` baggage goes only where attribution goes (opt-in baggage, README
-"Across services").
+"""The destination policy on every hop an HTTP client sends (README "Which headers go where"
+and "Across services").
 
-A propagator injects baggage without knowing the destination, so the guard sits in the HTTP
-clients, where the URL is known: a request to a host the destination policy
-(``_destinations.WirePolicy``: by default every host but the model providers' public API
-hosts; ``header_hosts`` / ``PAYI_HEADER_HOSTS`` to name exactly the hosts) does not allow
-carries no ``payi.*`` baggage member.
+The request hook decides once per call, for the call's first URL, but one ``send`` can go to
+several URLs (redirects), and HTTP instrumentations inject the propagator's headers (W3C
+``baggage`` among them) at the transport, once per hop, from the context they run in. So the
+policy is held again where each hop is sent, for the hop's own URL:
 
-* ``httpx`` / ``httpx2`` ``Client.send`` and ``AsyncClient.send``: the request is sent in a
-  context without ``payi.*`` baggage, so whatever instrumentation injects inside (at the
-  transport) finds none;
-* ``requests``: ``HTTPAdapter.send`` (after any instrumentation of ``Session.send`` has
-  injected) removes ``payi.*`` members from the ``baggage`` header.
+* attribution headers: a redirect hop to a URL the policy refuses loses every ``x-payi-*`` /
+  ``xProxy-*`` header (``_destinations.strip_refused``), where the client builds the hop's
+  headers: httpx / httpx2 ``_redirect_headers`` (next to where httpx drops ``Authorization``),
+  requests' ``rebuild_auth`` (likewise). The first hop is not touched here: an SDK call's
+  headers were resolved by the request hook, and a plain request's headers are the caller's.
+* ``payi.*`` baggage (with ``propagate_baggage`` on): a hop to a URL the policy refuses is sent
+  in a context without ``payi.*`` baggage, and its ``baggage`` header loses its ``payi.*``
+  members (other members stay). The layer is the one every hop passes through and nothing
+  injects below without our context: httpx / httpx2 ``Client._send_single_request`` (after the
+  event hooks, before whichever transport the client picks: its own, a mounted or proxy one,
+  the user's ``transport=``, a ``MockTransport``, or one an OTel instrumentation wraps - which
+  is where ``opentelemetry-instrumentation-httpx`` injects), and requests'
+  ``HTTPAdapter.send``, which requests calls once per hop (after
+  ``opentelemetry-instrumentation-requests`` has injected in ``Session.send``; urllib3's
+  instrumentation injects inside it). Each hop gets what its own URL allows.
 
-Other HTTP clients are not guarded: keep baggage off, or strip it at your edge.
+An SDK call itself runs in a context without ``payi.*`` baggage (``_providers._core``): it
+never carries them. Other HTTP clients (``urllib3``, ``aiohttp``, ``urllib`` used directly)
+are not guarded: keep baggage off, or strip it at your edge.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import unquote
 
+from opentelemetry import baggage as otel_baggage
 from opentelemetry import context as otel_context
 from wrapt import wrap_function_wrapper
 
 from payi_otel import _context as payi_state
 from payi_otel import _destinations as destinations
+from payi_otel._log import internal_error
 from payi_otel._parameters import BAGGAGE_PREFIX
 from payi_otel._wrapping import unwrapper
 
-__all__ = ["guard_outgoing_baggage", "strip_payi_members"]
+__all__ = ["guard_hops", "strip_payi_members"]
 
-
-def _blocked(url: object) -> bool:
-    """Whether a request to ``url`` must not carry payi baggage (baggage on, host refused)."""
-    return payi_state.propagate_baggage() and not destinations.current().sends_to(str(url))
+Args = Tuple[Any, ...]
+Kwargs = Dict[str, Any]
 
 
 def strip_payi_members(header: str) -> str:
@@ -47,65 +58,109 @@ def strip_payi_members(header: str) -> str:
     return ",".join(kept)
 
 
-def _send(
-    wrapped: Callable[..., Any], instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
-) -> Any:
-    request = args[0] if args else kwargs.get("request")
-    if not _blocked(getattr(request, "url", None)):
-        return wrapped(*args, **kwargs)
-    token = otel_context.attach(payi_state.without_payi_baggage(otel_context.get_current()))
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        otel_context.detach(token)
-
-
-async def _send_async(
-    wrapped: Callable[..., Any], instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
-) -> Any:
-    request = args[0] if args else kwargs.get("request")
-    if not _blocked(getattr(request, "url", None)):
-        return await wrapped(*args, **kwargs)
-    token = otel_context.attach(payi_state.without_payi_baggage(otel_context.get_current()))
-    try:
-        return await wrapped(*args, **kwargs)
-    finally:
-        otel_context.detach(token)
-
-
-def _adapter_send(
-    wrapped: Callable[..., Any], instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
-) -> Any:
-    request = args[0] if args else kwargs.get("request")
-    headers = getattr(request, "headers", None)
-    if headers is not None and "baggage" in headers and _blocked(getattr(request, "url", "")):
-        stripped = strip_payi_members(headers["baggage"])
-        if stripped:
-            headers["baggage"] = stripped
+def _refused_hop(request: Any) -> Optional[otel_context.Context]:
+    """Hold the baggage policy on one hop: when the hop's URL must not get ``payi.*`` baggage,
+    its ``baggage`` header loses those members, and the context to send it in (without them)
+    is returned. None: send it as it is (baggage off, nothing payi-related, or allowed)."""
+    if not payi_state.propagate_baggage():
+        return None
+    headers = request.headers
+    header = headers.get("baggage")
+    in_header = header is not None and ("payi" in header or "%" in header)
+    ctx = otel_context.get_current()
+    in_context = any(key.startswith(BAGGAGE_PREFIX) for key in otel_baggage.get_all(ctx))
+    if not (in_header or in_context) or destinations.current().sends_to(str(request.url)):
+        return None
+    if in_header:
+        kept = strip_payi_members(header)
+        if kept:
+            headers["baggage"] = kept
         else:
             del headers["baggage"]
-    return wrapped(*args, **kwargs)
+    return payi_state.without_payi_baggage(ctx) if in_context else None
 
 
-_POINTS: Tuple[Tuple[str, str, Callable[..., Any]], ...] = (
-    ("httpx", "Client.send", _send),
-    ("httpx", "AsyncClient.send", _send_async),
-    ("httpx2", "Client.send", _send),
-    ("httpx2", "AsyncClient.send", _send_async),
-    ("requests.adapters", "HTTPAdapter.send", _adapter_send),
+def _hop(wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs) -> Any:
+    ctx = _refused_hop(args[0] if args else kwargs["request"])
+    if ctx is None:
+        return wrapped(*args, **kwargs)
+    token = otel_context.attach(ctx)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        otel_context.detach(token)
+
+
+async def _hop_async(
+    wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs
+) -> Any:
+    ctx = _refused_hop(args[0] if args else kwargs["request"])
+    if ctx is None:
+        return await wrapped(*args, **kwargs)
+    token = otel_context.attach(ctx)
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        otel_context.detach(token)
+
+
+def _httpx_redirect_headers(
+    wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs
+) -> Any:
+    """``BaseClient._redirect_headers(request, url, method)``: the hop's headers, held to the
+    policy for the hop's URL."""
+    headers = wrapped(*args, **kwargs)
+    destinations.strip_refused(headers, args[1] if len(args) > 1 else kwargs["url"])
+    return headers
+
+
+def _requests_rebuild_auth(
+    wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs
+) -> Any:
+    """``Session.rebuild_auth(prepared_request, response)``, run on each redirect hop."""
+    result = wrapped(*args, **kwargs)
+    prepared = args[0] if args else kwargs["prepared_request"]
+    destinations.strip_refused(prepared.headers, prepared.url)
+    return result
+
+
+#: (module, candidate attributes: the first one present is wrapped, wrapper). httpx's
+#: ``_send_single_request`` is private: should a release drop it, ``send`` (the first hop
+#: only) is guarded instead and the loss is logged.
+_POINTS: Tuple[Tuple[str, Tuple[str, ...], Callable[..., Any]], ...] = (
+    ("httpx", ("Client._send_single_request", "Client.send"), _hop),
+    ("httpx", ("AsyncClient._send_single_request", "AsyncClient.send"), _hop_async),
+    ("httpx._client", ("BaseClient._redirect_headers",), _httpx_redirect_headers),
+    ("httpx2", ("Client._send_single_request", "Client.send"), _hop),
+    ("httpx2", ("AsyncClient._send_single_request", "AsyncClient.send"), _hop_async),
+    ("httpx2._client", ("BaseClient._redirect_headers",), _httpx_redirect_headers),
+    ("requests.adapters", ("HTTPAdapter.send",), _hop),
+    ("requests.sessions", ("SessionRedirectMixin.rebuild_auth",), _requests_rebuild_auth),
 )
 
 
-def guard_outgoing_baggage() -> List[Callable[[], None]]:
-    """Guard every installed client; returns the undo callables."""
+def guard_hops() -> List[Callable[[], None]]:
+    """Guard every installed HTTP client; returns the undo callables."""
     undo: List[Callable[[], None]] = []
-    for module_name, attribute, wrapper in _POINTS:
+    for module_name, candidates, wrapper in _POINTS:
         try:
             module = importlib.import_module(module_name)
-            owner_name, method = attribute.split(".")
-            owner = getattr(module, owner_name)
-        except (ImportError, AttributeError):
+        except ImportError:
             continue  # that client is not installed
-        wrap_function_wrapper(module, attribute, wrapper)
-        undo.append(unwrapper(owner, method, wrapper))
+        for position, attribute in enumerate(candidates):
+            owner_name, method = attribute.split(".")
+            owner = getattr(module, owner_name, None)
+            if owner is None or not hasattr(owner, method):
+                continue
+            if position:
+                internal_error(f"hops:{module_name}:{candidates[0]}",
+                               f"{module_name} has no {candidates[0]}; only {attribute} "
+                               "is guarded (redirect hops are not)")
+            wrap_function_wrapper(module, attribute, wrapper)
+            undo.append(unwrapper(owner, method, wrapper))
+            break
+        else:
+            internal_error(f"hops:{module_name}:{candidates[0]}",
+                           f"{module_name} has no {candidates[0]}; its redirect hops are "
+                           "not guarded")
     return undo

@@ -1,0 +1,357 @@
+"""The destination policy holds per hop (README "Which headers go where", "Across services"):
+every redirect hop, every retry, whoever injects the baggage (the caller, a transport, the
+OpenTelemetry httpx / requests instrumentations), gets attribution headers and ``payi.*``
+baggage only where the policy allows that hop's own URL.
+
+Everything runs against the local fake server, which answers injected redirects
+(``FakeLLMServer.redirect_next``). Two names of 127.0.0.1 are two hosts to the policy:
+``header_hosts`` allows one, and the other stands for a model provider's public host (one
+test uses the default policy and the real provider host names, routed to the local server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import anthropic
+import httpx
+import httpx2
+import openai
+import pytest
+import requests
+from fake_llm_server import FakeLLMServer, RecordedRequest
+from fixtures_genai import CHAT, MESSAGE, attribution_headers
+from fixtures_otel import Otel
+from fixtures_server import to_local
+from opentelemetry import baggage, propagate
+from opentelemetry import context as otel_context
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
+from payi_otel import PayiInstrumentor, track_context
+
+ALLOWED, OTHER = "127.0.0.1", "localhost"  # one server, two hosts to the policy
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One redirect: from ``first`` to ``to`` ("" for a relative Location: the same origin),
+    with ``allowed`` the only hosts the policy sends attribution to."""
+
+    name: str
+    status: int
+    first: str
+    to: str
+    allowed: tuple[str, ...]
+
+    @property
+    def target(self) -> str:
+        return self.to or self.first
+
+    @property
+    def cross_origin(self) -> bool:
+        return self.target != self.first
+
+
+HOPS = [
+    Hop("307-to-a-refused-host", 307, ALLOWED, OTHER, (ALLOWED,)),
+    Hop("308-to-a-refused-host", 308, ALLOWED, OTHER, (ALLOWED,)),
+    Hop("302-to-a-refused-host-as-GET", 302, ALLOWED, OTHER, (ALLOWED,)),
+    Hop("301-to-a-refused-host-as-GET", 301, ALLOWED, OTHER, (ALLOWED,)),
+    Hop("307-relative-same-origin", 307, ALLOWED, "", (ALLOWED,)),
+    Hop("307-from-a-refused-host-to-an-allowed-one", 307, OTHER, ALLOWED, (ALLOWED,)),
+    Hop("307-cross-origin-both-allowed", 307, ALLOWED, OTHER, (ALLOWED, OTHER)),
+]
+SDKS = ["openai", "openai-async", "anthropic", "anthropic-async"]
+PLAIN = ["httpx", "httpx-async", "requests"]
+CLIENTS = SDKS + PLAIN
+#: Who puts the baggage on: the caller's own header (plain requests); a transport that injects
+#: on each hop, as HTTP instrumentations do (httpx and httpx2 transports, a requests adapter);
+#: the OpenTelemetry httpx / requests instrumentations themselves.
+INJECTORS = ["caller", "transport", "otel-instrumentation"]
+#: opentelemetry-instrumentation-httpx does not instrument httpx2, the SDKs' default: openai
+#: is given an httpx client; anthropic takes none.
+NOT_INSTRUMENTED = {"anthropic", "anthropic-async"}
+#: Who stamps the attribution in each dialect on a plain request: the caller.
+USER_HEADERS = {"x-payi": {"x-payi-user-id": "alice"}, "payi-proxy": {"xProxy-User-ID": "alice"}}
+
+
+def pay_i(request: RecordedRequest) -> dict[str, str]:
+    """Every x-payi-* / xProxy-* header a request carried, whatever the dialect."""
+    return {k: v for k, v in request.headers.items() if k.startswith(("x-payi-", "xproxy-"))}
+
+
+def payi_members(request: RecordedRequest) -> list[str]:
+    return [m.strip() for m in request.headers.get("baggage", "").split(",")
+            if m.strip().startswith("payi.")]
+
+
+# --- clients ------------------------------------------------------------------------------
+
+
+def _injecting(module: Any, inner: Any, is_async: bool) -> Any:
+    """A transport of ``module`` (httpx / httpx2) that injects the context's propagation
+    headers into every hop it sends, then hands it to ``inner``."""
+    if is_async:
+        class AsyncInjecting(module.AsyncBaseTransport):  # type: ignore[misc]
+            async def handle_async_request(self, request: Any) -> Any:
+                propagate.inject(request.headers)
+                return await inner.handle_async_request(request)
+
+        return AsyncInjecting()
+
+    class Injecting(module.BaseTransport):  # type: ignore[misc]
+        def handle_request(self, request: Any) -> Any:
+            propagate.inject(request.headers)
+            return inner.handle_request(request)
+
+    return Injecting()
+
+
+class _InjectingAdapter(requests.adapters.HTTPAdapter):
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        propagate.inject(request.headers)
+        return super().send(request, *args, **kwargs)
+
+
+def _transport(client: str, inject: bool, local: Optional[FakeLLMServer]) -> Any:
+    """The transport for ``client`` (requests: an adapter): routed to ``local`` (else the
+    URL's own host), injecting per hop when ``inject``; None: the client's default."""
+    if client == "requests":
+        return _InjectingAdapter() if inject else None
+    module = httpx2 if client.startswith("anthropic") else httpx
+    is_async = client.endswith("-async")
+    if local is not None:
+        inner = to_local(local, module, is_async)
+    else:
+        inner = module.AsyncHTTPTransport() if is_async else module.HTTPTransport()
+    return _injecting(module, inner, is_async) if inject else inner
+
+
+def send(client: str, base: str, headers: dict[str, str], transport: Any = None,
+         retries: int = 0) -> None:
+    """One chat call from ``client`` to ``base`` with ``headers`` (an SDK's extra_headers, a
+    plain request's headers); a redirect that turns the POST into a GET gets a 405 from the
+    fake server, which is fine: the hops are what is checked."""
+    url = base + "/v1/chat/completions"
+    http: Any = None
+    if client.startswith("openai"):
+        if transport is not None:
+            http = (httpx.AsyncClient if client.endswith("-async") else httpx.Client)(
+                transport=transport, follow_redirects=True)
+        cls: Any = openai.AsyncOpenAI if client.endswith("-async") else openai.OpenAI
+        sdk = cls(base_url=base + "/v1", api_key="test", max_retries=retries, http_client=http)
+        create, body = sdk.chat.completions.create, CHAT
+    elif client.startswith("anthropic"):
+        if transport is not None:
+            http = (httpx2.AsyncClient if client.endswith("-async") else httpx2.Client)(
+                transport=transport, follow_redirects=True)
+        cls = anthropic.AsyncAnthropic if client.endswith("-async") else anthropic.Anthropic
+        sdk = cls(base_url=base, api_key="test", max_retries=retries, http_client=http)
+        create, body = sdk.messages.create, MESSAGE
+    if client in SDKS:
+        errors = (openai.APIStatusError, anthropic.APIStatusError)
+        if client.endswith("-async"):
+            async def go() -> None:
+                with contextlib.suppress(*errors):
+                    await create(**body, extra_headers=headers)
+
+            asyncio.run(go())
+        else:
+            with contextlib.suppress(*errors):
+                create(**body, extra_headers=headers)
+    elif client == "httpx":
+        with httpx.Client(transport=transport, follow_redirects=True) as plain:
+            plain.post(url, json=CHAT, headers=headers)
+    elif client == "httpx-async":
+        async def go_plain() -> None:
+            async with httpx.AsyncClient(transport=transport, follow_redirects=True) as plain:
+                await plain.post(url, json=CHAT, headers=headers)
+
+        asyncio.run(go_plain())
+    else:
+        with requests.Session() as session:
+            if transport is not None:
+                session.mount("http://", transport)
+            session.post(url, json=CHAT, headers=headers, timeout=30)
+
+
+# --- fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def port(llm_server: FakeLLMServer) -> int:
+    return int(llm_server.base_url.rsplit(":", 1)[1])
+
+
+@pytest.fixture
+def http_instrumentations(otel: Otel) -> Iterator[None]:
+    """opentelemetry-instrumentation-httpx and -requests on, as an app would run them."""
+    HTTPXClientInstrumentor().instrument(tracer_provider=otel.provider)
+    RequestsInstrumentor().instrument(tracer_provider=otel.provider)
+    yield
+    HTTPXClientInstrumentor().uninstrument()
+    RequestsInstrumentor().uninstrument()
+
+
+@contextlib.contextmanager
+def a_users_scope() -> Iterator[None]:
+    """alice's scope, under a baggage entry that is not ours (it goes everywhere: it shows
+    that the hop did carry baggage)."""
+    token = otel_context.attach(baggage.set_baggage("team", "search"))
+    try:
+        with track_context(user_id="alice"):
+            yield
+    finally:
+        otel_context.detach(token)
+
+
+def _hops(server: FakeLLMServer, hop: Hop) -> tuple[RecordedRequest, RecordedRequest]:
+    first, followed = server.requests
+    assert first.headers["host"].split(":")[0] == hop.first
+    assert followed.headers["host"].split(":")[0] == hop.target
+    if hop.status in (301, 302):
+        assert (first.method, followed.method) == ("POST", "GET")
+    else:
+        assert (first.method, followed.method) == ("POST", "POST")
+    return first, followed
+
+
+# --- headers ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", ["x-payi", "payi-proxy"])
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("hop", HOPS, ids=lambda h: h.name)
+def test_a_redirect_hop_carries_attribution_headers_only_where_the_policy_allows_its_url(
+    instrument: Callable[..., PayiInstrumentor], llm_server: FakeLLMServer, port: int,
+    hop: Hop, client: str, dialect: str,
+) -> None:
+    instrument(caller_file="<test>", genai_spans=False, header_dialect=dialect,
+               header_hosts=list(hop.allowed))
+    llm_server.redirect_next(1, hop.status, f"http://{hop.to}:{port}" if hop.to else "")
+    sdk = client in SDKS
+    with a_users_scope():
+        send(client, f"http://{hop.first}:{port}", {} if sdk else USER_HEADERS[dialect])
+    first, followed = _hops(llm_server, hop)
+
+    if sdk:  # the request hook's resolved headers, where the first URL gets any
+        assert bool(pay_i(first)) == (hop.first in hop.allowed)
+    else:  # the caller's own headers on the first hop are theirs
+        assert pay_i(first) == {k.lower(): v for k, v in USER_HEADERS[dialect].items()}
+    if pay_i(first):
+        assert attribution_headers(first, dialect)["x-payi-user-id"] == "alice"
+    # A hop keeps them only where its own URL is allowed (an SDK's: and only on its origin).
+    kept = hop.target in hop.allowed and not (sdk and hop.cross_origin)
+    assert pay_i(followed) == (pay_i(first) if kept else {})
+
+
+def test_the_policy_holds_on_the_hop_to_a_real_provider_host_name(
+    instrument: Callable[..., PayiInstrumentor], llm_server: FakeLLMServer,
+) -> None:
+    """The default policy: a gateway that redirects an httpx request to api.openai.com (routed
+    to the local server by the transport; the URL httpx and payi_otel see is the provider's)."""
+    instrument(caller_file="<test>", genai_spans=False, propagate_baggage=True)
+    llm_server.redirect_next(1, 307, "https://api.openai.com")
+    transport = _injecting(httpx, to_local(llm_server), is_async=False)
+    with a_users_scope(), httpx.Client(transport=transport, follow_redirects=True) as client:
+        client.post("http://gateway.internal/v1/chat/completions", json=CHAT,
+                    headers=USER_HEADERS["x-payi"])
+    first, followed = llm_server.requests
+    assert (first.headers["host"], followed.headers["host"]) == (
+        "gateway.internal", "api.openai.com")
+    assert pay_i(first) == {"x-payi-user-id": "alice"} and "payi.user_id=alice" in (
+        payi_members(first))
+    assert pay_i(followed) == {} and payi_members(followed) == []
+    assert "team=search" in followed.headers["baggage"]
+
+
+# --- baggage ------------------------------------------------------------------------------
+
+
+def _baggage_cases() -> list[Any]:
+    return [pytest.param(client, injector, id=f"{client}-{injector}")
+            for client in CLIENTS for injector in INJECTORS
+            if not (injector == "otel-instrumentation" and client in NOT_INSTRUMENTED)
+            and not (injector == "caller" and client in SDKS)]
+
+
+@pytest.mark.parametrize(("client", "injector"), _baggage_cases())
+@pytest.mark.parametrize("hop", HOPS, ids=lambda h: h.name)
+def test_a_redirect_hop_carries_payi_baggage_only_where_the_policy_allows_its_url(
+    request: pytest.FixtureRequest, instrument: Callable[..., PayiInstrumentor],
+    llm_server: FakeLLMServer, port: int, hop: Hop, client: str, injector: str,
+) -> None:
+    if injector == "otel-instrumentation":
+        request.getfixturevalue("http_instrumentations")
+    instrument(caller_file="<test>", genai_spans=False, propagate_baggage=True,
+               header_hosts=list(hop.allowed))
+    llm_server.redirect_next(1, hop.status, f"http://{hop.to}:{port}" if hop.to else "")
+    with a_users_scope():
+        headers: dict[str, str] = {}
+        if injector == "caller":
+            propagate.inject(headers)
+            assert "payi.user_id=alice" in headers["baggage"]
+        transport: Any = None
+        if injector == "transport":
+            transport = _transport(client, True, None)
+        elif injector == "otel-instrumentation" and client.startswith("openai"):
+            transport = _transport(client, False, None)
+        send(client, f"http://{hop.first}:{port}", headers, transport)
+    first, followed = _hops(llm_server, hop)
+
+    # opentelemetry-instrumentation-requests injects once per send: requests copies that
+    # header to the hops, as it copies the caller's own.
+    if injector == "caller" or (client, injector) == ("requests", "otel-instrumentation"):
+        # One header, copied from hop to hop: it only loses members.
+        expected = [hop.first in hop.allowed, hop.first in hop.allowed and
+                    hop.target in hop.allowed]
+    elif client in SDKS:  # the SDK's call runs without payi.* baggage: nothing to inject
+        expected = [False, False]
+    else:  # injected on each hop from the caller's context: judged on each hop's URL
+        expected = [hop.first in hop.allowed, hop.target in hop.allowed]
+    assert [bool(payi_members(r)) for r in (first, followed)] == expected
+    for sent in (first, followed):
+        assert "team=search" in sent.headers["baggage"]  # the hop did carry baggage
+        if payi_members(sent):
+            assert "payi.user_id=alice" in payi_members(sent)
+
+
+# --- retries ------------------------------------------------------------------------------
+
+
+SEQUENCES = ["a-retry-then-a-redirect", "a-redirect-then-a-retry"]
+
+
+@pytest.mark.parametrize("dialect", ["x-payi", "payi-proxy"])
+@pytest.mark.parametrize("sequence", SEQUENCES)
+@pytest.mark.parametrize("client", SDKS)
+def test_every_attempt_and_hop_of_an_sdk_call_carries_exactly_what_its_url_allows(
+    instrument: Callable[..., PayiInstrumentor], llm_server: FakeLLMServer, port: int,
+    client: str, sequence: str, dialect: str,
+) -> None:
+    instrument(caller_file="<test>", genai_spans=False, header_dialect=dialect,
+               propagate_baggage=True, header_hosts=[ALLOWED])
+    if sequence == "a-retry-then-a-redirect":
+        llm_server.fail_next(1)
+        llm_server.redirect_next(1, 307, f"http://{OTHER}:{port}")
+    else:
+        llm_server.redirect_next(1, 307, f"http://{OTHER}:{port}")
+        llm_server.fail_next(1)
+    with a_users_scope():
+        send(client, f"http://{ALLOWED}:{port}", {}, _transport(client, True, None),
+             retries=2)
+    sent = llm_server.requests
+    assert len(sent) == 3
+    assert [int(r.headers["x-stainless-retry-count"]) for r in sent] == (
+        [0, 1, 1] if sequence == "a-retry-then-a-redirect" else [0, 0, 1])
+    to_allowed = [r for r in sent if r.headers["host"].startswith(ALLOWED)]
+    assert to_allowed and attribution_headers(to_allowed[0], dialect)["x-payi-user-id"] == (
+        "alice")
+    assert all(pay_i(r) == pay_i(to_allowed[0]) for r in to_allowed)
+    assert all(pay_i(r) == {} for r in sent if r not in to_allowed)
+    assert all(payi_members(r) == [] and "team=search" in r.headers["baggage"] for r in sent)
