@@ -63,6 +63,7 @@ HOPS = [
     Hop("302-to-a-refused-host-as-GET", 302, ALLOWED, OTHER, (ALLOWED,)),
     Hop("301-to-a-refused-host-as-GET", 301, ALLOWED, OTHER, (ALLOWED,)),
     Hop("307-relative-same-origin", 307, ALLOWED, "", (ALLOWED,)),
+    Hop("307-relative-on-a-refused-host", 307, OTHER, "", (ALLOWED,)),
     Hop("307-from-a-refused-host-to-an-allowed-one", 307, OTHER, ALLOWED, (ALLOWED,)),
     Hop("307-cross-origin-both-allowed", 307, ALLOWED, OTHER, (ALLOWED, OTHER)),
 ]
@@ -245,8 +246,8 @@ def test_a_redirect_hop_carries_attribution_headers_only_where_the_policy_allows
         assert pay_i(first) == {k.lower(): v for k, v in USER_HEADERS[dialect].items()}
     if pay_i(first):
         assert attribution_headers(first, dialect)["x-payi-user-id"] == "alice"
-    # A hop keeps them only where its own URL is allowed (an SDK's: and only on its origin).
-    kept = hop.target in hop.allowed and not (sdk and hop.cross_origin)
+    # A hop to another origin keeps them only where its own URL is allowed (an SDK's: never).
+    kept = not hop.cross_origin or (hop.target in hop.allowed and not sdk)
     assert pay_i(followed) == (pay_i(first) if kept else {})
 
 

@@ -11,9 +11,9 @@ The request hook decides once per call, for the call's URL; a redirect sends the
 on to another URL (httpx and requests copy them, dropping only ``Authorization``), so the
 policy is held again on every redirect hop (README "Which headers go where"):
 
-* a hop to a URL the policy refuses loses every ``x-payi-*`` / ``xProxy-*`` header
-  (:func:`strip_refused`, run where the HTTP client builds each redirect's headers:
-  ``_outgoing``), whoever set them;
+* a hop to another origin whose URL the policy refuses loses every ``x-payi-*`` /
+  ``xProxy-*`` header (:func:`strip_refused`, run where the HTTP client builds each
+  redirect's headers: ``_outgoing``), whoever set them;
 * an SDK client's hop to another origin than the first request's loses them too, allowed or
   not: :func:`guard_client` adds a request event hook that drops them there;
 * a hop never gains headers the first request did not carry (a call refused at its first URL
@@ -151,14 +151,27 @@ def set_current(policy: WirePolicy) -> None:
 # --- redirects -------------------------------------------------------------------------------
 
 
-def strip_refused(headers: Any, url: object) -> None:
+def _url_origin(url: str) -> Tuple[str, str, Optional[int]]:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return "", url, None
+
+
+def strip_refused(headers: Any, url: object, previous: object) -> None:
     """Drop every ``x-payi-*`` / ``xProxy-*`` header from a redirect hop's ``headers`` (httpx
-    ``Headers`` or requests' case-insensitive dict) when the policy sends none to ``url``.
-    A hop without such a header costs one scan of the names."""
+    ``Headers`` or requests' case-insensitive dict) when the hop leaves ``previous``'s origin
+    for a URL the policy sends none to. (A hop on the same origin tells that server nothing
+    it was not just sent.) A hop without such a header costs one scan of the names."""
     names = [name for name in headers if is_pay_i_header(name)]
-    if names and not _current.sends_to(str(url)):
-        for name in names:
-            del headers[name]
+    if not names or _current.sends_to(str(url)):
+        return
+    if _url_origin(str(url)) == _url_origin(str(previous)):
+        return
+    for name in names:
+        del headers[name]
+
 
 _ORIGIN = "payi_otel.origin"
 

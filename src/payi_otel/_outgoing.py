@@ -6,11 +6,12 @@ several URLs (redirects), and HTTP instrumentations inject the propagator's head
 ``baggage`` among them) at the transport, once per hop, from the context they run in. So the
 policy is held again where each hop is sent, for the hop's own URL:
 
-* attribution headers: a redirect hop to a URL the policy refuses loses every ``x-payi-*`` /
-  ``xProxy-*`` header (``_destinations.strip_refused``), where the client builds the hop's
-  headers: httpx / httpx2 ``_redirect_headers`` (next to where httpx drops ``Authorization``),
-  requests' ``rebuild_auth`` (likewise). The first hop is not touched here: an SDK call's
-  headers were resolved by the request hook, and a plain request's headers are the caller's.
+* attribution headers: a redirect hop to another origin, at a URL the policy refuses, loses
+  every ``x-payi-*`` / ``xProxy-*`` header (``_destinations.strip_refused``), where the
+  client builds the hop's headers: httpx / httpx2 ``_redirect_headers`` (next to where httpx
+  drops ``Authorization``), requests' ``rebuild_auth`` (likewise). The first hop is not
+  touched here: an SDK call's headers were resolved by the request hook, and a plain
+  request's headers are the caller's.
 * ``payi.*`` baggage (with ``propagate_baggage`` on): a hop to a URL the policy refuses is sent
   in a context without ``payi.*`` baggage, and its ``baggage`` header loses its ``payi.*``
   members (other members stay). The layer is the one every hop passes through and nothing
@@ -110,7 +111,9 @@ def _httpx_redirect_headers(
     """``BaseClient._redirect_headers(request, url, method)``: the hop's headers, held to the
     policy for the hop's URL."""
     headers = wrapped(*args, **kwargs)
-    destinations.strip_refused(headers, args[1] if len(args) > 1 else kwargs["url"])
+    request = args[0] if args else kwargs["request"]
+    destinations.strip_refused(
+        headers, args[1] if len(args) > 1 else kwargs["url"], request.url)
     return headers
 
 
@@ -120,29 +123,37 @@ def _requests_rebuild_auth(
     """``Session.rebuild_auth(prepared_request, response)``, run on each redirect hop."""
     result = wrapped(*args, **kwargs)
     prepared = args[0] if args else kwargs["prepared_request"]
-    destinations.strip_refused(prepared.headers, prepared.url)
+    response = args[1] if len(args) > 1 else kwargs["response"]
+    destinations.strip_refused(prepared.headers, prepared.url, response.request.url)
     return result
 
 
-#: (module, candidate attributes: the first one present is wrapped, wrapper). httpx's
-#: ``_send_single_request`` is private: should a release drop it, ``send`` (the first hop
-#: only) is guarded instead and the loss is logged.
-_POINTS: Tuple[Tuple[str, Tuple[str, ...], Callable[..., Any]], ...] = (
-    ("httpx", ("Client._send_single_request", "Client.send"), _hop),
-    ("httpx", ("AsyncClient._send_single_request", "AsyncClient.send"), _hop_async),
-    ("httpx._client", ("BaseClient._redirect_headers",), _httpx_redirect_headers),
-    ("httpx2", ("Client._send_single_request", "Client.send"), _hop),
-    ("httpx2", ("AsyncClient._send_single_request", "AsyncClient.send"), _hop_async),
-    ("httpx2._client", ("BaseClient._redirect_headers",), _httpx_redirect_headers),
-    ("requests.adapters", ("HTTPAdapter.send",), _hop),
-    ("requests.sessions", ("SessionRedirectMixin.rebuild_auth",), _requests_rebuild_auth),
+#: (module, candidate attributes: the first one present is wrapped, wrapper, only with
+#: baggage on). httpx's ``_send_single_request`` is private: should a release drop it,
+#: ``send`` (the first hop only) is guarded instead and the loss is logged. The per-hop baggage
+#: wrappers are on every request's path, so they are installed only when baggage is on; the
+#: header wrappers run on redirects only.
+_POINTS: Tuple[Tuple[str, Tuple[str, ...], Callable[..., Any], bool], ...] = (
+    ("httpx", ("Client._send_single_request", "Client.send"), _hop, True),
+    ("httpx", ("AsyncClient._send_single_request", "AsyncClient.send"), _hop_async, True),
+    ("httpx._client", ("BaseClient._redirect_headers",), _httpx_redirect_headers, False),
+    ("httpx2", ("Client._send_single_request", "Client.send"), _hop, True),
+    ("httpx2", ("AsyncClient._send_single_request", "AsyncClient.send"), _hop_async, True),
+    ("httpx2._client", ("BaseClient._redirect_headers",), _httpx_redirect_headers, False),
+    ("requests.adapters", ("HTTPAdapter.send",), _hop, True),
+    ("requests.sessions", ("SessionRedirectMixin.rebuild_auth",), _requests_rebuild_auth,
+     False),
 )
 
 
 def guard_hops() -> List[Callable[[], None]]:
-    """Guard every installed HTTP client; returns the undo callables."""
+    """Guard every installed HTTP client (after the global settings are in force: the
+    baggage wrappers only with baggage on); returns the undo callables."""
     undo: List[Callable[[], None]] = []
-    for module_name, candidates, wrapper in _POINTS:
+    baggage_on = payi_state.propagate_baggage()
+    for module_name, candidates, wrapper, for_baggage in _POINTS:
+        if for_baggage and not baggage_on:
+            continue
         try:
             module = importlib.import_module(module_name)
         except ImportError:
