@@ -24,7 +24,14 @@ import openai
 import pytest
 import requests
 from fake_llm_server import FakeLLMServer, RecordedRequest
-from fixtures_genai import CHAT, MESSAGE, attribution_headers
+from fixtures_genai import (
+    CHAT,
+    MESSAGE,
+    PROXY_CARRIES,
+    GenAI,
+    attribution_headers,
+    headers_from_span,
+)
 from fixtures_otel import Otel
 from fixtures_server import to_local
 from opentelemetry import baggage, propagate
@@ -84,6 +91,15 @@ USER_HEADERS = {"x-payi": {"x-payi-user-id": "alice"}, "payi-proxy": {"xProxy-Us
 def pay_i(request: RecordedRequest) -> dict[str, str]:
     """Every x-payi-* / xProxy-* header a request carried, whatever the dialect."""
     return {k: v for k, v in request.headers.items() if k.startswith(("x-payi-", "xproxy-"))}
+
+
+def assert_the_span_is_what_was_sent(otel: Otel, sent: RecordedRequest, dialect: str) -> None:
+    """The call's GenAI span carries the attribution ``sent`` carried (in either dialect)."""
+    (span,) = otel.genai_spans()
+    from_span = headers_from_span(span)
+    if dialect == "payi-proxy":
+        from_span = {k: v for k, v in from_span.items() if k in PROXY_CARRIES}
+    assert from_span == attribution_headers(sent, dialect)
 
 
 def payi_members(request: RecordedRequest) -> list[str]:
@@ -225,14 +241,15 @@ def _hops(server: FakeLLMServer, hop: Hop) -> tuple[RecordedRequest, RecordedReq
 # --- headers ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("genai_spans", [False, True], ids=["nospans", "spans"])
 @pytest.mark.parametrize("dialect", ["x-payi", "payi-proxy"])
 @pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize("hop", HOPS, ids=lambda h: h.name)
 def test_a_redirect_hop_carries_attribution_headers_only_where_the_policy_allows_its_url(
-    instrument: Callable[..., PayiInstrumentor], llm_server: FakeLLMServer, port: int,
-    hop: Hop, client: str, dialect: str,
+    instrument: Callable[..., PayiInstrumentor], otel: Otel, llm_server: FakeLLMServer,
+    port: int, hop: Hop, client: str, dialect: str, genai_spans: bool,
 ) -> None:
-    instrument(caller_file="<test>", genai_spans=False, header_dialect=dialect,
+    instrument(caller_file="<test>", genai_spans=genai_spans, header_dialect=dialect,
                header_hosts=list(hop.allowed))
     llm_server.redirect_next(1, hop.status, f"http://{hop.to}:{port}" if hop.to else "")
     sdk = client in SDKS
@@ -246,6 +263,8 @@ def test_a_redirect_hop_carries_attribution_headers_only_where_the_policy_allows
         assert pay_i(first) == {k.lower(): v for k, v in USER_HEADERS[dialect].items()}
     if pay_i(first):
         assert attribution_headers(first, dialect)["x-payi-user-id"] == "alice"
+        if sdk and genai_spans:
+            assert_the_span_is_what_was_sent(otel, first, dialect)
     # A hop to another origin keeps them only where its own URL is allowed (an SDK's: never).
     kept = not hop.cross_origin or (hop.target in hop.allowed and not sdk)
     assert pay_i(followed) == (pay_i(first) if kept else {})
@@ -328,31 +347,34 @@ def test_a_redirect_hop_carries_payi_baggage_only_where_the_policy_allows_its_ur
 SEQUENCES = ["a-retry-then-a-redirect", "a-redirect-then-a-retry"]
 
 
-@pytest.mark.parametrize("dialect", ["x-payi", "payi-proxy"])
 @pytest.mark.parametrize("sequence", SEQUENCES)
 @pytest.mark.parametrize("client", SDKS)
 def test_every_attempt_and_hop_of_an_sdk_call_carries_exactly_what_its_url_allows(
-    instrument: Callable[..., PayiInstrumentor], llm_server: FakeLLMServer, port: int,
-    client: str, sequence: str, dialect: str,
+    surface: GenAI, port: int, client: str, sequence: str,
 ) -> None:
-    instrument(caller_file="<test>", genai_spans=False, header_dialect=dialect,
-               propagate_baggage=True, header_hosts=[ALLOWED])
+    surface.check_invariant = False  # one span, several attempts and hops: checked below
+    dialect = surface.dialect
+    surface.reinstrument(genai_spans=surface.genai_spans, header_dialect=dialect,
+                         propagate_baggage=True, header_hosts=[ALLOWED])
+    server = surface.server
     if sequence == "a-retry-then-a-redirect":
-        llm_server.fail_next(1)
-        llm_server.redirect_next(1, 307, f"http://{OTHER}:{port}")
+        server.fail_next(1)
+        server.redirect_next(1, 307, f"http://{OTHER}:{port}")
     else:
-        llm_server.redirect_next(1, 307, f"http://{OTHER}:{port}")
-        llm_server.fail_next(1)
+        server.redirect_next(1, 307, f"http://{OTHER}:{port}")
+        server.fail_next(1)
     with a_users_scope():
         send(client, f"http://{ALLOWED}:{port}", {}, _transport(client, True, None),
              retries=2)
-    sent = llm_server.requests
+    sent = server.requests
     assert len(sent) == 3
     assert [int(r.headers["x-stainless-retry-count"]) for r in sent] == (
         [0, 1, 1] if sequence == "a-retry-then-a-redirect" else [0, 0, 1])
     to_allowed = [r for r in sent if r.headers["host"].startswith(ALLOWED)]
     assert to_allowed and attribution_headers(to_allowed[0], dialect)["x-payi-user-id"] == (
         "alice")
+    if surface.genai_spans:
+        assert_the_span_is_what_was_sent(surface.otel, to_allowed[0], dialect)
     assert all(pay_i(r) == pay_i(to_allowed[0]) for r in to_allowed)
     assert all(pay_i(r) == {} for r in sent if r not in to_allowed)
     assert all(payi_members(r) == [] and "team=search" in r.headers["baggage"] for r in sent)
