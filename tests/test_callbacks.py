@@ -1,0 +1,385 @@
+"""Code that runs on behalf of a submitter - done-callbacks, loop callbacks, executor hand-offs
+and initializers, pool callbacks, exit and signal handlers, finalizers - runs in the scope of
+whoever scheduled it, or in none; never in an earlier, unrelated submitter's (README, "Where
+the context travels"). Where billing is at stake the header on the wire is the proof."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import multiprocessing.pool
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Optional
+
+import pytest
+from fake_llm_server import FakeLLMServer
+from fixtures_genai import CHAT, MESSAGE, GenAI, first_attempts, payi_headers
+
+from payi_otel import PayiInstrumentor, get_context, track_context
+
+SDKS = ["openai", "anthropic"]
+
+
+def genai_call(genai: GenAI, sdk: str) -> None:
+    """One real GenAI call through ``sdk``, in whatever scope is current."""
+    if sdk == "openai":
+        genai.openai.chat.completions.create(**CHAT)
+    else:
+        genai.anthropic.messages.create(**MESSAGE)
+
+
+def users_on_the_wire(genai: GenAI) -> list[Any]:
+    return [headers.get("x-payi-user-id") for headers in genai.attribution()]
+
+
+def user() -> Optional[Any]:
+    return get_context().get("user_id")
+
+
+class Seen:
+    """What callbacks saw: ``record(name)`` is a callback (any arguments) that notes the
+    user id in force where it runs; ``wait(n)`` until ``n`` callbacks ran."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, Any] = {}
+        self._ran = threading.Condition()
+
+    def record(self, name: str, then: Optional[Callable[[], None]] = None) -> Callable[..., None]:
+        def callback(*_: Any) -> None:
+            try:
+                if then is not None:
+                    then()
+            finally:
+                with self._ran:
+                    self.users[name] = user()
+                    self._ran.notify_all()
+
+        return callback
+
+    def wait(self, count: int) -> dict[str, Any]:
+        with self._ran:
+            assert self._ran.wait_for(lambda: len(self.users) >= count, timeout=30), self.users
+        return self.users
+
+
+# --- concurrent.futures ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_a_pool_workers_done_callback_never_bills_bob_to_alice(surface: GenAI, sdk: str) -> None:
+    """The worker thread is started during alice's submit; bob's done-callback runs in it."""
+    release, seen = threading.Event(), Seen()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with track_context(user_id="alice"):
+            pool.submit(lambda: None).result()  # starts the worker in alice's scope
+        with track_context(user_id="bob"):
+            future = pool.submit(release.wait)
+            future.add_done_callback(seen.record("bob", lambda: genai_call(surface, sdk)))
+        release.set()
+        assert seen.wait(1) == {"bob": "bob"}
+    assert users_on_the_wire(surface) == ["bob"]
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_a_done_callback_runs_in_the_scope_of_whoever_added_it(surface: GenAI, sdk: str) -> None:
+    """Added in carol's scope to a future alice submitted, completed by a thread in dave's
+    scope or cancelled in erin's: carol's, every time."""
+    release, seen = threading.Event(), Seen()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with track_context(user_id="alice"):
+            submitted = pool.submit(release.wait)
+            queued = pool.submit(lambda: None)  # waits behind the first: can be cancelled
+        bare: Future[None] = Future()
+        with track_context(user_id="carol"):
+            call = lambda: genai_call(surface, sdk)  # noqa: E731
+            submitted.add_done_callback(seen.record("submitted", call))
+            bare.add_done_callback(seen.record("bare", call))
+            queued.add_done_callback(seen.record("cancelled"))
+        with track_context(user_id="dave"):
+            threading.Thread(target=bare.set_result, args=(None,)).start()
+        with track_context(user_id="erin"):
+            assert queued.cancel()
+        release.set()
+        assert seen.wait(3) == {"submitted": "carol", "bare": "carol", "cancelled": "carol"}
+    assert users_on_the_wire(surface) == ["carol", "carol"]
+
+
+def test_a_done_callback_added_to_a_finished_future_runs_at_once_in_the_adders_scope(
+    no_global: Any,
+) -> None:
+    future: Future[int] = Future()
+    with track_context(user_id="alice"):
+        future.set_result(1)
+    seen = Seen()
+    with track_context(user_id="bob"):
+        future.add_done_callback(seen.record("late"))
+    assert seen.users == {"late": "bob"}
+
+
+def test_a_done_callback_keeps_the_stdlibs_behaviour(
+    no_global: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It gets the future; an exception in it is logged by concurrent.futures, not raised."""
+    future: Future[int] = Future()
+    got: list[Any] = []
+    future.add_done_callback(got.append)
+
+    def fails(_: Any) -> None:
+        raise RuntimeError("in the callback")
+
+    future.add_done_callback(fails)
+    future.set_result(7)
+    assert got == [future] and future.result() == 7
+    assert "exception calling callback" in caplog.text and "in the callback" in caplog.text
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_an_executor_initializer_runs_in_no_scope(surface: GenAI, sdk: str) -> None:
+    """Neither the creator's scope nor that of the submit that happens to start a worker."""
+    seen = Seen()
+    with track_context(user_id="creator"):
+        pool = ThreadPoolExecutor(
+            max_workers=1, initializer=seen.record("initializer", lambda: genai_call(surface, sdk)))
+    with pool:
+        with track_context(user_id="alice"):
+            assert pool.submit(user).result() == "alice"
+    assert seen.users == {"initializer": None}
+    assert users_on_the_wire(surface) == [None]
+
+
+# --- multiprocessing.pool callbacks ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_a_multiprocessing_pool_callback_runs_in_its_submitters_scope(
+    surface: GenAI, sdk: str
+) -> None:
+    """The pool's result thread was started in the creator's scope; bob's callback and
+    error_callback are bob's."""
+    seen = Seen()
+    with track_context(user_id="creator"):
+        pool = multiprocessing.pool.ThreadPool(1)
+    try:
+        with track_context(user_id="bob"):
+            pool.apply_async(user, callback=seen.record(
+                "callback", lambda: genai_call(surface, sdk)))
+            pool.map_async(int, ["x"], error_callback=seen.record("error_callback"))
+        assert seen.wait(2) == {"callback": "bob", "error_callback": "bob"}
+    finally:
+        pool.close()
+        pool.join()
+    assert users_on_the_wire(surface) == ["bob"]
+
+
+# --- asyncio: already carried by asyncio itself ---------------------------------------------
+
+
+async def test_asyncio_done_callbacks_and_loop_callbacks_run_in_the_schedulers_scope(
+    no_global: Any,
+) -> None:
+    loop = asyncio.get_running_loop()
+    seen = Seen()
+    future = loop.create_future()
+
+    async def sleeper() -> None:
+        await asyncio.sleep(0)
+
+    with track_context(user_id="scheduler"):
+        future.add_done_callback(seen.record("future"))
+        asyncio.ensure_future(sleeper()).add_done_callback(seen.record("task"))
+        loop.call_soon(seen.record("call_soon"))
+        loop.call_later(0.001, seen.record("call_later"))
+        loop.call_at(loop.time() + 0.001, seen.record("call_at"))
+    with track_context(user_id="other"):
+        future.set_result(None)
+        await asyncio.sleep(0.05)
+    assert seen.users == dict.fromkeys(
+        ["future", "task", "call_soon", "call_later", "call_at"], "scheduler")
+
+
+async def test_call_soon_threadsafe_runs_in_the_calling_threads_scope(no_global: Any) -> None:
+    loop = asyncio.get_running_loop()
+    seen = Seen()
+
+    def from_another_thread() -> None:
+        with track_context(user_id="thread"):
+            loop.call_soon_threadsafe(seen.record("threadsafe"))
+
+    async with track_context(user_id="loop"):
+        thread = threading.Thread(target=from_another_thread)
+        thread.start()
+        await loop.run_in_executor(None, thread.join)
+        await asyncio.sleep(0.01)
+    assert seen.users == {"threadsafe": "thread"}
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+@pytest.mark.parametrize("executor", ["default", "given"])
+async def test_run_in_executor_runs_in_the_callers_scope(
+    surface: GenAI, sdk: str, executor: str
+) -> None:
+    """The worker was started in alice's scope; bob's call is bob's."""
+    loop = asyncio.get_running_loop()
+    pool = None if executor == "default" else ThreadPoolExecutor(max_workers=1)
+    try:
+        async with track_context(user_id="alice"):
+            await loop.run_in_executor(pool, user)
+        async with track_context(user_id="bob"):
+            await loop.run_in_executor(pool, genai_call, surface, sdk)
+            assert await loop.run_in_executor(pool, user) == "bob"
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    assert users_on_the_wire(surface) == ["bob"]
+
+
+# --- signal handlers, finalizers ------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="no SIGUSR1 on this platform")
+@pytest.mark.parametrize("sdk", SDKS)
+def test_a_signal_handler_runs_in_no_scope_not_the_interrupted_one(
+    surface: GenAI, sdk: str
+) -> None:
+    seen = Seen()
+    handler = seen.record("handler", lambda: genai_call(surface, sdk))
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        with track_context(user_id="registrar"):
+            assert signal.signal(signal.SIGUSR1, handler) == previous
+        assert signal.getsignal(signal.SIGUSR1) is handler  # the user's, not a wrapper
+        with track_context(user_id="interrupted"):
+            signal.raise_signal(signal.SIGUSR1)
+            assert user() == "interrupted"  # and the interrupted code's scope is intact
+        assert signal.signal(signal.SIGUSR1, previous) is handler
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert seen.users == {"handler": None}
+    assert users_on_the_wire(surface) == [None]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="no SIGUSR1 on this platform")
+def test_uninstrument_gives_signal_getsignal_the_users_handler_back(no_global: Any) -> None:
+    def handler(*_: Any) -> None:
+        pass
+
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        signal.signal(signal.SIGUSR1, handler)
+        PayiInstrumentor().uninstrument()
+        assert signal.getsignal(signal.SIGUSR1) is handler
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+class _Resource:
+    pass
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_a_finalizer_runs_in_its_creators_scope_wherever_the_object_is_collected(
+    surface: GenAI, sdk: str
+) -> None:
+    seen = Seen()
+    resource = _Resource()
+    call = seen.record("finalizer", lambda: genai_call(surface, sdk))
+    with track_context(user_id="creator"):
+        finalizer = weakref.finalize(resource, call, "argument")
+    assert finalizer.peek() == (resource, call, ("argument",), {})
+    assert finalizer.peek()[1] is call  # type: ignore[index]
+    with track_context(user_id="collector"):
+        del resource
+        gc.collect()
+    assert seen.users == {"finalizer": "creator"}
+    assert users_on_the_wire(surface) == ["creator"]
+
+
+def test_a_detached_finalizer_gives_back_the_users_function(no_global: Any) -> None:
+    resource = _Resource()
+
+    def cleanup() -> None:
+        pass
+
+    finalizer = weakref.finalize(resource, cleanup)
+    obj, fn, args, kwargs = finalizer.detach()  # type: ignore[misc]
+    assert (obj, fn, args, kwargs) == (resource, cleanup, (), {}) and fn is cleanup
+    assert finalizer.detach() is None and not finalizer.alive
+
+
+def test_a_weakref_callback_is_not_carried_but_copy_context_carries_it(no_global: Any) -> None:
+    """The limit the README states, and its workaround."""
+    import contextvars
+    import functools
+
+    seen = Seen()
+    first, second = _Resource(), _Resource()
+    with track_context(user_id="creator"):
+        plain = weakref.ref(first, seen.record("plain"))
+        carried = weakref.ref(second, functools.partial(
+            contextvars.copy_context().run, seen.record("carried")))
+    with track_context(user_id="collector"):
+        del first, second
+        gc.collect()
+    assert seen.users == {"plain": "collector", "carried": "creator"}
+    assert plain() is None and carried() is None
+
+
+# --- atexit: a real process exit ------------------------------------------------------------
+
+
+_AT_EXIT = textwrap.dedent("""
+    import atexit, sys
+    import anthropic, openai
+    from payi_otel import get_context, payi_instrument, track_context
+
+    payi_instrument(genai_spans=False)
+    sdk, openai_url, anthropic_url = sys.argv[1:]
+
+    def at_exit():
+        print("at exit:", get_context().get("user_id"), flush=True)
+        if sdk == "openai":
+            openai.OpenAI(base_url=openai_url, api_key="t", max_retries=0).chat.completions.create(
+                model="gpt-4", messages=[{"role": "user", "content": "Hello"}])
+        else:
+            anthropic.Anthropic(base_url=anthropic_url, api_key="t", max_retries=0).messages.create(
+                model="claude-haiku-4-5", max_tokens=8,
+                messages=[{"role": "user", "content": "Hello"}])
+
+    def dropped():
+        print("unregistered handler ran", flush=True)
+
+    with track_context(user_id="registrar"):
+        assert atexit.register(at_exit) is at_exit  # usable as a decorator
+        atexit.register(dropped)
+    atexit.unregister(dropped)
+    track_context(user_id="leaked").__enter__()  # a scope never left, current at exit
+""")
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_an_exit_handler_runs_in_no_scope_not_a_leaked_one(
+    llm_server: FakeLLMServer, sdk: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _AT_EXIT, sdk, llm_server.openai_base_url,
+         llm_server.anthropic_base_url],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["at exit: None"], done.stderr
+    [request] = first_attempts(llm_server)
+    assert "x-payi-user-id" not in payi_headers(request)
+
+
+def test_uninstrument_undoes_every_hand_off_patch(no_global: Any) -> None:
+    from payi_otel import _threads
+
+    patched = [(owner, name) for owner, name, _ in _threads._PATCHES]
+    assert all(hasattr(owner.__dict__[name], "__wrapped__") for owner, name in patched)
+    PayiInstrumentor().uninstrument()
+    assert not any(hasattr(owner.__dict__[name], "__wrapped__") for owner, name in patched)
