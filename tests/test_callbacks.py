@@ -44,9 +44,10 @@ def user() -> Optional[Any]:
 
 class Seen:
     """What callbacks saw: ``record(name)`` is a callback (any arguments) that notes the
-    user id in force where it runs; ``wait(n)`` until ``n`` callbacks ran."""
+    user id (or ``what()``) in force where it runs; ``wait(n)`` until ``n`` callbacks ran."""
 
-    def __init__(self) -> None:
+    def __init__(self, what: Callable[[], Any] = user) -> None:
+        self.what = what
         self.users: dict[str, Any] = {}
         self._ran = threading.Condition()
 
@@ -57,7 +58,7 @@ class Seen:
                     then()
             finally:
                 with self._ran:
-                    self.users[name] = user()
+                    self.users[name] = self.what()
                     self._ran.notify_all()
 
         return callback
@@ -383,3 +384,363 @@ def test_uninstrument_undoes_every_hand_off_patch(no_global: Any) -> None:
     assert all(hasattr(owner.__dict__[name], "__wrapped__") for owner, name in patched)
     PayiInstrumentor().uninstrument()
     assert not any(hasattr(owner.__dict__[name], "__wrapped__") for owner, name in patched)
+
+
+# --- random submitters, random scopes, random callbacks -------------------------------------
+
+
+async def _add_asyncio_done_callback(callback: Callable[..., None]) -> asyncio.Future[None]:
+    future = asyncio.get_running_loop().create_future()
+    future.add_done_callback(callback)
+    return future
+
+
+def test_random_submitters_in_random_scopes_schedule_callbacks_that_run_in_theirs(
+    no_global: Any,
+) -> None:
+    """Scopes opened and closed in random order (the interleaving model of
+    test_scope_lifecycle, which checks get_context() against it); at each step a submitter -
+    this thread or a thread started there - schedules a random callback on a shared pool and
+    a shared loop; pool workers are started by whichever step first needs one, futures and
+    asyncio futures complete at later random steps. Every callback sees exactly the scope in
+    force where it was scheduled."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from test_scope_lifecycle import _holder
+
+    kinds = ["done_callback", "done_callback_on_earlier", "call_soon_threadsafe", "call_later",
+             "run_in_executor", "asyncio_done_callback", "release"]
+    steps = st.lists(st.tuples(st.sampled_from(["open", "close", "stay"]), st.integers(0, 3),
+                               st.sampled_from(kinds), st.booleans()), max_size=20)
+
+    @settings(max_examples=40, deadline=None, database=None)
+    @given(steps)
+    def run(plan: list[tuple[str, int, str, bool]]) -> None:
+        seen = Seen(lambda: dict(get_context()))
+        expected: dict[str, Any] = {}
+        gate = [threading.Event()]
+        futures: list[Future[Any]] = []
+        pending: list[asyncio.Future[None]] = []
+        holders: dict[int, Any] = {}
+        loop = asyncio.new_event_loop()
+        loop_thread = threading.Thread(target=loop.run_forever)
+        loop_thread.start()
+        pool = ThreadPoolExecutor(max_workers=2)
+
+        def release() -> None:
+            gate[0].set()
+            gate[0] = threading.Event()
+            for future in pending:
+                loop.call_soon_threadsafe(future.set_result, None)
+            pending.clear()
+
+        def schedule(kind: str, name: str) -> None:
+            expected[name] = dict(get_context())
+            callback = seen.record(name)
+            if kind == "done_callback_on_earlier" and futures:
+                futures[0].add_done_callback(callback)  # submitted at an earlier step
+            elif kind in ("done_callback", "done_callback_on_earlier"):
+                futures.append(pool.submit(gate[0].wait))
+                futures[-1].add_done_callback(callback)
+            elif kind == "call_soon_threadsafe":
+                loop.call_soon_threadsafe(callback)
+            elif kind == "call_later":
+                loop.call_soon_threadsafe(loop.call_later, 0.001, callback)
+            elif kind == "run_in_executor":
+                asyncio.run_coroutine_threadsafe(_in_executor(loop, pool, callback), loop)
+            else:
+                pending.append(asyncio.run_coroutine_threadsafe(
+                    _add_asyncio_done_callback(callback), loop).result(30))
+
+        try:
+            for step, (action, index, kind, from_thread) in enumerate(plan):
+                if action == "open" and index not in holders:
+                    holders[index] = _holder(index)
+                    next(holders[index])
+                elif action == "close" and index in holders:
+                    holders.pop(index).close()
+                if kind == "release":
+                    release()
+                elif from_thread:
+                    submitter = threading.Thread(target=schedule, args=(kind, f"{step}"))
+                    submitter.start()
+                    submitter.join()
+                else:
+                    schedule(kind, f"{step}")
+            release()
+            assert seen.wait(len(expected)) == expected
+        finally:
+            release()
+            for holder in reversed(list(holders.values())):
+                holder.close()
+            pool.shutdown()
+            loop.call_soon_threadsafe(loop.stop)
+            loop_thread.join()
+            loop.close()
+
+    run()
+
+
+async def _in_executor(
+    loop: asyncio.AbstractEventLoop, pool: ThreadPoolExecutor, callback: Callable[[], None]
+) -> None:
+    await loop.run_in_executor(pool, callback)
+
+
+# --- the README's hand-off table, row by row ------------------------------------------------
+# Each check hands work on from a scheduler in scope "sched" while an unrelated scope,
+# "other", is in force wherever else it can be (the thread that started a worker, the code a
+# handler interrupts, the code that collects an object) and returns what each piece of work
+# saw; the row's "carries" cell says what that must be: none, or the scheduler's.
+
+
+def _check_threads() -> list[Any]:
+    seen = Seen()
+    with track_context(user_id="sched"):
+        thread = threading.Thread(target=seen.record("thread"))
+        timer = threading.Timer(0, seen.record("timer"))
+        thread.start()
+        timer.start()
+    with track_context(user_id="other"):
+        thread.join()
+        timer.join()
+    return list(seen.wait(2).values())
+
+
+def _check_executor_tasks() -> list[Any]:
+    async def in_executor(pool: ThreadPoolExecutor) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        return [await loop.run_in_executor(None, user), await loop.run_in_executor(pool, user)]
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with track_context(user_id="other"):
+            pool.submit(user).result()  # the worker starts in another scope
+        with track_context(user_id="sched"):
+            return [pool.submit(user).result(), *pool.map(lambda _: user(), [0]),
+                    *asyncio.run(in_executor(pool))]
+
+
+def _check_asyncio_tasks() -> list[Any]:
+    async def read() -> Any:
+        return user()
+
+    async def body() -> list[Any]:
+        with track_context(user_id="sched"):
+            task = asyncio.create_task(read())
+            gathered = asyncio.gather(read())
+            threaded = asyncio.ensure_future(asyncio.to_thread(user))
+        with track_context(user_id="other"):
+            return [await task, *(await gathered), await threaded]
+
+    return asyncio.run(body())
+
+
+def _check_future_done_callbacks() -> list[Any]:
+    seen, release = Seen(), threading.Event()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with track_context(user_id="other"):
+            submitted = pool.submit(release.wait)  # the worker starts in another scope
+            queued = pool.submit(user)
+        bare: Future[None] = Future()
+        with track_context(user_id="sched"):
+            submitted.add_done_callback(seen.record("by a worker"))
+            bare.add_done_callback(seen.record("by another thread"))
+            queued.add_done_callback(seen.record("cancelled"))
+        with track_context(user_id="other"):
+            threading.Thread(target=bare.set_result, args=(None,)).start()
+            queued.cancel()
+        release.set()
+        return list(seen.wait(3).values())
+
+
+def _check_asyncio_callbacks() -> list[Any]:
+    seen = Seen()
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        usr2 = getattr(signal, "SIGUSR2", None)
+
+        def from_another_thread() -> None:
+            with track_context(user_id="sched"):
+                loop.call_soon_threadsafe(seen.record("call_soon_threadsafe"))
+
+        with track_context(user_id="sched"):
+            future.add_done_callback(seen.record("future"))
+            asyncio.ensure_future(asyncio.sleep(0)).add_done_callback(seen.record("task"))
+            loop.call_soon(seen.record("call_soon"))
+            loop.call_later(0.001, seen.record("call_later"))
+            loop.call_at(loop.time() + 0.001, seen.record("call_at"))
+            if usr2 is not None:
+                loop.add_signal_handler(usr2, seen.record("add_signal_handler"))
+        with track_context(user_id="other"):
+            thread = threading.Thread(target=from_another_thread)
+            thread.start()
+            thread.join()
+            future.set_result(None)
+            if usr2 is not None:
+                signal.raise_signal(usr2)
+            await asyncio.sleep(0.05)
+            if usr2 is not None:
+                loop.remove_signal_handler(usr2)
+
+    asyncio.run(body())
+    return list(seen.wait(6 + hasattr(signal, "SIGUSR2")).values())
+
+
+def _check_pool_callbacks() -> list[Any]:
+    seen = Seen()
+    with track_context(user_id="other"):
+        pool = multiprocessing.pool.ThreadPool(1)
+    try:
+        with track_context(user_id="sched"):
+            pool.apply_async(user, callback=seen.record("apply_async"))
+            pool.map_async(int, ["1"], callback=seen.record("map_async"))
+            pool.starmap_async(int, [("x",)], error_callback=seen.record("error_callback"))
+        return list(seen.wait(3).values())
+    finally:
+        pool.close()
+        pool.join()
+
+
+def _check_finalize() -> list[Any]:
+    seen, resource = Seen(), _Resource()
+    with track_context(user_id="sched"):
+        weakref.finalize(resource, seen.record("finalize"))
+    with track_context(user_id="other"):
+        del resource
+        gc.collect()
+    return list(seen.wait(1).values())
+
+
+def _check_pool_workers() -> list[Any]:
+    seen = Seen()
+    with track_context(user_id="other"):
+        executor = ThreadPoolExecutor(max_workers=1, initializer=seen.record("executor init"))
+        pool = multiprocessing.pool.ThreadPool(1, initializer=seen.record("ThreadPool init"))
+    try:
+        with track_context(user_id="sched"):
+            executor.submit(lambda: None).result()  # starts the worker: runs the initializer
+            task = pool.apply(user)
+    finally:
+        executor.shutdown()
+        pool.close()
+        pool.join()
+    return [task, *seen.wait(2).values()]
+
+
+_PRINT_USER_AT_EXIT = textwrap.dedent("""
+    import atexit
+    from payi_otel import get_context, payi_instrument, track_context
+
+    payi_instrument(genai_spans=False)
+    with track_context(user_id="sched"):
+        atexit.register(lambda: print(get_context().get("user_id")))
+    track_context(user_id="other").__enter__()
+""")
+
+
+def _check_exit_and_signal_handlers() -> list[Any]:
+    done = subprocess.run([sys.executable, "-c", _PRINT_USER_AT_EXIT], capture_output=True,
+                          text=True, timeout=60, check=True)
+    found: list[Any] = [None if done.stdout.strip() == "None" else done.stdout.strip()]
+    if hasattr(signal, "SIGUSR1"):
+        seen = Seen()
+        previous = signal.getsignal(signal.SIGUSR1)
+        try:
+            with track_context(user_id="sched"):
+                signal.signal(signal.SIGUSR1, seen.record("signal"))
+            with track_context(user_id="other"):
+                signal.raise_signal(signal.SIGUSR1)
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+        found.extend(seen.wait(1).values())
+    return found
+
+
+def _check_weakref_callbacks() -> list[Any]:
+    """Not carried (the plain callback sees the collector's scope); the workaround carries."""
+    import contextvars
+    import functools
+
+    seen = Seen()
+    first, second = _Resource(), _Resource()
+    with track_context(user_id="sched"):
+        refs = [weakref.ref(first, seen.record("plain")), weakref.ref(second, functools.partial(
+            contextvars.copy_context().run, seen.record("workaround")))]
+    with track_context(user_id="other"):
+        del first, second
+        gc.collect()
+    assert seen.wait(2)["plain"] == "other" and all(r() is None for r in refs)
+    return [seen.users["workaround"]]
+
+
+def _check_processes() -> list[Any]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return [None]
+    fork = multiprocessing.get_context("fork")
+    queue = fork.Queue()
+    with track_context(user_id="sched"):
+        child = fork.Process(target=lambda: queue.put(user()))
+        child.start()
+        found = [queue.get(timeout=30)]
+        child.join(timeout=30)
+        with ProcessPoolExecutor(max_workers=1, mp_context=fork) as pool:
+            found.append(pool.submit(user).result(timeout=30))
+    return found
+
+
+ROW_CHECKS: dict[str, Callable[[], list[Any]]] = {
+    "`threading.Thread` (any subclass), `threading.Timer`": _check_threads,
+    "`ThreadPoolExecutor.submit` / `map`, `loop.run_in_executor` (the default executor or a "
+    "given one)": _check_executor_tasks,
+    "`asyncio.create_task`, `gather`, `asyncio.to_thread`": _check_asyncio_tasks,
+    "`concurrent.futures.Future.add_done_callback` (so on `run_in_executor`, "
+    "`run_coroutine_threadsafe` futures)": _check_future_done_callbacks,
+    "asyncio `Future` / `Task.add_done_callback`, `loop.call_soon`, `call_soon_threadsafe`, "
+    "`call_later`, `call_at`, `loop.add_signal_handler`": _check_asyncio_callbacks,
+    "`multiprocessing.pool` `apply_async` / `map_async` / `starmap_async` `callback=` and "
+    "`error_callback=`": _check_pool_callbacks,
+    "`weakref.finalize(obj, fn)`": _check_finalize,
+    "`ThreadPoolExecutor(initializer=)`, `multiprocessing.pool.ThreadPool` "
+    "(`multiprocessing.dummy`) tasks and `initializer=`": _check_pool_workers,
+    "`atexit.register`, `signal.signal` handlers": _check_exit_and_signal_handlers,
+    "`weakref.ref(obj, callback)`": _check_weakref_callbacks,
+    "a forked child (`os.fork`, multiprocessing `fork`), `ProcessPoolExecutor`, `spawn` / "
+    "`forkserver`": _check_processes,
+}
+
+
+def _hand_off_table() -> list[tuple[str, str]]:
+    """The README's "Concurrency hand-offs" table: (hand-off, carries) per row."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    lines = readme[readme.index("**Concurrency hand-offs**"):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start + 2:]:  # past the header and its separator
+        if not line.startswith("|"):
+            break
+        hand_off, carries = (cell.strip() for cell in line.strip().strip("|").split(" | "))
+        rows.append((hand_off, carries))
+    return rows
+
+
+@pytest.mark.parametrize(("hand_off", "carries"), [
+    pytest.param(hand_off, carries, id=hand_off.split(",")[0].strip("` "))
+    for hand_off, carries in _hand_off_table()])
+def test_every_row_of_the_readme_hand_off_table_holds(
+    no_global: Any, hand_off: str, carries: str
+) -> None:
+    assert hand_off in ROW_CHECKS, f"no check for the README hand-off row {hand_off!r}"
+    expected = None if carries.startswith("none") else "sched"
+    seen = ROW_CHECKS[hand_off]()
+    assert seen and seen == [expected] * len(seen), (hand_off, carries)
+
+
+def test_every_hand_off_check_has_its_row_in_the_readme_table() -> None:
+    assert set(ROW_CHECKS) == {hand_off for hand_off, _ in _hand_off_table()}
