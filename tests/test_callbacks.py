@@ -34,6 +34,14 @@ def genai_call(genai: GenAI, sdk: str) -> None:
         genai.anthropic.messages.create(**MESSAGE)
 
 
+async def async_genai_call(genai: GenAI, sdk: str) -> None:
+    """One real GenAI call through ``sdk``'s async client."""
+    if sdk == "openai":
+        await genai.async_openai.chat.completions.create(**CHAT)
+    else:
+        await genai.async_anthropic.messages.create(**MESSAGE)
+
+
 def users_on_the_wire(genai: GenAI) -> list[Any]:
     return [headers.get("x-payi-user-id") for headers in genai.attribution()]
 
@@ -84,6 +92,31 @@ def test_a_pool_workers_done_callback_never_bills_bob_to_alice(surface: GenAI, s
             future.add_done_callback(seen.record("bob", lambda: genai_call(surface, sdk)))
         release.set()
         assert seen.wait(1) == {"bob": "bob"}
+    assert users_on_the_wire(surface) == ["bob"]
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+async def test_an_async_call_started_from_a_workers_done_callback_bills_the_adder(
+    surface: GenAI, sdk: str
+) -> None:
+    """As above, the callback hands an async call to the loop (run_coroutine_threadsafe
+    copies the worker's context)."""
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    started: list[Future[None]] = []
+
+    def start(_: Any) -> None:
+        started.append(asyncio.run_coroutine_threadsafe(async_genai_call(surface, sdk), loop))
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with track_context(user_id="alice"):
+            pool.submit(lambda: None).result()  # starts the worker in alice's scope
+        with track_context(user_id="bob"):
+            pool.submit(release.wait).add_done_callback(start)
+        release.set()
+        while not started:
+            await asyncio.sleep(0.005)
+        await asyncio.wrap_future(started[0])
     assert users_on_the_wire(surface) == ["bob"]
 
 
@@ -202,6 +235,36 @@ async def test_asyncio_done_callbacks_and_loop_callbacks_run_in_the_schedulers_s
         await asyncio.sleep(0.05)
     assert seen.users == dict.fromkeys(
         ["future", "task", "call_soon", "call_later", "call_at"], "scheduler")
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+async def test_async_calls_started_from_loop_callbacks_bill_their_scheduler(
+    surface: GenAI, sdk: str
+) -> None:
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Future[None]] = []
+
+    def start(*_: Any) -> None:
+        tasks.append(asyncio.ensure_future(async_genai_call(surface, sdk)))
+
+    def from_another_thread() -> None:
+        with track_context(user_id="thread"):
+            loop.call_soon_threadsafe(start)
+
+    future = loop.create_future()
+    with track_context(user_id="sched"):
+        future.add_done_callback(start)
+        loop.call_soon(start)
+        loop.call_later(0.001, start)
+    with track_context(user_id="other"):
+        thread = threading.Thread(target=from_another_thread)
+        thread.start()
+        thread.join()
+        future.set_result(None)
+        while len(tasks) < 4:
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*tasks)
+    assert sorted(users_on_the_wire(surface)) == ["sched", "sched", "sched", "thread"]
 
 
 async def test_call_soon_threadsafe_runs_in_the_calling_threads_scope(no_global: Any) -> None:
