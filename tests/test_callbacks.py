@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import multiprocessing
 import multiprocessing.pool
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import sys
 import textwrap
 import threading
 import weakref
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
 import pytest
@@ -613,7 +614,18 @@ def _check_future_done_callbacks() -> list[Any]:
             threading.Thread(target=bare.set_result, args=(None,)).start()
             queued.cancel()
         release.set()
-        return list(seen.wait(3).values())
+        found = list(seen.wait(3).values())
+    if "fork" in multiprocessing.get_all_start_methods():
+        # A process pool's futures complete in its manager thread, started by the first submit.
+        seen = Seen()
+        fork = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=1, mp_context=fork) as processes:
+            with track_context(user_id="other"):
+                processes.submit(int).result(timeout=30)
+            with track_context(user_id="sched"):
+                processes.submit(int).add_done_callback(seen.record("process pool"))
+            found.extend(seen.wait(1).values())
+    return found
 
 
 def _check_asyncio_callbacks() -> list[Any]:
@@ -739,9 +751,6 @@ def _check_weakref_callbacks() -> list[Any]:
 
 
 def _check_processes() -> list[Any]:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     if "fork" not in multiprocessing.get_all_start_methods():
         return [None]
     fork = multiprocessing.get_context("fork")
