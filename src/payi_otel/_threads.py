@@ -2,9 +2,9 @@
 the code that handed it off, or in none - never in an earlier, unrelated submitter's.
 
 The rule (README, "Where the context travels", the hand-off table): work done *for one
-submitter* carries that submitter's scope; hooks that run for the whole process or thread (exit and
-signal handlers, pool initializers, the threads a pool keeps) carry none, because whoever
-happened to register or start them is arbitrary.
+submitter* carries that submitter's scope; hooks that run for the whole process or thread
+(exit and signal handlers, pool initializers, the threads a pool keeps) carry none, because
+whoever happened to register or start them is arbitrary.
 
 * ``Thread`` (any subclass, ``run()`` overridden or not), ``Timer``: the starter's context;
 * ``ThreadPoolExecutor.submit`` (so ``loop.run_in_executor``): the submitter's, per task;
