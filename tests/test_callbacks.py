@@ -399,7 +399,7 @@ def test_a_weakref_callback_is_not_carried_but_copy_context_carries_it(no_global
 
 
 _AT_EXIT = textwrap.dedent("""
-    import atexit, sys
+    import atexit, sys, weakref
     import anthropic, openai
     from payi_otel import get_context, payi_instrument, track_context
 
@@ -423,12 +423,19 @@ _AT_EXIT = textwrap.dedent("""
         assert atexit.register(at_exit) is at_exit  # usable as a decorator
         atexit.register(dropped)
     atexit.unregister(dropped)
+
+    class Resource:
+        pass
+
+    kept = Resource()  # alive at exit: its finalizer runs then
+    with track_context(user_id="creator"):
+        weakref.finalize(kept, lambda: print("finalizer:", get_context().get("user_id")))
     track_context(user_id="leaked").__enter__()  # a scope never left, current at exit
 """)
 
 
 @pytest.mark.parametrize("sdk", SDKS)
-def test_an_exit_handler_runs_in_no_scope_not_a_leaked_one(
+def test_at_exit_handlers_run_in_no_scope_and_finalizers_in_their_creators_not_a_leaked_one(
     llm_server: FakeLLMServer, sdk: str
 ) -> None:
     done = subprocess.run(
@@ -436,7 +443,7 @@ def test_an_exit_handler_runs_in_no_scope_not_a_leaked_one(
          llm_server.anthropic_base_url],
         capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["at exit: None"], done.stderr
+    assert done.stdout.splitlines() == ["finalizer: creator", "at exit: None"], done.stderr
     [request] = first_attempts(llm_server)
     assert "x-payi-user-id" not in payi_headers(request)
 
