@@ -448,6 +448,29 @@ def test_at_exit_handlers_run_in_no_scope_and_finalizers_in_their_creators_not_a
     assert "x-payi-user-id" not in payi_headers(request)
 
 
+def test_the_patched_stdlib_functions_keep_their_results_and_errors(no_global: Any) -> None:
+    import atexit
+
+    with pytest.raises(TypeError):
+        atexit.register("not callable")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        signal.signal(signal.SIGINT, "not callable")  # type: ignore[arg-type]
+    finalizer = weakref.finalize(resource := _Resource(), lambda value: value * 2, 21)
+    assert finalizer() == 42 and not finalizer.alive and resource is not None
+    if hasattr(signal, "SIGUSR1"):
+        def fails(*_: Any) -> None:
+            raise ArithmeticError("in the handler")
+
+        previous = signal.signal(signal.SIGUSR1, fails)
+        try:
+            with track_context(user_id="interrupted"):
+                with pytest.raises(ArithmeticError, match="in the handler"):
+                    signal.raise_signal(signal.SIGUSR1)
+                assert user() == "interrupted"
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+
+
 def test_uninstrument_undoes_every_hand_off_patch(no_global: Any) -> None:
     from payi_otel import _threads
 
