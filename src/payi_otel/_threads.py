@@ -1,13 +1,24 @@
-"""Context into threads: every ``Thread`` started, and every ``ThreadPoolExecutor`` task
-submitted, runs in the OpenTelemetry context of the code that started or submitted it.
+"""Context into threads and callbacks: work handed off runs in the OpenTelemetry context of
+the code that handed it off, or in none - never in an earlier, unrelated submitter's.
 
-Work handed off carries the submitter's scope per task, or none - never a stale one
-(README, "Where the context travels"):
+The rule (README, "Where the context travels", the hand-off table): work done *for one
+submitter* carries that submitter's scope; hooks that run for the whole process or thread
+(exit and signal handlers, pool initializers, the threads a pool keeps) carry none, because
+whoever happened to register or start them is arbitrary.
 
 * ``Thread`` (any subclass, ``run()`` overridden or not), ``Timer``: the starter's context;
 * ``ThreadPoolExecutor.submit`` (so ``loop.run_in_executor``): the submitter's, per task;
-* ``multiprocessing.pool.ThreadPool`` (``multiprocessing.dummy``): its worker threads start
-  with no scope (their tasks would otherwise all run in whatever scope created the pool);
+* ``concurrent.futures.Future.add_done_callback``: the adder's, whichever thread completes
+  the future (asyncio futures and loop callbacks copy the context themselves);
+* ``multiprocessing.pool`` ``callback=`` / ``error_callback=``: the submitter's;
+* the threads a pool keeps - ``ThreadPoolExecutor`` workers (so their ``initializer``),
+  ``multiprocessing.pool`` workers and handler threads, ``ProcessPoolExecutor``'s manager
+  thread: start with no scope (each would otherwise run every later task or callback in the
+  scope of whichever submit started it);
+* ``atexit.register``, ``signal.signal``: none (``atexit.unregister`` and
+  ``signal.getsignal`` still see the user's function);
+* ``weakref.finalize``: the creator's (``peek`` / ``detach`` return the user's function);
+  ``weakref.ref`` callbacks are not carried (a type, not patched; README);
 * a forked child process (``os.fork``, multiprocessing's ``fork`` start method): starts with
   an empty context; ``spawn`` / ``forkserver`` children start empty anyway.
 
@@ -20,11 +31,17 @@ threads never carry the scope of whoever happened to start them into a later tas
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing.dummy
+import multiprocessing.pool
 import os
+import signal
 import threading
+import weakref
 from concurrent import futures
-from typing import Any, Callable, Dict, List, Tuple
+from concurrent.futures import process as futures_process
+from concurrent.futures import thread as futures_thread
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from opentelemetry import context as otel_context
 from wrapt import wrap_function_wrapper
@@ -45,18 +62,58 @@ def _in_context(ctx: otel_context.Context, fn: Callable[..., Any]) -> Callable[.
     return run_in_context
 
 
+class _Carried:
+    """``fn``, called in ``ctx``. It equals (and hashes as) ``fn`` and has its repr, so
+    ``atexit.unregister(fn)`` still finds it and error messages still name the user's
+    function."""
+
+    __slots__ = ("ctx", "fn")
+
+    def __init__(self, ctx: otel_context.Context, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.ctx = ctx
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        token = otel_context.attach(self.ctx)
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            otel_context.detach(token)
+
+    def __eq__(self, other: object) -> bool:
+        return bool(self.fn == (other.fn if isinstance(other, _Carried) else other))
+
+    def __hash__(self) -> int:
+        return hash(self.fn)
+
+    def __repr__(self) -> str:
+        return repr(self.fn)
+
+
+def _user_fn(obj: Any) -> Any:
+    return obj.fn if isinstance(obj, _Carried) else obj
+
+
 def _thread_start(
     wrapped: Callable[..., Any], instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
 ) -> Any:
     # The instance attribute shadows ``run`` for every subclass, overridden ``run()`` or not.
-    ctx = _EMPTY if isinstance(instance, _POOL_WORKERS) else otel_context.get_current()
+    kept = (isinstance(instance, _POOL_THREADS)
+            or id(getattr(instance, "_target", None)) in _POOL_TARGETS)
+    ctx = _EMPTY if kept else otel_context.get_current()
     instance.run = _in_context(ctx, instance.run)
     return wrapped(*args, **kwargs)
 
 
 _EMPTY = otel_context.Context()
-# The worker threads of multiprocessing.pool.ThreadPool, which run every later task.
-_POOL_WORKERS: Tuple[type, ...] = (multiprocessing.dummy.DummyProcess,)
+# The threads a pool keeps, which run every later task or callback: by class ...
+_POOL_THREADS: Tuple[type, ...] = (multiprocessing.dummy.DummyProcess,
+                                   futures_process._ExecutorManagerThread)
+# ... and plain threads by their target (module-level functions: their ids are stable).
+_POOL_TARGETS = frozenset([id(futures_thread._worker)] + [
+    id(getattr(multiprocessing.pool.Pool, name))
+    for name in ("_handle_workers", "_handle_tasks", "_handle_results")
+])
 _forking_enabled = False
 
 
@@ -75,11 +132,107 @@ def _executor_submit(
     return wrapped(*args, **kwargs)  # the executor's own TypeError for a missing fn
 
 
+def _add_done_callback(
+    wrapped: Callable[..., Any], instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+) -> Any:
+    if len(args) == 1 and not kwargs and callable(args[0]):
+        return wrapped(_Carried(otel_context.get_current(), args[0]))
+    return wrapped(*args, **kwargs)
+
+
+def _carry(fn: Optional[Callable[..., Any]]) -> Optional[Callable[..., Any]]:
+    return _Carried(otel_context.get_current(), fn) if callable(fn) else fn
+
+
+def _apply_result_init(
+    wrapped: Callable[..., Any], instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+) -> Any:
+    def carried(pool: Any, callback: Any, error_callback: Any) -> Any:
+        return wrapped(pool, _carry(callback), _carry(error_callback))
+
+    return carried(*args, **kwargs)
+
+
+def _atexit_register(
+    wrapped: Callable[..., Any], instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+) -> Any:
+    if args and callable(args[0]):
+        fn, *rest = args
+        wrapped(_Carried(_EMPTY, fn), *rest, **kwargs)
+        return fn  # as atexit.register does: usable as a decorator
+    return wrapped(*args, **kwargs)
+
+
+_handled_signals: Set[int] = set()
+
+
+def _signal_signal(
+    wrapped: Callable[..., Any], instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+) -> Any:
+    if len(args) == 2 and callable(args[1]) and args[1] is not signal.default_int_handler:
+        previous = wrapped(args[0], _Carried(_EMPTY, args[1]))
+        _handled_signals.add(args[0])
+        return _user_fn(previous)
+    return _user_fn(wrapped(*args, **kwargs))
+
+
+def _signal_getsignal(
+    wrapped: Callable[..., Any], instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+) -> Any:
+    return _user_fn(wrapped(*args, **kwargs))
+
+
+def _restore_signal_handlers() -> None:
+    """After uninstrumenting, ``getsignal`` is the stdlib's again: give it back the user's
+    handlers (only the main thread may set them; elsewhere the carried ones stay, working)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in list(_handled_signals):
+        handler = signal.getsignal(signum)
+        if isinstance(handler, _Carried):
+            signal.signal(signum, handler.fn)
+    _handled_signals.clear()
+
+
+def _finalize_init(
+    wrapped: Callable[..., Any], instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+) -> Any:
+    if len(args) >= 2 and callable(args[1]):
+        obj, fn, *rest = args
+        return wrapped(obj, _Carried(otel_context.get_current(), fn), *rest, **kwargs)
+    return wrapped(*args, **kwargs)
+
+
+def _finalize_info(
+    wrapped: Callable[..., Any], instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+) -> Any:
+    """``peek()`` / ``detach()``: ``(obj, func, args, kwargs)`` with the user's ``func``."""
+    info = wrapped(*args, **kwargs)
+    if info is None:
+        return None
+    obj, fn, fn_args, fn_kwargs = info
+    return (obj, _user_fn(fn), fn_args, fn_kwargs)
+
+
+_PATCHES: Tuple[Tuple[Any, str, Callable[..., Any]], ...] = (
+    (threading.Thread, "start", _thread_start),
+    (futures.ThreadPoolExecutor, "submit", _executor_submit),
+    (futures.Future, "add_done_callback", _add_done_callback),
+    (multiprocessing.pool.ApplyResult, "__init__", _apply_result_init),
+    (atexit, "register", _atexit_register),
+    (signal, "signal", _signal_signal),
+    (signal, "getsignal", _signal_getsignal),
+    (weakref.finalize, "__init__", _finalize_init),
+    (weakref.finalize, "peek", _finalize_info),
+    (weakref.finalize, "detach", _finalize_info),
+)
+
+
 def instrument_threads() -> List[Callable[[], None]]:
-    """Wrap ``Thread.start`` and ``ThreadPoolExecutor.submit``; returns the undo callables."""
+    """Wrap the hand-offs of the table above; returns the undo callables."""
     global _forking_enabled
-    wrap_function_wrapper(threading, "Thread.start", _thread_start)
-    wrap_function_wrapper(futures.ThreadPoolExecutor, "submit", _executor_submit)
+    for owner, name, wrapper in _PATCHES:
+        wrap_function_wrapper(owner, name, wrapper)
     if hasattr(os, "register_at_fork") and not _fork_hook_registered():
         os.register_at_fork(after_in_child=_reset_in_child)
     _forking_enabled = True
@@ -88,11 +241,10 @@ def instrument_threads() -> List[Callable[[], None]]:
         global _forking_enabled
         _forking_enabled = False
 
-    return [
-        stop_fork_reset,
-        unwrapper(threading.Thread, "start", _thread_start),
-        unwrapper(futures.ThreadPoolExecutor, "submit", _executor_submit),
-    ]
+    # Undone last to first: the stdlib's signal functions are back before the handlers are.
+    undo = [stop_fork_reset, _restore_signal_handlers]
+    undo.extend(unwrapper(owner, name, wrapper) for owner, name, wrapper in _PATCHES)
+    return undo
 
 
 _registered: list[bool] = []
