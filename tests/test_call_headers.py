@@ -20,8 +20,12 @@ import anthropic
 import openai
 import pytest
 from fixtures_genai import CHAT, MESSAGE, GenAI, payi_headers
+from hypothesis import given
+from hypothesis import strategies as st
+from test_properties import FAST, GENERIC, MISSING, PARAMS, ref_fold
 
 from payi_otel import get_context, track_context
+from payi_otel._merge import Level, combine, fold, merge, new_level
 from payi_otel._parameters import REGISTRY, ParameterValueError
 
 HeaderName = Union[str, bytes]
@@ -223,6 +227,35 @@ async def test_client_defaults_and_call_headers_are_one_level_with_one_header_pe
             assert len(names) == len(set(names)), (case, names)
             assert not [n for n in names if n.startswith(other)], (case, names)
     await clients.close()
+
+
+# --- the engine: the per-call level against the reference model --------------------------------
+
+
+@FAST
+@given(st.lists(PARAMS, max_size=4), PARAMS, PARAMS)
+def test_client_then_call_as_one_level_equals_two_levels_for_every_parameter_but_pairs(
+    stack: list[dict[str, Any]], client: dict[str, Any], call: dict[str, Any]
+) -> None:
+    """For every parameter outside a name-ID pair, the per-call level (the client's defaults
+    and the call's headers combined, ``_merge.combine``) merged over any scopes gives what
+    the reference model of docs/precedence.md gives for the client's defaults as one level
+    and the call's above it: the call's string or version wins, lists add up (a clear in
+    either stays a clear), dicts update (a key set to None in the call removes it from the
+    client's and the scopes' alike)."""
+    scopes = fold({}, [new_level(p) for p in stack])
+    engine = fold(scopes, combine([(client, frozenset()), (call, frozenset())]))
+    reference = ref_fold([*enumerate(stack), ("client", client), ("call", call)])
+    for p in GENERIC:
+        assert engine.get(p, MISSING) == reference.get(p, MISSING), p
+    # One source alone is that level (with the ids it made once); a call removing a
+    # parameter ("Omit()") is as if the client had not given it.
+    (alone,) = combine([(call, frozenset())])
+    assert merge(scopes, alone) == merge(scopes, Level(call, alone.fresh_ids))
+    removed = frozenset(client) - frozenset(call)
+    without = {k: v for k, v in client.items() if k not in removed}
+    assert [level.params for level in combine([(client, frozenset()), (call, removed)])] == [
+        level.params for level in combine([(without, frozenset()), (call, frozenset())])]
 
 
 # --- what the grid does not show --------------------------------------------------------------
