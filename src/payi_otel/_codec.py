@@ -12,8 +12,8 @@ import base64
 import difflib
 import json
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any, Dict, Optional, Set, Tuple
+from collections.abc import Mapping
+from typing import Any, Dict, FrozenSet, Optional, Set, Tuple
 from urllib.parse import quote
 
 from payi_otel._parameters import (
@@ -30,11 +30,13 @@ from payi_otel._parameters import (
 )
 
 __all__ = [
+    "REMOVED",
     "format_value",
     "format_wire_value",
     "header_name",
     "is_pay_i_header",
     "is_payi_header",
+    "means_not_given",
     "parse_headers",
     "parse_value",
     "to_header_value",
@@ -165,49 +167,70 @@ def _unknown_header(header: str) -> ParameterValueError:
     )
 
 
-def parse_headers(sources: Iterable[Mapping[Any, object]], *, skip: Tuple[type, ...]) -> Params:
-    """The parameters given by ``x-payi-*`` / ``xProxy-*`` headers; later sources win
-    (case-insensitive, either spelling).
+class _Removed:
+    """The type of :data:`REMOVED`."""
 
-    ``None`` and instances of ``skip`` (the SDK's ``Omit``/``NotGiven``) count as absent.
-    Within one source, one parameter under both spellings with different values is a
-    ``ParameterValueError`` naming both headers. Names may be ``str`` or ``bytes``. An
-    ``x-payi-*`` name that is no parameter's (a typo such as ``x-payi-use-case-nme``) is the
-    caller's mistake: a ``ParameterValueError`` naming it, so no call goes out with its
-    attribution silently missing (docs/parameters.md).
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "REMOVED"
+
+
+#: A per-call header value that removes the parameter a lower source of the same call gave
+#: (a provider maps its SDK's ``Omit`` to it: a call's ``Omit()`` un-sets the client's default
+#: header for that call, as the SDKs do for every other header). ``None`` is "not given".
+REMOVED = _Removed()
+
+
+def means_not_given(name: str, text: str) -> bool:
+    """Whether ``text`` gives parameter ``name`` no value at all: an empty (or blank) text
+    for the int, which has no empty state (seeds' table), so the level below stays in force.
+    The one rule for an empty ``PAYI_USE_CASE_VERSION`` and an empty version header
+    (docs/parameters.md)."""
+    return PARAMETERS[name] is Kind.INT and not text.strip()
+
+
+def parse_headers(source: Mapping[Any, object]) -> Tuple[Params, FrozenSet[str]]:
+    """The parameters one source of a call's headers gives (a client's default headers, or
+    the call's own), and the parameters it removes (given as :data:`REMOVED`).
+
+    Names are case-insensitive, ``str`` or ``bytes``, in either spelling (``x-payi-*`` or
+    Pay-i's ``xProxy-*``). ``None`` means not given (seed: the scope's value is used), and so
+    does an empty version (:func:`means_not_given`). One name in two cases: the later entry
+    wins, as the SDKs merge headers. One parameter under both spellings with different
+    values is a ``ParameterValueError`` naming both headers. An ``x-payi-*`` name that is no
+    parameter's (a typo such as ``x-payi-use-case-nme``) is the caller's mistake: a
+    ``ParameterValueError`` naming it, so no call goes out with its attribution silently
+    missing (docs/parameters.md). How the sources of one call combine: ``_merge.combine``.
     """
-    params: Params = {}
-    for source in sources:
-        texts: Dict[str, Tuple[str, Value]] = {}
-        unset: Set[str] = set()
-        for raw, value in source.items():
-            header = header_name(raw)
-            if header is None:
-                continue
-            name = PARAMETER_BY_ANY_HEADER.get(header.lower())
-            if name is None:
-                if header.lower().startswith(HEADER_PREFIX):
-                    raise _unknown_header(header)
-                continue
-            if value is None or isinstance(value, skip):
-                # Unset: the scopes' value (seed: None "uses decorator/context value").
-                unset.add(name)
-                continue
-            if not isinstance(value, str):
-                raise ParameterTypeError(
-                    f"header {header!r} must be a str, not {type(value).__name__}")
-            parsed = parse_value(name, value, what=f"header {header!r}")
-            earlier = texts.get(name)
-            if (earlier is not None and earlier[0].lower() != header.lower()
-                    and earlier[1] != parsed):
-                raise ParameterValueError(
-                    f"header {earlier[0]!r} and header {header!r} give "
-                    f"{name} different values in one call"
-                )
-            texts[name] = (header, parsed)
-        for name in unset:
-            if name not in texts:
-                params.pop(name, None)
-        for name, (_, parsed) in texts.items():
-            params[name] = parsed
-    return params
+    texts: Dict[str, Tuple[str, Value]] = {}
+    removed: Set[str] = set()
+    for raw, value in source.items():
+        header = header_name(raw)
+        if header is None:
+            continue
+        name = PARAMETER_BY_ANY_HEADER.get(header.lower())
+        if name is None:
+            if header.lower().startswith(HEADER_PREFIX):
+                raise _unknown_header(header)
+            continue
+        if value is None:
+            continue
+        if value is REMOVED:
+            removed.add(name)
+            continue
+        if not isinstance(value, str):
+            raise ParameterTypeError(
+                f"header {header!r} must be a str, not {type(value).__name__}")
+        if means_not_given(name, value):
+            continue
+        parsed = parse_value(name, value, what=f"header {header!r}")
+        earlier = texts.get(name)
+        if (earlier is not None and earlier[0].lower() != header.lower()
+                and earlier[1] != parsed):
+            raise ParameterValueError(
+                f"header {earlier[0]!r} and header {header!r} give "
+                f"{name} different values in one call"
+            )
+        texts[name] = (header, parsed)
+    return {name: parsed for name, (_, parsed) in texts.items()}, frozenset(removed)

@@ -6,13 +6,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import FrozenSet, List, Optional, Tuple
 
-from payi_otel._codec import parse_value
+from payi_otel._codec import means_not_given, parse_value
 from payi_otel._merge import fold, new_level
 from payi_otel._parameters import (
     BAGGAGE_ACCEPT_DEFAULT,
     ENV_NAMES,
     PARAMETERS,
-    Kind,
     ParameterError,
     ParameterTypeError,
     ParameterValueError,
@@ -81,7 +80,7 @@ def params_from_env(
     params: Params = {}
     for name, env_name in ENV_NAMES.items():
         text = environ.get(env_name)
-        if text is None or (PARAMETERS[name] is Kind.INT and not text.strip()):
+        if text is None or means_not_given(name, text):
             continue
         try:
             params[name] = parse_value(name, text, what=env_name)

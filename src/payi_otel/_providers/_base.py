@@ -36,7 +36,9 @@ class PatchPoint:
 class Call:
     """One outgoing call as the provider reads it."""
 
-    #: The caller's headers, lowest precedence first (client defaults, then the call's own).
+    #: The caller's attribution headers, one mapping per source of the per-call level,
+    #: lowest first (client defaults, then the call's own): a value None is not given, and
+    #: ``_codec.REMOVED`` removes what a lower source gave (the SDK's ``Omit``).
     headers: Tuple[Mapping[str, object], ...]
     #: The model asked for, when the request names one.
     model: Optional[str] = None

@@ -1,14 +1,14 @@
 """The generic request hook, the same for every provider: resolve, stamp, attribute, run the
 call in its context, observe the response (docs/architecture.md).
 
-For each call: the caller's ``x-payi-*`` headers are parsed into the highest level and merged
-over the effective context (a fresh id for a name given without one is made here, once per
-logical call, so retries resend it); the call is sent with exactly the resolved headers, in
-the configured dialect, or with none where the destination policy says nobody reads them
-(``_destinations``); the
-current GenAI span gets the same values as ``payi.*`` attributes; while the SDK handles the
-call the resolved parameters are in the context, so a GenAI span the SDK starts itself gets
-them too; and when observers are registered, each completed call (a stream: when exhausted or
+For each call: the caller's ``x-payi-*`` headers (the client's defaults and the call's own,
+one level) are parsed into the highest level and merged over the effective context (a fresh
+id for a name given without one is made here, once per logical call, so retries resend it);
+the call is sent with exactly the resolved headers, in the configured dialect, or with none
+where the destination policy says nobody reads them (``_destinations``); the current GenAI
+span gets the same values as ``payi.*`` attributes; while the SDK handles the call the
+resolved parameters are in the context, so a GenAI span the SDK starts itself gets them too;
+and when observers are registered, each completed call (a stream: when exhausted or
 closed) is reported with its usage.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import wrapt
@@ -28,8 +28,8 @@ from payi_otel import _destinations as destinations
 from payi_otel._codec import parse_headers
 from payi_otel._context import current_effective, with_call, without_payi_baggage
 from payi_otel._log import internal_error
-from payi_otel._merge import new_level
-from payi_otel._parameters import ParameterError, Params
+from payi_otel._merge import combine
+from payi_otel._parameters import ParameterError
 from payi_otel._providers._base import (
     Args,
     CallRecord,
@@ -62,11 +62,15 @@ def add_observer(observer: ResponseObserver) -> Callable[[], None]:
     return remove
 
 
-def resolve_call(effective: Effective, call_params: Params) -> Effective:
-    """The parameters of one call: its header level merged over the effective context."""
-    if not call_params:
+def resolve_call(effective: Effective, sources: Sequence[Mapping[Any, object]]) -> Effective:
+    """The parameters of one call: the caller's header sources (client defaults, then the
+    call's own), one per-call level, merged over the effective context (docs/precedence.md,
+    "The per-call level"). A call with no attribution headers costs nothing here."""
+    if not any(sources):
         return effective
-    return effective.child(new_level(call_params))
+    for level in combine([parse_headers(source) for source in sources]):
+        effective = effective.child(level)
+    return effective
 
 
 class _Observation:
@@ -208,7 +212,7 @@ def _prepare(
     """
     try:
         request = provider.read(instance, args, kwargs)
-        call = resolve_call(current_effective(), parse_headers(request.headers, skip=()))
+        call = resolve_call(current_effective(), request.headers)
         wire = destinations.current()
         headers = call.headers(wire.dialect) if wire.sends_to(request.url) else {}
         new_args, new_kwargs = provider.stamp(instance, args, kwargs, headers)

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 
-from payi_otel._codec import is_payi_header
+from payi_otel._codec import REMOVED, is_payi_header
 from payi_otel._destinations import guard_client
 from payi_otel._providers._base import Args, Call, Kwargs, PatchPoint, Usage
 
@@ -101,8 +101,12 @@ class StainlessProvider:
         return str(base).rstrip("/") + "/" + url.lstrip("/")
 
     def _payi(self, headers: Mapping[str, object]) -> Mapping[str, object]:
-        """The ``x-payi-*`` entries; ``Omit`` / ``NotGiven`` read as None (absent)."""
-        return {k: (None if isinstance(v, self.absent) else v)
+        """The attribution entries: ``Omit`` reads as ``REMOVED`` (it un-sets a client default
+        for the call, as the SDK does for any header), ``NotGiven`` as None (not given)."""
+        assert self._markers is not None
+        omit = self._markers[0]
+        return {k: (REMOVED if isinstance(v, omit) else None if isinstance(v, self.absent)
+                    else v)
                 for k, v in headers.items() if is_payi_header(k)}
 
     def stamp(
@@ -115,12 +119,20 @@ class StainlessProvider:
         if given is None or isinstance(given, absent):
             given = {}
         defaults: Mapping[str, object] = getattr(instance, "_custom_headers", None) or {}
-        sent: Dict[str, Any] = {k: v for k, v in given.items() if not is_payi_header(k)}
-        # The resolved set replaces the client's payi defaults and any case variant the caller
-        # used: each is omitted, then the canonical lower-case names are set.
-        for key in (*defaults, *given):
-            if is_payi_header(key):
-                sent[key] = omit()
+        # The resolved set replaces every attribution header the caller gave, in any case or
+        # spelling: the call's own are left out, and each client default is removed with the
+        # SDK's Omit under its lower-cased name, as the SDK merges headers (case-insensitively,
+        # later wins: an Omit under another case of a name sent would remove it too), unless
+        # a resolved header of that name replaces it anyway (README "GenAI calls: headers and
+        # spans").
+        sent: Dict[Any, Any] = {k: v for k, v in given.items() if not is_payi_header(k)}
+        dropped = [k for k in defaults if is_payi_header(k)]
+        if dropped:
+            replaced = {name.lower() for name in headers}
+            for key in dropped:
+                lowered = key.lower()  # a str or bytes name, as the SDK compares them
+                if lowered not in replaced:
+                    sent[lowered] = omit()
         sent.update(headers)
         guard_client(getattr(instance, "_client", None))
         options = model_copy(options)
