@@ -570,3 +570,47 @@ def test_every_pair_on_the_wire_was_made_by_one_level_for_random_nestings(
             for w in wires:
                 assert w.get(name_h) == (inner.get(pair.name) or None)
                 assert w.get(id_h) == (inner.get(pair.id) if inner.get(pair.name) else None)
+
+
+# --------------------------------------------------------------------------------------------
+# 5. The merge cache: one block, entered again and again, bound where it is entered each time
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pair_key", sorted(PAIR))
+def test_one_block_entered_again_under_other_use_cases_is_bound_where_it_is_entered_each_time(
+    genai: GenAI, pair_key: str
+) -> None:
+    """The same ``track_context(use_case_id="x")`` object, re-applied over the same @track
+    (so over the same cached parameters), once entered inside it and once around it: where
+    it was entered decides which use case ``x`` belongs to, on every entry (the first entry of
+    a scope is merged directly, later ones come from the cache)."""
+    pair = PAIR[pair_key]
+    block = track_context(**{pair.id: "x"})
+    seen: list[tuple[str, Any, Any]] = []
+
+    @track(**{pair.name: "billing", pair.id: "bid"})
+    def billing(inside: bool) -> None:
+        if inside:
+            with block:
+                seen.append(("block inside billing", get_context()[pair.name],
+                             get_context()[pair.id]))
+                genai.openai.chat.completions.create(**CHAT)
+        else:
+            seen.append(("billing inside block", get_context()[pair.name],
+                         get_context()[pair.id]))
+            genai.openai.chat.completions.create(**CHAT)
+
+    @track(**HOME)
+    def app() -> None:
+        for _ in range(3):
+            billing(inside=True)
+            with block:
+                billing(inside=False)
+
+    app()
+    assert seen == [("block inside billing", "billing", "x"),
+                    ("billing inside block", "billing", "bid")] * 3
+    sent = [(h.get(BY_NAME[pair.name].header), h.get(BY_NAME[pair.id].header))
+            for h in genai.sent()]
+    assert sent == [("billing", "x"), ("billing", "bid")] * 3
