@@ -82,41 +82,53 @@ def new_level(
     return Level(params, fresh or _NO_IDS, key)
 
 
+#: Per pair: the pair, its fields other than the name (what a level may give without naming
+#: it), its members.
+_PAIR_PARTS = tuple((p, frozenset((p.id, *p.members)), frozenset(p.members)) for p in PAIRS)
+
+
 def _bound_level(params: Params, key: Optional[Hashable], entry: Params) -> Level:
-    fresh: Dict[str, str] = {}
+    """A scope's level bound where it is entered (docs/precedence.md, "A use case is bound
+    where it was given"); only for levels that set a pair field."""
+    fresh: Optional[Dict[str, str]] = None
     anchors: Dict[str, str] = {}
-    unit: Dict[str, Value] = {}
-    for pair in PAIRS:
+    unit: Optional[Dict[str, Value]] = None
+    attached: Tuple[str, ...] = ()
+    for pair, unnamed, members in _PAIR_PARTS:
         name = params.get(pair.name)
-        in_force = entry.get(pair.name) or ""
         if name is None:
-            if pair.id in params or any(m in params for m in pair.members):
-                anchors[pair.name] = str(in_force)  # attached to the use case in force
+            if not unnamed.isdisjoint(params):  # attached to the use case in force
+                anchor = anchors[pair.name] = str(entry.get(pair.name) or "")
+                attached += (anchor,)
             continue
         if not name:
             continue  # clears, whatever it is re-applied over
         anchors[pair.name] = str(name)
-        if name != in_force:
+        if name != entry.get(pair.name):
             if not params.get(pair.id):
+                if fresh is None:
+                    fresh = {}
                 fresh[pair.id] = new_id()
             continue
         # The use case in force: its id, and its members with this scope's over them.
         if not params.get(pair.id):
             entry_id = entry.get(pair.id)
+            if fresh is None:
+                fresh = {}
             fresh[pair.id] = entry_id if isinstance(entry_id, str) and entry_id else new_id()
-        if any(m in entry for m in pair.members):
+        if not members.isdisjoint(entry):
+            if unit is None:
+                unit = {}
             for member in pair.members:
                 if member in params:
                     unit[member] = _merge_value(
                         PARAMETERS[member], entry.get(member), params[member])
                 elif member in entry:
                     unit[member] = entry[member]
-    if key is not None:
+    if key is not None and (attached or unit):
         # What of the binding changes the merge's shape (the values themselves are filled in
         # per entry, see Effective.child): the names attached to, the members carried.
-        attached = tuple(a for n, a in anchors.items() if n not in params)
-        if attached or unit:
-            key = (key, attached, tuple(unit))
+        key = (key, attached, tuple(unit or ()))
     return Level(params, fresh or _NO_IDS, key, anchors, unit or _NO_VALUES)
 
 
