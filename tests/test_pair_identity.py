@@ -458,25 +458,30 @@ NAMES = st.sampled_from(["home", "a", "b", ""])
 
 
 def _level(k: int) -> st.SearchStrategy[dict[str, Any]]:
-    """A scope's pair fields. Explicit ids are the level's own (``id<k>``), so an id seen with
-    two names can only be the engine's doing."""
-    fields: dict[str, st.SearchStrategy[Any]] = {}
-    for pair_key, pair in PAIR.items():
-        fields[pair.name] = NAMES
-        fields[pair.id] = st.just(f"{pair_key}-id{k}")
-    fields["use_case_version"] = st.just(k)
-    fields["use_case_step"] = st.just(f"s{k}")
-    return st.fixed_dictionaries({}, optional=fields)
+    """A scope's pair fields, each pair in one of the table's shapes (nothing, a name - the
+    one in force outside, another, "" -, an id only, a name and an id). Explicit ids are the
+    level's own (``<pair>-id<k>``), so an id seen with two names can only be the engine's."""
+    def shapes(pair_key: str) -> st.SearchStrategy[dict[str, Any]]:
+        pair, own_id = PAIR[pair_key], f"{pair_key}-id{k}"
+        return st.sampled_from([
+            {}, {pair.name: "home"}, {pair.name: "a"}, {pair.name: "b"}, {pair.name: ""},
+            {pair.id: own_id}, {pair.id: own_id}, {pair.name: "a", pair.id: own_id},
+        ])
+
+    members = st.fixed_dictionaries({}, optional={
+        "use_case_version": st.just(k), "use_case_step": st.just(f"s{k}")})
+    return st.tuples(*(shapes(p) for p in sorted(PAIR)), members).map(
+        lambda parts: {f: v for part in parts for f, v in part.items()})
 
 
-STACKS = st.integers(min_value=1, max_value=6).flatmap(lambda n: st.tuples(*(
+STACKS = st.integers(min_value=2, max_value=5).flatmap(lambda n: st.tuples(*(
     st.tuples(st.sampled_from(["track", "track_context"]), _level(k)) for k in range(n))))
 HEADERS = st.fixed_dictionaries({}, optional={
     f"{pair_key}.{which}": (NAMES if which == "name" else st.just(f"{pair_key}-hid"))
     for pair_key in PAIR for which in ("name", "id")})
 
 
-@settings(max_examples=60, deadline=None, database=None,
+@settings(max_examples=100, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(stack=STACKS, headers=HEADERS, use_async=st.booleans())
 def test_every_pair_on_the_wire_was_made_by_one_level_for_random_nestings(
