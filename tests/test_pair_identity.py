@@ -29,13 +29,12 @@ from payi_otel._parameters import PAIRS, REGISTRY
 
 BY_NAME = {p.name: p for p in REGISTRY}
 PAIR = {pair.name.rsplit("_", 1)[0]: pair for pair in PAIRS}  # "use_case", "experience"
-USE_CASE = PAIR["use_case"]
 
 #: In force outside the scopes under test, for both pairs: use case / experience "home", id
 #: "home-id" - set by an outermost @track (the lowest scope level: as a global level would).
 HOME_ID = "home-id"
-HOME = {field: value for pair in PAIRS
-        for field, value in ((pair.name, "home"), (pair.id, HOME_ID))}
+HOME = {name: value for pair in PAIRS
+        for name, value in ((pair.name, "home"), (pair.id, HOME_ID))}
 
 # Expected-id tokens: the block's own id (seen inside it), and a fresh UUID4 never seen before.
 BLOCK = "<the block's id>"
