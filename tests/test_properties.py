@@ -12,6 +12,10 @@ Generated ids are symbolic in the reference: ``Fresh(level, field)`` means "the 
 sight and must then be consistent everywhere (same token -> same id, different tokens ->
 different ids).
 
+Scopes are bound where they are entered (docs/precedence.md, "A use case is bound where it was
+given"): the reference binds each scope's pairs against its own result for the scopes outside
+it (``ref_bind``), then folds the bound levels by method.
+
 Where the contract is silent the reference says what it assumes (an empty ``*_id``; the
 members given by a level that also clears the name).
 """
@@ -89,8 +93,55 @@ def ref_kind(kind: str, lower: Any, upper: Any) -> Any:
     return merged
 
 
-def ref_merge(lower: Mapping[str, Any], params: Mapping[str, Any], key: Hashable) -> dict[str, Any]:
-    """One level (``params``, known as ``key``) over ``lower``."""
+@dataclass(frozen=True)
+class Bound:
+    """A scope's level, bound where it was entered (docs/precedence.md, second table).
+
+    ``anchors``: per pair the scope sets (clearing aside), the use case name it is bound to -
+    the one it names, or the one in force at entry when it gives an id / members but no name
+    ("" for none). ``ids``: per pair it names, its id (its own, else the id in force at entry
+    when it names the use case in force there, else a fresh one). ``unit``: when it names the
+    use case in force at entry, that use case's members with the scope's own merged over them.
+    """
+
+    params: Mapping[str, Any]
+    anchors: Mapping[str, str]
+    ids: Mapping[str, Any]
+    unit: Mapping[str, Any]
+
+
+def ref_bind(entry: Mapping[str, Any], params: Mapping[str, Any], key: Hashable) -> Bound:
+    """Bind a scope entered where ``entry`` is in force."""
+    anchors: dict[str, str] = {}
+    ids: dict[str, Any] = {}
+    unit: dict[str, Any] = {}
+    for name_f, id_f, members in PAIRS:
+        name = params.get(name_f)
+        in_force = entry.get(name_f) or ""
+        if name is None:
+            if id_f in params or any(m in params for m in members):
+                anchors[name_f] = in_force  # attached to the use case in force here
+        elif name == in_force:
+            # The use case in force: its id (unless given), its members with the scope's.
+            anchors[name_f] = name
+            ids[id_f] = params.get(id_f) or entry.get(id_f) or Fresh(key, id_f)
+            if any(m in entry for m in members):
+                for m in members:
+                    if m in params:
+                        unit[m] = ref_kind(KINDS[m], entry.get(m, MISSING), params[m])
+                    elif m in entry:
+                        unit[m] = entry[m]
+        elif name:
+            anchors[name_f] = name  # a new use case
+            ids[id_f] = params.get(id_f) or Fresh(key, id_f)
+    return Bound(params, anchors, ids, unit)
+
+
+def ref_merge(lower: Mapping[str, Any], level: Any, key: Hashable) -> dict[str, Any]:
+    """One level (``level``: a scope's ``Bound``, or the parameters of a level applied where
+    it is given - global, headers; known as ``key``) over ``lower``."""
+    bound = level if isinstance(level, Bound) else None
+    params: Mapping[str, Any] = level.params if bound else level
     out = dict(lower)
     for p in GENERIC:
         if p in params:
@@ -100,6 +151,9 @@ def ref_merge(lower: Mapping[str, Any], params: Mapping[str, Any], key: Hashable
         given_id = params.get(id_f)
         base: Mapping[str, Any]
         if name is None:
+            if bound and name_f in bound.anchors and (
+                    bound.anchors[name_f] != (lower.get(name_f) or "")):
+                continue  # given for another use case than the lower's: says nothing here
             # Row "nothing" / row "id only": the lower's entity (an id-only "" follows the
             # string rule: the id is cleared).
             base = lower
@@ -114,42 +168,61 @@ def ref_merge(lower: Mapping[str, Any], params: Mapping[str, Any], key: Hashable
             base = {}
         elif name == lower.get(name_f):
             # Row "the lower's name": lower's id kept unless this level gives one (an empty id
-            # with a name counts as "not given"); a name in force always gets an id.
+            # with a name counts as "not given"); a name in force always gets an id. A bound
+            # scope: the id of the use case it was bound to.
             base = lower
-            out[id_f] = given_id or lower.get(id_f) or Fresh(key, id_f)
+            if bound:
+                out[id_f] = bound.ids[id_f]
+            else:
+                out[id_f] = given_id or lower.get(id_f) or Fresh(key, id_f)
         else:
-            # Row "another name" / "name and id": a new entity; its members start empty.
+            # Row "another name" / "name and id": a new entity; its members start empty - or,
+            # for a scope bound to the use case in force where it was entered, are that one's.
             for f in (name_f, id_f, *members):
                 out.pop(f, None)
             out[name_f] = name
-            out[id_f] = given_id or Fresh(key, id_f)
+            out[id_f] = bound.ids[id_f] if bound else given_id or Fresh(key, id_f)
             base = {}
+            carried = {m: v for m, v in bound.unit.items() if m in members} if bound else {}
+            if carried:
+                out.update(carried)
+                continue
         for m in members:
             if m in params:
                 out[m] = ref_kind(KINDS[m], base.get(m, MISSING), params[m])
     return out
 
 
-def ref_fold(levels: Sequence[tuple[Hashable, Mapping[str, Any]]]) -> dict[str, Any]:
+def ref_fold(levels: Sequence[tuple[Hashable, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    for key, params in levels:
-        result = ref_merge(result, params, key)
+    for key, level in levels:
+        result = ref_merge(result, level, key)
     return result
+
+
+def _method_order(
+    glob: Mapping[str, Any], scopes: Sequence[tuple[Hashable, str, Any]]
+) -> list[tuple[Hashable, Any]]:
+    tracks = [(k, lv) for k, m, lv in scopes if m == "track"]
+    contexts = [(k, lv) for k, m, lv in scopes if m == "track_context"]
+    return [("global", glob), *tracks, *contexts]
 
 
 def by_method(
     glob: Mapping[str, Any],
     stack: Sequence[tuple[str, Mapping[str, Any]]],
     keys: Optional[Sequence[Hashable]] = None,
-) -> list[tuple[Hashable, Mapping[str, Any]]]:
-    """Global, then every @track in nesting order, then every track_context in nesting order.
+) -> list[tuple[Hashable, Any]]:
+    """Global, then every @track in nesting order, then every track_context in nesting order;
+    each scope bound against what the scopes outside it resolve to.
 
     A scope's key is ``keys[i]``, by default its position in the nesting.
     """
-    keyed = list(zip(keys if keys is not None else range(len(stack)), stack))
-    tracks = [(k, p) for k, (m, p) in keyed if m == "track"]
-    contexts = [(k, p) for k, (m, p) in keyed if m == "track_context"]
-    return [("global", glob), *tracks, *contexts]
+    scopes: list[tuple[Hashable, str, Any]] = []
+    for key, (method, params) in zip(keys if keys is not None else range(len(stack)), stack):
+        entry = ref_fold(_method_order(glob, scopes))
+        scopes.append((key, method, ref_bind(entry, params, key)))
+    return _method_order(glob, scopes)
 
 
 def is_cleared(value: Any) -> bool:
@@ -345,10 +418,20 @@ def test_engine_fold_equals_reference(stack: list[dict[str, Any]]) -> None:
 def test_engine_by_method_stack_with_headers_equals_reference(
     glob: dict[str, Any], stack: list[tuple[str, dict[str, Any]]], headers: dict[str, Any]
 ) -> None:
-    """global < @track (nesting order) < track_context (nesting order) < headers."""
+    """global < @track (nesting order) < track_context (nesting order) < headers; each
+    scope bound where it is entered (the engine's own result for the scopes outside it)."""
     ordered = [*by_method(glob, stack), ("headers", headers)]
-    levels = {key: new_level(params) for key, params in ordered}
-    engine = fold({}, [levels[key] for key, _ in ordered])
+    levels: dict[Hashable, Level] = {"global": new_level(glob)}
+
+    def engine_order(upto: int) -> list[Level]:
+        scopes = [(m, levels[i]) for i, (m, _) in enumerate(stack[:upto])]
+        return [levels["global"], *(lv for m, lv in scopes if m == "track"),
+                *(lv for m, lv in scopes if m == "track_context")]
+
+    for i, (_method, params) in enumerate(stack):
+        levels[i] = new_level(params, entry=fold({}, engine_order(i)))
+    levels["headers"] = new_level(headers)
+    engine = fold({}, [*engine_order(len(stack)), levels["headers"]])
     expected = {
         k: resolve_with_levels(v, levels) for k, v in ref_fold(ordered).items()
     }
@@ -469,14 +552,9 @@ class Chain:
     checks: int = 0
 
     def expected(self, depth: int, probe: bool = False) -> dict[str, Any]:
-        levels = by_method(self.glob, self.stack[:depth])
         # A level's key: (position, which entry); the innermost may be the probe entry.
-        keyed = [
-            (key if key == "global" else (key, "probe" if probe and key == depth - 1
-                                          else "main"), params)
-            for key, params in levels
-        ]
-        return ref_fold(keyed)
+        keys = [(i, "probe" if probe and i == depth - 1 else "main") for i in range(depth)]
+        return ref_fold(by_method(self.glob, self.stack[:depth], keys))
 
     def check(self, depth: int, probe: bool = False) -> None:
         actual = dict(get_context())

@@ -156,36 +156,35 @@ def enter_scope(
     ``key`` is ``params``' hashable form (see :class:`Level`).
     """
     glob = _global
-    level = new_level(params, key)
     state = otel_context.get_value(_STATE_KEY, parent)
     if not isinstance(state, ScopeState):
         state = None
-    if state is None and not glob.propagate_baggage:
+    if state is None:
+        baggage = _incoming_baggage(glob, parent)
+        if baggage is not None:
+            state = _build(glob, baggage, (), ())
+    elif state.version != glob.version:
+        state = _build(glob, state.baggage, state.tracks, state.contexts)
+    if state is None:
         # The outermost scope, no baggage level: what _build does, without its loops.
         base = glob.effective
+        level = new_level(params, key, base.params)
         if method == TRACK:
             effective = base.child(level)
             state = ScopeState(glob.version, None, (level,), (), effective, effective)
         else:
             state = ScopeState(glob.version, None, (), (level,), base, base.child(level))
-    elif state is None or state.version != glob.version:
-        tracks: Tuple[Level, ...]
-        contexts: Tuple[Level, ...]
-        if state is None:
-            baggage, tracks, contexts = _incoming_baggage(glob, parent), (), ()
-        else:
-            baggage, tracks, contexts = state.baggage, state.tracks, state.contexts
-        if method == TRACK:
-            state = _build(glob, baggage, (*tracks, level), contexts)
-        else:
-            state = _build(glob, baggage, tracks, (*contexts, level))
     elif method == TRACK:
+        # Bound where it is entered: against what is in force here, track_context scopes
+        # included (docs/precedence.md, "A use case is bound where it was given").
+        level = new_level(params, key, state.effective.params)
         track_result = state.track_result.child(level)
         state = ScopeState(
             glob.version, state.baggage, (*state.tracks, level), state.contexts,
             track_result, _chain(track_result, state.contexts),
         )
     else:
+        level = new_level(params, key, state.effective.params)
         state = ScopeState(
             glob.version, state.baggage, state.tracks, (*state.contexts, level),
             state.track_result, state.effective.child(level),

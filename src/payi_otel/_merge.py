@@ -31,30 +31,50 @@ def new_id() -> str:
 
 
 _NO_IDS: Mapping[str, str] = MappingProxyType({})
+_NO_VALUES: Mapping[str, Value] = MappingProxyType({})
 
 
 class Level(NamedTuple):
-    """One level's own parameters plus the ids it generated once, when it was created.
+    """One level's own parameters plus what was fixed when it was created.
 
-    ``key`` is the parameters' hashable form when the level comes from a scope that is
-    entered again and again (it lets ``Effective.child`` cache the merge); else ``None``.
-    (A NamedTuple, not a frozen dataclass: one is made per scope entry, and this is
-    several times cheaper to construct; see docs/performance.md.)
+    ``fresh_ids``: the id of each pair the level names without giving one - made once, or,
+    for a scope naming the use case in force where it was entered, that use case's id.
+    ``anchors``: ``None`` for a level applied where it is given (global, baggage, a call's
+    headers); for a scope, per pair it sets, the use case (experience) name it is bound to:
+    the one it names, or - when it gives an id or members but no name - the one in force where
+    it was entered (``""``: none). ``unit``: for a scope naming the use case in force where it
+    was entered, that use case's members with the scope's own merged over them (what moves
+    with it when it is re-applied over another use case). See docs/precedence.md, "A use case
+    is bound where it was given".
+
+    ``key`` is the parameters' hashable form (plus what of the binding changes the merge)
+    when the level comes from a scope that is entered again and again (it lets
+    ``Effective.child`` cache the merge); else ``None``. (A NamedTuple, not a frozen
+    dataclass: one is made per scope entry, and this is several times cheaper to construct;
+    see docs/performance.md.)
     """
 
     params: Params
     fresh_ids: Mapping[str, str] = _NO_IDS
     key: Optional[Hashable] = None
+    anchors: Optional[Mapping[str, str]] = None
+    unit: Mapping[str, Value] = _NO_VALUES
 
 
-def new_level(params: Params, key: Optional[Hashable] = None) -> Level:
+def new_level(
+    params: Params, key: Optional[Hashable] = None, entry: Optional[Params] = None
+) -> Level:
     """Make a level, generating a UUID4 for each pair that names an entity without an id.
 
     Call once per scope entry (or per call for headers): the ids are then stable for every
-    call in that scope, including retries, and for every re-fold of the same level.
+    call in that scope, including retries, and for every re-fold of the same level. A scope
+    passes ``entry``, the effective parameters where it is entered: its pairs are then bound
+    there (docs/precedence.md, "A use case is bound where it was given").
     """
     if _PAIR_FIELDS.isdisjoint(params):  # names no use case or experience: no ids to make
         return Level(params, _NO_IDS, key)
+    if entry is not None:
+        return _bound_level(params, key, entry)
     fresh: Optional[Dict[str, str]] = None
     for pair in PAIRS:
         if params.get(pair.name) and not params.get(pair.id):
@@ -64,7 +84,59 @@ def new_level(params: Params, key: Optional[Hashable] = None) -> Level:
     return Level(params, fresh or _NO_IDS, key)
 
 
-def _merge_value(kind: Kind, lower: Optional[Value], upper: Value, within: bool) -> Value:
+#: Per pair: the pair, its fields other than the name (what a level may give without naming
+#: it), its members.
+_PAIR_PARTS = tuple((p, frozenset((p.id, *p.members)), frozenset(p.members)) for p in PAIRS)
+
+
+def _bound_level(params: Params, key: Optional[Hashable], entry: Params) -> Level:
+    """A scope's level bound where it is entered (docs/precedence.md, "A use case is bound
+    where it was given"); only for levels that set a pair field."""
+    fresh: Optional[Dict[str, str]] = None
+    anchors: Dict[str, str] = {}
+    unit: Optional[Dict[str, Value]] = None
+    attached: Tuple[str, ...] = ()
+    for pair, unnamed, members in _PAIR_PARTS:
+        name = params.get(pair.name)
+        if name is None:
+            if not unnamed.isdisjoint(params):  # attached to the use case in force
+                anchor = anchors[pair.name] = str(entry.get(pair.name) or "")
+                attached += (anchor,)
+            continue
+        if not name:
+            continue  # clears, whatever it is re-applied over
+        anchors[pair.name] = str(name)
+        if name != entry.get(pair.name):
+            if not params.get(pair.id):
+                if fresh is None:
+                    fresh = {}
+                fresh[pair.id] = new_id()
+            continue
+        # The use case in force: its id, and its members with this scope's over them.
+        if not params.get(pair.id):
+            entry_id = entry.get(pair.id)
+            if fresh is None:
+                fresh = {}
+            fresh[pair.id] = entry_id if isinstance(entry_id, str) and entry_id else new_id()
+        if not members.isdisjoint(entry):
+            if unit is None:
+                unit = {}
+            for member in pair.members:
+                if member in params:
+                    unit[member] = _merge_value(
+                        PARAMETERS[member], entry.get(member), params[member], False)
+                elif member in entry:
+                    unit[member] = entry[member]
+    if key is not None and (attached or unit):
+        # What of the binding changes the merge's shape (the values themselves are filled in
+        # per entry, see Effective.child): the names attached to, the members carried.
+        key = (key, attached, tuple(unit or ()))
+    return Level(params, fresh or _NO_IDS, key, anchors, unit or _NO_VALUES)
+
+
+def _merge_value(
+    kind: Kind, lower: Optional[Value], upper: Value, within: bool = False
+) -> Value:
     if kind is Kind.LIST:
         assert isinstance(upper, tuple)
         if not upper:
@@ -103,25 +175,41 @@ def _merge_pair(
     upper = level.params
     up_name = upper.get(pair.name)
     up_id = upper.get(pair.id)
+    anchors = level.anchors
+    low_name = lower.get(pair.name)
     if up_name is None:
-        # Nothing or id only: same entity (lower's name), members merge as usual.
+        # Nothing or id / members only: the lower's entity, members merge as usual - unless
+        # the scope attached them to another use case than the lower's (docs/precedence.md).
+        if anchors is not None:
+            anchor = anchors.get(pair.name)
+            if anchor is not None and anchor != (low_name or ""):
+                return
         if up_id is not None:
             result[pair.id] = up_id
         _merge_into(result, lower, upper, pair.members, within)
         return
-    if up_name == "" or up_name != lower.get(pair.name):
+    if up_name == "" or up_name != low_name:
         # Cleared, or a different entity: nothing of lower's survives.
         for name in pair.fields:
             result.pop(name, None)
         result[pair.name] = up_name
-        if up_name and (up_id or not within):
+        if not up_name:
+            _merge_into(result, {}, upper, pair.members, within)
+            return
+        if up_id or not within:  # within one level no id is made (see combine)
             result[pair.id] = up_id or level.fresh_ids.get(pair.id) or new_id()
-        _merge_into(result, {}, upper, pair.members, within)
+        unit = level.unit
+        for name in pair.members:  # the bound use case's members, else this level's own
+            if name in unit:
+                result[name] = unit[name]
+            elif name in upper:
+                result[name] = _merge_value(PARAMETERS[name], None, upper[name], within)
         return
-    # Same name as lower: same entity, lower's id kept unless upper gives one.
+    # Same name as lower: same entity, lower's id kept unless upper gives one - or, for a
+    # scope, the id of the use case it was bound to.
     if up_id:
         result[pair.id] = up_id
-    elif not within and not lower.get(pair.id):
+    elif anchors is not None or (not within and not lower.get(pair.id)):
         result[pair.id] = level.fresh_ids.get(pair.id) or new_id()
     _merge_into(result, lower, upper, pair.members, within)
 

@@ -233,11 +233,12 @@ class Effective:
     def child(self, level: Level) -> Effective:
         """``level`` merged over these parameters.
 
-        The result depends only on these parameters, the level's and the ids the level made,
-        so from the second time a ``level.key`` (its hashable form) is seen it is cached as a
-        template made with placeholder ids: entering the same scope again costs a lookup
-        (plus, for a level that made ids, copying the template with the real ids in), and the
-        child's attributes are already built. The first time a key is only noted, and the
+        The result depends only on these parameters, the level's, what of its binding is in
+        its key and the values the level fixed at entry (ids; a bound use case's members), so
+        from the second time a ``level.key`` (its hashable form) is seen it is cached as a
+        template made with placeholders for those values: entering the same scope again costs
+        a lookup (plus, for a level that made ids, copying the template with the real ids in),
+        and the child's attributes are already built. The first time a key is only noted, and the
         merge done directly: a scope entered once (a distinct user id on every request) pays
         for no template.
         """
@@ -257,30 +258,37 @@ class Effective:
                 if _count_cached() != self._generation:  # notes count against the bound too
                     self._children = None
                 return Effective(merge(self.params, level))
-            if level.fresh_ids:
-                placeholders = {name: _placeholder(name) for name in level.fresh_ids}
-                template = Effective(merge(self.params, Level(level.params, placeholders)))
+            if level.fresh_ids or level.unit:
+                template = Effective(merge(self.params, level._replace(
+                    fresh_ids={name: _placeholder(name) for name in level.fresh_ids},
+                    unit={name: _placeholder(name) for name in level.unit})))
             else:
                 template = Effective(merge(self.params, level))
             children[key] = template
             if _count_cached() != self._generation:
                 self._children = None  # a new generation began: start this cache again
+        if level.unit:
+            return template._with_ids({**level.fresh_ids, **level.unit}, ids_only=False)
         if not level.fresh_ids:
             return template
         return template._with_ids(level.fresh_ids)
 
-    def _with_ids(self, ids: Mapping[str, str]) -> Effective:
-        """A copy of this template with its placeholder ids replaced by ``ids``."""
+    def _with_ids(self, ids: Mapping[str, Value], ids_only: bool = True) -> Effective:
+        """A copy of this template with its placeholders replaced by ``ids`` (the ids, and
+        the members a bound use case carries, of one entry)."""
         params = dict(self.params)
         # The template's attributes are copied only when already built (a template made for
-        # one entry, e.g. with a distinct user id, is never asked for them).
-        attributes = None if self._attributes is None else dict(self._attributes)
+        # one entry, e.g. with a distinct user id, is never asked for them), and only when
+        # what is filled in is ids (a member may be a dict of attributes).
+        attributes = None
+        if self._attributes is not None and ids_only:
+            attributes = dict(self._attributes)
         for name, value in ids.items():
             if params.get(name) == _placeholder(name):
                 params[name] = value
                 attribute = ATTRIBUTE_NAMES[name]
                 if attributes is not None and attribute in attributes:
-                    attributes[attribute] = value
+                    attributes[attribute] = str(value)
         result = Effective(params)
         result._attributes = attributes
         return result
