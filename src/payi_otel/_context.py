@@ -13,6 +13,7 @@ Rules: docs/precedence.md.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import FrozenSet, Hashable, NamedTuple, Optional, Tuple
 
@@ -32,9 +33,12 @@ __all__ = [
     "current_effective",
     "effective_scope_spans",
     "enter_scope",
+    "exited_here",
+    "forget_here",
     "instrumented",
     "propagate_baggage",
     "read_incoming",
+    "remember_here",
     "scope_spans",
     "set_global",
     "settings",
@@ -141,9 +145,71 @@ def _build(
     )
 
 
+# --- scopes that exited here, for contexts someone else restores later ----------------------
+#
+# A scope leaves by detaching the context it attached. When something attached on top of it
+# and has not detached yet (a GenAI instrumentation keeps a stream's span attached until the
+# stream ends, closes or is collected), the scope can only take itself out of the current
+# context; when that something finally detaches, the context from before its attach - inside
+# the scope - becomes current again. So an exit that finds another context current is noted
+# here, per thread and per task (a ContextVar: a task or thread handed work before the exit
+# keeps the scope it was given), and the one reader of the scope state drops the noted levels
+# (README, "Where the context travels", "Scope lifecycle").
+
+#: How many such exits a thread or task remembers (the oldest is forgotten first).
+EXITED_MAX = 64
+
+
+class _Exited(NamedTuple):
+    levels: Tuple[Level, ...]
+    #: ``id()`` of each level (held alive by ``levels``, so no id is reused meanwhile).
+    ids: FrozenSet[int]
+
+
+_EXITED: ContextVar[Optional[_Exited]] = ContextVar("payi_otel_exited_scopes", default=None)
+
+
+def forget_here(level: Level) -> None:
+    """``level``'s scope exited in this thread / task while another context was current: a
+    context that still carries it is stale here."""
+    exited = _EXITED.get()
+    if exited is None:
+        _EXITED.set(_Exited((level,), frozenset((id(level),))))
+    elif id(level) not in exited.ids:
+        levels = (*exited.levels[1 - EXITED_MAX:], level)
+        _EXITED.set(_Exited(levels, frozenset(map(id, levels))))
+
+
+def remember_here(level: Level) -> None:
+    """``level``'s scope is entered again here (a ``@track`` generator resumed)."""
+    exited = _EXITED.get()
+    if exited is not None and id(level) in exited.ids:
+        levels = tuple(lv for lv in exited.levels if lv is not level)
+        _EXITED.set(_Exited(levels, frozenset(map(id, levels))) if levels else None)
+
+
+def exited_here() -> bool:
+    """Whether a scope exited here while another context was current (the rare case)."""
+    return _EXITED.get() is not None
+
+
+def _live(state: ScopeState) -> ScopeState:
+    """``state`` without the levels of scopes that exited here (one ContextVar read when
+    none did)."""
+    exited = _EXITED.get()
+    if exited is None:
+        return state
+    ids = exited.ids
+    tracks = tuple(lv for lv in state.tracks if id(lv) not in ids)
+    contexts = tuple(lv for lv in state.contexts if id(lv) not in ids)
+    if len(tracks) == len(state.tracks) and len(contexts) == len(state.contexts):
+        return state
+    return _build(_global, state.baggage, tracks, contexts)
+
+
 def _state(ctx: Optional[Context]) -> Optional[ScopeState]:
     state = otel_context.get_value(_STATE_KEY, ctx)
-    return state if isinstance(state, ScopeState) else None
+    return _live(state) if isinstance(state, ScopeState) else None
 
 
 def enter_scope(
@@ -157,9 +223,7 @@ def enter_scope(
     """
     glob = _global
     level = new_level(params, key)
-    state = otel_context.get_value(_STATE_KEY, parent)
-    if not isinstance(state, ScopeState):
-        state = None
+    state = _state(parent)
     if state is None and not glob.propagate_baggage:
         # The outermost scope, no baggage level: what _build does, without its loops.
         base = glob.effective
