@@ -137,11 +137,44 @@ class _Observing(wrapt.ObjectProxy):  # type: ignore[type-arg,unused-ignore]
     def __init__(self, wrapped: Any, observation: _Observation) -> None:
         super().__init__(wrapped)
         self._self_observation = observation
-        # Not at interpreter exit: the observers' providers may be shut down by then.
-        weakref.finalize(self, observation.finish).atexit = False
+        finalizer = self._self_finalizer = weakref.finalize(self, observation.finish)
+        finalizer.atexit = False  # not at interpreter exit: the observers may be shut down
 
 
-class _ObservedStream(_Observing):
+class _ClosingResponse(wrapt.ObjectProxy):  # type: ignore[type-arg,unused-ignore]
+    """A stream's HTTP response: closing it ends the call's observation (the SDKs' stream
+    helpers close a stream this way: ``chat.completions.stream()``, ``responses.stream()``)."""
+
+    def __init__(self, wrapped: Any, observation: _Observation) -> None:
+        super().__init__(wrapped)
+        self._self_observation = observation
+
+    def close(self) -> Any:
+        self._self_observation.finish()
+        return self.__wrapped__.close()
+
+    async def aclose(self) -> Any:
+        self._self_observation.finish()
+        return await self.__wrapped__.aclose()
+
+
+class _StreamProxy(_Observing):
+    """What sync and async streams share: their ``response`` closes the observation too."""
+
+    def __init__(self, wrapped: Any, observation: _Observation) -> None:
+        super().__init__(wrapped, observation)
+        self._self_response: Optional[_ClosingResponse] = None
+
+    @property
+    def response(self) -> Any:
+        response = self._self_response
+        if response is None:
+            response = self._self_response = _ClosingResponse(
+                self.__wrapped__.response, self._self_observation)
+        return response
+
+
+class _ObservedStream(_StreamProxy):
     """The SDK's stream, unchanged for the caller, reporting usage as its items pass.
 
     Every way of using a stream goes through here: iteration (``for``, ``next``, the SDK's
@@ -194,7 +227,7 @@ class _ObservedStream(_Observing):
         return self.__wrapped__.close()
 
 
-class _ObservedAsyncStream(_Observing):
+class _ObservedAsyncStream(_StreamProxy):
     """The async counterpart of :class:`_ObservedStream`."""
 
     async def __aiter__(self) -> AsyncIterator[Any]:
@@ -237,7 +270,12 @@ class _ObservedAsyncStream(_Observing):
         self._self_observation.finish()
         return await self.__wrapped__.close()
 
-    async def aclose(self) -> Any:  # openai's alias of close()
+
+class _ObservedAsyncClosable(_ObservedAsyncStream):
+    """An async stream that also has ``aclose()`` (openai's alias of ``close()``); a
+    stream without one must not seem to have it (instrumentations look for it)."""
+
+    async def aclose(self) -> Any:
         self._self_observation.finish()
         return await self.__wrapped__.aclose()
 
@@ -267,6 +305,8 @@ class _ObservedResponse(_Observing):
             return known[1]
         observed = _observed(parsed, self._self_observation)
         self._self_parsed = (parsed, observed)
+        if isinstance(observed, _Observing):  # a stream: it reports when it ends, not this
+            self._self_finalizer.detach()
         return observed
 
     def close(self) -> Any:
@@ -281,6 +321,8 @@ def _observed(result: Any, observation: Optional[_Observation]) -> Any:
         if observation.provider.is_stream(result):
             observation.streamed = True
             if hasattr(result, "__anext__"):
+                if hasattr(result, "aclose"):
+                    return _ObservedAsyncClosable(result, observation)
                 return _ObservedAsyncStream(result, observation)
             return _ObservedStream(result, observation)
         if observation.provider.is_raw_response(result):
