@@ -9,7 +9,7 @@ import functools
 from collections.abc import Iterator
 from typing import Any
 
-from fixtures_genai import CHAT, GenAI
+from fixtures_genai import CHAT, MESSAGE, GenAI
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
@@ -266,3 +266,74 @@ def test_span_attributes_read_back_as_the_parameters_either_way() -> None:
         assert read["request_properties"] == params["request_properties"]
         assert {k: read[k] for k in ("user_id", "limit_ids", "use_case_version")} == {
             "user_id": "u", "limit_ids": ("a", "b"), "use_case_version": 2}
+
+
+def _abandoned_stream(genai: GenAI, sdk: str) -> Any:
+    """A stream read for one item and left open (the caller keeps it, as a local would)."""
+    if sdk == "anthropic":
+        stream: Any = genai.anthropic.messages.create(**MESSAGE, stream=True)
+    else:
+        stream = genai.openai.chat.completions.create(**CHAT, stream=True)
+    next(iter(stream))
+    return stream
+
+
+def test_random_interleavings_of_scopes_and_abandoned_streams_match_the_model(
+    genai: GenAI,
+) -> None:
+    """As above, with GenAI streams (both SDKs, GenAI spans on) opened in whatever scopes are
+    current, read for one item, left open, and dropped and collected at random points (the
+    GenAI instrumentation's stream wrapper then finalizes and restores its context): after
+    every step get_context() - here, in a new thread, in a new task - and the next call's
+    headers are the model's."""
+    import gc
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    genai.reinstrument(caller_file="<test>")  # no global level: the model is the open scopes
+    step = st.one_of(
+        st.tuples(st.sampled_from(["open", "close"]), st.integers(0, 3)),
+        st.tuples(st.just("stream"), st.sampled_from(["anthropic", "openai"])),
+        st.tuples(st.just("collect"), st.integers(0, 3)),
+    )
+
+    @settings(max_examples=40, deadline=None, database=None)
+    @given(st.lists(step, max_size=14))
+    def run(plan: list[tuple[str, Any]]) -> None:
+        holders: dict[int, Iterator[None]] = {}
+        open_order: list[int] = []  # the model
+        streams: list[Any] = []
+        try:
+            for action, arg in plan:
+                if action == "open" and arg not in holders:
+                    holders[arg] = _holder(arg)
+                    next(holders[arg])
+                    open_order.append(arg)
+                elif action == "close" and arg in holders:
+                    holders.pop(arg).close()  # type: ignore[attr-defined]
+                    open_order.remove(arg)
+                elif action == "stream":
+                    streams.append(_abandoned_stream(genai, arg))
+                elif action == "collect" and streams:
+                    del streams[arg % len(streams)]
+                    gc.collect()
+                expected: dict[str, object] = {}
+                if open_order:
+                    expected = {"user_id": f"u{open_order[-1]}",
+                                "limit_ids": [f"l{i}" for i in open_order]}
+                assert dict(get_context()) == expected
+                assert _seen_in_thread() == expected
+                assert asyncio.run(_seen_in_task()) == expected
+                if action == "collect":
+                    genai.anthropic.messages.create(**MESSAGE)
+                    sent = genai.attribution()[-1]
+                    assert sent.get("x-payi-user-id") == expected.get("user_id"), plan
+        finally:
+            for index in reversed(open_order):
+                holders[index].close()  # type: ignore[attr-defined]
+            streams.clear()
+            gc.collect()
+        assert dict(get_context()) == {}
+
+    run()

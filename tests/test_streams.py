@@ -17,8 +17,10 @@ from typing import Any, Callable, Optional
 
 import pytest
 from fixtures_genai import CHAT, MESSAGE, GenAI
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
-from payi_otel import get_context, track_context
+from payi_otel import get_context, track, track_context
 from payi_otel._providers import CallRecord, Usage
 from payi_otel._providers._core import add_observer
 
@@ -410,3 +412,71 @@ def test_a_streaming_response_read_as_bytes_is_reported_once_without_usage(
     gc.collect()
     assert any("message_delta" in line for line in lines)
     assert [(r.streamed, r.usage) for r in records] == [(False, None)]
+
+
+class _Lingering:
+    """What an instrumentation may do with a stream it hands back (genai-anthropic did, until
+    payi_otel made util-genai's stream wrappers suspend): attach its span's context, and
+    detach only when the stream object is freed - resetting the context to the one current
+    when it attached."""
+
+    def __init__(self, genai: GenAI) -> None:
+        span = genai.otel.provider.get_tracer("test.lingering").start_span("lingering")
+        self._token = otel_context.attach(trace.set_span_in_context(span))
+
+    def __del__(self) -> None:
+        otel_context.detach(self._token)
+
+
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_a_context_another_library_restores_late_never_brings_an_exited_scope_back(
+    surface: GenAI, sdk: str
+) -> None:
+    with track_context(account_name="outer"):
+        with track_context(user_id="alice"):
+            held = [_Lingering(surface)]
+        _plain_call(surface, sdk)
+        held.clear()  # freed here: the context from inside alice's scope is current again
+        assert get_context().get("account_name") == "outer"
+        assert "user_id" not in get_context()
+        _plain_call(surface, sdk)
+    _plain_call(surface, sdk)
+    assert not {"account_name", "user_id"} & set(get_context())
+    first, second, after = surface.attribution()
+    assert (first.get("x-payi-account-name"), first.get("x-payi-user-id")) == ("outer", None)
+    assert first == second
+    assert not {"x-payi-account-name", "x-payi-user-id"} & set(after)
+
+
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+async def test_a_context_another_library_restores_late_never_brings_a_scope_back_to_its_task(
+    surface: GenAI, sdk: str
+) -> None:
+    async with track_context(user_id="alice"):
+        held = [_Lingering(surface)]
+    held.clear()
+    await _collect()
+    assert "user_id" not in get_context()
+    await _aplain_call(surface, sdk)
+    assert "x-payi-user-id" not in surface.attribution()[-1]
+
+
+def test_a_generator_scope_left_under_a_late_restored_context_is_seen_only_on_its_resumes(
+    genai: GenAI,
+) -> None:
+    held: list[_Lingering] = []
+
+    @track(user_id="gen")
+    def numbers() -> Iterator[object]:
+        held.append(_Lingering(genai))
+        yield get_context().get("user_id")
+        yield get_context().get("user_id")
+
+    resumed = numbers()
+    assert next(resumed) == "gen"
+    held.clear()  # restores the context of the generator's first resume, here
+    assert "user_id" not in get_context()
+    assert next(resumed) == "gen"
+    assert "user_id" not in get_context()
+    resumed.close()
+    assert "user_id" not in get_context()
