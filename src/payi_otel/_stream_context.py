@@ -17,14 +17,13 @@ attached are left to the scopes' own defence (``_scopes._Scope.detach``).
 
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, List
 
 from opentelemetry import context as otel_context
-from wrapt import wrap_function_wrapper
 
 from payi_otel._log import internal_error
-from payi_otel._wrapping import unwrapper
 
 __all__ = ["suspend_genai_streams"]
 
@@ -32,12 +31,11 @@ _MODULE = "opentelemetry.util.genai.stream"
 _WRAPPERS = ("SyncStreamWrapper", "AsyncStreamWrapper")
 
 
-def _suspending_init(
-    wrapped: Callable[..., Any], instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
-) -> Any:
-    result = wrapped(*args, **kwargs)
+def _suspend(wrapper: Any) -> None:
+    """Suspend ``wrapper``'s invocation if it is still attached and its context is the
+    current one (so the detach is in order)."""
     try:
-        invocation = getattr(instance, "_self_invocation", None)
+        invocation = getattr(wrapper, "_self_invocation", None)
         suspend = getattr(invocation, "suspend", None)
         if (
             callable(suspend)
@@ -47,7 +45,28 @@ def _suspending_init(
             suspend()
     except Exception:
         internal_error("genai-stream-suspend", "suspending a GenAI stream's invocation failed")
-    return result
+
+
+def _suspending(owner: type) -> Callable[[], None]:
+    """Make ``owner.__init__`` suspend the invocation once the wrapper is made; the undo.
+
+    A plain function, not a ``wrapt`` wrapper: subclasses call ``Base.__init__(self, ...)``
+    unbound on a proxy that is not initialised yet, which a ``wrapt`` wrapper would inspect.
+    """
+    original = owner.__dict__["__init__"]
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        _suspend(self)
+
+    owner.__init__ = __init__  # type: ignore[misc]
+
+    def undo() -> None:
+        if owner.__dict__.get("__init__") is __init__:
+            owner.__init__ = original  # type: ignore[misc]
+
+    return undo
 
 
 def suspend_genai_streams() -> List[Callable[[], None]]:
@@ -59,8 +78,6 @@ def suspend_genai_streams() -> List[Callable[[], None]]:
     undo: List[Callable[[], None]] = []
     for name in _WRAPPERS:
         owner = getattr(module, name, None)
-        if not isinstance(owner, type):
-            continue
-        wrap_function_wrapper(module, f"{name}.__init__", _suspending_init)
-        undo.append(unwrapper(owner, "__init__", _suspending_init))
+        if isinstance(owner, type) and "__init__" in owner.__dict__:
+            undo.append(_suspending(owner))
     return undo
