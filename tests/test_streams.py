@@ -27,6 +27,15 @@ from payi_otel._providers._core import add_observer
 INPUT: dict[str, Any] = {"model": "gpt-4o-mini", "input": "Hello there"}
 
 
+@pytest.fixture(autouse=True)
+def own_context() -> Iterator[None]:
+    """Each test starts and ends in the context it was given (a test here may leave a late
+    restored context current, as an application would)."""
+    before = otel_context.get_current()
+    yield
+    otel_context.attach(before)
+
+
 @pytest.fixture
 def records(surface: GenAI) -> Iterator[list[CallRecord]]:
     """Every call of this test payi_otel reports (one per call: ``_core._Observation.finish``).
@@ -442,6 +451,8 @@ def test_a_context_another_library_restores_late_never_brings_an_exited_scope_ba
         _plain_call(surface, sdk)
     _plain_call(surface, sdk)
     assert not {"account_name", "user_id"} & set(get_context())
+    span = trace.get_current_span()  # no ended scope span left current either
+    assert not span.get_span_context().is_valid or span.is_recording()
     first, second, after = surface.attribution()
     assert (first.get("x-payi-account-name"), first.get("x-payi-user-id")) == ("outer", None)
     assert first == second
@@ -480,3 +491,20 @@ def test_a_generator_scope_left_under_a_late_restored_context_is_seen_only_on_it
     assert "user_id" not in get_context()
     resumed.close()
     assert "user_id" not in get_context()
+
+
+def test_a_thread_started_after_a_late_restore_does_not_carry_the_exited_scope(
+    surface: GenAI,
+) -> None:
+    """A thread shares nothing of its starter's contextvars: it is handed the context as
+    its starter sees it."""
+    seen: dict[str, object] = {}
+    with track_context(user_id="alice"):
+        held = [_Lingering(surface)]
+    held.clear()  # the context from inside alice's scope is current again, here
+    worker = threading.Thread(target=lambda: (seen.update(get_context()),
+                                              _plain_call(surface, "anthropic")))
+    worker.start()
+    worker.join(10)
+    assert "user_id" not in seen
+    assert "x-payi-user-id" not in surface.attribution()[-1]

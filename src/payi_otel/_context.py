@@ -42,6 +42,7 @@ __all__ = [
     "scope_spans",
     "set_global",
     "settings",
+    "settled",
     "with_call",
     "with_outgoing",
     "without_level",
@@ -207,6 +208,21 @@ def _live(state: ScopeState) -> ScopeState:
     return _build(_global, state.baggage, tracks, contexts)
 
 
+def settled(ctx: Context) -> Context:
+    """``ctx`` as this thread or task sees it (without the scopes that exited here), for
+    work handed to a thread, which does not share this one's note of exited scopes."""
+    if _EXITED.get() is None:
+        return ctx
+    state = otel_context.get_value(_STATE_KEY, ctx)
+    if not isinstance(state, ScopeState):
+        return ctx
+    live = _live(state)
+    if live is state:
+        return ctx
+    ctx = otel_context.set_value(_STATE_KEY, live, ctx)
+    return with_outgoing(ctx, live.effective) if _global.propagate_baggage else ctx
+
+
 def _state(ctx: Optional[Context]) -> Optional[ScopeState]:
     state = otel_context.get_value(_STATE_KEY, ctx)
     return _live(state) if isinstance(state, ScopeState) else None
@@ -259,8 +275,8 @@ def enter_scope(
 
 def without_level(ctx: Context, level: Level) -> Context:
     """``ctx`` with one scope's level taken out of its state (an out-of-order exit)."""
-    state = _state(ctx)
-    if state is None:
+    state = otel_context.get_value(_STATE_KEY, ctx)
+    if not isinstance(state, ScopeState):
         return ctx
     tracks = tuple(lv for lv in state.tracks if lv is not level)
     contexts = tuple(lv for lv in state.contexts if lv is not level)

@@ -108,9 +108,22 @@ class _Scope:
         stale = self._recorded or otel_context.get_current() is not self.context
         otel_context.detach(token)  # type: ignore[arg-type]
         if stale:
-            self._note_exit()
+            self._leave_stale()
 
-    def _note_exit(self) -> None:
+    def _leave_stale(self) -> None:
+        """Leave while another context is current (something attached on top has not
+        detached, or a late detach restored a context from inside this scope): take this
+        scope and its span out of the current context, and note that the scope exited here,
+        as the context that something restores when it detaches still carries it."""
+        current = otel_context.get_current()
+        ctx = payi_state.without_level(current, self._level)
+        span = trace.get_current_span(ctx)
+        if span is self._span or (span in _OUTER_SPANS and not span.is_recording()):
+            ctx = trace.set_span_in_context(_live_outer(span, self._span), ctx)
+        if ctx is not current:
+            if payi_state.propagate_baggage():
+                ctx = payi_baggage.with_outgoing(ctx, payi_state.current_effective(ctx))
+            otel_context.attach(ctx)
         payi_state.forget_here(self._level)
         self._recorded = True
 
@@ -122,19 +135,10 @@ class _Scope:
         token, self._token = self._token, None
         if token is None:
             return
-        current = otel_context.get_current()
-        if current is self.context:
+        if otel_context.get_current() is self.context:
             otel_context.detach(token)  # type: ignore[arg-type]
             return
-        ctx = payi_state.without_level(current, self._level)
-        if self._span is not None and trace.get_current_span(ctx) is self._span:
-            ctx = trace.set_span_in_context(_live_outer(self._span), ctx)
-        if payi_state.propagate_baggage():
-            ctx = payi_baggage.with_outgoing(ctx, payi_state.current_effective(ctx))
-        otel_context.attach(ctx)
-        # Something attached on top has not detached: when it does, the context it restores
-        # still carries this scope; noted so that it never applies here again.
-        self._note_exit()
+        self._leave_stale()
 
     def end(self, exc: Optional[BaseException] = None) -> None:
         if self._span is None:  # spanless mode
@@ -154,11 +158,13 @@ class _Scope:
 _OUTER_SPANS: weakref.WeakKeyDictionary[Span, Span] = weakref.WeakKeyDictionary()
 
 
-def _live_outer(span: Span) -> Span:
-    """The nearest span around ``span`` that has not ended (scopes may end out of order)."""
+def _live_outer(span: Span, leaving: Optional[Span] = None) -> Span:
+    """The nearest span around ``span`` that has not ended (scopes may end out of order),
+    nor is ``leaving``'s (a scope span about to end)."""
     outer = _OUTER_SPANS.get(span, trace.INVALID_SPAN)
     seen = 0
-    while outer is not trace.INVALID_SPAN and not outer.is_recording() and seen < 1000:
+    while outer is not trace.INVALID_SPAN and seen < 1000 and (
+            outer is leaving or not outer.is_recording()):
         outer = _OUTER_SPANS.get(outer, trace.INVALID_SPAN)
         seen += 1
     return outer

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Tuple
 from opentelemetry import context as otel_context
 from wrapt import wrap_function_wrapper
 
+from payi_otel._context import settled
 from payi_otel._wrapping import unwrapper
 
 __all__ = ["instrument_threads"]
@@ -49,7 +50,7 @@ def _thread_start(
     wrapped: Callable[..., Any], instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
 ) -> Any:
     # The instance attribute shadows ``run`` for every subclass, overridden ``run()`` or not.
-    ctx = _EMPTY if isinstance(instance, _POOL_WORKERS) else otel_context.get_current()
+    ctx = _EMPTY if isinstance(instance, _POOL_WORKERS) else settled(otel_context.get_current())
     instance.run = _in_context(ctx, instance.run)
     return wrapped(*args, **kwargs)
 
@@ -71,7 +72,7 @@ def _executor_submit(
 ) -> Any:
     if args:
         fn, *rest = args
-        return wrapped(_in_context(otel_context.get_current(), fn), *rest, **kwargs)
+        return wrapped(_in_context(settled(otel_context.get_current()), fn), *rest, **kwargs)
     return wrapped(*args, **kwargs)  # the executor's own TypeError for a missing fn
 
 
