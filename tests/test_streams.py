@@ -508,3 +508,25 @@ def test_a_thread_started_after_a_late_restore_does_not_carry_the_exited_scope(
     worker.join(10)
     assert "user_id" not in seen
     assert "x-payi-user-id" not in surface.attribution()[-1]
+
+
+@pytest.mark.parametrize("surface_", [s for s in SURFACES if s.name in (
+    "openai-chat", "openai-responses", "anthropic-messages", "anthropic-raw")],
+    ids=lambda s: s.name)
+def test_a_stream_freed_in_the_next_scope_never_takes_that_scope_away(
+    surface: GenAI, surface_: Surface
+) -> None:
+    """A loop that keeps the last stream in a variable frees the previous one inside the
+    next iteration's scope."""
+    stream: Any = None
+    for user in ("u1", "u2", "u3"):
+        with track_context(user_id=user):
+            stream, _ = surface_.open(surface)
+            next(iter(stream))
+            assert get_context().get("user_id") == user
+            _plain_call(surface, surface_.sdk)
+    del stream
+    gc.collect()
+    assert "user_id" not in get_context()
+    users = [a.get("x-payi-user-id") for a in surface.attribution()]
+    assert users == ["u1", "u1", "u2", "u2", "u3", "u3"]

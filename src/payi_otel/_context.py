@@ -194,12 +194,8 @@ def exited_here() -> bool:
     return _EXITED.get() is not None
 
 
-def _live(state: ScopeState) -> ScopeState:
-    """``state`` without the levels of scopes that exited here (one ContextVar read when
-    none did)."""
-    exited = _EXITED.get()
-    if exited is None:
-        return state
+def _live(state: ScopeState, exited: _Exited) -> ScopeState:
+    """``state`` without the levels of scopes that exited here."""
     ids = exited.ids
     tracks = tuple(lv for lv in state.tracks if id(lv) not in ids)
     contexts = tuple(lv for lv in state.contexts if id(lv) not in ids)
@@ -211,12 +207,13 @@ def _live(state: ScopeState) -> ScopeState:
 def settled(ctx: Context) -> Context:
     """``ctx`` as this thread or task sees it (without the scopes that exited here), for
     work handed to a thread, which does not share this one's note of exited scopes."""
-    if _EXITED.get() is None:
+    exited = _EXITED.get()
+    if exited is None:
         return ctx
     state = otel_context.get_value(_STATE_KEY, ctx)
     if not isinstance(state, ScopeState):
         return ctx
-    live = _live(state)
+    live = _live(state, exited)
     if live is state:
         return ctx
     ctx = otel_context.set_value(_STATE_KEY, live, ctx)
@@ -224,8 +221,13 @@ def settled(ctx: Context) -> Context:
 
 
 def _state(ctx: Optional[Context]) -> Optional[ScopeState]:
+    """The scope state in ``ctx`` as this thread or task sees it; the common case is one
+    empty ContextVar read more than the context lookup."""
     state = otel_context.get_value(_STATE_KEY, ctx)
-    return _live(state) if isinstance(state, ScopeState) else None
+    if not isinstance(state, ScopeState):
+        return None
+    exited = _EXITED.get()
+    return state if exited is None else _live(state, exited)
 
 
 def enter_scope(
