@@ -530,3 +530,20 @@ def test_a_stream_freed_in_the_next_scope_never_takes_that_scope_away(
     assert "user_id" not in get_context()
     users = [a.get("x-payi-user-id") for a in surface.attribution()]
     assert users == ["u1", "u1", "u2", "u2", "u3", "u3"]
+
+
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_a_raw_response_parsed_is_counted_once_with_its_usage(
+    surface: GenAI, records: list[CallRecord], sdk: str
+) -> None:
+    """``with_raw_response`` without a stream: what ``parse()`` gives carries the usage."""
+    if sdk == "openai":
+        parsed: Any = surface.openai.chat.completions.with_raw_response.create(**CHAT).parse()
+        expected = (parsed.usage.prompt_tokens, parsed.usage.completion_tokens)
+    else:
+        parsed = surface.anthropic.messages.with_raw_response.create(**MESSAGE).parse()
+        expected = (parsed.usage.input_tokens, parsed.usage.output_tokens)
+    gc.collect()
+    (record,) = records
+    assert record.usage is not None
+    assert (record.usage.input_tokens, record.usage.output_tokens) == expected
