@@ -49,11 +49,11 @@ class Otel:
         child = span
         while child.parent is not None:
             # Ids are not unique across hypothesis examples (it seeds ``random``): the parent
-            # is the span with that id whose lifetime contains the child's.
+            # is the span with that id that was open when the child started (a stream left
+            # unfinished can end its inner span after the outer one).
             parents = [
                 p for p in by_id.get((child.parent.trace_id, child.parent.span_id), ())
-                if (p.start_time or 0) <= (child.start_time or 0)
-                and (p.end_time or 0) >= (child.end_time or 0)
+                if (p.start_time or 0) <= (child.start_time or 0) <= (p.end_time or 0)
             ]
             if not parents:
                 break

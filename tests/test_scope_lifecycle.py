@@ -9,7 +9,7 @@ import functools
 from collections.abc import Iterator
 from typing import Any
 
-from fixtures_genai import CHAT, GenAI
+from fixtures_genai import CHAT, MESSAGE, GenAI
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
@@ -190,6 +190,41 @@ async def _seen_in_task() -> dict[str, object]:
     return await asyncio.create_task(read())
 
 
+class _Holders:
+    """Generators that each hold a track_context, and the model: the open scopes merged in
+    the order they were entered, nothing of a closed one."""
+
+    def __init__(self) -> None:
+        self.holders: dict[int, Iterator[None]] = {}
+        self.open_order: list[int] = []
+
+    def step(self, action: str, index: int) -> None:
+        if action == "open" and index not in self.holders:
+            self.holders[index] = _holder(index)
+            next(self.holders[index])
+            self.open_order.append(index)
+        elif action == "close" and index in self.holders:
+            self.holders.pop(index).close()  # type: ignore[attr-defined]
+            self.open_order.remove(index)
+
+    def expected(self) -> dict[str, object]:
+        if not self.open_order:
+            return {}
+        return {"user_id": f"u{self.open_order[-1]}",
+                "limit_ids": [f"l{i}" for i in self.open_order]}
+
+    def check(self) -> None:
+        """get_context() - here, in a new thread and in a new task - is the model's."""
+        expected = self.expected()
+        assert dict(get_context()) == expected
+        assert _seen_in_thread() == expected
+        assert asyncio.run(_seen_in_task()) == expected
+
+    def close_all(self) -> None:
+        for index in reversed(self.open_order):
+            self.holders[index].close()  # type: ignore[attr-defined]
+
+
 def test_random_interleavings_of_scopes_held_by_generators_match_the_model(
     no_global: Any,
 ) -> None:
@@ -205,27 +240,13 @@ def test_random_interleavings_of_scopes_held_by_generators_match_the_model(
     @settings(max_examples=60, deadline=None, database=None)
     @given(steps)
     def run(plan: list[tuple[str, int]]) -> None:
-        holders: dict[int, Iterator[None]] = {}
-        open_order: list[int] = []  # the model
+        model = _Holders()
         try:
             for action, index in plan:
-                if action == "open" and index not in holders:
-                    holders[index] = _holder(index)
-                    next(holders[index])
-                    open_order.append(index)
-                elif action == "close" and index in holders:
-                    holders.pop(index).close()  # type: ignore[attr-defined]
-                    open_order.remove(index)
-                expected: dict[str, object] = {}
-                if open_order:
-                    expected = {"user_id": f"u{open_order[-1]}",
-                                "limit_ids": [f"l{i}" for i in open_order]}
-                assert dict(get_context()) == expected
-                assert _seen_in_thread() == expected
-                assert asyncio.run(_seen_in_task()) == expected
+                model.step(action, index)
+                model.check()
         finally:
-            for index in reversed(open_order):
-                holders[index].close()  # type: ignore[attr-defined]
+            model.close_all()
         assert dict(get_context()) == {}
 
     run()
@@ -266,3 +287,60 @@ def test_span_attributes_read_back_as_the_parameters_either_way() -> None:
         assert read["request_properties"] == params["request_properties"]
         assert {k: read[k] for k in ("user_id", "limit_ids", "use_case_version")} == {
             "user_id": "u", "limit_ids": ("a", "b"), "use_case_version": 2}
+
+
+def _abandoned_stream(genai: GenAI, sdk: str) -> Any:
+    """A stream read for one item and left open (the caller keeps it, as a local would)."""
+    if sdk == "anthropic":
+        stream: Any = genai.anthropic.messages.create(**MESSAGE, stream=True)
+    else:
+        stream = genai.openai.chat.completions.create(**CHAT, stream=True)
+    next(iter(stream))
+    return stream
+
+
+def test_random_interleavings_of_scopes_and_abandoned_streams_match_the_model(
+    genai: GenAI,
+) -> None:
+    """As above, with GenAI streams (both SDKs, GenAI spans on) opened in whatever scopes are
+    current, read for one item, left open, and dropped and collected at random points (the
+    GenAI instrumentation's stream wrapper then finalizes and restores its context): after
+    every step get_context() - here, in a new thread, in a new task - and the next call's
+    headers are the model's."""
+    import gc
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    genai.reinstrument(caller_file="<test>")  # no global level: the model is the open scopes
+    step = st.one_of(
+        st.tuples(st.sampled_from(["open", "close"]), st.integers(0, 3)),
+        st.tuples(st.just("stream"), st.sampled_from(["anthropic", "openai"])),
+        st.tuples(st.just("collect"), st.integers(0, 3)),
+    )
+
+    @settings(max_examples=40, deadline=None, database=None)
+    @given(st.lists(step, max_size=14))
+    def run(plan: list[tuple[str, Any]]) -> None:
+        model = _Holders()
+        streams: list[Any] = []
+        try:
+            for action, arg in plan:
+                if action == "stream":
+                    streams.append(_abandoned_stream(genai, arg))
+                elif action == "collect" and streams:
+                    del streams[arg % len(streams)]
+                    gc.collect()
+                    genai.anthropic.messages.create(**MESSAGE)
+                    sent = genai.attribution()[-1].get("x-payi-user-id")
+                    assert sent == model.expected().get("user_id"), plan
+                else:
+                    model.step(action, arg)
+                model.check()
+        finally:
+            model.close_all()
+            streams.clear()
+            gc.collect()
+        assert dict(get_context()) == {}
+
+    run()

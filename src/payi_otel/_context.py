@@ -13,6 +13,7 @@ Rules: docs/precedence.md.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import FrozenSet, Hashable, NamedTuple, Optional, Tuple
 
@@ -32,12 +33,16 @@ __all__ = [
     "current_effective",
     "effective_scope_spans",
     "enter_scope",
+    "exited_here",
+    "forget_here",
     "instrumented",
     "propagate_baggage",
     "read_incoming",
+    "remember_here",
     "scope_spans",
     "set_global",
     "settings",
+    "settled",
     "with_call",
     "with_outgoing",
     "without_level",
@@ -141,9 +146,88 @@ def _build(
     )
 
 
-def _state(ctx: Optional[Context]) -> Optional[ScopeState]:
+# --- scopes that exited here, for contexts someone else restores later ----------------------
+#
+# A scope leaves by detaching the context it attached. When something attached on top of it
+# and has not detached yet (a GenAI instrumentation keeps a stream's span attached until the
+# stream ends, closes or is collected), the scope can only take itself out of the current
+# context; when that something finally detaches, the context from before its attach - inside
+# the scope - becomes current again. So an exit that finds another context current is noted
+# here, per thread and per task (a ContextVar: a task or thread handed work before the exit
+# keeps the scope it was given), and the one reader of the scope state drops the noted levels
+# (README, "Where the context travels", "Scope lifecycle").
+
+#: How many such exits a thread or task remembers (the oldest is forgotten first).
+EXITED_MAX = 64
+
+
+class _Exited(NamedTuple):
+    levels: Tuple[Level, ...]
+    #: ``id()`` of each level (held alive by ``levels``, so no id is reused meanwhile).
+    ids: FrozenSet[int]
+
+
+_EXITED: ContextVar[Optional[_Exited]] = ContextVar("payi_otel_exited_scopes", default=None)
+
+
+def forget_here(level: Level) -> None:
+    """``level``'s scope exited in this thread / task while another context was current: a
+    context that still carries it is stale here."""
+    exited = _EXITED.get()
+    if exited is None:
+        _EXITED.set(_Exited((level,), frozenset((id(level),))))
+    elif id(level) not in exited.ids:
+        levels = (*exited.levels[1 - EXITED_MAX:], level)
+        _EXITED.set(_Exited(levels, frozenset(map(id, levels))))
+
+
+def remember_here(level: Level) -> None:
+    """``level``'s scope is entered again here (a ``@track`` generator resumed)."""
+    exited = _EXITED.get()
+    if exited is not None and id(level) in exited.ids:
+        levels = tuple(lv for lv in exited.levels if lv is not level)
+        _EXITED.set(_Exited(levels, frozenset(map(id, levels))) if levels else None)
+
+
+def exited_here() -> bool:
+    """Whether a scope exited here while another context was current (the rare case)."""
+    return _EXITED.get() is not None
+
+
+def _live(state: ScopeState, exited: _Exited) -> ScopeState:
+    """``state`` without the levels of scopes that exited here."""
+    ids = exited.ids
+    tracks = tuple(lv for lv in state.tracks if id(lv) not in ids)
+    contexts = tuple(lv for lv in state.contexts if id(lv) not in ids)
+    if len(tracks) == len(state.tracks) and len(contexts) == len(state.contexts):
+        return state
+    return _build(_global, state.baggage, tracks, contexts)
+
+
+def settled(ctx: Context) -> Context:
+    """``ctx`` as this thread or task sees it (without the scopes that exited here), for
+    work handed to a thread, which does not share this one's note of exited scopes."""
+    exited = _EXITED.get()
+    if exited is None:
+        return ctx
     state = otel_context.get_value(_STATE_KEY, ctx)
-    return state if isinstance(state, ScopeState) else None
+    if not isinstance(state, ScopeState):
+        return ctx
+    live = _live(state, exited)
+    if live is state:
+        return ctx
+    ctx = otel_context.set_value(_STATE_KEY, live, ctx)
+    return with_outgoing(ctx, live.effective) if _global.propagate_baggage else ctx
+
+
+def _state(ctx: Optional[Context]) -> Optional[ScopeState]:
+    """The scope state in ``ctx`` as this thread or task sees it; the common case is one
+    empty ContextVar read more than the context lookup."""
+    state = otel_context.get_value(_STATE_KEY, ctx)
+    if not isinstance(state, ScopeState):
+        return None
+    exited = _EXITED.get()
+    return state if exited is None else _live(state, exited)
 
 
 def enter_scope(
@@ -156,9 +240,7 @@ def enter_scope(
     ``key`` is ``params``' hashable form (see :class:`Level`).
     """
     glob = _global
-    state = otel_context.get_value(_STATE_KEY, parent)
-    if not isinstance(state, ScopeState):
-        state = None
+    state = _state(parent)
     if state is None:
         baggage = _incoming_baggage(glob, parent)
         if baggage is not None:
@@ -194,8 +276,8 @@ def enter_scope(
 
 def without_level(ctx: Context, level: Level) -> Context:
     """``ctx`` with one scope's level taken out of its state (an out-of-order exit)."""
-    state = _state(ctx)
-    if state is None:
+    state = otel_context.get_value(_STATE_KEY, ctx)
+    if not isinstance(state, ScopeState):
         return ctx
     tracks = tuple(lv for lv in state.tracks if lv is not level)
     contexts = tuple(lv for lv in state.contexts if lv is not level)

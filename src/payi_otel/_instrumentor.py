@@ -30,6 +30,7 @@ from payi_otel._outgoing import guard_hops
 from payi_otel._parameters import ParameterError, ParameterValueError
 from payi_otel._providers import PROVIDERS, add_observer, instrument_providers
 from payi_otel._spans import install_processor, set_payi_tracer_provider
+from payi_otel._stream_context import suspend_genai_streams
 from payi_otel._threads import instrument_threads
 
 __all__ = ["PayiInstrumentor", "payi_instrument"]
@@ -145,6 +146,7 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         undo.extend(guard_hops())
         undo.append(install_processor(provider or trace.get_tracer_provider()))
         undo.extend(instrument_providers(PROVIDERS))
+        undo.extend(suspend_genai_streams())
         undo.append(add_observer(CostObserver(kwargs.get("meter_provider"),
                                               metrics_user_id=metrics_user_id)))
         undo.append(destinations.unguard_all)

@@ -62,16 +62,20 @@ def strip_payi_members(header: str) -> str:
 def _refused_hop(request: Any) -> Optional[otel_context.Context]:
     """Hold the baggage policy on one hop: when the hop's URL must not get ``payi.*`` baggage,
     its ``baggage`` header loses those members, and the context to send it in (without them)
-    is returned. None: send it as it is (baggage off, nothing payi-related, or allowed)."""
+    is returned; for an allowed hop, the context without scopes that exited here, where it
+    differs. None: send it as it is (baggage off, nothing payi-related, or allowed)."""
     if not payi_state.propagate_baggage():
         return None
     headers = request.headers
     header = headers.get("baggage")
     in_header = header is not None and ("payi" in header or "%" in header)
-    ctx = otel_context.get_current()
+    current = otel_context.get_current()
+    # A context another library restored late may still carry a scope that exited here:
+    # its baggage is not this hop's to send (README "Scope lifecycle").
+    ctx = payi_state.settled(current)
     in_context = any(key.startswith(BAGGAGE_PREFIX) for key in otel_baggage.get_all(ctx))
     if not (in_header or in_context) or destinations.current().sends_to(str(request.url)):
-        return None
+        return None if ctx is current else ctx
     if in_header:
         kept = strip_payi_members(header)
         if kept:

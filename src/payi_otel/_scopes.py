@@ -42,7 +42,8 @@ class _Scope:
     cannot be started (e.g. a span processor that raises) leaves a scope without a span.
     """
 
-    __slots__ = ("_level", "_outer_span", "_span", "_token", "context", "effective")
+    __slots__ = ("_level", "_outer_span", "_recorded", "_span", "_token", "context",
+                 "effective")
 
     def __init__(
         self, method: str, params: Params, span_name: str, parent: Context,
@@ -58,7 +59,10 @@ class _Scope:
             )
         state, ctx = payi_state.enter_scope(method, params, parent, key)
         self._level = state.tracks[-1] if method == payi_state.TRACK else state.contexts[-1]
+        self._recorded = False
         self.effective: Effective = state.effective
+        if settings.scope_spans and payi_state.exited_here():
+            parent = _settled(parent)
         self._outer_span: Span = trace.get_current_span(parent)
         self._span: Optional[Span] = None
         if settings.scope_spans:
@@ -87,14 +91,41 @@ class _Scope:
         self._token: Optional[object] = None
 
     def attach(self) -> None:
+        if self._recorded:  # resumed after a stale exit was noted (see restore)
+            payi_state.remember_here(self._level)
         self._token = otel_context.attach(self.context)
 
     def restore(self) -> None:
         """Put back exactly the context from before :meth:`attach`, discarding whatever the
-        code run in between left attached (a driven generator's body between resumes)."""
+        code run in between left attached (a driven generator's body between resumes).
+
+        When something is still attached on top of this scope's context (a stream left
+        open in the body), its later detach would bring this scope back between resumes:
+        the scope is noted as exited here until it is attached again."""
         token, self._token = self._token, None
-        if token is not None:
-            otel_context.detach(token)  # type: ignore[arg-type]
+        if token is None:
+            return
+        stale = self._recorded or otel_context.get_current() is not self.context
+        otel_context.detach(token)  # type: ignore[arg-type]
+        if stale:
+            self._leave_stale()
+
+    def _leave_stale(self) -> None:
+        """Leave while another context is current (something attached on top has not
+        detached, or a late detach restored a context from inside this scope): take this
+        scope and its span out of the current context, and note that the scope exited here,
+        as the context that something restores when it detaches still carries it."""
+        current = otel_context.get_current()
+        ctx = payi_state.without_level(current, self._level)
+        span = trace.get_current_span(ctx)
+        if span is self._span or (span in _OUTER_SPANS and not span.is_recording()):
+            ctx = trace.set_span_in_context(_live_outer(span, self._span), ctx)
+        if ctx is not current:
+            if payi_state.propagate_baggage():
+                ctx = payi_baggage.with_outgoing(ctx, payi_state.current_effective(ctx))
+            otel_context.attach(ctx)
+        payi_state.forget_here(self._level)
+        self._recorded = True
 
     def detach(self) -> None:
         """Leave the scope. In order (this scope's context is the current one): restore what
@@ -104,16 +135,10 @@ class _Scope:
         token, self._token = self._token, None
         if token is None:
             return
-        current = otel_context.get_current()
-        if current is self.context:
+        if otel_context.get_current() is self.context:
             otel_context.detach(token)  # type: ignore[arg-type]
             return
-        ctx = payi_state.without_level(current, self._level)
-        if self._span is not None and trace.get_current_span(ctx) is self._span:
-            ctx = trace.set_span_in_context(_live_outer(self._span), ctx)
-        if payi_state.propagate_baggage():
-            ctx = payi_baggage.with_outgoing(ctx, payi_state.current_effective(ctx))
-        otel_context.attach(ctx)
+        self._leave_stale()
 
     def end(self, exc: Optional[BaseException] = None) -> None:
         if self._span is None:  # spanless mode
@@ -133,14 +158,26 @@ class _Scope:
 _OUTER_SPANS: weakref.WeakKeyDictionary[Span, Span] = weakref.WeakKeyDictionary()
 
 
-def _live_outer(span: Span) -> Span:
-    """The nearest span around ``span`` that has not ended (scopes may end out of order)."""
+def _live_outer(span: Span, leaving: Optional[Span] = None) -> Span:
+    """The nearest span around ``span`` that has not ended (scopes may end out of order),
+    nor is ``leaving``'s (a scope span about to end)."""
     outer = _OUTER_SPANS.get(span, trace.INVALID_SPAN)
     seen = 0
-    while outer is not trace.INVALID_SPAN and not outer.is_recording() and seen < 1000:
+    while outer is not trace.INVALID_SPAN and seen < 1000 and (
+            outer is leaving or not outer.is_recording()):
         outer = _OUTER_SPANS.get(outer, trace.INVALID_SPAN)
         seen += 1
     return outer
+
+
+def _settled(parent: Context) -> Context:
+    """``parent`` with a live current span, when a stale context (restored by someone
+    else's detach after its scope exited) left an ended scope span current there: a new
+    scope span is not made the child of a span that ended."""
+    span = trace.get_current_span(parent)
+    if span.is_recording() or span not in _OUTER_SPANS:
+        return parent
+    return trace.set_span_in_context(_live_outer(span), parent)
 
 
 class _NoScope(_Scope):
@@ -150,6 +187,7 @@ class _NoScope(_Scope):
 
     def __init__(self) -> None:
         self._token = None
+        self._recorded = False
         self.context = otel_context.get_current()
 
     def attach(self) -> None:

@@ -46,6 +46,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from opentelemetry import context as otel_context
 from wrapt import wrap_function_wrapper
 
+from payi_otel._context import settled
 from payi_otel._wrapping import unwrapper
 
 __all__ = ["instrument_threads"]
@@ -100,7 +101,7 @@ def _thread_start(
     # The instance attribute shadows ``run`` for every subclass, overridden ``run()`` or not.
     kept = (isinstance(instance, _POOL_THREADS)
             or id(getattr(instance, "_target", None)) in _POOL_TARGETS)
-    ctx = _EMPTY if kept else otel_context.get_current()
+    ctx = _EMPTY if kept else settled(otel_context.get_current())
     instance.run = _in_context(ctx, instance.run)
     return wrapped(*args, **kwargs)
 
@@ -128,7 +129,7 @@ def _executor_submit(
 ) -> Any:
     if args:
         fn, *rest = args
-        return wrapped(_in_context(otel_context.get_current(), fn), *rest, **kwargs)
+        return wrapped(_in_context(settled(otel_context.get_current()), fn), *rest, **kwargs)
     return wrapped(*args, **kwargs)  # the executor's own TypeError for a missing fn
 
 
@@ -136,12 +137,12 @@ def _add_done_callback(
     wrapped: Callable[..., Any], instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
 ) -> Any:
     if len(args) == 1 and not kwargs and callable(args[0]):
-        return wrapped(_Carried(otel_context.get_current(), args[0]))
+        return wrapped(_Carried(settled(otel_context.get_current()), args[0]))
     return wrapped(*args, **kwargs)
 
 
 def _carry(fn: Optional[Callable[..., Any]]) -> Optional[Callable[..., Any]]:
-    return _Carried(otel_context.get_current(), fn) if callable(fn) else fn
+    return _Carried(settled(otel_context.get_current()), fn) if callable(fn) else fn
 
 
 def _apply_result_init(
@@ -199,7 +200,7 @@ def _finalize_init(
 ) -> Any:
     if len(args) >= 2 and callable(args[1]):
         obj, fn, *rest = args
-        return wrapped(obj, _Carried(otel_context.get_current(), fn), *rest, **kwargs)
+        return wrapped(obj, _Carried(settled(otel_context.get_current()), fn), *rest, **kwargs)
     return wrapped(*args, **kwargs)
 
 

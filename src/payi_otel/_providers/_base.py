@@ -144,3 +144,8 @@ class Provider(Protocol):
     def is_stream(self, result: object) -> bool:
         """Whether ``result`` is a stream whose items arrive later."""
         ...
+
+    def is_raw_response(self, result: object) -> bool:
+        """Whether ``result`` is the SDK's raw response (``with_raw_response``,
+        ``with_streaming_response``), whose ``parse()`` gives the response or stream."""
+        ...

@@ -15,8 +15,10 @@ closed) is reported with its usage.
 from __future__ import annotations
 
 import importlib
+import inspect
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -133,12 +135,60 @@ class _Observation:
                 internal_error("observer", "a response observer failed")
 
 
-class _ObservedStream(wrapt.ObjectProxy):  # type: ignore[type-arg,unused-ignore]
-    """The SDK's stream, unchanged for the caller, reporting usage as its items pass."""
+class _Observing(wrapt.ObjectProxy):  # type: ignore[type-arg,unused-ignore]
+    """A proxy that reports its call once, at the latest when it is collected."""
 
     def __init__(self, wrapped: Any, observation: _Observation) -> None:
         super().__init__(wrapped)
         self._self_observation = observation
+        finalizer = self._self_finalizer = weakref.finalize(self, observation.finish)
+        finalizer.atexit = False  # not at interpreter exit: the observers may be shut down
+
+
+class _ClosingResponse(wrapt.ObjectProxy):  # type: ignore[type-arg,unused-ignore]
+    """A stream's HTTP response: closing it ends the call's observation (the SDKs' stream
+    helpers close a stream this way: ``chat.completions.stream()``, ``responses.stream()``)."""
+
+    def __init__(self, wrapped: Any, observation: _Observation) -> None:
+        super().__init__(wrapped)
+        self._self_observation = observation
+
+    def close(self) -> Any:
+        self._self_observation.finish()
+        return self.__wrapped__.close()
+
+    async def aclose(self) -> Any:
+        self._self_observation.finish()
+        return await self.__wrapped__.aclose()
+
+
+class _StreamProxy(_Observing):
+    """What sync and async streams share: their ``response`` closes the observation too."""
+
+    def __init__(self, wrapped: Any, observation: _Observation) -> None:
+        super().__init__(wrapped, observation)
+        self._self_response: Optional[_ClosingResponse] = None
+
+    @property
+    def response(self) -> Any:
+        response = self._self_response
+        if response is None:
+            response = self._self_response = _ClosingResponse(
+                self.__wrapped__.response, self._self_observation)
+        return response
+
+
+class _ObservedStream(_StreamProxy):
+    """The SDK's stream, unchanged for the caller, reporting usage as its items pass.
+
+    Every way of using a stream goes through here: iteration (``for``, ``next``, the SDK's
+    helpers that iterate it: ``messages.stream()``, ``chat.completions.stream()``,
+    ``responses.stream()``), ``with`` (which gives this proxy, not the bare stream),
+    ``close()``. The call is reported once: when the stream ends, is closed, or - left
+    unfinished and dropped - is collected, with the usage seen so far (README, "Cost and
+    usage"). Sync and async streams get distinct proxies, each with only its own protocol,
+    as instrumentations tell them apart by shape (``__next__`` / ``__anext__``).
+    """
 
     def __iter__(self) -> Iterator[Any]:
         observation = self._self_observation
@@ -146,20 +196,43 @@ class _ObservedStream(wrapt.ObjectProxy):  # type: ignore[type-arg,unused-ignore
             for item in self.__wrapped__:
                 if not observation.hidden(item):
                     yield item
+        except GeneratorExit:  # the caller stopped early (``break``): not a failure
+            observation.finish()
+            raise
         except BaseException as exc:
             observation.finish(exc)
             raise
         observation.finish()
 
     def __next__(self) -> Any:
+        observation = self._self_observation
         while True:
             try:
                 item = next(self.__wrapped__)
             except StopIteration:
-                self._self_observation.finish()
+                observation.finish()
                 raise
-            if not self._self_observation.hidden(item):
+            except BaseException as exc:
+                observation.finish(exc)
+                raise
+            if not observation.hidden(item):
                 return item
+
+    def __enter__(self) -> Any:
+        self.__wrapped__.__enter__()
+        return self  # not the bare stream: its items still pass the observer
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        self._self_observation.finish()
+        return self.__wrapped__.__exit__(*exc_info)
+
+    def close(self) -> Any:
+        self._self_observation.finish()
+        return self.__wrapped__.close()
+
+
+class _ObservedAsyncStream(_StreamProxy):
+    """The async counterpart of :class:`_ObservedStream`."""
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         observation = self._self_observation
@@ -167,24 +240,82 @@ class _ObservedStream(wrapt.ObjectProxy):  # type: ignore[type-arg,unused-ignore
             async for item in self.__wrapped__:
                 if not observation.hidden(item):
                     yield item
+        except GeneratorExit:
+            observation.finish()
+            raise
         except BaseException as exc:
             observation.finish(exc)
             raise
         observation.finish()
 
     async def __anext__(self) -> Any:
+        observation = self._self_observation
         while True:
             try:
                 item = await self.__wrapped__.__anext__()
             except StopAsyncIteration:
-                self._self_observation.finish()
+                observation.finish()
                 raise
-            if not self._self_observation.hidden(item):
+            except BaseException as exc:
+                observation.finish(exc)
+                raise
+            if not observation.hidden(item):
                 return item
+
+    async def __aenter__(self) -> Any:
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        self._self_observation.finish()
+        return await self.__wrapped__.__aexit__(*exc_info)
+
+    async def close(self) -> Any:
+        self._self_observation.finish()
+        return await self.__wrapped__.close()
+
+
+class _ObservedAsyncClosable(_ObservedAsyncStream):
+    """An async stream that also has ``aclose()`` (openai's alias of ``close()``); a
+    stream without one must not seem to have it (instrumentations look for it)."""
+
+    async def aclose(self) -> Any:
+        self._self_observation.finish()
+        return await self.__wrapped__.aclose()
+
+
+class _ObservedResponse(_Observing):
+    """A raw response (``with_raw_response``, ``with_streaming_response``), unchanged for
+    the caller: what its ``parse()`` gives is observed (a stream as it is read); a response
+    read only as bytes or lines reports no usage (payi_otel does not parse the caller's raw
+    body). Reported once: when parsed (a stream: when it ends), closed, or collected."""
+
+    def __init__(self, wrapped: Any, observation: _Observation) -> None:
+        super().__init__(wrapped, observation)
+        self._self_parsed: Optional[Tuple[Any, Any]] = None
+
+    def parse(self, *args: Any, **kwargs: Any) -> Any:
+        result = self.__wrapped__.parse(*args, **kwargs)
+        if inspect.isawaitable(result):
+            return self._self_parse_async(result)
+        return self._self_observe(result)
+
+    async def _self_parse_async(self, awaitable: Any) -> Any:
+        return self._self_observe(await awaitable)
+
+    def _self_observe(self, parsed: Any) -> Any:
+        known = self._self_parsed
+        if known is not None and known[0] is parsed:  # the SDK caches what it parsed
+            return known[1]
+        observed = _observed(parsed, self._self_observation)
+        self._self_parsed = (parsed, observed)
+        if isinstance(observed, _Observing):  # a stream: it reports when it ends, not this
+            self._self_finalizer.detach()
+        return observed
 
     def close(self) -> Any:
         self._self_observation.finish()
-        return self.__wrapped__.close()
+        return self.__wrapped__.close()  # sync, or the async response's coroutine
 
 
 def _observed(result: Any, observation: Optional[_Observation]) -> Any:
@@ -193,7 +324,13 @@ def _observed(result: Any, observation: Optional[_Observation]) -> Any:
     try:
         if observation.provider.is_stream(result):
             observation.streamed = True
+            if hasattr(result, "__anext__"):
+                if hasattr(result, "aclose"):
+                    return _ObservedAsyncClosable(result, observation)
+                return _ObservedAsyncStream(result, observation)
             return _ObservedStream(result, observation)
+        if observation.provider.is_raw_response(result):
+            return _ObservedResponse(result, observation)
         observation.see(result)
         observation.finish()
     except Exception:

@@ -50,6 +50,7 @@ class StainlessProvider:
     def __init__(self) -> None:
         self._markers: Optional[Tuple[type, Tuple[type, ...], Callable[[Any], Any]]] = None
         self._stream_types: Tuple[type, ...] = ()
+        self._raw_types: Tuple[type, ...] = ()
 
     def patch_points(self) -> Sequence[PatchPoint]:
         types = importlib.import_module(f"{self.name}._types")
@@ -60,9 +61,20 @@ class StainlessProvider:
             t for t in (getattr(streaming, "Stream", None), getattr(streaming, "AsyncStream", None))
             if isinstance(t, type)
         )
+        self._raw_types = tuple(
+            t for t in (self._find("_response", "BaseAPIResponse"),
+                        self._find("_legacy_response", "LegacyAPIResponse"))
+            if isinstance(t, type)
+        )
         module = f"{self.name}._base_client"
         return (PatchPoint(module, "SyncAPIClient.request", False),
                 PatchPoint(module, "AsyncAPIClient.request", True))
+
+    def _find(self, module: str, name: str) -> object:
+        try:
+            return getattr(importlib.import_module(f"{self.name}.{module}"), name, None)
+        except ImportError:
+            return None
 
     @property
     def absent(self) -> Tuple[type, ...]:
@@ -176,3 +188,6 @@ class StainlessProvider:
 
     def is_stream(self, result: object) -> bool:
         return bool(self._stream_types) and isinstance(result, self._stream_types)
+
+    def is_raw_response(self, result: object) -> bool:
+        return bool(self._raw_types) and isinstance(result, self._raw_types)

@@ -1,0 +1,83 @@
+"""GenAI stream wrappers hand the caller's context back (README, "Where the context travels",
+"Scope lifecycle").
+
+A GenAI instrumentation built on ``opentelemetry-util-genai`` starts an invocation that
+attaches its span's context, and hands a stream back to the caller in a stream wrapper
+(``SyncStreamWrapper`` / ``AsyncStreamWrapper``). ``genai-openai`` then calls
+``invocation.suspend()`` (the util's API for exactly this: give the caller its context back,
+make the span current again only around each read); ``genai-anthropic`` does not, so the
+invocation stays attached until the stream ends, is closed or is collected - and a
+``detach`` that late resets the context to what it was when the stream was made, bringing
+back a scope that has exited since, or dropping one entered since.
+
+Here every such wrapper suspends its invocation as it is made, when that is still in order
+(the invocation's context is the current one). Streams of other libraries that stay
+attached are left to the scopes' own defence (``_scopes._Scope.detach``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Any, Callable, List
+
+from opentelemetry import context as otel_context
+
+from payi_otel._log import internal_error
+
+__all__ = ["suspend_genai_streams"]
+
+_MODULE = "opentelemetry.util.genai.stream"
+_WRAPPERS = ("SyncStreamWrapper", "AsyncStreamWrapper")
+
+
+def _suspend(wrapper: Any) -> None:
+    """Suspend ``wrapper``'s invocation if it is still attached and its context is the
+    current one (so the detach is in order)."""
+    try:
+        invocation = getattr(wrapper, "_self_invocation", None)
+        suspend = getattr(invocation, "suspend", None)
+        if (
+            callable(suspend)
+            and getattr(invocation, "_context_token", None) is not None
+            and otel_context.get_current() is getattr(invocation, "context", None)
+        ):
+            suspend()
+    except Exception:
+        internal_error("genai-stream-suspend", "suspending a GenAI stream's invocation failed")
+
+
+def _suspending(owner: type) -> Callable[[], None]:
+    """Make ``owner.__init__`` suspend the invocation once the wrapper is made; the undo.
+
+    A plain function, not a ``wrapt`` wrapper: subclasses call ``Base.__init__(self, ...)``
+    unbound on a proxy that is not initialised yet, which a ``wrapt`` wrapper would inspect.
+    """
+    original = owner.__dict__["__init__"]
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        _suspend(self)
+
+    owner.__init__ = __init__  # type: ignore[misc]
+
+    def undo() -> None:
+        if owner.__dict__.get("__init__") is __init__:
+            owner.__init__ = original  # type: ignore[misc]
+
+    return undo
+
+
+def suspend_genai_streams() -> List[Callable[[], None]]:
+    """Make util-genai's stream wrappers suspend their invocation; returns the undo."""
+    try:
+        module = importlib.import_module(_MODULE)
+    except ImportError:
+        return []  # no GenAI instrumentation built on opentelemetry-util-genai
+    undo: List[Callable[[], None]] = []
+    for name in _WRAPPERS:
+        owner = getattr(module, name, None)
+        if isinstance(owner, type) and "__init__" in owner.__dict__:
+            undo.append(_suspending(owner))
+    return undo
