@@ -27,6 +27,18 @@ def raise_internal_errors(request: pytest.FixtureRequest) -> Iterator[None]:
     _log.RAISE_INTERNAL_ERRORS = False
 
 
+@pytest.fixture(autouse=True)
+def fresh_context() -> Iterator[None]:
+    """Each test starts in an empty OpenTelemetry context, whatever an earlier test left
+    attached (tests that leave scopes out of order, or by hand, do so on purpose); the
+    suite's result then does not depend on its order (``make test`` runs it on 2 workers)."""
+    from opentelemetry import context as otel_context
+
+    token = otel_context.attach(otel_context.Context())
+    yield
+    otel_context.detach(token)
+
+
 @pytest.fixture
 def internal_errors_contained() -> None:
     """Internal errors are handled as in production: logged once, never raised."""
