@@ -547,3 +547,25 @@ def test_a_raw_response_parsed_is_counted_once_with_its_usage(
     (record,) = records
     assert record.usage is not None
     assert (record.usage.input_tokens, record.usage.output_tokens) == expected
+
+
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+async def test_an_async_raw_response_parsed_twice_gives_its_one_stream_both_times(
+    surface: GenAI, sdk: str
+) -> None:
+    """``await raw.parse()`` twice gives the same stream, whoever wraps the raw response
+    (genai-anthropic's proxy replays its memo through a fresh awaitable only when ``parse``
+    is a coroutine function: make test-upstream caught it)."""
+    with track_context(user_id="twice"):
+        if sdk == "anthropic":
+            create: Any = surface.async_anthropic.messages.with_streaming_response.create(
+                **MESSAGE, stream=True)
+        else:
+            create = surface.async_openai.chat.completions.with_streaming_response.create(
+                **CHAT, stream=True)
+        async with create as raw:
+            first = await raw.parse()
+            assert await raw.parse() is first
+            items = [item async for item in first]
+    assert items
+    assert [a.get("x-payi-user-id") for a in surface.attribution()] == ["twice"]

@@ -295,13 +295,7 @@ class _ObservedResponse(_Observing):
         self._self_parsed: Optional[Tuple[Any, Any]] = None
 
     def parse(self, *args: Any, **kwargs: Any) -> Any:
-        result = self.__wrapped__.parse(*args, **kwargs)
-        if inspect.isawaitable(result):
-            return self._self_parse_async(result)
-        return self._self_observe(result)
-
-    async def _self_parse_async(self, awaitable: Any) -> Any:
-        return self._self_observe(await awaitable)
+        return self._self_observe(self.__wrapped__.parse(*args, **kwargs))
 
     def _self_observe(self, parsed: Any) -> Any:
         known = self._self_parsed
@@ -318,6 +312,15 @@ class _ObservedResponse(_Observing):
         return self.__wrapped__.close()  # sync, or the async response's coroutine
 
 
+class _ObservedAsyncResponse(_ObservedResponse):
+    """An async client's raw response: ``parse()`` is a coroutine function here too, as
+    callers (and the GenAI instrumentations' own response proxies, which replay a memoized
+    parse through a fresh awaitable only for one) tell it by ``iscoroutinefunction``."""
+
+    async def parse(self, *args: Any, **kwargs: Any) -> Any:
+        return self._self_observe(await self.__wrapped__.parse(*args, **kwargs))
+
+
 def _observed(result: Any, observation: Optional[_Observation]) -> Any:
     if observation is None:
         return result
@@ -330,6 +333,8 @@ def _observed(result: Any, observation: Optional[_Observation]) -> Any:
                 return _ObservedAsyncStream(result, observation)
             return _ObservedStream(result, observation)
         if observation.provider.is_raw_response(result):
+            if inspect.iscoroutinefunction(getattr(result, "parse", None)):
+                return _ObservedAsyncResponse(result, observation)
             return _ObservedResponse(result, observation)
         observation.see(result)
         observation.finish()
