@@ -532,7 +532,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     collector = binaries.ensure_collector()
     jaeger_bin = binaries.ensure_jaeger()
     built = time.monotonic()
-    logs = Path(tempfile.mkdtemp(prefix="payi-otel-e2e-"))
+    logs = _logs_dir()
     print(f"e2e: collector {binaries.OTELCOL_VERSION} ({collector}), "
           f"Jaeger {binaries.JAEGER_RELEASE} ({jaeger_bin}); logs and records in {logs}",
           flush=True)
@@ -550,6 +550,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"e2e: FAILED: {', '.join(failed)}")
     print(f"e2e: {len(names) - len(failed)} passed, {len(failed)} failed", flush=True)
     return 1 if failed else 0
+
+
+#: How many runs' logs the cache keeps (the newest; older ones are removed when a run starts).
+KEEP_RUNS = 5
+
+
+def _logs_dir() -> Path:
+    """A fresh directory for this run's logs and records, inside the e2e cache (next to the
+    binaries, not loose in /tmp); only the newest :data:`KEEP_RUNS` runs are kept."""
+    runs = binaries.cache_root() / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    for old in sorted(runs.iterdir(), key=lambda p: p.stat().st_mtime)[:-(KEEP_RUNS - 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=runs))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import pytest
@@ -87,3 +88,29 @@ def test_unparseable_text_names_its_source(name: str, text: str, what: str) -> N
 def test_track_rejects_non_callables() -> None:
     with pytest.raises(TypeError, match="function"):
         track()(42)  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize(("typed", "meant"), [
+    ("userid", "user_id"), ("UserId", "user_id"), ("limits", "limit_ids"),
+    ("use_case_nme", "use_case_name"), ("accountname", "account_name"),
+])
+def test_a_mistyped_keyword_gets_a_did_you_mean(typed: str, meant: str) -> None:
+    with pytest.raises(TypeError, match=rf"{typed!r} \(did you mean {meant!r}\?\)"):
+        track_context(**{typed: "x"})
+    with pytest.raises(TypeError, match=rf"did you mean {meant!r}"):
+        track(**{typed: "x"})
+
+
+def test_errors_are_shown_under_their_public_names() -> None:
+    with pytest.raises(TypeError) as raised:
+        track_context(userid="x")
+    assert f"{type(raised.value).__module__}.{type(raised.value).__qualname__}" == (
+        "payi_otel.ParameterTypeError")
+    assert "_parameters" not in "".join(
+        traceback.format_exception_only(type(raised.value), raised.value))
+    import payi_otel
+
+    for error in (payi_otel.ParameterError, payi_otel.ParameterTypeError,
+                  payi_otel.ParameterValueError):
+        assert getattr(payi_otel, error.__name__) is error
+        assert error.__module__ == "payi_otel"

@@ -16,6 +16,7 @@ Representation of one level's parameters (a plain ``dict``, never mutated once b
 
 from __future__ import annotations
 
+import difflib
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -200,13 +201,21 @@ _FORBIDDEN = ("\r", "\n", "\x00")
 class ParameterError(Exception):
     """Base of the errors raised for a caller's bad Pay-i parameter (always names it)."""
 
+    # Shown in tracebacks as the public name (``payi_otel.ParameterTypeError``), not the
+    # private module it is defined in.
+    __module__ = "payi_otel"
+
 
 class ParameterTypeError(ParameterError, TypeError):
     """A Pay-i parameter (or header) of the wrong type."""
 
+    __module__ = "payi_otel"
+
 
 class ParameterValueError(ParameterError, ValueError):
     """A Pay-i parameter (or header, or variable) with a bad value."""
+
+    __module__ = "payi_otel"
 
 
 #: The version is sent as an int attribute: OTLP carries int64.
@@ -305,6 +314,16 @@ def params_key(params: Params) -> Tuple[Tuple[str, object], ...]:
     ])
 
 
+def _did_you_mean(name: str) -> str:
+    """`` (did you mean 'user_id'?)`` for a mistyped parameter name (``userid``), else ``""``."""
+    close = difflib.get_close_matches(name, PARAMETERS, n=1, cutoff=0.6)
+    if not close:
+        folded = {p.replace("_", ""): p for p in PARAMETERS}
+        found = folded.get(name.replace("_", "").replace("-", "").lower())
+        close = [found] if found else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def validate_params(params: Mapping[str, object], *, source: str) -> Params:
     """Validate keyword parameters; ``None`` values mean "unset" and are dropped.
 
@@ -314,7 +333,8 @@ def validate_params(params: Mapping[str, object], *, source: str) -> Params:
     result: Params = {}
     for name, value in params.items():
         if name not in PARAMETERS:
-            raise ParameterTypeError(f"{source}() got an unexpected parameter {name!r}")
+            raise ParameterTypeError(
+                f"{source}() got an unexpected parameter {name!r}{_did_you_mean(name)}")
         if value is None:
             continue
         if type(value) is str and PARAMETERS[name] is Kind.STRING:  # the common case, inlined
