@@ -33,6 +33,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -305,6 +306,29 @@ def traces_with(record: Mapping[str, Any], key: str, value: Any) -> set[str]:
             if any(s["payi"].get(key) == value for s in t["spans"])}
 
 
+#: The README section whose tag searches `make e2e` runs, each one, against Jaeger.
+README_SEARCHES = "### What to look for in the Jaeger UI"
+_SEARCH = re.compile(r"`((?:payi\.[\w.]+=[^\s`]+ ?)+)`")
+
+
+def readme_searches(readme: Path = REPO / "README.md") -> list[dict[str, str]]:
+    """Every tag search the README's Jaeger section shows (`payi.user_id=alice`, several
+    tags separated by spaces), as the tags the Jaeger UI's Tags field sends."""
+    text = readme.read_text(encoding="utf-8")
+    start = text.index(README_SEARCHES)
+    end = text.find("\n#", start + len(README_SEARCHES))
+    section = text[start:end if end > 0 else None]
+    return [dict(tag.split("=", 1) for tag in found.group(1).split())
+            for found in _SEARCH.finditer(section)]
+
+
+def traces_with_all(record: Mapping[str, Any], tags: Mapping[str, str]) -> set[str]:
+    """The traces one of whose spans has every tag: Jaeger matches tags span by span."""
+    return {t["trace_id"] for t in record["traces"]
+            if any(all(k in s["payi"] and str(s["payi"][k]) == v for k, v in tags.items())
+                   for s in t["spans"])}
+
+
 @dataclass
 class Variant:
     name: str
@@ -469,6 +493,19 @@ def verify(jaeger: Jaeger, record: Mapping[str, Any], service: str, variant: Var
                       f"{'ok' if not clear_ids else 'FAIL'}")
                 if clear_ids:
                     problems.append(f"search by the clear {key}={value} found {clear_ids}")
+    if not variant.redact:
+        print("\nThe README's searches (section \"What to look for in the Jaeger UI\"):")
+        for tags in readme_searches():
+            want_ids = traces_with_all(record, tags)
+            got_ids, _ = jaeger.search(service, tags)
+            shown = " ".join(f"{k}={v}" for k, v in tags.items())
+            ok = bool(want_ids) and got_ids == want_ids
+            print(f"  {shown}: {len(got_ids)} traces {'ok' if ok else 'FAIL'}")
+            if not want_ids:
+                problems.append(f"the README's search {shown!r} matches no span of the demo")
+            elif got_ids != want_ids:
+                problems.append(f"the README's search {shown!r}: {sorted(got_ids)} != "
+                                f"{sorted(want_ids)}")
     if variant.redact:
         clear = {str(s["payi"][USER_ID_KEY]) for t in record["traces"] for s in t["spans"]
                  if USER_ID_KEY in s["payi"]}

@@ -205,3 +205,27 @@ def test_the_demo_records_what_it_produced(tmp_path: Path) -> None:
             else:
                 assert span["headers"] is None
     assert genai == 14
+
+
+def test_every_search_the_readme_shows_finds_the_demos_traces(tmp_path: Path) -> None:
+    """The README's Jaeger searches, checked against what the demo produces (`make e2e` runs
+    the same searches against the real Jaeger): each matches at least one trace."""
+    import os
+    import subprocess
+
+    path = tmp_path / "traces.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PAYI_"))}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "support_assistant" / "main.py")],
+        env={**env, "PAYI_DEMO_TRACES_JSON": str(path)},
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads(path.read_text())
+    searches = run.readme_searches()
+    assert {"payi.user_id": "alice"} in searches
+    assert any(len(tags) > 1 for tags in searches)  # a combined search is shown too
+    for tags in searches:
+        assert run.traces_with_all(record, tags), f"the README's search {tags} finds nothing"
+    assert not run.traces_with_all(
+        record, {"payi.user_id": "carol", "payi.use_case.step": "escalate"})
