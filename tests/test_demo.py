@@ -109,10 +109,33 @@ def test_demo_prints_each_trace_as_a_tree_of_steps_and_genai_spans(
     (global_line,) = [line for line in tree if line.startswith("Global level")]
     assert "use_case.name=support_assistant" in global_line
     assert "limit_ids=[monthly_budget]" in global_line
-    # What each scope changes: who (track_context), the step, the per-call override.
-    assert any("user_id=alice account_name=acme" in line for line in tree)
+    # What each scope sets (who, the step) and what is in force for each call.
+    assert any("sets user_id=alice account_name=acme" in line for line in tree)
     assert any("request_tags=[escalation] user_id=agent-7" in line for line in tree)
     assert any("user_id=ops-admin account_name=internal limit_ids=-" in line for line in tree)
+
+
+def test_the_readme_sample_is_what_the_demo_prints(
+    demo: subprocess.CompletedProcess[str],
+) -> None:
+    """README "Try it: make demo": every line of its sample output is a line the demo prints
+    (durations and column padding aside), and no scope span reads as cleared."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("## Try it: `make demo`")
+    sample = readme[readme.index("```\n", readme.index("PAYI_DEMO_BASE_URL", start)) + 4:]
+    sample = sample[:sample.index("```")]
+
+    def plain(line: str) -> str:
+        return re.sub(r"\s+", " ", re.sub(r"\d+\.\d ms", "", line)).strip()
+
+    printed = {plain(line) for line in demo.stdout.splitlines()}
+    lines = [line for line in sample.splitlines() if line.strip()]
+    assert len(lines) > 10
+    for line in lines:
+        assert plain(line) in printed, line
+    for line in section(demo.stdout, "Traces"):
+        if "[GenAI]" not in line and "sets " in line:
+            assert "=-" not in line, line  # a scope span shows what it set, never "cleared"
 
 
 def test_demo_prints_the_headers_each_call_sent(demo: subprocess.CompletedProcess[str]) -> None:
@@ -183,7 +206,7 @@ def test_trees_fall_back_to_ascii_where_box_drawing_cannot_be_encoded(
     lines = raw.getvalue().decode(encoding).splitlines()
     (step,) = [line for line in lines if "step" in line]
     assert step.startswith(branch + "step ")
-    assert step.endswith(" ms  user_id=u1 limit_ids=[a,b]")
+    assert step.endswith(" ms  sets user_id=u1 limit_ids=[a,b]")
 
 
 # ---------------------------------------------------------------------------- OTLP export

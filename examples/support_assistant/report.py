@@ -116,10 +116,12 @@ def print_traces(
 ) -> None:
     """Every trace as an indented tree, roots and siblings in start order.
 
-    Each line: span name (GenAI spans marked ``[GenAI]``), duration, and the ``payi.*``
-    attributes that differ from the parent span's (for an outermost scope: from
-    ``global_attributes``, printed once above). ``request_numbers`` maps a GenAI span's id to
-    the number of the request it sent, shown as ``request #n``.
+    Each line: span name (GenAI spans marked ``[GenAI]``), duration, and ``payi.*``
+    attributes: a scope span carries what its own scope set (``sets ...``); a GenAI span
+    carries everything in force for its call, shown where it differs from
+    ``global_attributes`` (printed once above; ``name=-``: the global value is cleared for
+    this call). ``request_numbers`` maps a GenAI span's id to the number of the request it
+    sent, shown as ``request #n``.
     """
     base = dict(global_attributes or {})
     numbers = request_numbers or {}
@@ -133,11 +135,16 @@ def print_traces(
     tee, last, pipe, blank = _glyphs(out)
     lines: list[tuple[str, ReadableSpan, str]] = []
 
-    def walk(span: ReadableSpan, prefix: str, indent: str, base: Mapping[str, object]) -> None:
+    def walk(span: ReadableSpan, prefix: str, indent: str) -> None:
         """Collect ``span`` after ``prefix``; its children go under ``indent``."""
-        name = f"{GENAI_MARK} {span.name}" if is_genai(span) else span.name
         attributes = payi_attributes(span)
-        text = _changes(attributes, base) if attributes else ""
+        if is_genai(span):
+            name = f"{GENAI_MARK} {span.name}"
+            text = f"in force: {_changes(attributes, base) or 'the global level'}"
+        else:
+            name = span.name
+            own = {k: v for k, v in attributes.items() if k != "scope"}
+            text = f"sets {_changes(own, {})}" if own else ""
         span_id = span.context.span_id if span.context else None
         if span_id is not None and span_id in numbers:
             text = f"{text}  (request #{numbers[span_id]})".lstrip()
@@ -145,16 +152,16 @@ def print_traces(
         kids = children.get(span_id, [])
         for i, kid in enumerate(kids):
             is_last = i == len(kids) - 1
-            walk(kid, indent + (last if is_last else tee), indent + (blank if is_last else pipe),
-                 attributes or base)
+            walk(kid, indent + (last if is_last else tee), indent + (blank if is_last else pipe))
 
     for root in children.get(None, []):
         lines.append(("", root, ""))  # a blank line before each trace
-        walk(root, "", "", base)
+        walk(root, "", "")
 
     print(f"Global level (payi_instrument): {_changes(base, {})}", file=out)
-    print("Each span shows the payi.* attributes (prefix dropped) it changes from its parent's "
-          "or, at the top, from the global level; name=- means no longer set.", file=out)
+    print("payi.* attributes, prefix dropped. A scope span carries what its own scope set; a "
+          "GenAI span carries everything in force for its call, shown where it differs from "
+          "the global level (name=-: cleared for this call).", file=out)
     width = max(len(label) for label, _, _ in lines) + 2
     for label, span, text in lines:
         if not label:
