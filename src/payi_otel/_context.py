@@ -13,7 +13,7 @@ Rules: docs/precedence.md.
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import FrozenSet, Hashable, NamedTuple, Optional, Tuple
 
@@ -30,6 +30,8 @@ from payi_otel._resolved import Effective
 __all__ = [
     "ScopeState",
     "call_effective",
+    "carried_in",
+    "carried_out",
     "current_effective",
     "effective_scope_spans",
     "enter_scope",
@@ -192,6 +194,19 @@ def remember_here(level: Level) -> None:
 def exited_here() -> bool:
     """Whether a scope exited here while another context was current (the rare case)."""
     return _EXITED.get() is not None
+
+
+def carried_in() -> Token[Optional[_Exited]]:
+    """Work handed off with a context (a done-callback, a finalizer, an executor task) is
+    about to run here: it runs without this thread's note of exited scopes. Its context was
+    settled where it was handed off, and it may legitimately carry a scope that has exited
+    here since (the hand-off table: the creator's scope, wherever and whenever it runs)."""
+    return _EXITED.set(None)
+
+
+def carried_out(token: Token[Optional[_Exited]]) -> None:
+    """The handed-off work is done: this thread's own note is in force again."""
+    _EXITED.reset(token)
 
 
 def _live(state: ScopeState, exited: _Exited) -> ScopeState:

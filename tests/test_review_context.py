@@ -1,0 +1,125 @@
+"""An adversarial review of the context machinery: ways a call could be billed to the wrong
+user, or to nobody, around scopes that exit while another context is current (README, "Where
+the context travels", the hand-off table and "Scope lifecycle"). The header on the wire is
+the proof (real SDKs, the local fake server)."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from fixtures_genai import GenAI
+from test_callbacks import SDKS
+from test_callbacks import genai_call as _call
+from test_callbacks import users_on_the_wire as _users
+from test_streams import _Lingering
+
+from payi_otel import get_context, track_context
+
+
+def _leave_alice_under_a_late_restore(genai: GenAI, then: Any) -> None:
+    """Enter alice's scope, run ``then()`` in it (it schedules work that carries alice),
+    and leave the scope while another library's context is attached on top; that library
+    then restores its context from inside alice's scope, here. Alice is noted as exited on
+    this thread."""
+    with track_context(user_id="alice"):
+        then()
+        held = [_Lingering(genai)]
+    held.clear()
+    assert "user_id" not in get_context()
+
+
+class _Resource:
+    pass
+
+
+# --- work carried by a hand-off, run on the thread that noted its scope as exited ------------
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_a_finalizer_collected_where_its_creators_scope_exited_late_still_bills_the_creator(
+    surface: GenAI, sdk: str
+) -> None:
+    """The hand-off table: ``weakref.finalize`` carries the creator's scope wherever the
+    object is collected - the thread that noted the scope as exited included."""
+    resource = [_Resource()]
+    seen: list[object] = []
+
+    def cleanup() -> None:
+        seen.append(get_context().get("user_id"))
+        _call(surface, sdk)
+
+    _leave_alice_under_a_late_restore(
+        surface, lambda: weakref.finalize(resource[0], cleanup))
+    resource.clear()
+    gc.collect()
+    assert seen == ["alice"]
+    assert _users(surface) == ["alice"]
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_a_done_callback_run_where_its_adders_scope_exited_late_still_bills_the_adder(
+    surface: GenAI, sdk: str
+) -> None:
+    """``Future.add_done_callback`` carries the adder's scope whichever thread completes
+    the future - the one that noted the scope as exited included."""
+    future: Future[int] = Future()
+    seen: list[object] = []
+
+    def done(_: object) -> None:
+        seen.append(get_context().get("user_id"))
+        _call(surface, sdk)
+
+    _leave_alice_under_a_late_restore(surface, lambda: future.add_done_callback(done))
+    future.set_result(1)
+    assert seen == ["alice"]
+    assert _users(surface) == ["alice"]
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_a_task_submitted_in_a_scope_that_exited_late_on_the_same_worker_bills_its_submitter(
+    surface: GenAI, sdk: str
+) -> None:
+    """A pool worker runs its tasks one after another in one thread: a scope a task left
+    late there is noted on the worker, and a later task submitted inside that scope must
+    still run in it (the submitter's, per task)."""
+    seen: list[object] = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        later: list[Future[None]] = []
+
+        def second() -> None:
+            seen.append(get_context().get("user_id"))
+            _call(surface, sdk)
+
+        def first() -> None:
+            _leave_alice_under_a_late_restore(
+                surface, lambda: later.append(pool.submit(second)))
+
+        pool.submit(first).result(30)
+        later[0].result(30)
+    assert seen == ["alice"]
+    assert _users(surface) == ["alice"]
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_a_carried_callback_leaves_the_threads_own_note_of_exited_scopes_in_force(
+    surface: GenAI, sdk: str
+) -> None:
+    """Guard: running carried work does not make the thread forget the scopes that exited
+    there - after the callback, the late-restored context still has no alice."""
+    future: Future[int] = Future()
+    _leave_alice_under_a_late_restore(
+        surface, lambda: future.add_done_callback(lambda _: None))
+    future.set_result(1)
+    assert "user_id" not in get_context()
+    _call(surface, sdk)
+    thread_saw: list[object] = []
+    worker = threading.Thread(target=lambda: thread_saw.append(get_context().get("user_id")))
+    worker.start()
+    worker.join(10)
+    assert thread_saw == [None]
+    assert _users(surface) == [None]
