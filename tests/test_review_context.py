@@ -16,9 +16,18 @@ from fixtures_genai import GenAI
 from test_callbacks import SDKS
 from test_callbacks import genai_call as _call
 from test_callbacks import users_on_the_wire as _users
-from test_streams import _Lingering
+from test_streams import (
+    SURFACES,
+    Surface,
+    _afull_usage,
+    _collect,
+    _full_usage,
+    _Lingering,
+    records,  # noqa: F401 (the fixture)
+)
 
 from payi_otel import get_context, track_context
+from payi_otel._providers import CallRecord
 
 
 def _leave_alice_under_a_late_restore(genai: GenAI, then: Any) -> None:
@@ -123,3 +132,52 @@ def test_a_carried_callback_leaves_the_threads_own_note_of_exited_scopes_in_forc
     worker.join(10)
     assert thread_saw == [None]
     assert _users(surface) == [None]
+
+
+# --- usage: a stream peeked at, then read on -------------------------------------------------
+
+
+@pytest.mark.parametrize("surface_", SURFACES, ids=lambda s: s.name)
+def test_a_stream_peeked_at_then_read_to_the_end_reports_its_whole_usage_once(
+    surface: GenAI,
+    records: list[CallRecord],  # noqa: F811 (the fixture)
+    surface_: Surface,
+) -> None:
+    """``first = next(iter(stream))`` and then ``for chunk in stream``: the first loop's
+    iterator is dropped after one item, but the stream is not left - it is read on to the
+    end, and the call is reported once with all its usage, not with what the peek saw."""
+    full = _full_usage(surface, surface_, records)
+    stream, manager = surface_.open(surface)
+    first = next(iter(stream))
+    rest = list(stream)
+    if manager is not None:
+        manager.__exit__(None, None, None)
+    del stream, manager
+    gc.collect()
+    assert first is not None and rest
+    assert [r.usage for r in records if r.streamed] == [full]
+    if not surface_.genai_span:
+        surface.check_invariant = False
+
+
+@pytest.mark.parametrize("surface_", SURFACES, ids=lambda s: s.name)
+async def test_an_async_stream_peeked_at_then_read_to_the_end_reports_its_whole_usage_once(
+    surface: GenAI,
+    records: list[CallRecord],  # noqa: F811 (the fixture)
+    surface_: Surface,
+) -> None:
+    full = await _afull_usage(surface, surface_, records)
+    stream, manager = await surface_.aopen(surface)
+    peek = stream.__aiter__()
+    first = await peek.__anext__()
+    del peek
+    await _collect()  # the loop closes the dropped iterator (its asyncgen hook)
+    rest = [item async for item in stream]
+    if manager is not None:
+        await manager.__aexit__(None, None, None)
+    del stream, manager
+    await _collect()
+    assert first is not None and rest
+    assert [r.usage for r in records if r.streamed] == [full]
+    if not surface_.genai_span:
+        surface.check_invariant = False
