@@ -181,3 +181,24 @@ async def test_an_async_stream_peeked_at_then_read_to_the_end_reports_its_whole_
     assert [r.usage for r in records if r.streamed] == [full]
     if not surface_.genai_span:
         surface.check_invariant = False
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_a_scope_left_late_inside_a_callback_stays_gone_after_the_callback_returns(
+    surface: GenAI, sdk: str
+) -> None:
+    """A scope entered in carried work and left there under another library's context,
+    which that library restores only after the work returned: the thread's note keeps it."""
+    future: Future[int] = Future()
+    held: list[_Lingering] = []
+
+    def done(_: object) -> None:
+        with track_context(user_id="bob"):
+            held.append(_Lingering(surface))
+
+    future.add_done_callback(done)
+    future.set_result(1)
+    held.clear()  # the context from inside bob's scope is current again, here
+    assert "user_id" not in get_context()
+    _call(surface, sdk)
+    assert _users(surface) == [None]

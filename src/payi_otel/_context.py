@@ -205,8 +205,14 @@ def carried_in() -> Token[Optional[_Exited]]:
 
 
 def carried_out(token: Token[Optional[_Exited]]) -> None:
-    """The handed-off work is done: this thread's own note is in force again."""
+    """The handed-off work is done: this thread's own note is in force again, with the
+    scopes that exited during the work added (a context restored late, after the work
+    returned, must not bring them back here either)."""
+    during = _EXITED.get()
     _EXITED.reset(token)
+    if during is not None:
+        for level in during.levels:
+            forget_here(level)
 
 
 def _live(state: ScopeState, exited: _Exited) -> ScopeState:
