@@ -12,7 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from fixtures_genai import GenAI
+from fixtures_genai import CHAT, MESSAGE, GenAI
 from test_callbacks import SDKS
 from test_callbacks import genai_call as _call
 from test_callbacks import users_on_the_wire as _users
@@ -202,3 +202,36 @@ def test_a_scope_left_late_inside_a_callback_stays_gone_after_the_callback_retur
     assert "user_id" not in get_context()
     _call(surface, sdk)
     assert _users(surface) == [None]
+
+
+# --- guards: surfaces checked and found correct -----------------------------------------------
+
+
+@pytest.mark.parametrize("genai_spans", [True, False], ids=["spans", "nospans"])
+@pytest.mark.parametrize("sdk", SDKS)
+def test_spanless_scopes_left_under_a_stream_or_a_late_restore_never_come_back(
+    genai: GenAI, sdk: str, genai_spans: bool
+) -> None:
+    """Spanless mode (``scope_spans=False``): a scope has no span to take out of the
+    context, and still leaves for good - with a real stream left open in it, and with a
+    context another library restores late."""
+    genai.reinstrument(scope_spans=False, genai_spans=genai_spans)
+    with track_context(account_name="outer"):
+        with track_context(user_id="alice"):
+            if sdk == "openai":
+                stream: Any = genai.openai.chat.completions.create(**CHAT, stream=True)
+            else:
+                stream = genai.anthropic.messages.create(**MESSAGE, stream=True)
+            next(iter(stream))
+            held = [_Lingering(genai)]
+        del stream
+        held.clear()
+        gc.collect()
+        assert get_context().get("account_name") == "outer"
+        _call(genai, sdk)
+    _call(genai, sdk)
+    assert not genai.otel.named("payi.track_context")
+    first, second, third = genai.attribution()
+    assert (first.get("x-payi-user-id"), first.get("x-payi-account-name")) == ("alice", "outer")
+    assert (second.get("x-payi-user-id"), second.get("x-payi-account-name")) == (None, "outer")
+    assert not {"x-payi-user-id", "x-payi-account-name"} & set(third)
