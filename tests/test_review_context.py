@@ -235,3 +235,27 @@ def test_spanless_scopes_left_under_a_stream_or_a_late_restore_never_come_back(
     assert (first.get("x-payi-user-id"), first.get("x-payi-account-name")) == ("alice", "outer")
     assert (second.get("x-payi-user-id"), second.get("x-payi-account-name")) == (None, "outer")
     assert not {"x-payi-user-id", "x-payi-account-name"} & set(third)
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_a_callback_that_frees_a_stream_left_in_an_exited_scope_never_bills_that_scope(
+    surface: GenAI, sdk: str
+) -> None:
+    """Carried work runs past the thread's note only for the scopes it carries: a context
+    restored late while it runs, from inside a scope that exited here and that the work
+    does not carry, still never brings that scope back."""
+    future: Future[int] = Future()
+    held: list[_Lingering] = []
+    with track_context(user_id="alice"):
+        held.append(_Lingering(surface))
+    with track_context(account_name="bob"):
+
+        def done(_: object) -> None:
+            held.clear()  # restores the context from inside alice's scope, here
+            _call(surface, sdk)
+
+        future.add_done_callback(done)
+    future.set_result(1)
+    assert "user_id" not in get_context()
+    (inside,) = surface.attribution()
+    assert inside.get("x-payi-user-id") is None

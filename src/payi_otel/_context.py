@@ -196,18 +196,32 @@ def exited_here() -> bool:
     return _EXITED.get() is not None
 
 
-def carried_in() -> Token[Optional[_Exited]]:
-    """Work handed off with a context (a done-callback, a finalizer, an executor task) is
-    about to run here: it runs without this thread's note of exited scopes. Its context was
-    settled where it was handed off, and it may legitimately carry a scope that has exited
-    here since (the hand-off table: the creator's scope, wherever and whenever it runs)."""
-    return _EXITED.set(None)
+def carried_in(ctx: Context) -> Optional[Token[Optional[_Exited]]]:
+    """Work handed off with ``ctx`` (a done-callback, a finalizer, an executor task) is about
+    to run here: the scopes ``ctx`` carries are taken out of this thread's note of exited
+    scopes while it runs. ``ctx`` was settled where the work was handed off, so it carries
+    them by right (the hand-off table: the creator's scope, wherever and whenever it runs),
+    even if they have exited on this thread since; every other noted scope stays noted. The
+    token for :func:`carried_out`, or ``None`` when the note is left as it is."""
+    exited = _EXITED.get()
+    if exited is None:
+        return None
+    state = otel_context.get_value(_STATE_KEY, ctx)
+    if not isinstance(state, ScopeState):
+        return None
+    carried = {id(level) for level in (*state.tracks, *state.contexts)}
+    if carried.isdisjoint(exited.ids):
+        return None
+    levels = tuple(lv for lv in exited.levels if id(lv) not in carried)
+    return _EXITED.set(_Exited(levels, frozenset(map(id, levels))) if levels else None)
 
 
-def carried_out(token: Token[Optional[_Exited]]) -> None:
+def carried_out(token: Optional[Token[Optional[_Exited]]]) -> None:
     """The handed-off work is done: this thread's own note is in force again, with the
     scopes that exited during the work added (a context restored late, after the work
     returned, must not bring them back here either)."""
+    if token is None:
+        return
     during = _EXITED.get()
     _EXITED.reset(token)
     if during is not None:

@@ -19,8 +19,8 @@ whoever happened to register or start them is arbitrary.
   ``signal.getsignal`` still see the user's function);
 * ``weakref.finalize``: the creator's (``peek`` / ``detach`` return the user's function);
   ``weakref.ref`` callbacks are not carried (a type, not patched; README);
-* carried work runs in the context it was handed, not under the running thread's note of
-  scopes that exited there (``_context.carried_in``): it may carry such a scope by right;
+* carried work keeps the scopes it was handed even where the running thread noted them as
+  exited (``_context.carried_in``): it carries them by right;
 * a forked child process (``os.fork``, multiprocessing's ``fork`` start method): starts with
   an empty context; ``spawn`` / ``forkserver`` children start empty anyway.
 
@@ -57,7 +57,7 @@ __all__ = ["instrument_threads"]
 def _in_context(ctx: otel_context.Context, fn: Callable[..., Any]) -> Callable[..., Any]:
     def run_in_context(*args: Any, **kwargs: Any) -> Any:
         token = otel_context.attach(ctx)
-        note = carried_in()
+        note = carried_in(ctx)
         try:
             return fn(*args, **kwargs)
         finally:
@@ -80,7 +80,7 @@ class _Carried:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         token = otel_context.attach(self.ctx)
-        note = carried_in()
+        note = carried_in(self.ctx)
         try:
             return self.fn(*args, **kwargs)
         finally:
