@@ -196,6 +196,15 @@ def exited_here() -> bool:
     return _EXITED.get() is not None
 
 
+def _noted_state(ctx: Context) -> Optional[Tuple[_Exited, ScopeState]]:
+    """This thread's note of exited scopes and ``ctx``'s scope state, when it has both."""
+    exited = _EXITED.get()
+    if exited is None:
+        return None
+    state = otel_context.get_value(_STATE_KEY, ctx)
+    return (exited, state) if isinstance(state, ScopeState) else None
+
+
 def carried_in(ctx: Context) -> Optional[Token[Optional[_Exited]]]:
     """Work handed off with ``ctx`` (a done-callback, a finalizer, an executor task) is about
     to run here: the scopes ``ctx`` carries are taken out of this thread's note of exited
@@ -203,12 +212,10 @@ def carried_in(ctx: Context) -> Optional[Token[Optional[_Exited]]]:
     them by right (the hand-off table: the creator's scope, wherever and whenever it runs),
     even if they have exited on this thread since; every other noted scope stays noted. The
     token for :func:`carried_out`, or ``None`` when the note is left as it is."""
-    exited = _EXITED.get()
-    if exited is None:
+    noted = _noted_state(ctx)
+    if noted is None:
         return None
-    state = otel_context.get_value(_STATE_KEY, ctx)
-    if not isinstance(state, ScopeState):
-        return None
+    exited, state = noted
     carried = {id(level) for level in (*state.tracks, *state.contexts)}
     if carried.isdisjoint(exited.ids):
         return None
@@ -242,12 +249,10 @@ def _live(state: ScopeState, exited: _Exited) -> ScopeState:
 def settled(ctx: Context) -> Context:
     """``ctx`` as this thread or task sees it (without the scopes that exited here), for
     work handed to a thread, which does not share this one's note of exited scopes."""
-    exited = _EXITED.get()
-    if exited is None:
+    noted = _noted_state(ctx)
+    if noted is None:
         return ctx
-    state = otel_context.get_value(_STATE_KEY, ctx)
-    if not isinstance(state, ScopeState):
-        return ctx
+    exited, state = noted
     live = _live(state, exited)
     if live is state:
         return ctx
