@@ -13,7 +13,7 @@ Rules: docs/precedence.md.
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import FrozenSet, Hashable, NamedTuple, Optional, Tuple
 
@@ -30,6 +30,8 @@ from payi_otel._resolved import Effective
 __all__ = [
     "ScopeState",
     "call_effective",
+    "carried_in",
+    "carried_out",
     "current_effective",
     "effective_scope_spans",
     "enter_scope",
@@ -194,6 +196,46 @@ def exited_here() -> bool:
     return _EXITED.get() is not None
 
 
+def _noted_state(ctx: Context) -> Optional[Tuple[_Exited, ScopeState]]:
+    """This thread's note of exited scopes and ``ctx``'s scope state, when it has both."""
+    exited = _EXITED.get()
+    if exited is None:
+        return None
+    state = otel_context.get_value(_STATE_KEY, ctx)
+    return (exited, state) if isinstance(state, ScopeState) else None
+
+
+def carried_in(ctx: Context) -> Optional[Token[Optional[_Exited]]]:
+    """Work handed off with ``ctx`` (a done-callback, a finalizer, an executor task) is about
+    to run here: the scopes ``ctx`` carries are taken out of this thread's note of exited
+    scopes while it runs. ``ctx`` was settled where the work was handed off, so it carries
+    them by right (the hand-off table: the creator's scope, wherever and whenever it runs),
+    even if they have exited on this thread since; every other noted scope stays noted. The
+    token for :func:`carried_out`, or ``None`` when the note is left as it is."""
+    noted = _noted_state(ctx)
+    if noted is None:
+        return None
+    exited, state = noted
+    carried = {id(level) for level in (*state.tracks, *state.contexts)}
+    if carried.isdisjoint(exited.ids):
+        return None
+    levels = tuple(lv for lv in exited.levels if id(lv) not in carried)
+    return _EXITED.set(_Exited(levels, frozenset(map(id, levels))) if levels else None)
+
+
+def carried_out(token: Optional[Token[Optional[_Exited]]]) -> None:
+    """The handed-off work is done: this thread's own note is in force again, with the
+    scopes that exited during the work added (a context restored late, after the work
+    returned, must not bring them back here either)."""
+    if token is None:
+        return
+    during = _EXITED.get()
+    _EXITED.reset(token)
+    if during is not None:
+        for level in during.levels:
+            forget_here(level)
+
+
 def _live(state: ScopeState, exited: _Exited) -> ScopeState:
     """``state`` without the levels of scopes that exited here."""
     ids = exited.ids
@@ -207,12 +249,10 @@ def _live(state: ScopeState, exited: _Exited) -> ScopeState:
 def settled(ctx: Context) -> Context:
     """``ctx`` as this thread or task sees it (without the scopes that exited here), for
     work handed to a thread, which does not share this one's note of exited scopes."""
-    exited = _EXITED.get()
-    if exited is None:
+    noted = _noted_state(ctx)
+    if noted is None:
         return ctx
-    state = otel_context.get_value(_STATE_KEY, ctx)
-    if not isinstance(state, ScopeState):
-        return ctx
+    exited, state = noted
     live = _live(state, exited)
     if live is state:
         return ctx

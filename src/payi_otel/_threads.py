@@ -19,6 +19,8 @@ whoever happened to register or start them is arbitrary.
   ``signal.getsignal`` still see the user's function);
 * ``weakref.finalize``: the creator's (``peek`` / ``detach`` return the user's function);
   ``weakref.ref`` callbacks are not carried (a type, not patched; README);
+* carried work keeps the scopes it was handed even where the running thread noted them as
+  exited (``_context.carried_in``): it carries them by right;
 * a forked child process (``os.fork``, multiprocessing's ``fork`` start method): starts with
   an empty context; ``spawn`` / ``forkserver`` children start empty anyway.
 
@@ -46,7 +48,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from opentelemetry import context as otel_context
 from wrapt import wrap_function_wrapper
 
-from payi_otel._context import settled
+from payi_otel._context import carried_in, carried_out, settled
 from payi_otel._wrapping import unwrapper
 
 __all__ = ["instrument_threads"]
@@ -55,9 +57,11 @@ __all__ = ["instrument_threads"]
 def _in_context(ctx: otel_context.Context, fn: Callable[..., Any]) -> Callable[..., Any]:
     def run_in_context(*args: Any, **kwargs: Any) -> Any:
         token = otel_context.attach(ctx)
+        note = carried_in(ctx)
         try:
             return fn(*args, **kwargs)
         finally:
+            carried_out(note)
             otel_context.detach(token)
 
     return run_in_context
@@ -76,9 +80,11 @@ class _Carried:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         token = otel_context.attach(self.ctx)
+        note = carried_in(self.ctx)
         try:
             return self.fn(*args, **kwargs)
         finally:
+            carried_out(note)
             otel_context.detach(token)
 
     def __eq__(self, other: object) -> bool:

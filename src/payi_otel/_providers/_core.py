@@ -196,8 +196,10 @@ class _ObservedStream(_StreamProxy):
             for item in self.__wrapped__:
                 if not observation.hidden(item):
                     yield item
-        except GeneratorExit:  # the caller stopped early (``break``): not a failure
-            observation.finish()
+        except GeneratorExit:
+            # The caller left this loop (``break``, ``next(iter(stream))``), not the stream:
+            # it may read on in another loop. Reported when the stream ends, is closed, or
+            # is collected, with all the usage it showed.
             raise
         except BaseException as exc:
             observation.finish(exc)
@@ -240,8 +242,7 @@ class _ObservedAsyncStream(_StreamProxy):
             async for item in self.__wrapped__:
                 if not observation.hidden(item):
                     yield item
-        except GeneratorExit:
-            observation.finish()
+        except GeneratorExit:  # the loop was left, not the stream (see __iter__)
             raise
         except BaseException as exc:
             observation.finish(exc)
