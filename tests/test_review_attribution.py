@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from typing import Any, Callable
 
+import pytest
 from fixtures_genai import GenAI
+from fixtures_otel import Otel
 from hypothesis import given
 from hypothesis import strategies as st
+from opentelemetry import baggage as otel_baggage
+from opentelemetry import context as otel_context
 from test_call_headers import SDK_MODES, Clients, send
 from test_properties import (
     METHODS,
@@ -18,16 +22,15 @@ from test_properties import (
     SPARSE,
     Ids,
     by_method,
-    global_level,
     public,
     ref_fold,
 )
 
+from payi_otel import PayiInstrumentor, get_context, track, track_context
 from payi_otel import _context as payi_state
-from payi_otel import get_context, track, track_context
+from payi_otel._codec import format_value
 from payi_otel._merge import fold
-
-__all__ = ["global_level"]  # the fixture, shared with test_properties
+from payi_otel._parameters import BAGGAGE_PREFIX, PAIRS
 
 # A program: nested entries of scopes drawn from a small pool, so the same scope (the same
 # track_context object, the same decorated function) is entered again under other
@@ -39,7 +42,7 @@ PROGRAMS = st.recursive(
 )
 
 
-def _uncached(params: dict[str, Any]) -> dict[str, Any]:
+def _uncached() -> dict[str, Any]:
     """The effective parameters in force, folded from the scope state's levels without the
     merge cache (every level merged directly)."""
     state = payi_state._state(None)
@@ -50,17 +53,58 @@ def _uncached(params: dict[str, Any]) -> dict[str, Any]:
     return fold(dict(glob), levels)
 
 
+@pytest.fixture
+def reinstrument(
+    instrument: Callable[..., PayiInstrumentor], otel: Otel
+) -> Callable[..., PayiInstrumentor]:
+    """Per example: instrumented again with these options (no env, no default name)."""
+    instrument(caller_file="<test>")  # env cleared; uninstrumented at the end of the test
+    instrumentor = PayiInstrumentor()
+
+    def again(**kwargs: Any) -> PayiInstrumentor:
+        instrumentor.uninstrument()
+        instrumentor.instrument(tracer_provider=otel.provider, caller_file="<test>", **kwargs)
+        return instrumentor
+
+    return again
+
+
+#: Incoming baggage: what another process's scopes send (a name always with its id).
+BAGGAGE = st.fixed_dictionaries({}, optional={
+    "use_case_name": st.sampled_from(["a", "b"]), "use_case_step": st.sampled_from(["x", ""]),
+    "experience_name": st.just("a"), "user_id": st.sampled_from(["x", ""]),
+    "use_case_version": st.integers(0, 3),
+}).map(lambda bag: {**bag, **{pair.id: "bag_" + pair.name for pair in PAIRS
+                              if bag.get(pair.name)}})
+
+
 @SCOPES
 @given(
     glob=SPARSE,
+    bag=BAGGAGE,
     pool=st.lists(st.tuples(METHODS, SPARSE), min_size=4, max_size=4),
     program=PROGRAMS,
+    mode=st.sampled_from(["spans", "spanless", "baggage", "generators"]),
 )
 def test_a_scope_entered_again_under_other_surroundings_resolves_as_if_never_cached(
-    global_level: Callable[[dict[str, Any]], Any], glob: dict[str, Any],
-    pool: list[tuple[str, dict[str, Any]]], program: Any,
+    reinstrument: Callable[..., Any], glob: dict[str, Any], bag: dict[str, Any],
+    pool: list[tuple[str, dict[str, Any]]], program: Any, mode: str,
 ) -> None:
-    global_level(glob)
+    """The merge cache (``Effective.child``, keyed by a scope's parameters plus what of its
+    binding changes the merge) hit by the same ``track_context`` object or decorated
+    function entered under other use cases, ids, members and methods, nested at random: what
+    is in force equals the levels folded without the cache, and the reference model of
+    docs/precedence.md (each scope bound where it is entered) - in spanless mode, over an
+    incoming baggage level, and for ``@track`` generators too."""
+    reinstrument(config=glob, scope_spans=mode != "spanless",
+                 propagate_baggage=mode == "baggage")
+    token = None
+    if mode == "baggage":
+        ctx = otel_context.get_current()
+        for name, value in bag.items():
+            ctx = otel_baggage.set_baggage(BAGGAGE_PREFIX + name, format_value(name, value), ctx)
+        token = otel_context.attach(ctx)
+        glob = ref_fold([("global", glob), ("baggage", bag)])
     ids = Ids()
     counter = itertools.count()
     contexts = [track_context(**params) for _, params in pool]
@@ -71,7 +115,7 @@ def test_a_scope_entered_again_under_other_surroundings_resolves_as_if_never_cac
         actual = dict(get_context())
         state = payi_state._state(None)
         if state is not None:
-            assert state.effective.params == _uncached({})
+            assert state.effective.params == _uncached()
         expected = public(ref_fold(by_method(glob, stack, keys)))
         assert actual == ids.expect(expected, actual), (stack, actual)
 
@@ -81,7 +125,16 @@ def test_a_scope_entered_again_under_other_surroundings_resolves_as_if_never_cac
             method, params = pool[index]
             stack.append((method, params))
             keys.append(next(counter))
-            if method == "track":
+            if method == "track" and mode == "generators":
+
+                @track(**params)
+                def body(sub: Any = sub) -> Iterator[None]:
+                    run(sub)
+                    yield
+                    check()
+
+                assert list(body()) == [None]
+            elif method == "track":
                 track(**params)(lambda sub=sub: run(sub))()
             else:
                 with contexts[index]:
@@ -90,7 +143,11 @@ def test_a_scope_entered_again_under_other_surroundings_resolves_as_if_never_cac
             keys.pop()
             check()
 
-    run(program)
+    try:
+        run(program)
+    finally:
+        if token is not None:
+            otel_context.detach(token)
 
 
 async def test_a_client_default_use_case_id_stays_with_a_call_naming_the_use_case_in_force(
