@@ -11,15 +11,18 @@ from typing import Any, Callable
 import pytest
 from fixtures_genai import GenAI
 from fixtures_otel import Otel
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import context as otel_context
 from test_call_headers import SDK_MODES, Clients, send
 from test_properties import (
+    FAST,
     METHODS,
+    PARAMS,
     SCOPES,
     SPARSE,
+    STRATEGY,
     Ids,
     by_method,
     public,
@@ -29,8 +32,8 @@ from test_properties import (
 from payi_otel import PayiInstrumentor, get_context, track, track_context
 from payi_otel import _context as payi_state
 from payi_otel._codec import format_value
-from payi_otel._merge import fold
-from payi_otel._parameters import BAGGAGE_PREFIX, PAIRS
+from payi_otel._merge import combine, fold, new_level
+from payi_otel._parameters import BAGGAGE_PREFIX, PAIRS, Pair
 
 # A program: nested entries of scopes drawn from a small pool, so the same scope (the same
 # track_context object, the same decorated function) is entered again under other
@@ -177,3 +180,33 @@ async def test_a_client_default_use_case_id_stays_with_a_call_naming_the_use_cas
         assert other["x-payi-use-case-name"] == "other"
         assert uuid.UUID(other["x-payi-use-case-id"]).version == 4
         assert set(other) == {"x-payi-use-case-name", "x-payi-use-case-id"}
+
+
+@FAST
+@given(st.lists(PARAMS, max_size=3), PARAMS, st.sampled_from(PAIRS), st.data())
+def test_a_call_naming_the_use_case_its_client_leaves_in_force_changes_nothing(
+    stack: list[dict[str, Any]], client: dict[str, Any], pair: Pair, data: st.DataObject,
+) -> None:
+    """Whatever the scopes and the client's default headers, a call whose own header names
+    the use case (experience) that would be in force for it anyway sends what a call
+    without that header sends: the same instance (its id), version, step and properties."""
+    scopes = fold({}, [new_level(p) for p in stack])
+    without = fold(scopes, combine([(client, frozenset())]))
+    in_force = without.get(pair.name)
+    # (An id cleared by "" is left out: a name given again there gets an id, by design.)
+    assume(in_force and without.get(pair.id) != "")
+    extra = data.draw(st.fixed_dictionaries({}, optional={
+        m: STRATEGY[m] for m in pair.members}), label="members the call gives too")
+    call = {pair.name: in_force, **extra}
+    named = fold(scopes, combine([(client, frozenset()), (call, frozenset())]))
+    alone = fold(without, [new_level(extra)]) if extra else without
+    given_ids = {scopes.get(pair.id), client.get(pair.id)}
+
+    def shown(params: dict[str, Any]) -> dict[str, Any]:
+        """The pair's fields; an id made for this call (once per call) as "fresh"."""
+        fields = {k: v for k, v in params.items() if k in pair.fields}
+        if pair.id in fields and fields[pair.id] not in given_ids:
+            fields[pair.id] = "fresh"
+        return fields
+
+    assert shown(named) == shown(alone)
