@@ -9,7 +9,7 @@ from collections.abc import Hashable, Iterator
 from typing import Any, Callable
 
 import pytest
-from fixtures_genai import GenAI
+from fixtures_genai import CHAT, GenAI
 from fixtures_otel import Otel
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -210,3 +210,38 @@ def test_a_call_naming_the_use_case_its_client_leaves_in_force_changes_nothing(
         return fields
 
     assert shown(named) == shown(alone)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_a_scope_span_never_pairs_its_use_case_name_with_another_use_cases_id(
+    genai: GenAI, is_async: bool,
+) -> None:
+    """A scope span shows what the scope set, plus the id of its use case (experience) when
+    that is the one in force. A ``@track`` naming ``flow`` inside a block naming ``other``
+    (the block wins: the calls go to ``other``) showed ``flow`` with ``other``'s id - a
+    pair that never existed. Every span's (name, id) pairs must agree with the calls'."""
+    @track(use_case_name="flow", use_case_version=2, experience_name="e_track")
+    def inner() -> None:
+        genai.openai.chat.completions.create(**CHAT)
+
+    @track(use_case_name="flow", experience_name="e_track")
+    async def inner_async() -> None:
+        await genai.async_openai.chat.completions.create(**CHAT)
+
+    with track_context(use_case_name="other", experience_name="e_block"):
+        await inner_async() if is_async else inner()
+        other_id = get_context()["use_case_id"]
+    with track_context(use_case_name="flow"):  # the same name in force: its id is shown
+        await inner_async() if is_async else inner()
+        flow_id = get_context()["use_case_id"]
+    names_of: dict[tuple[str, object], set[object]] = {}
+    for span in genai.otel.spans():
+        attributes = span.attributes or {}
+        for role in ("use_case", "experience"):
+            found = attributes.get(f"payi.{role}.id")
+            if found is not None:
+                names_of.setdefault((role, found), set()).add(
+                    attributes.get(f"payi.{role}.name"))
+    assert names_of[("use_case", other_id)] == {"other"}
+    assert names_of[("use_case", flow_id)] == {"flow"}
+    assert all(len(names) == 1 for names in names_of.values()), names_of
