@@ -138,7 +138,8 @@ class ScopeAttributes:
     (and with nesting). GenAI spans still carry the whole effective set (docs/performance.md).
     As for the effective set, cleared values are not shown, nor a use case's (experience's)
     fields while no name of it is in force; for a pair the scope names, the id in force is
-    added per entry (it may have been generated for this entry).
+    added per entry when the entity in force is the one it names (the id may have been
+    generated for this entry; another entity's id never goes with this scope's name).
     """
 
     __slots__ = ("_method", "_pairs", "_params", "_static")
