@@ -52,7 +52,8 @@ def _uncached() -> dict[str, Any]:
     glob = payi_state.settings().effective.params
     if state is None:
         return dict(glob)
-    levels = [*([state.baggage] if state.baggage else []), *state.tracks, *state.contexts]
+    levels = [*([state.baggage] if state.baggage is not None else []), *state.tracks,
+              *state.contexts]
     return fold(dict(glob), levels)
 
 
