@@ -247,7 +247,9 @@ def combine(sources: Iterable[Tuple[Params, AbstractSet[str]]]) -> Tuple[Level, 
     without an id gets one when the level is merged over the scopes (:func:`new_level`, once
     per call), so a call naming the use case already in force keeps that use case's id. A
     list or dict a lower source clears and an upper one adds to stays cleared below it (one
-    level cannot say "clear, then add"): that clearing is the first level returned.
+    level cannot say "clear, then add"): that clearing is the first level returned, and so
+    is a use case (experience) id or members a lower source gives without a name when an
+    upper one names it (they attach to the one in force for the call, which may be that one).
     """
     params: Params = {}
     floor: Params = {}
@@ -255,6 +257,16 @@ def combine(sources: Iterable[Tuple[Params, AbstractSet[str]]]) -> Tuple[Level, 
         if removed:
             params = {n: v for n, v in params.items() if n not in removed}
             floor = {n: v for n, v in floor.items() if n not in removed}
+        if not _PAIR_FIELDS.isdisjoint(given):
+            for pair, unnamed, _ in _PAIR_PARTS:
+                if pair.name in given and pair.name not in params:
+                    # A lower source's id / members given without a name attach to the use
+                    # case in force for the call, which the upper source may name again: they
+                    # go below it, as the floor (docs/precedence.md, "The per-call level").
+                    attached = {n: v for n, v in params.items() if n in unnamed}
+                    if attached:
+                        floor.update(attached)
+                        params = {n: v for n, v in params.items() if n not in unnamed}
         for name in given.keys() & params.keys():
             lower = params[name]
             if not lower and PARAMETERS[name] in _CONTAINERS:

@@ -138,7 +138,8 @@ class ScopeAttributes:
     (and with nesting). GenAI spans still carry the whole effective set (docs/performance.md).
     As for the effective set, cleared values are not shown, nor a use case's (experience's)
     fields while no name of it is in force; for a pair the scope names, the id in force is
-    added per entry (it may have been generated for this entry).
+    added per entry when the entity in force is the one it names (the id may have been
+    generated for this entry; another entity's id never goes with this scope's name).
     """
 
     __slots__ = ("_method", "_pairs", "_params", "_static")
@@ -147,7 +148,7 @@ class ScopeAttributes:
         self._params = params
         self._method = method
         self._static: Optional[Dict[str, AttributeValue]] = None  # built on first use
-        self._pairs: Tuple[Tuple[str, str, str, Dict[str, AttributeValue]], ...] = ()
+        self._pairs: Tuple[Tuple[str, str, str, str, Dict[str, AttributeValue]], ...] = ()
 
     def _build(self) -> Dict[str, AttributeValue]:
         params = self._params
@@ -162,9 +163,10 @@ class ScopeAttributes:
             else:
                 by_pair.setdefault(pair, []).append((name, value))
         # Per pair set here: its fields, shown while the pair is in force, and the id in force
-        # where this scope names the entity (the id may be new).
+        # where the entity in force is the one this scope names (the id may be new; another
+        # entity's id never goes with this scope's name).
         self._pairs = tuple(
-            (pair.name, pair.id if params.get(pair.name) else "", ATTRIBUTE_NAMES[pair.id],
+            (pair.name, str(params.get(pair.name) or ""), pair.id, ATTRIBUTE_NAMES[pair.id],
              _attribute_items(fields))
             for pair, fields in by_pair.items()
         )
@@ -180,10 +182,11 @@ class ScopeAttributes:
             return static
         attributes = dict(static)
         params = effective.params
-        for name, id_name, id_attribute, fields in self._pairs:
-            if params.get(name):  # the pair is in force: its fields and its id are shown
+        for name, own, id_name, id_attribute, fields in self._pairs:
+            in_force = params.get(name)
+            if in_force:  # the pair is in force: its fields are shown
                 attributes.update(fields)
-                entity_id = params.get(id_name) if id_name else None
+                entity_id = params.get(id_name) if in_force == own else None
                 if isinstance(entity_id, str) and entity_id:
                     attributes[id_attribute] = entity_id
         return attributes
