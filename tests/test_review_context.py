@@ -5,6 +5,7 @@ the proof (real SDKs, the local fake server)."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import threading
 import weakref
@@ -259,3 +260,32 @@ def test_a_callback_that_frees_a_stream_left_in_an_exited_scope_never_bills_that
     assert "user_id" not in get_context()
     (inside,) = surface.attribution()
     assert inside.get("x-payi-user-id") is None
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+async def test_an_async_generator_left_by_its_consumer_never_leaves_its_scope_behind(
+    surface: GenAI, sdk: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An async generator holding ``async with track_context(...)`` that its consumer leaves
+    (``break``) is closed by the event loop's finalizer in another task: the scope's exit
+    runs there, and the consumer's context, which still carries the scope, must not bill the
+    consumer's next call to it (README "Scope lifecycle")."""
+    from test_callbacks import async_genai_call
+
+    async def chunks() -> Any:
+        async with track_context(user_id="alice"):
+            for i in range(3):
+                yield i
+
+    async for _ in chunks():
+        break
+    for _ in range(5):
+        gc.collect()
+        await asyncio.sleep(0)
+    assert get_context().get("user_id") is None
+    await async_genai_call(surface, sdk)
+    with track_context(user_id="bob"):
+        await async_genai_call(surface, sdk)
+    assert _users(surface) == [None, "bob"]
+    assert "Failed to detach context" not in caplog.text
+

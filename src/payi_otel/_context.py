@@ -13,6 +13,7 @@ Rules: docs/precedence.md.
 
 from __future__ import annotations
 
+import threading
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import FrozenSet, Hashable, NamedTuple, Optional, Tuple
@@ -191,6 +192,27 @@ def remember_here(level: Level) -> None:
         _EXITED.set(_Exited(levels, frozenset(map(id, levels))) if levels else None)
 
 
+#: Scopes left in another ``contextvars.Context`` than the one they were entered in (an
+#: async generator's ``async with`` closed by the event loop's finalizer task, a generator
+#: collected in another thread): the context they were entered in still carries them, and
+#: nothing can reach it, so every context drops them (README "Scope lifecycle").
+ORPHANED_MAX = 256
+_orphaned: Optional[_Exited] = None
+_orphaned_lock = threading.Lock()
+
+
+def orphan(level: Level) -> None:
+    """``level``'s scope was left in another context than its own: gone everywhere."""
+    global _orphaned
+    with _orphaned_lock:
+        found = _orphaned
+        if found is None:
+            _orphaned = _Exited((level,), frozenset((id(level),)))
+        elif id(level) not in found.ids:
+            levels = (*found.levels[1 - ORPHANED_MAX:], level)
+            _orphaned = _Exited(levels, frozenset(map(id, levels)))
+
+
 def exited_here() -> bool:
     """Whether a scope exited here while another context was current (the rare case)."""
     return _EXITED.get() is not None
@@ -266,6 +288,9 @@ def _state(ctx: Optional[Context]) -> Optional[ScopeState]:
     state = otel_context.get_value(_STATE_KEY, ctx)
     if not isinstance(state, ScopeState):
         return None
+    orphaned = _orphaned
+    if orphaned is not None:
+        state = _live(state, orphaned)
     exited = _EXITED.get()
     return state if exited is None else _live(state, exited)
 

@@ -12,7 +12,7 @@ import functools
 import inspect
 import weakref
 from collections.abc import AsyncGenerator, Generator, Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, Callable, Hashable, Optional, Tuple, Type, TypeVar, cast
 
@@ -42,7 +42,7 @@ class _Scope:
     cannot be started (e.g. a span processor that raises) leaves a scope without a span.
     """
 
-    __slots__ = ("_level", "_outer_span", "_recorded", "_span", "_token", "context",
+    __slots__ = ("_level", "_outer_span", "_owner", "_recorded", "_span", "_token", "context",
                  "effective")
 
     def __init__(
@@ -89,6 +89,7 @@ class _Scope:
             ctx = payi_baggage.with_outgoing(ctx, state.effective)
         self.context: Context = ctx
         self._token: Optional[object] = None
+        self._owner: Optional[Token[Optional[_Scope]]] = None
 
     def attach(self) -> None:
         if self._recorded:  # resumed after a stale exit was noted (see restore)
@@ -135,10 +136,25 @@ class _Scope:
         token, self._token = self._token, None
         if token is None:
             return
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            try:
+                _OWNER.reset(owner)
+            except ValueError:
+                # Left in another contextvars.Context than the one it was entered in: that
+                # one still carries it and cannot be reached from here (README "Scope
+                # lifecycle"): the scope is gone everywhere.
+                payi_state.orphan(self._level)
+                return
         if otel_context.get_current() is self.context:
             otel_context.detach(token)  # type: ignore[arg-type]
             return
         self._leave_stale()
+
+    def own(self) -> None:
+        """Remember the ``contextvars.Context`` this scope is entered in (``with`` /
+        ``async with``), so that leaving it from another one is recognised."""
+        self._owner = _OWNER.set(self)
 
     def end(self, exc: Optional[BaseException] = None) -> None:
         if self._span is None:  # spanless mode
@@ -152,6 +168,10 @@ class _Scope:
             self._span.end()
         except Exception:  # e.g. a span processor that raises: never into the app
             internal_error("scope-end", "ending a scope span failed")
+
+
+#: Set when a ``with`` scope is entered: resetting its token fails in another Context.
+_OWNER: ContextVar[Optional[_Scope]] = ContextVar("payi_otel_scope_owner", default=None)
 
 
 # Each scope span's outer span (weakly): where an out-of-order exit sends the current span.
@@ -438,6 +458,7 @@ class track_context:
             self._key, own,
         )
         scope.attach()
+        scope.own()
         _ENTERED.set((*_ENTERED.get(), (self, scope)))
 
     def __exit__(
