@@ -249,3 +249,41 @@ def test_strip_payi_members_keeps_the_others() -> None:
     from payi_otel._outgoing import strip_payi_members
 
     assert strip_payi_members("a=1,payi.user_id=u;p=1, payi%2Elimit_ids=x,b=2") == "a=1,b=2"
+
+
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_one_incoming_request_naming_a_use_case_without_an_id_is_one_instance(
+    surface: GenAI, sdk: str
+) -> None:
+    """Incoming baggage names a use case but no id (a gateway set it): every call of that
+    request - one trace - carries one id, not a new one per call; another request (another
+    trace) gets its own (README "Across services")."""
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+    from test_callbacks import genai_call
+
+    surface.reinstrument(propagate_baggage=True, genai_spans=surface.genai_spans,
+                         header_dialect=surface.dialect)
+
+    def request(trace_id: int) -> None:
+        parent = NonRecordingSpan(SpanContext(trace_id, 0x1234, True, TraceFlags(1)))
+        ctx = trace.set_span_in_context(parent)
+        ctx = baggage.set_baggage("payi.use_case_name", "checkout", ctx)
+        token = otel_context.attach(ctx)
+        try:
+            first = get_context()["use_case_id"]
+            assert get_context()["use_case_id"] == first
+            genai_call(surface, sdk)
+            genai_call(surface, sdk)
+            with track_context(user_id="u"):  # a scope inside the request: the same instance
+                genai_call(surface, sdk)
+        finally:
+            otel_context.detach(token)
+
+    request(0xA1)
+    request(0xB2)
+    sent = surface.attribution()
+    names = {headers["x-payi-use-case-name"] for headers in sent}
+    ids = [headers["x-payi-use-case-id"] for headers in sent]
+    assert names == {"checkout"}
+    assert len(set(ids[:3])) == 1 and len(set(ids[3:])) == 1 and ids[0] != ids[3]

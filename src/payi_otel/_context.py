@@ -13,13 +13,15 @@ Rules: docs/precedence.md.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import FrozenSet, Hashable, NamedTuple, Optional, Tuple
+from typing import Dict, FrozenSet, Hashable, Mapping, NamedTuple, Optional, Tuple
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.context import Context
 
 from payi_otel._codec import parse_value
@@ -391,6 +393,33 @@ def read_incoming(ctx: Optional[Context]) -> Optional[Level]:
     entries = otel_baggage.get_all(ctx)
     if not entries:
         return None
+    ours = tuple(sorted((k, str(v)) for k, v in entries.items() if k.startswith(BAGGAGE_PREFIX)))
+    if not ours:
+        return None
+    # One incoming request is one level: a use case named without an id gets one id for the
+    # whole request (its trace), not a new one on every read (README "Across services").
+    trace_id = trace.get_current_span(ctx).get_span_context().trace_id
+    key = (trace_id, _global.version, ours) if trace_id else None
+    if key is not None:
+        found = _incoming_levels.get(key)
+        if found is not None:
+            return found
+    level = _read_incoming(entries)
+    if key is not None and level is not None:
+        if len(_incoming_levels) >= INCOMING_MAX:
+            # Another thread may evict it first.
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del _incoming_levels[next(iter(_incoming_levels))]
+        _incoming_levels[key] = level
+    return level
+
+
+#: Incoming baggage levels by (trace id, settings version, payi.* entries), the oldest first.
+INCOMING_MAX = 1024
+_incoming_levels: Dict[Hashable, Level] = {}
+
+
+def _read_incoming(entries: Mapping[str, object]) -> Optional[Level]:
     params: Params = {}
     for key, raw in entries.items():
         if not key.startswith(BAGGAGE_PREFIX):
