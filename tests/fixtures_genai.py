@@ -234,3 +234,20 @@ MESSAGE: dict[str, Any] = {
     "model": "claude-haiku-4-5", "max_tokens": 64,
     "messages": [{"role": "user", "content": "Hello"}],
 }
+
+
+def genai_call(genai: GenAI, sdk: str) -> None:
+    """One real GenAI call through ``sdk`` ("openai" / "anthropic"), in whatever scope is
+    current."""
+    if sdk == "openai":
+        genai.openai.chat.completions.create(**CHAT)
+    else:
+        genai.anthropic.messages.create(**MESSAGE)
+
+
+async def async_genai_call(genai: GenAI, sdk: str) -> None:
+    """One real GenAI call through ``sdk``'s async client."""
+    if sdk == "openai":
+        await genai.async_openai.chat.completions.create(**CHAT)
+    else:
+        await genai.async_anthropic.messages.create(**MESSAGE)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import openai
 import pytest
 from fake_llm_server import FakeLLMServer
-from fixtures_genai import CHAT, GenAI, payi_headers
+from fixtures_genai import CHAT, GenAI, genai_call, payi_headers
 from opentelemetry import baggage, propagate
 from opentelemetry import context as otel_context
 
@@ -260,7 +260,6 @@ def test_one_incoming_request_naming_a_use_case_without_an_id_is_one_instance(
     trace) gets its own (README "Across services")."""
     from opentelemetry import trace
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
-    from test_callbacks import genai_call
 
     surface.reinstrument(propagate_baggage=True, genai_spans=surface.genai_spans,
                          header_dialect=surface.dialect)

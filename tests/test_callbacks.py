@@ -20,27 +20,17 @@ from typing import Any, Callable, Optional
 
 import pytest
 from fake_llm_server import FakeLLMServer
-from fixtures_genai import CHAT, MESSAGE, GenAI, first_attempts, payi_headers
+from fixtures_genai import (
+    GenAI,
+    async_genai_call,
+    first_attempts,
+    genai_call,
+    payi_headers,
+)
 
 from payi_otel import PayiInstrumentor, get_context, track_context
 
 SDKS = ["openai", "anthropic"]
-
-
-def genai_call(genai: GenAI, sdk: str) -> None:
-    """One real GenAI call through ``sdk``, in whatever scope is current."""
-    if sdk == "openai":
-        genai.openai.chat.completions.create(**CHAT)
-    else:
-        genai.anthropic.messages.create(**MESSAGE)
-
-
-async def async_genai_call(genai: GenAI, sdk: str) -> None:
-    """One real GenAI call through ``sdk``'s async client."""
-    if sdk == "openai":
-        await genai.async_openai.chat.completions.create(**CHAT)
-    else:
-        await genai.async_anthropic.messages.create(**MESSAGE)
 
 
 def users_on_the_wire(genai: GenAI) -> list[Any]:

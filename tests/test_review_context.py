@@ -13,9 +13,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from fixtures_genai import CHAT, MESSAGE, GenAI
+from fixtures_genai import CHAT, MESSAGE, GenAI, async_genai_call
+from fixtures_genai import genai_call as _call
 from test_callbacks import SDKS
-from test_callbacks import genai_call as _call
 from test_callbacks import users_on_the_wire as _users
 from test_streams import (
     SURFACES,
@@ -270,8 +270,6 @@ async def test_an_async_generator_left_by_its_consumer_never_leaves_its_scope_be
     (``break``) is closed by the event loop's finalizer in another task: the scope's exit
     runs there, and the consumer's context, which still carries the scope, must not bill the
     consumer's next call to it (README "Scope lifecycle")."""
-    from test_callbacks import async_genai_call
-
     async def chunks() -> Any:
         async with track_context(user_id="alice"):
             for i in range(3):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import pytest
-from fixtures_genai import CHAT, MESSAGE, GenAI
+from fixtures_genai import CHAT, MESSAGE, GenAI, async_genai_call, genai_call
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
@@ -215,20 +215,6 @@ def _usage_only(item: Any) -> bool:
     return getattr(chunk, "choices", None) == [] and getattr(chunk, "usage", None) is not None
 
 
-def _plain_call(genai: GenAI, sdk: str) -> None:
-    if sdk == "openai":
-        genai.openai.chat.completions.create(**CHAT)
-    else:
-        genai.anthropic.messages.create(**MESSAGE)
-
-
-async def _aplain_call(genai: GenAI, sdk: str) -> None:
-    if sdk == "openai":
-        await genai.async_openai.chat.completions.create(**CHAT)
-    else:
-        await genai.async_anthropic.messages.create(**MESSAGE)
-
-
 def _check(genai: GenAI, surface: Surface, style: str, items: list[Any],
            records: list[CallRecord], full: Optional[Usage]) -> None:
     """After the scope, the stream released and collected, and one call made."""
@@ -306,7 +292,7 @@ def test_a_stream_left_in_a_scope_never_brings_the_scope_back_and_reports_once(
         del stream, manager
     del held
     gc.collect()  # an instrumentation's wrapper, freed now, restores its own context
-    _plain_call(surface, surface_.sdk)
+    genai_call(surface, surface_.sdk)
     _check(surface, surface_, style, items, records, full)
 
 
@@ -321,7 +307,7 @@ async def test_an_async_stream_left_in_a_scope_never_brings_the_scope_back_to_it
         del stream, manager
     del held
     await _collect()
-    await _aplain_call(surface, surface_.sdk)
+    await async_genai_call(surface, surface_.sdk)
     _check(surface, surface_, style, items, records, full)
 
 
@@ -444,12 +430,12 @@ def test_a_context_another_library_restores_late_never_brings_an_exited_scope_ba
     with track_context(account_name="outer"):
         with track_context(user_id="alice"):
             held = [_Lingering(surface)]
-        _plain_call(surface, sdk)
+        genai_call(surface, sdk)
         held.clear()  # freed here: the context from inside alice's scope is current again
         assert get_context().get("account_name") == "outer"
         assert "user_id" not in get_context()
-        _plain_call(surface, sdk)
-    _plain_call(surface, sdk)
+        genai_call(surface, sdk)
+    genai_call(surface, sdk)
     assert not {"account_name", "user_id"} & set(get_context())
     span = trace.get_current_span()  # no ended scope span left current either
     assert not span.get_span_context().is_valid or span.is_recording()
@@ -468,7 +454,7 @@ async def test_a_context_another_library_restores_late_never_brings_a_scope_back
     held.clear()
     await _collect()
     assert "user_id" not in get_context()
-    await _aplain_call(surface, sdk)
+    await async_genai_call(surface, sdk)
     assert "x-payi-user-id" not in surface.attribution()[-1]
 
 
@@ -503,7 +489,7 @@ def test_a_thread_started_after_a_late_restore_does_not_carry_the_exited_scope(
         held = [_Lingering(surface)]
     held.clear()  # the context from inside alice's scope is current again, here
     worker = threading.Thread(target=lambda: (seen.update(get_context()),
-                                              _plain_call(surface, "anthropic")))
+                                              genai_call(surface, "anthropic")))
     worker.start()
     worker.join(10)
     assert "user_id" not in seen
@@ -524,7 +510,7 @@ def test_a_stream_freed_in_the_next_scope_never_takes_that_scope_away(
             stream, _ = surface_.open(surface)
             next(iter(stream))
             assert get_context().get("user_id") == user
-            _plain_call(surface, surface_.sdk)
+            genai_call(surface, surface_.sdk)
     del stream
     gc.collect()
     assert "user_id" not in get_context()
