@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml requirements-dev.txt
 
 venv: $(STAMP)
 
+LINTED := src tests tests_install tests_upstream examples benchmarks e2e
+
 lint: venv
-	$(BIN)/ruff check src tests tests_install tests_upstream examples benchmarks e2e
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy --strict src
 
 # Two workers, one test file each at a time (pytest-xdist): the suite is order-independent

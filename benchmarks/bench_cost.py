@@ -46,15 +46,20 @@ def mock_client(server: FakeLLMServer) -> openai.OpenAI:
     """A client answered in-process with a completion recorded once from the fake server."""
     recorder = openai.OpenAI(base_url=server.openai_base_url, api_key="x", max_retries=0)
     body = recorder.chat.completions.with_raw_response.create(
-        model=MODEL, messages=MESSAGES,  # type: ignore[arg-type]
+        model=MODEL,
+        messages=MESSAGES,  # type: ignore[arg-type]
     ).http_response.content
     recorder.close()
 
     def answer(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(200, content=body, headers={"content-type": "application/json"})
 
-    return openai.OpenAI(base_url="http://mock.invalid/v1", api_key="x", max_retries=0,
-                         http_client=httpx2.Client(transport=httpx2.MockTransport(answer)))
+    return openai.OpenAI(
+        base_url="http://mock.invalid/v1",
+        api_key="x",
+        max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(answer)),
+    )
 
 
 def main(argv: Sequence[str] = ()) -> int:
@@ -66,9 +71,12 @@ def main(argv: Sequence[str] = ()) -> int:
     tracer_provider.add_span_processor(SimpleSpanProcessor(Drop()))
     reader = InMemoryMetricReader()
     payi = PayiInstrumentor()
-    payi.instrument(config={"use_case_name": "bench", "limit_ids": ["monthly"]},
-                    tracer_provider=tracer_provider, caller_file="bench_cost.py",
-                    meter_provider=MeterProvider(metric_readers=[reader]))
+    payi.instrument(
+        config={"use_case_name": "bench", "limit_ids": ["monthly"]},
+        tracer_provider=tracer_provider,
+        caller_file="bench_cost.py",
+        meter_provider=MeterProvider(metric_readers=[reader]),
+    )
     observers = _core._observers
     assert observers, "the instrumentor registered no cost observer"
 
@@ -84,24 +92,37 @@ def main(argv: Sequence[str] = ()) -> int:
 
         return Variant(name, run)
 
-    print(f"cost path per call: with the cost observer vs no observer "
-          f"({args.repetitions} interleaved repetitions, median of paired ratios, ~95% CI)")
+    print(
+        f"cost path per call: with the cost observer vs no observer "
+        f"({args.repetitions} interleaved repetitions, median of paired ratios, ~95% CI)"
+    )
     with FakeLLMServer() as server, track_context(user_id="u1", account_name="acme"):
-        for where, client in (("loopback fake server", openai.OpenAI(
-                base_url=server.openai_base_url, api_key="x", max_retries=0)),
-                ("in-process mock transport", mock_client(server))):
-            result = measure([variant("none", client, ()),
-                              variant("cost", client, observers)],
-                             repetitions=args.repetitions)
+        for where, client in (
+            (
+                "loopback fake server",
+                openai.OpenAI(base_url=server.openai_base_url, api_key="x", max_retries=0),
+            ),
+            ("in-process mock transport", mock_client(server)),
+        ):
+            result = measure(
+                [variant("none", client, ()), variant("cost", client, observers)],
+                repetitions=args.repetitions,
+            )
             low, high = result.ratio_ci("cost", "none")
-            print(f"  {where:26} {result.median_us('none'):8.1f} us -> "
-                  f"{result.median_us('cost'):8.1f} us  ratio {result.ratio('cost', 'none'):.3f} "
-                  f"[{low:.3f}-{high:.3f}]  +{result.delta_us('cost', 'none'):.1f} us "
-                  f"(n={result.n} calls per batch)")
+            print(
+                f"  {where:26} {result.median_us('none'):8.1f} us -> "
+                f"{result.median_us('cost'):8.1f} us  ratio {result.ratio('cost', 'none'):.3f} "
+                f"[{low:.3f}-{high:.3f}]  +{result.delta_us('cost', 'none'):.1f} us "
+                f"(n={result.n} calls per batch)"
+            )
             client.close()
     _core._observers = observers
-    points = sum(len(m.data.data_points) for rm in reader.get_metrics_data().resource_metrics
-                 for sm in rm.scope_metrics for m in sm.metrics)
+    points = sum(
+        len(m.data.data_points)
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    )
     print(f"  ({points} metric data points recorded)")
     payi.uninstrument()
     return 0

@@ -37,8 +37,11 @@ sys.path.insert(0, str(HERE.parent / "examples"))
 from fake_llm_server import FakeLLMServer  # noqa: E402
 
 GLOBAL = {"use_case_name": "bench", "limit_ids": ["monthly"]}
-RICH = {"use_case_name": "support_bot", "limit_ids": ["per_feature", "per_team"],
-        "request_properties": {"tier": "gold", "region": "eu"}}
+RICH = {
+    "use_case_name": "support_bot",
+    "limit_ids": ["per_feature", "per_team"],
+    "request_properties": {"tier": "gold", "region": "eu"},
+}
 
 
 class DropExporter(SpanExporter):
@@ -67,12 +70,14 @@ def set_mode(mode: str) -> None:
         instrumentor.uninstrument()
     if mode != "off":
         extra = {"scope_spans": False} if mode == "spanless" else {}
-        instrumentor.instrument(tracer_provider=PAYI_PROVIDER, config=GLOBAL,
-                                genai_spans=False, **extra)
+        instrumentor.instrument(
+            tracer_provider=PAYI_PROVIDER, config=GLOBAL, genai_spans=False, **extra
+        )
     _mode[0] = mode
 
 
 # --- the harness ----------------------------------------------------------------------------
+
 
 @dataclass
 class Variant:
@@ -88,6 +93,7 @@ def timed(op: Callable[[], Any]) -> Callable[[int], float]:
         for _ in range(n):
             op()
         return pyperf.perf_counter() - start
+
     return loop
 
 
@@ -100,7 +106,7 @@ def median_ci(values: List[float]) -> tuple[float, float]:
     """A distribution-free 95% confidence interval of the median (order statistics)."""
     xs, n = sorted(values), len(values)
     k = 0
-    while k + 1 < n / 2 and sum(math.comb(n, i) for i in range(k + 2)) / 2 ** n <= 0.025:
+    while k + 1 < n / 2 and sum(math.comb(n, i) for i in range(k + 2)) / 2**n <= 0.025:
         k += 1
     return xs[k], xs[n - 1 - k]
 
@@ -117,7 +123,7 @@ def compare(title: str, variants: List[Variant], reps: int, batch: float) -> Lis
     for rep in range(reps):
         for i in [(rep + j) % len(variants) for j in range(len(variants))]:
             if _mode[0] != variants[i].mode:  # switched: a few untimed operations first
-                set_mode(variants[i].mode)      # (re-wrapped methods, new global level)
+                set_mode(variants[i].mode)  # (re-wrapped methods, new global level)
                 variants[i].loop(max(1, sizes[i] // 10))
             gc.collect()
             per_op[i].append(variants[i].loop(sizes[i]) / sizes[i])
@@ -130,8 +136,11 @@ def compare(title: str, variants: List[Variant], reps: int, batch: float) -> Lis
             row["ci"] = median_ci(ratios)
             row["goal"] = v.goal
         rows.append(row)
-        print(f"  {title}: {v.label}: {row['us']:.2f} µs"
-              + (f"  {row['ratio']:.3f}x" if i else ""), file=sys.stderr, flush=True)
+        print(
+            f"  {title}: {v.label}: {row['us']:.2f} µs" + (f"  {row['ratio']:.3f}x" if i else ""),
+            file=sys.stderr,
+            flush=True,
+        )
     return rows
 
 
@@ -150,6 +159,7 @@ def scope(**extra: Any) -> Callable[[], None]:
     def op() -> None:
         with track_context(user_id=f"user-{next(_ids)}", **extra):
             pass
+
     return op
 
 
@@ -161,9 +171,11 @@ def at_depth(depth: int) -> Callable[[int], float]:
     def loop(n: int) -> float:
         with ExitStack() as stack:
             for i in range(depth - 1):
-                stack.enter_context(track_context(limit_ids=[f"limit-{i}"],
-                                                  request_properties={f"p{i}": "v"}))
+                stack.enter_context(
+                    track_context(limit_ids=[f"limit-{i}"], request_properties={f"p{i}": "v"})
+                )
             return inner(n)
+
     return loop
 
 
@@ -171,53 +183,79 @@ def payi_sdk_scope(**extra: Any) -> Callable[[], None]:
     """Pay-i's own SDK (``payi`` on PyPI): track_context, instrumented with no provider."""
     os.environ.setdefault("PAYI_API_KEY", "bench")  # its clients are built, never used
     from payi.lib import instrument as payi_sdk
+
     if payi_sdk._instrumentor is None:
-        payi_sdk.payi_instrument(instruments={"none"}, config={"use_case_name": "bench",
-                                                               "limit_ids": ["monthly"]})
+        payi_sdk.payi_instrument(
+            instruments={"none"}, config={"use_case_name": "bench", "limit_ids": ["monthly"]}
+        )
 
     def op() -> None:
         with payi_sdk.track_context(user_id=f"user-{next(_ids)}", **extra):
             pass
+
     return op
 
 
 def in_process(body: bytes, headers: Dict[str, str]) -> openai.OpenAI:
     def answer(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(200, content=body, headers={"content-type": "application/json"})
-    return openai.OpenAI(base_url="http://mock.invalid/v1", api_key="k", max_retries=0,
-                         default_headers=headers,
-                         http_client=httpx2.Client(transport=httpx2.MockTransport(answer)))
+
+    return openai.OpenAI(
+        base_url="http://mock.invalid/v1",
+        api_key="k",
+        max_retries=0,
+        default_headers=headers,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(answer)),
+    )
 
 
 def chat(client: openai.OpenAI, scoped: bool) -> Callable[[int], float]:
-    call = timed(lambda: client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}]))
+    call = timed(
+        lambda: client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}]
+        )
+    )
 
     def loop(n: int) -> float:
         if not scoped:
             return call(n)
         with track_context(user_id="chat-user"):
             return call(n)
+
     return loop
 
 
 # --- the suite ------------------------------------------------------------------------------
 
+
 def suite(quick: bool) -> List[Dict[str, Any]]:
     reps, batch = (5, 0.005) if quick else (25, 0.04)
     spanless = ["spanless"] if SPANLESS_SUPPORTED else []
-    rows = compare("scope enter+exit, created each time, distinct user ids", [
-        Variant("bare SDK span (untouched provider)", timed(bare_span), "off"),
-        Variant("track_context(user_id)", timed(scope()), goal=1.25),
-        Variant("track_context(user_id, rich)", timed(scope(**RICH)), goal=1.4),
-        *[Variant("track_context(user_id), spanless", timed(scope()), m) for m in spanless],
-        *[Variant("track_context(user_id, rich), spanless", timed(scope(**RICH)), m)
-          for m in spanless],
-    ], reps, batch)
-    rows += compare("track_context(user_id) by nesting depth", [
-        Variant("depth 1", at_depth(1)), Variant("depth 8", at_depth(8)),
-        Variant("depth 32", at_depth(32), goal=1.1),
-    ], reps, batch)
+    rows = compare(
+        "scope enter+exit, created each time, distinct user ids",
+        [
+            Variant("bare SDK span (untouched provider)", timed(bare_span), "off"),
+            Variant("track_context(user_id)", timed(scope()), goal=1.25),
+            Variant("track_context(user_id, rich)", timed(scope(**RICH)), goal=1.4),
+            *[Variant("track_context(user_id), spanless", timed(scope()), m) for m in spanless],
+            *[
+                Variant("track_context(user_id, rich), spanless", timed(scope(**RICH)), m)
+                for m in spanless
+            ],
+        ],
+        reps,
+        batch,
+    )
+    rows += compare(
+        "track_context(user_id) by nesting depth",
+        [
+            Variant("depth 1", at_depth(1)),
+            Variant("depth 8", at_depth(8)),
+            Variant("depth 32", at_depth(32), goal=1.1),
+        ],
+        reps,
+        batch,
+    )
     with FakeLLMServer() as server:
         chat_scope = {"user_id": "chat-user"}
         set_mode("spans")
@@ -225,66 +263,119 @@ def suite(quick: bool) -> List[Dict[str, Any]]:
             chat(openai.OpenAI(base_url=server.openai_base_url, api_key="k"), False)(1)
         headers = {k: v for k, v in server.requests[-1].headers.items() if k.startswith("x-payi-")}
         headers["x-payi-use-case-id"] = "static"  # the global id is new per instrumentation
-        static = openai.OpenAI(base_url=server.openai_base_url, api_key="k", max_retries=0,
-                               default_headers=headers)
+        static = openai.OpenAI(
+            base_url=server.openai_base_url, api_key="k", max_retries=0, default_headers=headers
+        )
         plain = openai.OpenAI(base_url=server.openai_base_url, api_key="k", max_retries=0)
-        rows += compare("chat completion, loopback fake server", [
-            Variant("uninstrumented, same x-payi-* headers sent statically",
-                    chat(static, False), "off"),
-            Variant("payi_otel (genai_spans=False) in track_context(user_id)",
-                    chat(plain, True), goal=1.02),
-        ], reps * 4 + 1, batch)  # many short pairs: the loopback server's timing drifts
+        rows += compare(
+            "chat completion, loopback fake server",
+            [
+                Variant(
+                    "uninstrumented, same x-payi-* headers sent statically",
+                    chat(static, False),
+                    "off",
+                ),
+                Variant(
+                    "payi_otel (genai_spans=False) in track_context(user_id)",
+                    chat(plain, True),
+                    goal=1.02,
+                ),
+            ],
+            reps * 4 + 1,
+            batch,
+        )  # many short pairs: the loopback server's timing drifts
         # The same without socket or server thread: the response, recorded once from the
         # fake server, is answered in-process (the client's whole code path, less noise).
         body = plain.chat.completions.with_raw_response.create(
-            model="m", messages=[{"role": "user", "content": "Hi"}]).http_response.content
+            model="m", messages=[{"role": "user", "content": "Hi"}]
+        ).http_response.content
         set_mode("spans")
-        rows += compare("chat completion, in-process transport (recorded response)", [
-            Variant("uninstrumented, same x-payi-* headers sent statically",
-                    chat(in_process(body, headers), False), "off"),
-            Variant("payi_otel (genai_spans=False) in track_context(user_id)",
-                    chat(in_process(body, {}), True), goal=1.02),
-        ], reps, batch)
+        rows += compare(
+            "chat completion, in-process transport (recorded response)",
+            [
+                Variant(
+                    "uninstrumented, same x-payi-* headers sent statically",
+                    chat(in_process(body, headers), False),
+                    "off",
+                ),
+                Variant(
+                    "payi_otel (genai_spans=False) in track_context(user_id)",
+                    chat(in_process(body, {}), True),
+                    goal=1.02,
+                ),
+            ],
+            reps,
+            batch,
+        )
         server.requests.clear()
     if SPANLESS_SUPPORTED:  # last: Pay-i's SDK patches thread pools and asyncio for good
-        rows += compare("spanless payi_otel vs Pay-i's SDK (payi 0.1.0a183) track_context", [
-            Variant("payi: track_context(user_id)", timed(payi_sdk_scope()), "off"),
-            Variant("payi_otel spanless: track_context(user_id)", timed(scope()), "spanless",
-                    goal=1.0),
-        ], reps, batch)
-        rows += compare("spanless payi_otel vs Pay-i's SDK, rich", [
-            Variant("payi: track_context(user_id, rich)", timed(payi_sdk_scope(**RICH)), "off"),
-            Variant("payi_otel spanless: track_context(user_id, rich)", timed(scope(**RICH)),
-                    "spanless", goal=1.0),
-        ], reps, batch)
+        rows += compare(
+            "spanless payi_otel vs Pay-i's SDK (payi 0.1.0a183) track_context",
+            [
+                Variant("payi: track_context(user_id)", timed(payi_sdk_scope()), "off"),
+                Variant(
+                    "payi_otel spanless: track_context(user_id)",
+                    timed(scope()),
+                    "spanless",
+                    goal=1.0,
+                ),
+            ],
+            reps,
+            batch,
+        )
+        rows += compare(
+            "spanless payi_otel vs Pay-i's SDK, rich",
+            [
+                Variant("payi: track_context(user_id, rich)", timed(payi_sdk_scope(**RICH)), "off"),
+                Variant(
+                    "payi_otel spanless: track_context(user_id, rich)",
+                    timed(scope(**RICH)),
+                    "spanless",
+                    goal=1.0,
+                ),
+            ],
+            reps,
+            batch,
+        )
     set_mode("off")
     return rows
 
 
 def table(rows: List[Dict[str, Any]]) -> str:
-    out = ["| comparison | variant | µs/op | ratio [95% CI] | goal | |",
-           "|---|---|---:|---:|---:|---|"]
+    out = [
+        "| comparison | variant | µs/op | ratio [95% CI] | goal | |",
+        "|---|---|---:|---:|---:|---|",
+    ]
     for r in rows:
         if "ratio" not in r:
             out.append(f"| {r['title']} | {r['label']} | {r['us']:.2f} | 1 (baseline) | | |")
             continue
         lo, hi = r["ci"]
         goal = r["goal"]
-        verdict = "" if goal is None else ("met" if hi <= goal else
-                                           "not met" if lo > goal else "CI spans goal")
-        out.append(f"| | {r['label']} | {r['us']:.2f} | {r['ratio']:.3f}x [{lo:.3f}-{hi:.3f}] "
-                   f"| {'' if goal is None else f'≤ {goal}x'} | {verdict} |")
+        verdict = (
+            ""
+            if goal is None
+            else ("met" if hi <= goal else "not met" if lo > goal else "CI spans goal")
+        )
+        out.append(
+            f"| | {r['label']} | {r['us']:.2f} | {r['ratio']:.3f}x [{lo:.3f}-{hi:.3f}] "
+            f"| {'' if goal is None else f'≤ {goal}x'} | {verdict} |"
+        )
     return "\n".join(out)
 
 
 def machine() -> str:
     meta = pyperf.Run([1.0], metadata={"name": "machine"}).get_metadata()
     from importlib.metadata import version
-    pkgs = ", ".join(f"{p} {version(p)}" for p in
-                     ("payi-otel", "opentelemetry-sdk", "openai", "payi", "pyperf"))
-    return (f"Machine: {meta.get('cpu_model_name')}, {meta.get('cpu_count')} CPUs, "
-            f"load {meta.get('load_avg_1min')}; CPython {meta.get('python_version')}; "
-            f"{meta.get('platform')}; {pkgs}; {meta.get('date', '')[:16]}")
+
+    pkgs = ", ".join(
+        f"{p} {version(p)}" for p in ("payi-otel", "opentelemetry-sdk", "openai", "payi", "pyperf")
+    )
+    return (
+        f"Machine: {meta.get('cpu_model_name')}, {meta.get('cpu_count')} CPUs, "
+        f"load {meta.get('load_avg_1min')}; CPython {meta.get('python_version')}; "
+        f"{meta.get('platform')}; {pkgs}; {meta.get('date', '')[:16]}"
+    )
 
 
 def main() -> None:
@@ -297,7 +388,8 @@ def main() -> None:
     if args.write:
         (HERE / "results.md").write_text(
             "# payi_otel benchmarks (`make bench`; method and goals: docs/performance.md)\n\n"
-            + text)
+            + text
+        )
 
 
 if __name__ == "__main__":

@@ -67,8 +67,9 @@ def jaeger_path() -> Path:
 def _run(args: list[str], cwd: Path, env: dict[str, str], log: Path) -> None:
     print("  $ " + " ".join(args), flush=True)
     with log.open("a") as out:
-        done = subprocess.run(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                              check=False)
+        done = subprocess.run(
+            args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False
+        )
     if done.returncode != 0:
         sys.stdout.write(log.read_text(errors="replace")[-6000:])
         raise SystemExit(f"e2e build: `{' '.join(args)}` failed ({done.returncode}); log: {log}")
@@ -110,8 +111,12 @@ def ensure_collector() -> Path:
     def build(work: Path, log: Path) -> None:
         env = _go_env()
         env["GOBIN"] = str(work / "bin")
-        _run(["go", "install", f"go.opentelemetry.io/collector/cmd/builder@v{OTELCOL_VERSION}"],
-             work, env, log)
+        _run(
+            ["go", "install", f"go.opentelemetry.io/collector/cmd/builder@v{OTELCOL_VERSION}"],
+            work,
+            env,
+            log,
+        )
         text = MANIFEST.read_text()
         marker = "  output_path: ./otelcol-payi\n"
         if marker not in text:
@@ -123,8 +128,12 @@ def ensure_collector() -> Path:
         # (e.g. collector/extension/zpagesextension). The build itself needs none of them:
         # `go build -mod=mod` (GOFLAGS above) adds just the modules the binary imports, at
         # the versions the manifest's modules require (checked: `otelcol-payi components`).
-        _run([str(work / "bin" / "builder"), f"--config={manifest}", "--skip-get-modules"],
-             work, env, log)
+        _run(
+            [str(work / "bin" / "builder"), f"--config={manifest}", "--skip-get-modules"],
+            work,
+            env,
+            log,
+        )
         (work / "src" / "otelcol-payi").rename(work / "otelcol-payi")
         shutil.rmtree(work / "src")
         shutil.rmtree(work / "bin")
@@ -136,8 +145,11 @@ def ensure_jaeger() -> Path:
     target = jaeger_path()
     if target.is_file():
         return target
-    print(f"e2e build: Jaeger {JAEGER_RELEASE} ({JAEGER_PACKAGE}@{JAEGER_MODULE_VERSION}) "
-          f"-> {target}", flush=True)
+    print(
+        f"e2e build: Jaeger {JAEGER_RELEASE} ({JAEGER_PACKAGE}@{JAEGER_MODULE_VERSION}) "
+        f"-> {target}",
+        flush=True,
+    )
 
     def build(work: Path, log: Path) -> None:
         env = _go_env()
@@ -145,8 +157,20 @@ def ensure_jaeger() -> Path:
         module.mkdir()
         (module / "go.mod").write_text("module payi-otel-e2e/jaeger\n\ngo 1.25\n")
         _run(["go", "get", "-tool", f"{JAEGER_PACKAGE}@{JAEGER_MODULE_VERSION}"], module, env, log)
-        _run(["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(work / "jaeger"),
-              JAEGER_PACKAGE], module, env, log)
+        _run(
+            [
+                "go",
+                "build",
+                "-trimpath",
+                "-ldflags=-s -w",
+                "-o",
+                str(work / "jaeger"),
+                JAEGER_PACKAGE,
+            ],
+            module,
+            env,
+            log,
+        )
         shutil.rmtree(module)
 
     return _install(target, build)
@@ -159,8 +183,11 @@ def main() -> int:
     started = time.monotonic()
     collector = ensure_collector()
     jaeger = ensure_jaeger()
-    print(f"e2e build: ready in {time.monotonic() - started:.0f} s\n  collector: {collector}\n"
-          f"  jaeger:    {jaeger}", flush=True)
+    print(
+        f"e2e build: ready in {time.monotonic() - started:.0f} s\n  collector: {collector}\n"
+        f"  jaeger:    {jaeger}",
+        flush=True,
+    )
     return 0
 
 

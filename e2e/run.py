@@ -96,8 +96,14 @@ class Process:
 
     def start(self) -> Process:
         with self.log.open("wb") as out:
-            self.popen = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT,
-                                          env=self.env, cwd=REPO, start_new_session=True)
+            self.popen = subprocess.Popen(
+                self.args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=REPO,
+                start_new_session=True,
+            )
         return self
 
     def check_alive(self) -> None:
@@ -182,8 +188,10 @@ def any_value(value: Mapping[str, Any]) -> Any:
     if "arrayValue" in value:
         return [any_value(v) for v in value["arrayValue"].get("values", [])]
     if "kvlistValue" in value:
-        return {kv["key"]: any_value(kv.get("value", {}))
-                for kv in value["kvlistValue"].get("values", [])}
+        return {
+            kv["key"]: any_value(kv.get("value", {}))
+            for kv in value["kvlistValue"].get("values", [])
+        }
     if "bytesValue" in value:
         return value["bytesValue"]
     return None
@@ -229,16 +237,18 @@ class Jaeger:
             raise E2EFailure(f"GET /api/v3/traces/{trace_id}: HTTP {status}: {body[:300]!r}")
         return parse_v3_trace(trace_id, body)
 
-    def search_url(self, service: str, tags: Optional[Mapping[str, str]] = None,
-                   api: bool = True) -> str:
+    def search_url(
+        self, service: str, tags: Optional[Mapping[str, str]] = None, api: bool = True
+    ) -> str:
         """The v1 search the Jaeger UI makes (``api=False``: the UI page itself)."""
         params = {"service": service, "limit": "1000", "lookback": "1h"}
         if tags:
             params["tags"] = json.dumps(dict(tags), separators=(",", ":"))
         return f"{self.base}/{'api/traces' if api else 'search'}?{urllib.parse.urlencode(params)}"
 
-    def search(self, service: str,
-               tags: Optional[Mapping[str, str]] = None) -> tuple[set[str], str]:
+    def search(
+        self, service: str, tags: Optional[Mapping[str, str]] = None
+    ) -> tuple[set[str], str]:
         """Trace ids (hex, 32 digits) the search finds, and its raw JSON."""
         status, body = http_get(self.search_url(service, tags))
         if status != 200:
@@ -262,8 +272,9 @@ def expected_headers(headers: Mapping[str, str], redact: bool) -> dict[str, str]
     return sent
 
 
-def check_trace(expected: Mapping[str, Any], found: JaegerTrace, service: str,
-                redact: bool) -> list[str]:
+def check_trace(
+    expected: Mapping[str, Any], found: JaegerTrace, service: str, redact: bool
+) -> list[str]:
     """Differences between the demo's trace and Jaeger's; empty: the trace arrived whole."""
     problems: list[str] = []
     trace_id = expected["trace_id"]
@@ -273,9 +284,11 @@ def check_trace(expected: Mapping[str, Any], found: JaegerTrace, service: str,
     if found.span_count != len(found.spans):
         problems.append(f"{trace_id}: {found.span_count - len(found.spans)} duplicate spans")
     if set(found.spans) != set(spans):
-        problems.append(f"{trace_id}: {len(found.spans)} spans in Jaeger, {len(spans)} produced;"
-                        f" missing {sorted(set(spans) - set(found.spans))},"
-                        f" extra {sorted(set(found.spans) - set(spans))}")
+        problems.append(
+            f"{trace_id}: {len(found.spans)} spans in Jaeger, {len(spans)} produced;"
+            f" missing {sorted(set(spans) - set(found.spans))},"
+            f" extra {sorted(set(found.spans) - set(spans))}"
+        )
     for span_id, want in spans.items():
         got = found.spans.get(span_id)
         if got is None:
@@ -296,14 +309,19 @@ def check_trace(expected: Mapping[str, Any], found: JaegerTrace, service: str,
                 as_span = ReadableSpan(name=got.name, attributes=got.attributes)
                 headers = expected_headers(want["headers"], redact)
                 if not headers_match(as_span, headers):
-                    problems.append(f"{where}: Jaeger's payi.* {payi} do not stand for the "
-                                    f"headers the call sent {headers}")
+                    problems.append(
+                        f"{where}: Jaeger's payi.* {payi} do not stand for the "
+                        f"headers the call sent {headers}"
+                    )
     return problems
 
 
 def traces_with(record: Mapping[str, Any], key: str, value: Any) -> set[str]:
-    return {t["trace_id"] for t in record["traces"]
-            if any(s["payi"].get(key) == value for s in t["spans"])}
+    return {
+        t["trace_id"]
+        for t in record["traces"]
+        if any(s["payi"].get(key) == value for s in t["spans"])
+    }
 
 
 #: The README section whose tag searches `make e2e` runs, each one, against Jaeger.
@@ -317,16 +335,23 @@ def readme_searches(readme: Path = REPO / "README.md") -> list[dict[str, str]]:
     text = readme.read_text(encoding="utf-8")
     start = text.index(README_SEARCHES)
     end = text.find("\n#", start + len(README_SEARCHES))
-    section = text[start:end if end > 0 else None]
-    return [dict(tag.split("=", 1) for tag in found.group(1).split())
-            for found in _SEARCH.finditer(section)]
+    section = text[start : end if end > 0 else None]
+    return [
+        dict(tag.split("=", 1) for tag in found.group(1).split())
+        for found in _SEARCH.finditer(section)
+    ]
 
 
 def traces_with_all(record: Mapping[str, Any], tags: Mapping[str, str]) -> set[str]:
     """The traces one of whose spans has every tag: Jaeger matches tags span by span."""
-    return {t["trace_id"] for t in record["traces"]
-            if any(all(k in s["payi"] and str(s["payi"][k]) == v for k, v in tags.items())
-                   for s in t["spans"])}
+    return {
+        t["trace_id"]
+        for t in record["traces"]
+        if any(
+            all(k in s["payi"] and str(s["payi"][k]) == v for k, v in tags.items())
+            for s in t["spans"]
+        )
+    }
 
 
 @dataclass
@@ -345,21 +370,40 @@ VARIANTS = {
 }
 
 
-def run_variant(variant: Variant, collector: Path, jaeger_bin: Path, logs: Path,
-                python: str, keep: bool) -> None:
-    print(f"\n=== e2e variant {variant.name!r}: collector --config "
-          f"{' --config '.join(str(c.relative_to(REPO)) for c in variant.configs)}", flush=True)
-    ports = {name: free_port() for name in (
-        "jaeger_otlp_grpc", "jaeger_query_http", "jaeger_query_grpc",
-        "otlp_grpc", "otlp_http", "health", "metrics")}
+def run_variant(
+    variant: Variant, collector: Path, jaeger_bin: Path, logs: Path, python: str, keep: bool
+) -> None:
+    print(
+        f"\n=== e2e variant {variant.name!r}: collector --config "
+        f"{' --config '.join(str(c.relative_to(REPO)) for c in variant.configs)}",
+        flush=True,
+    )
+    ports = {
+        name: free_port()
+        for name in (
+            "jaeger_otlp_grpc",
+            "jaeger_query_http",
+            "jaeger_query_grpc",
+            "otlp_grpc",
+            "otlp_http",
+            "health",
+            "metrics",
+        )
+    }
     service = f"payi-otel-e2e-{variant.name}"
     with ExitStack() as stack:
-        jaeger_env = dict(os.environ,
-                          E2E_JAEGER_OTLP_GRPC_PORT=str(ports["jaeger_otlp_grpc"]),
-                          E2E_JAEGER_QUERY_HTTP_PORT=str(ports["jaeger_query_http"]),
-                          E2E_JAEGER_QUERY_GRPC_PORT=str(ports["jaeger_query_grpc"]))
-        jaeger_proc = Process("jaeger", [str(jaeger_bin), f"--config={JAEGER_CONFIG}"],
-                              logs / f"{variant.name}-jaeger.log", jaeger_env)
+        jaeger_env = dict(
+            os.environ,
+            E2E_JAEGER_OTLP_GRPC_PORT=str(ports["jaeger_otlp_grpc"]),
+            E2E_JAEGER_QUERY_HTTP_PORT=str(ports["jaeger_query_http"]),
+            E2E_JAEGER_QUERY_GRPC_PORT=str(ports["jaeger_query_grpc"]),
+        )
+        jaeger_proc = Process(
+            "jaeger",
+            [str(jaeger_bin), f"--config={JAEGER_CONFIG}"],
+            logs / f"{variant.name}-jaeger.log",
+            jaeger_env,
+        )
         processes = [jaeger_proc]
 
         def stop_all() -> None:
@@ -382,46 +426,67 @@ def run_variant(variant: Variant, collector: Path, jaeger_bin: Path, logs: Path,
                 [{"pull": {"exporter": {"prometheus": {"host": HOST, "port": ports["metrics"]}}}}]
             ),
         }
-        collector_args = [str(collector), *(f"--config={c}" for c in variant.configs),
-                          *(f"--set={k}={v}" for k, v in overrides.items())]
-        collector_proc = Process("collector", collector_args,
-                                 logs / f"{variant.name}-collector.log")
+        collector_args = [
+            str(collector),
+            *(f"--config={c}" for c in variant.configs),
+            *(f"--set={k}={v}" for k, v in overrides.items()),
+        ]
+        collector_proc = Process(
+            "collector", collector_args, logs / f"{variant.name}-collector.log"
+        )
         processes.append(collector_proc)
         collector_proc.start()
         health = f"http://{HOST}:{ports['health']}/"
-        wait_until("the collector's health_check", lambda: http_get(health)[0] == 200, 60,
-                   collector_proc)
+        wait_until(
+            "the collector's health_check", lambda: http_get(health)[0] == 200, 60, collector_proc
+        )
 
         record_path = logs / f"{variant.name}-demo-traces.json"
         demo_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-        demo_env.update(OTEL_SERVICE_NAME=service,
-                        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{HOST}:{ports['otlp_http']}",
-                        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-                        PAYI_DEMO_TRACES_JSON=str(record_path),
-                        PYTHONUNBUFFERED="1")
+        demo_env.update(
+            OTEL_SERVICE_NAME=service,
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{HOST}:{ports['otlp_http']}",
+            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+            PAYI_DEMO_TRACES_JSON=str(record_path),
+            PYTHONUNBUFFERED="1",
+        )
         demo_log = logs / f"{variant.name}-demo.log"
         started = time.monotonic()
         with demo_log.open("wb") as out:
-            demo = subprocess.run([python, str(DEMO / "main.py")], env=demo_env, cwd=REPO,
-                                  stdout=out, stderr=subprocess.STDOUT, timeout=300, check=False)
+            demo = subprocess.run(
+                [python, str(DEMO / "main.py")],
+                env=demo_env,
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=300,
+                check=False,
+            )
         if demo.returncode != 0 or not record_path.is_file():
             print(demo_log.read_text(errors="replace"))
             raise E2EFailure(f"the demo exited with {demo.returncode} (log: {demo_log})")
         record = json.loads(record_path.read_text())
         produced = sum(len(t["spans"]) for t in record["traces"])
-        print(f"demo: {len(record['traces'])} traces, {produced} spans, exported "
-              f"{record['otlp_delivered']} (failed {record['otlp_failed']}) in "
-              f"{time.monotonic() - started:.1f} s; in-process header check "
-              f"{'ok' if record['check_ok'] else 'FAILED'}", flush=True)
+        print(
+            f"demo: {len(record['traces'])} traces, {produced} spans, exported "
+            f"{record['otlp_delivered']} (failed {record['otlp_failed']}) in "
+            f"{time.monotonic() - started:.1f} s; in-process header check "
+            f"{'ok' if record['check_ok'] else 'FAILED'}",
+            flush=True,
+        )
         if not record["check_ok"] or not record["headers_recorded"]:
             raise E2EFailure("the demo's own span <-> header check failed")
         if record["otlp_failed"] or record["otlp_delivered"] != produced:
-            raise E2EFailure(f"the demo delivered {record['otlp_delivered']} of {produced} "
-                             f"spans over OTLP")
+            raise E2EFailure(
+                f"the demo delivered {record['otlp_delivered']} of {produced} spans over OTLP"
+            )
         verify(jaeger, record, service, variant, collector_proc, jaeger_proc)
         if keep:
-            print(f"\n--keep: Jaeger API at {jaeger.base}, collector OTLP/HTTP at "
-                  f"http://{HOST}:{ports['otlp_http']}; Ctrl-C to stop.", flush=True)
+            print(
+                f"\n--keep: Jaeger API at {jaeger.base}, collector OTLP/HTTP at "
+                f"http://{HOST}:{ports['otlp_http']}; Ctrl-C to stop.",
+                flush=True,
+            )
             try:
                 while True:
                     time.sleep(3600)
@@ -429,8 +494,14 @@ def run_variant(variant: Variant, collector: Path, jaeger_bin: Path, logs: Path,
                 pass
 
 
-def verify(jaeger: Jaeger, record: Mapping[str, Any], service: str, variant: Variant,
-           collector_proc: Process, jaeger_proc: Process) -> None:
+def verify(
+    jaeger: Jaeger,
+    record: Mapping[str, Any],
+    service: str,
+    variant: Variant,
+    collector_proc: Process,
+    jaeger_proc: Process,
+) -> None:
     expected = {t["trace_id"]: t for t in record["traces"]}
     total = sum(len(t["spans"]) for t in record["traces"])
 
@@ -440,20 +511,27 @@ def verify(jaeger: Jaeger, record: Mapping[str, Any], service: str, variant: Var
         if found != set(expected):
             return None
         traces = {tid: jaeger.trace(tid) for tid in expected}
-        if any(t is None or len(t.spans) < len(expected[tid]["spans"])
-               for tid, t in traces.items()):
+        if any(
+            t is None or len(t.spans) < len(expected[tid]["spans"]) for tid, t in traces.items()
+        ):
             return None
         return {tid: t for tid, t in traces.items() if t is not None}
 
     started = time.monotonic()
     traces: dict[str, JaegerTrace] = wait_until(
         f"Jaeger to hold the {len(expected)} traces ({total} spans) of {service}",
-        all_arrived, 60, jaeger_proc)
+        all_arrived,
+        60,
+        jaeger_proc,
+    )
     time.sleep(2)  # anything late or duplicated would show up now
     traces = {tid: t for tid in expected if (t := jaeger.trace(tid)) is not None}
     found_ids, _ = jaeger.search(service)
-    print(f"Jaeger: all {len(expected)} traces there {time.monotonic() - started:.1f} s after "
-          f"the demo ended", flush=True)
+    print(
+        f"Jaeger: all {len(expected)} traces there {time.monotonic() - started:.1f} s after "
+        f"the demo ended",
+        flush=True,
+    )
 
     problems: list[str] = []
     if service not in jaeger.services():
@@ -469,14 +547,18 @@ def verify(jaeger: Jaeger, record: Mapping[str, Any], service: str, variant: Var
         problems += check_trace(want, got, service, variant.redact)
         genai = sum(1 for s in want["spans"] if s["genai"])
         print(f"{tid}  {len(got.spans):>5}  {genai:>5}  {want['spans'][0]['name']}")
-    print(f"(per trace: span ids, parent links, names and payi.* attributes as the demo "
-          f"produced them{'; payi.user_id SHA-256 hashed' if variant.redact else ''}; every "
-          f"GenAI span's payi.* equal to the x-payi-* headers its call sent)")
+    print(
+        f"(per trace: span ids, parent links, names and payi.* attributes as the demo "
+        f"produced them{'; payi.user_id SHA-256 hashed' if variant.redact else ''}; every "
+        f"GenAI span's payi.* equal to the x-payi-* headers its call sent)"
+    )
 
     print("\nSearch by tag (what the Jaeger UI's Tags field sends):")
     for key in SEARCH_KEYS:
-        values = sorted({s["payi"][key] for t in record["traces"] for s in t["spans"]
-                         if key in s["payi"]}, key=str)
+        values = sorted(
+            {s["payi"][key] for t in record["traces"] for s in t["spans"] if key in s["payi"]},
+            key=str,
+        )
         if not values:
             problems.append(f"the demo produced no {key}")
         for value in values:
@@ -489,12 +571,14 @@ def verify(jaeger: Jaeger, record: Mapping[str, Any], service: str, variant: Var
                 problems.append(f"search {key}={shown}: {sorted(got_ids)} != {sorted(want_ids)}")
             if variant.redact and key == USER_ID_KEY:
                 clear_ids, _ = jaeger.search(service, {key: value})
-                print(f"  {key}={value} (clear): {len(clear_ids)} traces "
-                      f"{'ok' if not clear_ids else 'FAIL'}")
+                print(
+                    f"  {key}={value} (clear): {len(clear_ids)} traces "
+                    f"{'ok' if not clear_ids else 'FAIL'}"
+                )
                 if clear_ids:
                     problems.append(f"search by the clear {key}={value} found {clear_ids}")
     if not variant.redact:
-        print("\nThe README's searches (section \"What to look for in the Jaeger UI\"):")
+        print('\nThe README\'s searches (section "What to look for in the Jaeger UI"):')
         for tags in readme_searches():
             want_ids = traces_with_all(record, tags)
             got_ids, _ = jaeger.search(service, tags)
@@ -504,37 +588,59 @@ def verify(jaeger: Jaeger, record: Mapping[str, Any], service: str, variant: Var
             if not want_ids:
                 problems.append(f"the README's search {shown!r} matches no span of the demo")
             elif got_ids != want_ids:
-                problems.append(f"the README's search {shown!r}: {sorted(got_ids)} != "
-                                f"{sorted(want_ids)}")
+                problems.append(
+                    f"the README's search {shown!r}: {sorted(got_ids)} != {sorted(want_ids)}"
+                )
     if variant.redact:
-        clear = {str(s["payi"][USER_ID_KEY]) for t in record["traces"] for s in t["spans"]
-                 if USER_ID_KEY in s["payi"]}
+        clear = {
+            str(s["payi"][USER_ID_KEY])
+            for t in record["traces"]
+            for s in t["spans"]
+            if USER_ID_KEY in s["payi"]
+        }
         _, all_raw = jaeger.search(service)
         for user_id in sorted(clear):
             quoted = json.dumps(user_id)
-            places = [tid for tid, t in traces.items()
-                      if quoted in t.raw or any(v == user_id for s in t.spans.values()
-                                                for v in s.attributes.values())]
+            places = [
+                tid
+                for tid, t in traces.items()
+                if quoted in t.raw
+                or any(v == user_id for s in t.spans.values() for v in s.attributes.values())
+            ]
             if places or quoted in all_raw:
                 problems.append(f"the clear user id {user_id!r} is in Jaeger: {places}")
-        print(f"  clear user ids {sorted(clear)} in any Jaeger response: "
-              f"{'no (ok)' if not any('clear user id' in p for p in problems) else 'YES'}")
+        print(
+            f"  clear user ids {sorted(clear)} in any Jaeger response: "
+            f"{'no (ok)' if not any('clear user id' in p for p in problems) else 'YES'}"
+        )
 
-    first_user = next((s["payi"][USER_ID_KEY] for t in record["traces"] for s in t["spans"]
-                       if USER_ID_KEY in s["payi"]), None)
+    first_user = next(
+        (
+            s["payi"][USER_ID_KEY]
+            for t in record["traces"]
+            for s in t["spans"]
+            if USER_ID_KEY in s["payi"]
+        ),
+        None,
+    )
     if first_user is not None:
         shown = sha256_hex(first_user) if variant.redact else first_user
         print("\nFind them yourself (while the stack runs, e.g. with --keep):")
         print(f"  API: {jaeger.search_url(service, {USER_ID_KEY: shown})}")
-        print(f"  UI:  {jaeger.search_url(service, {USER_ID_KEY: shown}, api=False)}  (a "
-              "placeholder page in a go-built Jaeger: its UI assets are not in the module; "
-              "the Docker image has them)")
+        print(
+            f"  UI:  {jaeger.search_url(service, {USER_ID_KEY: shown}, api=False)}  (a "
+            "placeholder page in a go-built Jaeger: its UI assets are not in the module; "
+            "the Docker image has them)"
+        )
         print(f"  one trace: {jaeger.base}/api/v3/traces/{next(iter(expected))}")
     if problems:
-        shown = problems[:25] + ([f"... and {len(problems) - 25} more"] if len(problems) > 25
-                                 else [])
-        raise E2EFailure(f"Jaeger does not hold what the demo produced ({len(problems)} "
-                         "differences):\n  " + "\n  ".join(shown))
+        shown = problems[:25] + (
+            [f"... and {len(problems) - 25} more"] if len(problems) > 25 else []
+        )
+        raise E2EFailure(
+            f"Jaeger does not hold what the demo produced ({len(problems)} "
+            "differences):\n  " + "\n  ".join(shown)
+        )
     print(f"\nvariant {variant.name!r}: PASSED", flush=True)
 
 
@@ -554,25 +660,34 @@ def print_logs_on_failure(processes: list[Process]) -> Iterator[None]:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variant", choices=[*VARIANTS, "all"], default="all")
-    parser.add_argument("--keep", action="store_true",
-                        help="leave Jaeger and the collector running after the checks")
-    parser.add_argument("--python", default=sys.executable,
-                        help="the interpreter that runs the demo (default: this one)")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave Jaeger and the collector running after the checks",
+    )
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter that runs the demo (default: this one)",
+    )
     args = parser.parse_args(argv)
     # A SIGTERM (CI's time limit, `kill`) unwinds like Ctrl-C: every process started is stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.monotonic()
-    if shutil.which("go") is None and not (binaries.collector_path().is_file()
-                                           and binaries.jaeger_path().is_file()):
+    if shutil.which("go") is None and not (
+        binaries.collector_path().is_file() and binaries.jaeger_path().is_file()
+    ):
         print("e2e: needs `go` to build the collector and Jaeger", file=sys.stderr)
         return 2
     collector = binaries.ensure_collector()
     jaeger_bin = binaries.ensure_jaeger()
     built = time.monotonic()
     logs = _logs_dir()
-    print(f"e2e: collector {binaries.OTELCOL_VERSION} ({collector}), "
-          f"Jaeger {binaries.JAEGER_RELEASE} ({jaeger_bin}); logs and records in {logs}",
-          flush=True)
+    print(
+        f"e2e: collector {binaries.OTELCOL_VERSION} ({collector}), "
+        f"Jaeger {binaries.JAEGER_RELEASE} ({jaeger_bin}); logs and records in {logs}",
+        flush=True,
+    )
     names = list(VARIANTS) if args.variant == "all" else [args.variant]
     failed: list[str] = []
     for name in names:
@@ -581,8 +696,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         except (E2EFailure, subprocess.TimeoutExpired) as failure:
             print(f"\nvariant {name!r}: FAILED: {failure}", flush=True)
             failed.append(name)
-    print(f"\ne2e: variants {', '.join(names)}; build/cache {built - started:.0f} s, run "
-          f"{time.monotonic() - built:.0f} s; logs and the demo's records: {logs}")
+    print(
+        f"\ne2e: variants {', '.join(names)}; build/cache {built - started:.0f} s, run "
+        f"{time.monotonic() - built:.0f} s; logs and the demo's records: {logs}"
+    )
     if failed:
         print(f"e2e: FAILED: {', '.join(failed)}")
     print(f"e2e: {len(names) - len(failed)} passed, {len(failed)} failed", flush=True)
@@ -598,7 +715,7 @@ def _logs_dir() -> Path:
     binaries, not loose in /tmp); only the newest :data:`KEEP_RUNS` runs are kept."""
     runs = binaries.cache_root() / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    for old in sorted(runs.iterdir(), key=lambda p: p.stat().st_mtime)[:-(KEEP_RUNS - 1)]:
+    for old in sorted(runs.iterdir(), key=lambda p: p.stat().st_mtime)[: -(KEEP_RUNS - 1)]:
         shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=runs))
 

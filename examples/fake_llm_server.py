@@ -132,7 +132,8 @@ _SSE_DONE = b"data: [DONE]\n\n"
 
 #: The extra usage the current request asked for (``x-fake-usage``), by field.
 _extra_usage: contextvars.ContextVar[Mapping[str, int]] = contextvars.ContextVar(
-    "fake_extra_usage", default=MappingProxyType({}))
+    "fake_extra_usage", default=MappingProxyType({})
+)
 
 
 def _parse_extra_usage(text: Optional[str]) -> Mapping[str, int]:
@@ -252,9 +253,7 @@ def _chat_completions(body: dict[str, Any]) -> _Reply:
 
     def chunk(index: int, delta: dict[str, Any], finish_reason: Optional[str]) -> bytes:
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return _sse(
-            {**common, "object": "chat.completion.chunk", "choices": [choice], **no_usage}
-        )
+        return _sse({**common, "object": "chat.completion.chunk", "choices": [choice], **no_usage})
 
     events: list[bytes] = []
     for i in range(n):
@@ -502,8 +501,9 @@ def _anthropic_prompt_tokens(body: dict[str, Any]) -> int:
 def _messages(body: dict[str, Any]) -> _Reply:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        return _anthropic_error(400, "messages: at least one message is required",
-                                "invalid_request_error")
+        return _anthropic_error(
+            400, "messages: at least one message is required", "invalid_request_error"
+        )
     reply = _echo(_last_user_text(messages))
     input_tokens = _anthropic_prompt_tokens(body)
     output_tokens = _count_tokens(reply)
@@ -535,16 +535,22 @@ def _messages(body: dict[str, Any]) -> _Reply:
     events = [
         _sse({"type": "message_start", "message": start}, "message_start"),
         _sse(
-            {"type": "content_block_start", "index": 0,
-             "content_block": {"type": "text", "text": ""}},
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
             "content_block_start",
         ),
         _sse({"type": "ping"}, "ping"),
     ]
     events.extend(
         _sse(
-            {"type": "content_block_delta", "index": 0,
-             "delta": {"type": "text_delta", "text": piece}},
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": piece},
+            },
             "content_block_delta",
         )
         for piece in _pieces(reply)
@@ -837,9 +843,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self._reset_connection = True
         with contextlib.suppress(OSError):
-            self.connection.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-            )
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 # --------------------------------------------------------------------------------------------

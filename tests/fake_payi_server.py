@@ -47,8 +47,9 @@ class FakePayiServer:
                 except ValueError:
                     body = None
                 with outer._lock:
-                    outer.requests.append(Ingested(
-                        self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                    outer.requests.append(
+                        Ingested(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    )
                 if outer.delay:
                     time.sleep(outer.delay)
                 now = datetime.now(timezone.utc).isoformat()
@@ -56,9 +57,12 @@ class FakePayiServer:
                 if outer.status >= 400:
                     reply: Any = {"xproxy_error": {"code": "test", "message": "injected"}}
                 else:
-                    reply = {"event_timestamp": now, "ingest_timestamp": now,
-                             "request_id": request_id,
-                             "xproxy_result": {"request_id": request_id}}
+                    reply = {
+                        "event_timestamp": now,
+                        "ingest_timestamp": now,
+                        "request_id": request_id,
+                        "xproxy_result": {"request_id": request_id},
+                    }
                 data = json.dumps(reply).encode()
                 self.send_response(outer.status)
                 self.send_header("content-type", "application/json")

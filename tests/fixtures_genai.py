@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from payi_otel import PayiInstrumentor
-from payi_otel._parameters import REGISTRY, Kind
+from payi_otel._model.parameters import REGISTRY, Kind
 
 # Names from the one parameter registry (never a second table of them).
 ATTRIBUTE_TO_HEADER = {p.attribute: p.header for p in REGISTRY if p.kind is not Kind.DICT}
@@ -33,8 +33,11 @@ JSON_HEADERS = set(PROPERTY_ATTRIBUTES.values())
 
 def _wire(text: str) -> str:
     plain = text.isascii() and text.isprintable() and text == text.strip(" ") and text
-    return text if plain else quote(text, safe="".join(
-        chr(c) for c in range(0x21, 0x7F) if chr(c) != "%"))
+    return (
+        text
+        if plain
+        else quote(text, safe="".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%"))
+    )
 
 
 def headers_from_span(span: ReadableSpan) -> dict[str, str]:
@@ -53,7 +56,7 @@ def headers_from_span(span: ReadableSpan) -> dict[str, str]:
             if key == prefix[:-1]:  # many keys: the dict as one attribute, its JSON text
                 props.setdefault(header, {}).update(json.loads(str(value)))
             elif key.startswith(prefix):
-                props.setdefault(header, {})[key[len(prefix):]] = str(value)
+                props.setdefault(header, {})[key[len(prefix) :]] = str(value)
     for header, mapping in props.items():
         headers[header] = json.dumps(mapping, separators=(",", ":"), ensure_ascii=True)
     return headers
@@ -79,7 +82,8 @@ def attribution_headers(request: RecordedRequest, dialect: str = "x-payi") -> di
         param = _BY_PAYI_HEADER.get(key.lower())
         if param is not None:
             found[param.header] = (
-                base64.b64decode(value).decode("ascii") if param.kind is Kind.DICT else value)
+                base64.b64decode(value).decode("ascii") if param.kind is Kind.DICT else value
+            )
     return found
 
 
@@ -97,13 +101,10 @@ def first_attempts(server: FakeLLMServer) -> list[RecordedRequest]:
     return [r for r in server.requests if r.headers.get("x-stainless-retry-count", "0") == "0"]
 
 
-def assert_spans_match_requests(
-    otel: Otel, server: FakeLLMServer, dialect: str = "x-payi"
-) -> None:
+def assert_spans_match_requests(otel: Otel, server: FakeLLMServer, dialect: str = "x-payi") -> None:
     spans = otel.genai_spans()
     requests = first_attempts(server)
-    assert len(spans) == len(requests), (
-        [s.name for s in spans], [r.path for r in requests])
+    assert len(spans) == len(requests), ([s.name for s in spans], [r.path for r in requests])
 
     def from_span(span: ReadableSpan) -> dict[str, str]:
         headers = headers_from_span(span)
@@ -112,7 +113,8 @@ def assert_spans_match_requests(
         return {k: v for k, v in headers.items() if k in PROXY_CARRIES}
 
     assert Counter(_normal(from_span(s)) for s in spans) == Counter(
-        _normal(attribution_headers(r, dialect)) for r in requests)
+        _normal(attribution_headers(r, dialect)) for r in requests
+    )
     by_id = otel._genai_by_id()
     for inner in otel.all_genai_spans():
         outer = otel.genai_ancestor(inner, by_id)
@@ -141,14 +143,16 @@ class GenAI:
     def anthropic_client(self, **kwargs: Any) -> anthropic.Anthropic:
         kwargs.setdefault("max_retries", 0)
         return anthropic.Anthropic(
-            base_url=self.server.anthropic_base_url, api_key="test", **kwargs)
+            base_url=self.server.anthropic_base_url, api_key="test", **kwargs
+        )
 
     @contextmanager
     def genai_span(self, system: str = "anthropic", operation: str = "chat") -> Iterator[Any]:
         """A GenAI span, as any GenAI instrumentation would start around a call."""
         tracer = self.otel.provider.get_tracer("test.genai")
         with tracer.start_as_current_span(
-            f"{operation} {system}", kind=SpanKind.CLIENT,
+            f"{operation} {system}",
+            kind=SpanKind.CLIENT,
             attributes={"gen_ai.operation.name": operation, "gen_ai.provider.name": system},
         ) as span:
             yield span
@@ -206,9 +210,11 @@ def genai(
         openai=openai.OpenAI(base_url=base, api_key="test", max_retries=0),
         async_openai=openai.AsyncOpenAI(base_url=base, api_key="test", max_retries=0),
         anthropic=anthropic.Anthropic(
-            base_url=llm_server.anthropic_base_url, api_key="test", max_retries=0),
+            base_url=llm_server.anthropic_base_url, api_key="test", max_retries=0
+        ),
         async_anthropic=anthropic.AsyncAnthropic(
-            base_url=llm_server.anthropic_base_url, api_key="test", max_retries=0),
+            base_url=llm_server.anthropic_base_url, api_key="test", max_retries=0
+        ),
     )
     yield env
     if env.check_invariant:
@@ -231,7 +237,8 @@ def surface(request: pytest.FixtureRequest, genai: GenAI) -> GenAI:
 
 CHAT: dict[str, Any] = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hello"}]}
 MESSAGE: dict[str, Any] = {
-    "model": "claude-haiku-4-5", "max_tokens": 64,
+    "model": "claude-haiku-4-5",
+    "max_tokens": 64,
     "messages": [{"role": "user", "content": "Hello"}],
 }
 

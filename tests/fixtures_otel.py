@@ -35,8 +35,7 @@ class Otel:
 
     def all_genai_spans(self) -> list[ReadableSpan]:
         return [
-            s for s in self.spans()
-            if any(k.startswith("gen_ai.") for k in (s.attributes or {}))
+            s for s in self.spans() if any(k.startswith("gen_ai.") for k in (s.attributes or {}))
         ]
 
     def genai_ancestor(
@@ -52,7 +51,8 @@ class Otel:
             # is the span with that id that was open when the child started (a stream left
             # unfinished can end its inner span after the outer one).
             parents = [
-                p for p in by_id.get((child.parent.trace_id, child.parent.span_id), ())
+                p
+                for p in by_id.get((child.parent.trace_id, child.parent.span_id), ())
                 if (p.start_time or 0) <= (child.start_time or 0) <= (p.end_time or 0)
             ]
             if not parents:

@@ -28,6 +28,7 @@ def scenarios(track: Any, track_context: Any, call: Callable[..., None]) -> None
         def run(body: Callable[[], None]) -> None:
             SCENARIOS.append(name)
             body()
+
         return run
 
     @scenario("headers_with_decorated_functions")
@@ -36,6 +37,7 @@ def scenarios(track: Any, track_context: Any, call: Callable[..., None]) -> None
         def function_with_headers() -> None:
             call({"xProxy-Limit-IDs": "", "xProxy-User-ID": ""})
             call({"xProxy-Limit-IDs": "header_limit", "xProxy-UseCase-Version": "5"})
+
         function_with_headers()
 
     @scenario("triple_combination")
@@ -48,6 +50,7 @@ def scenarios(track: Any, track_context: Any, call: Callable[..., None]) -> None
                     call()
                 with track_context(limit_ids=["limit4"], user_id="nested_user"):
                     call()
+
         complex_function()
 
     @scenario("combined_strings")
@@ -60,6 +63,7 @@ def scenarios(track: Any, track_context: Any, call: Callable[..., None]) -> None
                 call()
             with track_context(user_id=""):
                 call()
+
         function_with_context()
 
     @scenario("combined_lists")
@@ -70,6 +74,7 @@ def scenarios(track: Any, track_context: Any, call: Callable[..., None]) -> None
                 call()
             with track_context(limit_ids=[]):
                 call()
+
         function_with_context()
 
     @scenario("combined_numeric")
@@ -79,6 +84,7 @@ def scenarios(track: Any, track_context: Any, call: Callable[..., None]) -> None
             call()
             with track_context(use_case_version=2):
                 call()
+
         function_with_numeric()
 
     @scenario("name_id_pairs")
@@ -91,6 +97,7 @@ def scenarios(track: Any, track_context: Any, call: Callable[..., None]) -> None
                 call()
             with track_context(use_case_name="context_case", use_case_id="context_id"):
                 call()
+
         function_with_context()
 
     @scenario("context_calling_decorated")
@@ -98,6 +105,7 @@ def scenarios(track: Any, track_context: Any, call: Callable[..., None]) -> None
         @track(limit_ids=["decorator_limit"], user_id="decorator_user")
         def decorated_function() -> None:
             call()
+
         decorated_function()
         with track_context(limit_ids=["context_limit"], user_id="context_user"):
             decorated_function()
@@ -109,11 +117,16 @@ def scenarios(track: Any, track_context: Any, call: Callable[..., None]) -> None
 
     @scenario("properties_and_pricing")
     def _() -> None:
-        with track_context(use_case_name="props", use_case_step="draft",
-                           use_case_properties={"tier": "gold"},
-                           request_properties={"team": "core", "cost": "a"},
-                           account_name="acme", price_as_category="system.openai",
-                           price_as_resource="gpt-4o", resource_scope="global"):
+        with track_context(
+            use_case_name="props",
+            use_case_step="draft",
+            use_case_properties={"tier": "gold"},
+            request_properties={"team": "core", "cost": "a"},
+            account_name="acme",
+            price_as_category="system.openai",
+            price_as_resource="gpt-4o",
+            resource_scope="global",
+        ):
             call()
             call({"xProxy-Request-Properties": '{"call":"1"}'})
 
@@ -148,8 +161,10 @@ def main(impl: str, mode: str, llm_base_url: str) -> None:
     def call(headers: dict[str, str] | None = None) -> None:
         labels.append(SCENARIOS[-1])
         client.chat.completions.create(
-            model="gpt-4", messages=[{"role": "user", "content": "Hello"}],
-            **({"extra_headers": headers} if headers else {}))
+            model="gpt-4",
+            messages=[{"role": "user", "content": "Hello"}],
+            **({"extra_headers": headers} if headers else {}),
+        )
 
     scenarios(track, track_context, call)
     finish()

@@ -7,12 +7,19 @@ import pkgutil
 import typing
 
 import payi_otel
-from payi_otel._parameters import REGISTRY, Kind, ScopeParameters
+from payi_otel._model.parameters import REGISTRY, Kind, ScopeParameters
 
 PUBLIC = {
-    "ParameterError", "ParameterTypeError", "ParameterValueError", "PayiIngestExporter",
+    "ParameterError",
+    "ParameterTypeError",
+    "ParameterValueError",
+    "PayiIngestExporter",
     "PayiInstrumentor",
-    "__version__", "get_context", "payi_instrument", "track", "track_context",
+    "__version__",
+    "get_context",
+    "payi_instrument",
+    "track",
+    "track_context",
 }
 
 
@@ -27,8 +34,12 @@ def test_every_module_but_version_is_private() -> None:
     assert {m for m in modules if not m.startswith("_")} == {"version"}
 
 
-_KIND_TYPES = {Kind.STRING: str, Kind.INT: int, Kind.LIST: typing.Sequence,
-               Kind.DICT: typing.Mapping}
+_KIND_TYPES = {
+    Kind.STRING: str,
+    Kind.INT: int,
+    Kind.LIST: typing.Sequence,
+    Kind.DICT: typing.Mapping,
+}
 
 
 def test_typed_keyword_arguments_match_the_registry() -> None:
@@ -40,7 +51,9 @@ def test_typed_keyword_arguments_match_the_registry() -> None:
         origin = typing.get_origin(inner) or inner
         expected = _KIND_TYPES[parameter.kind]
         assert origin is expected or getattr(expected, "__origin__", None) is origin, (
-            parameter.name, inner)
+            parameter.name,
+            inner,
+        )
 
 
 def test_the_parameter_table_in_docs_is_the_registry() -> None:
@@ -50,8 +63,9 @@ def test_the_parameter_table_in_docs_is_the_registry() -> None:
     from pathlib import Path
 
     text = (Path(__file__).resolve().parent.parent / "docs" / "parameters.md").read_text()
-    rows = re.findall(r"^\| `(\w+)` \| [^|]*(?:\\\|[^|]*)*\| `([\w-]+)`[^|]*\| `([\w.]+)", text,
-                      flags=re.M)
+    rows = re.findall(
+        r"^\| `(\w+)` \| [^|]*(?:\\\|[^|]*)*\| `([\w-]+)`[^|]*\| `([\w.]+)", text, flags=re.M
+    )
     got = [(name, header, attribute.rstrip(".")) for name, header, attribute in rows]
     assert got == [(p.name, p.header, p.attribute) for p in REGISTRY]
 
@@ -61,7 +75,8 @@ def test_the_payi_names_table_in_docs_is_the_registry() -> None:
     from pathlib import Path
 
     text = (Path(__file__).resolve().parent.parent / "docs" / "parameters.md").read_text()
-    section = text[text.index("## Pay-i's names"):text.index("## Wire format")]
+    section = text[text.index("## Pay-i's names") : text.index("## Wire format")]
     rows = re.findall(r"^\| `(\w+)` \| (?:`([\w-]+)`|- \(not sent\))", section, flags=re.M)
     assert [(name, payi or None) for name, payi in rows] == [
-        (p.name, p.payi_header) for p in REGISTRY]
+        (p.name, p.payi_header) for p in REGISTRY
+    ]

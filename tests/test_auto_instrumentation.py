@@ -14,7 +14,7 @@ import pytest
 from fake_llm_server import FakeLLMServer
 from fixtures_genai import payi_headers
 
-APP = '''
+APP = """
 import os
 from openai import OpenAI
 
@@ -24,7 +24,7 @@ reply = client.chat.completions.create(
     extra_headers={"x-payi-request-tags": "from_app"},
 )
 print("REPLY:", reply.choices[0].message.content)
-'''
+"""
 
 INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
 
@@ -49,26 +49,38 @@ def console_spans(stdout: str) -> list[dict[str, Any]]:
 def run_app(tmp_path: Path, server: FakeLLMServer, **env: str) -> subprocess.CompletedProcess[str]:
     app = tmp_path / "billing_bot.py"
     app.write_text(APP)
-    full_env = {k: v for k, v in os.environ.items()
-                if not k.startswith(("PAYI_", "OTEL_"))}
-    full_env.update({
-        "APP_BASE_URL": server.openai_base_url,
-        "OTEL_TRACES_EXPORTER": "console",
-        "OTEL_METRICS_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
-        "OTEL_SERVICE_NAME": "zero-code",
-        **env,
-    })
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYI_", "OTEL_"))}
+    full_env.update(
+        {
+            "APP_BASE_URL": server.openai_base_url,
+            "OTEL_TRACES_EXPORTER": "console",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+            "OTEL_SERVICE_NAME": "zero-code",
+            **env,
+        }
+    )
     return subprocess.run(
-        [str(INSTRUMENT), sys.executable, str(app)], env=full_env, cwd=tmp_path,
-        capture_output=True, text=True, timeout=60, check=False,
+        [str(INSTRUMENT), sys.executable, str(app)],
+        env=full_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
 @pytest.mark.skipif(not INSTRUMENT.exists(), reason="opentelemetry-instrument not installed")
 def test_opentelemetry_instrument_with_payi_env(tmp_path: Path, llm_server: FakeLLMServer) -> None:
-    result = run_app(tmp_path, llm_server, PAYI_USER_ID="env_user", PAYI_LIMIT_IDS="a, b",
-                     PAYI_ACCOUNT_NAME="acme", PAYI_USE_CASE_VERSION="2")
+    result = run_app(
+        tmp_path,
+        llm_server,
+        PAYI_USER_ID="env_user",
+        PAYI_LIMIT_IDS="a, b",
+        PAYI_ACCOUNT_NAME="acme",
+        PAYI_USE_CASE_VERSION="2",
+    )
     assert result.returncode == 0, result.stderr
     assert "REPLY: echo: zero code" in result.stdout
     [request] = llm_server.requests
@@ -80,8 +92,11 @@ def test_opentelemetry_instrument_with_payi_env(tmp_path: Path, llm_server: Fake
     # The default use case is the main script's stem, with a fresh id.
     assert sent["x-payi-use-case-name"] == "billing_bot"
     assert sent["x-payi-use-case-version"] == "2"
-    genai = [s for s in console_spans(result.stdout)
-             if any(k.startswith("gen_ai.") for k in s["attributes"])]
+    genai = [
+        s
+        for s in console_spans(result.stdout)
+        if any(k.startswith("gen_ai.") for k in s["attributes"])
+    ]
     assert len(genai) == 1, result.stdout
     attrs = genai[0]["attributes"]
     assert attrs["payi.user_id"] == "env_user"
@@ -116,8 +131,9 @@ def test_opentelemetry_instrument_stderr_is_empty_and_one_genai_span_per_call(
     result = run_app(tmp_path, llm_server, PAYI_USER_ID="quiet")
     assert result.returncode == 0
     assert result.stderr == ""
-    genai = [s for s in console_spans(result.stdout)
-             if s["attributes"].get("gen_ai.operation.name")]
+    genai = [
+        s for s in console_spans(result.stdout) if s["attributes"].get("gen_ai.operation.name")
+    ]
     assert [s["attributes"]["payi.user_id"] for s in genai] == ["quiet"]
 
 

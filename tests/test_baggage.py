@@ -30,11 +30,19 @@ def downstream(llm_server: FakeLLMServer) -> Iterator[Callable[[bool], str]]:
 
     def start(propagate_baggage: bool) -> str:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYI_", "OTEL_"))}
-        env.update(LLM_BASE_URL=llm_server.openai_base_url,
-                   PAYI_PROPAGATE_BAGGAGE="true" if propagate_baggage else "false",
-                   PAYI_USE_CASE_NAME="downstream_default", PAYI_ACCOUNT_NAME="down_acct")
-        proc = subprocess.Popen([sys.executable, str(DOWNSTREAM)], env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        env.update(
+            LLM_BASE_URL=llm_server.openai_base_url,
+            PAYI_PROPAGATE_BAGGAGE="true" if propagate_baggage else "false",
+            PAYI_USE_CASE_NAME="downstream_default",
+            PAYI_ACCOUNT_NAME="down_acct",
+        )
+        proc = subprocess.Popen(
+            [sys.executable, str(DOWNSTREAM)],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         processes.append(proc)
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -57,13 +65,15 @@ def call_downstream(url: str) -> dict[str, Any]:
 
 
 def upstream_call(url: str) -> dict[str, Any]:
-    with track_context(use_case_name="checkout", use_case_id="co-1", user_id="up_user",
-                       limit_ids=["up_limit"]):
+    with track_context(
+        use_case_name="checkout", use_case_id="co-1", user_id="up_user", limit_ids=["up_limit"]
+    ):
         return call_downstream(url)
 
 
 def test_baggage_on_downstream_inherits_upstream_parameters(
-    instrument: Callable[..., PayiInstrumentor], llm_server: FakeLLMServer,
+    instrument: Callable[..., PayiInstrumentor],
+    llm_server: FakeLLMServer,
     downstream: Callable[[bool], str],
 ) -> None:
     instrument(caller_file="<test>", propagate_baggage=True)
@@ -80,7 +90,8 @@ def test_baggage_on_downstream_inherits_upstream_parameters(
 
 
 def test_baggage_off_downstream_does_not_inherit(
-    instrument: Callable[..., PayiInstrumentor], llm_server: FakeLLMServer,
+    instrument: Callable[..., PayiInstrumentor],
+    llm_server: FakeLLMServer,
     downstream: Callable[[bool], str],
 ) -> None:
     instrument(caller_file="<test>")  # propagate_baggage defaults to off
@@ -91,7 +102,8 @@ def test_baggage_off_downstream_does_not_inherit(
 
 
 def test_downstream_off_ignores_incoming_baggage(
-    instrument: Callable[..., PayiInstrumentor], llm_server: FakeLLMServer,
+    instrument: Callable[..., PayiInstrumentor],
+    llm_server: FakeLLMServer,
     downstream: Callable[[bool], str],
 ) -> None:
     instrument(caller_file="<test>", propagate_baggage=True)
@@ -106,16 +118,23 @@ def test_outgoing_baggage_entries(instrument: Callable[..., PayiInstrumentor]) -
     with track_context(user_id="u", limit_ids=["a", "b"], request_properties={"k": "v"}):
         with track_context(user_id=""):
             entries = dict(baggage.get_all())
-    assert entries == {"payi.limit_ids": "a,b", "payi.request_properties": '{"k":"v"}',
-                       "payi.user_id": ""}
+    assert entries == {
+        "payi.limit_ids": "a,b",
+        "payi.request_properties": '{"k":"v"}',
+        "payi.user_id": "",
+    }
     assert baggage.get_all() == {}
 
 
 def test_incoming_baggage_is_the_level_above_global(
     instrument: Callable[..., PayiInstrumentor],
 ) -> None:
-    instrument({"user_id": "global_user", "limit_ids": ["g"]}, caller_file="<test>",
-               propagate_baggage=True, baggage_accept=["*"])
+    instrument(
+        {"user_id": "global_user", "limit_ids": ["g"]},
+        caller_file="<test>",
+        propagate_baggage=True,
+        baggage_accept=["*"],
+    )
     ctx = baggage.set_baggage("payi.user_id", "baggage_user")
     ctx = baggage.set_baggage("payi.limit_ids", "b1,b2", ctx)
     ctx = baggage.set_baggage("payi.use_case_version", "not-an-int", ctx)  # ignored, logged
@@ -147,7 +166,8 @@ def test_baggage_ignored_when_off(instrument: Callable[..., PayiInstrumentor]) -
 
 
 def test_incoming_baggage_sets_no_budget_or_pricing_control_by_default(
-    instrument: Callable[..., PayiInstrumentor], monkeypatch: pytest.MonkeyPatch,
+    instrument: Callable[..., PayiInstrumentor],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     instrument({"limit_ids": ["mine"]}, caller_file="<test>", propagate_baggage=True)
     ctx = baggage.set_baggage("payi.limit_ids", "", None)  # a caller trying to clear limits
@@ -162,7 +182,8 @@ def test_incoming_baggage_sets_no_budget_or_pricing_control_by_default(
 
 
 def test_baggage_accept_from_the_environment(
-    instrument: Callable[..., PayiInstrumentor], monkeypatch: pytest.MonkeyPatch,
+    instrument: Callable[..., PayiInstrumentor],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PAYI_BAGGAGE_ACCEPT", "user_id")
     instrument(caller_file="<test>", propagate_baggage=True)
@@ -184,8 +205,11 @@ def test_a_model_provider_call_carries_no_payi_baggage(genai: GenAI) -> None:
     entries, even with baggage on (the provider has no use for user ids)."""
     genai.reinstrument(propagate_baggage=True)
     seen: list[dict[str, object]] = []
-    client = genai.openai_client(http_client=openai.DefaultHttpxClient(
-        event_hooks={"request": [lambda request: seen.append(dict(baggage.get_all()))]}))
+    client = genai.openai_client(
+        http_client=openai.DefaultHttpxClient(
+            event_hooks={"request": [lambda request: seen.append(dict(baggage.get_all()))]}
+        )
+    )
     with track_context(user_id="private"):
         assert baggage.get_baggage("payi.user_id") == "private"
         client.chat.completions.create(**CHAT)
@@ -208,7 +232,8 @@ def _sent_baggage(server: FakeLLMServer) -> str:
 
 
 def test_outgoing_payi_baggage_goes_only_to_allowed_hosts(
-    instrument: Callable[..., PayiInstrumentor], llm_server: FakeLLMServer,
+    instrument: Callable[..., PayiInstrumentor],
+    llm_server: FakeLLMServer,
 ) -> None:
     instrument(caller_file="<test>", propagate_baggage=True, header_hosts=["gateway.internal"])
     client = _injecting_client()
@@ -224,15 +249,17 @@ def test_outgoing_payi_baggage_goes_only_to_allowed_hosts(
     assert "team=search" in sent and "payi." not in sent  # 127.0.0.1 is not allowed here
 
     PayiInstrumentor().uninstrument()
-    PayiInstrumentor().instrument(caller_file="<test>", propagate_baggage=True,
-                                  header_hosts=["127.0.0.1"])
+    PayiInstrumentor().instrument(
+        caller_file="<test>", propagate_baggage=True, header_hosts=["127.0.0.1"]
+    )
     with track_context(user_id="private"):
         client.get(url)
     assert "payi.user_id=private" in _sent_baggage(llm_server)
 
 
 def test_requests_adapter_strips_payi_members_for_refused_hosts(
-    instrument: Callable[..., PayiInstrumentor], llm_server: FakeLLMServer,
+    instrument: Callable[..., PayiInstrumentor],
+    llm_server: FakeLLMServer,
 ) -> None:
     import requests
 
@@ -261,8 +288,9 @@ def test_one_incoming_request_naming_a_use_case_without_an_id_is_one_instance(
     from opentelemetry import trace
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-    surface.reinstrument(propagate_baggage=True, genai_spans=surface.genai_spans,
-                         header_dialect=surface.dialect)
+    surface.reinstrument(
+        propagate_baggage=True, genai_spans=surface.genai_spans, header_dialect=surface.dialect
+    )
 
     def request(trace_id: int) -> None:
         parent = NonRecordingSpan(SpanContext(trace_id, 0x1234, True, TraceFlags(1)))

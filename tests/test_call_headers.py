@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from test_properties import FAST, GENERIC, MISSING, PARAMS, ref_fold
 
 from payi_otel import get_context, track_context
-from payi_otel._merge import Level, combine, fold, merge, new_level
-from payi_otel._parameters import REGISTRY, ParameterValueError
+from payi_otel._model.merge import Level, combine, fold, merge, new_level
+from payi_otel._model.parameters import REGISTRY, ParameterValueError
 
 HeaderName = Union[str, bytes]
 Headers = Mapping[HeaderName, Any]
@@ -55,46 +55,72 @@ def spelled(spelling: str, values: Mapping[str, str]) -> dict[HeaderName, str]:
 
 # The scope every call is made in, and what the client's defaults and the call's headers give.
 SCOPE: dict[str, Any] = {
-    "use_case_name": "flow", "use_case_version": 1, "user_id": "scope_user",
-    "limit_ids": ["scope_limit"], "request_properties": {"s": "1", "x": "scope"},
+    "use_case_name": "flow",
+    "use_case_version": 1,
+    "user_id": "scope_user",
+    "limit_ids": ["scope_limit"],
+    "request_properties": {"s": "1", "x": "scope"},
     "account_name": "scope_account",
 }
-CLIENT = {"user_id": "client_user", "use_case_version": "2", "limit_ids": "client_limit",
-          "request_properties": '{"c": "1", "x": "client"}'}
-CALL = {"user_id": "call_user", "use_case_version": "3", "limit_ids": "call_limit",
-        "request_properties": '{"x": "call", "k": "2", "s": null}'}
+CLIENT = {
+    "user_id": "client_user",
+    "use_case_version": "2",
+    "limit_ids": "client_limit",
+    "request_properties": '{"c": "1", "x": "client"}',
+}
+CALL = {
+    "user_id": "call_user",
+    "use_case_version": "3",
+    "limit_ids": "call_limit",
+    "request_properties": '{"x": "call", "k": "2", "s": null}',
+}
 #: Clears a list and a string; an empty version means "not given".
 CLEAR = {"limit_ids": "", "account_name": "", "use_case_version": ""}
 
 # What each request must carry, as x-payi-* headers, besides the scope's use case (name and id).
 SCOPE_ONLY_WHEN_CLEARED = {
-    "x-payi-use-case-version": "1", "x-payi-user-id": "scope_user",
+    "x-payi-use-case-version": "1",
+    "x-payi-user-id": "scope_user",
     "x-payi-request-properties": {"s": "1", "x": "scope"},
 }
 EXPECTED = {
     # (client defaults given, call headers given) -> (first request, second request)
     (True, False): (
-        {"x-payi-use-case-version": "2", "x-payi-user-id": "client_user",
-         "x-payi-limit-ids": "scope_limit,client_limit", "x-payi-account-name": "scope_account",
-         "x-payi-request-properties": {"s": "1", "x": "client", "c": "1"}},
+        {
+            "x-payi-use-case-version": "2",
+            "x-payi-user-id": "client_user",
+            "x-payi-limit-ids": "scope_limit,client_limit",
+            "x-payi-account-name": "scope_account",
+            "x-payi-request-properties": {"s": "1", "x": "client", "c": "1"},
+        },
         SCOPE_ONLY_WHEN_CLEARED,
     ),
     (False, True): (
-        {"x-payi-use-case-version": "3", "x-payi-user-id": "call_user",
-         "x-payi-limit-ids": "scope_limit,call_limit", "x-payi-account-name": "scope_account",
-         "x-payi-request-properties": {"x": "call", "k": "2"}},
+        {
+            "x-payi-use-case-version": "3",
+            "x-payi-user-id": "call_user",
+            "x-payi-limit-ids": "scope_limit,call_limit",
+            "x-payi-account-name": "scope_account",
+            "x-payi-request-properties": {"x": "call", "k": "2"},
+        },
         SCOPE_ONLY_WHEN_CLEARED,
     ),
     (True, True): (
         # strings and the version: the call's; lists: the scope's, the client's and the
         # call's; dicts: the call's keys over the client's over the scope's
-        {"x-payi-use-case-version": "3", "x-payi-user-id": "call_user",
-         "x-payi-limit-ids": "scope_limit,client_limit,call_limit",
-         "x-payi-account-name": "scope_account",
-         "x-payi-request-properties": {"x": "call", "c": "1", "k": "2"}},
+        {
+            "x-payi-use-case-version": "3",
+            "x-payi-user-id": "call_user",
+            "x-payi-limit-ids": "scope_limit,client_limit,call_limit",
+            "x-payi-account-name": "scope_account",
+            "x-payi-request-properties": {"x": "call", "c": "1", "k": "2"},
+        },
         # the call's "" clears the client's list too; its empty version is not given
-        {"x-payi-use-case-version": "2", "x-payi-user-id": "client_user",
-         "x-payi-request-properties": {"s": "1", "x": "client", "c": "1"}},
+        {
+            "x-payi-use-case-version": "2",
+            "x-payi-user-id": "client_user",
+            "x-payi-request-properties": {"s": "1", "x": "client", "c": "1"},
+        },
     ),
 }
 
@@ -121,18 +147,23 @@ class Clients:
         self.sdk = sdk
         self.is_async = is_async
         module: Any = openai if sdk == "openai" else anthropic
-        self.cls: Any = getattr(module, ("AsyncOpenAI" if is_async else "OpenAI")
-                                if sdk == "openai" else
-                                ("AsyncAnthropic" if is_async else "Anthropic"))
+        self.cls: Any = getattr(
+            module,
+            ("AsyncOpenAI" if is_async else "OpenAI")
+            if sdk == "openai"
+            else ("AsyncAnthropic" if is_async else "Anthropic"),
+        )
         self.http = (module.DefaultAsyncHttpxClient if is_async else module.DefaultHttpxClient)()
-        self.base_url = (surface.server.openai_base_url if sdk == "openai"
-                         else surface.server.anthropic_base_url)
+        self.base_url = (
+            surface.server.openai_base_url if sdk == "openai" else surface.server.anthropic_base_url
+        )
 
     def make(self, defaults: Optional[Headers] = None, **kwargs: Any) -> Any:
         if defaults is not None:
             kwargs["default_headers"] = defaults
-        return self.cls(base_url=self.base_url, api_key="test", max_retries=0,
-                        http_client=self.http, **kwargs)
+        return self.cls(
+            base_url=self.base_url, api_key="test", max_retries=0, http_client=self.http, **kwargs
+        )
 
     async def close(self) -> None:
         await _maybe(self.http.aclose() if self.is_async else self.http.close())
@@ -142,8 +173,9 @@ async def _maybe(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-async def send(client: Any, sdk: str, how: str = "create",
-               extra_headers: Optional[Headers] = None) -> None:
+async def send(
+    client: Any, sdk: str, how: str = "create", extra_headers: Optional[Headers] = None
+) -> None:
     """One call through ``client`` (sync or async), sent the way ``how`` says."""
     resource = client.chat.completions if sdk == "openai" else client.messages
     kwargs: dict[str, Any] = dict(CHAT if sdk == "openai" else MESSAGE)
@@ -174,16 +206,20 @@ def _client(clients: Clients, source: str, spelling: str, defaults: Mapping[str,
         override[user.swapcase()] = override.pop(user)
         return clients.make({user: "stale_user"}).with_options(default_headers=override)
     if source == "copy(set_default_headers)":
-        stale = spelled("lower", {"user_id": "stale_user", "limit_ids": "stale_limit",
-                                  "account_name": "stale_account"})
+        stale = spelled(
+            "lower",
+            {"user_id": "stale_user", "limit_ids": "stale_limit", "account_name": "stale_account"},
+        )
         return clients.make(stale).copy(set_default_headers=own)
     return clients.make(own)
 
 
 def _attribution_names(surface: GenAI) -> list[list[str]]:
     """The attribution header names (lower-cased) of each request, either spelling."""
-    return [[k.lower() for k, _ in r.raw_headers if k.lower().startswith(("x-payi-", "xproxy-"))]
-            for r in surface.server.requests]
+    return [
+        [k.lower() for k, _ in r.raw_headers if k.lower().startswith(("x-payi-", "xproxy-"))]
+        for r in surface.server.requests
+    ]
 
 
 def _normal(headers: Mapping[str, str]) -> dict[str, Any]:
@@ -194,8 +230,12 @@ def _normal(headers: Mapping[str, str]) -> dict[str, Any]:
 #: own SDK cannot take them (httpx2.Headers.__setitem__ calls name.encode), with or without
 #: payi_otel.
 def _cases(sdk: str) -> list[tuple[str, str]]:
-    return [(source, spelling) for source in SOURCES for spelling in SPELLINGS
-            if not (sdk == "anthropic" and spelling == "bytes" and source in DEFAULTS_SPELLED)]
+    return [
+        (source, spelling)
+        for source in SOURCES
+        for spelling in SPELLINGS
+        if not (sdk == "anthropic" and spelling == "bytes" and source in DEFAULTS_SPELLED)
+    ]
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
@@ -211,12 +251,13 @@ async def test_client_defaults_and_call_headers_are_one_level_with_one_header_pe
         case = f"{source} in {spelling}"
         has_defaults, has_call, how = SOURCES[source]
         with track_context(**SCOPE):
-            use_case = {"x-payi-use-case-name": "flow",
-                        "x-payi-use-case-id": get_context()["use_case_id"]}
+            use_case = {
+                "x-payi-use-case-name": "flow",
+                "x-payi-use-case-id": get_context()["use_case_id"],
+            }
             for given in ((CLIENT, CALL), (CLIENT, CLEAR) if has_call else (CLEAR, None)):
                 client_values, call_values = given
-                client = _client(clients, source, spelling,
-                                 client_values if has_defaults else {})
+                client = _client(clients, source, spelling, client_values if has_defaults else {})
                 call = spelled(spelling, call_values) if has_call and call_values else None
                 await send(client, sdk, how, call)
         expected = [{**use_case, **e} for e in EXPECTED[(has_defaults, has_call)]]
@@ -255,7 +296,8 @@ def test_client_then_call_as_one_level_equals_two_levels_for_every_parameter_but
     removed = frozenset(client) - frozenset(call)
     without = {k: v for k, v in client.items() if k not in removed}
     assert [level.params for level in combine([(client, frozenset()), (call, removed)])] == [
-        level.params for level in combine([(without, frozenset()), (call, frozenset())])]
+        level.params for level in combine([(without, frozenset()), (call, frozenset())])
+    ]
 
 
 # --- what the grid does not show --------------------------------------------------------------
@@ -274,13 +316,18 @@ async def test_a_call_omit_unsets_the_client_default_while_none_and_not_given_ke
     for sdk, is_async in SDK_MODES:
         module: Any = openai if sdk == "openai" else anthropic
         clients = Clients(surface, sdk, is_async)
-        client = clients.make({"x-payi-user-id": "client_user",
-                               "xProxy-Limit-IDs": "client_limit"})
+        client = clients.make({"x-payi-user-id": "client_user", "xProxy-Limit-IDs": "client_limit"})
         with track_context(use_case_name="", user_id="scope_user", limit_ids=["scope_limit"]):
-            await send(client, sdk, extra_headers={"X-Payi-User-Id": module.Omit(),
-                                                   "x-payi-limit-ids": module.Omit()})
-            await send(client, sdk, extra_headers={"x-payi-user-id": None,
-                                                   "X-PAYI-LIMIT-IDS": module.NOT_GIVEN})
+            await send(
+                client,
+                sdk,
+                extra_headers={"X-Payi-User-Id": module.Omit(), "x-payi-limit-ids": module.Omit()},
+            )
+            await send(
+                client,
+                sdk,
+                extra_headers={"x-payi-user-id": None, "X-PAYI-LIMIT-IDS": module.NOT_GIVEN},
+            )
         await clients.close()
         assert surface.attribution()[-2:] == [
             {"x-payi-user-id": "scope_user", "x-payi-limit-ids": "scope_limit"},
@@ -296,10 +343,17 @@ async def test_a_list_or_dict_the_client_clears_stays_cleared_below_a_call_that_
     for sdk, is_async in SDK_MODES:
         clients = Clients(surface, sdk, is_async)
         client = clients.make({"X-Payi-Limit-Ids": "", "x-payi-request-properties": ""})
-        with track_context(use_case_name="", limit_ids=["scope_limit"],
-                           request_properties={"s": "1"}):
-            await send(client, sdk, extra_headers={
-                "xProxy-Limit-IDs": "call_limit", "X-PAYI-REQUEST-PROPERTIES": '{"k": "v"}'})
+        with track_context(
+            use_case_name="", limit_ids=["scope_limit"], request_properties={"s": "1"}
+        ):
+            await send(
+                client,
+                sdk,
+                extra_headers={
+                    "xProxy-Limit-IDs": "call_limit",
+                    "X-PAYI-REQUEST-PROPERTIES": '{"k": "v"}',
+                },
+            )
             await send(client, sdk)
         await clients.close()
         assert [_normal(a) for a in surface.attribution()[-2:]] == [
@@ -316,12 +370,18 @@ async def test_a_use_case_in_client_defaults_and_call_headers_moves_as_one_pair(
     one); a name the level leaves without an id gets a fresh one per call."""
     cases: list[tuple[dict[str, str], dict[str, str]]] = [
         ({"x-payi-use-case-name": "flow"}, {"X-Payi-Use-Case-Step": "s"}),
-        ({"x-payi-use-case-name": "other", "x-payi-use-case-id": "other_id"},
-         {"xProxy-UseCase-Name": "flow"}),
-        ({"x-payi-use-case-id": "client_id", "x-payi-use-case-version": "7"},
-         {"X-PAYI-USE-CASE-NAME": "other"}),
-        ({"xProxy-UseCase-Name": "other", "xProxy-UseCase-ID": "other_id"},
-         {"x-payi-use-case-id": "call_id"}),
+        (
+            {"x-payi-use-case-name": "other", "x-payi-use-case-id": "other_id"},
+            {"xProxy-UseCase-Name": "flow"},
+        ),
+        (
+            {"x-payi-use-case-id": "client_id", "x-payi-use-case-version": "7"},
+            {"X-PAYI-USE-CASE-NAME": "other"},
+        ),
+        (
+            {"xProxy-UseCase-Name": "other", "xProxy-UseCase-ID": "other_id"},
+            {"x-payi-use-case-id": "call_id"},
+        ),
         ({"x-payi-use-case-name": "other"}, {"x-payi-use-case-step": "s"}),
         ({"x-payi-use-case-name": "other"}, {"x-payi-use-case-step": "s"}),
     ]
@@ -332,18 +392,24 @@ async def test_a_use_case_in_client_defaults_and_call_headers_moves_as_one_pair(
             for defaults, call in cases:
                 await send(clients.make(defaults), sdk, extra_headers=call)
         await clients.close()
-        sent = surface.attribution()[-len(cases):]
+        sent = surface.attribution()[-len(cases) :]
         same_flow, flow_again, new_other, other_call_id, fresh1, fresh2 = sent
-        assert same_flow == {"x-payi-use-case-name": "flow", "x-payi-use-case-id": flow_id,
-                             "x-payi-use-case-version": "1", "x-payi-use-case-step": "s"}
-        assert flow_again == {"x-payi-use-case-name": "flow", "x-payi-use-case-id": flow_id,
-                              "x-payi-use-case-version": "1"}
+        assert same_flow == {
+            "x-payi-use-case-name": "flow",
+            "x-payi-use-case-id": flow_id,
+            "x-payi-use-case-version": "1",
+            "x-payi-use-case-step": "s",
+        }
+        assert flow_again == {
+            "x-payi-use-case-name": "flow",
+            "x-payi-use-case-id": flow_id,
+            "x-payi-use-case-version": "1",
+        }
         # A new use case: the client's id and version were for the one in force, not it.
         assert new_other["x-payi-use-case-name"] == "other"
         assert uuid.UUID(new_other["x-payi-use-case-id"]).version == 4
         assert "x-payi-use-case-version" not in new_other
-        assert other_call_id == {"x-payi-use-case-name": "other",
-                                 "x-payi-use-case-id": "call_id"}
+        assert other_call_id == {"x-payi-use-case-name": "other", "x-payi-use-case-id": "call_id"}
         assert fresh1["x-payi-use-case-id"] != fresh2["x-payi-use-case-id"]  # once per call
         assert {uuid.UUID(f["x-payi-use-case-id"]).version for f in (fresh1, fresh2)} == {4}
 
@@ -361,7 +427,8 @@ def test_client_defaults_in_both_spellings_with_different_values_raise_naming_bo
     clients = [
         make(default_headers={"x-payi-user-id": "a", "xProxy-User-ID": "b"}),
         make(default_headers={"x-payi-user-id": "a"}).with_options(
-            default_headers={"XPROXY-USER-ID": "b"}),
+            default_headers={"XPROXY-USER-ID": "b"}
+        ),
     ]
     for client in clients:
         with pytest.raises(ParameterValueError) as raised:
@@ -370,10 +437,16 @@ def test_client_defaults_in_both_spellings_with_different_values_raise_naming_bo
         assert "'x-payi-user-id'" in message and "'xproxy-user-id'" in message
     assert genai.server.requests == []
     asyncio_free_send(make(default_headers={"x-payi-user-id": "a", "xProxy-User-ID": "a"}), sdk)
-    asyncio_free_send(make(default_headers={"x-payi-user-id": "a"}).with_options(
-        default_headers={"X-PAYI-USER-ID": "b"}), sdk)
+    asyncio_free_send(
+        make(default_headers={"x-payi-user-id": "a"}).with_options(
+            default_headers={"X-PAYI-USER-ID": "b"}
+        ),
+        sdk,
+    )
     assert [payi_headers(r) for r in genai.server.requests] == [
-        {"x-payi-user-id": "a"}, {"x-payi-user-id": "b"}]
+        {"x-payi-user-id": "a"},
+        {"x-payi-user-id": "b"},
+    ]
 
 
 def asyncio_free_send(client: Any, sdk: str) -> None:
@@ -391,19 +464,29 @@ async def test_azure_openai_default_headers_and_call_headers_are_one_level(
     value per parameter."""
     surface.check_invariant = False  # the fake server has no Azure routes: the call 404s
     for cls in (openai.AzureOpenAI, openai.AsyncAzureOpenAI):
-        client = cls(azure_endpoint=surface.server.base_url, api_key="azure-key",
-                     api_version="2024-06-01", max_retries=0,
-                     default_headers={"x-payi-user-id": "client_user",
-                                      "x-payi-limit-ids": "client_limit"})
-        with track_context(use_case_name="", limit_ids=["scope_limit"]), \
-                pytest.raises(openai.NotFoundError):
-            await _maybe(client.chat.completions.create(**CHAT, extra_headers={
-                "X-Payi-User-Id": "call_user", "xProxy-Limit-IDs": "call_limit"}))
+        client = cls(
+            azure_endpoint=surface.server.base_url,
+            api_key="azure-key",
+            api_version="2024-06-01",
+            max_retries=0,
+            default_headers={"x-payi-user-id": "client_user", "x-payi-limit-ids": "client_limit"},
+        )
+        with (
+            track_context(use_case_name="", limit_ids=["scope_limit"]),
+            pytest.raises(openai.NotFoundError),
+        ):
+            await _maybe(
+                client.chat.completions.create(
+                    **CHAT,
+                    extra_headers={"X-Payi-User-Id": "call_user", "xProxy-Limit-IDs": "call_limit"},
+                )
+            )
         request = surface.server.requests[-1]
         assert request.path.startswith("/openai/deployments/")
         assert request.headers["api-key"] == "azure-key"
         assert surface.attribution()[-1] == {
             "x-payi-user-id": "call_user",
-            "x-payi-limit-ids": "scope_limit,client_limit,call_limit"}, cls
+            "x-payi-limit-ids": "scope_limit,client_limit,call_limit",
+        }, cls
         names = _attribution_names(surface)[-1]
         assert len(names) == len(set(names)) == 2, names

@@ -170,7 +170,8 @@ def test_an_executor_initializer_runs_in_no_scope(surface: GenAI, sdk: str) -> N
     seen = Seen()
     with track_context(user_id="creator"):
         pool = ThreadPoolExecutor(
-            max_workers=1, initializer=seen.record("initializer", lambda: genai_call(surface, sdk)))
+            max_workers=1, initializer=seen.record("initializer", lambda: genai_call(surface, sdk))
+        )
     with pool:
         with track_context(user_id="alice"):
             assert pool.submit(user).result() == "alice"
@@ -192,8 +193,9 @@ def test_a_multiprocessing_pool_callback_runs_in_its_submitters_scope(
         pool = multiprocessing.pool.ThreadPool(1)
     try:
         with track_context(user_id="bob"):
-            pool.apply_async(user, callback=seen.record(
-                "callback", lambda: genai_call(surface, sdk)))
+            pool.apply_async(
+                user, callback=seen.record("callback", lambda: genai_call(surface, sdk))
+            )
             pool.map_async(int, ["x"], error_callback=seen.record("error_callback"))
         assert seen.wait(2) == {"callback": "bob", "error_callback": "bob"}
     finally:
@@ -225,7 +227,8 @@ async def test_asyncio_done_callbacks_and_loop_callbacks_run_in_the_schedulers_s
         future.set_result(None)
         await asyncio.sleep(0.05)
     assert seen.users == dict.fromkeys(
-        ["future", "task", "call_soon", "call_later", "call_at"], "scheduler")
+        ["future", "task", "call_soon", "call_later", "call_at"], "scheduler"
+    )
 
 
 @pytest.mark.parametrize("sdk", SDKS)
@@ -376,8 +379,9 @@ def test_a_weakref_callback_is_not_carried_but_copy_context_carries_it(no_global
     first, second = _Resource(), _Resource()
     with track_context(user_id="creator"):
         plain = weakref.ref(first, seen.record("plain"))
-        carried = weakref.ref(second, functools.partial(
-            contextvars.copy_context().run, seen.record("carried")))
+        carried = weakref.ref(
+            second, functools.partial(contextvars.copy_context().run, seen.record("carried"))
+        )
     with track_context(user_id="collector"):
         del first, second
         gc.collect()
@@ -429,9 +433,19 @@ def test_at_exit_handlers_run_in_no_scope_and_finalizers_in_their_creators_not_a
     llm_server: FakeLLMServer, sdk: str
 ) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", _AT_EXIT, sdk, llm_server.openai_base_url,
-         llm_server.anthropic_base_url],
-        capture_output=True, text=True, timeout=60, check=False)
+        [
+            sys.executable,
+            "-c",
+            _AT_EXIT,
+            sdk,
+            llm_server.openai_base_url,
+            llm_server.anthropic_base_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["finalizer: creator", "at exit: None"], done.stderr
     [request] = first_attempts(llm_server)
@@ -448,6 +462,7 @@ def test_the_patched_stdlib_functions_keep_their_results_and_errors(no_global: A
     finalizer = weakref.finalize(resource := _Resource(), lambda value: value * 2, 21)
     assert finalizer() == 42 and not finalizer.alive and resource is not None
     if hasattr(signal, "SIGUSR1"):
+
         def fails(*_: Any) -> None:
             raise ArithmeticError("in the handler")
 
@@ -492,10 +507,24 @@ def test_random_submitters_in_random_scopes_schedule_callbacks_that_run_in_their
     from hypothesis import strategies as st
     from test_scope_lifecycle import _holder
 
-    kinds = ["done_callback", "done_callback_on_earlier", "call_soon_threadsafe", "call_later",
-             "run_in_executor", "asyncio_done_callback", "release"]
-    steps = st.lists(st.tuples(st.sampled_from(["open", "close", "stay"]), st.integers(0, 3),
-                               st.sampled_from(kinds), st.booleans()), max_size=20)
+    kinds = [
+        "done_callback",
+        "done_callback_on_earlier",
+        "call_soon_threadsafe",
+        "call_later",
+        "run_in_executor",
+        "asyncio_done_callback",
+        "release",
+    ]
+    steps = st.lists(
+        st.tuples(
+            st.sampled_from(["open", "close", "stay"]),
+            st.integers(0, 3),
+            st.sampled_from(kinds),
+            st.booleans(),
+        ),
+        max_size=20,
+    )
 
     @settings(max_examples=40, deadline=None, database=None)
     @given(steps)
@@ -533,8 +562,11 @@ def test_random_submitters_in_random_scopes_schedule_callbacks_that_run_in_their
             elif kind == "run_in_executor":
                 asyncio.run_coroutine_threadsafe(_in_executor(loop, pool, callback), loop)
             else:
-                pending.append(asyncio.run_coroutine_threadsafe(
-                    _add_asyncio_done_callback(callback), loop).result(30))
+                pending.append(
+                    asyncio.run_coroutine_threadsafe(
+                        _add_asyncio_done_callback(callback), loop
+                    ).result(30)
+                )
 
         try:
             for step, (action, index, kind, from_thread) in enumerate(plan):
@@ -600,8 +632,11 @@ def _check_executor_tasks() -> list[Any]:
         with track_context(user_id="other"):
             pool.submit(user).result()  # the worker starts in another scope
         with track_context(user_id="sched"):
-            return [pool.submit(user).result(), *pool.map(lambda _: user(), [0]),
-                    *asyncio.run(in_executor(pool))]
+            return [
+                pool.submit(user).result(),
+                *pool.map(lambda _: user(), [0]),
+                *asyncio.run(in_executor(pool)),
+            ]
 
 
 def _check_asyncio_tasks() -> list[Any]:
@@ -736,8 +771,13 @@ _PRINT_USER_AT_EXIT = textwrap.dedent("""
 
 
 def _check_exit_and_signal_handlers() -> list[Any]:
-    done = subprocess.run([sys.executable, "-c", _PRINT_USER_AT_EXIT], capture_output=True,
-                          text=True, timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _PRINT_USER_AT_EXIT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     found: list[Any] = [None if done.stdout.strip() == "None" else done.stdout.strip()]
     if hasattr(signal, "SIGUSR1"):
         seen = Seen()
@@ -761,8 +801,12 @@ def _check_weakref_callbacks() -> list[Any]:
     seen = Seen()
     first, second = _Resource(), _Resource()
     with track_context(user_id="sched"):
-        refs = [weakref.ref(first, seen.record("plain")), weakref.ref(second, functools.partial(
-            contextvars.copy_context().run, seen.record("workaround")))]
+        refs = [
+            weakref.ref(first, seen.record("plain")),
+            weakref.ref(
+                second, functools.partial(contextvars.copy_context().run, seen.record("workaround"))
+            ),
+        ]
     with track_context(user_id="other"):
         del first, second
         gc.collect()
@@ -811,10 +855,10 @@ def _hand_off_table() -> list[tuple[str, str]]:
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    lines = readme[readme.index("**Concurrency hand-offs**"):].splitlines()
+    lines = readme[readme.index("**Concurrency hand-offs**") :].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("|"))
     rows = []
-    for line in lines[start + 2:]:  # past the header and its separator
+    for line in lines[start + 2 :]:  # past the header and its separator
         if not line.startswith("|"):
             break
         hand_off, carries = (cell.strip() for cell in line.strip().strip("|").split(" | "))
@@ -822,9 +866,13 @@ def _hand_off_table() -> list[tuple[str, str]]:
     return rows
 
 
-@pytest.mark.parametrize(("hand_off", "carries"), [
-    pytest.param(hand_off, carries, id=hand_off.split(",")[0].strip("` "))
-    for hand_off, carries in _hand_off_table()])
+@pytest.mark.parametrize(
+    ("hand_off", "carries"),
+    [
+        pytest.param(hand_off, carries, id=hand_off.split(",")[0].strip("` "))
+        for hand_off, carries in _hand_off_table()
+    ],
+)
 def test_every_row_of_the_readme_hand_off_table_holds(
     no_global: Any, hand_off: str, carries: str
 ) -> None:

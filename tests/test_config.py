@@ -37,25 +37,42 @@ def test_config_sets_the_global_context(instrument: Instrument) -> None:
 
 def test_every_env_variable(instrument: Instrument, monkeypatch: pytest.MonkeyPatch) -> None:
     values = {
-        "PAYI_USE_CASE_NAME": "env_uc", "PAYI_USE_CASE_ID": "env_id",
-        "PAYI_USE_CASE_VERSION": "7", "PAYI_USE_CASE_STEP": "env_step",
-        "PAYI_USE_CASE_PROPERTIES": '{"a": "1"}', "PAYI_EXPERIENCE_NAME": "exp",
-        "PAYI_EXPERIENCE_ID": "exp_id", "PAYI_LIMIT_IDS": "l1, l2", "PAYI_REQUEST_TAGS": "t1",
-        "PAYI_USER_ID": "env_user", "PAYI_ACCOUNT_NAME": "acct",
-        "PAYI_REQUEST_PROPERTIES": '{"r": "2"}', "PAYI_PRICE_AS_CATEGORY": "cat",
-        "PAYI_PRICE_AS_RESOURCE": "res", "PAYI_RESOURCE_SCOPE": "global",
+        "PAYI_USE_CASE_NAME": "env_uc",
+        "PAYI_USE_CASE_ID": "env_id",
+        "PAYI_USE_CASE_VERSION": "7",
+        "PAYI_USE_CASE_STEP": "env_step",
+        "PAYI_USE_CASE_PROPERTIES": '{"a": "1"}',
+        "PAYI_EXPERIENCE_NAME": "exp",
+        "PAYI_EXPERIENCE_ID": "exp_id",
+        "PAYI_LIMIT_IDS": "l1, l2",
+        "PAYI_REQUEST_TAGS": "t1",
+        "PAYI_USER_ID": "env_user",
+        "PAYI_ACCOUNT_NAME": "acct",
+        "PAYI_REQUEST_PROPERTIES": '{"r": "2"}',
+        "PAYI_PRICE_AS_CATEGORY": "cat",
+        "PAYI_PRICE_AS_RESOURCE": "res",
+        "PAYI_RESOURCE_SCOPE": "global",
     }
     assert set(values) == set(ENV_NAMES.values())
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     instrument()
     assert dict(get_context()) == {
-        "use_case_name": "env_uc", "use_case_id": "env_id", "use_case_version": 7,
-        "use_case_step": "env_step", "use_case_properties": {"a": "1"},
-        "experience_name": "exp", "experience_id": "exp_id", "limit_ids": ["l1", "l2"],
-        "request_tags": ["t1"], "user_id": "env_user", "account_name": "acct",
-        "request_properties": {"r": "2"}, "price_as_category": "cat",
-        "price_as_resource": "res", "resource_scope": "global",
+        "use_case_name": "env_uc",
+        "use_case_id": "env_id",
+        "use_case_version": 7,
+        "use_case_step": "env_step",
+        "use_case_properties": {"a": "1"},
+        "experience_name": "exp",
+        "experience_id": "exp_id",
+        "limit_ids": ["l1", "l2"],
+        "request_tags": ["t1"],
+        "user_id": "env_user",
+        "account_name": "acct",
+        "request_properties": {"r": "2"},
+        "price_as_category": "cat",
+        "price_as_resource": "res",
+        "resource_scope": "global",
     }
 
 

@@ -220,7 +220,10 @@ def test_span_names(otel: Otel) -> None:
         pass
     names = {s.name for s in otel.spans()}
     assert names == {
-        "test_span_names.<locals>.plain", "named_step", "by_name", "by_step",
+        "test_span_names.<locals>.plain",
+        "named_step",
+        "by_name",
+        "by_step",
         "payi.track_context",
     }
 

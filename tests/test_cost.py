@@ -36,8 +36,9 @@ class Metrics:
             for scope in resource.scope_metrics:
                 for metric in scope.metrics:
                     if metric.name == name:
-                        found += [(dict(p.attributes or {}), p.value)
-                                  for p in metric.data.data_points]
+                        found += [
+                            (dict(p.attributes or {}), p.value) for p in metric.data.data_points
+                        ]
         return found
 
     def sum_by(self, name: str, key: str, **where: Any) -> dict[Any, float]:
@@ -51,8 +52,9 @@ class Metrics:
 @pytest.fixture
 def metrics(genai: GenAI) -> Metrics:
     found = Metrics()
-    genai.reinstrument({"use_case_name": "support", "limit_ids": ["monthly"]},
-                       meter_provider=found.provider)
+    genai.reinstrument(
+        {"use_case_name": "support", "limit_ids": ["monthly"]}, meter_provider=found.provider
+    )
     return found
 
 
@@ -69,8 +71,11 @@ def fresh(genai: GenAI) -> None:
 
 
 def usage_of(span: ReadableSpan) -> dict[str, Any]:
-    return {k: v for k, v in (span.attributes or {}).items()
-            if k.startswith("gen_ai.usage.") or k.startswith("payi_otel.cost.")}
+    return {
+        k: v
+        for k, v in (span.attributes or {}).items()
+        if k.startswith("gen_ai.usage.") or k.startswith("payi_otel.cost.")
+    }
 
 
 def expected(model: str, provider: str, **usage: int) -> Any:
@@ -96,10 +101,15 @@ def test_openai_chat_usage_and_cost_on_the_genai_span(genai: GenAI, metrics: Met
     assert attributes["gen_ai.usage.cache_read.input_tokens"] == 6
     assert attributes["gen_ai.usage.reasoning.output_tokens"] == 3
     # Cache-aware: 6 of the input tokens at the cached price.
-    price = expected("gpt-4o-mini", "openai", input_tokens=prompt, cache_read_tokens=6,
-                     output_tokens=completion)
-    assert price.total_price < expected("gpt-4o-mini", "openai", input_tokens=prompt,
-                                        output_tokens=completion).total_price
+    price = expected(
+        "gpt-4o-mini", "openai", input_tokens=prompt, cache_read_tokens=6, output_tokens=completion
+    )
+    assert (
+        price.total_price
+        < expected(
+            "gpt-4o-mini", "openai", input_tokens=prompt, output_tokens=completion
+        ).total_price
+    )
     assert_priced(span, price)
     assert attributes["payi_otel.cost.provider"] == "openai"
     assert attributes["payi_otel.cost.model"] == "gpt-4o-mini"
@@ -114,9 +124,17 @@ def test_anthropic_cache_reads_and_writes_are_priced(genai: GenAI, metrics: Metr
     assert attributes["gen_ai.usage.input_tokens"] == uncached + 6 + 4
     assert attributes["gen_ai.usage.cache_read.input_tokens"] == 6
     assert attributes["gen_ai.usage.cache_creation.input_tokens"] == 4
-    assert_priced(span, expected(
-        "claude-haiku-4-5", "anthropic", input_tokens=uncached + 10, cache_read_tokens=6,
-        cache_write_tokens=4, output_tokens=message.usage.output_tokens))
+    assert_priced(
+        span,
+        expected(
+            "claude-haiku-4-5",
+            "anthropic",
+            input_tokens=uncached + 10,
+            cache_read_tokens=6,
+            cache_write_tokens=4,
+            output_tokens=message.usage.output_tokens,
+        ),
+    )
 
 
 def test_openai_stream_agrees_with_the_plain_call_and_hides_the_usage_chunk(
@@ -125,22 +143,25 @@ def test_openai_stream_agrees_with_the_plain_call_and_hides_the_usage_chunk(
     genai.openai.chat.completions.create(**MINI, extra_headers=WITH_CACHE)
     plain = usage_of(cost_span(genai))
     fresh(genai)
-    chunks = list(genai.openai.chat.completions.create(
-        **MINI, extra_headers=WITH_CACHE, stream=True))
+    chunks = list(
+        genai.openai.chat.completions.create(**MINI, extra_headers=WITH_CACHE, stream=True)
+    )
     assert chunks and all(c.choices and c.usage is None for c in chunks)
     assert usage_of(cost_span(genai)) == plain
     sent = genai.server.requests[-1].body
     assert sent["stream_options"] == {"include_usage": True}
 
 
-def test_a_caller_who_asked_for_stream_usage_still_gets_it(
-    genai: GenAI, metrics: Metrics
-) -> None:
-    chunks = list(genai.openai.chat.completions.create(
-        **MINI, stream=True, stream_options={"include_usage": True}))
+def test_a_caller_who_asked_for_stream_usage_still_gets_it(genai: GenAI, metrics: Metrics) -> None:
+    chunks = list(
+        genai.openai.chat.completions.create(
+            **MINI, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert (cost_span(genai).attributes or {})["gen_ai.usage.output_tokens"] == (
-        chunks[-1].usage.completion_tokens)
+        chunks[-1].usage.completion_tokens
+    )
 
 
 def test_raw_streaming_responses_are_sent_as_given(genai: GenAI, metrics: Metrics) -> None:
@@ -156,26 +177,25 @@ def test_raw_streaming_responses_are_sent_as_given(genai: GenAI, metrics: Metric
 async def test_async_streams_agree_with_plain_calls(genai: GenAI, metrics: Metrics) -> None:
     await genai.async_openai.chat.completions.create(**MINI, extra_headers=WITH_CACHE)
     await genai.async_anthropic.messages.create(**MESSAGE, extra_headers=WITH_CACHE)
-    plain = sorted((s.name, tuple(sorted(usage_of(s).items())))
-                   for s in genai.otel.genai_spans())
+    plain = sorted((s.name, tuple(sorted(usage_of(s).items()))) for s in genai.otel.genai_spans())
     fresh(genai)
     stream = await genai.async_openai.chat.completions.create(
-        **MINI, extra_headers=WITH_CACHE, stream=True)
+        **MINI, extra_headers=WITH_CACHE, stream=True
+    )
     assert all([c.choices async for c in stream])
     async with genai.async_anthropic.messages.stream(
         **MESSAGE, extra_headers=WITH_CACHE
     ) as messages:
         async for _ in messages.text_stream:
             pass
-    streamed = sorted((s.name, tuple(sorted(usage_of(s).items())))
-                      for s in genai.otel.genai_spans())
+    streamed = sorted(
+        (s.name, tuple(sorted(usage_of(s).items()))) for s in genai.otel.genai_spans()
+    )
     assert streamed == plain
     assert all(dict(u).get("payi_otel.cost.total") for _, u in streamed)
 
 
-def test_sync_anthropic_stream_agrees_with_the_plain_call(
-    genai: GenAI, metrics: Metrics
-) -> None:
+def test_sync_anthropic_stream_agrees_with_the_plain_call(genai: GenAI, metrics: Metrics) -> None:
     genai.anthropic.messages.create(**MESSAGE, extra_headers=WITH_CACHE)
     plain = usage_of(cost_span(genai))
     fresh(genai)
@@ -184,23 +204,29 @@ def test_sync_anthropic_stream_agrees_with_the_plain_call(
     assert usage_of(cost_span(genai)) == plain
 
 
-def test_price_as_resource_and_category_change_the_price(
-    genai: GenAI, metrics: Metrics
-) -> None:
+def test_price_as_resource_and_category_change_the_price(genai: GenAI, metrics: Metrics) -> None:
     with track_context(price_as_resource="gpt-4o"):
         reply = genai.openai.chat.completions.create(**MINI)
     assert reply.usage is not None
-    tokens = {"input_tokens": reply.usage.prompt_tokens,
-              "output_tokens": reply.usage.completion_tokens}
+    tokens = {
+        "input_tokens": reply.usage.prompt_tokens,
+        "output_tokens": reply.usage.completion_tokens,
+    }
     span = cost_span(genai)
     assert_priced(span, expected("gpt-4o", "openai", **tokens))
     assert (span.attributes or {})["payi_otel.cost.model"] == "gpt-4o"
-    assert expected("gpt-4o", "openai", **tokens).total_price != expected(
-        "gpt-4o-mini", "openai", **tokens).total_price
+    assert (
+        expected("gpt-4o", "openai", **tokens).total_price
+        != expected("gpt-4o-mini", "openai", **tokens).total_price
+    )
     fresh(genai)
-    genai.openai.chat.completions.create(**MINI, extra_headers={
-        "x-payi-price-as-category": "system.anthropic",
-        "x-payi-price-as-resource": "claude-sonnet-4-6"})
+    genai.openai.chat.completions.create(
+        **MINI,
+        extra_headers={
+            "x-payi-price-as-category": "system.anthropic",
+            "x-payi-price-as-resource": "claude-sonnet-4-6",
+        },
+    )
     span = cost_span(genai)
     assert_priced(span, expected("claude-sonnet-4-6", "anthropic", **tokens))
     assert (span.attributes or {})["payi_otel.cost.provider"] == "anthropic"
@@ -223,8 +249,12 @@ def test_an_unknown_model_gets_usage_without_cost_and_one_debug_line(
     assert len(lines) == 1 and lines[0].levelno == logging.DEBUG
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert metrics.points("payi.genai.cost") == []
-    assert metrics.sum_by("payi.genai.tokens", "gen_ai.request.model",
-                          **{"payi_otel.token.type": "input"})["my-own-model-7"] > 0
+    assert (
+        metrics.sum_by(
+            "payi.genai.tokens", "gen_ai.request.model", **{"payi_otel.token.type": "input"}
+        )["my-own-model-7"]
+        > 0
+    )
 
 
 def test_metrics_by_attribution_across_threads(genai: GenAI, metrics: Metrics) -> None:
@@ -248,19 +278,26 @@ def test_metrics_by_attribution_across_threads(genai: GenAI, metrics: Metrics) -
     for span in spans:
         attributes = span.attributes or {}
         per_account[str(attributes["payi.account_name"])] += float(
-            attributes["payi_otel.cost.total"])  # type: ignore[arg-type]
+            attributes["payi_otel.cost.total"]
+        )  # type: ignore[arg-type]
     assert metrics.sum_by("payi.genai.cost", "payi.account_name") == pytest.approx(
-        dict(per_account))
+        dict(per_account)
+    )
     attributes, _ = metrics.points("payi.genai.cost")[0]
     assert attributes == {
-        "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
-        "gen_ai.response.model": "gpt-4o-mini", "payi.use_case.name": "support",
-        "payi.use_case.step": "answer", "payi.account_name": attributes["payi.account_name"],
-        "payi.limit_ids": "monthly"}
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.response.model": "gpt-4o-mini",
+        "payi.use_case.name": "support",
+        "payi.use_case.step": "answer",
+        "payi.account_name": attributes["payi.account_name"],
+        "payi.limit_ids": "monthly",
+    }
     # user_id is not a dimension unless asked for (cardinality).
     assert all("payi.user_id" not in a for a, _ in metrics.points("payi.genai.tokens"))
-    cached = metrics.sum_by("payi.genai.tokens", "payi.account_name",
-                            **{"payi_otel.token.type": "cache_read"})
+    cached = metrics.sum_by(
+        "payi.genai.tokens", "payi.account_name", **{"payi_otel.token.type": "cache_read"}
+    )
     assert cached == {"acme": 2 * calls_each * 6, "globex": calls_each * 6}
 
 
@@ -281,8 +318,9 @@ async def test_metrics_per_user_when_opted_in_across_asyncio_tasks(
     per_call = float(one["payi_otel.cost.total"])  # type: ignore[arg-type]
     by_user = metrics.sum_by("payi.genai.cost", "payi.user_id")
     assert by_user == pytest.approx({f"user-{i}": per_call * (i + 1) for i in range(4)})
-    outputs = metrics.sum_by("payi.genai.tokens", "payi.user_id",
-                             **{"payi_otel.token.type": "output"})
+    outputs = metrics.sum_by(
+        "payi.genai.tokens", "payi.user_id", **{"payi_otel.token.type": "output"}
+    )
     assert outputs["user-3"] == 4 * one["gen_ai.usage.output_tokens"]  # type: ignore[operator]
 
 
@@ -297,8 +335,7 @@ def test_without_genai_prices_calls_get_usage_and_one_warning(
     genai.reinstrument(meter_provider=metrics.provider)
     for _ in range(2):
         genai.openai.chat.completions.create(**MINI)
-    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING
-                and r.name == "payi_otel"]
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "payi_otel"]
     assert len(warnings) == 1 and "genai-prices is not installed" in warnings[0].getMessage()
     for span in genai.otel.genai_spans():
         usage = usage_of(span)

@@ -39,7 +39,12 @@ def run_demo(**env: str) -> subprocess.CompletedProcess[str]:
     clean.update(env)
     return subprocess.run(
         [sys.executable, str(DEMO)],
-        cwd=ROOT, env=clean, capture_output=True, text=True, encoding="utf-8", timeout=60,
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=60,
     )
 
 
@@ -57,7 +62,7 @@ def header_table(stdout: str) -> tuple[str, list[dict[str, str]]]:
     start = next(i for i, line in enumerate(lines) if line.startswith("#  "))
     columns = re.split(r"\s{2,}", lines[start].strip())
     rows = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.strip():
             break
         cells = re.split(r"\s{2,}", line.strip())
@@ -81,7 +86,9 @@ def test_demo_runs_offline_and_its_spans_match_its_headers(
     assert f"{CALLS} LLM calls" in demo.stdout
     assert re.search(
         rf"equal the x-payi-\* headers of their request: {CALLS}/{CALLS}; "
-        r"requests without such a span: 0", demo.stdout), demo.stdout
+        r"requests without such a span: 0",
+        demo.stdout,
+    ), demo.stdout
     assert "MISMATCH" not in demo.stdout
     assert "OTLP/HTTP export" not in demo.stdout  # no endpoint, no exporter
 
@@ -91,8 +98,13 @@ def test_demo_prints_each_trace_as_a_tree_of_steps_and_genai_spans(
 ) -> None:
     tree = section(demo.stdout, "Traces")
     names = [re.sub(r"^[\s│├└─]*", "", line).split("  ")[0] for line in tree]
-    for root in ("ticket T-1001", "ticket T-1002", "ticket T-1003", "admin replay T-1001",
-                 "nightly digest"):
+    for root in (
+        "ticket T-1001",
+        "ticket T-1002",
+        "ticket T-1003",
+        "admin replay T-1001",
+        "nightly digest",
+    ):
         assert root in names, names
     counts = Counter(names)
     assert counts["classify"] == counts["retrieve"] == 3
@@ -122,8 +134,8 @@ def test_the_readme_sample_is_what_the_demo_prints(
     (durations and column padding aside), and no scope span reads as cleared."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     start = readme.index("## Try it: `make demo`")
-    sample = readme[readme.index("```\n", readme.index("PAYI_DEMO_BASE_URL", start)) + 4:]
-    sample = sample[:sample.index("```")]
+    sample = readme[readme.index("```\n", readme.index("PAYI_DEMO_BASE_URL", start)) + 4 :]
+    sample = sample[: sample.index("```")]
 
     def plain(line: str) -> str:
         return re.sub(r"\s+", " ", re.sub(r"\d+\.\d ms", "", line)).strip()
@@ -155,8 +167,11 @@ def test_demo_prints_the_headers_each_call_sent(demo: subprocess.CompletedProces
         assert limits[0] == "monthly_budget" and limits[-1] == f"{account}_quota"
         assert ("answer_tokens" in limits) == (row["use-case-step"] == "answer")
     assert [r["use-case-step"] for r in tickets[:3]] == ["classify", "retrieve", "answer"]
-    assert [r["call"] for r in tickets[:3]] == ["chat/completions", "embeddings",
-                                                "chat/completions"]
+    assert [r["call"] for r in tickets[:3]] == [
+        "chat/completions",
+        "embeddings",
+        "chat/completions",
+    ]
     (streamed,) = [r for r in rows if r["call"] == "chat/completions (stream)"]
     assert (streamed["user-id"], streamed["use-case-step"]) == ("bob", "answer")
 
@@ -195,8 +210,11 @@ def test_trees_fall_back_to_ascii_where_box_drawing_cannot_be_encoded(
     memory = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("test")
-    with tracer.start_as_current_span("root"), tracer.start_as_current_span(
-        "step", attributes={"payi.user_id": "u1", "payi.limit_ids": ("a", "b")}
+    with (
+        tracer.start_as_current_span("root"),
+        tracer.start_as_current_span(
+            "step", attributes={"payi.user_id": "u1", "payi.limit_ids": ("a", "b")}
+        ),
     ):
         pass
     raw = io.BytesIO()
@@ -252,8 +270,12 @@ def test_demo_exports_its_spans_over_otlp_http() -> None:
         assert "payi.scope" not in attributes
 
     def call(step: str, **expected: Any) -> dict[str, Any]:
-        found = [s.attributes for s in genai if s.attributes["payi.use_case.step"] == step
-                 and all(s.attributes.get(f"payi.{k}") == v for k, v in expected.items())]
+        found = [
+            s.attributes
+            for s in genai
+            if s.attributes["payi.use_case.step"] == step
+            and all(s.attributes.get(f"payi.{k}") == v for k, v in expected.items())
+        ]
         assert len(found) == 1, (step, expected, [s.attributes for s in genai])
         return found[0]
 
@@ -276,7 +298,7 @@ def test_demo_exports_its_spans_over_otlp_http() -> None:
 def _cost_table(lines: list[str], title: str) -> dict[tuple[str, str], float]:
     start = next(i for i, line in enumerate(lines) if line.startswith(title))
     rows: dict[tuple[str, str], float] = {}
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         cells = re.split(r"\s{2,}", line.strip())
         if cells[0] == "total":
             rows[("total", "")] = float(cells[1])

@@ -33,20 +33,44 @@ SERVICE = "svc"
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 ROOT_ID = "b7ad6b7169203331"
 CALL_ID = "00f067aa0ba902b7"
-PAYI = {"payi.user_id": "alice", "payi.use_case.name": "support", "payi.use_case.version": 2,
-        "payi.limit_ids": ["monthly", "acme_quota"], "payi.scope": "track"}
-HEADERS = {"x-payi-user-id": "alice", "x-payi-use-case-name": "support",
-           "x-payi-use-case-version": "2", "x-payi-limit-ids": "monthly,acme_quota"}
+PAYI = {
+    "payi.user_id": "alice",
+    "payi.use_case.name": "support",
+    "payi.use_case.version": 2,
+    "payi.limit_ids": ["monthly", "acme_quota"],
+    "payi.scope": "track",
+}
+HEADERS = {
+    "x-payi-user-id": "alice",
+    "x-payi-use-case-name": "support",
+    "x-payi-use-case-version": "2",
+    "x-payi-limit-ids": "monthly,acme_quota",
+}
 
 
 def demo_trace() -> dict[str, Any]:
     """As the demo's PAYI_DEMO_TRACES_JSON writes one trace."""
-    return {"trace_id": TRACE_ID, "spans": [
-        {"span_id": ROOT_ID, "parent_span_id": None, "name": "ticket", "genai": False,
-         "payi": {}, "headers": None},
-        {"span_id": CALL_ID, "parent_span_id": ROOT_ID, "name": "chat gpt-4o-mini",
-         "genai": True, "payi": dict(PAYI), "headers": dict(HEADERS)},
-    ]}
+    return {
+        "trace_id": TRACE_ID,
+        "spans": [
+            {
+                "span_id": ROOT_ID,
+                "parent_span_id": None,
+                "name": "ticket",
+                "genai": False,
+                "payi": {},
+                "headers": None,
+            },
+            {
+                "span_id": CALL_ID,
+                "parent_span_id": ROOT_ID,
+                "name": "chat gpt-4o-mini",
+                "genai": True,
+                "payi": dict(PAYI),
+                "headers": dict(HEADERS),
+            },
+        ],
+    }
 
 
 def otlp_value(value: Any) -> dict[str, Any]:
@@ -68,15 +92,26 @@ def v3_answer(trace: dict[str, Any], service: str = SERVICE, redact: bool = Fals
             attributes["payi.user_id"] = hashlib.sha256(b"alice").hexdigest()
         if span["genai"]:
             attributes["gen_ai.operation.name"] = "chat"
-        entry = {"traceId": trace["trace_id"], "spanId": span["span_id"].upper(),
-                 "name": span["name"], "kind": 3,
-                 "attributes": [{"key": k, "value": otlp_value(v)} for k, v in attributes.items()]}
+        entry = {
+            "traceId": trace["trace_id"],
+            "spanId": span["span_id"].upper(),
+            "name": span["name"],
+            "kind": 3,
+            "attributes": [{"key": k, "value": otlp_value(v)} for k, v in attributes.items()],
+        }
         if span["parent_span_id"]:
             entry["parentSpanId"] = span["parent_span_id"]
         spans.append(entry)
     resource = {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]}
-    return json.dumps({"result": {"resourceSpans": [
-        {"resource": resource, "scopeSpans": [{"scope": {}, "spans": spans}]}]}}).encode()
+    return json.dumps(
+        {
+            "result": {
+                "resourceSpans": [
+                    {"resource": resource, "scopeSpans": [{"scope": {}, "spans": spans}]}
+                ]
+            }
+        }
+    ).encode()
 
 
 def problems(trace: dict[str, Any], answer: bytes, redact: bool = False) -> list[str]:
@@ -154,11 +189,14 @@ def test_redact_expects_the_sha256_of_the_user_id() -> None:
     assert problems(trace, v3_answer(trace, redact=True), redact=False)
 
 
-@pytest.mark.parametrize(("key", "value", "expected"), [
-    ("payi.user_id", "alice", {TRACE_ID}),
-    ("payi.user_id", "bob", set()),
-    ("payi.use_case.name", "support", {TRACE_ID}),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("payi.user_id", "alice", {TRACE_ID}),
+        ("payi.user_id", "bob", set()),
+        ("payi.use_case.name", "support", {TRACE_ID}),
+    ],
+)
 def test_tag_search_expectation(key: str, value: str, expected: set[str]) -> None:
     assert run.traces_with({"traces": [demo_trace()]}, key, value) == expected
 
@@ -166,7 +204,8 @@ def test_tag_search_expectation(key: str, value: str, expected: set[str]) -> Non
 def test_the_hash_is_the_attributes_processors() -> None:
     # SHA-256, lower-case hex, of the UTF-8 string (contrib internal/coreinternal/attraction).
     assert run.sha256_hex("alice") == (
-        "2bd806c97f0e00af1a1fc3328fa763a9269723c8db8fac4f93af71db186d6e90")
+        "2bd806c97f0e00af1a1fc3328fa763a9269723c8db8fac4f93af71db186d6e90"
+    )
 
 
 # --------------------------------------------------------------------------- the demo's record
@@ -180,7 +219,10 @@ def test_the_demo_records_what_it_produced(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "support_assistant" / "main.py")],
         env={**env, "PAYI_DEMO_TRACES_JSON": str(path), "OTEL_SERVICE_NAME": "recorded"},
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     record = json.loads(path.read_text())
@@ -188,8 +230,13 @@ def test_the_demo_records_what_it_produced(tmp_path: Path) -> None:
     assert record["check_ok"] is True and record["headers_recorded"] is True
     assert record["otlp_delivered"] == record["otlp_failed"] == 0  # no OTLP endpoint set
     roots = [t["spans"][0]["name"] for t in record["traces"]]
-    assert roots == ["ticket T-1001", "ticket T-1002", "ticket T-1003", "admin replay T-1001",
-                     "nightly digest"]
+    assert roots == [
+        "ticket T-1001",
+        "ticket T-1002",
+        "ticket T-1003",
+        "admin replay T-1001",
+        "nightly digest",
+    ]
     genai = 0
     for trace in record["traces"]:
         ids = {s["span_id"] for s in trace["spans"]}
@@ -218,7 +265,10 @@ def test_every_search_the_readme_shows_finds_the_demos_traces(tmp_path: Path) ->
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "support_assistant" / "main.py")],
         env={**env, "PAYI_DEMO_TRACES_JSON": str(path)},
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     record = json.loads(path.read_text())
@@ -228,4 +278,5 @@ def test_every_search_the_readme_shows_finds_the_demos_traces(tmp_path: Path) ->
     for tags in searches:
         assert run.traces_with_all(record, tags), f"the README's search {tags} finds nothing"
     assert not run.traces_with_all(
-        record, {"payi.user_id": "carol", "payi.use_case.step": "escalate"})
+        record, {"payi.user_id": "carol", "payi.use_case.step": "escalate"}
+    )

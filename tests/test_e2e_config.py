@@ -126,8 +126,9 @@ needs_collector = pytest.mark.skipif(
 
 
 def validate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(COLLECTOR), "validate", *args], capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [str(COLLECTOR), "validate", *args], capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 @needs_collector
@@ -165,8 +166,7 @@ def test_collector_validate_rejects_a_broken_config() -> None:
     )
     assert unknown_processor.returncode != 0
     assert re.search(r"nonexistent", unknown_processor.stderr + unknown_processor.stdout)
-    bad_key = validate(f"--config={COLLECTOR_CONFIG}",
-                       "--set=processors::batch::no_such_setting=1")
+    bad_key = validate(f"--config={COLLECTOR_CONFIG}", "--set=processors::batch::no_such_setting=1")
     assert bad_key.returncode != 0
     assert "no_such_setting" in bad_key.stderr + bad_key.stdout
 

@@ -248,9 +248,7 @@ def test_openai_with_raw_response(oai: openai.OpenAI) -> None:
 # -- Anthropic -------------------------------------------------------------------------------
 
 
-def test_anthropic_messages_create(
-    claude: anthropic.Anthropic, llm_server: FakeLLMServer
-) -> None:
+def test_anthropic_messages_create(claude: anthropic.Anthropic, llm_server: FakeLLMServer) -> None:
     message = claude.messages.create(
         model=CLAUDE, max_tokens=64, system="be nice", messages=_user("hey there")
     )
@@ -346,9 +344,7 @@ def test_request_headers_are_recorded(
     assert isinstance(first, RecordedRequest)
 
 
-def test_reset_clears_requests_and_failures(
-    oai: openai.OpenAI, llm_server: FakeLLMServer
-) -> None:
+def test_reset_clears_requests_and_failures(oai: openai.OpenAI, llm_server: FakeLLMServer) -> None:
     oai.models.list()
     llm_server.fail_next(3)
     llm_server.reset()

@@ -31,8 +31,8 @@ from opentelemetry.trace import StatusCode
 from otlp_receiver import OTLPReceiver
 
 from payi_otel import PayiInstrumentor, get_context, track, track_context
+from payi_otel._model.effective import Effective
 from payi_otel._providers import _core as payi_hooks
-from payi_otel._resolved import Effective
 
 # --------------------------------------------------------------------------------------------
 # Open spans: a processor that knows which spans started and have not ended
@@ -95,8 +95,7 @@ def payi_on(
 
     def on(provider: TracerProvider) -> PayiInstrumentor:
         instrumentor.uninstrument()
-        instrumentor.instrument(tracer_provider=provider, caller_file="<test>",
-                                genai_spans=True)
+        instrumentor.instrument(tracer_provider=provider, caller_file="<test>", genai_spans=True)
         return instrumentor
 
     yield on
@@ -143,12 +142,15 @@ def test_otlp_endpoint_down_does_not_slow_or_break_calls(
     received = receiver.spans
     receiver.stop()
 
-    print(f"\nOTLP {failure}: {len(latencies)} calls in {elapsed:.2f}s; call latency median "
-          f"{statistics.median(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms "
-          f"(export timeout {EXPORT_TIMEOUT:.0f} s); provider.shutdown() {shutdown:.2f}s")
+    print(
+        f"\nOTLP {failure}: {len(latencies)} calls in {elapsed:.2f}s; call latency median "
+        f"{statistics.median(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms "
+        f"(export timeout {EXPORT_TIMEOUT:.0f} s); provider.shutdown() {shutdown:.2f}s"
+    )
     # Every request went out, with its own headers.
     assert [payi_headers(r)["x-payi-user-id"] for r in llm_server.requests] == [
-        f"u{i}" for i in range(30)]
+        f"u{i}" for i in range(30)
+    ]
     # Generous: the exports run on the batch processor's thread, never on the calls'.
     assert max(latencies) < EXPORT_TIMEOUT
     assert statistics.median(latencies) < EXPORT_TIMEOUT / 4
@@ -156,8 +158,11 @@ def test_otlp_endpoint_down_does_not_slow_or_break_calls(
     if failure == "503":
         assert receiver.requests, "the exporter should have tried"
     if failure == "up":  # the control: the same spans do arrive, attributed
-        genai_users = sorted(str(s.attributes["payi.user_id"]) for s in received
-                             if "gen_ai.operation.name" in s.attributes)
+        genai_users = sorted(
+            str(s.attributes["payi.user_id"])
+            for s in received
+            if "gen_ai.operation.name" in s.attributes
+        )
         assert genai_users == sorted(f"u{i}" for i in range(30))
     else:
         assert received == []
@@ -178,14 +183,16 @@ ERRORS = {
 def _call(genai: GenAI, sdk: str, retries: int, is_async: bool) -> Callable[[], Any]:
     if sdk == "openai":
         if is_async:
-            client: Any = openai.AsyncOpenAI(base_url=genai.server.openai_base_url,
-                                             api_key="test", max_retries=retries)
+            client: Any = openai.AsyncOpenAI(
+                base_url=genai.server.openai_base_url, api_key="test", max_retries=retries
+            )
         else:
             client = genai.openai_client(max_retries=retries)
         return lambda: client.chat.completions.create(**CHAT)
     if is_async:
-        client = anthropic.AsyncAnthropic(base_url=genai.server.anthropic_base_url,
-                                          api_key="test", max_retries=retries)
+        client = anthropic.AsyncAnthropic(
+            base_url=genai.server.anthropic_base_url, api_key="test", max_retries=retries
+        )
     else:
         client = genai.anthropic_client(max_retries=retries)
     return lambda: client.messages.create(**MESSAGE)
@@ -201,7 +208,12 @@ async def _run(fn: Callable[[], Any]) -> Any:
 @pytest.mark.parametrize("mode", ["500", "reset"])
 @pytest.mark.parametrize("sdk", ["openai", "anthropic"])
 async def test_server_failures_close_scopes_and_spans_and_raise_the_sdk_error(
-    genai: GenAI, open_spans: OpenSpans, sdk: str, mode: str, retries: int, is_async: bool,
+    genai: GenAI,
+    open_spans: OpenSpans,
+    sdk: str,
+    mode: str,
+    retries: int,
+    is_async: bool,
 ) -> None:
     error = ERRORS[(sdk, mode)]
     call = _call(genai, sdk, retries, is_async)
@@ -235,13 +247,18 @@ async def test_server_failures_close_scopes_and_spans_and_raise_the_sdk_error(
     assert sent[0]["x-payi-user-id"] == "inner"
     assert sent[0]["x-payi-use-case-step"] == "inner_step"
     assert payi_headers(genai.server.requests[-1]) == {
-        "x-payi-user-id": "outer", "x-payi-account-name": "acme"}
+        "x-payi-user-id": "outer",
+        "x-payi-account-name": "acme",
+    }
 
     for name in ("tracked_step", "inner_step"):
         span = genai.otel.one(name)
         assert span.status.status_code is StatusCode.ERROR
-        assert any(e.name == "exception" and str((e.attributes or {}).get(
-            "exception.type", "")).endswith(error.__name__) for e in span.events), name
+        assert any(
+            e.name == "exception"
+            and str((e.attributes or {}).get("exception.type", "")).endswith(error.__name__)
+            for e in span.events
+        ), name
     assert payi_attrs(genai.otel.one("inner_step"))["payi.user_id"] == "inner"
     if sdk == "openai":  # openai-v2 GenAI spans: the failed call's ended with an error
         failed, ok = sorted(genai.otel.genai_spans(), key=lambda s: s.start_time or 0)
@@ -298,7 +315,9 @@ HOOK_TARGETS: dict[str, tuple[Any, str]] = {
 
 @pytest.mark.parametrize("target", sorted(HOOK_TARGETS))
 async def test_a_bug_in_the_request_hook_sends_the_call_unchanged(
-    genai: GenAI, internal_errors_contained: None, monkeypatch: pytest.MonkeyPatch,
+    genai: GenAI,
+    internal_errors_contained: None,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     target: str,
 ) -> None:
@@ -312,14 +331,14 @@ async def test_a_bug_in_the_request_hook_sends_the_call_unchanged(
                 reply = genai.openai.chat.completions.create(**CHAT, extra_headers=written)
                 assert reply.choices[0].message.content == "echo: Hello"
                 areply = await genai.async_openai.chat.completions.create(
-                    **CHAT, extra_headers=written)
+                    **CHAT, extra_headers=written
+                )
                 assert areply.choices[0].message.content == "echo: Hello"
             assert get_context()["user_id"] == "scope_user"
     assert len(genai.server.requests) == 6
     for request in genai.server.requests:
         # Unchanged: the caller's headers exactly as written, nothing resolved or added.
-        assert payi_headers(request) == {"x-payi-user-id": "as_written",
-                                         "x-payi-limit-ids": "a, b"}
+        assert payi_headers(request) == {"x-payi-user-id": "as_written", "x-payi-limit-ids": "a, b"}
         assert request.headers["x-other"] == "kept"
     records = payi_records(caplog)
     assert len(records) == 1, [r.getMessage() for r in records]  # once, not once per call
@@ -328,7 +347,9 @@ async def test_a_bug_in_the_request_hook_sends_the_call_unchanged(
 
 
 def test_a_bug_in_the_span_processor_leaves_the_call_and_its_headers_alone(
-    genai: GenAI, internal_errors_contained: None, monkeypatch: pytest.MonkeyPatch,
+    genai: GenAI,
+    internal_errors_contained: None,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr("payi_otel._spans.call_effective", _broken)
@@ -347,7 +368,9 @@ def test_a_bug_in_the_span_processor_leaves_the_call_and_its_headers_alone(
 
 
 def test_a_bug_entering_a_scope_never_breaks_the_app(
-    genai: GenAI, internal_errors_contained: None, monkeypatch: pytest.MonkeyPatch,
+    genai: GenAI,
+    internal_errors_contained: None,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """FIXED (src/payi_otel/scope.py, failure policy of docs/failure-policy.md).

@@ -26,8 +26,12 @@ from payi_otel import PayiInstrumentor, track, track_context
 def test_openai_chat_sync_carries_scope(genai: GenAI) -> None:
     @track(use_case_name="support", use_case_version=3, limit_ids=["l1"])
     def handle() -> str:
-        with track_context(user_id="alice", account_name="acme", use_case_step="answer",
-                           request_properties={"tier": "gold"}):
+        with track_context(
+            user_id="alice",
+            account_name="acme",
+            use_case_step="answer",
+            request_properties={"tier": "gold"},
+        ):
             reply = genai.openai.chat.completions.create(**CHAT)
         return reply.choices[0].message.content or ""
 
@@ -56,7 +60,8 @@ async def test_openai_chat_async(genai: GenAI) -> None:
 def test_openai_chat_streaming_sync(genai: GenAI) -> None:
     with track_context(user_id="streamer"):
         stream = genai.openai.chat.completions.create(
-            **CHAT, stream=True, stream_options={"include_usage": True})
+            **CHAT, stream=True, stream_options={"include_usage": True}
+        )
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == "echo: Hello"
     assert genai.last() == {"x-payi-user-id": "streamer"}
@@ -74,6 +79,7 @@ def test_stream_consumed_outside_its_scope_was_stamped_when_called(genai: GenAI)
     assert text == "echo: Hello"
     assert genai.last() == {"x-payi-user-id": "streamer"}
     from payi_otel import get_context
+
     assert "user_id" not in get_context()
 
 
@@ -94,8 +100,7 @@ def test_openai_embeddings(genai: GenAI) -> None:
 
 def test_openai_legacy_completions(genai: GenAI) -> None:
     with track_context(user_id="r"), genai.genai_span("openai", "text_completion"):
-        completion = genai.openai.completions.create(model="gpt-3.5-turbo-instruct",
-                                                     prompt="Say")
+        completion = genai.openai.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say")
     assert completion.choices[0].text
     assert genai.sent() == [{"x-payi-user-id": "r"}]
 
@@ -161,7 +166,9 @@ def test_anthropic_stream_helper_and_stream_true(genai: GenAI) -> None:
 def test_azure_openai_client_is_stamped(genai: GenAI) -> None:
     genai.check_invariant = False  # the fake server has no Azure routes: the call 404s
     client = openai.AzureOpenAI(
-        azure_endpoint=genai.server.base_url, api_key="k", api_version="2024-06-01",
+        azure_endpoint=genai.server.base_url,
+        api_key="k",
+        api_version="2024-06-01",
         max_retries=0,
     )
     with track_context(user_id="azure_user"), pytest.raises(openai.NotFoundError):
@@ -174,9 +181,12 @@ def test_azure_openai_client_is_stamped(genai: GenAI) -> None:
 
 
 def test_default_headers_and_extra_headers_resolve_over_scopes(genai: GenAI) -> None:
-    client = genai.openai_client(default_headers={
-        "X-Payi-User-Id": "default_header_user", "x-payi-limit-ids": "dh",
-    })
+    client = genai.openai_client(
+        default_headers={
+            "X-Payi-User-Id": "default_header_user",
+            "x-payi-limit-ids": "dh",
+        }
+    )
     with track_context(user_id="scope_user", limit_ids=["scope"]):
         client.chat.completions.create(**CHAT)
         client.chat.completions.create(**CHAT, extra_headers={"x-payi-user-id": "extra"})
@@ -193,28 +203,40 @@ def test_default_headers_and_extra_headers_resolve_over_scopes(genai: GenAI) -> 
 
 def test_header_name_only_gets_fresh_id_once_per_call(genai: GenAI) -> None:
     with track_context(use_case_name="scope_uc", use_case_id="scope_id", use_case_version=2):
-        genai.openai.chat.completions.create(**CHAT, extra_headers={
-            "x-payi-use-case-name": "header_uc"})
-        genai.openai.chat.completions.create(**CHAT, extra_headers={
-            "x-payi-use-case-id": "header_id"})
-        genai.openai.chat.completions.create(**CHAT, extra_headers={
-            "x-payi-use-case-name": "scope_uc", "x-payi-use-case-step": "s"})
+        genai.openai.chat.completions.create(
+            **CHAT, extra_headers={"x-payi-use-case-name": "header_uc"}
+        )
+        genai.openai.chat.completions.create(
+            **CHAT, extra_headers={"x-payi-use-case-id": "header_id"}
+        )
+        genai.openai.chat.completions.create(
+            **CHAT, extra_headers={"x-payi-use-case-name": "scope_uc", "x-payi-use-case-step": "s"}
+        )
     new, id_only, same = genai.sent()
     assert new["x-payi-use-case-name"] == "header_uc"
     assert uuid.UUID(new["x-payi-use-case-id"]).version == 4
     assert "x-payi-use-case-version" not in new  # a new use case starts without the version
-    assert id_only == {"x-payi-use-case-name": "scope_uc", "x-payi-use-case-id": "header_id",
-                       "x-payi-use-case-version": "2"}
-    assert same == {"x-payi-use-case-name": "scope_uc", "x-payi-use-case-id": "scope_id",
-                    "x-payi-use-case-version": "2", "x-payi-use-case-step": "s"}
+    assert id_only == {
+        "x-payi-use-case-name": "scope_uc",
+        "x-payi-use-case-id": "header_id",
+        "x-payi-use-case-version": "2",
+    }
+    assert same == {
+        "x-payi-use-case-name": "scope_uc",
+        "x-payi-use-case-id": "scope_id",
+        "x-payi-use-case-version": "2",
+        "x-payi-use-case-step": "s",
+    }
 
 
 def test_property_headers_merge_as_json(genai: GenAI) -> None:
     with track_context(request_properties={"a": "1", "b": "2"}):
-        genai.openai.chat.completions.create(**CHAT, extra_headers={
-            "x-payi-request-properties": '{"b": null, "c": "3"}'})
-        genai.openai.chat.completions.create(**CHAT, extra_headers={
-            "x-payi-request-properties": ""})
+        genai.openai.chat.completions.create(
+            **CHAT, extra_headers={"x-payi-request-properties": '{"b": null, "c": "3"}'}
+        )
+        genai.openai.chat.completions.create(
+            **CHAT, extra_headers={"x-payi-request-properties": ""}
+        )
     first, second = genai.sent()
     assert first == {"x-payi-request-properties": '{"a":"1","c":"3"}'}
     assert second == {}
@@ -241,8 +263,7 @@ def test_unparseable_header_raises_before_sending(genai: GenAI, header: str, val
 def test_non_str_header_value_is_a_type_error(genai: GenAI) -> None:
     genai.check_invariant = False  # nothing is sent
     with pytest.raises(TypeError, match="x-payi-use-case-version"):
-        genai.openai.chat.completions.create(
-            **CHAT, extra_headers={"x-payi-use-case-version": 5})  # type: ignore[dict-item]
+        genai.openai.chat.completions.create(**CHAT, extra_headers={"x-payi-use-case-version": 5})  # type: ignore[dict-item]
     assert genai.server.requests == []
 
 
@@ -261,8 +282,9 @@ def test_retries_resend_the_same_headers(genai: GenAI) -> None:
     genai.server.fail_next(2, mode="500")
     client = genai.openai_client(max_retries=3)
     with track_context(use_case_name="retried", user_id="u"):
-        reply = client.chat.completions.create(**CHAT, extra_headers={
-            "x-payi-experience-name": "exp"})
+        reply = client.chat.completions.create(
+            **CHAT, extra_headers={"x-payi-experience-name": "exp"}
+        )
     assert reply.choices[0].message.content == "echo: Hello"
     # openai < 1.40 does not send x-stainless-retry-count: attempts cannot be told apart.
     genai.check_invariant = "x-stainless-retry-count" in genai.server.requests[0].headers
@@ -293,7 +315,9 @@ def test_headers_are_never_stamped_on_other_http_traffic(genai: GenAI) -> None:
 
 
 def test_internal_error_never_breaks_the_call(
-    genai: GenAI, internal_errors_contained: None, monkeypatch: pytest.MonkeyPatch,
+    genai: GenAI,
+    internal_errors_contained: None,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     genai.check_invariant = False
@@ -305,13 +329,15 @@ def test_internal_error_never_breaks_the_call(
     with caplog.at_level(logging.WARNING, logger="payi_otel"), track_context(user_id="u"):
         for _ in range(3):
             reply = genai.openai.chat.completions.create(
-                **CHAT, extra_headers={"x-payi-user-id": "as_written", "x-other": "kept"})
+                **CHAT, extra_headers={"x-payi-user-id": "as_written", "x-other": "kept"}
+            )
             assert reply.choices[0].message.content == "echo: Hello"
         with genai.anthropic_span():
             genai.anthropic.messages.create(**MESSAGE)
     # Sent unchanged: the caller's own headers exactly as written.
     assert [payi_headers(r) for r in genai.server.requests[:3]] == [
-        {"x-payi-user-id": "as_written"}] * 3
+        {"x-payi-user-id": "as_written"}
+    ] * 3
     assert all(r.headers["x-other"] == "kept" for r in genai.server.requests[:3])
     records = [r for r in caplog.records if r.name == "payi_otel"]
     assert len(records) == 2  # once per SDK, not once per call
@@ -332,9 +358,7 @@ def test_processor_failure_never_breaks_the_call(
 
 
 @pytest.mark.parametrize("openai_v2_first", [True, False])
-def test_works_whichever_is_instrumented_first(
-    genai: GenAI, openai_v2_first: bool
-) -> None:
+def test_works_whichever_is_instrumented_first(genai: GenAI, openai_v2_first: bool) -> None:
     payi = PayiInstrumentor()
     payi.uninstrument()
     v2 = OpenAIInstrumentor()
@@ -347,8 +371,7 @@ def test_works_whichever_is_instrumented_first(
             payi.instrument(tracer_provider=genai.otel.provider, caller_file="<test>")
             v2.instrument(tracer_provider=genai.otel.provider)
         with track_context(user_id="ordered"):
-            genai.openai.chat.completions.create(**CHAT, extra_headers={
-                "x-payi-limit-ids": "l"})
+            genai.openai.chat.completions.create(**CHAT, extra_headers={"x-payi-limit-ids": "l"})
     finally:
         v2.uninstrument()
     assert genai.last() == {"x-payi-user-id": "ordered", "x-payi-limit-ids": "l"}
@@ -366,14 +389,20 @@ def test_without_openai_v2_headers_still_go_out(genai: GenAI) -> None:
 
 def test_uninstrument_restores_every_patched_function(genai: GenAI) -> None:
     genai.check_invariant = False
-    patched = [openai._base_client.SyncAPIClient.request,
-               openai._base_client.AsyncAPIClient.request,
-               anthropic._base_client.SyncAPIClient.request,
-               anthropic._base_client.AsyncAPIClient.request]
+    patched = [
+        openai._base_client.SyncAPIClient.request,
+        openai._base_client.AsyncAPIClient.request,
+        anthropic._base_client.SyncAPIClient.request,
+        anthropic._base_client.AsyncAPIClient.request,
+    ]
     assert all(hasattr(f, "__wrapped__") for f in patched)
     PayiInstrumentor().uninstrument()
-    for cls in (openai._base_client.SyncAPIClient, openai._base_client.AsyncAPIClient,
-                anthropic._base_client.SyncAPIClient, anthropic._base_client.AsyncAPIClient):
+    for cls in (
+        openai._base_client.SyncAPIClient,
+        openai._base_client.AsyncAPIClient,
+        anthropic._base_client.SyncAPIClient,
+        anthropic._base_client.AsyncAPIClient,
+    ):
         assert not hasattr(cls.request, "__wrapped__")
     with track_context(user_id="after"):
         genai.openai.chat.completions.create(**CHAT)

@@ -27,8 +27,10 @@ def test_headers_with_decorated_functions(genai: GenAI) -> None:
     @track(limit_ids=["limit1"], user_id="default_user")
     def function_with_headers() -> None:
         call(genai, extra_headers={"x-payi-limit-ids": "", "x-payi-user-id": ""})
-        call(genai, extra_headers={"x-payi-limit-ids": "header_limit",
-                                   "x-payi-use-case-version": "5"})
+        call(
+            genai,
+            extra_headers={"x-payi-limit-ids": "header_limit", "x-payi-use-case-version": "5"},
+        )
 
     function_with_headers()
     empty, non_empty = genai.sent()
@@ -67,8 +69,10 @@ def test_triple_combination_example(genai: GenAI) -> None:
     @track(limit_ids=["limit1"], user_id="default_user")
     def complex_function() -> None:
         with track_context(limit_ids=["limit2"], use_case_name="reporting"):
-            call(genai, extra_headers={"x-payi-limit-ids": "limit3",
-                                       "x-payi-user-id": "specific_user"})
+            call(
+                genai,
+                extra_headers={"x-payi-limit-ids": "limit3", "x-payi-user-id": "specific_user"},
+            )
             with track_context(limit_ids=[], user_id=""):
                 call(genai)
             with track_context(limit_ids=["limit4"], user_id="nested_user"):
@@ -111,7 +115,9 @@ def test_combined_string_parameters_calls(genai: GenAI) -> None:
 
     function_with_context()
     assert genai.sent() == [
-        {"x-payi-user-id": "context_user"}, {"x-payi-user-id": "decorator_user"}, {},
+        {"x-payi-user-id": "context_user"},
+        {"x-payi-user-id": "decorator_user"},
+        {},
     ]
 
 
@@ -163,8 +169,7 @@ def test_combined_name_id_pairs_calls(genai: GenAI) -> None:
     assert new1["x-payi-use-case-name"] == "context_case"
     assert uuid.UUID(new1["x-payi-use-case-id"]).version == 4
     assert new1 == new2  # the new id is made once per scope, stable for every call in it
-    assert id_only == {"x-payi-use-case-name": "decorator_case",
-                       "x-payi-use-case-id": "context_id"}
+    assert id_only == {"x-payi-use-case-name": "decorator_case", "x-payi-use-case-id": "context_id"}
     assert both == {"x-payi-use-case-name": "context_case", "x-payi-use-case-id": "context_id"}
 
 
@@ -184,8 +189,7 @@ def test_context_manager_calling_a_decorated_function_calls(genai: GenAI) -> Non
     ]
     assert genai.span_attrs() == [
         {"payi.limit_ids": ["decorator_limit"], "payi.user_id": "decorator_user"},
-        {"payi.limit_ids": ["decorator_limit", "context_limit"],
-         "payi.user_id": "context_user"},
+        {"payi.limit_ids": ["decorator_limit", "context_limit"], "payi.user_id": "context_user"},
     ]
 
 
@@ -195,7 +199,8 @@ def test_basic_example_tracking_users_call(genai: GenAI) -> None:
     def my_function(prompt: str, user_id: str) -> str:
         with track_context(user_id=user_id):
             response = genai.openai.chat.completions.create(
-                model="gpt-3.5-turbo", messages=[{"role": "user", "content": prompt}])
+                model="gpt-3.5-turbo", messages=[{"role": "user", "content": prompt}]
+            )
         return response.choices[0].message.content or ""
 
     assert my_function("Hi", "user_42") == "echo: Hi"
@@ -205,8 +210,9 @@ def test_basic_example_tracking_users_call(genai: GenAI) -> None:
 def test_global_context_is_the_lowest_level(genai: GenAI) -> None:
     from payi_otel import track
 
-    genai.reinstrument({"limit_ids": ["global_limit"], "user_id": "global_user"},
-                       caller_file="/srv/my_app.py")
+    genai.reinstrument(
+        {"limit_ids": ["global_limit"], "user_id": "global_user"}, caller_file="/srv/my_app.py"
+    )
 
     @track(limit_ids=["feature"])
     def feature() -> None:

@@ -34,8 +34,9 @@ def _child(queue: Any) -> None:
     queue.put(get_context().get("user_id"))
 
 
-@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
-                    reason="no fork on this platform")
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="no fork on this platform"
+)
 def test_a_forked_child_starts_without_the_parents_scope(no_global: Any) -> None:
     fork = multiprocessing.get_context("fork")
     queue = fork.Queue()
@@ -53,7 +54,8 @@ def test_a_misspelt_payi_header_is_an_error_and_nothing_is_sent(genai: GenAI) ->
     with track_context(user_id="u"):
         with pytest.raises(ParameterValueError) as raised:
             genai.openai.chat.completions.create(
-                **CHAT, extra_headers={"X-Payi-Use-Case-Nme": "support"})
+                **CHAT, extra_headers={"X-Payi-Use-Case-Nme": "support"}
+            )
     assert "X-Payi-Use-Case-Nme" in str(raised.value)
     assert "did you mean 'x-payi-use-case-name'" in str(raised.value)
     assert genai.server.requests == []
@@ -62,7 +64,8 @@ def test_a_misspelt_payi_header_is_an_error_and_nothing_is_sent(genai: GenAI) ->
 def test_bytes_header_names_count_and_no_header_goes_out_twice(genai: GenAI) -> None:
     with track_context(user_id="scope_user", limit_ids=["a"]):
         genai.openai.chat.completions.create(
-            **CHAT, extra_headers={b"x-payi-user-id": "bytes_user", "X-PAYI-LIMIT-IDS": "b"})
+            **CHAT, extra_headers={b"x-payi-user-id": "bytes_user", "X-PAYI-LIMIT-IDS": "b"}
+        )
     [request] = genai.server.requests
     names = [name.lower() for name, _ in request.raw_headers if name.lower().startswith("x-payi-")]
     assert sorted(names) == sorted(set(names))

@@ -103,8 +103,11 @@ def assert_the_span_is_what_was_sent(otel: Otel, sent: RecordedRequest, dialect:
 
 
 def payi_members(request: RecordedRequest) -> list[str]:
-    return [m.strip() for m in request.headers.get("baggage", "").split(",")
-            if m.strip().startswith("payi.")]
+    return [
+        m.strip()
+        for m in request.headers.get("baggage", "").split(",")
+        if m.strip().startswith("payi.")
+    ]
 
 
 # --- clients ------------------------------------------------------------------------------
@@ -114,6 +117,7 @@ def _injecting(module: Any, inner: Any, is_async: bool) -> Any:
     """A transport of ``module`` (httpx / httpx2) that injects the context's propagation
     headers into every hop it sends, then hands it to ``inner``."""
     if is_async:
+
         class AsyncInjecting(module.AsyncBaseTransport):  # type: ignore[misc]
             async def handle_async_request(self, request: Any) -> Any:
                 propagate.inject(request.headers)
@@ -149,8 +153,9 @@ def _transport(client: str, inject: bool, local: Optional[FakeLLMServer]) -> Any
     return _injecting(module, inner, is_async) if inject else inner
 
 
-def send(client: str, base: str, headers: dict[str, str], transport: Any = None,
-         retries: int = 0) -> None:
+def send(
+    client: str, base: str, headers: dict[str, str], transport: Any = None, retries: int = 0
+) -> None:
     """One chat call from ``client`` to ``base`` with ``headers`` (an SDK's extra_headers, a
     plain request's headers); a redirect that turns the POST into a GET gets a 405 from the
     fake server, which is fine: the hops are what is checked."""
@@ -159,20 +164,23 @@ def send(client: str, base: str, headers: dict[str, str], transport: Any = None,
     if client.startswith("openai"):
         if transport is not None:
             http = (httpx.AsyncClient if client.endswith("-async") else httpx.Client)(
-                transport=transport, follow_redirects=True)
+                transport=transport, follow_redirects=True
+            )
         cls: Any = openai.AsyncOpenAI if client.endswith("-async") else openai.OpenAI
         sdk = cls(base_url=base + "/v1", api_key="test", max_retries=retries, http_client=http)
         create, body = sdk.chat.completions.create, CHAT
     elif client.startswith("anthropic"):
         if transport is not None:
             http = (httpx2.AsyncClient if client.endswith("-async") else httpx2.Client)(
-                transport=transport, follow_redirects=True)
+                transport=transport, follow_redirects=True
+            )
         cls = anthropic.AsyncAnthropic if client.endswith("-async") else anthropic.Anthropic
         sdk = cls(base_url=base, api_key="test", max_retries=retries, http_client=http)
         create, body = sdk.messages.create, MESSAGE
     if client in SDKS:
         errors = (openai.APIStatusError, anthropic.APIStatusError)
         if client.endswith("-async"):
+
             async def go() -> None:
                 with contextlib.suppress(*errors):
                     await create(**body, extra_headers=headers)
@@ -185,6 +193,7 @@ def send(client: str, base: str, headers: dict[str, str], transport: Any = None,
         with httpx.Client(transport=transport, follow_redirects=True) as plain:
             plain.post(url, json=CHAT, headers=headers)
     elif client == "httpx-async":
+
         async def go_plain() -> None:
             async with httpx.AsyncClient(transport=transport, follow_redirects=True) as plain:
                 await plain.post(url, json=CHAT, headers=headers)
@@ -246,11 +255,21 @@ def _hops(server: FakeLLMServer, hop: Hop) -> tuple[RecordedRequest, RecordedReq
 @pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize("hop", HOPS, ids=lambda h: h.name)
 def test_a_redirect_hop_carries_attribution_headers_only_where_the_policy_allows_its_url(
-    instrument: Callable[..., PayiInstrumentor], otel: Otel, llm_server: FakeLLMServer,
-    port: int, hop: Hop, client: str, dialect: str, genai_spans: bool,
+    instrument: Callable[..., PayiInstrumentor],
+    otel: Otel,
+    llm_server: FakeLLMServer,
+    port: int,
+    hop: Hop,
+    client: str,
+    dialect: str,
+    genai_spans: bool,
 ) -> None:
-    instrument(caller_file="<test>", genai_spans=genai_spans, header_dialect=dialect,
-               header_hosts=list(hop.allowed))
+    instrument(
+        caller_file="<test>",
+        genai_spans=genai_spans,
+        header_dialect=dialect,
+        header_hosts=list(hop.allowed),
+    )
     llm_server.redirect_next(1, hop.status, f"http://{hop.to}:{port}" if hop.to else "")
     sdk = client in SDKS
     with a_users_scope():
@@ -271,7 +290,8 @@ def test_a_redirect_hop_carries_attribution_headers_only_where_the_policy_allows
 
 
 def test_the_policy_holds_on_the_hop_to_a_real_provider_host_name(
-    instrument: Callable[..., PayiInstrumentor], llm_server: FakeLLMServer,
+    instrument: Callable[..., PayiInstrumentor],
+    llm_server: FakeLLMServer,
 ) -> None:
     """The default policy: a gateway that redirects an httpx request to api.openai.com (routed
     to the local server by the transport; the URL httpx and payi_otel see is the provider's)."""
@@ -279,13 +299,17 @@ def test_the_policy_holds_on_the_hop_to_a_real_provider_host_name(
     llm_server.redirect_next(1, 307, "https://api.openai.com")
     transport = _injecting(httpx, to_local(llm_server), is_async=False)
     with a_users_scope(), httpx.Client(transport=transport, follow_redirects=True) as client:
-        client.post("http://gateway.internal/v1/chat/completions", json=CHAT,
-                    headers=USER_HEADERS["x-payi"])
+        client.post(
+            "http://gateway.internal/v1/chat/completions", json=CHAT, headers=USER_HEADERS["x-payi"]
+        )
     first, followed = llm_server.requests
     assert (first.headers["host"], followed.headers["host"]) == (
-        "gateway.internal", "api.openai.com")
+        "gateway.internal",
+        "api.openai.com",
+    )
     assert pay_i(first) == {"x-payi-user-id": "alice"} and "payi.user_id=alice" in (
-        payi_members(first))
+        payi_members(first)
+    )
     assert pay_i(followed) == {} and payi_members(followed) == []
     assert "team=search" in followed.headers["baggage"]
 
@@ -294,22 +318,34 @@ def test_the_policy_holds_on_the_hop_to_a_real_provider_host_name(
 
 
 def _baggage_cases() -> list[Any]:
-    return [pytest.param(client, injector, id=f"{client}-{injector}")
-            for client in CLIENTS for injector in INJECTORS
-            if not (injector == "otel-instrumentation" and client in NOT_INSTRUMENTED)
-            and not (injector == "caller" and client in SDKS)]
+    return [
+        pytest.param(client, injector, id=f"{client}-{injector}")
+        for client in CLIENTS
+        for injector in INJECTORS
+        if not (injector == "otel-instrumentation" and client in NOT_INSTRUMENTED)
+        and not (injector == "caller" and client in SDKS)
+    ]
 
 
 @pytest.mark.parametrize(("client", "injector"), _baggage_cases())
 @pytest.mark.parametrize("hop", HOPS, ids=lambda h: h.name)
 def test_a_redirect_hop_carries_payi_baggage_only_where_the_policy_allows_its_url(
-    request: pytest.FixtureRequest, instrument: Callable[..., PayiInstrumentor],
-    llm_server: FakeLLMServer, port: int, hop: Hop, client: str, injector: str,
+    request: pytest.FixtureRequest,
+    instrument: Callable[..., PayiInstrumentor],
+    llm_server: FakeLLMServer,
+    port: int,
+    hop: Hop,
+    client: str,
+    injector: str,
 ) -> None:
     if injector == "otel-instrumentation":
         request.getfixturevalue("http_instrumentations")
-    instrument(caller_file="<test>", genai_spans=False, propagate_baggage=True,
-               header_hosts=list(hop.allowed))
+    instrument(
+        caller_file="<test>",
+        genai_spans=False,
+        propagate_baggage=True,
+        header_hosts=list(hop.allowed),
+    )
     llm_server.redirect_next(1, hop.status, f"http://{hop.to}:{port}" if hop.to else "")
     with a_users_scope():
         headers: dict[str, str] = {}
@@ -328,8 +364,10 @@ def test_a_redirect_hop_carries_payi_baggage_only_where_the_policy_allows_its_ur
     # header to the hops, as it copies the caller's own.
     if injector == "caller" or (client, injector) == ("requests", "otel-instrumentation"):
         # One header, copied from hop to hop: it only loses members.
-        expected = [hop.first in hop.allowed, hop.first in hop.allowed and
-                    hop.target in hop.allowed]
+        expected = [
+            hop.first in hop.allowed,
+            hop.first in hop.allowed and hop.target in hop.allowed,
+        ]
     elif client in SDKS:  # the SDK's call runs without payi.* baggage: nothing to inject
         expected = [False, False]
     else:  # injected on each hop from the caller's context: judged on each hop's URL
@@ -350,12 +388,19 @@ SEQUENCES = ["a-retry-then-a-redirect", "a-redirect-then-a-retry"]
 @pytest.mark.parametrize("sequence", SEQUENCES)
 @pytest.mark.parametrize("client", SDKS)
 def test_every_attempt_and_hop_of_an_sdk_call_carries_exactly_what_its_url_allows(
-    surface: GenAI, port: int, client: str, sequence: str,
+    surface: GenAI,
+    port: int,
+    client: str,
+    sequence: str,
 ) -> None:
     surface.check_invariant = False  # one span, several attempts and hops: checked below
     dialect = surface.dialect
-    surface.reinstrument(genai_spans=surface.genai_spans, header_dialect=dialect,
-                         propagate_baggage=True, header_hosts=[ALLOWED])
+    surface.reinstrument(
+        genai_spans=surface.genai_spans,
+        header_dialect=dialect,
+        propagate_baggage=True,
+        header_hosts=[ALLOWED],
+    )
     server = surface.server
     if sequence == "a-retry-then-a-redirect":
         server.fail_next(1)
@@ -364,15 +409,14 @@ def test_every_attempt_and_hop_of_an_sdk_call_carries_exactly_what_its_url_allow
         server.redirect_next(1, 307, f"http://{OTHER}:{port}")
         server.fail_next(1)
     with a_users_scope():
-        send(client, f"http://{ALLOWED}:{port}", {}, _transport(client, True, None),
-             retries=2)
+        send(client, f"http://{ALLOWED}:{port}", {}, _transport(client, True, None), retries=2)
     sent = server.requests
     assert len(sent) == 3
     assert [int(r.headers["x-stainless-retry-count"]) for r in sent] == (
-        [0, 1, 1] if sequence == "a-retry-then-a-redirect" else [0, 0, 1])
+        [0, 1, 1] if sequence == "a-retry-then-a-redirect" else [0, 0, 1]
+    )
     to_allowed = [r for r in sent if r.headers["host"].startswith(ALLOWED)]
-    assert to_allowed and attribution_headers(to_allowed[0], dialect)["x-payi-user-id"] == (
-        "alice")
+    assert to_allowed and attribution_headers(to_allowed[0], dialect)["x-payi-user-id"] == ("alice")
     if surface.genai_spans:
         assert_the_span_is_what_was_sent(surface.otel, to_allowed[0], dialect)
     assert all(pay_i(r) == pay_i(to_allowed[0]) for r in to_allowed)

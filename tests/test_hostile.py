@@ -33,9 +33,18 @@ from hypothesis import strategies as st
 
 from payi_otel import ParameterError, PayiInstrumentor, get_context, track, track_context
 
-STRINGS = ["use_case_name", "use_case_id", "use_case_step", "experience_name", "experience_id",
-           "user_id", "account_name", "price_as_category", "price_as_resource",
-           "resource_scope"]
+STRINGS = [
+    "use_case_name",
+    "use_case_id",
+    "use_case_step",
+    "experience_name",
+    "experience_id",
+    "user_id",
+    "account_name",
+    "price_as_category",
+    "price_as_resource",
+    "resource_scope",
+]
 LISTS = ["limit_ids", "request_tags"]
 DICTS = ["use_case_properties", "request_properties"]
 VERSION = "use_case_version"
@@ -47,8 +56,16 @@ def header_of(name: str) -> str:
 
 
 # CR, LF and NUL, alone, inside, and as a header-injection attempt.
-CONTROL_TEXTS = ["a\rb", "a\nb", "a\x00b", "\r\n", "\n", "\x00", "ok\r\nX-Injected: 1",
-                 "ok\r\n\r\nGET / HTTP/1.1"]
+CONTROL_TEXTS = [
+    "a\rb",
+    "a\nb",
+    "a\x00b",
+    "\r\n",
+    "\n",
+    "\x00",
+    "ok\r\nX-Injected: 1",
+    "ok\r\n\r\nGET / HTTP/1.1",
+]
 
 PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*\Z")
 
@@ -82,24 +99,43 @@ def _api_cases() -> list[tuple[str, Any, type[Exception]]]:
     cases: list[tuple[str, Any, type[Exception]]] = []
     for name in STRINGS:
         cases += [(name, text, ValueError) for text in CONTROL_TEXTS]
-        cases += [(name, v, TypeError) for v in (5, 5.0, True, b"bytes", ["a"], {"a": "b"},
-                                                   object(), bytearray(b"x"))]
-    cases += [(VERSION, v, TypeError) for v in ("1", "1\r\n", True, False, 1.0, b"1", [1],
-                                                 object())]
+        cases += [
+            (name, v, TypeError)
+            for v in (5, 5.0, True, b"bytes", ["a"], {"a": "b"}, object(), bytearray(b"x"))
+        ]
+    cases += [
+        (VERSION, v, TypeError) for v in ("1", "1\r\n", True, False, 1.0, b"1", [1], object())
+    ]
     for name in LISTS:
         cases += [(name, [text], ValueError) for text in CONTROL_TEXTS]
         cases += [(name, ["ok", text], ValueError) for text in CONTROL_TEXTS]
         cases += [(name, v, ValueError) for v in (["a,b"], [","], ["ok", ""], [" "], ["\t"])]
-        cases += [(name, v, TypeError) for v in ("bare", "a,b", b"x", {"a"}, {"a": "b"}, 5,
-                                                   [1], [None], [b"x"], [["a"]])]
+        cases += [
+            (name, v, TypeError)
+            for v in ("bare", "a,b", b"x", {"a"}, {"a": "b"}, 5, [1], [None], [b"x"], [["a"]])
+        ]
     for name in DICTS:
         cases += [(name, {text: "v"}, ValueError) for text in CONTROL_TEXTS]
         cases += [(name, {"k": text}, ValueError) for text in CONTROL_TEXTS]
         cases += [(name, {"": "v"}, ValueError)]
-        cases += [(name, v, TypeError) for v in ("x", '{"k": "v"}', [("a", "b")], 5, {1: "a"},
-                                                   {None: "a"}, {b"k": "v"}, {("k",): "v"},
-                                                   {"a": 1}, {"a": b"v"}, {"a": ["v"]},
-                                                   {"a": {"b": "c"}}, {"a": True})]
+        cases += [
+            (name, v, TypeError)
+            for v in (
+                "x",
+                '{"k": "v"}',
+                [("a", "b")],
+                5,
+                {1: "a"},
+                {None: "a"},
+                {b"k": "v"},
+                {("k",): "v"},
+                {"a": 1},
+                {"a": b"v"},
+                {"a": ["v"]},
+                {"a": {"b": "c"}},
+                {"a": True},
+            )
+        ]
     return cases
 
 
@@ -153,14 +189,45 @@ def test_unknown_parameters_and_positional_arguments_are_type_errors() -> None:
 # Per-call headers on real SDK calls
 # --------------------------------------------------------------------------------------------
 
-BAD_JSON = ["{not json", "[]", '["a"]', '"s"', "null", "1", "true", '{"k": 1}',
-            '{"k": {"a": "b"}}', '{"k": ["a"]}', '{"k": true}', '{"": "v"}',
-            '{"k": "a\\r\\nb"}', '{"k": "a\\u0000b"}', '{"k\\n": "v"}', '{"k": "a\r\nb"}',
-            '{"k": NaN}', '{"k": Infinity}', '{"k": "v"} x', '{"k": "v"}\x00', "{", "}"]
+BAD_JSON = [
+    "{not json",
+    "[]",
+    '["a"]',
+    '"s"',
+    "null",
+    "1",
+    "true",
+    '{"k": 1}',
+    '{"k": {"a": "b"}}',
+    '{"k": ["a"]}',
+    '{"k": true}',
+    '{"": "v"}',
+    '{"k": "a\\r\\nb"}',
+    '{"k": "a\\u0000b"}',
+    '{"k\\n": "v"}',
+    '{"k": "a\r\nb"}',
+    '{"k": NaN}',
+    '{"k": Infinity}',
+    '{"k": "v"} x',
+    '{"k": "v"}\x00',
+    "{",
+    "}",
+]
 # An empty or blank version is not on this list: it means "not given" (README, "GenAI calls:
 # headers and spans"; tests/test_call_headers.py).
-BAD_VERSIONS = ["five", "1.5", "1e3", "0x10", "\u0663", "1 2", "1\r\n2", "1\x00", "--1", "+",
-                "1_000"]
+BAD_VERSIONS = [
+    "five",
+    "1.5",
+    "1e3",
+    "0x10",
+    "\u0663",
+    "1 2",
+    "1\r\n2",
+    "1\x00",
+    "--1",
+    "+",
+    "1_000",
+]
 
 
 def _header_cases() -> list[tuple[str, Any, type[Exception]]]:
@@ -168,18 +235,23 @@ def _header_cases() -> list[tuple[str, Any, type[Exception]]]:
     for name in STRINGS:
         cases += [(header_of(name), text, ValueError) for text in CONTROL_TEXTS]
     for name in LISTS:
-        cases += [(header_of(name), v, ValueError)
-                  for v in ("a\rb", "a\nb", "ok,a\x00b", "ok,a\r\nX-Injected: 1,b")]
+        cases += [
+            (header_of(name), v, ValueError)
+            for v in ("a\rb", "a\nb", "ok,a\x00b", "ok,a\r\nX-Injected: 1,b")
+        ]
     for name in DICTS:
         cases += [(header_of(name), v, ValueError) for v in BAD_JSON]
     cases += [(header_of(VERSION), v, ValueError) for v in BAD_VERSIONS]
     for name in ALL:
-        cases += [(header_of(name), v, TypeError)
-                  for v in (5, 1.5, True, b"bytes", ["a"], {"a": "b"})]
+        cases += [
+            (header_of(name), v, TypeError) for v in (5, 1.5, True, b"bytes", ["a"], {"a": "b"})
+        ]
     # Header names are case-insensitive; errors name the header as the caller wrote it.
-    cases += [("X-PAYI-USER-ID", "a\r\nb", ValueError),
-              ("X-Payi-Request-Properties", "{", ValueError),
-              ("X-Payi-Use-Case-Version", 5, TypeError)]
+    cases += [
+        ("X-PAYI-USER-ID", "a\r\nb", ValueError),
+        ("X-Payi-Request-Properties", "{", ValueError),
+        ("X-Payi-Use-Case-Version", 5, TypeError),
+    ]
     return cases
 
 
@@ -193,10 +265,14 @@ async def test_hostile_headers_raise_naming_the_header_and_nothing_is_sent(
     calls: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
         ("openai", lambda h: wire.openai.chat.completions.create(**CHAT, extra_headers=h)),
         ("anthropic", lambda h: wire.anthropic.messages.create(**MESSAGE, extra_headers=h)),
-        ("async openai",
-         lambda h: wire.async_openai.chat.completions.create(**CHAT, extra_headers=h)),
-        ("async anthropic",
-         lambda h: wire.async_anthropic.messages.create(**MESSAGE, extra_headers=h)),
+        (
+            "async openai",
+            lambda h: wire.async_openai.chat.completions.create(**CHAT, extra_headers=h),
+        ),
+        (
+            "async anthropic",
+            lambda h: wire.async_anthropic.messages.create(**MESSAGE, extra_headers=h),
+        ),
     ]
     with track_context(user_id="scope_user", limit_ids=["l"]):
         for header, value, error in HEADER_CASES:
@@ -217,9 +293,12 @@ def test_hostile_client_default_headers_raise_at_the_call(wire: GenAI) -> None:
     client = wire.openai_client(default_headers={"X-Payi-Limit-Ids": "ok,bad\x00"})
     with pytest.raises(ValueError, match=r"(?i)x-payi-limit-ids"):
         client.chat.completions.create(**CHAT)
-    aclient = anthropic.Anthropic(base_url=wire.server.anthropic_base_url, api_key="test",
-                                  max_retries=0,
-                                  default_headers={"x-payi-use-case-version": "v2"})
+    aclient = anthropic.Anthropic(
+        base_url=wire.server.anthropic_base_url,
+        api_key="test",
+        max_retries=0,
+        default_headers={"x-payi-use-case-version": "v2"},
+    )
     with pytest.raises(ValueError, match="x-payi-use-case-version"):
         aclient.messages.create(**MESSAGE)
     assert wire.server.requests == []
@@ -228,12 +307,15 @@ def test_hostile_client_default_headers_raise_at_the_call(wire: GenAI) -> None:
 def test_header_whitespace_around_tokens_is_trimmed_and_sent_clean(wire: GenAI) -> None:
     """Lists, the version and JSON are parsed as tokens: spaces and tabs around them are
     trimmed. What goes out is re-serialized and clean."""
-    wire.openai.chat.completions.create(**CHAT, extra_headers={
-        "x-payi-limit-ids": " a ,\t b\t,, ",
-        "x-payi-use-case-name": "uc",
-        "x-payi-use-case-version": " 7\t",
-        "x-payi-request-properties": '{"k":\t "v"} ',
-    })
+    wire.openai.chat.completions.create(
+        **CHAT,
+        extra_headers={
+            "x-payi-limit-ids": " a ,\t b\t,, ",
+            "x-payi-use-case-name": "uc",
+            "x-payi-use-case-version": " 7\t",
+            "x-payi-request-properties": '{"k":\t "v"} ',
+        },
+    )
     sent = wire.last()
     assert sent["x-payi-limit-ids"] == "a,b"
     assert sent["x-payi-use-case-version"] == "7"
@@ -263,8 +345,9 @@ def test_cr_lf_is_refused_in_every_header_kind(wire: GenAI, header: str, value: 
 def test_commas_in_a_list_header_split_it(wire: GenAI) -> None:
     """A comma cannot be inside a list element: in a header it separates elements."""
     with track_context(request_tags=["scope"]):
-        wire.openai.chat.completions.create(**CHAT, extra_headers={
-            "x-payi-request-tags": "a,b , a,scope"})
+        wire.openai.chat.completions.create(
+            **CHAT, extra_headers={"x-payi-request-tags": "a,b , a,scope"}
+        )
     assert wire.last() == {"x-payi-request-tags": "scope,a,b"}
     [attrs] = wire.span_attrs()
     assert attrs["payi.request_tags"] == ["scope", "a", "b"]
@@ -279,12 +362,16 @@ def test_commas_in_a_list_header_split_it(wire: GenAI) -> None:
 # space (test_bug_edge_whitespace_*).
 NON_ASCII = st.text(
     st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x00,"),
-    min_size=1, max_size=24,
-).filter(lambda t: not t.isascii() and not t.startswith(" ") and not t.endswith(" ")
-         and t.strip() != "")  # whitespace only (e.g. NEL) is an empty list element
+    min_size=1,
+    max_size=24,
+).filter(
+    lambda t: not t.isascii() and not t.startswith(" ") and not t.endswith(" ") and t.strip() != ""
+)  # whitespace only (e.g. NEL) is an empty list element
 
 HYPOTHESIS = settings(
-    max_examples=40, deadline=None, database=None,
+    max_examples=40,
+    deadline=None,
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
@@ -298,13 +385,16 @@ def test_non_ascii_is_percent_encoded_on_the_wire_and_kept_on_spans(
     spans_before = len(wire.otel.genai_spans())
     with track_context(user_id=user, limit_ids=[limit], request_properties={prop: prop}):
         wire.openai.chat.completions.create(**CHAT)
-        wire.openai.chat.completions.create(**CHAT, extra_headers={
-            "x-payi-user-id": header_user})
+        wire.openai.chat.completions.create(**CHAT, extra_headers={"x-payi-user-id": header_user})
         wire.anthropic.messages.create(**MESSAGE)
     scope_sent, header_sent, anthropic_sent = (
-        payi_headers(r) for r in wire.server.requests[start:])
-    for sent, expected_user in ((scope_sent, user), (header_sent, header_user),
-                                (anthropic_sent, user)):
+        payi_headers(r) for r in wire.server.requests[start:]
+    )
+    for sent, expected_user in (
+        (scope_sent, user),
+        (header_sent, header_user),
+        (anthropic_sent, user),
+    ):
         for value in sent.values():
             assert PRINTABLE_ASCII.match(value) and value == value.strip(), value
         assert unquote(sent["x-payi-user-id"], errors="strict") == expected_user
@@ -349,8 +439,7 @@ def test_64_kib_user_id_is_sent_intact(wire: GenAI) -> None:
     with track_context(user_id=value, limit_ids=["l"]):
         wire.openai.chat.completions.create(**CHAT)
         wire.anthropic.messages.create(**MESSAGE)
-        wire.openai.chat.completions.create(**CHAT, extra_headers={
-            "x-payi-user-id": value[::-1]})
+        wire.openai.chat.completions.create(**CHAT, extra_headers={"x-payi-user-id": value[::-1]})
     sent = wire.sent()
     assert [s["x-payi-user-id"] for s in sent] == [value, value, value[::-1]]
     assert all(s["x-payi-limit-ids"] == "l" for s in sent)
@@ -381,7 +470,10 @@ def test_64_kib_user_id_refused_by_the_server_raises_the_sdks_own_error(wire: Ge
 
 
 def _sent_or_rejected(
-    genai: GenAI, make_scope: Callable[[], Any], param: str, expected: Any,
+    genai: GenAI,
+    make_scope: Callable[[], Any],
+    param: str,
+    expected: Any,
     decode: Callable[[str], Any],
 ) -> str:
     """Either ``make_scope()`` raises a ParameterError naming ``param``, or a call in the scope
@@ -397,7 +489,8 @@ def _sent_or_rejected(
     [request] = genai.server.requests[start:]
     wire_value = payi_headers(request)[header_of(param)]
     assert PRINTABLE_ASCII.match(wire_value) and wire_value == wire_value.strip(), (
-        f"sent as {wire_value!r}")
+        f"sent as {wire_value!r}"
+    )
     assert decode(wire_value) == expected, f"sent as {wire_value!r}"
     return "sent"
 
@@ -406,8 +499,11 @@ def _each_sent_or_rejected(genai: GenAI, param: str, values: list[str]) -> list[
     """Run :func:`_sent_or_rejected` for every value; returns the failures."""
     failures = []
     for value in values:
-        make = ((lambda v=value: track_context(**{param: [v]})) if param in LISTS
-                else (lambda v=value: track_context(**{param: v})))
+        make = (
+            (lambda v=value: track_context(**{param: [v]}))
+            if param in LISTS
+            else (lambda v=value: track_context(**{param: v}))
+        )
         try:
             _sent_or_rejected(genai, make, param, value, unquote)
         except Exception as exc:
@@ -508,8 +604,7 @@ def test_lone_surrogate_in_a_header_is_a_parameter_error(genai: GenAI) -> None:
     """
     genai.check_invariant = False
     with pytest.raises(ValueError) as info:
-        genai.openai.chat.completions.create(**CHAT, extra_headers={
-            "x-payi-user-id": "caf\udce9"})
+        genai.openai.chat.completions.create(**CHAT, extra_headers={"x-payi-user-id": "caf\udce9"})
     assert isinstance(info.value, ParameterError), repr(info.value)
     assert "x-payi-user-id" in str(info.value)
     assert genai.server.requests == []
@@ -556,8 +651,9 @@ def test_str_subclass_values_are_sent_as_their_plain_text(genai: GenAI) -> None:
     assert first["x-payi-account-name"] == "gold"
     assert first["x-payi-price-as-category"] == "gold"
     assert second["x-payi-account-name"] == "gold"
-    _sent_or_rejected(genai, lambda: track_context(user_id=Sneaky("ok")), "user_id", "ok",
-                      lambda w: unquote(w))
+    _sent_or_rejected(
+        genai, lambda: track_context(user_id=Sneaky("ok")), "user_id", "ok", lambda w: unquote(w)
+    )
 
 
 def test_none_header_value_uses_the_scope_value(genai: GenAI) -> None:
@@ -574,10 +670,19 @@ def test_none_header_value_uses_the_scope_value(genai: GenAI) -> None:
     """
     genai.check_invariant = False
     with track_context(user_id="scope_user", limit_ids=["l"]):
-        genai.openai.chat.completions.create(**CHAT, extra_headers={
-            "x-payi-user-id": None, "x-payi-limit-ids": None, "x-payi-account-name": "a"})
-    assert genai.last() == {"x-payi-user-id": "scope_user", "x-payi-limit-ids": "l",
-                           "x-payi-account-name": "a"}
+        genai.openai.chat.completions.create(
+            **CHAT,
+            extra_headers={
+                "x-payi-user-id": None,
+                "x-payi-limit-ids": None,
+                "x-payi-account-name": "a",
+            },
+        )
+    assert genai.last() == {
+        "x-payi-user-id": "scope_user",
+        "x-payi-limit-ids": "l",
+        "x-payi-account-name": "a",
+    }
 
 
 @pytest.mark.parametrize("depth", [2_000])
@@ -599,8 +704,10 @@ def test_deeply_nested_json_header_is_a_value_error(
     """
     genai.check_invariant = False
     with track_context(user_id="u"), pytest.raises(ValueError) as info:
-        genai.openai.chat.completions.create(**CHAT, extra_headers={
-            "x-payi-request-properties": '{"k":' * depth + '"v"' + "}" * depth})
+        genai.openai.chat.completions.create(
+            **CHAT,
+            extra_headers={"x-payi-request-properties": '{"k":' * depth + '"v"' + "}" * depth},
+        )
     assert isinstance(info.value, ParameterError)
     assert "x-payi-request-properties" in str(info.value)
     assert genai.server.requests == []
@@ -619,8 +726,9 @@ def test_version_header_with_thousands_of_digits_is_a_value_error(genai: GenAI) 
     """
     genai.check_invariant = False
     with track_context(user_id="u", use_case_name="uc"), pytest.raises(ValueError) as info:
-        genai.openai.chat.completions.create(**CHAT, extra_headers={
-            "x-payi-use-case-version": "9" * 5000})
+        genai.openai.chat.completions.create(
+            **CHAT, extra_headers={"x-payi-use-case-version": "9" * 5000}
+        )
     assert isinstance(info.value, ParameterError)
     assert "x-payi-use-case-version" in str(info.value)
     assert genai.server.requests == []

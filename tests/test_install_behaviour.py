@@ -58,6 +58,7 @@ def test_timer_carries_the_scope(no_global: Any) -> None:
 def test_pool_workers_never_carry_a_stale_scope(no_global: Any) -> None:
     """The pool is created and first used inside alice's scope; later tasks run in the
     submitter's scope, or in none."""
+
     def user() -> object:
         return get_context().get("user_id")
 
@@ -152,15 +153,18 @@ def families(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
     reset_log_once()
 
     def use(*instrumentations: _genai.Instrumentation, native: str | None = None) -> None:
-        monkeypatch.setattr(_genai, "FAMILIES", (
-            _genai.Family("openai", instrumentations, native),))
+        monkeypatch.setattr(
+            _genai, "FAMILIES", (_genai.Family("openai", instrumentations, native),)
+        )
 
     yield use
     reset_log_once()
 
 
 def test_two_instrumentations_of_one_sdk_keep_the_preferred_one(
-    genai: GenAI, families: Callable[..., None], monkeypatch: pytest.MonkeyPatch,
+    genai: GenAI,
+    families: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     module = types.ModuleType("payi_test_second_openai")
@@ -181,10 +185,15 @@ def test_two_instrumentations_of_one_sdk_keep_the_preferred_one(
 
 
 def test_no_loadable_genai_instrumentation_is_one_warning_with_the_fix(
-    families: Callable[..., None], caplog: pytest.LogCaptureFixture, otel: Otel,
+    families: Callable[..., None],
+    caplog: pytest.LogCaptureFixture,
+    otel: Otel,
 ) -> None:
-    families(_genai.Instrumentation("opentelemetry-instrumentation-not-there",
-                                    "payi_test_missing.mod", "Instr"))
+    families(
+        _genai.Instrumentation(
+            "opentelemetry-instrumentation-not-there", "payi_test_missing.mod", "Instr"
+        )
+    )
     with caplog.at_level(logging.WARNING, logger="payi_otel"):
         assert _genai.enable_genai_spans(otel.provider) == []
         _genai.enable_genai_spans(otel.provider)
@@ -195,21 +204,32 @@ def test_no_loadable_genai_instrumentation_is_one_warning_with_the_fix(
 
 
 def test_an_sdk_with_its_own_genai_spans_needs_no_instrumentation(
-    families: Callable[..., None], caplog: pytest.LogCaptureFixture, otel: Otel,
+    families: Callable[..., None],
+    caplog: pytest.LogCaptureFixture,
+    otel: Otel,
 ) -> None:
-    families(_genai.Instrumentation("opentelemetry-instrumentation-not-there",
-                                    "payi_test_missing.mod", "Instr"), native="openai")
+    families(
+        _genai.Instrumentation(
+            "opentelemetry-instrumentation-not-there", "payi_test_missing.mod", "Instr"
+        ),
+        native="openai",
+    )
     with caplog.at_level(logging.WARNING, logger="payi_otel"):
         _genai.enable_genai_spans(otel.provider)
     assert caplog.records == []
 
 
 def test_disabled_instrumentations_are_respected(
-    families: Callable[..., None], caplog: pytest.LogCaptureFixture, otel: Otel,
+    families: Callable[..., None],
+    caplog: pytest.LogCaptureFixture,
+    otel: Otel,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    families(_genai.Instrumentation("opentelemetry-instrumentation-not-there",
-                                    "payi_test_missing.mod", "Instr"))
+    families(
+        _genai.Instrumentation(
+            "opentelemetry-instrumentation-not-there", "payi_test_missing.mod", "Instr"
+        )
+    )
     monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "requests, openai")
     with caplog.at_level(logging.WARNING, logger="payi_otel"):
         _genai.enable_genai_spans(otel.provider)

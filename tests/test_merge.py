@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from payi_otel import get_context, track, track_context
-from payi_otel._merge import Level, fold, merge, new_level
-from payi_otel._parameters import Params
+from payi_otel._model.merge import Level, fold, merge, new_level
+from payi_otel._model.parameters import Params
 
 
 def over(lower: Params, upper: Params) -> Params:
@@ -35,15 +35,23 @@ def is_uuid4(text: Any) -> bool:
         ({"use_case_version": 1}, {"use_case_version": 2}, {"use_case_version": 2}),
         ({"limit_ids": ("a",)}, {}, {"limit_ids": ("a",)}),  # list unset -> lower
         ({"limit_ids": ("a",)}, {"limit_ids": ()}, {"limit_ids": ()}),  # cleared
-        ({"limit_ids": ("a", "b")}, {"limit_ids": ("b", "c", "a", "d")},
-         {"limit_ids": ("a", "b", "c", "d")}),  # union, first-seen order
+        (
+            {"limit_ids": ("a", "b")},
+            {"limit_ids": ("b", "c", "a", "d")},
+            {"limit_ids": ("a", "b", "c", "d")},
+        ),  # union, first-seen order
         ({"limit_ids": ()}, {"limit_ids": ("x",)}, {"limit_ids": ("x",)}),
         ({"request_properties": {"a": "1"}}, {}, {"request_properties": {"a": "1"}}),
-        ({"request_properties": {"a": "1"}}, {"request_properties": {}},
-         {"request_properties": {}}),  # cleared
-        ({"request_properties": {"a": "1", "b": "2"}},
-         {"request_properties": {"b": "3", "a": None, "c": "4"}},
-         {"request_properties": {"b": "3", "c": "4"}}),  # update, None removes
+        (
+            {"request_properties": {"a": "1"}},
+            {"request_properties": {}},
+            {"request_properties": {}},
+        ),  # cleared
+        (
+            {"request_properties": {"a": "1", "b": "2"}},
+            {"request_properties": {"b": "3", "a": None, "c": "4"}},
+            {"request_properties": {"b": "3", "c": "4"}},
+        ),  # update, None removes
     ],
 )
 def test_kind_merge_rows(lower: Params, upper: Params, expected: Params) -> None:
@@ -61,8 +69,12 @@ def test_merge_does_not_mutate_its_inputs() -> None:
 # --- name-ID pairs -----------------------------------------------------------------------
 
 LOWER: Params = {
-    "use_case_name": "uc", "use_case_id": "id1", "use_case_version": 3,
-    "use_case_step": "s", "use_case_properties": {"p": "1"}, "user_id": "u",
+    "use_case_name": "uc",
+    "use_case_id": "id1",
+    "use_case_version": 3,
+    "use_case_step": "s",
+    "use_case_properties": {"p": "1"},
+    "user_id": "u",
 }
 
 
@@ -169,8 +181,9 @@ def test_cleared_by_a_context_is_not_resurrected_by_an_inner_track() -> None:
 
 @pytest.mark.usefixtures("no_global")
 def test_step_version_properties_of_a_new_use_case_start_empty() -> None:
-    with track_context(use_case_name="a", use_case_version=2, use_case_step="s1",
-                       use_case_properties={"k": "v"}):
+    with track_context(
+        use_case_name="a", use_case_version=2, use_case_step="s1", use_case_properties={"k": "v"}
+    ):
         with track_context(use_case_name="b"):
             ctx = get_context()
             assert ctx["use_case_name"] == "b"

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from payi_otel import get_context, track, track_context
-from payi_otel._parameters import PAIRS, REGISTRY
+from payi_otel._model.parameters import PAIRS, REGISTRY
 
 BY_NAME = {p.name: p for p in REGISTRY}
 PAIR = {pair.name.rsplit("_", 1)[0]: pair for pair in PAIRS}  # "use_case", "experience"
@@ -33,8 +33,7 @@ PAIR = {pair.name.rsplit("_", 1)[0]: pair for pair in PAIRS}  # "use_case", "exp
 #: In force outside the scopes under test, for both pairs: use case / experience "home", id
 #: "home-id" - set by an outermost @track (the lowest scope level: as a global level would).
 HOME_ID = "home-id"
-HOME = {name: value for pair in PAIRS
-        for name, value in ((pair.name, "home"), (pair.id, HOME_ID))}
+HOME = {name: value for pair in PAIRS for name, value in ((pair.name, "home"), (pair.id, HOME_ID))}
 
 # Expected-id tokens: the block's own id (seen inside it), and a fresh UUID4 never seen before.
 BLOCK = "<the block's id>"
@@ -127,8 +126,9 @@ async def run_async(
     await enter(0)
 
 
-async def run(mode: str, surface: GenAI, scopes: list[Scope],
-              headers: Optional[Mapping[str, str]] = None) -> tuple[Seen, list[dict[str, Any]]]:
+async def run(
+    mode: str, surface: GenAI, scopes: list[Scope], headers: Optional[Mapping[str, str]] = None
+) -> tuple[Seen, list[dict[str, Any]]]:
     """Run the nesting; returns what was seen and, per call, the pair fields it carried on the
     wire (as x-payi-* headers) and on its GenAI span (``None`` without GenAI spans)."""
     seen = Seen()
@@ -138,15 +138,20 @@ async def run(mode: str, surface: GenAI, scopes: list[Scope],
         run_sync(surface, scopes, headers or {}, seen)
     else:
         await run_async(surface, scopes, headers or {}, seen)
-    requests = [r for r in surface.server.requests[before:]
-                if r.headers.get("x-stainless-retry-count", "0") == "0"]
+    requests = [
+        r
+        for r in surface.server.requests[before:]
+        if r.headers.get("x-stainless-retry-count", "0") == "0"
+    ]
     assert len(requests) == len(seen.calls)
     spans = sorted(surface.otel.genai_spans(), key=lambda s: s.start_time or 0)[spans_before:]
     if surface.genai_spans:
         assert len(spans) == len(seen.calls)
     return seen, [
-        {"wire": attribution_headers(r, surface.dialect),
-         "span": payi_attrs(spans[i]) if surface.genai_spans else None}
+        {
+            "wire": attribution_headers(r, surface.dialect),
+            "span": payi_attrs(spans[i]) if surface.genai_spans else None,
+        }
         for i, r in enumerate(requests)
     ]
 
@@ -167,15 +172,26 @@ class Ids:
     def check(self, token: str, actual: object, where: str) -> None:
         if token == FRESH:
             assert is_uuid4(actual) and actual not in self.used and actual != self.block, (
-                where, actual, self.used, self.block)
+                where,
+                actual,
+                self.used,
+                self.block,
+            )
             return
         expected = self.block if token == BLOCK else token
         assert actual == expected, (where, actual, expected)
 
 
 def check_pair(
-    pair_key: str, seen: Seen, calls: list[dict[str, Any]], surface: GenAI, probe: str,
-    name: Optional[str], id_token: Optional[str], members: Mapping[str, Any], ids: Ids,
+    pair_key: str,
+    seen: Seen,
+    calls: list[dict[str, Any]],
+    surface: GenAI,
+    probe: str,
+    name: Optional[str],
+    id_token: Optional[str],
+    members: Mapping[str, Any],
+    ids: Ids,
 ) -> None:
     """The pair (and its members) in force where ``probe`` ran: in get_context(), then the
     same on the wire of both calls made there and on their GenAI spans."""
@@ -199,8 +215,7 @@ def check_pair(
             if value in ("", {}):
                 value = None  # cleared: not sent
             sent = wire.get(param.header)
-            if value is None or not (
-                    surface.dialect == "x-payi" or param.header in PROXY_CARRIES):
+            if value is None or not (surface.dialect == "x-payi" or param.header in PROXY_CARRIES):
                 assert sent is None, (probe, param.header, wire)
             elif isinstance(value, dict):
                 assert json.loads(sent) == value, (probe, param.header, wire)
@@ -208,8 +223,11 @@ def check_pair(
                 assert sent == str(value), (probe, param.header, wire)
             if span is None:
                 continue
-            keyed = {k[len(param.attribute) + 1:]: v for k, v in span.items()
-                     if k.startswith(param.attribute + ".")}
+            keyed = {
+                k[len(param.attribute) + 1 :]: v
+                for k, v in span.items()
+                if k.startswith(param.attribute + ".")
+            }
             if isinstance(value, dict):
                 assert keyed == value, (probe, span)
             else:
@@ -231,11 +249,15 @@ async def test_a_track_naming_the_blocks_use_case_inside_the_block_keeps_the_blo
     """``@track(use_case_name="flow")`` called in ``track_context(use_case_name="flow")``: one
     use case instance, the block's - not a second id for the @track's calls."""
     pair = PAIR[pair_key]
-    seen, calls = await run(mode, surface, [
-        Scope("track", HOME),
-        Scope("track_context", {pair.name: "flow"}, probe="block"),
-        Scope("track", {pair.name: "flow"}, probe="inner"),
-    ])
+    seen, calls = await run(
+        mode,
+        surface,
+        [
+            Scope("track", HOME),
+            Scope("track_context", {pair.name: "flow"}, probe="block"),
+            Scope("track", {pair.name: "flow"}, probe="inner"),
+        ],
+    )
     ids = Ids()
     ids.check(FRESH, seen.contexts["block"][pair.id], "block")
     ids.block = seen.contexts["block"][pair.id]
@@ -251,11 +273,15 @@ async def test_an_id_given_in_a_block_never_names_a_differently_named_track_insi
     """``track_context(use_case_id="x")`` is the id of the use case in force there; a
     ``@track(use_case_name="billing")`` inside it is another use case, with its own fresh id."""
     pair = PAIR[pair_key]
-    seen, calls = await run(mode, surface, [
-        Scope("track", HOME),
-        Scope("track_context", {pair.id: "x"}, probe="block"),
-        Scope("track", {pair.name: "billing"}, probe="inner"),
-    ])
+    seen, calls = await run(
+        mode,
+        surface,
+        [
+            Scope("track", HOME),
+            Scope("track_context", {pair.id: "x"}, probe="block"),
+            Scope("track", {pair.name: "billing"}, probe="inner"),
+        ],
+    )
     ids = Ids(used={HOME_ID, "x"})
     check_pair(pair_key, seen, calls, surface, "block", "home", "x", {}, ids)
     check_pair(pair_key, seen, calls, surface, "inner", "billing", FRESH, {}, ids)
@@ -309,27 +335,74 @@ ROWS = [
     Row("id-only", {"id": "x"}, {"id": "y"}, "home", "x"),
     # name and id: the block's pair, whole.
     Row("name-and-id", {"name": "flow", "id": "fid"}, {"name": "flow"}, "flow", "fid"),
-    Row("name-and-id", {"name": "flow", "id": "fid"}, {"name": "flow", "id": "tid"}, "flow",
-        "fid"),
+    Row("name-and-id", {"name": "flow", "id": "fid"}, {"name": "flow", "id": "tid"}, "flow", "fid"),
     Row("name-and-id", {"name": "flow", "id": "fid"}, {"name": "inner"}, "flow", "fid"),
     # version, step, properties belong to the use case they were given for.
-    Row("members-only", {"use_case_version": 7}, {"name": "inner", "use_case_version": 2},
-        "inner", FRESH, {"use_case_version": 2}, use_case_only=True),
-    Row("members-only", {"use_case_version": 7}, {"name": "home"}, "home", HOME_ID,
-        {"use_case_version": 7}, use_case_only=True),
-    Row("members-only", {"use_case_step": "s"}, {"name": "inner", "use_case_step": "ts"},
-        "inner", FRESH, {"use_case_step": "ts"}, use_case_only=True),
-    Row("members-only", {"use_case_properties": {"k": "b"}},
-        {"name": "inner", "use_case_properties": {"t": "1"}}, "inner", FRESH,
-        {"use_case_properties": {"t": "1"}}, use_case_only=True),
-    Row("members-with-name", {"name": "flow", "use_case_step": "s"},
-        {"name": "flow", "use_case_step": "ts", "use_case_version": 4}, "flow", BLOCK,
-        {"use_case_step": "s", "use_case_version": 4}, use_case_only=True),
-    Row("members-with-name", {"name": "flow", "use_case_step": "s"}, {"name": "other"},
-        "flow", BLOCK, {"use_case_step": "s"}, use_case_only=True),
+    Row(
+        "members-only",
+        {"use_case_version": 7},
+        {"name": "inner", "use_case_version": 2},
+        "inner",
+        FRESH,
+        {"use_case_version": 2},
+        use_case_only=True,
+    ),
+    Row(
+        "members-only",
+        {"use_case_version": 7},
+        {"name": "home"},
+        "home",
+        HOME_ID,
+        {"use_case_version": 7},
+        use_case_only=True,
+    ),
+    Row(
+        "members-only",
+        {"use_case_step": "s"},
+        {"name": "inner", "use_case_step": "ts"},
+        "inner",
+        FRESH,
+        {"use_case_step": "ts"},
+        use_case_only=True,
+    ),
+    Row(
+        "members-only",
+        {"use_case_properties": {"k": "b"}},
+        {"name": "inner", "use_case_properties": {"t": "1"}},
+        "inner",
+        FRESH,
+        {"use_case_properties": {"t": "1"}},
+        use_case_only=True,
+    ),
+    Row(
+        "members-with-name",
+        {"name": "flow", "use_case_step": "s"},
+        {"name": "flow", "use_case_step": "ts", "use_case_version": 4},
+        "flow",
+        BLOCK,
+        {"use_case_step": "s", "use_case_version": 4},
+        use_case_only=True,
+    ),
+    Row(
+        "members-with-name",
+        {"name": "flow", "use_case_step": "s"},
+        {"name": "other"},
+        "flow",
+        BLOCK,
+        {"use_case_step": "s"},
+        use_case_only=True,
+    ),
     # the use case in force moves with its members: an outer @track's version comes along.
-    Row("same-name-carries-members", {"name": "home"}, {"name": "inner"}, "home", HOME_ID,
-        {"use_case_version": 3}, outer={"use_case_version": 3}, use_case_only=True),
+    Row(
+        "same-name-carries-members",
+        {"name": "home"},
+        {"name": "inner"},
+        "home",
+        HOME_ID,
+        {"use_case_version": 3},
+        outer={"use_case_version": 3},
+        use_case_only=True,
+    ),
 ]
 
 CASES = [pytest.param(row, id=f"{row.rule}-{i}") for i, row in enumerate(ROWS)]
@@ -346,13 +419,13 @@ def nesting(order: str, row: Row, pair_key: str) -> list[Scope]:
         scopes.append(Scope("track", row.params(pair_key, row.outer)))
     for n, step in enumerate(order.split(">")):
         if step == "C":  # the block's own calls: see the reproductions above
-            scopes.append(Scope("track_context", row.params(pair_key, row.block), "block",
-                                call=False))
+            scopes.append(
+                Scope("track_context", row.params(pair_key, row.block), "block", call=False)
+            )
         elif step == "T":
             scopes.append(Scope("track", row.params(pair_key, row.track), "inner"))
         else:
-            scopes.append(Scope("track" if step == "t" else "track_context",
-                                {"user_id": f"u{n}"}))
+            scopes.append(Scope("track" if step == "t" else "track_context", {"user_id": f"u{n}"}))
     return scopes
 
 
@@ -363,14 +436,14 @@ async def test_every_pair_rule_holds_when_the_block_is_reapplied_over_a_track_in
     """For the use case and the experience, each nesting, sync (``with``, a plain @track
     function) and async (``async with``, an ``async def`` @track function)."""
     pair_keys = ["use_case"] if row.use_case_only else sorted(PAIR)
-    for pair_key, order, mode in (
-            (p, o, m) for p in pair_keys for o in NESTINGS for m in MODES):
+    for pair_key, order, mode in ((p, o, m) for p in pair_keys for o in NESTINGS for m in MODES):
         seen, calls = await run(mode, surface, nesting(order, row, pair_key))
         ids = Ids(used={HOME_ID, "x", "y", "fid", "tid"})
         block_id = seen.contexts["block"].get(PAIR[pair_key].id)
         ids.block = block_id if isinstance(block_id, str) else None
-        check_pair(pair_key, seen, calls, surface, "inner", row.name, row.id_token, row.members,
-                   ids)
+        check_pair(
+            pair_key, seen, calls, surface, "inner", row.name, row.id_token, row.members, ids
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,10 +457,22 @@ def header(pair_key: str, which: str) -> str:
 
 HEADER_ROWS = [
     # a header naming the use case in force for the call keeps its id (the block's)
-    ("names-the-pair-in-force", {"name": "flow"}, {"name": "inner"}, {"name": "flow"},
-     "flow", BLOCK),
-    ("names-the-pair-in-force", {"name": "flow"}, {"name": "flow"}, {"name": "flow"},
-     "flow", BLOCK),
+    (
+        "names-the-pair-in-force",
+        {"name": "flow"},
+        {"name": "inner"},
+        {"name": "flow"},
+        "flow",
+        BLOCK,
+    ),
+    (
+        "names-the-pair-in-force",
+        {"name": "flow"},
+        {"name": "flow"},
+        {"name": "flow"},
+        "flow",
+        BLOCK,
+    ),
     # an id-only header attaches to the name in force for that call
     ("id-only", {"id": "x"}, {"name": "inner"}, {"id": "h"}, "inner", "h"),
     ("id-only", {"name": "flow"}, {"name": "inner"}, {"id": "h"}, "flow", "h"),
@@ -398,22 +483,32 @@ HEADER_ROWS = [
 ]
 
 
-@pytest.mark.parametrize(("rule", "block", "track_params", "headers", "name", "id_token"),
-                         HEADER_ROWS, ids=[f"{r[0]}-{i}" for i, r in enumerate(HEADER_ROWS)])
+@pytest.mark.parametrize(
+    ("rule", "block", "track_params", "headers", "name", "id_token"),
+    HEADER_ROWS,
+    ids=[f"{r[0]}-{i}" for i, r in enumerate(HEADER_ROWS)],
+)
 async def test_a_call_header_resolves_its_pair_against_the_pair_in_force_for_that_call(
-    surface: GenAI, rule: str, block: dict[str, Any], track_params: dict[str, Any],
-    headers: dict[str, str], name: Optional[str], id_token: Optional[str],
+    surface: GenAI,
+    rule: str,
+    block: dict[str, Any],
+    track_params: dict[str, Any],
+    headers: dict[str, str],
+    name: Optional[str],
+    id_token: Optional[str],
 ) -> None:
     """The header level over a block re-applied over a @track inside it, for the use case
     and the experience, sync and async."""
     for pair_key in sorted(PAIR):
         for mode in MODES:
-            await check_header_row(surface, mode, pair_key, Row(
-                rule, block, track_params, name, id_token), headers)
+            await check_header_row(
+                surface, mode, pair_key, Row(rule, block, track_params, name, id_token), headers
+            )
 
 
-async def check_header_row(surface: GenAI, mode: str, pair_key: str, row: Row,
-                           headers: dict[str, str]) -> None:
+async def check_header_row(
+    surface: GenAI, mode: str, pair_key: str, row: Row, headers: dict[str, str]
+) -> None:
     name, id_token = row.name, row.id_token
     extra = {header(pair_key, k): v for k, v in headers.items()}
     scopes = nesting("C>t>T", row, pair_key)
@@ -460,31 +555,56 @@ def _level(k: int) -> st.SearchStrategy[dict[str, Any]]:
     """A scope's pair fields, each pair in one of the table's shapes (nothing, a name - the
     one in force outside, another, "" -, an id only, a name and an id). Explicit ids are the
     level's own (``<pair>-id<k>``), so an id seen with two names can only be the engine's."""
+
     def shapes(pair_key: str) -> st.SearchStrategy[dict[str, Any]]:
         pair, own_id = PAIR[pair_key], f"{pair_key}-id{k}"
-        return st.sampled_from([
-            {}, {pair.name: "home"}, {pair.name: "a"}, {pair.name: "b"}, {pair.name: ""},
-            {pair.id: own_id}, {pair.id: own_id}, {pair.name: "a", pair.id: own_id},
-        ])
+        return st.sampled_from(
+            [
+                {},
+                {pair.name: "home"},
+                {pair.name: "a"},
+                {pair.name: "b"},
+                {pair.name: ""},
+                {pair.id: own_id},
+                {pair.id: own_id},
+                {pair.name: "a", pair.id: own_id},
+            ]
+        )
 
-    members = st.fixed_dictionaries({}, optional={
-        "use_case_version": st.just(k), "use_case_step": st.just(f"s{k}")})
+    members = st.fixed_dictionaries(
+        {}, optional={"use_case_version": st.just(k), "use_case_step": st.just(f"s{k}")}
+    )
     return st.tuples(*(shapes(p) for p in sorted(PAIR)), members).map(
-        lambda parts: {f: v for part in parts for f, v in part.items()})
+        lambda parts: {f: v for part in parts for f, v in part.items()}
+    )
 
 
-STACKS = st.integers(min_value=2, max_value=5).flatmap(lambda n: st.tuples(*(
-    st.tuples(st.sampled_from(["track", "track_context"]), _level(k)) for k in range(n))))
-HEADERS = st.fixed_dictionaries({}, optional={
-    f"{pair_key}.{which}": (NAMES if which == "name" else st.just(f"{pair_key}-hid"))
-    for pair_key in PAIR for which in ("name", "id")})
+STACKS = st.integers(min_value=2, max_value=5).flatmap(
+    lambda n: st.tuples(
+        *(st.tuples(st.sampled_from(["track", "track_context"]), _level(k)) for k in range(n))
+    )
+)
+HEADERS = st.fixed_dictionaries(
+    {},
+    optional={
+        f"{pair_key}.{which}": (NAMES if which == "name" else st.just(f"{pair_key}-hid"))
+        for pair_key in PAIR
+        for which in ("name", "id")
+    },
+)
 
 
-@settings(max_examples=100, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=100,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(stack=STACKS, headers=HEADERS, use_async=st.booleans())
 def test_every_pair_on_the_wire_was_made_by_one_level_for_random_nestings(
-    genai: GenAI, stack: tuple[tuple[str, dict[str, Any]], ...], headers: dict[str, str],
+    genai: GenAI,
+    stack: tuple[tuple[str, dict[str, Any]], ...],
+    headers: dict[str, str],
     use_async: bool,
 ) -> None:
     observed: list[dict[str, Any]] = []  # get_context() before and inside every scope
@@ -524,10 +644,12 @@ def test_every_pair_on_the_wire_was_made_by_one_level_for_random_nestings(
             seen.contexts["inner"] = dict(get_context())
             # Clients of this example's event loop (asyncio.run makes one per example).
             async with openai.AsyncOpenAI(
-                    base_url=genai.server.openai_base_url, api_key="t", max_retries=0) as oa:
+                base_url=genai.server.openai_base_url, api_key="t", max_retries=0
+            ) as oa:
                 await oa.chat.completions.create(**CHAT, extra_headers=extra)
             async with anthropic.AsyncAnthropic(
-                    base_url=genai.server.anthropic_base_url, api_key="t", max_retries=0) as an:
+                base_url=genai.server.anthropic_base_url, api_key="t", max_retries=0
+            ) as an:
                 await an.messages.create(**MESSAGE, extra_headers=extra)
             return
         method, params = stack[depth]
@@ -563,9 +685,13 @@ def test_every_pair_on_the_wire_was_made_by_one_level_for_random_nestings(
         assert not mixed, (pair_key, mixed, stack, headers)
         # A @track naming the use case in force where it is entered keeps its id.
         for method, params, before, inside in before_and_inside:
-            if (method == "track" and params.get(pair.name)
-                    and params[pair.name] == before.get(pair.name)
-                    and pair.id not in params and before.get(pair.id)):
+            if (
+                method == "track"
+                and params.get(pair.name)
+                and params[pair.name] == before.get(pair.name)
+                and pair.id not in params
+                and before.get(pair.id)
+            ):
                 assert inside.get(pair.name) == before[pair.name]
                 assert inside.get(pair.id) == before[pair.id], (pair_key, stack)
         # The wire carries the innermost scope's pair where no header changes it.
@@ -597,12 +723,12 @@ def test_one_block_entered_again_under_other_use_cases_is_bound_where_it_is_ente
     def billing(inside: bool) -> None:
         if inside:
             with block:
-                seen.append(("block inside billing", get_context()[pair.name],
-                             get_context()[pair.id]))
+                seen.append(
+                    ("block inside billing", get_context()[pair.name], get_context()[pair.id])
+                )
                 genai.openai.chat.completions.create(**CHAT)
         else:
-            seen.append(("billing inside block", get_context()[pair.name],
-                         get_context()[pair.id]))
+            seen.append(("billing inside block", get_context()[pair.name], get_context()[pair.id]))
             genai.openai.chat.completions.create(**CHAT)
 
     @track(**HOME)
@@ -613,8 +739,12 @@ def test_one_block_entered_again_under_other_use_cases_is_bound_where_it_is_ente
                 billing(inside=False)
 
     app()
-    assert seen == [("block inside billing", "billing", "x"),
-                    ("billing inside block", "billing", "bid")] * 3
-    sent = [(h.get(BY_NAME[pair.name].header), h.get(BY_NAME[pair.id].header))
-            for h in genai.sent()]
+    assert (
+        seen
+        == [("block inside billing", "billing", "x"), ("billing inside block", "billing", "bid")]
+        * 3
+    )
+    sent = [
+        (h.get(BY_NAME[pair.name].header), h.get(BY_NAME[pair.id].header)) for h in genai.sent()
+    ]
     assert sent == [("billing", "x"), ("billing", "bid")] * 3

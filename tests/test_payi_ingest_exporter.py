@@ -57,8 +57,10 @@ def closed_port_url() -> str:
 
 
 def report(name: str, durations: list[float], stats: Any, **extra: Any) -> None:
-    print(f"\n[{name}] calls={len(durations)} max_call_ms={max(durations) * 1000:.1f} "
-          f"stats={dict(stats)} {extra}")
+    print(
+        f"\n[{name}] calls={len(durations)} max_call_ms={max(durations) * 1000:.1f} "
+        f"stats={dict(stats)} {extra}"
+    )
 
 
 # --- what is sent --------------------------------------------------------------------------
@@ -69,11 +71,16 @@ def test_one_record_per_call_with_units_status_and_attribution(
 ) -> None:
     exporter = exporter_for(fake_payi.base_url)
     processor = attach(genai, exporter)
-    with track_context(use_case_name="bot", user_id="alice", request_properties={"k": "v"},
-                       price_as_resource="claude-x"):
+    with track_context(
+        use_case_name="bot",
+        user_id="alice",
+        request_properties={"k": "v"},
+        price_as_resource="claude-x",
+    ):
         genai.anthropic.messages.create(**MESSAGE)  # two nested GenAI spans: one record
         stream = genai.openai.chat.completions.create(
-            **CHAT, stream=True, stream_options={"include_usage": True})
+            **CHAT, stream=True, stream_options={"include_usage": True}
+        )
         for _ in stream:
             pass
     processor.force_flush()
@@ -170,8 +177,14 @@ def test_a_full_queue_drops_and_counts_and_stays_bounded(
     fake_payi.delay = 0.2
     reader = InMemoryMetricReader()
     exporter = exporter_for(fake_payi.base_url, max_retries=0, timeout=5)
-    processor = attach(genai, exporter, max_queue_size=16, max_export_batch_size=4,
-                       schedule_delay_millis=10, meter_provider=MeterProvider([reader]))
+    processor = attach(
+        genai,
+        exporter,
+        max_queue_size=16,
+        max_export_batch_size=4,
+        schedule_delay_millis=10,
+        meter_provider=MeterProvider([reader]),
+    )
     queue = processor._batch_processor._queue  # the SDK's bounded deque
     durations = timed_calls(genai, 120)
     assert queue.maxlen == 16 and len(queue) <= 16
@@ -183,8 +196,11 @@ def test_a_full_queue_drops_and_counts_and_stays_bounded(
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
                 if metric.name == "otel.sdk.processor.span.processed":
-                    queue_full += sum(p.value for p in metric.data.data_points
-                                      if (p.attributes or {}).get("error.type") == "queue_full")
+                    queue_full += sum(
+                        p.value
+                        for p in metric.data.data_points
+                        if (p.attributes or {}).get("error.type") == "queue_full"
+                    )
     report("full queue", durations, stats, queue_full_drops=queue_full)
     assert max(durations) < 1.0
     assert queue_full > 0

@@ -42,11 +42,15 @@ IMPLS = ("payi", "payi_otel")
 #: ("Context Manager Calling a Decorated Function").
 KNOWN: Mapping[tuple[str, int, str], tuple[str, str]] = {
     ("headers_with_decorated_functions", 1, "xproxy-limit-ids"): (
-        "header_limit", "header_limit,limit1"),
+        "header_limit",
+        "header_limit,limit1",
+    ),
     ("triple_combination", 0, "xproxy-limit-ids"): ("limit3", "limit1,limit2,limit3"),
     ("context_calling_decorated", 1, "xproxy-user-id"): ("decorator_user", "context_user"),
     ("properties_and_pricing", 1, "xproxy-request-properties"): (
-        '{"call":"1"}', '{"call":"1","cost":"a","team":"core"}'),
+        '{"call":"1"}',
+        '{"call":"1","cost":"a","team":"core"}',
+    ),
 }
 
 
@@ -60,27 +64,44 @@ class Run:
 def _run(impl: str, mode: str, llm: FakeLLMServer, payi: FakePayiServer) -> Run:
     llm.reset()
     payi.requests.clear()
-    env = {**os.environ, "PAYI_API_KEY": "test-key", "PAYI_BASE_URL": payi.base_url,
-           "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent / "examples")])}
+    env = {
+        **os.environ,
+        "PAYI_API_KEY": "test-key",
+        "PAYI_BASE_URL": payi.base_url,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent / "examples")]),
+    }
     env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
-    done = subprocess.run([sys.executable, str(RUNNER), impl, mode, llm.openai_base_url],
-                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, str(RUNNER), impl, mode, llm.openai_base_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     labels = json.loads(done.stdout.strip().splitlines()[-1])
     return Run(
         labels,
-        [{k: v for k, v in r.headers.items() if k.startswith(("xproxy-", "x-payi-"))}
-         for r in llm.requests],
-        [({k: v for k, v in r.headers.items() if k.startswith("xproxy-")}, r.body)
-         for r in payi.ingested()],
+        [
+            {k: v for k, v in r.headers.items() if k.startswith(("xproxy-", "x-payi-"))}
+            for r in llm.requests
+        ],
+        [
+            ({k: v for k, v in r.headers.items() if k.startswith("xproxy-")}, r.body)
+            for r in payi.ingested()
+        ],
     )
 
 
 @pytest.fixture(scope="module")
 def runs() -> Iterator[dict[tuple[str, str], Run]]:
     with FakeLLMServer() as llm, FakePayiServer() as payi:
-        yield {(impl, mode): _run(impl, mode, llm, payi)
-               for mode in ("proxy", "ingest") for impl in IMPLS}
+        yield {
+            (impl, mode): _run(impl, mode, llm, payi)
+            for mode in ("proxy", "ingest")
+            for impl in IMPLS
+        }
 
 
 def _is_uuid(text: str) -> bool:
@@ -102,8 +123,9 @@ def _normal(headers: Mapping[str, str], ids: dict[str, str]) -> dict[str, str]:
         elif name == "xproxy-limit-ids":
             value = ",".join(sorted(value.split(",")))
         elif name.endswith("-properties"):
-            value = json.dumps(json.loads(base64.b64decode(value)), sort_keys=True,
-                               separators=(",", ":"))
+            value = json.dumps(
+                json.loads(base64.b64decode(value)), sort_keys=True, separators=(",", ":")
+            )
         out[name] = value
     return out
 
@@ -123,8 +145,13 @@ def _table(title: str, rows: list[tuple[str, str, str, str]], key: str = "header
         print("| " + " | ".join(row) + " |")
 
 
-def _compare(payi_calls: list[dict[str, str]], ours_calls: list[dict[str, str]],
-             labels: list[str], title: str, in_headers: bool = True) -> None:
+def _compare(
+    payi_calls: list[dict[str, str]],
+    ours_calls: list[dict[str, str]],
+    labels: list[str],
+    title: str,
+    in_headers: bool = True,
+) -> None:
     """Compare call by call; the differences must be exactly the KNOWN ones (those of the
     properties only where they travel in headers)."""
     assert len(payi_calls) == len(ours_calls) == len(labels)
@@ -158,8 +185,12 @@ def test_proxy_headers_match_pay_i_sdk_in_proxy_mode(runs: dict[tuple[str, str],
 # attribution; nor are the provider's response headers; its stack trace property is the
 # caller's Python stack, which a span exporter does not have; provider_uri is the SDK
 # client's base URL, which the OpenAI GenAI span does not carry (only server.address/port).
-PAYI_ONLY_FIELDS = {"provider_request_json", "provider_response_json",
-                    "provider_response_headers", "provider_uri"}
+PAYI_ONLY_FIELDS = {
+    "provider_request_json",
+    "provider_response_json",
+    "provider_response_headers",
+    "provider_uri",
+}
 PAYI_ONLY_PROPERTIES = {"system.stack_trace"}
 #: A header of Pay-i's ingest request that the exporter does not send: the instrumented SDK
 #: and its version ("openai/3.57.0"), which a span does not say.
@@ -176,17 +207,25 @@ def test_ingest_records_match_pay_i_sdk_in_ingest_mode(
     # Ingest mode: no attribution header on the LLM call, from either side.
     assert all(h == {} for h in payi.llm + ours.llm)
     assert len(payi.ingest) == len(ours.ingest) == len(payi.labels)
-    headers_theirs = [{k: v for k, v in h.items() if k not in PAYI_ONLY_HEADERS}
-                      for h, _ in payi.ingest]
+    headers_theirs = [
+        {k: v for k, v in h.items() if k not in PAYI_ONLY_HEADERS} for h, _ in payi.ingest
+    ]
     assert all(set(h) >= PAYI_ONLY_HEADERS for h, _ in payi.ingest)
-    _compare(headers_theirs, [h for h, _ in ours.ingest], payi.labels,
-             "ingest mode: xProxy-* headers of POST /api/v1/ingest", in_headers=False)
+    _compare(
+        headers_theirs,
+        [h for h, _ in ours.ingest],
+        payi.labels,
+        "ingest mode: xProxy-* headers of POST /api/v1/ingest",
+        in_headers=False,
+    )
     rows = []
     for (label, index), (_, theirs), (_, mine) in zip(
-            _numbered(payi.labels), payi.ingest, ours.ingest):
+        _numbered(payi.labels), payi.ingest, ours.ingest
+    ):
         assert set(theirs["properties"]) >= PAYI_ONLY_PROPERTIES
-        properties = {k: v for k, v in theirs["properties"].items()
-                      if k not in PAYI_ONLY_PROPERTIES}
+        properties = {
+            k: v for k, v in theirs["properties"].items() if k not in PAYI_ONLY_PROPERTIES
+        }
         theirs = {k: v for k, v in theirs.items() if k != "properties"}
         if properties:
             theirs["properties"] = properties
@@ -205,10 +244,22 @@ def test_ingest_records_match_pay_i_sdk_in_ingest_mode(
                 a = b = f"<{type(a).__name__}>"
             assert a == b, (label, index, field, a, b)
             if index == 0 and label in ("tracking_users", "properties_and_pricing"):
-                rows.append((f"{label}#{index}", field, json.dumps(theirs[field])[:60],
-                             json.dumps(mine[field])[:60]))
+                rows.append(
+                    (
+                        f"{label}#{index}",
+                        field,
+                        json.dumps(theirs[field])[:60],
+                        json.dumps(mine[field])[:60],
+                    )
+                )
         for field in sorted(PAYI_ONLY_FIELDS):
             if index == 0 and label == "tracking_users":
-                rows.append((f"{label}#{index}", field, json.dumps(theirs[field])[:40] + "...",
-                             "- (not sent)"))
+                rows.append(
+                    (
+                        f"{label}#{index}",
+                        field,
+                        json.dumps(theirs[field])[:40] + "...",
+                        "- (not sent)",
+                    )
+                )
     _table("ingest mode: POST /api/v1/ingest body", rows, key="field")

@@ -29,22 +29,30 @@ from payi_otel import ParameterValueError, track_context
 
 
 def attribution(request: RecordedRequest, use_case: bool = True) -> dict[str, str]:
-    return {k: v for k, v in request.headers.items() if k.startswith(("x-payi-", "xproxy-"))
-            and (use_case or ("use-case" not in k and "usecase" not in k))}
+    return {
+        k: v
+        for k, v in request.headers.items()
+        if k.startswith(("x-payi-", "xproxy-"))
+        and (use_case or ("use-case" not in k and "usecase" not in k))
+    }
 
 
 def posing_openai(server: FakeLLMServer, host: str = "api.openai.com") -> openai.OpenAI:
     return openai.OpenAI(
-        base_url=f"https://{host}/v1", api_key="test", max_retries=0,
-        http_client=httpx.Client(transport=_to_local(server)))
+        base_url=f"https://{host}/v1",
+        api_key="test",
+        max_retries=0,
+        http_client=httpx.Client(transport=_to_local(server)),
+    )
 
 
 def posing_anthropic(server: FakeLLMServer) -> anthropic.Anthropic:
     http_module = getattr(anthropic._base_client, "httpx2", None)
     module: Any = httpx2 if http_module is httpx2 else httpx
     client = module.Client(transport=_to_local(server, module))
-    return anthropic.Anthropic(base_url="https://api.anthropic.com", api_key="test",
-                               max_retries=0, http_client=client)
+    return anthropic.Anthropic(
+        base_url="https://api.anthropic.com", api_key="test", max_retries=0, http_client=client
+    )
 
 
 def reinstrument_with_env(genai: GenAI, monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
@@ -56,11 +64,20 @@ def reinstrument_with_env(genai: GenAI, monkeypatch: pytest.MonkeyPatch, **env: 
 
 
 SCOPE: dict[str, Any] = {
-    "use_case_name": "support", "use_case_id": "uc-1", "use_case_version": 3,
-    "use_case_step": "answer", "use_case_properties": {"tier": "gold", "lang": "fr\u00e9"},
-    "experience_name": "exp", "limit_ids": ["l1", "l2"], "request_tags": ["t1"],
-    "user_id": "u-1", "account_name": "acme", "request_properties": {"k": "v"},
-    "price_as_category": "cat", "price_as_resource": "res", "resource_scope": "global",
+    "use_case_name": "support",
+    "use_case_id": "uc-1",
+    "use_case_version": 3,
+    "use_case_step": "answer",
+    "use_case_properties": {"tier": "gold", "lang": "fr\u00e9"},
+    "experience_name": "exp",
+    "limit_ids": ["l1", "l2"],
+    "request_tags": ["t1"],
+    "user_id": "u-1",
+    "account_name": "acme",
+    "request_properties": {"k": "v"},
+    "price_as_category": "cat",
+    "price_as_resource": "res",
+    "resource_scope": "global",
 }
 
 
@@ -68,11 +85,16 @@ SCOPE: dict[str, Any] = {
 
 
 def test_pay_i_names_are_accepted_case_insensitively(genai: GenAI) -> None:
-    genai.openai.chat.completions.create(**CHAT, extra_headers={
-        "xProxy-User-ID": "alice", "XPROXY-LIMIT-IDS": "a, b",
-        "xproxy-request-properties": '{"p":"1"}', "xProxy-UseCase-Name": "uc",
-        "xProxy-Api-Key": "payi-key",  # not a parameter: the caller's own, passed through
-    })
+    genai.openai.chat.completions.create(
+        **CHAT,
+        extra_headers={
+            "xProxy-User-ID": "alice",
+            "XPROXY-LIMIT-IDS": "a, b",
+            "xproxy-request-properties": '{"p":"1"}',
+            "xProxy-UseCase-Name": "uc",
+            "xProxy-Api-Key": "payi-key",  # not a parameter: the caller's own, passed through
+        },
+    )
     sent = attribution(genai.server.requests[-1])
     assert sent["x-payi-user-id"] == "alice"
     assert sent["x-payi-limit-ids"] == "a,b"
@@ -83,16 +105,18 @@ def test_pay_i_names_are_accepted_case_insensitively(genai: GenAI) -> None:
 
 
 def test_both_spellings_with_one_value_are_one_parameter(genai: GenAI) -> None:
-    genai.openai.chat.completions.create(**CHAT, extra_headers={
-        "x-payi-limit-ids": "a,b", "xProxy-Limit-IDs": "a, b"})
+    genai.openai.chat.completions.create(
+        **CHAT, extra_headers={"x-payi-limit-ids": "a,b", "xProxy-Limit-IDs": "a, b"}
+    )
     assert genai.last()["x-payi-limit-ids"] == "a,b"
 
 
 def test_both_spellings_with_different_values_raise_and_send_nothing(genai: GenAI) -> None:
     genai.check_invariant = False  # the call's GenAI span exists; no request was sent
     with pytest.raises(ParameterValueError) as raised:
-        genai.openai.chat.completions.create(**CHAT, extra_headers={
-            "x-payi-user-id": "alice", "xProxy-User-ID": "bob"})
+        genai.openai.chat.completions.create(
+            **CHAT, extra_headers={"x-payi-user-id": "alice", "xProxy-User-ID": "bob"}
+        )
     assert "'x-payi-user-id'" in str(raised.value) and "'xProxy-User-ID'" in str(raised.value)
     assert isinstance(raised.value, ValueError)
     assert genai.server.requests == []
@@ -115,17 +139,27 @@ def test_payi_proxy_dialect_is_what_pay_i_sends_and_spans_do_not_change(genai: G
     # Names are case-insensitive; the SDK sends them lower-cased (Pay-i's SDK too).
     sent = attribution(genai.server.requests[-1])
     props = base64.b64encode(b'{"tier":"gold","lang":"fr\\u00e9"}').decode()
-    assert sent == {k.lower(): v for k, v in {
-        "xProxy-UseCase-Name": "support", "xProxy-UseCase-ID": "uc-1",
-        "xProxy-UseCase-Version": "3", "xProxy-UseCase-Step": "answer",
-        "xProxy-UseCase-Properties": props, "xProxy-Limit-IDs": "l1,l2",
-        "xProxy-User-ID": "u-1", "xProxy-Account-Name": "acme",
-        "xProxy-Request-Properties": base64.b64encode(b'{"k":"v"}').decode(),
-        "xProxy-PriceAs-Category": "cat", "xProxy-PriceAs-Resource": "res",
-        "xProxy-Resource-Scope": "global",
-    }.items()}
+    assert sent == {
+        k.lower(): v
+        for k, v in {
+            "xProxy-UseCase-Name": "support",
+            "xProxy-UseCase-ID": "uc-1",
+            "xProxy-UseCase-Version": "3",
+            "xProxy-UseCase-Step": "answer",
+            "xProxy-UseCase-Properties": props,
+            "xProxy-Limit-IDs": "l1,l2",
+            "xProxy-User-ID": "u-1",
+            "xProxy-Account-Name": "acme",
+            "xProxy-Request-Properties": base64.b64encode(b'{"k":"v"}').decode(),
+            "xProxy-PriceAs-Category": "cat",
+            "xProxy-PriceAs-Resource": "res",
+            "xProxy-Resource-Scope": "global",
+        }.items()
+    }
     assert json.loads(base64.b64decode(sent["xproxy-usecase-properties"])) == {
-        "tier": "gold", "lang": "fr\u00e9"}
+        "tier": "gold",
+        "lang": "fr\u00e9",
+    }
     (attrs,) = genai.span_attrs()
     assert attrs["payi.experience.name"] == "exp" and attrs["payi.request_tags"] == ["t1"]
     assert attrs["payi.use_case.properties.lang"] == "fr\u00e9"
@@ -142,9 +176,7 @@ def test_payi_proxy_dialect_from_the_environment(
     assert not any(k.startswith("x-payi-") for k in genai.server.requests[-1].headers)
 
 
-def test_an_unknown_dialect_is_a_value_error(
-    genai: GenAI, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_unknown_dialect_is_a_value_error(genai: GenAI, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="header_dialect"):
         genai.reinstrument(header_dialect="grpc")
     monkeypatch.setenv("PAYI_HEADER_DIALECT", "nope")
@@ -161,11 +193,15 @@ def test_provider_public_hosts_get_no_attribution_headers_but_spans_keep_them(
     genai.check_invariant = False
     with track_context(user_id="alice", limit_ids=["l"]):
         posing_openai(genai.server).chat.completions.create(
-            **CHAT, extra_headers={"x-payi-account-name": "acme", "xProxy-User-ID": "bob"})
+            **CHAT, extra_headers={"x-payi-account-name": "acme", "xProxy-User-ID": "bob"}
+        )
         posing_openai(genai.server, "my-res.openai.azure.com").chat.completions.create(**CHAT)
         posing_anthropic(genai.server).messages.create(**MESSAGE)
     assert [r.headers["host"] for r in genai.server.requests] == [
-        "api.openai.com", "my-res.openai.azure.com", "api.anthropic.com"]
+        "api.openai.com",
+        "my-res.openai.azure.com",
+        "api.anthropic.com",
+    ]
     assert [attribution(r) for r in genai.server.requests] == [{}, {}, {}]
     first = genai.span_attrs()[0]
     assert first["payi.user_id"] == "bob" and first["payi.account_name"] == "acme"
@@ -175,8 +211,11 @@ def test_provider_public_hosts_get_no_attribution_headers_but_spans_keep_them(
 async def test_provider_hosts_async_clients_too(genai: GenAI) -> None:
     genai.check_invariant = False
     client = openai.AsyncOpenAI(
-        base_url="https://api.openai.com/v1", api_key="test", max_retries=0,
-        http_client=httpx.AsyncClient(transport=_to_local(genai.server, is_async=True)))
+        base_url="https://api.openai.com/v1",
+        api_key="test",
+        max_retries=0,
+        http_client=httpx.AsyncClient(transport=_to_local(genai.server, is_async=True)),
+    )
     with track_context(user_id="alice"):
         await client.chat.completions.create(**CHAT)
     assert attribution(genai.server.requests[-1]) == {}
@@ -190,7 +229,10 @@ def test_allow_listed_hosts_get_them_and_the_list_is_exclusive(genai: GenAI) -> 
         posing_anthropic(genai.server).messages.create(**MESSAGE)
         genai.openai.chat.completions.create(**CHAT)  # loopback, not on the list
     assert [attribution(r, use_case=False) for r in genai.server.requests] == [
-        {"xproxy-user-id": "alice"}, {}, {}]
+        {"xproxy-user-id": "alice"},
+        {},
+        {},
+    ]
 
 
 def test_allow_list_from_the_environment_with_wildcards(
@@ -202,7 +244,10 @@ def test_allow_list_from_the_environment_with_wildcards(
         posing_openai(genai.server).chat.completions.create(**CHAT)
         genai.openai.chat.completions.create(**CHAT)
     assert [attribution(r, use_case=False) for r in genai.server.requests] == [
-        {"x-payi-user-id": "alice"}, {}, {"x-payi-user-id": "alice"}]
+        {"x-payi-user-id": "alice"},
+        {},
+        {"x-payi-user-id": "alice"},
+    ]
 
 
 def test_loopback_and_unknown_hosts_get_them_by_default(genai: GenAI) -> None:
@@ -210,7 +255,9 @@ def test_loopback_and_unknown_hosts_get_them_by_default(genai: GenAI) -> None:
         genai.openai.chat.completions.create(**CHAT)
         posing_openai(genai.server, "gateway.internal").chat.completions.create(**CHAT)
     assert [attribution(r) for r in genai.server.requests] == [
-        {"x-payi-user-id": "alice"}, {"x-payi-user-id": "alice"}]
+        {"x-payi-user-id": "alice"},
+        {"x-payi-user-id": "alice"},
+    ]
 
 
 class _Redirector(ThreadingHTTPServer):
@@ -256,8 +303,12 @@ def test_a_cross_origin_redirect_carries_no_attribution_header(
     genai: GenAI, redirector: _Redirector
 ) -> None:
     genai.check_invariant = False
-    client = openai.OpenAI(base_url=redirector.url + "/v1", api_key="test", max_retries=0,
-                           default_headers={"xProxy-Api-Key": "payi-key"})
+    client = openai.OpenAI(
+        base_url=redirector.url + "/v1",
+        api_key="test",
+        max_retries=0,
+        default_headers={"xProxy-Api-Key": "payi-key"},
+    )
     with track_context(user_id="alice"):
         reply = client.chat.completions.create(**CHAT)
     assert reply.choices[0].message.content == "echo: Hello"
@@ -269,8 +320,7 @@ def test_a_cross_origin_redirect_carries_no_attribution_header(
 
 async def test_a_cross_origin_redirect_async(genai: GenAI, redirector: _Redirector) -> None:
     genai.check_invariant = False
-    client = openai.AsyncOpenAI(base_url=redirector.url + "/v1", api_key="test",
-                                max_retries=0)
+    client = openai.AsyncOpenAI(base_url=redirector.url + "/v1", api_key="test", max_retries=0)
     with track_context(user_id="alice"):
         await client.chat.completions.create(**CHAT)
     assert redirector.received[0]["x-payi-user-id"] == "alice"
@@ -294,7 +344,7 @@ def test_a_same_origin_request_keeps_them_and_uninstrument_removes_the_guard(
 
 
 def test_the_policy_host_by_host() -> None:
-    from payi_otel._destinations import WirePolicy, policy_from
+    from payi_otel._model.wire_policy import WirePolicy, policy_from
 
     default = WirePolicy()
     assert not default.sends_to("https://API.OpenAI.com./v1/chat/completions")

@@ -37,9 +37,9 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace import ReadableSpan
 
 from payi_otel import PayiInstrumentor, get_context, track, track_context
-from payi_otel._merge import Level, fold, merge, new_level
-from payi_otel._parameters import PAIRS as REGISTRY_PAIRS
-from payi_otel._parameters import REGISTRY
+from payi_otel._model.merge import Level, fold, merge, new_level
+from payi_otel._model.parameters import PAIRS as REGISTRY_PAIRS
+from payi_otel._model.parameters import REGISTRY
 
 # --------------------------------------------------------------------------------------------
 # The reference model (independent of src/)
@@ -52,7 +52,8 @@ KINDS: dict[str, str] = {p.name: p.kind.value for p in REGISTRY}
 
 # (name, id, members): the members belong to the same entity as the name.
 PAIRS: tuple[tuple[str, str, tuple[str, ...]], ...] = tuple(
-    (pair.name, pair.id, pair.members) for pair in REGISTRY_PAIRS)
+    (pair.name, pair.id, pair.members) for pair in REGISTRY_PAIRS
+)
 PAIR_FIELDS = {f for name, id_, members in PAIRS for f in (name, id_, *members)}
 GENERIC = [p for p in KINDS if p not in PAIR_FIELDS]
 
@@ -151,8 +152,11 @@ def ref_merge(lower: Mapping[str, Any], level: Any, key: Hashable) -> dict[str, 
         given_id = params.get(id_f)
         base: Mapping[str, Any]
         if name is None:
-            if bound and name_f in bound.anchors and (
-                    bound.anchors[name_f] != (lower.get(name_f) or "")):
+            if (
+                bound
+                and name_f in bound.anchors
+                and (bound.anchors[name_f] != (lower.get(name_f) or ""))
+            ):
                 continue  # given for another use case than the lower's: says nothing here
             # Row "nothing" / row "id only": the lower's entity (an id-only "" follows the
             # string rule: the id is cleared).
@@ -277,8 +281,9 @@ def public(effective: Mapping[str, Any]) -> dict[str, Any]:
 
 def is_uuid4(text: object) -> bool:
     try:
-        return isinstance(text, str) and uuid.UUID(text).version == 4 and str(
-            uuid.UUID(text)) == text
+        return (
+            isinstance(text, str) and uuid.UUID(text).version == 4 and str(uuid.UUID(text)) == text
+        )
     except ValueError:
         return False
 
@@ -343,11 +348,22 @@ for _p, _kind in KINDS.items():
 PARAMS = st.fixed_dictionaries({}, optional=STRATEGY)
 # Scopes and the global level: sparser, so that chains of scopes also inherit a lot.
 # The parameters whose merge rules differ most are drawn more often.
-_WEIGHTED = [*KINDS, "use_case_name", "use_case_name", "use_case_id", "experience_name",
-             "limit_ids", "limit_ids", "request_tags", "user_id", "use_case_properties",
-             "request_properties"]
+_WEIGHTED = [
+    *KINDS,
+    "use_case_name",
+    "use_case_name",
+    "use_case_id",
+    "experience_name",
+    "limit_ids",
+    "limit_ids",
+    "request_tags",
+    "user_id",
+    "use_case_properties",
+    "request_properties",
+]
 SPARSE = st.sets(st.sampled_from(_WEIGHTED), max_size=4).flatmap(
-    lambda keys: st.fixed_dictionaries({k: STRATEGY[k] for k in sorted(keys)}))
+    lambda keys: st.fixed_dictionaries({k: STRATEGY[k] for k in sorted(keys)})
+)
 METHODS = st.sampled_from(["track", "track_context"])
 STACKS = st.lists(st.tuples(METHODS, SPARSE), max_size=5)
 
@@ -355,11 +371,11 @@ STACKS = st.lists(st.tuples(METHODS, SPARSE), max_size=5)
 def _vary(p: str, value: Any) -> st.SearchStrategy[Any]:
     """Another value of the same shape (a dict with the same keys, a list as long)."""
     if isinstance(value, dict) and value:
-        return st.fixed_dictionaries(
-            {k: st.sampled_from(["v1", "v2", None]) for k in value})
+        return st.fixed_dictionaries({k: st.sampled_from(["v1", "v2", None]) for k in value})
     if isinstance(value, tuple) and value:
-        return st.lists(st.sampled_from(["l1", "l2", "l3", "l4"]),
-                        min_size=len(value), max_size=len(value)).map(tuple)
+        return st.lists(
+            st.sampled_from(["l1", "l2", "l3", "l4"]), min_size=len(value), max_size=len(value)
+        ).map(tuple)
     return STRATEGY[p]
 
 
@@ -368,9 +384,9 @@ def _variations(base: dict[str, Any]) -> st.SearchStrategy[list[tuple[str, dict[
     keys = sorted(base) or sorted(KINDS)
     one = st.one_of(
         st.sampled_from(keys).flatmap(
-            lambda k: _vary(k, base.get(k)).map(lambda v: {**base, k: v})),
-        st.sampled_from(_WEIGHTED).flatmap(
-            lambda k: STRATEGY[k].map(lambda v: {**base, k: v})),
+            lambda k: _vary(k, base.get(k)).map(lambda v: {**base, k: v})
+        ),
+        st.sampled_from(_WEIGHTED).flatmap(lambda k: STRATEGY[k].map(lambda v: {**base, k: v})),
     )
     return st.lists(st.tuples(METHODS, one), min_size=2, max_size=6)
 
@@ -425,16 +441,17 @@ def test_engine_by_method_stack_with_headers_equals_reference(
 
     def engine_order(upto: int) -> list[Level]:
         scopes = [(m, levels[i]) for i, (m, _) in enumerate(stack[:upto])]
-        return [levels["global"], *(lv for m, lv in scopes if m == "track"),
-                *(lv for m, lv in scopes if m == "track_context")]
+        return [
+            levels["global"],
+            *(lv for m, lv in scopes if m == "track"),
+            *(lv for m, lv in scopes if m == "track_context"),
+        ]
 
     for i, (_method, params) in enumerate(stack):
         levels[i] = new_level(params, entry=fold({}, engine_order(i)))
     levels["headers"] = new_level(headers)
     engine = fold({}, [*engine_order(len(stack)), levels["headers"]])
-    expected = {
-        k: resolve_with_levels(v, levels) for k, v in ref_fold(ordered).items()
-    }
+    expected = {k: resolve_with_levels(v, levels) for k, v in ref_fold(ordered).items()}
     assert engine == expected
 
 
@@ -501,7 +518,7 @@ def _from_levels(value: Any, stack: Sequence[Mapping[str, Any]], since: int, p: 
 @settings(max_examples=150, deadline=None, database=None)
 @given(TAGGED_STACKS)
 def test_lists_have_no_duplicates_and_cleared_values_stay_cleared(
-    stack: tuple[dict[str, Any], ...]
+    stack: tuple[dict[str, Any], ...],
 ) -> None:
     levels = [new_level(p) for p in stack]
     result = fold({}, levels)
@@ -512,7 +529,7 @@ def test_lists_have_no_duplicates_and_cleared_values_stay_cleared(
         assert len(items) == len(set(items)), (p, items)
         # First-seen order over every level since the last one that cleared the list.
         last_clear = max((j for j, s in enumerate(stack) if s.get(p) == ()), default=-1)
-        seen = [i for s in stack[last_clear + 1:] for i in s.get(p, ())]
+        seen = [i for s in stack[last_clear + 1 :] for i in s.get(p, ())]
         assert list(items) == list(dict.fromkeys(seen)), (p, stack)
     for k, params in enumerate(stack):
         for p in GENERIC:
@@ -527,7 +544,7 @@ def test_lists_have_no_duplicates_and_cleared_values_stay_cleared(
                     assert _from_levels(result[m], stack, k, m), (m, k, result[m])
             if id_f in result:
                 ids_above = {s[id_f] for s in stack[k:] if id_f in s}
-                ids_above |= {lv.fresh_ids.get(id_f) for lv in levels[k + 1:]}
+                ids_above |= {lv.fresh_ids.get(id_f) for lv in levels[k + 1 :]}
                 assert result[id_f] in ids_above, (id_f, k, result[id_f])
 
 
@@ -573,8 +590,11 @@ class Chain:
         return str(params.get("use_case_name") or "payi.track_context")
 
     def check_spans(self, otel: Otel, qualname: str) -> None:
-        spans = [s for s in otel.spans() if s.instrumentation_scope
-                 and s.instrumentation_scope.name == "payi_otel"]
+        spans = [
+            s
+            for s in otel.spans()
+            if s.instrumentation_scope and s.instrumentation_scope.name == "payi_otel"
+        ]
         assert len(spans) == 2 * len(self.stack)  # every scope's span ended, none left over
         children: dict[Optional[int], list[ReadableSpan]] = {}
         for span in spans:
@@ -682,8 +702,12 @@ def global_level(
         instrumentor.uninstrument()
         # Scope spans carrying the whole effective set, so check_spans can compare each one
         # with the reference fold (the default, "own", is tested in test_spanless.py).
-        instrumentor.instrument(config=config, tracer_provider=otel.provider,
-                                caller_file="<test>", scope_span_attributes="effective")
+        instrumentor.instrument(
+            config=config,
+            tracer_provider=otel.provider,
+            caller_file="<test>",
+            scope_span_attributes="effective",
+        )
         return instrumentor
 
     return set_global
@@ -692,8 +716,10 @@ def global_level(
 @SCOPES
 @given(glob=SPARSE, stack=STACKS)
 def test_real_scopes_sync_equal_reference(
-    global_level: Callable[[dict[str, Any]], Any], otel: Otel,
-    glob: dict[str, Any], stack: list[tuple[str, dict[str, Any]]],
+    global_level: Callable[[dict[str, Any]], Any],
+    otel: Otel,
+    glob: dict[str, Any],
+    stack: list[tuple[str, dict[str, Any]]],
 ) -> None:
     global_level(glob)
     otel.exporter.clear()
@@ -706,8 +732,10 @@ def test_real_scopes_sync_equal_reference(
 @SCOPES
 @given(glob=SPARSE, stack=STACKS)
 def test_real_scopes_async_equal_reference(
-    global_level: Callable[[dict[str, Any]], Any], otel: Otel,
-    glob: dict[str, Any], stack: list[tuple[str, dict[str, Any]]],
+    global_level: Callable[[dict[str, Any]], Any],
+    otel: Otel,
+    glob: dict[str, Any],
+    stack: list[tuple[str, dict[str, Any]]],
 ) -> None:
     global_level(glob)
     otel.exporter.clear()
@@ -723,8 +751,10 @@ def test_real_scopes_async_equal_reference(
     siblings=SIBLINGS,
 )
 def test_sibling_scopes_over_one_parent_equal_reference(
-    global_level: Callable[[dict[str, Any]], Any], glob: dict[str, Any],
-    outer: list[tuple[str, dict[str, Any]]], siblings: list[tuple[str, dict[str, Any]]],
+    global_level: Callable[[dict[str, Any]], Any],
+    glob: dict[str, Any],
+    outer: list[tuple[str, dict[str, Any]]],
+    siblings: list[tuple[str, dict[str, Any]]],
 ) -> None:
     """Different scopes entered one after another over the same parent (where a cache of
     merged parameters keyed by the scope's parameters would mix them up)."""
@@ -764,7 +794,8 @@ def test_sibling_scopes_over_one_parent_equal_reference(
 @given(stack=STACKS, data=st.data())
 def test_scope_reentered_gets_a_new_id_each_time_and_keeps_it_inside(
     global_level: Callable[[dict[str, Any]], Any],
-    stack: list[tuple[str, dict[str, Any]]], data: st.DataObject,
+    stack: list[tuple[str, dict[str, Any]]],
+    data: st.DataObject,
 ) -> None:
     """A name-only scope entered again is a new scope (new id); inside, the id is stable."""
     global_level({})
@@ -817,9 +848,7 @@ def header_name(p: str, style: int) -> str:
 
 
 def normal_sent(headers: Mapping[str, str]) -> dict[str, Any]:
-    return {
-        k: json.loads(v) if k.endswith("-properties") else v for k, v in headers.items()
-    }
+    return {k: json.loads(v) if k.endswith("-properties") else v for k, v in headers.items()}
 
 
 @SCOPES
@@ -830,8 +859,11 @@ def normal_sent(headers: Mapping[str, str]) -> dict[str, Any]:
     spaced=st.booleans(),
 )
 def test_real_calls_send_what_the_reference_resolves(
-    genai: GenAI, stack: list[tuple[str, dict[str, Any]]], headers: dict[str, Any],
-    styles: list[int], spaced: bool,
+    genai: GenAI,
+    stack: list[tuple[str, dict[str, Any]]],
+    headers: dict[str, Any],
+    styles: list[int],
+    spaced: bool,
 ) -> None:
     ids = Ids()
     extra = {
@@ -846,7 +878,8 @@ def test_real_calls_send_what_the_reference_resolves(
         genai.openai.chat.completions.create(**CHAT)
         genai.openai.chat.completions.create(**CHAT)
         with_headers, plain, plain_again = (
-            normal_sent(payi_headers(r)) for r in genai.server.requests[-3:])
+            normal_sent(payi_headers(r)) for r in genai.server.requests[-3:]
+        )
         per_call = ref_fold([*by_method({}, stack), ("headers", headers)])
         assert with_headers == ids.expect(ref_headers(per_call), with_headers)
         assert plain == ids.expect(ref_headers(scope), plain)

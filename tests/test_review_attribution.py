@@ -31,9 +31,9 @@ from test_properties import (
 
 from payi_otel import PayiInstrumentor, get_context, track, track_context
 from payi_otel import _context as payi_state
-from payi_otel._codec import format_value
-from payi_otel._merge import combine, fold, new_level
-from payi_otel._parameters import BAGGAGE_PREFIX, PAIRS, Pair
+from payi_otel._model.codec import format_value
+from payi_otel._model.merge import combine, fold, new_level
+from payi_otel._model.parameters import BAGGAGE_PREFIX, PAIRS, Pair
 
 # A program: nested entries of scopes drawn from a small pool, so the same scope (the same
 # track_context object, the same decorated function) is entered again under other
@@ -52,8 +52,11 @@ def _uncached() -> dict[str, Any]:
     glob = payi_state.settings().effective.params
     if state is None:
         return dict(glob)
-    levels = [*([state.baggage] if state.baggage is not None else []), *state.tracks,
-              *state.contexts]
+    levels = [
+        *([state.baggage] if state.baggage is not None else []),
+        *state.tracks,
+        *state.contexts,
+    ]
     return fold(dict(glob), levels)
 
 
@@ -74,12 +77,16 @@ def reinstrument(
 
 
 #: Incoming baggage: what another process's scopes send (a name always with its id).
-BAGGAGE = st.fixed_dictionaries({}, optional={
-    "use_case_name": st.sampled_from(["a", "b"]), "use_case_step": st.sampled_from(["x", ""]),
-    "experience_name": st.just("a"), "user_id": st.sampled_from(["x", ""]),
-    "use_case_version": st.integers(0, 3),
-}).map(lambda bag: {**bag, **{pair.id: "bag_" + pair.name for pair in PAIRS
-                              if bag.get(pair.name)}})
+BAGGAGE = st.fixed_dictionaries(
+    {},
+    optional={
+        "use_case_name": st.sampled_from(["a", "b"]),
+        "use_case_step": st.sampled_from(["x", ""]),
+        "experience_name": st.just("a"),
+        "user_id": st.sampled_from(["x", ""]),
+        "use_case_version": st.integers(0, 3),
+    },
+).map(lambda bag: {**bag, **{pair.id: "bag_" + pair.name for pair in PAIRS if bag.get(pair.name)}})
 
 
 @SCOPES
@@ -91,8 +98,12 @@ BAGGAGE = st.fixed_dictionaries({}, optional={
     mode=st.sampled_from(["spans", "spanless", "baggage", "generators"]),
 )
 def test_a_scope_entered_again_under_other_surroundings_resolves_as_if_never_cached(
-    reinstrument: Callable[..., Any], glob: dict[str, Any], bag: dict[str, Any],
-    pool: list[tuple[str, dict[str, Any]]], program: Any, mode: str,
+    reinstrument: Callable[..., Any],
+    glob: dict[str, Any],
+    bag: dict[str, Any],
+    pool: list[tuple[str, dict[str, Any]]],
+    program: Any,
+    mode: str,
 ) -> None:
     """The merge cache (``Effective.child``, keyed by a scope's parameters plus what of its
     binding changes the merge) hit by the same ``track_context`` object or decorated
@@ -100,8 +111,7 @@ def test_a_scope_entered_again_under_other_surroundings_resolves_as_if_never_cac
     is in force equals the levels folded without the cache, and the reference model of
     docs/precedence.md (each scope bound where it is entered) - in spanless mode, over an
     incoming baggage level, and for ``@track`` generators too."""
-    reinstrument(config=glob, scope_spans=mode != "spanless",
-                 propagate_baggage=mode == "baggage")
+    reinstrument(config=glob, scope_spans=mode != "spanless", propagate_baggage=mode == "baggage")
     token = None
     if mode == "baggage":
         ctx = otel_context.get_current()
@@ -163,18 +173,26 @@ async def test_a_client_default_use_case_id_stays_with_a_call_naming_the_use_cas
     id instead (one block's calls split over two ids) and lost the client's step."""
     for sdk, is_async in SDK_MODES:
         clients = Clients(surface, sdk, is_async)
-        client = clients.make({"x-payi-use-case-id": "client_id",
-                               "X-Payi-Use-Case-Step": "client_step"})
+        client = clients.make(
+            {"x-payi-use-case-id": "client_id", "X-Payi-Use-Case-Step": "client_step"}
+        )
         with track_context(use_case_name="flow", use_case_version=3):
             await send(client, sdk)
             await send(client, sdk, extra_headers={"x-payi-use-case-name": "flow"})
-            await send(client, sdk, extra_headers={"xProxy-UseCase-Name": "flow",
-                                                   "x-payi-use-case-version": "4"})
+            await send(
+                client,
+                sdk,
+                extra_headers={"xProxy-UseCase-Name": "flow", "x-payi-use-case-version": "4"},
+            )
             await send(client, sdk, extra_headers={"x-payi-use-case-name": "other"})
         await clients.close()
         plain, named, named_v4, other = surface.attribution()[-4:]
-        expected = {"x-payi-use-case-name": "flow", "x-payi-use-case-id": "client_id",
-                    "x-payi-use-case-version": "3", "x-payi-use-case-step": "client_step"}
+        expected = {
+            "x-payi-use-case-name": "flow",
+            "x-payi-use-case-id": "client_id",
+            "x-payi-use-case-version": "3",
+            "x-payi-use-case-step": "client_step",
+        }
         assert plain == named == expected, (sdk, is_async)
         assert named_v4 == {**expected, "x-payi-use-case-version": "4"}, (sdk, is_async)
         # Another use case: the client's id and step were flow's, never other's.
@@ -186,7 +204,10 @@ async def test_a_client_default_use_case_id_stays_with_a_call_naming_the_use_cas
 @FAST
 @given(st.lists(PARAMS, max_size=3), PARAMS, st.sampled_from(PAIRS), st.data())
 def test_a_call_naming_the_use_case_its_client_leaves_in_force_changes_nothing(
-    stack: list[dict[str, Any]], client: dict[str, Any], pair: Pair, data: st.DataObject,
+    stack: list[dict[str, Any]],
+    client: dict[str, Any],
+    pair: Pair,
+    data: st.DataObject,
 ) -> None:
     """Whatever the scopes and the client's default headers, a call whose own header names
     the use case (experience) that would be in force for it anyway sends what a call
@@ -196,8 +217,10 @@ def test_a_call_naming_the_use_case_its_client_leaves_in_force_changes_nothing(
     in_force = without.get(pair.name)
     # (An id cleared by "" is left out: a name given again there gets an id, by design.)
     assume(in_force and without.get(pair.id) != "")
-    extra = data.draw(st.fixed_dictionaries({}, optional={
-        m: STRATEGY[m] for m in pair.members}), label="members the call gives too")
+    extra = data.draw(
+        st.fixed_dictionaries({}, optional={m: STRATEGY[m] for m in pair.members}),
+        label="members the call gives too",
+    )
     call = {pair.name: in_force, **extra}
     named = fold(scopes, combine([(client, frozenset()), (call, frozenset())]))
     alone = fold(without, [new_level(extra)]) if extra else without
@@ -215,12 +238,14 @@ def test_a_call_naming_the_use_case_its_client_leaves_in_force_changes_nothing(
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 async def test_a_scope_span_never_pairs_its_use_case_name_with_another_use_cases_id(
-    genai: GenAI, is_async: bool,
+    genai: GenAI,
+    is_async: bool,
 ) -> None:
     """A scope span shows what the scope set, plus the id of its use case (experience) when
     that is the one in force. A ``@track`` naming ``flow`` inside a block naming ``other``
     (the block wins: the calls go to ``other``) showed ``flow`` with ``other``'s id - a
     pair that never existed. Every span's (name, id) pairs must agree with the calls'."""
+
     @track(use_case_name="flow", use_case_version=2, experience_name="e_track")
     def inner() -> None:
         genai.openai.chat.completions.create(**CHAT)
@@ -241,8 +266,7 @@ async def test_a_scope_span_never_pairs_its_use_case_name_with_another_use_cases
         for role in ("use_case", "experience"):
             found = attributes.get(f"payi.{role}.id")
             if found is not None:
-                names_of.setdefault((role, found), set()).add(
-                    attributes.get(f"payi.{role}.name"))
+                names_of.setdefault((role, found), set()).add(attributes.get(f"payi.{role}.name"))
     assert names_of[("use_case", other_id)] == {"other"}
     assert names_of[("use_case", flow_id)] == {"flow"}
     assert all(len(names) == 1 for names in names_of.values()), names_of

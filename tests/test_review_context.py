@@ -63,8 +63,7 @@ def test_a_finalizer_collected_where_its_creators_scope_exited_late_still_bills_
         seen.append(get_context().get("user_id"))
         _call(surface, sdk)
 
-    _leave_alice_under_a_late_restore(
-        surface, lambda: weakref.finalize(resource[0], cleanup))
+    _leave_alice_under_a_late_restore(surface, lambda: weakref.finalize(resource[0], cleanup))
     resource.clear()
     gc.collect()
     assert seen == ["alice"]
@@ -106,8 +105,7 @@ def test_a_task_submitted_in_a_scope_that_exited_late_on_the_same_worker_bills_i
             _call(surface, sdk)
 
         def first() -> None:
-            _leave_alice_under_a_late_restore(
-                surface, lambda: later.append(pool.submit(second)))
+            _leave_alice_under_a_late_restore(surface, lambda: later.append(pool.submit(second)))
 
         pool.submit(first).result(30)
         later[0].result(30)
@@ -122,8 +120,7 @@ def test_a_carried_callback_leaves_the_threads_own_note_of_exited_scopes_in_forc
     """Guard: running carried work does not make the thread forget the scopes that exited
     there - after the callback, the late-restored context still has no alice."""
     future: Future[int] = Future()
-    _leave_alice_under_a_late_restore(
-        surface, lambda: future.add_done_callback(lambda _: None))
+    _leave_alice_under_a_late_restore(surface, lambda: future.add_done_callback(lambda _: None))
     future.set_result(1)
     assert "user_id" not in get_context()
     _call(surface, sdk)
@@ -270,6 +267,7 @@ async def test_an_async_generator_left_by_its_consumer_never_leaves_its_scope_be
     (``break``) is closed by the event loop's finalizer in another task: the scope's exit
     runs there, and the consumer's context, which still carries the scope, must not bill the
     consumer's next call to it (README "Scope lifecycle")."""
+
     async def chunks() -> Any:
         async with track_context(user_id="alice"):
             for i in range(3):
@@ -286,4 +284,3 @@ async def test_an_async_generator_left_by_its_consumer_never_leaves_its_scope_be
         await async_genai_call(surface, sdk)
     assert _users(surface) == [None, "bob"]
     assert "Failed to detach context" not in caplog.text
-

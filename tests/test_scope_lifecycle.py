@@ -41,8 +41,10 @@ def test_a_scope_holds_when_its_span_cannot_start(genai: GenAI) -> None:
     finally:
         payi.uninstrument()
         genai.reinstrument()
-    assert genai.sent() == [{"x-payi-user-id": "still_billed", "x-payi-limit-ids": "l"},
-                            {"x-payi-account-name": "acme"}]
+    assert genai.sent() == [
+        {"x-payi-user-id": "still_billed", "x-payi-limit-ids": "l"},
+        {"x-payi-account-name": "acme"},
+    ]
 
 
 def _holding(user: str) -> Iterator[object]:
@@ -152,7 +154,7 @@ def test_soak_100k_scopes_keep_the_merge_cache_bounded_for_the_whole_process(
     fan-out ** depth; the global bound holds it."""
     import gc
 
-    from payi_otel import _resolved
+    from payi_otel._model import effective as _resolved
 
     instrument(caller_file="<test>", scope_spans=False)
     monkeypatch.setattr(_resolved, "GLOBAL_CACHE_SIZE", 500)
@@ -210,8 +212,10 @@ class _Holders:
     def expected(self) -> dict[str, object]:
         if not self.open_order:
             return {}
-        return {"user_id": f"u{self.open_order[-1]}",
-                "limit_ids": [f"l{i}" for i in self.open_order]}
+        return {
+            "user_id": f"u{self.open_order[-1]}",
+            "limit_ids": [f"l{i}" for i in self.open_order],
+        }
 
     def check(self) -> None:
         """get_context() - here, in a new thread and in a new task - is the model's."""
@@ -234,8 +238,7 @@ def test_random_interleavings_of_scopes_held_by_generators_match_the_model(
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    steps = st.lists(st.tuples(st.sampled_from(["open", "close"]), st.integers(0, 4)),
-                     max_size=25)
+    steps = st.lists(st.tuples(st.sampled_from(["open", "close"]), st.integers(0, 4)), max_size=25)
 
     @settings(max_examples=60, deadline=None, database=None)
     @given(steps)
@@ -258,7 +261,7 @@ def test_soak_keys_noted_once_count_against_the_bound_too(
     """Keys seen once are only noted, not cached - but noted they take memory as well."""
     import gc
 
-    from payi_otel import _resolved
+    from payi_otel._model import effective as _resolved
 
     instrument(caller_file="<test>", scope_spans=False)
     monkeypatch.setattr(_resolved, "GLOBAL_CACHE_SIZE", 500)
@@ -267,26 +270,39 @@ def test_soak_keys_noted_once_count_against_the_bound_too(
             with track_context(request_properties={"request": str(request)}):
                 pass
     gc.collect()
-    noted = sum(len(o._children or ()) for o in gc.get_objects()
-                if isinstance(o, _resolved.Effective))
+    noted = sum(
+        len(o._children or ()) for o in gc.get_objects() if isinstance(o, _resolved.Effective)
+    )
     assert noted <= 2 * 500 + 100, noted
 
 
 def test_span_attributes_read_back_as_the_parameters_either_way() -> None:
     """What the ingest exporter reads off a span is what the call sent, whether the
     properties are attributes of their own or (many keys) one JSON attribute."""
-    from payi_otel._merge import merge, new_level
-    from payi_otel._resolved import Effective, params_from_attributes
+    from payi_otel._model.attributes import params_from_attributes
+    from payi_otel._model.effective import Effective
+    from payi_otel._model.merge import merge, new_level
 
     for keys in (3, 40):
-        params = merge({}, new_level({
-            "user_id": "u", "limit_ids": ("a", "b"), "use_case_name": "uc",
-            "use_case_version": 2,
-            "request_properties": {f"k{i}": f"v{i}" for i in range(keys)}}))
+        params = merge(
+            {},
+            new_level(
+                {
+                    "user_id": "u",
+                    "limit_ids": ("a", "b"),
+                    "use_case_name": "uc",
+                    "use_case_version": 2,
+                    "request_properties": {f"k{i}": f"v{i}" for i in range(keys)},
+                }
+            ),
+        )
         read = params_from_attributes(Effective(params).attributes())
         assert read["request_properties"] == params["request_properties"]
         assert {k: read[k] for k in ("user_id", "limit_ids", "use_case_version")} == {
-            "user_id": "u", "limit_ids": ("a", "b"), "use_case_version": 2}
+            "user_id": "u",
+            "limit_ids": ("a", "b"),
+            "use_case_version": 2,
+        }
 
 
 def _abandoned_stream(genai: GenAI, sdk: str) -> Any:

@@ -174,8 +174,9 @@ def test_combined_name_id_pairs(otel: Otel) -> None:
             seen["name_only"] = snapshot(use_case_name=1, use_case_id=1)
         with track_context(use_case_id="context_id", use_case_step="id_only"):
             seen["id_only"] = snapshot(use_case_name=1, use_case_id=1)
-        with track_context(use_case_name="context_case", use_case_id="context_id",
-                           use_case_step="both"):
+        with track_context(
+            use_case_name="context_case", use_case_id="context_id", use_case_step="both"
+        ):
             seen["both"] = snapshot(use_case_name=1, use_case_id=1)
 
     function_with_context()
@@ -186,7 +187,8 @@ def test_combined_name_id_pairs(otel: Otel) -> None:
     assert seen["id_only"] == {"use_case_name": "decorator_case", "use_case_id": "context_id"}
     assert seen["both"] == {"use_case_name": "context_case", "use_case_id": "context_id"}
     assert payi_attrs(otel.one("context_case")) == {
-        "payi.use_case.name": "context_case", "payi.use_case.id": new_id,
+        "payi.use_case.name": "context_case",
+        "payi.use_case.id": new_id,
     }
     assert payi_attrs(otel.one("id_only"))["payi.use_case.id"] == "context_id"
     assert payi_attrs(otel.one("both"))["payi.use_case.name"] == "context_case"
@@ -213,10 +215,12 @@ def test_context_manager_calling_a_decorated_function(otel: Otel) -> None:
         "test_context_manager_calling_a_decorated_function.<locals>.decorated_function"
     )
     assert payi_attrs(direct) == {
-        "payi.limit_ids": ["decorator_limit"], "payi.user_id": "decorator_user",
+        "payi.limit_ids": ["decorator_limit"],
+        "payi.user_id": "decorator_user",
     }
     assert payi_attrs(inside) == {
-        "payi.limit_ids": ["decorator_limit", "context_limit"], "payi.user_id": "context_user",
+        "payi.limit_ids": ["decorator_limit", "context_limit"],
+        "payi.user_id": "context_user",
     }
 
 
@@ -234,19 +238,22 @@ def test_triple_combination_example(otel: Otel) -> None:
             seen["first_level"] = snapshot(**keys)
             with track_context(limit_ids=[], user_id="", use_case_step="example2"):
                 seen["example2"] = snapshot(**keys)
-            with track_context(limit_ids=["limit4"], user_id="nested_user",
-                               use_case_step="example3"):
+            with track_context(
+                limit_ids=["limit4"], user_id="nested_user", use_case_step="example3"
+            ):
                 seen["example3"] = snapshot(**keys)
 
     complex_function()
     assert seen["decorator"] == {"limit_ids": ["limit1"], "user_id": "default_user"}
     assert seen["first_level"] == {
-        "limit_ids": ["limit1", "limit2"], "user_id": "default_user",
+        "limit_ids": ["limit1", "limit2"],
+        "user_id": "default_user",
         "use_case_name": "reporting",
     }
     assert seen["example2"] == {"limit_ids": [], "user_id": "", "use_case_name": "reporting"}
     assert seen["example3"] == {
-        "limit_ids": ["limit1", "limit2", "limit4"], "user_id": "nested_user",
+        "limit_ids": ["limit1", "limit2", "limit4"],
+        "user_id": "nested_user",
         "use_case_name": "reporting",
     }
     first = payi_attrs(otel.one("reporting"))

@@ -25,7 +25,8 @@ def _program(genai: GenAI) -> list[Any]:
             genai.openai.chat.completions.create(**CHAT)
             with track_context(request_properties={"a": None, "b": "2"}, account_name="acme"):
                 genai.openai.chat.completions.create(
-                    **CHAT, extra_headers={"x-payi-user-id": "per-call"})
+                    **CHAT, extra_headers={"x-payi-user-id": "per-call"}
+                )
                 with genai.anthropic_span():
                     genai.anthropic.messages.create(**MESSAGE)
                 seen.append(dict(get_context()))
@@ -50,7 +51,8 @@ def _run(genai: GenAI, scope_spans: bool) -> tuple[str, list[Any]]:
     genai.otel.exporter.clear()
     seen = _program(genai)
     scope_spans_seen = [
-        s for s in genai.otel.spans()
+        s
+        for s in genai.otel.spans()
         if s.instrumentation_scope is not None and s.instrumentation_scope.name == TRACER_NAME
     ]
     return _normal((genai.sent(), genai.span_attrs(), seen)), scope_spans_seen
@@ -65,9 +67,7 @@ def test_spanless_sends_the_same_headers_and_genai_attributes(genai: GenAI) -> N
     assert "per-call" in spanless and "<id" in spanless
 
 
-def test_scope_spans_env_variable(
-    genai: GenAI, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_scope_spans_env_variable(genai: GenAI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PAYI_SCOPE_SPANS", "false")
     genai.reinstrument()
     with track_context(user_id="u"):
@@ -88,14 +88,21 @@ def test_scope_span_carries_what_the_scope_set(genai: GenAI) -> None:
             genai.openai.chat.completions.create(**CHAT)
     inner, outer = genai.otel.named("s")[0], genai.otel.named("outer")[0]
     assert dict(inner.attributes or {}) == {
-        "payi.user_id": "u", "payi.use_case.step": "s", "payi.request.properties.k": "v",
-        "payi.scope": "track_context"}
+        "payi.user_id": "u",
+        "payi.use_case.step": "s",
+        "payi.request.properties.k": "v",
+        "payi.scope": "track_context",
+    }
     outer_attrs = dict(outer.attributes or {})
     assert outer_attrs["payi.use_case.name"] == "outer"
     assert outer_attrs["payi.use_case.id"] == genai.last()["x-payi-use-case-id"]
     assert list(outer_attrs["payi.limit_ids"]) == ["l1"]
-    assert set(outer_attrs) == {"payi.use_case.name", "payi.use_case.id", "payi.limit_ids",
-                                "payi.scope"}
+    assert set(outer_attrs) == {
+        "payi.use_case.name",
+        "payi.use_case.id",
+        "payi.limit_ids",
+        "payi.scope",
+    }
     [attrs] = genai.span_attrs()
     assert attrs["payi.limit_ids"] == ["global", "l1"] and attrs["payi.user_id"] == "u"
 

@@ -100,46 +100,84 @@ async def _araw(awaitable: Any) -> tuple[Any, Any]:
 
 
 SURFACES = [
-    Surface("openai-chat", "openai",
-            lambda g: (g.openai.chat.completions.create(**CHAT, stream=True), None),
-            lambda g: _plain(g.async_openai.chat.completions.create(**CHAT, stream=True))),
-    Surface("openai-chat-helper", "openai",
-            lambda g: _entered(g.openai.chat.completions.stream(**CHAT)),
-            lambda g: _aentered(g.async_openai.chat.completions.stream(**CHAT)),
-            genai_span=False),
-    Surface("openai-responses", "openai",
-            lambda g: (g.openai.responses.create(**INPUT, stream=True), None),
-            lambda g: _plain(g.async_openai.responses.create(**INPUT, stream=True))),
-    Surface("openai-responses-helper", "openai",
-            lambda g: _entered(g.openai.responses.stream(**INPUT)),
-            lambda g: _aentered(g.async_openai.responses.stream(**INPUT))),
-    Surface("openai-chat-raw", "openai",
-            lambda g: (g.openai.chat.completions.with_raw_response.create(
-                **CHAT, stream=True).parse(), None),
-            lambda g: _araw(g.async_openai.chat.completions.with_raw_response.create(
-                **CHAT, stream=True)),
-            reports_usage=False),
-    Surface("openai-responses-streaming-response", "openai",
-            lambda g: _parsed(g.openai.responses.with_streaming_response.create(
-                **INPUT, stream=True)),
-            lambda g: _aparsed(g.async_openai.responses.with_streaming_response.create(
-                **INPUT, stream=True))),
-    Surface("anthropic-messages", "anthropic",
-            lambda g: (g.anthropic.messages.create(**MESSAGE, stream=True), None),
-            lambda g: _plain(g.async_anthropic.messages.create(**MESSAGE, stream=True))),
-    Surface("anthropic-messages-helper", "anthropic",
-            lambda g: _entered(g.anthropic.messages.stream(**MESSAGE)),
-            lambda g: _aentered(g.async_anthropic.messages.stream(**MESSAGE))),
-    Surface("anthropic-raw", "anthropic",
-            lambda g: (g.anthropic.messages.with_raw_response.create(
-                **MESSAGE, stream=True).parse(), None),
-            lambda g: _araw(g.async_anthropic.messages.with_raw_response.create(
-                **MESSAGE, stream=True))),
-    Surface("anthropic-streaming-response", "anthropic",
-            lambda g: _parsed(g.anthropic.messages.with_streaming_response.create(
-                **MESSAGE, stream=True)),
-            lambda g: _aparsed(g.async_anthropic.messages.with_streaming_response.create(
-                **MESSAGE, stream=True))),
+    Surface(
+        "openai-chat",
+        "openai",
+        lambda g: (g.openai.chat.completions.create(**CHAT, stream=True), None),
+        lambda g: _plain(g.async_openai.chat.completions.create(**CHAT, stream=True)),
+    ),
+    Surface(
+        "openai-chat-helper",
+        "openai",
+        lambda g: _entered(g.openai.chat.completions.stream(**CHAT)),
+        lambda g: _aentered(g.async_openai.chat.completions.stream(**CHAT)),
+        genai_span=False,
+    ),
+    Surface(
+        "openai-responses",
+        "openai",
+        lambda g: (g.openai.responses.create(**INPUT, stream=True), None),
+        lambda g: _plain(g.async_openai.responses.create(**INPUT, stream=True)),
+    ),
+    Surface(
+        "openai-responses-helper",
+        "openai",
+        lambda g: _entered(g.openai.responses.stream(**INPUT)),
+        lambda g: _aentered(g.async_openai.responses.stream(**INPUT)),
+    ),
+    Surface(
+        "openai-chat-raw",
+        "openai",
+        lambda g: (
+            g.openai.chat.completions.with_raw_response.create(**CHAT, stream=True).parse(),
+            None,
+        ),
+        lambda g: _araw(
+            g.async_openai.chat.completions.with_raw_response.create(**CHAT, stream=True)
+        ),
+        reports_usage=False,
+    ),
+    Surface(
+        "openai-responses-streaming-response",
+        "openai",
+        lambda g: _parsed(g.openai.responses.with_streaming_response.create(**INPUT, stream=True)),
+        lambda g: _aparsed(
+            g.async_openai.responses.with_streaming_response.create(**INPUT, stream=True)
+        ),
+    ),
+    Surface(
+        "anthropic-messages",
+        "anthropic",
+        lambda g: (g.anthropic.messages.create(**MESSAGE, stream=True), None),
+        lambda g: _plain(g.async_anthropic.messages.create(**MESSAGE, stream=True)),
+    ),
+    Surface(
+        "anthropic-messages-helper",
+        "anthropic",
+        lambda g: _entered(g.anthropic.messages.stream(**MESSAGE)),
+        lambda g: _aentered(g.async_anthropic.messages.stream(**MESSAGE)),
+    ),
+    Surface(
+        "anthropic-raw",
+        "anthropic",
+        lambda g: (
+            g.anthropic.messages.with_raw_response.create(**MESSAGE, stream=True).parse(),
+            None,
+        ),
+        lambda g: _araw(
+            g.async_anthropic.messages.with_raw_response.create(**MESSAGE, stream=True)
+        ),
+    ),
+    Surface(
+        "anthropic-streaming-response",
+        "anthropic",
+        lambda g: _parsed(
+            g.anthropic.messages.with_streaming_response.create(**MESSAGE, stream=True)
+        ),
+        lambda g: _aparsed(
+            g.async_anthropic.messages.with_streaming_response.create(**MESSAGE, stream=True)
+        ),
+    ),
 ]
 
 #: exhaust: read to the end; break: leave the loop after the first item (then exit the
@@ -215,8 +253,14 @@ def _usage_only(item: Any) -> bool:
     return getattr(chunk, "choices", None) == [] and getattr(chunk, "usage", None) is not None
 
 
-def _check(genai: GenAI, surface: Surface, style: str, items: list[Any],
-           records: list[CallRecord], full: Optional[Usage]) -> None:
+def _check(
+    genai: GenAI,
+    surface: Surface,
+    style: str,
+    items: list[Any],
+    records: list[CallRecord],
+    full: Optional[Usage],
+) -> None:
     """After the scope, the stream released and collected, and one call made."""
     assert "user_id" not in get_context()
     first, after = genai.attribution()
@@ -388,16 +432,24 @@ def test_a_scope_entered_after_a_stale_restore_is_not_the_child_of_an_ended_span
     gc.collect()
     with track_context(account_name="next"):
         pass
-    (ended,) = [s for s in genai.otel.spans() if s.name == "payi.track_context"
-                and (s.attributes or {}).get("payi.user_id") == "alice"]
-    (following,) = [s for s in genai.otel.spans() if s.name == "payi.track_context"
-                    and (s.attributes or {}).get("payi.account_name") == "next"]
+    (ended,) = [
+        s
+        for s in genai.otel.spans()
+        if s.name == "payi.track_context" and (s.attributes or {}).get("payi.user_id") == "alice"
+    ]
+    (following,) = [
+        s
+        for s in genai.otel.spans()
+        if s.name == "payi.track_context"
+        and (s.attributes or {}).get("payi.account_name") == "next"
+    ]
     assert ended.context is not None
     assert following.parent is None or following.parent.span_id != ended.context.span_id
 
 
 def test_a_streaming_response_read_as_bytes_is_reported_once_without_usage(
-    surface: GenAI, records: list[CallRecord],
+    surface: GenAI,
+    records: list[CallRecord],
 ) -> None:
     """payi_otel never parses the caller's raw body: no usage is invented."""
     with surface.anthropic.messages.with_streaming_response.create(
@@ -488,17 +540,24 @@ def test_a_thread_started_after_a_late_restore_does_not_carry_the_exited_scope(
     with track_context(user_id="alice"):
         held = [_Lingering(surface)]
     held.clear()  # the context from inside alice's scope is current again, here
-    worker = threading.Thread(target=lambda: (seen.update(get_context()),
-                                              genai_call(surface, "anthropic")))
+    worker = threading.Thread(
+        target=lambda: (seen.update(get_context()), genai_call(surface, "anthropic"))
+    )
     worker.start()
     worker.join(10)
     assert "user_id" not in seen
     assert "x-payi-user-id" not in surface.attribution()[-1]
 
 
-@pytest.mark.parametrize("surface_", [s for s in SURFACES if s.name in (
-    "openai-chat", "openai-responses", "anthropic-messages", "anthropic-raw")],
-    ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "surface_",
+    [
+        s
+        for s in SURFACES
+        if s.name in ("openai-chat", "openai-responses", "anthropic-messages", "anthropic-raw")
+    ],
+    ids=lambda s: s.name,
+)
 def test_a_stream_freed_in_the_next_scope_never_takes_that_scope_away(
     surface: GenAI, surface_: Surface
 ) -> None:
@@ -545,10 +604,12 @@ async def test_an_async_raw_response_parsed_twice_gives_its_one_stream_both_time
     with track_context(user_id="twice"):
         if sdk == "anthropic":
             create: Any = surface.async_anthropic.messages.with_streaming_response.create(
-                **MESSAGE, stream=True)
+                **MESSAGE, stream=True
+            )
         else:
             create = surface.async_openai.chat.completions.with_streaming_response.create(
-                **CHAT, stream=True)
+                **CHAT, stream=True
+            )
         async with create as raw:
             first = await raw.parse()
             assert await raw.parse() is first

@@ -63,15 +63,16 @@ def check_everything(genai: GenAI, expected: Expected, n_calls: int) -> None:
         assert marker not in by_marker, f"{marker} sent twice"
         by_marker[marker] = payi_headers(request)
     assert set(by_marker) == set(expected.headers)
-    wrong = {m: (h, expected.headers[m]) for m, h in by_marker.items()
-             if h != expected.headers[m]}
+    wrong = {m: (h, expected.headers[m]) for m, h in by_marker.items() if h != expected.headers[m]}
     assert not wrong, f"{len(wrong)} requests with another task's values, e.g. " + repr(
-        next(iter(wrong.items())))
+        next(iter(wrong.items()))
+    )
 
     spans = genai.otel.spans()
     markers = {
         s.context.span_id: str((s.attributes or {})["test.marker"])
-        for s in spans if s.context and s.name == "stress.call"
+        for s in spans
+        if s.context and s.name == "stress.call"
     }
     genai_spans = genai.otel.genai_spans()
     assert len(genai_spans) == n_calls
@@ -93,18 +94,19 @@ def headers_of(span: ReadableSpan) -> dict[str, str]:
         "payi.request_tags": "x-payi-request-tags",
     }
     assert set(attrs) <= set(names), attrs
-    return {
-        names[k]: ",".join(v) if isinstance(v, list) else str(v) for k, v in attrs.items()
-    }
+    return {names[k]: ",".join(v) if isinstance(v, list) else str(v) for k, v in attrs.items()}
 
 
 async def test_2000_asyncio_tasks_each_in_its_own_scope(genai: GenAI) -> None:
     tracer = genai.otel.provider.get_tracer("test.stress")
     client = openai.AsyncOpenAI(
-        base_url=genai.server.openai_base_url, api_key="test", max_retries=0,
+        base_url=genai.server.openai_base_url,
+        api_key="test",
+        max_retries=0,
         timeout=60.0,
-        http_client=openai.DefaultAsyncHttpxClient(limits=httpx2.Limits(
-            max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)),
+        http_client=openai.DefaultAsyncHttpxClient(
+            limits=httpx2.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+        ),
     )
     expected = Expected()
     started = asyncio.Event()
@@ -125,17 +127,22 @@ async def test_2000_asyncio_tasks_each_in_its_own_scope(genai: GenAI) -> None:
                 marker = f"task-{i}-call-{k}-{uuid.uuid4().hex[:8]}"
                 # Every other task also passes a per-call header of its own.
                 extra = {"x-payi-request-tags": f"h{i}"} if i % 2 else {}
-                expected.add(marker, {
-                    "x-payi-use-case-name": "stress",
-                    "x-payi-use-case-id": use_case_id,
-                    "x-payi-limit-ids": "shared",
-                    "x-payi-request-tags": f"t{i},h{i}" if i % 2 else f"t{i}",
-                    "x-payi-user-id": f"user-{i}",
-                })
-                with tracer.start_as_current_span("stress.call",
-                                                  attributes={"test.marker": marker}):
-                    reply = await client.chat.completions.create(**chat(marker),
-                                                                 extra_headers=extra)
+                expected.add(
+                    marker,
+                    {
+                        "x-payi-use-case-name": "stress",
+                        "x-payi-use-case-id": use_case_id,
+                        "x-payi-limit-ids": "shared",
+                        "x-payi-request-tags": f"t{i},h{i}" if i % 2 else f"t{i}",
+                        "x-payi-user-id": f"user-{i}",
+                    },
+                )
+                with tracer.start_as_current_span(
+                    "stress.call", attributes={"test.marker": marker}
+                ):
+                    reply = await client.chat.completions.create(
+                        **chat(marker), extra_headers=extra
+                    )
                 assert reply.choices[0].message.content == f"echo: {marker}"
                 assert get_context()["user_id"] == f"user-{i}"
                 assert get_context()["use_case_id"] == use_case_id
@@ -146,8 +153,10 @@ async def test_2000_asyncio_tasks_each_in_its_own_scope(genai: GenAI) -> None:
         await asyncio.gather(*(task(i) for i in range(TASKS)))
     elapsed = time.perf_counter() - begin
     n_calls = TASKS * TASK_CALLS
-    print(f"\n{TASKS} asyncio tasks, {n_calls} calls in {elapsed:.1f}s "
-          f"({n_calls / elapsed:.0f} calls/s)")
+    print(
+        f"\n{TASKS} asyncio tasks, {n_calls} calls in {elapsed:.1f}s "
+        f"({n_calls / elapsed:.0f} calls/s)"
+    )
     assert "user_id" not in get_context()
     check_everything(genai, expected, n_calls)
 
@@ -159,21 +168,24 @@ def test_64_threads_each_in_its_own_scope(genai: GenAI) -> None:
     barrier = threading.Barrier(THREADS, timeout=30)
 
     def worker(i: int) -> None:
-        with track_context(user_id=f"thread-{i}", use_case_name=f"uc-{i}",
-                           use_case_step="thread"):
+        with track_context(user_id=f"thread-{i}", use_case_name=f"uc-{i}", use_case_step="thread"):
             use_case_id = get_context()["use_case_id"]
             assert isinstance(use_case_id, str)
             barrier.wait()  # all 64 scopes are in force at once
             for k in range(THREAD_CALLS):
                 marker = f"thread-{i}-call-{k}-{uuid.uuid4().hex[:8]}"
-                expected.add(marker, {
-                    "x-payi-use-case-name": f"uc-{i}",
-                    "x-payi-use-case-id": use_case_id,
-                    "x-payi-use-case-step": "thread",
-                    "x-payi-user-id": f"thread-{i}",
-                })
-                with tracer.start_as_current_span("stress.call",
-                                                  attributes={"test.marker": marker}):
+                expected.add(
+                    marker,
+                    {
+                        "x-payi-use-case-name": f"uc-{i}",
+                        "x-payi-use-case-id": use_case_id,
+                        "x-payi-use-case-step": "thread",
+                        "x-payi-user-id": f"thread-{i}",
+                    },
+                )
+                with tracer.start_as_current_span(
+                    "stress.call", attributes={"test.marker": marker}
+                ):
                     reply = client.chat.completions.create(**chat(marker))
                 assert reply.choices[0].message.content == f"echo: {marker}"
                 assert get_context()["user_id"] == f"thread-{i}"
@@ -185,8 +197,9 @@ def test_64_threads_each_in_its_own_scope(genai: GenAI) -> None:
             future.result()
     elapsed = time.perf_counter() - begin
     n_calls = THREADS * THREAD_CALLS
-    print(f"\n{THREADS} threads, {n_calls} calls in {elapsed:.1f}s "
-          f"({n_calls / elapsed:.0f} calls/s)")
+    print(
+        f"\n{THREADS} threads, {n_calls} calls in {elapsed:.1f}s ({n_calls / elapsed:.0f} calls/s)"
+    )
     check_everything(genai, expected, n_calls)
 
 
@@ -226,8 +239,7 @@ async def test_one_track_context_object_shared_by_500_tasks_and_16_threads(
         results = [*task_results, *await asyncio.gather(*thread_results)]
     users = [f"task-{i}" for i in range(tasks)] + [f"thread-{i}" for i in range(threads)]
     for user, (inside, after, outside) in zip(users, results):
-        assert inside == {"user_id": user, "limit_ids": ["shared"],
-                          "use_case_step": "shared_step"}
+        assert inside == {"user_id": user, "limit_ids": ["shared"], "use_case_step": "shared_step"}
         assert after == {"user_id": user}
         assert outside == {}
     shared_spans = genai.otel.named("shared_step")

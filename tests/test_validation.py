@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from payi_otel import ParameterError, track, track_context
-from payi_otel._codec import parse_value
-from payi_otel._parameters import PARAMETERS, Kind
+from payi_otel._model.codec import parse_value
+from payi_otel._model.parameters import PARAMETERS, Kind
 
 STRINGS = [n for n, k in PARAMETERS.items() if k is Kind.STRING]
 LISTS = [n for n, k in PARAMETERS.items() if k is Kind.LIST]
@@ -18,22 +18,35 @@ DICTS = [n for n, k in PARAMETERS.items() if k is Kind.DICT]
 BAD: list[tuple[str, Any, type[Exception]]] = []
 for _name in STRINGS:
     BAD += [
-        (_name, 5, TypeError), (_name, b"bytes", TypeError), (_name, ["a"], TypeError),
-        (_name, "a\r\nb", ValueError), (_name, "a\nb", ValueError), (_name, "a\x00b", ValueError),
+        (_name, 5, TypeError),
+        (_name, b"bytes", TypeError),
+        (_name, ["a"], TypeError),
+        (_name, "a\r\nb", ValueError),
+        (_name, "a\nb", ValueError),
+        (_name, "a\x00b", ValueError),
     ]
 for _name in LISTS:
     BAD += [
-        (_name, "bare", TypeError), (_name, [1], TypeError), (_name, {"a"}, TypeError),
-        (_name, ["a,b"], ValueError), (_name, ["a\nb"], ValueError), (_name, [" "], ValueError),
+        (_name, "bare", TypeError),
+        (_name, [1], TypeError),
+        (_name, {"a"}, TypeError),
+        (_name, ["a,b"], ValueError),
+        (_name, ["a\nb"], ValueError),
+        (_name, [" "], ValueError),
     ]
 for _name in DICTS:
     BAD += [
-        (_name, "x", TypeError), (_name, [("a", "b")], TypeError), (_name, {1: "a"}, TypeError),
-        (_name, {"a": 1}, TypeError), (_name, {"a": "x\ny"}, ValueError),
-        (_name, {"a\r": "x"}, ValueError), (_name, {"": "x"}, ValueError),
+        (_name, "x", TypeError),
+        (_name, [("a", "b")], TypeError),
+        (_name, {1: "a"}, TypeError),
+        (_name, {"a": 1}, TypeError),
+        (_name, {"a": "x\ny"}, ValueError),
+        (_name, {"a\r": "x"}, ValueError),
+        (_name, {"": "x"}, ValueError),
     ]
 BAD += [
-    ("use_case_version", "1", TypeError), ("use_case_version", True, TypeError),
+    ("use_case_version", "1", TypeError),
+    ("use_case_version", True, TypeError),
     ("use_case_version", 1.5, TypeError),
 ]
 
@@ -90,10 +103,16 @@ def test_track_rejects_non_callables() -> None:
         track()(42)  # type: ignore[type-var]
 
 
-@pytest.mark.parametrize(("typed", "meant"), [
-    ("userid", "user_id"), ("UserId", "user_id"), ("limits", "limit_ids"),
-    ("use_case_nme", "use_case_name"), ("accountname", "account_name"),
-])
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("userid", "user_id"),
+        ("UserId", "user_id"),
+        ("limits", "limit_ids"),
+        ("use_case_nme", "use_case_name"),
+        ("accountname", "account_name"),
+    ],
+)
 def test_a_mistyped_keyword_gets_a_did_you_mean(typed: str, meant: str) -> None:
     with pytest.raises(TypeError, match=rf"{typed!r} \(did you mean {meant!r}\?\)"):
         track_context(**{typed: "x"})
@@ -105,12 +124,17 @@ def test_errors_are_shown_under_their_public_names() -> None:
     with pytest.raises(TypeError) as raised:
         track_context(userid="x")
     assert f"{type(raised.value).__module__}.{type(raised.value).__qualname__}" == (
-        "payi_otel.ParameterTypeError")
+        "payi_otel.ParameterTypeError"
+    )
     assert "_parameters" not in "".join(
-        traceback.format_exception_only(type(raised.value), raised.value))
+        traceback.format_exception_only(type(raised.value), raised.value)
+    )
     import payi_otel
 
-    for error in (payi_otel.ParameterError, payi_otel.ParameterTypeError,
-                  payi_otel.ParameterValueError):
+    for error in (
+        payi_otel.ParameterError,
+        payi_otel.ParameterTypeError,
+        payi_otel.ParameterValueError,
+    ):
         assert getattr(payi_otel, error.__name__) is error
         assert error.__module__ == "payi_otel"

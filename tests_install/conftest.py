@@ -34,10 +34,19 @@ from fixtures_server import fake_llm, llm_server  # noqa: E402, F401
 REPORT = ROOT / "build" / "install-matrix.md"
 # Versions reported per case: what decides whether a user's install works.
 REPORTED = (
-    "payi-otel", "openai", "anthropic", "opentelemetry-api", "opentelemetry-sdk",
-    "opentelemetry-instrumentation", "opentelemetry-instrumentation-genai-openai",
-    "opentelemetry-instrumentation-genai-anthropic", "opentelemetry-util-genai",
-    "opentelemetry-instrumentation-openai-v2", "opentelemetry-distro", "wrapt", "httpx",
+    "payi-otel",
+    "openai",
+    "anthropic",
+    "opentelemetry-api",
+    "opentelemetry-sdk",
+    "opentelemetry-instrumentation",
+    "opentelemetry-instrumentation-genai-openai",
+    "opentelemetry-instrumentation-genai-anthropic",
+    "opentelemetry-util-genai",
+    "opentelemetry-instrumentation-openai-v2",
+    "opentelemetry-distro",
+    "wrapt",
+    "httpx",
 )
 
 
@@ -54,12 +63,15 @@ def python_for(version: str) -> Optional[str]:
             if python.exists():
                 return str(python)
         installed = subprocess.run(
-            [pyenv, "install", "--skip-existing", version], capture_output=True, text=True,
+            [pyenv, "install", "--skip-existing", version],
+            capture_output=True,
+            text=True,
             timeout=1800,
         )
         if installed.returncode == 0:
-            latest = subprocess.run([pyenv, "latest", version], capture_output=True,
-                                    text=True).stdout.strip()
+            latest = subprocess.run(
+                [pyenv, "latest", version], capture_output=True, text=True
+            ).stdout.strip()
             python = Path(root, "versions", latest, "bin", "python")
             if python.exists():
                 return str(python)
@@ -79,20 +91,33 @@ class Venv:
         return self.path / "bin"
 
     def run(self, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(args, capture_output=True, text=True, timeout=900,
-                              check=False, **kwargs)  # type: ignore[call-overload, no-any-return]
+        return subprocess.run(
+            args, capture_output=True, text=True, timeout=900, check=False, **kwargs
+        )  # type: ignore[call-overload, no-any-return]
 
     def pip_install(self, *requirements: str, cwd: Optional[Path] = None) -> None:
         """``pip install`` as a user types it; fails the test with pip's output on error."""
-        command = [str(self.bin / "python"), "-m", "pip", "install",
-                   "--disable-pip-version-check", *requirements]
+        command = [
+            str(self.bin / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            *requirements,
+        ]
         self.log.append(" ".join(command[3:]))
         result = self.run(*command, cwd=cwd)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     def versions(self) -> dict[str, str]:
-        result = self.run(str(self.bin / "python"), "-m", "pip", "list", "--format=json",
-                          "--disable-pip-version-check")
+        result = self.run(
+            str(self.bin / "python"),
+            "-m",
+            "pip",
+            "list",
+            "--format=json",
+            "--disable-pip-version-check",
+        )
         return {p["name"].lower(): p["version"] for p in json.loads(result.stdout)}
 
 
@@ -114,8 +139,21 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The package's wheel, built once from the checkout (as ``pip wheel .`` does)."""
     out = tmp_path_factory.mktemp("wheel")
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check",
-         "-w", str(out), str(ROOT)], capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     [built] = out.glob("payi_otel-*.whl")
@@ -143,11 +181,18 @@ def make_venv(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[object
     result = "skipped" if outcome is None else ("passed" if outcome.passed else "FAILED")
     for venv, version in made:
         versions = venv.versions()
-        _ROWS.append(MatrixRow(
-            request.node.callspec.id if hasattr(request.node, "callspec") else request.node.name,
-            version, " ; ".join(venv.log), result, time.monotonic() - start,
-            {k: versions[k] for k in REPORTED if k in versions},
-        ))
+        _ROWS.append(
+            MatrixRow(
+                request.node.callspec.id
+                if hasattr(request.node, "callspec")
+                else request.node.name,
+                version,
+                " ; ".join(venv.log),
+                result,
+                time.monotonic() - start,
+                {k: versions[k] for k in REPORTED if k in versions},
+            )
+        )
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -162,12 +207,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not _ROWS:
         return
     REPORT.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["| case | python | result | time (s) | pip install | resolved |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| case | python | result | time (s) | pip install | resolved |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in _ROWS:
         resolved = ", ".join(f"{k} {v}" for k, v in row.versions.items())
-        lines.append(f"| {row.case} | {row.python} | {row.result} | {row.seconds:.0f} | "
-                     f"`{row.install}` | {resolved} |")
+        lines.append(
+            f"| {row.case} | {row.python} | {row.result} | {row.seconds:.0f} | "
+            f"`{row.install}` | {resolved} |"
+        )
     REPORT.write_text("\n".join(lines) + "\n")
     if os.environ.get("PAYI_INSTALL_MATRIX_PRINT", "1") != "0":
         print("\n" + "\n".join(lines))

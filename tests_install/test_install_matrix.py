@@ -19,7 +19,7 @@ from fake_llm_server import FakeLLMServer
 
 USER = "matrix-user"
 
-CALLS = '''
+CALLS = """
 import os
 sdks = os.environ["APP_SDKS"].split(",")
 if "openai" in sdks:
@@ -32,10 +32,10 @@ if "anthropic" in sdks:
     client = Anthropic(base_url=os.environ["APP_ANTHROPIC_URL"], api_key="test", max_retries=0)
     client.messages.create(
         model="claude-haiku-4-5", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
-'''
+"""
 
 # By code: the README's quick start (a TracerProvider, payi_instrument(), a scope).
-APP_CODE = '''
+APP_CODE = """
 import json, os
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -54,13 +54,13 @@ with track_context(user_id="USER"):
     exec(compile(open(os.environ["APP_CALLS"]).read(), "calls", "exec"))
 print("SPANS:" + json.dumps([{"name": s.name, "attributes": dict(s.attributes)}
                              for s in exporter.get_finished_spans()], default=list))
-'''.replace("USER", USER)
+""".replace("USER", USER)
 
 # Zero-code: no payi_otel import at all.
-APP_ZERO = '''
+APP_ZERO = """
 import os
 exec(compile(open(os.environ["APP_CALLS"]).read(), "calls", "exec"))
-'''
+"""
 
 
 def run_app(
@@ -69,28 +69,42 @@ def run_app(
     (tmp / "calls.py").write_text(CALLS)
     app = tmp / "matrix_app.py"
     app.write_text(APP_ZERO if zero_code else APP_CODE)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PAYI_", "OTEL_", "PYTHON", "VIRTUAL_ENV"))}
-    env.update({
-        "APP_SDKS": sdks, "APP_CALLS": str(tmp / "calls.py"),
-        "APP_OPENAI_URL": server.openai_base_url,
-        "APP_ANTHROPIC_URL": server.anthropic_base_url,
-        "PATH": f"{venv.bin}{os.pathsep}{env.get('PATH', '')}",
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PAYI_", "OTEL_", "PYTHON", "VIRTUAL_ENV"))
+    }
+    env.update(
+        {
+            "APP_SDKS": sdks,
+            "APP_CALLS": str(tmp / "calls.py"),
+            "APP_OPENAI_URL": server.openai_base_url,
+            "APP_ANTHROPIC_URL": server.anthropic_base_url,
+            "PATH": f"{venv.bin}{os.pathsep}{env.get('PATH', '')}",
+        }
+    )
     command = [str(venv.bin / "python"), str(app)]
     if zero_code:
-        env.update({"PAYI_USER_ID": USER, "PAYI_USE_CASE_NAME": "matrix",
-                    "OTEL_TRACES_EXPORTER": "console", "OTEL_METRICS_EXPORTER": "none",
-                    "OTEL_LOGS_EXPORTER": "none", "OTEL_SERVICE_NAME": "matrix"})
+        env.update(
+            {
+                "PAYI_USER_ID": USER,
+                "PAYI_USE_CASE_NAME": "matrix",
+                "OTEL_TRACES_EXPORTER": "console",
+                "OTEL_METRICS_EXPORTER": "none",
+                "OTEL_LOGS_EXPORTER": "none",
+                "OTEL_SERVICE_NAME": "matrix",
+            }
+        )
         command = [str(venv.bin / "opentelemetry-instrument"), *command]
-    return subprocess.run(command, env=env, cwd=tmp, capture_output=True, text=True,
-                          timeout=300, check=False)
+    return subprocess.run(
+        command, env=env, cwd=tmp, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def spans_of(result: subprocess.CompletedProcess[str], zero_code: bool) -> list[dict[str, Any]]:
     if not zero_code:
         [line] = [x for x in result.stdout.splitlines() if x.startswith("SPANS:")]
-        return list(json.loads(line[len("SPANS:"):]))
+        return list(json.loads(line[len("SPANS:") :]))
     decoder, spans, index = json.JSONDecoder(), [], 0
     while (start := result.stdout.find("{", index)) >= 0:
         try:
@@ -104,8 +118,12 @@ def spans_of(result: subprocess.CompletedProcess[str], zero_code: bool) -> list[
 
 
 def check(
-    result: subprocess.CompletedProcess[str], server: FakeLLMServer, sdks: str, *,
-    zero_code: bool, stderr: str = "",
+    result: subprocess.CompletedProcess[str],
+    server: FakeLLMServer,
+    sdks: str,
+    *,
+    zero_code: bool,
+    stderr: str = "",
 ) -> None:
     """The wire, the GenAI spans and stderr, for a run that called ``sdks``."""
     assert result.returncode == 0, result.stderr[-4000:]
@@ -116,13 +134,18 @@ def check(
     for request in server.requests:
         assert request.headers.get("x-payi-user-id") == USER, request.headers
         assert request.headers.get("x-payi-use-case-name") == "matrix", request.headers
-    genai = [s for s in spans_of(result, zero_code)
-             if any(k.startswith("gen_ai.") for k in s["attributes"])]
+    genai = [
+        s
+        for s in spans_of(result, zero_code)
+        if any(k.startswith("gen_ai.") for k in s["attributes"])
+    ]
     for span in genai:
         assert span["attributes"].get("payi.user_id") == USER, span
         assert span["attributes"].get("payi.use_case.name") == "matrix", span
-    providers = {s["attributes"].get("gen_ai.provider.name") or s["attributes"].get(
-        "gen_ai.system") for s in genai}
+    providers = {
+        s["attributes"].get("gen_ai.provider.name") or s["attributes"].get("gen_ai.system")
+        for s in genai
+    }
     expected = set(called) if not stderr else set(called) - {"anthropic"}
     assert expected <= providers, [s["name"] for s in genai]
 
@@ -130,23 +153,52 @@ def check(
 Make = Callable[[str], Venv]
 
 
-@pytest.mark.parametrize(("python", "sdks", "extra", "zero_code"), [
-    pytest.param("3.11", "openai", [], False, id="py3.11-openai-by-code"),
-    pytest.param("3.11", "anthropic", [], False, id="py3.11-anthropic-by-code"),
-    pytest.param("3.11", "openai,anthropic", ["opentelemetry-distro"], True,
-                 id="py3.11-both-opentelemetry-instrument"),
-    pytest.param("3.11", "openai", ["opentelemetry-distro"], True,
-                 id="py3.11-openai-opentelemetry-instrument"),
-    pytest.param("3.11", "anthropic", ["opentelemetry-distro"], True,
-                 id="py3.11-anthropic-opentelemetry-instrument"),
-    pytest.param("3.9", "openai", [], False, id="py3.9-openai-by-code"),
-    pytest.param("3.13", "openai,anthropic", ["opentelemetry-distro"], True,
-                 id="py3.13-both-opentelemetry-instrument"),
-    pytest.param("3.13", "openai,anthropic", [], False, id="py3.13-both-by-code"),
-])
+@pytest.mark.parametrize(
+    ("python", "sdks", "extra", "zero_code"),
+    [
+        pytest.param("3.11", "openai", [], False, id="py3.11-openai-by-code"),
+        pytest.param("3.11", "anthropic", [], False, id="py3.11-anthropic-by-code"),
+        pytest.param(
+            "3.11",
+            "openai,anthropic",
+            ["opentelemetry-distro"],
+            True,
+            id="py3.11-both-opentelemetry-instrument",
+        ),
+        pytest.param(
+            "3.11",
+            "openai",
+            ["opentelemetry-distro"],
+            True,
+            id="py3.11-openai-opentelemetry-instrument",
+        ),
+        pytest.param(
+            "3.11",
+            "anthropic",
+            ["opentelemetry-distro"],
+            True,
+            id="py3.11-anthropic-opentelemetry-instrument",
+        ),
+        pytest.param("3.9", "openai", [], False, id="py3.9-openai-by-code"),
+        pytest.param(
+            "3.13",
+            "openai,anthropic",
+            ["opentelemetry-distro"],
+            True,
+            id="py3.13-both-opentelemetry-instrument",
+        ),
+        pytest.param("3.13", "openai,anthropic", [], False, id="py3.13-both-by-code"),
+    ],
+)
 def test_plain_install(
-    make_venv: Make, wheel: Path, llm_server: FakeLLMServer, tmp_path: Path,
-    python: str, sdks: str, extra: list[str], zero_code: bool,
+    make_venv: Make,
+    wheel: Path,
+    llm_server: FakeLLMServer,
+    tmp_path: Path,
+    python: str,
+    sdks: str,
+    extra: list[str],
+    zero_code: bool,
 ) -> None:
     venv = make_venv(python)
     venv.pip_install(str(wheel), *sdks.split(","), *extra)
@@ -168,8 +220,12 @@ def test_otlp_extra_installs_and_runs_zero_code(
     venv = make_venv("3.11")
     venv.pip_install(f"payi-otel[otlp] @ {wheel.as_uri()}", "openai")
     assert "opentelemetry-exporter-otlp" in venv.versions()
-    check(run_app(venv, tmp_path, llm_server, "openai", zero_code=True), llm_server, "openai",
-          zero_code=True)
+    check(
+        run_app(venv, tmp_path, llm_server, "openai", zero_code=True),
+        llm_server,
+        "openai",
+        zero_code=True,
+    )
 
 
 def test_oldest_supported_sdks(
@@ -180,8 +236,12 @@ def test_oldest_supported_sdks(
     venv = make_venv("3.11")
     venv.pip_install(str(wheel), "openai==1.26.0", "anthropic==0.51.0", "httpx<0.28")
     sdks = "openai,anthropic"
-    check(run_app(venv, tmp_path, llm_server, sdks, zero_code=False), llm_server, sdks,
-          zero_code=False)
+    check(
+        run_app(venv, tmp_path, llm_server, sdks, zero_code=False),
+        llm_server,
+        sdks,
+        zero_code=False,
+    )
 
 
 def test_anthropic_on_python_3_9_warns_once_how_to_fix(
@@ -203,8 +263,12 @@ def test_installing_does_not_downgrade_the_users_opentelemetry(
     make_venv: Make, wheel: Path
 ) -> None:
     venv = make_venv("3.11")
-    venv.pip_install("opentelemetry-sdk", "opentelemetry-instrumentation",
-                     "opentelemetry-instrumentation-genai-openai", "openai")
+    venv.pip_install(
+        "opentelemetry-sdk",
+        "opentelemetry-instrumentation",
+        "opentelemetry-instrumentation-genai-openai",
+        "openai",
+    )
     before = {k: v for k, v in venv.versions().items() if k.startswith("opentelemetry-")}
     venv.pip_install(str(wheel))
     after = venv.versions()
@@ -233,26 +297,43 @@ def test_dockerfile_install_line_runs_the_demo(make_venv: Make, tmp_path: Path) 
     context.mkdir()
     for sources, destination in copies:
         for source in sources:
-            target = context / destination / (Path(source).name if destination.endswith("/")
-                                              and not source.endswith("/") else "")
+            target = (
+                context
+                / destination
+                / (
+                    Path(source).name
+                    if destination.endswith("/") and not source.endswith("/")
+                    else ""
+                )
+            )
             if (ROOT / source).is_dir():
                 shutil.copytree(ROOT / source, context / destination, dirs_exist_ok=True)
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(ROOT / source, target if destination.endswith("/")
-                            else context / destination)
+                shutil.copy(
+                    ROOT / source, target if destination.endswith("/") else context / destination
+                )
     image_python = re.search(r"FROM python:(\d+\.\d+)", (ROOT / "Dockerfile").read_text())
     assert image_python is not None
     venv = make_venv(image_python.group(1))
     venv.pip_install(*install, cwd=context)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYI_", "OTEL_"))}
-    result = subprocess.run([str(venv.bin / "python"), "examples/support_assistant/main.py"],
-                            cwd=context, env=env, capture_output=True, text=True, timeout=300,
-                            check=False)
+    result = subprocess.run(
+        [str(venv.bin / "python"), "examples/support_assistant/main.py"],
+        cwd=context,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stderr == ""
-    verdict = re.search(r"headers of their request: (\d+)/(\d+); requests without such a "
-                        r"span: (\d+)", result.stdout)
+    verdict = re.search(
+        r"headers of their request: (\d+)/(\d+); requests without such a "
+        r"span: (\d+)",
+        result.stdout,
+    )
     assert verdict is not None, result.stdout[-3000:]
     matched, total, unmatched = map(int, verdict.groups())
     assert matched == total > 0 and unmatched == 0

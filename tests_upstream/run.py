@@ -88,8 +88,21 @@ def download_sdist(project: str, version: str | None) -> Path:
             return path
     spec = f"{project}=={version}" if version else project
     with tempfile.TemporaryDirectory() as tmp:
-        run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--no-binary", ":all:", spec, "-d", tmp])
+        run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                spec,
+                "-d",
+                tmp,
+            ]
+        )
         (found,) = Path(tmp).iterdir()
         target = cache / found.name
         shutil.move(str(found), target)
@@ -186,13 +199,34 @@ def prepare_venv(key: str, project: str, src: Path, flavour: str, pins: list[str
         req_file = target / "requirements.upstream.txt"
         req_file.write_text("\n".join(requirements + TOX_DEPS) + "\n", encoding="utf-8")
         run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
-        run([str(python), "-m", "pip", "install", "--quiet", "-r", str(req_file), str(SHIM),
-             str(ROOT)])
+        run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "-r",
+                str(req_file),
+                str(SHIM),
+                str(ROOT),
+            ]
+        )
         stamp.write_text(json.dumps(inputs, indent=2), encoding="utf-8")
     else:
         # The repository's code may have changed since: reinstall it alone.
-        run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--force-reinstall",
-             str(ROOT)])
+        run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--force-reinstall",
+                str(ROOT),
+            ]
+        )
     return python
 
 
@@ -219,12 +253,23 @@ def run_tests(key: str, python: Path, src: Path, enabled: bool, extra: list[str]
         PYTHONDONTWRITEBYTECODE="1",
     )
     cmd = [
-        str(python), "-m", "pytest", "tests",
+        str(python),
+        "-m",
+        "pytest",
+        "tests",
         # As the contrib repository's tox.ini runs them: conformance needs the weaver binary.
         "--ignore=tests/test_conformance.py",
-        "-c", str(HERE / "pytest.ini"), "--rootdir", str(src),
-        "-p", "payi_upstream_plugin", "-p", "no:cacheprovider",
-        "--vcr-record=none", "-q", *extra,
+        "-c",
+        str(HERE / "pytest.ini"),
+        "--rootdir",
+        str(src),
+        "-p",
+        "payi_upstream_plugin",
+        "-p",
+        "no:cacheprovider",
+        "--vcr-record=none",
+        "-q",
+        *extra,
     ]
     started = time.monotonic()
     log(f"{key}: pytest ({'payi_otel instrumented' if enabled else 'baseline'})")
@@ -241,13 +286,24 @@ def run_tests(key: str, python: Path, src: Path, enabled: bool, extra: list[str]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=sorted(PACKAGES), action="append")
-    parser.add_argument("--version", action="append", default=[], metavar="KEY=VERSION",
-                        help="pin a package's version, e.g. openai=1.3b0 (default: pip's pick)")
+    parser.add_argument(
+        "--version",
+        action="append",
+        default=[],
+        metavar="KEY=VERSION",
+        help="pin a package's version, e.g. openai=1.3b0 (default: pip's pick)",
+    )
     parser.add_argument("--requirements", default="latest", choices=["latest", "oldest"])
-    parser.add_argument("--pin", action="append", default=[], metavar="REQUIREMENT",
-                        help="replace a requirement, e.g. 'anthropic==1.17.0' (diagnosis)")
-    parser.add_argument("--baseline", action="store_true",
-                        help="also run each suite with PAYI_UPSTREAM_PLUGIN=0")
+    parser.add_argument(
+        "--pin",
+        action="append",
+        default=[],
+        metavar="REQUIREMENT",
+        help="replace a requirement, e.g. 'anthropic==1.17.0' (diagnosis)",
+    )
+    parser.add_argument(
+        "--baseline", action="store_true", help="also run each suite with PAYI_UPSTREAM_PLUGIN=0"
+    )
     parser.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments")
     args = parser.parse_args()
     versions = dict(item.split("=", 1) for item in args.version)
@@ -264,8 +320,12 @@ def main() -> int:
         src = unpack(sdist)
         python = prepare_venv(key, project, src, args.requirements, args.pin)
         setup_seconds = round(time.monotonic() - started, 1)
-        entry = {"project": project, "version": version, "pins": args.pin,
-                 "setup_seconds": setup_seconds}
+        entry = {
+            "project": project,
+            "version": version,
+            "pins": args.pin,
+            "setup_seconds": setup_seconds,
+        }
         entry["instrumented"] = run_tests(key, python, src, True, args.pytest_args)
         if args.baseline:
             entry["baseline"] = run_tests(key, python, src, False, args.pytest_args)
@@ -277,8 +337,10 @@ def main() -> int:
             # With a baseline, upstream's own failures (failing without payi_otel too, e.g.
             # cassettes recorded with an older SDK) do not count: payi_otel must add none.
             base = entry["baseline"]
-            added = sorted(set(done["failed_tests"] + done["error_tests"])
-                           - set(base["failed_tests"] + base["error_tests"]))
+            added = sorted(
+                set(done["failed_tests"] + done["error_tests"])
+                - set(base["failed_tests"] + base["error_tests"])
+            )
             entry["failures_added_by_payi_otel"] = added
             ok = ok and not added
             for nodeid in added:
@@ -288,24 +350,30 @@ def main() -> int:
     summary_path = WORK / "reports" / "summary.json"
     summary_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print()
-    print(f"{'package':<10} {'run':<12} {'passed':>6} {'failed':>6} {'errors':>6} "
-          f"{'skipped':>7} {'genai':>6} {'no payi':>7} {'seconds':>7}")
+    print(
+        f"{'package':<10} {'run':<12} {'passed':>6} {'failed':>6} {'errors':>6} "
+        f"{'skipped':>7} {'genai':>6} {'no payi':>7} {'seconds':>7}"
+    )
     for key, entry in results.items():
         for run_name in ("instrumented", "baseline"):
             r = entry.get(run_name)
             if r is None:
                 continue
-            print(f"{key:<10} {run_name:<12} {r['passed']:>6} {r['failed']:>6} {r['errors']:>6} "
-                  f"{r['skipped']:>7} {r['genai_spans']:>6} {r['genai_spans_without_payi']:>7} "
-                  f"{r['pytest_seconds']:>7}")
+            print(
+                f"{key:<10} {run_name:<12} {r['passed']:>6} {r['failed']:>6} {r['errors']:>6} "
+                f"{r['skipped']:>7} {r['genai_spans']:>6} {r['genai_spans_without_payi']:>7} "
+                f"{r['pytest_seconds']:>7}"
+            )
         print(f"{key:<10} {project_line(entry)}")
     print(f"summary: {summary_path}")
     return 0 if ok else 1
 
 
 def project_line(entry: dict) -> str:
-    return (f"{entry['project']}=={entry['version']}: setup {entry['setup_seconds']}s, "
-            f"total {entry['total_seconds']}s")
+    return (
+        f"{entry['project']}=={entry['version']}: setup {entry['setup_seconds']}s, "
+        f"total {entry['total_seconds']}s"
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,9 @@ def make_handler(client: OpenAI) -> type[BaseHTTPRequestHandler]:
                     seen: dict[str, Any] = dict(get_context())
             finally:
                 context.detach(token)
-            body = json.dumps({"summary": reply.choices[0].message.content,
-                               "context": seen}).encode()
+            body = json.dumps(
+                {"summary": reply.choices[0].message.content, "context": seen}
+            ).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

@@ -73,12 +73,22 @@ class Ticket:
 
 
 TICKETS: tuple[Ticket, ...] = (
-    Ticket("T-1001", "alice", "acme",
-           "I was charged twice on my billing statement; can I get a refund?"),
-    Ticket("T-1002", "bob", "globex",
-           "I cannot login since SSO was enabled for our team.", stream=True),
-    Ticket("T-1003", "carol", "initech",
-           "Is there an outage? The API has returned 503 for an hour.", escalate_to="agent-7"),
+    Ticket(
+        "T-1001",
+        "alice",
+        "acme",
+        "I was charged twice on my billing statement; can I get a refund?",
+    ),
+    Ticket(
+        "T-1002", "bob", "globex", "I cannot login since SSO was enabled for our team.", stream=True
+    ),
+    Ticket(
+        "T-1003",
+        "carol",
+        "initech",
+        "Is there an outage? The API has returned 503 for an hour.",
+        escalate_to="agent-7",
+    ),
 )
 DIGEST_ACCOUNTS: tuple[str, ...] = ("acme", "globex", "initech")
 
@@ -156,10 +166,13 @@ def handle_ticket(client: OpenAI, ticket: Ticket) -> str:
     The ticket span stands for whatever the app already traces (an HTTP request, a queue
     message); ``track_context`` names who the calls inside are for.
     """
-    with _tracer.start_as_current_span(f"ticket {ticket.id}"), track_context(
-        user_id=ticket.user_id,
-        account_name=ticket.account_name,
-        limit_ids=[f"{ticket.account_name}_quota"],
+    with (
+        _tracer.start_as_current_span(f"ticket {ticket.id}"),
+        track_context(
+            user_id=ticket.user_id,
+            account_name=ticket.account_name,
+            limit_ids=[f"{ticket.account_name}_quota"],
+        ),
     ):
         category = classify(client, ticket.question)
         articles = retrieve(client, ticket.question, category)
@@ -174,8 +187,9 @@ def admin_replay(client: OpenAI, ticket: Ticket) -> str:
 
     ``limit_ids=[]`` clears the list, the global and the ``answer`` step's limits included.
     """
-    with _tracer.start_as_current_span(f"admin replay {ticket.id}"), track_context(
-        user_id="ops-admin", account_name="internal", limit_ids=[]
+    with (
+        _tracer.start_as_current_span(f"admin replay {ticket.id}"),
+        track_context(user_id="ops-admin", account_name="internal", limit_ids=[]),
     ):
         return answer(client, ticket.question, KNOWLEDGE_BASE["general"])
 

@@ -24,8 +24,10 @@ def _points(reader: InMemoryMetricReader) -> list[tuple[str, dict[str, Any], flo
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
                 if metric.name in (COST, TOKENS):
-                    points += [(metric.name, dict(p.attributes or {}), p.value)
-                               for p in metric.data.data_points]  # type: ignore[union-attr]
+                    points += [
+                        (metric.name, dict(p.attributes or {}), p.value)
+                        for p in metric.data.data_points
+                    ]  # type: ignore[union-attr]
     return points
 
 
@@ -46,27 +48,47 @@ def cost_rows(
     return sorted(rows, key=lambda row: (-row[1], row[0]))
 
 
-def _table(title: str, header: Sequence[str], rows: list[tuple[tuple[str, ...], float, int, int]],
-           out: TextIO) -> None:
+def _table(
+    title: str,
+    header: Sequence[str],
+    rows: list[tuple[tuple[str, ...], float, int, int]],
+    out: TextIO,
+) -> None:
     print(title, file=out)
     lines = [[*header, "cost (USD)", "input tok", "output tok"]]
     lines += [[*key, f"{cost:.6f}", str(tin), str(tout)] for key, cost, tin, tout in rows]
     total = sum(row[1] for row in rows)
-    lines.append(["total", *([""] * (len(header) - 1)), f"{total:.6f}",
-                  str(sum(r[2] for r in rows)), str(sum(r[3] for r in rows))])
+    lines.append(
+        [
+            "total",
+            *([""] * (len(header) - 1)),
+            f"{total:.6f}",
+            str(sum(r[2] for r in rows)),
+            str(sum(r[3] for r in rows)),
+        ]
+    )
     widths = [max(len(line[c]) for line in lines) for c in range(len(lines[0]))]
     for line in lines:
-        cells = [cell.rjust(w) if i >= len(header) else cell.ljust(w)
-                 for i, (cell, w) in enumerate(zip(line, widths))]
+        cells = [
+            cell.rjust(w) if i >= len(header) else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(line, widths))
+        ]
         print("  ".join(cells).rstrip(), file=out)
 
 
 def print_costs(reader: InMemoryMetricReader, out: TextIO = sys.stdout) -> None:
     """Cost per account and user, and per use case step, from the metrics."""
-    _table("By account and user (payi.genai.cost by payi.account_name, payi.user_id):",
-           ["account", "user"], cost_rows(reader, ("payi.account_name", "payi.user_id")), out)
+    _table(
+        "By account and user (payi.genai.cost by payi.account_name, payi.user_id):",
+        ["account", "user"],
+        cost_rows(reader, ("payi.account_name", "payi.user_id")),
+        out,
+    )
     print(file=out)
-    _table("By use case and step (payi.genai.cost by payi.use_case.name, payi.use_case.step):",
-           ["use case", "step"],
-           cost_rows(reader, ("payi.use_case.name", "payi.use_case.step")), out)
+    _table(
+        "By use case and step (payi.genai.cost by payi.use_case.name, payi.use_case.step):",
+        ["use case", "step"],
+        cost_rows(reader, ("payi.use_case.name", "payi.use_case.step")),
+        out,
+    )
     print("Prices: genai-prices; '-': not set on those calls.", file=out)

@@ -135,8 +135,12 @@ def main() -> int:
     # (opt-in: one series per user).
     metrics = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[metrics])
-    payi_instrument(config=PAYI_CONFIG, tracer_provider=provider, meter_provider=meter_provider,
-                    metrics_user_id=True)
+    payi_instrument(
+        config=PAYI_CONFIG,
+        tracer_provider=provider,
+        meter_provider=meter_provider,
+        metrics_user_id=True,
+    )
     global_attributes = context_attributes(get_context())  # outside any scope: the global level
 
     server: Optional[FakeLLMServer] = None
@@ -157,9 +161,11 @@ def main() -> int:
     calls = sum(1 for span in spans if is_genai(span))
     streamed = ", ".join(t.id for t in TICKETS if t.stream)
     escalated = ", ".join(f"{t.id} to {t.escalate_to}" for t in TICKETS if t.escalate_to)
-    print(f"ran {len(TICKETS)} tickets (streamed: {streamed}; escalated: {escalated}), "
-          f"1 admin replay with limit_ids=[], {len(DIGEST_ACCOUNTS)} concurrent digests: "
-          f"{calls} LLM calls")
+    print(
+        f"ran {len(TICKETS)} tickets (streamed: {streamed}; escalated: {escalated}), "
+        f"1 admin replay with limit_ids=[], {len(DIGEST_ACCOUNTS)} concurrent digests: "
+        f"{calls} LLM calls"
+    )
 
     pairs, unmatched = match_calls(spans, server.requests if server else [])
     requests, numbers = number_calls(pairs, unmatched)
@@ -180,9 +186,11 @@ def main() -> int:
 
     provider.shutdown()  # flushes the OTLP exporter, if any
     if otlp is not None:
-        print(f"\nOTLP/HTTP export to {os.environ['OTEL_EXPORTER_OTLP_ENDPOINT']} "
-              f"(service.name={provider.resource.attributes.get(SERVICE_NAME)}): "
-              f"{otlp.delivered} spans delivered, {otlp.failed} failed")
+        print(
+            f"\nOTLP/HTTP export to {os.environ['OTEL_EXPORTER_OTLP_ENDPOINT']} "
+            f"(service.name={provider.resource.attributes.get(SERVICE_NAME)}): "
+            f"{otlp.delivered} spans delivered, {otlp.failed} failed"
+        )
         if otlp.failed:
             print("(is a collector listening there? `docker compose up` starts one on :4318)")
     record_path = os.environ.get("PAYI_DEMO_TRACES_JSON")

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 # The demo checks itself with the package's own parameter registry (a private module: this
 # repository's demo, not an example of the public API).
-from payi_otel._parameters import REGISTRY
+from payi_otel._model.parameters import REGISTRY
 
 if TYPE_CHECKING:
     from fake_llm_server import RecordedRequest
@@ -52,7 +52,7 @@ def is_genai(span: ReadableSpan) -> bool:
 def payi_attributes(span: ReadableSpan) -> dict[str, object]:
     """``payi.*`` attributes without the prefix (and without ``payi.scope``), lists as lists."""
     return {
-        key[len(PAYI):]: list(value) if isinstance(value, tuple) else value
+        key[len(PAYI) :]: list(value) if isinstance(value, tuple) else value
         for key, value in (span.attributes or {}).items()
         if key.startswith(PAYI) and key != "payi.scope"
     }
@@ -75,7 +75,7 @@ def context_attributes(context: Mapping[str, object]) -> dict[str, object]:
         key = name.replace("request_properties", "request.properties")
         for group in ("use_case_", "experience_", "price_as_"):
             if key.startswith(group):
-                key = group[:-1] + "." + key[len(group):]
+                key = group[:-1] + "." + key[len(group) :]
         if isinstance(value, Mapping):
             attributes.update({f"{key}.{k}": v for k, v in value.items() if v is not None})
         else:
@@ -159,9 +159,12 @@ def print_traces(
         walk(root, "", "")
 
     print(f"Global level (payi_instrument): {_changes(base, {})}", file=out)
-    print("payi.* attributes, prefix dropped. A scope span carries what its own scope set; a "
-          "GenAI span carries everything in force for its call, shown where it differs from "
-          "the global level (name=-: cleared for this call).", file=out)
+    print(
+        "payi.* attributes, prefix dropped. A scope span carries what its own scope set; a "
+        "GenAI span carries everything in force for its call, shown where it differs from "
+        "the global level (name=-: cleared for this call).",
+        file=out,
+    )
     width = max(len(label) for label, _, _ in lines) + 2
     for label, span, text in lines:
         if not label:
@@ -280,14 +283,18 @@ def print_check(
     """Whether every GenAI span's ``payi.*`` attributes equal its request's headers (and
     every request has its span); prints the verdict and any mismatch."""
     matched = sum(1 for _, request in pairs if request is not None)
-    print(f"GenAI spans whose payi.* attributes equal the x-payi-* headers of their request: "
-          f"{matched}/{len(pairs)}; requests without such a span: {len(unmatched)}", file=out)
+    print(
+        f"GenAI spans whose payi.* attributes equal the x-payi-* headers of their request: "
+        f"{matched}/{len(pairs)}; requests without such a span: {len(unmatched)}",
+        file=out,
+    )
     for span, request in pairs:
         if request is None:
             print(f"  MISMATCH: span {span.name!r} stands for {headers_of_span(span)}", file=out)
     for request in unmatched:
-        print(f"  MISMATCH: request {_call(request)} sent {payi_headers(request.headers)}",
-              file=out)
+        print(
+            f"  MISMATCH: request {_call(request)} sent {payi_headers(request.headers)}", file=out
+        )
     return matched == len(pairs) and not unmatched
 
 
@@ -307,14 +314,21 @@ def traces_record(spans: Sequence[ReadableSpan], pairs: Sequence[Pair]) -> list[
         if span.context is None:
             continue
         request = sent.get(span.context.span_id)
-        traces.setdefault(span.context.trace_id, []).append({
-            "span_id": f"{span.context.span_id:016x}",
-            "parent_span_id": f"{span.parent.span_id:016x}" if span.parent else None,
-            "name": span.name,
-            "genai": is_genai(span),
-            "payi": {k: _json_value(v) for k, v in (span.attributes or {}).items()
-                     if k.startswith(PAYI)},
-            "headers": payi_headers(request.headers) if request is not None else None,
-        })
-    return [{"trace_id": f"{trace_id:032x}", "spans": trace_spans}
-            for trace_id, trace_spans in traces.items()]
+        traces.setdefault(span.context.trace_id, []).append(
+            {
+                "span_id": f"{span.context.span_id:016x}",
+                "parent_span_id": f"{span.parent.span_id:016x}" if span.parent else None,
+                "name": span.name,
+                "genai": is_genai(span),
+                "payi": {
+                    k: _json_value(v)
+                    for k, v in (span.attributes or {}).items()
+                    if k.startswith(PAYI)
+                },
+                "headers": payi_headers(request.headers) if request is not None else None,
+            }
+        )
+    return [
+        {"trace_id": f"{trace_id:032x}", "spans": trace_spans}
+        for trace_id, trace_spans in traces.items()
+    ]

@@ -7,7 +7,7 @@ span); ``get_context()`` for the effective parameters; ``PayiInstrumentor`` for
 
 from payi_otel._ingest import PayiIngestExporter
 from payi_otel._instrumentor import PayiInstrumentor, payi_instrument
-from payi_otel._parameters import ParameterError, ParameterTypeError, ParameterValueError
+from payi_otel._model.parameters import ParameterError, ParameterTypeError, ParameterValueError
 from payi_otel._scopes import get_context, track, track_context
 from payi_otel.version import __version__
 

@@ -6,9 +6,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import FrozenSet, List, Optional, Tuple
 
-from payi_otel._codec import means_not_given, parse_value
-from payi_otel._merge import fold, new_level
-from payi_otel._parameters import (
+from payi_otel._model.codec import means_not_given, parse_value
+from payi_otel._model.merge import fold, new_level
+from payi_otel._model.parameters import (
     BAGGAGE_ACCEPT_DEFAULT,
     ENV_NAMES,
     PARAMETERS,
@@ -35,9 +35,7 @@ PROPAGATE_BAGGAGE_ENV = "PAYI_PROPAGATE_BAGGAGE"
 BAGGAGE_ACCEPT_ENV = "PAYI_BAGGAGE_ACCEPT"
 
 
-def baggage_accept(
-    value: Optional[Iterable[str]], environ: Mapping[str, str]
-) -> FrozenSet[str]:
+def baggage_accept(value: Optional[Iterable[str]], environ: Mapping[str, str]) -> FrozenSet[str]:
     """The parameters incoming baggage may set: ``value`` (names, or ``["*"]`` for all), else
     ``PAYI_BAGGAGE_ACCEPT`` (comma-separated), else the registry's default."""
     if value is None:
@@ -48,7 +46,8 @@ def baggage_accept(
         what = BAGGAGE_ACCEPT_ENV
     elif isinstance(value, str) or not isinstance(value, Iterable):
         raise ParameterTypeError(
-            f"baggage_accept must be a list of parameter names, not {type(value).__name__}")
+            f"baggage_accept must be a list of parameter names, not {type(value).__name__}"
+        )
     else:
         names, what = list(value), "baggage_accept"
     if names == ["*"]:
@@ -57,6 +56,8 @@ def baggage_accept(
     if unknown:
         raise ParameterValueError(f"{what} names unknown parameters: {unknown}")
     return frozenset(names)
+
+
 #: ``payi.user_id`` as a metric dimension (off by default: one series per user).
 METRICS_USER_ID_ENV = "PAYI_METRICS_USER_ID"
 
@@ -142,4 +143,3 @@ def global_params(
         errors.append(exc)
         propagate = None
     return params, propagate
-

@@ -24,11 +24,11 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from payi_otel._codec import parse_value
 from payi_otel._log import log_once
-from payi_otel._merge import Level, merge, new_level
-from payi_otel._parameters import BAGGAGE_ACCEPT_DEFAULT, BAGGAGE_PREFIX, PARAMETERS, Params
-from payi_otel._resolved import Effective
+from payi_otel._model.codec import parse_value
+from payi_otel._model.effective import Effective
+from payi_otel._model.merge import Level, merge, new_level
+from payi_otel._model.parameters import BAGGAGE_ACCEPT_DEFAULT, BAGGAGE_PREFIX, PARAMETERS, Params
 
 __all__ = [
     "ScopeState",
@@ -75,15 +75,24 @@ _global = _Global(Effective({}), False, 0)
 
 
 def set_global(
-    params: Params, *, propagate_baggage: bool, instrumented: bool,
-    baggage_accept: FrozenSet[str] = BAGGAGE_ACCEPT_DEFAULT, scope_spans: bool = True,
+    params: Params,
+    *,
+    propagate_baggage: bool,
+    instrumented: bool,
+    baggage_accept: FrozenSet[str] = BAGGAGE_ACCEPT_DEFAULT,
+    scope_spans: bool = True,
     effective_scope_spans: bool = False,
 ) -> None:
     """Replace the global level (``payi_instrument`` / the instrumentor)."""
     global _global
     _global = _Global(
-        Effective(merge({}, new_level(params))), propagate_baggage, _global.version + 1,
-        instrumented, baggage_accept, scope_spans, effective_scope_spans,
+        Effective(merge({}, new_level(params))),
+        propagate_baggage,
+        _global.version + 1,
+        instrumented,
+        baggage_accept,
+        scope_spans,
+        effective_scope_spans,
     )
 
 
@@ -182,7 +191,7 @@ def forget_here(level: Level) -> None:
     if exited is None:
         _EXITED.set(_Exited((level,), frozenset((id(level),))))
     elif id(level) not in exited.ids:
-        levels = (*exited.levels[1 - EXITED_MAX:], level)
+        levels = (*exited.levels[1 - EXITED_MAX :], level)
         _EXITED.set(_Exited(levels, frozenset(map(id, levels))))
 
 
@@ -211,7 +220,7 @@ def orphan(level: Level) -> None:
         if found is None:
             _orphaned = _Exited((level,), frozenset((id(level),)))
         elif id(level) not in found.ids:
-            levels = (*found.levels[1 - ORPHANED_MAX:], level)
+            levels = (*found.levels[1 - ORPHANED_MAX :], level)
             _orphaned = _Exited(levels, frozenset(map(id, levels)))
 
 
@@ -329,14 +338,22 @@ def enter_scope(
         level = new_level(params, key, state.effective.params)
         track_result = state.track_result.child(level)
         state = ScopeState(
-            glob.version, state.baggage, (*state.tracks, level), state.contexts,
-            track_result, _chain(track_result, state.contexts),
+            glob.version,
+            state.baggage,
+            (*state.tracks, level),
+            state.contexts,
+            track_result,
+            _chain(track_result, state.contexts),
         )
     else:
         level = new_level(params, key, state.effective.params)
         state = ScopeState(
-            glob.version, state.baggage, state.tracks, (*state.contexts, level),
-            state.track_result, state.effective.child(level),
+            glob.version,
+            state.baggage,
+            state.tracks,
+            (*state.contexts, level),
+            state.track_result,
+            state.effective.child(level),
         )
     return state, otel_context.set_value(_STATE_KEY, state, parent)
 
@@ -350,9 +367,7 @@ def without_level(ctx: Context, level: Level) -> Context:
     contexts = tuple(lv for lv in state.contexts if lv is not level)
     if len(tracks) == len(state.tracks) and len(contexts) == len(state.contexts):
         return ctx
-    return otel_context.set_value(
-        _STATE_KEY, _build(_global, state.baggage, tracks, contexts), ctx
-    )
+    return otel_context.set_value(_STATE_KEY, _build(_global, state.baggage, tracks, contexts), ctx)
 
 
 def current_effective(ctx: Optional[Context] = None) -> Effective:
@@ -424,12 +439,16 @@ def _read_incoming(entries: Mapping[str, object]) -> Optional[Level]:
     for key, raw in entries.items():
         if not key.startswith(BAGGAGE_PREFIX):
             continue
-        name = key[len(BAGGAGE_PREFIX):]
+        name = key[len(BAGGAGE_PREFIX) :]
         if name not in PARAMETERS:
             continue
         if name not in _global.baggage_accept:
-            log_once(f"baggage-refused:{name}", "payi_otel: incoming baggage entry %r is not "
-                     "taken (allow it with PAYI_BAGGAGE_ACCEPT)", key)
+            log_once(
+                f"baggage-refused:{name}",
+                "payi_otel: incoming baggage entry %r is not "
+                "taken (allow it with PAYI_BAGGAGE_ACCEPT)",
+                key,
+            )
             continue
         try:
             params[name] = parse_value(name, str(raw), what=f"baggage entry {key!r}")

@@ -23,7 +23,7 @@ from opentelemetry.util.types import AttributeValue
 
 from payi_otel._genai import GENAI_SCOPE_PREFIXES
 from payi_otel._log import internal_error, logger
-from payi_otel._parameters import ATTRIBUTE_NAMES
+from payi_otel._model.parameters import ATTRIBUTE_NAMES
 from payi_otel._providers import CallRecord, Usage
 from payi_otel._spans import is_genai_span
 from payi_otel.version import __version__
@@ -47,13 +47,21 @@ _USAGE: Tuple[Tuple[str, str, str], ...] = (
     ("reasoning_tokens", "gen_ai.usage.reasoning.output_tokens", "reasoning"),
 )
 #: Parameters that are metric dimensions (their ``payi.*`` attribute names).
-_DIMENSIONS = tuple(ATTRIBUTE_NAMES[name] for name in (
-    "use_case_name", "use_case_step", "account_name", "limit_ids"))
+_DIMENSIONS = tuple(
+    ATTRIBUTE_NAMES[name]
+    for name in ("use_case_name", "use_case_step", "account_name", "limit_ids")
+)
 _USER = ATTRIBUTE_NAMES["user_id"]
 #: Pay-i's ``price_as_category`` names a provider as ``system.<provider>``; where
 #: ``genai-prices`` calls it otherwise.
-_PROVIDER_ALIASES = {"azureopenai": "azure", "azure.openai": "azure", "aws.bedrock": "aws",
-                     "bedrock": "aws", "google.vertex": "google", "vertex": "google"}
+_PROVIDER_ALIASES = {
+    "azureopenai": "azure",
+    "azure.openai": "azure",
+    "aws.bedrock": "aws",
+    "bedrock": "aws",
+    "google.vertex": "google",
+    "vertex": "google",
+}
 
 
 def _load_prices() -> Any:
@@ -63,29 +71,33 @@ def _load_prices() -> Any:
     except ImportError:
         logger.warning(
             "payi_otel: genai-prices is not installed (it needs Python >= 3.11), so GenAI "
-            "calls get usage but no cost; on Python >= 3.11: pip install 'genai-prices>=0.2'")
+            "calls get usage but no cost; on Python >= 3.11: pip install 'genai-prices>=0.2'"
+        )
         return None
     return genai_prices
 
 
 def _provider_id(category: str) -> str:
-    name = category[len("system."):] if category.startswith("system.") else category
+    name = category[len("system.") :] if category.startswith("system.") else category
     return _PROVIDER_ALIASES.get(name, name)
 
 
 class CostObserver:
     """Prices each completed call, annotates its span and records the metrics."""
 
-    def __init__(self, meter_provider: Optional[MeterProvider] = None, *,
-                 metrics_user_id: bool = False) -> None:
-        meter = (meter_provider or metrics.get_meter_provider()).get_meter(
-            "payi_otel", __version__)
+    def __init__(
+        self, meter_provider: Optional[MeterProvider] = None, *, metrics_user_id: bool = False
+    ) -> None:
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter("payi_otel", __version__)
         self._tokens = meter.create_counter(
-            TOKENS_METRIC, unit="{token}",
+            TOKENS_METRIC,
+            unit="{token}",
             description="GenAI tokens by payi_otel.token.type (input includes cache_read and "
-                        "cache_creation; output includes reasoning)")
+            "cache_creation; output includes reasoning)",
+        )
         self._cost = meter.create_counter(
-            COST_METRIC, unit=CURRENCY, description="GenAI cost from genai-prices")
+            COST_METRIC, unit=CURRENCY, description="GenAI cost from genai-prices"
+        )
         self._metrics_user_id = metrics_user_id
         self._prices = _load_prices()
         self._unknown: Set[Tuple[Optional[str], str]] = set()
@@ -124,30 +136,42 @@ class CostObserver:
         else:
             models = dict.fromkeys(m for m in (record.response_model, record.request_model) if m)
             targets = [(provider or record.provider, m) for m in models]
-        priced_usage = prices.Usage(**{
-            name: getattr(usage, name)
-            for name in ("input_tokens", "output_tokens", "cache_read_tokens",
-                         "cache_write_tokens")
-            if getattr(usage, name) is not None
-        })
+        priced_usage = prices.Usage(
+            **{
+                name: getattr(usage, name)
+                for name in (
+                    "input_tokens",
+                    "output_tokens",
+                    "cache_read_tokens",
+                    "cache_write_tokens",
+                )
+                if getattr(usage, name) is not None
+            }
+        )
         for provider_id, model in targets:
             if (provider_id, model) in self._unknown:
                 continue
             try:
                 calculation: PriceCalculation = prices.calc_price(
-                    priced_usage, model_ref=model, provider_id=provider_id)
+                    priced_usage, model_ref=model, provider_id=provider_id
+                )
                 return calculation
             except LookupError:
                 with self._lock:
                     self._unknown.add((provider_id, model))
-                logger.debug("payi_otel: genai-prices has no price for model %r of provider "
-                             "%r; its calls get usage without cost", model, provider_id)
+                logger.debug(
+                    "payi_otel: genai-prices has no price for model %r of provider "
+                    "%r; its calls get usage without cost",
+                    model,
+                    provider_id,
+                )
         return None
 
     # -- metrics -----------------------------------------------------------------------------
 
-    def _record_metrics(self, record: CallRecord, usage: Usage,
-                        price: Optional[PriceCalculation]) -> None:
+    def _record_metrics(
+        self, record: CallRecord, usage: Usage, price: Optional[PriceCalculation]
+    ) -> None:
         attributes = self._dimensions(record)
         for field, _, token_type in _USAGE:
             count = getattr(usage, field)
@@ -193,12 +217,14 @@ def _annotate(span: Span, usage: Usage, price: Optional[PriceCalculation]) -> No
             if count is not None and (count or required) and attribute not in existing:
                 attributes[attribute] = count
     if price is not None:
-        attributes.update({
-            "payi_otel.cost.input": float(price.input_price),
-            "payi_otel.cost.output": float(price.output_price),
-            "payi_otel.cost.total": float(price.total_price),
-            "payi_otel.cost.currency": CURRENCY,
-            "payi_otel.cost.provider": price.provider.id,
-            "payi_otel.cost.model": price.model.id,
-        })
+        attributes.update(
+            {
+                "payi_otel.cost.input": float(price.input_price),
+                "payi_otel.cost.output": float(price.output_price),
+                "payi_otel.cost.total": float(price.total_price),
+                "payi_otel.cost.currency": CURRENCY,
+                "payi_otel.cost.provider": price.provider.id,
+                "payi_otel.cost.model": price.model.id,
+            }
+        )
     span.set_attributes(attributes)

@@ -47,18 +47,33 @@ class Family:
 
 
 FAMILIES: Tuple[Family, ...] = (
-    Family("openai", (
-        Instrumentation("opentelemetry-instrumentation-genai-openai",
-                        "opentelemetry.instrumentation.genai.openai", "OpenAIInstrumentor"),
-        Instrumentation("opentelemetry-instrumentation-openai-v2",
-                        "opentelemetry.instrumentation.openai_v2", "OpenAIInstrumentor",
-                        min_python=(3, 9)),
-    )),
-    Family("anthropic", (
-        Instrumentation("opentelemetry-instrumentation-genai-anthropic",
-                        "opentelemetry.instrumentation.genai.anthropic",
-                        "AnthropicInstrumentor"),
-    ), native_spans_module="anthropic._tracing"),
+    Family(
+        "openai",
+        (
+            Instrumentation(
+                "opentelemetry-instrumentation-genai-openai",
+                "opentelemetry.instrumentation.genai.openai",
+                "OpenAIInstrumentor",
+            ),
+            Instrumentation(
+                "opentelemetry-instrumentation-openai-v2",
+                "opentelemetry.instrumentation.openai_v2",
+                "OpenAIInstrumentor",
+                min_python=(3, 9),
+            ),
+        ),
+    ),
+    Family(
+        "anthropic",
+        (
+            Instrumentation(
+                "opentelemetry-instrumentation-genai-anthropic",
+                "opentelemetry.instrumentation.genai.anthropic",
+                "AnthropicInstrumentor",
+            ),
+        ),
+        native_spans_module="anthropic._tracing",
+    ),
 )
 
 #: Instrumentation scopes whose spans are GenAI spans even when they start without ``gen_ai.*``.
@@ -105,11 +120,10 @@ def _loaded_instrumented(inst: Instrumentation) -> Any:
     return instance if getattr(instance, "_is_instrumented_by_opentelemetry", False) else None
 
 
-def _enable_family(
-    family: Family, provider: Optional[TracerProvider]
-) -> List[Callable[[], Any]]:
+def _enable_family(family: Family, provider: Optional[TracerProvider]) -> List[Callable[[], Any]]:
     instrumented = [
-        (inst, found) for inst in family.instrumentations
+        (inst, found)
+        for inst in family.instrumentations
         if (found := _loaded_instrumented(inst)) is not None
     ]
     if instrumented:
@@ -119,8 +133,11 @@ def _enable_family(
                 f"genai-dup:{family.sdk}",
                 "payi_otel: both %s and %s instrument %s, which would give every call two "
                 "GenAI spans; %s is turned off (pip uninstall %s)",
-                instrumented[0][0].distribution, inst.distribution, family.sdk,
-                inst.distribution, inst.distribution,
+                instrumented[0][0].distribution,
+                inst.distribution,
+                family.sdk,
+                inst.distribution,
+                inst.distribution,
             )
         return []
     reasons: List[str] = []
@@ -153,7 +170,9 @@ def _enable_family(
         f"genai-none:{family.sdk}",
         "payi_otel: no GenAI spans for %s calls (%s); their x-payi-* headers are still "
         "stamped. To fix: %s",
-        family.sdk, "; ".join(reasons), fix,
+        family.sdk,
+        "; ".join(reasons),
+        fix,
     )
     return []
 

@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 
 from payi_otel._log import logger
-from payi_otel._resolved import params_from_attributes
+from payi_otel._model.attributes import params_from_attributes
 from payi_otel._spans import is_genai_span
 
 __all__ = ["INSTALL_HINT", "PayiIngestExporter", "ingest_record"]
@@ -77,8 +77,11 @@ def _units(attributes: Mapping[str, Any]) -> Dict[str, Dict[str, int]]:
     input_tokens = _int(attributes.get("gen_ai.usage.input_tokens")) or 0
     output_tokens = _int(attributes.get("gen_ai.usage.output_tokens")) or 0
     read = _int(attributes.get("gen_ai.usage.cache_read.input_tokens")) or 0
-    write = (_int(attributes.get("gen_ai.usage.cache_creation.input_tokens"))
-             or _int(attributes.get("gen_ai.usage.cache_write.input_tokens")) or 0)
+    write = (
+        _int(attributes.get("gen_ai.usage.cache_creation.input_tokens"))
+        or _int(attributes.get("gen_ai.usage.cache_write.input_tokens"))
+        or 0
+    )
     reasoning = _int(attributes.get("gen_ai.usage.reasoning.output_tokens")) or 0
     units: Dict[str, Dict[str, int]] = {}
     if read:
@@ -87,8 +90,10 @@ def _units(attributes: Mapping[str, Any]) -> Dict[str, Dict[str, int]]:
         units["text_cache_write"] = {"input": write, "output": 0}
     if reasoning:
         units["reasoning"] = {"input": 0, "output": reasoning}
-    units["text"] = {"input": max(input_tokens - read - write, 0),
-                     "output": max(output_tokens - reasoning, 0)}
+    units["text"] = {
+        "input": max(input_tokens - read - write, 0),
+        "output": max(output_tokens - reasoning, 0),
+    }
     return units
 
 
@@ -158,8 +163,12 @@ class PayiIngestExporter(SpanExporter):
         timeout: float = 10.0,
         export_timeout: float = 30.0,
     ) -> None:
-        self._options: Dict[str, Any] = {"api_key": api_key, "base_url": base_url,
-                                         "max_retries": max_retries, "timeout": timeout}
+        self._options: Dict[str, Any] = {
+            "api_key": api_key,
+            "base_url": base_url,
+            "max_retries": max_retries,
+            "timeout": timeout,
+        }
         self._client = client
         self._export_timeout = export_timeout
         self._lock = threading.Lock()
@@ -174,7 +183,9 @@ class PayiIngestExporter(SpanExporter):
                 self._unavailable = True
                 logger.warning(
                     "payi_otel: PayiIngestExporter needs Pay-i's client library, which is not "
-                    "installed; no usage is sent to Pay-i. Install it with: %s", INSTALL_HINT)
+                    "installed; no usage is sent to Pay-i. Install it with: %s",
+                    INSTALL_HINT,
+                )
 
     def stats(self) -> Mapping[str, int]:
         """Counts so far: ``exported`` (Pay-i accepted), ``failed`` (Pay-i refused or could not
@@ -196,8 +207,11 @@ class PayiIngestExporter(SpanExporter):
                 self._client = Payi(**options)
             except Exception as exc:  # e.g. no PAYI_API_KEY
                 self._unavailable = True
-                logger.warning("payi_otel: PayiIngestExporter cannot create Pay-i's client "
-                               "(%s); no usage is sent to Pay-i", exc)
+                logger.warning(
+                    "payi_otel: PayiIngestExporter cannot create Pay-i's client "
+                    "(%s); no usage is sent to Pay-i",
+                    exc,
+                )
         return self._client
 
     def _calls(self, spans: Sequence[ReadableSpan]) -> List[ReadableSpan]:

@@ -26,8 +26,9 @@ from payi_otel import _zero_code
 from payi_otel._cost import CostObserver
 from payi_otel._genai import enable_genai_spans
 from payi_otel._log import logger
+from payi_otel._model import wire_policy
+from payi_otel._model.parameters import ParameterError, ParameterValueError
 from payi_otel._outgoing import guard_hops
-from payi_otel._parameters import ParameterError, ParameterValueError
 from payi_otel._providers import PROVIDERS, add_observer, instrument_providers
 from payi_otel._spans import install_processor, set_payi_tracer_provider
 from payi_otel._stream_context import suspend_genai_streams
@@ -63,8 +64,9 @@ def _scope_span_options(kwargs: Mapping[str, Any], zero_code: bool) -> Tuple[boo
     if attributes is None:
         text = os.environ.get(payi_config.SCOPE_SPAN_ATTRIBUTES_ENV, "").strip().lower()
         if text and text not in choices:
-            message = (f"{payi_config.SCOPE_SPAN_ATTRIBUTES_ENV} must be one of {choices}, "
-                       f"got {text!r}")
+            message = (
+                f"{payi_config.SCOPE_SPAN_ATTRIBUTES_ENV} must be one of {choices}, got {text!r}"
+            )
             if not zero_code:
                 raise ParameterValueError(message)
             logger.error("payi_otel: %s; the variable is ignored", message)
@@ -110,36 +112,41 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         config: Optional[Mapping[str, object]] = kwargs.get("config")
         caller_file: Optional[str] = kwargs.get("caller_file") or _main_script()
         errors: Optional[List[ParameterError]] = [] if zero_code else None
-        params, env_propagate = payi_config.global_params(
-            config, os.environ, caller_file, errors
-        )
+        params, env_propagate = payi_config.global_params(config, os.environ, caller_file, errors)
         for error in errors or ():
             logger.error("payi_otel: %s; the variable is ignored", error)
         propagate = kwargs.get("propagate_baggage")
         if propagate is None:
             propagate = bool(env_propagate)
         elif not isinstance(propagate, bool):
-            raise TypeError(
-                f"propagate_baggage must be a bool, not {type(propagate).__name__}"
-            )
-        metrics_user_id = _bool_option(kwargs.get("metrics_user_id"), "metrics_user_id",
-                                       payi_config.METRICS_USER_ID_ENV, zero_code)
+            raise TypeError(f"propagate_baggage must be a bool, not {type(propagate).__name__}")
+        metrics_user_id = _bool_option(
+            kwargs.get("metrics_user_id"),
+            "metrics_user_id",
+            payi_config.METRICS_USER_ID_ENV,
+            zero_code,
+        )
         scope_spans, span_attributes = _scope_span_options(kwargs, zero_code)
         provider: Optional[TracerProvider] = kwargs.get("tracer_provider")
         try:
             accept = payi_config.baggage_accept(kwargs.get("baggage_accept"), os.environ)
-            wire = destinations.policy_from(
-                kwargs.get("header_dialect"), kwargs.get("header_hosts"), os.environ)
+            wire = wire_policy.policy_from(
+                kwargs.get("header_dialect"), kwargs.get("header_hosts"), os.environ
+            )
         except ParameterError as exc:
             if not zero_code:
                 raise
             logger.error("payi_otel: %s; the default is used", exc)
             accept = payi_config.baggage_accept(None, {})
-            wire = destinations.WirePolicy()
+            wire = wire_policy.WirePolicy()
         destinations.set_current(wire)
         payi_state.set_global(
-            params, propagate_baggage=propagate, instrumented=True, baggage_accept=accept,
-            scope_spans=scope_spans, effective_scope_spans=span_attributes == "effective",
+            params,
+            propagate_baggage=propagate,
+            instrumented=True,
+            baggage_accept=accept,
+            scope_spans=scope_spans,
+            effective_scope_spans=span_attributes == "effective",
         )
         set_payi_tracer_provider(provider)
         undo: List[Callable[[], Any]] = list(instrument_threads())
@@ -147,8 +154,11 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         undo.append(install_processor(provider or trace.get_tracer_provider()))
         undo.extend(instrument_providers(PROVIDERS))
         undo.extend(suspend_genai_streams())
-        undo.append(add_observer(CostObserver(kwargs.get("meter_provider"),
-                                              metrics_user_id=metrics_user_id)))
+        undo.append(
+            add_observer(
+                CostObserver(kwargs.get("meter_provider"), metrics_user_id=metrics_user_id)
+            )
+        )
         undo.append(destinations.unguard_all)
         self._undo = tuple(undo)
         if kwargs.get("genai_spans", True):
@@ -169,7 +179,7 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._undo = ()
         self._pending_genai = None
         payi_state.set_global({}, propagate_baggage=False, instrumented=False)
-        destinations.set_current(destinations.WirePolicy())
+        destinations.set_current(wire_policy.WirePolicy())
         set_payi_tracer_provider(None)
 
 

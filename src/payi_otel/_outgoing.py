@@ -41,7 +41,7 @@ from wrapt import wrap_function_wrapper
 from payi_otel import _context as payi_state
 from payi_otel import _destinations as destinations
 from payi_otel._log import internal_error
-from payi_otel._parameters import BAGGAGE_PREFIX
+from payi_otel._model.parameters import BAGGAGE_PREFIX
 from payi_otel._wrapping import unwrapper
 
 __all__ = ["guard_hops", "strip_payi_members"]
@@ -53,7 +53,8 @@ Kwargs = Dict[str, Any]
 def strip_payi_members(header: str) -> str:
     """A W3C ``baggage`` header value without its ``payi.*`` members."""
     kept = [
-        member for member in header.split(",")
+        member
+        for member in header.split(",")
         if not unquote(member.split("=", 1)[0].strip()).startswith(BAGGAGE_PREFIX)
     ]
     return ",".join(kept)
@@ -96,9 +97,7 @@ def _hop(wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs)
         otel_context.detach(token)
 
 
-async def _hop_async(
-    wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs
-) -> Any:
+async def _hop_async(wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs) -> Any:
     ctx = _refused_hop(args[0] if args else kwargs["request"])
     if ctx is None:
         return await wrapped(*args, **kwargs)
@@ -116,8 +115,7 @@ def _httpx_redirect_headers(
     policy for the hop's URL."""
     headers = wrapped(*args, **kwargs)
     request = args[0] if args else kwargs["request"]
-    destinations.strip_refused(
-        headers, args[1] if len(args) > 1 else kwargs["url"], request.url)
+    destinations.strip_refused(headers, args[1] if len(args) > 1 else kwargs["url"], request.url)
     return headers
 
 
@@ -145,8 +143,7 @@ _POINTS: Tuple[Tuple[str, Tuple[str, ...], Callable[..., Any], bool], ...] = (
     ("httpx2", ("AsyncClient._send_single_request", "AsyncClient.send"), _hop_async, True),
     ("httpx2._client", ("BaseClient._redirect_headers",), _httpx_redirect_headers, False),
     ("requests.adapters", ("HTTPAdapter.send",), _hop, True),
-    ("requests.sessions", ("SessionRedirectMixin.rebuild_auth",), _requests_rebuild_auth,
-     False),
+    ("requests.sessions", ("SessionRedirectMixin.rebuild_auth",), _requests_rebuild_auth, False),
 )
 
 
@@ -168,14 +165,17 @@ def guard_hops() -> List[Callable[[], None]]:
             if owner is None or not hasattr(owner, method):
                 continue
             if position:
-                internal_error(f"hops:{module_name}:{candidates[0]}",
-                               f"{module_name} has no {candidates[0]}; only {attribute} "
-                               "is guarded (redirect hops are not)")
+                internal_error(
+                    f"hops:{module_name}:{candidates[0]}",
+                    f"{module_name} has no {candidates[0]}; only {attribute} "
+                    "is guarded (redirect hops are not)",
+                )
             wrap_function_wrapper(module, attribute, wrapper)
             undo.append(unwrapper(owner, method, wrapper))
             break
         else:
-            internal_error(f"hops:{module_name}:{candidates[0]}",
-                           f"{module_name} has no {candidates[0]}; its redirect hops are "
-                           "not guarded")
+            internal_error(
+                f"hops:{module_name}:{candidates[0]}",
+                f"{module_name} has no {candidates[0]}; its redirect hops are not guarded",
+            )
     return undo

@@ -25,8 +25,9 @@ from typing_extensions import Unpack
 from payi_otel import _context as payi_baggage
 from payi_otel import _context as payi_state
 from payi_otel._log import internal_error, log_once
-from payi_otel._parameters import Params, ScopeParameters, params_key, validate_params
-from payi_otel._resolved import Effective, ScopeAttributes
+from payi_otel._model.effective import Effective
+from payi_otel._model.parameters import Params, ScopeParameters, params_key, validate_params
+from payi_otel._model.scope_attributes import ScopeAttributes
 from payi_otel._spans import get_payi_tracer
 
 __all__ = ["get_context", "track", "track_context"]
@@ -42,12 +43,25 @@ class _Scope:
     cannot be started (e.g. a span processor that raises) leaves a scope without a span.
     """
 
-    __slots__ = ("_level", "_outer_span", "_owner", "_recorded", "_span", "_token", "context",
-                 "effective")
+    __slots__ = (
+        "_level",
+        "_outer_span",
+        "_owner",
+        "_recorded",
+        "_span",
+        "_token",
+        "context",
+        "effective",
+    )
 
     def __init__(
-        self, method: str, params: Params, span_name: str, parent: Context,
-        key: Optional[Hashable] = None, own: Optional[ScopeAttributes] = None,
+        self,
+        method: str,
+        params: Params,
+        span_name: str,
+        parent: Context,
+        key: Optional[Hashable] = None,
+        own: Optional[ScopeAttributes] = None,
     ) -> None:
         settings = payi_state.settings()  # read once: this is the hot path
         if not settings.instrumented:
@@ -76,12 +90,18 @@ class _Scope:
                 attributes = own.for_entry(state.effective)
             try:
                 self._span = get_payi_tracer().start_span(
-                    span_name or "payi.track_context", context=parent,
-                    kind=SpanKind.INTERNAL, attributes=attributes,
+                    span_name or "payi.track_context",
+                    context=parent,
+                    kind=SpanKind.INTERNAL,
+                    attributes=attributes,
                 )
             except Exception:  # tracing failed, not payi_otel: the scope holds, no span
-                log_once("scope-span", "payi_otel: a scope span could not be started; the "
-                         "scope still applies to its calls", exc_info=True)
+                log_once(
+                    "scope-span",
+                    "payi_otel: a scope span could not be started; the "
+                    "scope still applies to its calls",
+                    exc_info=True,
+                )
             if self._span is not None:
                 _OUTER_SPANS[self._span] = self._outer_span
                 ctx = trace.set_span_in_context(self._span, ctx)
@@ -162,9 +182,7 @@ class _Scope:
         try:
             if exc is not None and not isinstance(exc, (GeneratorExit, StopIteration)):
                 self._span.record_exception(exc)
-                self._span.set_status(
-                    Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
-                )
+                self._span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             self._span.end()
         except Exception:  # e.g. a span processor that raises: never into the app
             internal_error("scope-end", "ending a scope span failed")
@@ -183,8 +201,11 @@ def _live_outer(span: Span, leaving: Optional[Span] = None) -> Span:
     nor is ``leaving``'s (a scope span about to end)."""
     outer = _OUTER_SPANS.get(span, trace.INVALID_SPAN)
     seen = 0
-    while outer is not trace.INVALID_SPAN and seen < 1000 and (
-            outer is leaving or not outer.is_recording()):
+    while (
+        outer is not trace.INVALID_SPAN
+        and seen < 1000
+        and (outer is leaving or not outer.is_recording())
+    ):
         outer = _OUTER_SPANS.get(outer, trace.INVALID_SPAN)
         seen += 1
     return outer
@@ -218,8 +239,12 @@ class _NoScope(_Scope):
 
 
 def _enter(
-    method: str, params: Params, span_name: str, parent: Context,
-    key: Optional[Hashable] = None, own: Optional[ScopeAttributes] = None,
+    method: str,
+    params: Params,
+    span_name: str,
+    parent: Context,
+    key: Optional[Hashable] = None,
+    own: Optional[ScopeAttributes] = None,
 ) -> _Scope:
     """A new scope; an unexpected failure is logged once and gives a no-op scope instead."""
     try:
@@ -252,8 +277,7 @@ def _track_sync(
         if inspect.isgenerator(result):
             return _drive_generator(result, params, key, name, scope.context, own, scope)
         if inspect.isasyncgen(result):
-            return _drive_async_generator(result, params, key, name, scope.context, own,
-                                          scope)
+            return _drive_async_generator(result, params, key, name, scope.context, own, scope)
         scope.end()
         return result
 
@@ -293,8 +317,13 @@ def _track_async(
 
 
 def _drive_generator(
-    gen: Generator[Any, Any, Any], params: Params, key: Hashable, name: str, parent: Context,
-    own: Optional[ScopeAttributes] = None, entered: Optional[_Scope] = None,
+    gen: Generator[Any, Any, Any],
+    params: Params,
+    key: Hashable,
+    name: str,
+    parent: Context,
+    own: Optional[ScopeAttributes] = None,
+    entered: Optional[_Scope] = None,
 ) -> Generator[Any, Any, Any]:
     """Run ``gen`` inside its scope on every resume, and outside it between resumes (the
     scope is entered at the first resume unless already ``entered``)."""
@@ -331,8 +360,13 @@ def _drive_generator(
 
 
 async def _drive_async_generator(
-    agen: AsyncGenerator[Any, Any], params: Params, key: Hashable, name: str, parent: Context,
-    own: Optional[ScopeAttributes] = None, entered: Optional[_Scope] = None,
+    agen: AsyncGenerator[Any, Any],
+    params: Params,
+    key: Hashable,
+    name: str,
+    parent: Context,
+    own: Optional[ScopeAttributes] = None,
+    entered: Optional[_Scope] = None,
 ) -> AsyncGenerator[Any, Any]:
     """Async counterpart of :func:`_drive_generator`."""
     scope = entered or _enter(payi_state.TRACK, params, name, parent, key, own)
@@ -371,7 +405,10 @@ async def _drive_async_generator(
 
 
 def _track_driven(
-    fn: Callable[..., Any], params: Params, key: Hashable, name: str,
+    fn: Callable[..., Any],
+    params: Params,
+    key: Hashable,
+    name: str,
     drive: Callable[..., Any],
 ) -> Callable[..., Any]:
     """``@track`` of a generator or async generator function: ``drive`` (one of the two
@@ -454,8 +491,12 @@ class track_context:
         if own is None and payi_state.settings().scope_spans:
             own = self._span_spec()
         scope = _enter(
-            payi_state.TRACK_CONTEXT, self._params, self._name, otel_context.get_current(),
-            self._key, own,
+            payi_state.TRACK_CONTEXT,
+            self._params,
+            self._name,
+            otel_context.get_current(),
+            self._key,
+            own,
         )
         scope.attach()
         scope.own()
@@ -477,7 +518,7 @@ class track_context:
         for index in range(len(entered) - 2, -1, -1):
             if entered[index][0] is self:
                 scope = entered[index][1]
-                _ENTERED.set(entered[:index] + entered[index + 1:])
+                _ENTERED.set(entered[:index] + entered[index + 1 :])
                 scope.detach()
                 scope.end(exc)
                 return

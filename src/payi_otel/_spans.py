@@ -26,7 +26,8 @@ from opentelemetry.trace import Tracer, TracerProvider
 from payi_otel._context import call_effective
 from payi_otel._genai import GENAI_SCOPE_PREFIXES
 from payi_otel._log import internal_error, logger
-from payi_otel._resolved import AttributeValue, Effective
+from payi_otel._model.attributes import AttributeValue
+from payi_otel._model.effective import Effective
 from payi_otel.version import __version__
 
 __all__ = [
@@ -66,6 +67,7 @@ def get_payi_tracer() -> Tracer:
 
 
 # --- the span processor ------------------------------------------------------------------------
+
 
 def _is_scope_span(span: object) -> bool:
     """Whether ``span`` is one of payi_otel's own scope spans."""

@@ -105,8 +105,10 @@ def _thread_start(
     wrapped: Callable[..., Any], instance: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
 ) -> Any:
     # The instance attribute shadows ``run`` for every subclass, overridden ``run()`` or not.
-    kept = (isinstance(instance, _POOL_THREADS)
-            or id(getattr(instance, "_target", None)) in _POOL_TARGETS)
+    kept = (
+        isinstance(instance, _POOL_THREADS)
+        or id(getattr(instance, "_target", None)) in _POOL_TARGETS
+    )
     ctx = _EMPTY if kept else settled(otel_context.get_current())
     instance.run = _in_context(ctx, instance.run)
     return wrapped(*args, **kwargs)
@@ -114,13 +116,18 @@ def _thread_start(
 
 _EMPTY = otel_context.Context()
 # The threads a pool keeps, which run every later task or callback: by class ...
-_POOL_THREADS: Tuple[type, ...] = (multiprocessing.dummy.DummyProcess,
-                                   futures_process._ExecutorManagerThread)
+_POOL_THREADS: Tuple[type, ...] = (
+    multiprocessing.dummy.DummyProcess,
+    futures_process._ExecutorManagerThread,
+)
 # ... and plain threads by their target (module-level functions: their ids are stable).
-_POOL_TARGETS = frozenset([id(futures_thread._worker)] + [
-    id(getattr(multiprocessing.pool.Pool, name))
-    for name in ("_handle_workers", "_handle_tasks", "_handle_results")
-])
+_POOL_TARGETS = frozenset(
+    [id(futures_thread._worker)]
+    + [
+        id(getattr(multiprocessing.pool.Pool, name))
+        for name in ("_handle_workers", "_handle_tasks", "_handle_results")
+    ]
+)
 _forking_enabled = False
 
 

@@ -38,7 +38,8 @@ def unwrap_own(owner: Any, name: str, wrapper: Callable[..., Any]) -> None:
                     f"unwrap:{name}",
                     "payi_otel: cannot remove its wrapper of %s.%s from under another "
                     "library's wrapper; it stays installed",
-                    getattr(owner, "__name__", owner), name,
+                    getattr(owner, "__name__", owner),
+                    name,
                 )
             return
         outer, inner = inner, getattr(inner, "__wrapped__", None)

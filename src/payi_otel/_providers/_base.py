@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Protocol, Tuple
 
 from opentelemetry.trace import Span
 
-from payi_otel._resolved import Effective
+from payi_otel._model.effective import Effective
 
 __all__ = ["Call", "CallRecord", "PatchPoint", "Provider", "ResponseObserver", "Usage"]
 
@@ -65,10 +65,12 @@ class Usage:
 
     def updated(self, other: Usage) -> Usage:
         """These counts with ``other``'s known ones over them (a stream reports in parts)."""
-        return Usage(**{
-            name: getattr(other, name) if getattr(other, name) is not None else value
-            for name, value in self.__dict__.items()
-        })
+        return Usage(
+            **{
+                name: getattr(other, name) if getattr(other, name) is not None else value
+                for name, value in self.__dict__.items()
+            }
+        )
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,12 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from payi_otel import _destinations as destinations
-from payi_otel._codec import parse_headers
 from payi_otel._context import current_effective, with_call, without_payi_baggage
 from payi_otel._log import internal_error
-from payi_otel._merge import combine
-from payi_otel._parameters import ParameterError
+from payi_otel._model.codec import parse_headers
+from payi_otel._model.effective import Effective
+from payi_otel._model.merge import combine
+from payi_otel._model.parameters import ParameterError
 from payi_otel._providers._base import (
     Args,
     CallRecord,
@@ -40,7 +41,6 @@ from payi_otel._providers._base import (
     ResponseObserver,
     Usage,
 )
-from payi_otel._resolved import Effective
 from payi_otel._spans import apply_call_attributes
 from payi_otel._wrapping import unwrapper
 
@@ -78,8 +78,18 @@ def resolve_call(effective: Effective, sources: Sequence[Mapping[Any, object]]) 
 class _Observation:
     """One call on its way: what the response side reports when it completes."""
 
-    __slots__ = ("call", "done", "hide_usage_only", "model", "provider", "response_model",
-                 "span", "started", "streamed", "usage")
+    __slots__ = (
+        "call",
+        "done",
+        "hide_usage_only",
+        "model",
+        "provider",
+        "response_model",
+        "span",
+        "started",
+        "streamed",
+        "usage",
+    )
 
     def __init__(self, provider: Provider, call: Effective, model: Optional[str]) -> None:
         self.provider = provider
@@ -125,8 +135,15 @@ class _Observation:
             except Exception:
                 internal_error(f"observe:{self.provider.name}", "reading usage failed")
         record = CallRecord(
-            self.provider.name, self.call, self.model, self.response_model, usage,
-            self.span, time.perf_counter() - self.started, self.streamed, error,
+            self.provider.name,
+            self.call,
+            self.model,
+            self.response_model,
+            usage,
+            self.span,
+            time.perf_counter() - self.started,
+            self.streamed,
+            error,
         )
         for observer in _observers:
             try:
@@ -174,7 +191,8 @@ class _StreamProxy(_Observing):
         response = self._self_response
         if response is None:
             response = self._self_response = _ClosingResponse(
-                self.__wrapped__.response, self._self_observation)
+                self.__wrapped__.response, self._self_observation
+            )
         return response
 
 
@@ -438,8 +456,10 @@ def instrument_providers(providers: Sequence[Provider]) -> List[Callable[[], Non
                 owner = getattr(module, owner_name)
                 getattr(owner, method)
             except Exception:
-                internal_error(f"sdk:{provider.name}:{point.attribute}",
-                               f"{provider.name} has no {point.attribute}")
+                internal_error(
+                    f"sdk:{provider.name}:{point.attribute}",
+                    f"{provider.name} has no {point.attribute}",
+                )
                 continue
             wrapper = _make_wrapper(provider, point.is_async)
             wrapt.wrap_function_wrapper(module, point.attribute, wrapper)

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 
-from payi_otel._codec import REMOVED, is_payi_header
 from payi_otel._destinations import guard_client
+from payi_otel._model.codec import REMOVED, is_payi_header
 from payi_otel._providers._base import Args, Call, Kwargs, PatchPoint, Usage
 
 __all__ = ["StainlessProvider"]
@@ -58,17 +58,23 @@ class StainlessProvider:
         streaming = importlib.import_module(f"{self.name}._streaming")
         self._markers = (types.Omit, (types.Omit, types.NotGiven), compat.model_copy)
         self._stream_types = tuple(
-            t for t in (getattr(streaming, "Stream", None), getattr(streaming, "AsyncStream", None))
+            t
+            for t in (getattr(streaming, "Stream", None), getattr(streaming, "AsyncStream", None))
             if isinstance(t, type)
         )
         self._raw_types = tuple(
-            t for t in (self._find("_response", "BaseAPIResponse"),
-                        self._find("_legacy_response", "LegacyAPIResponse"))
+            t
+            for t in (
+                self._find("_response", "BaseAPIResponse"),
+                self._find("_legacy_response", "LegacyAPIResponse"),
+            )
             if isinstance(t, type)
         )
         module = f"{self.name}._base_client"
-        return (PatchPoint(module, "SyncAPIClient.request", False),
-                PatchPoint(module, "AsyncAPIClient.request", True))
+        return (
+            PatchPoint(module, "SyncAPIClient.request", False),
+            PatchPoint(module, "AsyncAPIClient.request", True),
+        )
 
     def _find(self, module: str, name: str) -> object:
         try:
@@ -94,8 +100,11 @@ class StainlessProvider:
         defaults: Mapping[str, object] = getattr(instance, "_custom_headers", None) or {}
         body = getattr(options, "json_data", None)
         model = body.get("model") if isinstance(body, Mapping) else None
-        return Call((self._payi(defaults), self._payi(headers)),
-                    model if isinstance(model, str) else None, self._url(instance, options))
+        return Call(
+            (self._payi(defaults), self._payi(headers)),
+            model if isinstance(model, str) else None,
+            self._url(instance, options),
+        )
 
     @staticmethod
     def _url(instance: Any, options: Any) -> Optional[str]:
@@ -117,9 +126,11 @@ class StainlessProvider:
         for the call, as the SDK does for any header), ``NotGiven`` as None (not given)."""
         assert self._markers is not None
         omit = self._markers[0]
-        return {k: (REMOVED if isinstance(v, omit) else None if isinstance(v, self.absent)
-                    else v)
-                for k, v in headers.items() if is_payi_header(k)}
+        return {
+            k: (REMOVED if isinstance(v, omit) else None if isinstance(v, self.absent) else v)
+            for k, v in headers.items()
+            if is_payi_header(k)
+        }
 
     def stamp(
         self, instance: Any, args: Args, kwargs: Kwargs, headers: Mapping[str, str]
@@ -169,8 +180,9 @@ class StainlessProvider:
     def usage_totals(self, usage: Usage) -> Usage:
         if not self.input_excludes_cache or usage.input_tokens is None:
             return usage
-        total = usage.input_tokens + (usage.cache_read_tokens or 0) + (
-            usage.cache_write_tokens or 0)
+        total = (
+            usage.input_tokens + (usage.cache_read_tokens or 0) + (usage.cache_write_tokens or 0)
+        )
         return replace(usage, input_tokens=total)
 
     def ask_usage(self, args: Args, kwargs: Kwargs) -> Optional[Tuple[Args, Kwargs]]:

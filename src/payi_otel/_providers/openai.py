@@ -29,10 +29,14 @@ class OpenAIProvider(StainlessProvider):
     usage_fields: ClassVar[Mapping[str, Tuple[str, ...]]] = {
         "input_tokens": ("prompt_tokens", "input_tokens"),
         "output_tokens": ("completion_tokens", "output_tokens"),
-        "cache_read_tokens": ("prompt_tokens_details.cached_tokens",
-                              "input_tokens_details.cached_tokens"),
-        "reasoning_tokens": ("completion_tokens_details.reasoning_tokens",
-                             "output_tokens_details.reasoning_tokens"),
+        "cache_read_tokens": (
+            "prompt_tokens_details.cached_tokens",
+            "input_tokens_details.cached_tokens",
+        ),
+        "reasoning_tokens": (
+            "completion_tokens_details.reasoning_tokens",
+            "output_tokens_details.reasoning_tokens",
+        ),
     }
     # A chat chunk carries ``usage`` (with stream_options.include_usage); a responses stream
     # event carries it on its ``response``.
@@ -54,9 +58,7 @@ class OpenAIProvider(StainlessProvider):
         if given is not None and not isinstance(given, Mapping):
             return None  # an SDK marker (NotGiven / Omit) or something unknown
         headers = getattr(options, "headers", None)
-        if isinstance(headers, Mapping) and any(
-            str(k).lower() == _RAW_RESPONSE for k in headers
-        ):
+        if isinstance(headers, Mapping) and any(str(k).lower() == _RAW_RESPONSE for k in headers):
             return None
         assert self._markers is not None
         options = self._markers[2](options)  # model_copy: the caller's options stay as given

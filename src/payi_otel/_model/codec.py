@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any, Dict, FrozenSet, Optional, Set, Tuple
 from urllib.parse import quote
 
-from payi_otel._parameters import (
+from payi_otel._model.parameters import (
     HEADER_PREFIX,
     PARAMETER_BY_ANY_HEADER,
     PARAMETER_BY_HEADER,
@@ -84,8 +84,7 @@ def parse_value(name: str, text: str, *, what: str) -> Value:
         for key, item in loaded.items():
             if item is not None and not isinstance(item, str):
                 raise ParameterValueError(
-                    f"{what} must be a JSON object of strings: {key!r} is "
-                    f"{type(item).__name__}"
+                    f"{what} must be a JSON object of strings: {key!r} is {type(item).__name__}"
                 )
         return validate_value(name, loaded, what=what)
     return validate_value(name, text, what=what)
@@ -162,8 +161,7 @@ def _unknown_header(header: str) -> ParameterValueError:
     close = difflib.get_close_matches(header.lower(), PARAMETER_BY_HEADER, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return ParameterValueError(
-        f"unknown Pay-i header {header!r}{hint}; the call was not sent "
-        f"(known: docs/parameters.md)"
+        f"unknown Pay-i header {header!r}{hint}; the call was not sent (known: docs/parameters.md)"
     )
 
 
@@ -220,14 +218,12 @@ def parse_headers(source: Mapping[Any, object]) -> Tuple[Params, FrozenSet[str]]
             removed.add(name)
             continue
         if not isinstance(value, str):
-            raise ParameterTypeError(
-                f"header {header!r} must be a str, not {type(value).__name__}")
+            raise ParameterTypeError(f"header {header!r} must be a str, not {type(value).__name__}")
         if means_not_given(name, value):
             continue
         parsed = parse_value(name, value, what=f"header {header!r}")
         earlier = texts.get(name)
-        if (earlier is not None and earlier[0].lower() != header.lower()
-                and earlier[1] != parsed):
+        if earlier is not None and earlier[0].lower() != header.lower() and earlier[1] != parsed:
             raise ParameterValueError(
                 f"header {earlier[0]!r} and header {header!r} give "
                 f"{name} different values in one call"

@@ -14,7 +14,7 @@ from collections.abc import Set as AbstractSet
 from types import MappingProxyType
 from typing import Dict, Hashable, NamedTuple, Optional, Tuple
 
-from payi_otel._parameters import PAIRS, PARAMETERS, Kind, Pair, Params, Value
+from payi_otel._model.parameters import PAIRS, PARAMETERS, Kind, Pair, Params, Value
 
 __all__ = ["Level", "combine", "fold", "merge", "new_id", "new_level"]
 
@@ -124,7 +124,8 @@ def _bound_level(params: Params, key: Optional[Hashable], entry: Params) -> Leve
             for member in pair.members:
                 if member in params:
                     unit[member] = _merge_value(
-                        PARAMETERS[member], entry.get(member), params[member], False)
+                        PARAMETERS[member], entry.get(member), params[member], False
+                    )
                 elif member in entry:
                     unit[member] = entry[member]
     if key is not None and (attached or unit):
@@ -134,9 +135,7 @@ def _bound_level(params: Params, key: Optional[Hashable], entry: Params) -> Leve
     return Level(params, fresh or _NO_IDS, key, anchors, unit or _NO_VALUES)
 
 
-def _merge_value(
-    kind: Kind, lower: Optional[Value], upper: Value, within: bool = False
-) -> Value:
+def _merge_value(kind: Kind, lower: Optional[Value], upper: Value, within: bool = False) -> Value:
     if kind is Kind.LIST:
         assert isinstance(upper, tuple)
         if not upper:
@@ -169,9 +168,7 @@ def _merge_into(
                 result[name] = _merge_value(kind, lower.get(name), upper[name], within)
 
 
-def _merge_pair(
-    result: Params, lower: Params, level: Level, pair: Pair, within: bool
-) -> None:
+def _merge_pair(result: Params, lower: Params, level: Level, pair: Pair, within: bool) -> None:
     upper = level.params
     up_name = upper.get(pair.name)
     up_id = upper.get(pair.id)

@@ -102,31 +102,76 @@ class Parameter:
 
 #: Every parameter, in the order used for headers, attributes and ``get_context()``.
 REGISTRY: Tuple[Parameter, ...] = (
-    Parameter("use_case_name", Kind.STRING, "payi.use_case.name", pair="use_case",
-              payi_header="xProxy-UseCase-Name"),
-    Parameter("use_case_id", Kind.STRING, "payi.use_case.id", pair="use_case",
-              payi_header="xProxy-UseCase-ID"),
-    Parameter("use_case_version", Kind.INT, "payi.use_case.version", pair="use_case",
-              payi_header="xProxy-UseCase-Version"),
-    Parameter("use_case_step", Kind.STRING, "payi.use_case.step", pair="use_case",
-              payi_header="xProxy-UseCase-Step"),
-    Parameter("use_case_properties", Kind.DICT, "payi.use_case.properties", pair="use_case",
-              payi_header="xProxy-UseCase-Properties"),
+    Parameter(
+        "use_case_name",
+        Kind.STRING,
+        "payi.use_case.name",
+        pair="use_case",
+        payi_header="xProxy-UseCase-Name",
+    ),
+    Parameter(
+        "use_case_id",
+        Kind.STRING,
+        "payi.use_case.id",
+        pair="use_case",
+        payi_header="xProxy-UseCase-ID",
+    ),
+    Parameter(
+        "use_case_version",
+        Kind.INT,
+        "payi.use_case.version",
+        pair="use_case",
+        payi_header="xProxy-UseCase-Version",
+    ),
+    Parameter(
+        "use_case_step",
+        Kind.STRING,
+        "payi.use_case.step",
+        pair="use_case",
+        payi_header="xProxy-UseCase-Step",
+    ),
+    Parameter(
+        "use_case_properties",
+        Kind.DICT,
+        "payi.use_case.properties",
+        pair="use_case",
+        payi_header="xProxy-UseCase-Properties",
+    ),
     Parameter("experience_name", Kind.STRING, "payi.experience.name", pair="experience"),
     Parameter("experience_id", Kind.STRING, "payi.experience.id", pair="experience"),
-    Parameter("limit_ids", Kind.LIST, "payi.limit_ids", payi_header="xProxy-Limit-IDs",
-              from_baggage=False),
+    Parameter(
+        "limit_ids", Kind.LIST, "payi.limit_ids", payi_header="xProxy-Limit-IDs", from_baggage=False
+    ),
     Parameter("request_tags", Kind.LIST, "payi.request_tags"),
     Parameter("user_id", Kind.STRING, "payi.user_id", payi_header="xProxy-User-ID"),
     Parameter("account_name", Kind.STRING, "payi.account_name", payi_header="xProxy-Account-Name"),
-    Parameter("request_properties", Kind.DICT, "payi.request.properties",
-              payi_header="xProxy-Request-Properties"),
-    Parameter("price_as_category", Kind.STRING, "payi.price_as.category",
-              payi_header="xProxy-PriceAs-Category", from_baggage=False),
-    Parameter("price_as_resource", Kind.STRING, "payi.price_as.resource",
-              payi_header="xProxy-PriceAs-Resource", from_baggage=False),
-    Parameter("resource_scope", Kind.STRING, "payi.resource_scope",
-              payi_header="xProxy-Resource-Scope", from_baggage=False),
+    Parameter(
+        "request_properties",
+        Kind.DICT,
+        "payi.request.properties",
+        payi_header="xProxy-Request-Properties",
+    ),
+    Parameter(
+        "price_as_category",
+        Kind.STRING,
+        "payi.price_as.category",
+        payi_header="xProxy-PriceAs-Category",
+        from_baggage=False,
+    ),
+    Parameter(
+        "price_as_resource",
+        Kind.STRING,
+        "payi.price_as.resource",
+        payi_header="xProxy-PriceAs-Resource",
+        from_baggage=False,
+    ),
+    Parameter(
+        "resource_scope",
+        Kind.STRING,
+        "payi.resource_scope",
+        payi_header="xProxy-Resource-Scope",
+        from_baggage=False,
+    ),
 )
 
 
@@ -170,6 +215,7 @@ PAIRS: Tuple[Pair, ...] = _pairs()
 BAGGAGE_ACCEPT_DEFAULT = frozenset(p.name for p in REGISTRY if p.from_baggage)
 LIST_PARAMETERS = frozenset(n for n, k in PARAMETERS.items() if k is Kind.LIST)
 DICT_PARAMETERS = frozenset(n for n, k in PARAMETERS.items() if k is Kind.DICT)
+
 
 class ScopeParameters(TypedDict, total=False):
     """The keyword arguments of ``@track`` and ``track_context`` (all optional; ``None`` means
@@ -308,10 +354,12 @@ def params_key(params: Params) -> Tuple[Tuple[str, object], ...]:
     given in another order may get another key, which only costs a cache miss)."""
     if DICT_PARAMETERS.isdisjoint(params):  # every value hashable as it is
         return tuple(params.items())
-    return tuple([
-        (name, tuple(value.items()) if type(value) is dict else value)
-        for name, value in params.items()
-    ])
+    return tuple(
+        [
+            (name, tuple(value.items()) if type(value) is dict else value)
+            for name, value in params.items()
+        ]
+    )
 
 
 def _did_you_mean(name: str) -> str:
@@ -334,7 +382,8 @@ def validate_params(params: Mapping[str, object], *, source: str) -> Params:
     for name, value in params.items():
         if name not in PARAMETERS:
             raise ParameterTypeError(
-                f"{source}() got an unexpected parameter {name!r}{_did_you_mean(name)}")
+                f"{source}() got an unexpected parameter {name!r}{_did_you_mean(name)}"
+            )
         if value is None:
             continue
         if type(value) is str and PARAMETERS[name] is Kind.STRING:  # the common case, inlined

@@ -1,0 +1,109 @@
+"""Where attribution headers may go, and in which dialect (contract section 3a): the policy.
+
+Attribution headers are personal and business data: they are sent only where they are read.
+:class:`WirePolicy` says, for a request URL, whether the resolved headers are stamped on it at
+all (the values go on the spans either way), and in which dialect. The default sends them
+everywhere but to the model providers' public API hosts (:data:`PROVIDER_HOSTS`); an
+allow-list (``header_hosts=`` / ``PAYI_HEADER_HOSTS``) replaces that default with exactly the
+hosts it names. Holding the policy on every redirect hop is ``_destinations``' job.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Optional, Tuple
+from urllib.parse import urlsplit
+
+from payi_otel._model.dialects import DIALECTS, X_PAYI
+from payi_otel._model.parameters import ParameterTypeError, ParameterValueError
+
+__all__ = ["HEADER_DIALECT_ENV", "HEADER_HOSTS_ENV", "PROVIDER_HOSTS", "WirePolicy", "policy_from"]
+
+HEADER_DIALECT_ENV = "PAYI_HEADER_DIALECT"
+HEADER_HOSTS_ENV = "PAYI_HEADER_HOSTS"
+
+#: The model providers' public API hosts (shell patterns): nobody there reads Pay-i's headers.
+PROVIDER_HOSTS: Tuple[str, ...] = (
+    "api.openai.com",
+    "*.openai.azure.com",
+    "*.services.ai.azure.com",
+    "*.cognitiveservices.azure.com",
+    "api.anthropic.com",
+    "bedrock-runtime.*.amazonaws.com",
+    "*-aiplatform.googleapis.com",
+    "aiplatform.googleapis.com",
+    "generativelanguage.googleapis.com",
+    "api.mistral.ai",
+    "api.cohere.com",
+    "api.cohere.ai",
+    "api.groq.com",
+    "api.x.ai",
+    "api.deepseek.com",
+    "api.together.xyz",
+    "api.fireworks.ai",
+)
+
+
+def _matches(host: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(host, pattern) for pattern in patterns)
+
+
+@dataclass(frozen=True)
+class WirePolicy:
+    """The dialect, and the hosts that get attribution headers: ``hosts`` None is the
+    default (all but :data:`PROVIDER_HOSTS`), else exactly the hosts matching one of its
+    patterns (``*`` matches every host, ``*.example.com`` every subdomain)."""
+
+    dialect: str = X_PAYI
+    hosts: Optional[Tuple[str, ...]] = None
+
+    def sends_to(self, url: Optional[str]) -> bool:
+        """Whether a request to ``url`` carries attribution headers (an unknown URL: as an
+        unknown host does)."""
+        host = ""
+        if url:
+            try:
+                host = (urlsplit(url).hostname or "").lower().rstrip(".")
+            except ValueError:
+                host = ""
+        if self.hosts is not None:
+            return bool(host) and _matches(host, self.hosts)
+        return not (host and _matches(host, PROVIDER_HOSTS))
+
+
+def _hosts(value: object, what: str) -> Tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ParameterTypeError(f"{what} must be a list of host names, not {type(value).__name__}")
+    hosts = []
+    for item in value:
+        if not isinstance(item, str):
+            raise ParameterTypeError(f"{what} elements must be str, not {type(item).__name__}")
+        host = item.strip().lower().rstrip(".")
+        if not host or "/" in host or " " in host:
+            raise ParameterValueError(f"{what} elements must be host names, got {item!r}")
+        hosts.append(host)
+    return tuple(hosts)
+
+
+def policy_from(
+    dialect: Optional[str], hosts: Optional[Sequence[str]], environ: Mapping[str, str]
+) -> WirePolicy:
+    """The policy from ``payi_instrument(header_dialect=, header_hosts=)`` over
+    ``PAYI_HEADER_DIALECT`` and ``PAYI_HEADER_HOSTS`` (comma-separated; empty: no host)."""
+    what = "header_dialect"
+    if dialect is None:
+        dialect, what = environ.get(HEADER_DIALECT_ENV) or X_PAYI, HEADER_DIALECT_ENV
+    if not isinstance(dialect, str):
+        raise ParameterTypeError(f"header_dialect must be a str, not {type(dialect).__name__}")
+    dialect = dialect.strip().lower()
+    if dialect not in DIALECTS:
+        raise ParameterValueError(f"{what} must be one of {', '.join(DIALECTS)}, got {dialect!r}")
+    allowed: Optional[Tuple[str, ...]] = None
+    if hosts is not None:
+        allowed = _hosts(hosts, "header_hosts")
+    elif HEADER_HOSTS_ENV in environ:
+        text = environ[HEADER_HOSTS_ENV]
+        allowed = _hosts([h for h in text.split(",") if h.strip()], HEADER_HOSTS_ENV)
+    return WirePolicy(dialect, allowed)
