@@ -5,9 +5,9 @@ The request hook decides once per call, for the call's URL; a redirect sends the
 on to another URL (httpx and requests copy them, dropping only ``Authorization``), so the
 policy is held again on every redirect hop (README "Which headers go where"):
 
-* a hop to another origin whose URL the policy refuses loses every ``x-payi-*`` /
-  ``xProxy-*`` header (:func:`strip_refused`, run where the HTTP client builds each
-  redirect's headers: ``_outgoing``), whoever set them;
+* a hop to another origin whose URL the policy refuses loses every header under a registered
+  dialect's prefix (``_model.dialects``: ``x-payi-*``, ``xProxy-*``; :func:`strip_refused`,
+  run where the HTTP client builds each redirect's headers: ``_outgoing``), whoever set them;
 * an SDK client's hop to another origin than the first request's loses them too, allowed or
   not: :func:`guard_client` adds a request event hook that drops them there;
 * a hop never gains headers the first request did not carry (a call refused at its first URL
@@ -22,7 +22,7 @@ import weakref
 from typing import Any, Callable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from payi_otel._model.codec import is_pay_i_header
+from payi_otel._model.dialects import is_dialect_header
 from payi_otel._model.wire_policy import WirePolicy
 
 __all__ = [
@@ -61,7 +61,7 @@ def strip_refused(headers: Any, url: object, previous: object) -> None:
     ``Headers`` or requests' case-insensitive dict) when the hop leaves ``previous``'s origin
     for a URL the policy sends none to. (A hop on the same origin tells that server nothing
     it was not just sent.) A hop without such a header costs one scan of the names."""
-    names = [name for name in headers if is_pay_i_header(name)]
+    names = [name for name in headers if is_dialect_header(name)]
     if not names or _current.sends_to(str(url)):
         return
     if _url_origin(str(url)) == _url_origin(str(previous)):
@@ -87,7 +87,7 @@ def strip_cross_origin(request: Any) -> None:
         request.extensions[_ORIGIN] = origin
         return
     if first != origin:
-        for name in [n for n in request.headers if is_pay_i_header(n)]:
+        for name in [n for n in request.headers if is_dialect_header(n)]:
             del request.headers[name]
 
 

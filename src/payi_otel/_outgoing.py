@@ -7,7 +7,8 @@ several URLs (redirects), and HTTP instrumentations inject the propagator's head
 policy is held again where each hop is sent, for the hop's own URL:
 
 * attribution headers: a redirect hop to another origin, at a URL the policy refuses, loses
-  every ``x-payi-*`` / ``xProxy-*`` header (``_destinations.strip_refused``), where the
+  every ``x-payi-*`` / ``xProxy-*`` header, or another registered dialect's
+  (``_destinations.strip_refused``), where the
   client builds the hop's headers: httpx / httpx2 ``_redirect_headers`` (next to where httpx
   drops ``Authorization``), requests' ``rebuild_auth`` (likewise). The first hop is not
   touched here: an SDK call's headers were resolved by the request hook, and a plain

@@ -28,6 +28,7 @@ from payi_otel._genai import GENAI_SCOPE_PREFIXES
 from payi_otel._log import internal_error, logger
 from payi_otel._model.attributes import AttributeValue
 from payi_otel._model.effective import Effective
+from payi_otel._model.parameters import ATTRIBUTE_PREFIX
 from payi_otel.version import __version__
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
 ]
 
 GENAI_PREFIX = "gen_ai."
-PAYI_PREFIX = "payi."
 
 
 # --- the payi_otel tracer: from the provider given to payi_instrument, else the global one ---
@@ -168,7 +168,7 @@ def apply_call_attributes(span: ApiSpan, call: Effective) -> None:
         changed = {k: v for k, v in wanted.items() if had.get(k, _MISSING) != v}
     else:
         attributes = getattr(span, "_attributes", None) or {}
-        stale = [k for k in list(attributes) if k.startswith(PAYI_PREFIX) and k not in wanted]
+        stale = [k for k in list(attributes) if k.startswith(ATTRIBUTE_PREFIX) and k not in wanted]
         changed = dict(wanted)
     if stale:
         attributes = getattr(span, "_attributes", None)

@@ -8,8 +8,8 @@ from types import MappingProxyType
 from typing import Dict, Hashable, Optional
 
 from payi_otel._model.attributes import AttributeValue, attribute_items
-from payi_otel._model.codec import format_value, format_wire_value
-from payi_otel._model.dialects import HEADER_NAMES_BY_DIALECT, PAYI_PROXY, X_PAYI
+from payi_otel._model.codec import format_value
+from payi_otel._model.dialects import X_PAYI, Dialect
 from payi_otel._model.in_force import emitted, is_cleared
 from payi_otel._model.merge import Level, merge
 from payi_otel._model.parameters import (
@@ -65,7 +65,7 @@ class Effective:
     def __init__(self, params: Params) -> None:
         self.params = params
         self._attributes: Optional[Dict[str, AttributeValue]] = None
-        self._headers: Optional[Dict[str, Mapping[str, str]]] = None
+        self._headers: Optional[Dict[Dialect, Mapping[str, str]]] = None
         self._scope_attributes: Optional[Dict[str, Dict[str, AttributeValue]]] = None
         self._children: Optional[Dict[Hashable, Optional[Effective]]] = None
         self._generation = -1
@@ -157,20 +157,14 @@ class Effective:
             attributes = self._attributes = attribute_items(emitted(self.params))
         return attributes
 
-    def headers(self, dialect: str = X_PAYI) -> Mapping[str, str]:
-        """The attribution headers in ``dialect`` (:data:`DIALECTS`), values percent-encoded
-        where not plain ASCII."""
+    def headers(self, dialect: Dialect = X_PAYI) -> Mapping[str, str]:
+        """The attribution headers in ``dialect`` (``dialect.inject``), made once per dialect."""
         cache = self._headers
         if cache is None:
             cache = self._headers = {}
         headers = cache.get(dialect)
         if headers is None:
-            names = HEADER_NAMES_BY_DIALECT[dialect]
-            headers = cache[dialect] = {
-                names[name]: format_wire_value(name, value, dialect == PAYI_PROXY)
-                for name, value in emitted(self.params)
-                if name in names
-            }
+            headers = cache[dialect] = dialect.inject(self.params)
         return headers
 
     def baggage(self) -> Dict[str, str]:

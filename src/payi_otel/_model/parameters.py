@@ -1,10 +1,12 @@
 """The one parameter registry: one record per Pay-i parameter, and validation.
 
-Every table - kinds, ``x-payi-*`` header names, ``payi.*`` span attributes, ``PAYI_*``
-variables, baggage keys, name-ID pairs - is derived from :data:`REGISTRY`; adding a parameter
-is one row. Every entry point (``@track``, ``track_context``, ``payi_instrument(config=...)``,
-``PAYI_*`` variables, per-call headers, baggage) turns its input into :data:`Params` through
-this module, so the type rules and error messages are the same everywhere (docs/parameters.md).
+Every table - kinds, ``payi.*`` span attributes, ``PAYI_*`` variables, baggage keys, name-ID
+pairs, and each wire dialect's header names (``_model.dialects`` reads its column:
+``Parameter.header``, ``Parameter.payi_header``) - is derived from :data:`REGISTRY`; adding a
+parameter is one row. Every entry point (``@track``, ``track_context``,
+``payi_instrument(config=...)``, ``PAYI_*`` variables, per-call headers, baggage) turns its
+input into :data:`Params` through this module, so the type rules and error messages are the
+same everywhere (docs/parameters.md).
 
 Representation of one level's parameters (a plain ``dict``, never mutated once built):
 
@@ -31,14 +33,10 @@ __all__ = [
     "BAGGAGE_PREFIX",
     "DICT_PARAMETERS",
     "ENV_NAMES",
-    "HEADER_NAMES",
     "HEADER_PREFIX",
     "LIST_PARAMETERS",
     "PAIRS",
     "PARAMETERS",
-    "PARAMETER_BY_ANY_HEADER",
-    "PARAMETER_BY_HEADER",
-    "PAYI_HEADER_NAMES",
     "REGISTRY",
     "SCOPE_ATTRIBUTE",
     "Kind",
@@ -199,15 +197,6 @@ def _pairs() -> Tuple[Pair, ...]:
 
 
 PARAMETERS: Mapping[str, Kind] = {p.name: p.kind for p in REGISTRY}
-HEADER_NAMES: Mapping[str, str] = {p.name: p.header for p in REGISTRY}
-PARAMETER_BY_HEADER: Mapping[str, str] = {p.header: p.name for p in REGISTRY}
-#: Pay-i's own header names (``xProxy-*``), for the parameters that have one.
-PAYI_HEADER_NAMES: Mapping[str, str] = {p.name: p.payi_header for p in REGISTRY if p.payi_header}
-#: Either spelling, lower-cased -> parameter (header names are case-insensitive).
-PARAMETER_BY_ANY_HEADER: Mapping[str, str] = {
-    **PARAMETER_BY_HEADER,
-    **{header.lower(): name for name, header in PAYI_HEADER_NAMES.items()},
-}
 ATTRIBUTE_NAMES: Mapping[str, str] = {p.name: p.attribute for p in REGISTRY}
 ENV_NAMES: Mapping[str, str] = {p.name: p.env for p in REGISTRY}
 PAIRS: Tuple[Pair, ...] = _pairs()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 from urllib.parse import urlsplit
 
-from payi_otel._model.dialects import DIALECTS, X_PAYI
+from payi_otel._model.dialects import X_PAYI, Dialect, dialect_named, dialect_names
 from payi_otel._model.parameters import ParameterTypeError, ParameterValueError
 
 __all__ = ["HEADER_DIALECT_ENV", "HEADER_HOSTS_ENV", "PROVIDER_HOSTS", "WirePolicy", "policy_from"]
@@ -52,11 +52,12 @@ def _matches(host: str, patterns: Sequence[str]) -> bool:
 
 @dataclass(frozen=True)
 class WirePolicy:
-    """The dialect, and the hosts that get attribution headers: ``hosts`` None is the
-    default (all but :data:`PROVIDER_HOSTS`), else exactly the hosts matching one of its
-    patterns (``*`` matches every host, ``*.example.com`` every subdomain)."""
+    """The dialect (a registered ``_model.dialects.Dialect``), and the hosts that get
+    attribution headers: ``hosts`` None is the default (all but :data:`PROVIDER_HOSTS`), else
+    exactly the hosts matching one of its patterns (``*`` matches every host,
+    ``*.example.com`` every subdomain)."""
 
-    dialect: str = X_PAYI
+    dialect: Dialect = X_PAYI
     hosts: Optional[Tuple[str, ...]] = None
 
     def sends_to(self, url: Optional[str]) -> bool:
@@ -94,16 +95,18 @@ def policy_from(
     ``PAYI_HEADER_DIALECT`` and ``PAYI_HEADER_HOSTS`` (comma-separated; empty: no host)."""
     what = "header_dialect"
     if dialect is None:
-        dialect, what = environ.get(HEADER_DIALECT_ENV) or X_PAYI, HEADER_DIALECT_ENV
+        dialect, what = environ.get(HEADER_DIALECT_ENV) or X_PAYI.name, HEADER_DIALECT_ENV
     if not isinstance(dialect, str):
         raise ParameterTypeError(f"header_dialect must be a str, not {type(dialect).__name__}")
     dialect = dialect.strip().lower()
-    if dialect not in DIALECTS:
-        raise ParameterValueError(f"{what} must be one of {', '.join(DIALECTS)}, got {dialect!r}")
+    chosen = dialect_named(dialect)
+    if chosen is None:
+        names = ", ".join(dialect_names())
+        raise ParameterValueError(f"{what} must be one of {names}, got {dialect!r}")
     allowed: Optional[Tuple[str, ...]] = None
     if hosts is not None:
         allowed = _hosts(hosts, "header_hosts")
     elif HEADER_HOSTS_ENV in environ:
         text = environ[HEADER_HOSTS_ENV]
         allowed = _hosts([h for h in text.split(",") if h.strip()], HEADER_HOSTS_ENV)
-    return WirePolicy(dialect, allowed)
+    return WirePolicy(chosen, allowed)

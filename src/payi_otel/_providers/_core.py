@@ -29,7 +29,7 @@ from opentelemetry import trace
 from payi_otel import _destinations as destinations
 from payi_otel._context import current_effective, with_call, without_payi_baggage
 from payi_otel._log import internal_error
-from payi_otel._model.codec import parse_headers
+from payi_otel._model.dialects import parse_headers
 from payi_otel._model.effective import Effective
 from payi_otel._model.merge import combine
 from payi_otel._model.parameters import ParameterError

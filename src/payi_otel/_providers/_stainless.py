@@ -15,7 +15,8 @@ from dataclasses import replace
 from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 
 from payi_otel._destinations import guard_client
-from payi_otel._model.codec import REMOVED, is_payi_header
+from payi_otel._model.codec import REMOVED
+from payi_otel._model.dialects import is_attribution_header
 from payi_otel._providers._base import Args, Call, Kwargs, PatchPoint, Usage
 
 __all__ = ["StainlessProvider"]
@@ -129,7 +130,7 @@ class StainlessProvider:
         return {
             k: (REMOVED if isinstance(v, omit) else None if isinstance(v, self.absent) else v)
             for k, v in headers.items()
-            if is_payi_header(k)
+            if is_attribution_header(k)
         }
 
     def stamp(
@@ -148,8 +149,8 @@ class StainlessProvider:
         # later wins: an Omit under another case of a name sent would remove it too), unless
         # a resolved header of that name replaces it anyway (README "GenAI calls: headers and
         # spans").
-        sent: Dict[Any, Any] = {k: v for k, v in given.items() if not is_payi_header(k)}
-        dropped = [k for k in defaults if is_payi_header(k)]
+        sent: Dict[Any, Any] = {k: v for k, v in given.items() if not is_attribution_header(k)}
+        dropped = [k for k in defaults if is_attribution_header(k)]
         if dropped:
             replaced = {name.lower() for name in headers}
             for key in dropped:
