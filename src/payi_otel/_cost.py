@@ -1,8 +1,9 @@
 """Usage and cost of every GenAI call, on its span and as metrics (README: "Cost and usage").
 
-:class:`CostObserver` is a response observer (``_providers.add_observer``): for each completed
+:class:`CostObserver` is a response observer (``_providers._core.add_observer``): for each completed
 call with usage it prices the tokens with ``genai-prices`` (cache-aware; as the provider /
-model of ``price_as_category`` / ``price_as_resource`` when the call resolved them), puts
+model of ``price_as_category`` / ``price_as_resource`` when the call resolved them; the
+genai-prices provider ids are the registered providers' facts: ``Service.price_id``), puts
 the usage (GenAI semantic conventions) and the cost (``payi_otel.cost.*``: ``payi.*`` are
 the headers a call sent) on the call's GenAI span, and adds both to two counters,
 ``payi.genai.tokens`` and ``payi.genai.cost``, by the call's attribution. A model
@@ -21,10 +22,10 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
-from payi_otel._genai import GENAI_SCOPE_PREFIXES
+from payi_otel._genai import genai_scope_prefixes
 from payi_otel._log import internal_error, logger
 from payi_otel._model.parameters import ATTRIBUTE_NAMES
-from payi_otel._providers import CallRecord, Usage
+from payi_otel._providers import CallRecord, Usage, derived, providers
 from payi_otel._spans import is_genai_span
 from payi_otel.version import __version__
 
@@ -52,16 +53,38 @@ _DIMENSIONS = tuple(
     for name in ("use_case_name", "use_case_step", "account_name", "limit_ids")
 )
 _USER = ATTRIBUTE_NAMES["user_id"]
-#: Pay-i's ``price_as_category`` names a provider as ``system.<provider>``; where
-#: ``genai-prices`` calls it otherwise.
-_PROVIDER_ALIASES = {
-    "azureopenai": "azure",
-    "azure.openai": "azure",
-    "aws.bedrock": "aws",
-    "bedrock": "aws",
-    "google.vertex": "google",
-    "vertex": "google",
-}
+
+
+@derived
+def _price_ids() -> Mapping[str, str]:
+    """Pay-i's ``price_as_category`` names a service ``system.<name>``: each registered
+    service's name and aliases -> its genai-prices provider id (the first provider to name
+    one wins)."""
+    ids: Dict[str, str] = {}
+    for provider in providers():
+        for service in provider.services:
+            if service.price_id is None:
+                continue
+            names = service.category_aliases
+            if service.category:
+                names = (_category_name(service.category), *names)
+            for name in names:
+                ids.setdefault(name, service.price_id)
+    return ids
+
+
+@derived
+def _own_price_ids() -> Mapping[str, str]:
+    """Each registered provider's name -> the genai-prices id of its own service."""
+    return {
+        p.name: p.services[0].price_id
+        for p in providers()
+        if p.services and p.services[0].price_id is not None
+    }
+
+
+def _category_name(category: str) -> str:
+    return category[len("system.") :] if category.startswith("system.") else category
 
 
 def _load_prices() -> Any:
@@ -78,8 +101,8 @@ def _load_prices() -> Any:
 
 
 def _provider_id(category: str) -> str:
-    name = category[len("system.") :] if category.startswith("system.") else category
-    return _PROVIDER_ALIASES.get(name, name)
+    name = _category_name(category)
+    return _price_ids().get(name, name)
 
 
 class CostObserver:
@@ -127,15 +150,16 @@ class CostObserver:
         category = params.get("price_as_category")
         resource = params.get("price_as_resource")
         provider = _provider_id(category) if isinstance(category, str) and category else None
+        own = _own_price_ids().get(record.provider, record.provider)
         if isinstance(resource, str) and resource:
             # Priced as that model: of the category's provider, else of the call's, else of
             # whichever provider genai-prices finds it under.
-            targets: List[Tuple[Optional[str], str]] = [(provider or record.provider, resource)]
+            targets: List[Tuple[Optional[str], str]] = [(provider or own, resource)]
             if provider is None:
                 targets.append((None, resource))
         else:
             models = dict.fromkeys(m for m in (record.response_model, record.request_model) if m)
-            targets = [(provider or record.provider, m) for m in models]
+            targets = [(provider or own, m) for m in models]
         priced_usage = prices.Usage(
             **{
                 name: getattr(usage, name)
@@ -210,7 +234,7 @@ def _annotate(span: Span, usage: Usage, price: Optional[PriceCalculation]) -> No
     attributes: Dict[str, AttributeValue] = {}
     scope = getattr(getattr(span, "instrumentation_scope", None), "name", None) or ""
     reported = any(key.startswith("gen_ai.usage.") for key in existing)
-    if not (reported and scope.startswith(GENAI_SCOPE_PREFIXES)):
+    if not (reported and scope.startswith(genai_scope_prefixes())):
         for field, attribute, _ in _USAGE:
             count = getattr(usage, field)
             required = field in ("input_tokens", "output_tokens")

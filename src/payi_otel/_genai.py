@@ -1,7 +1,8 @@
 """GenAI spans: turn on the official OpenTelemetry GenAI instrumentation of each installed SDK.
 
-Per SDK family, the instrumentations in order of preference: the maintained
-``opentelemetry-instrumentation-genai-*`` packages first, then the deprecated
+Per SDK family (a registered provider: ``_providers``), the instrumentations in the order of
+preference its provider gives (``Provider.instrumentations``): for openai the maintained
+``opentelemetry-instrumentation-genai-openai`` first, then the deprecated
 ``opentelemetry-instrumentation-openai-v2`` (the only one on Python 3.9). Whichever is already
 instrumented is kept; two instrumenting the same SDK would give one call two GenAI spans, so
 the less preferred ones are turned off. When none can be turned on, one WARNING says why and
@@ -14,26 +15,24 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple, overload
 
 from opentelemetry.trace import TracerProvider
 
 from payi_otel._log import log_once, logger
+from payi_otel._providers import Instrumentation, derived, providers
 
-__all__ = ["FAMILIES", "GENAI_SCOPE_PREFIXES", "enable_genai_spans"]
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "Instrumentation",
+    "enable_genai_spans",
+    "genai_scope_prefixes",
+]
 
 DISABLED_ENV = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
-
-
-@dataclass(frozen=True)
-class Instrumentation:
-    """One GenAI instrumentation package: its distribution, module and instrumentor class."""
-
-    distribution: str
-    module: str
-    instrumentor: str
-    min_python: Tuple[int, int] = (3, 10)
 
 
 @dataclass(frozen=True)
@@ -46,42 +45,50 @@ class Family:
     native_spans_module: Optional[str] = None
 
 
-FAMILIES: Tuple[Family, ...] = (
-    Family(
-        "openai",
-        (
-            Instrumentation(
-                "opentelemetry-instrumentation-genai-openai",
-                "opentelemetry.instrumentation.genai.openai",
-                "OpenAIInstrumentor",
-            ),
-            Instrumentation(
-                "opentelemetry-instrumentation-openai-v2",
-                "opentelemetry.instrumentation.openai_v2",
-                "OpenAIInstrumentor",
-                min_python=(3, 9),
-            ),
-        ),
-    ),
-    Family(
-        "anthropic",
-        (
-            Instrumentation(
-                "opentelemetry-instrumentation-genai-anthropic",
-                "opentelemetry.instrumentation.genai.anthropic",
-                "AnthropicInstrumentor",
-            ),
-        ),
-        native_spans_module="anthropic._tracing",
-    ),
-)
+@derived
+def _registered_families() -> Tuple[Family, ...]:
+    return tuple(
+        Family(p.name, p.instrumentations, p.native_spans_module)
+        for p in providers()
+        if p.instrumentations  # none: nothing to turn on
+    )
 
-#: Instrumentation scopes whose spans are GenAI spans even when they start without ``gen_ai.*``.
-GENAI_SCOPE_PREFIXES: Tuple[str, ...] = (
+
+class _Families(Sequence[Family]):
+    """Every registered provider's family, read from the registry when used."""
+
+    @overload
+    def __getitem__(self, index: int) -> Family: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Family]: ...
+
+    def __getitem__(self, index: Any) -> Any:
+        return _registered_families()[index]
+
+    def __len__(self) -> int:
+        return len(_registered_families())
+
+
+#: The SDK families :func:`enable_genai_spans` turns GenAI spans on for: the registered
+#: providers' (a test may put a tuple of its own here).
+FAMILIES: Sequence[Family] = _Families()
+
+#: The official GenAI instrumentations' scopes, whatever their SDK (the ``genai-*`` packages,
+#: ``opentelemetry-util-genai``'s handler): their spans are GenAI spans even when they start
+#: without ``gen_ai.*``. Each provider adds its own (``Provider.genai_scope_prefixes``).
+_GENAI_SCOPES: Tuple[str, ...] = (
     "opentelemetry.instrumentation.genai.",
-    "opentelemetry.instrumentation.openai_v2",
     "opentelemetry.util.genai",
 )
+
+
+@derived
+def genai_scope_prefixes() -> Tuple[str, ...]:
+    """Instrumentation scopes whose spans are GenAI spans even when they start without
+    ``gen_ai.*``: the official GenAI instrumentations', and each registered provider's."""
+    found = [prefix for p in providers() for prefix in p.genai_scope_prefixes()]
+    return tuple(dict.fromkeys((*_GENAI_SCOPES, *found)))
 
 
 def _disabled() -> List[str]:

@@ -17,6 +17,7 @@ of its own and is skipped (the inner span ends, and is exported, first).
 
 from __future__ import annotations
 
+import fnmatch
 import threading
 import time
 from collections import OrderedDict
@@ -31,24 +32,39 @@ from opentelemetry.trace import StatusCode
 
 from payi_otel._log import logger
 from payi_otel._model.attributes import params_from_attributes
+from payi_otel._providers import derived, providers
 from payi_otel._spans import is_genai_span
 
-__all__ = ["INSTALL_HINT", "PayiIngestExporter", "ingest_record"]
+__all__ = ["INSTALL_HINT", "PayiIngestExporter", "categories", "ingest_record"]
 
 INSTALL_HINT = "pip install 'payi-otel[payi]'"
 
-#: GenAI provider names (``gen_ai.provider.name`` / ``gen_ai.system``) -> Pay-i categories
-#: (``PayiCategories`` in ``payi/lib/helpers.py``).
-CATEGORIES: Mapping[str, str] = {
-    "openai": "system.openai",
-    "azure.ai.openai": "system.azureopenai",
-    "az.ai.openai": "system.azureopenai",
-    "anthropic": "system.anthropic",
-    "aws.bedrock": "system.aws.bedrock",
-    "gcp.vertex_ai": "system.google.vertex",
-    "gcp.gemini": "system.google.vertex",
-    "gcp.gen_ai": "system.google.vertex",
-}
+
+@derived
+def categories() -> Mapping[str, str]:
+    """GenAI provider names (``gen_ai.provider.name`` / ``gen_ai.system``) -> Pay-i categories
+    (``PayiCategories`` in ``payi/lib/helpers.py``), from every registered provider's services
+    (the first provider to name one wins)."""
+    found: Dict[str, str] = {}
+    for provider in providers():
+        for service in provider.services:
+            if service.category:
+                for name in service.genai_names:
+                    found.setdefault(name, service.category)
+    return found
+
+
+@derived
+def _addressed() -> Mapping[str, Tuple[Tuple[str, str], ...]]:
+    """A provider's own GenAI name -> (``server.address`` pattern, category) of its services
+    told apart by address (an Azure OpenAI call named ``openai``)."""
+    return {
+        p.name: tuple(
+            (pattern, s.category) for s in p.services if s.category for pattern in s.addresses
+        )
+        for p in providers()
+    }
+
 
 #: Parameters sent as ``ingest.units`` keyword arguments (the client puts the attribution
 #: ones in ``xProxy-*`` headers of the ingest request, the properties in its body).
@@ -100,9 +116,10 @@ def _units(attributes: Mapping[str, Any]) -> Dict[str, Dict[str, int]]:
 def _category(attributes: Mapping[str, Any]) -> str:
     provider = attributes.get("gen_ai.provider.name") or attributes.get("gen_ai.system") or ""
     address = str(attributes.get("server.address") or "")
-    if provider == "openai" and address.endswith(".openai.azure.com"):
-        return CATEGORIES["azure.ai.openai"]
-    return CATEGORIES.get(str(provider), f"system.{provider}" if provider else "system.unknown")
+    for pattern, category in _addressed().get(str(provider), ()):
+        if fnmatch.fnmatchcase(address, pattern):
+            return category
+    return categories().get(str(provider), f"system.{provider}" if provider else "system.unknown")
 
 
 def ingest_record(span: ReadableSpan) -> Dict[str, Any]:

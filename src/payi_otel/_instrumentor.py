@@ -29,7 +29,8 @@ from payi_otel._log import logger
 from payi_otel._model import wire_policy
 from payi_otel._model.parameters import ParameterError, ParameterValueError
 from payi_otel._outgoing import guard_hops
-from payi_otel._providers import PROVIDERS, add_observer, instrument_providers
+from payi_otel._providers import providers
+from payi_otel._providers._core import add_observer, instrument_providers
 from payi_otel._spans import install_processor, set_payi_tracer_provider
 from payi_otel._stream_context import suspend_genai_streams
 from payi_otel._threads import instrument_threads
@@ -152,7 +153,7 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         undo: List[Callable[[], Any]] = list(instrument_threads())
         undo.extend(guard_hops())
         undo.append(install_processor(provider or trace.get_tracer_provider()))
-        undo.extend(instrument_providers(PROVIDERS))
+        undo.extend(instrument_providers(providers()))
         undo.extend(suspend_genai_streams())
         undo.append(
             add_observer(

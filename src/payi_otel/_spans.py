@@ -3,7 +3,7 @@ span the effective ``payi.*`` attributes.
 
 A GenAI span is one with any ``gen_ai.*`` attribute at start (e.g. from
 ``opentelemetry-instrumentation-genai-openai``, or the anthropic SDK's own call span), or one
-from a GenAI instrumentation's scope (``_genai.GENAI_SCOPE_PREFIXES``: some paths start the
+from a GenAI instrumentation's scope (``_genai.genai_scope_prefixes()``: some paths start the
 span empty and set ``gen_ai.*`` only at its end). A span
 started around the SDK call gets the scope's values here, then the request hook replaces them
 with the per-call values (:func:`apply_call_attributes`); a span started inside the SDK call
@@ -24,7 +24,7 @@ from opentelemetry.trace import Span as ApiSpan
 from opentelemetry.trace import Tracer, TracerProvider
 
 from payi_otel._context import call_effective
-from payi_otel._genai import GENAI_SCOPE_PREFIXES
+from payi_otel._genai import genai_scope_prefixes
 from payi_otel._log import internal_error, logger
 from payi_otel._model.attributes import AttributeValue
 from payi_otel._model.effective import Effective
@@ -83,7 +83,7 @@ def is_genai_span(span: object) -> bool:
         return True
     scope = getattr(span, "instrumentation_scope", None)
     name = getattr(scope, "name", None)
-    return isinstance(name, str) and name.startswith(GENAI_SCOPE_PREFIXES)
+    return isinstance(name, str) and name.startswith(genai_scope_prefixes())
 
 
 class PayiSpanProcessor(SpanProcessor):

@@ -3,7 +3,8 @@
 Attribution headers are personal and business data: they are sent only where they are read.
 :class:`WirePolicy` says, for a request URL, whether the resolved headers are stamped on it at
 all (the values go on the spans either way), and in which dialect. The default sends them
-everywhere but to the model providers' public API hosts (:data:`PROVIDER_HOSTS`); an
+everywhere but to the model providers' public API hosts, which only the providers know (each
+declares its own; the provider registry hands them down: :func:`refuse_by_default`); an
 allow-list (``header_hosts=`` / ``PAYI_HEADER_HOSTS``) replaces that default with exactly the
 hosts it names. Holding the policy on every redirect hop is ``_destinations``' job.
 """
@@ -13,37 +14,38 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 from urllib.parse import urlsplit
 
 from payi_otel._model.dialects import X_PAYI, Dialect, dialect_named, dialect_names
 from payi_otel._model.parameters import ParameterTypeError, ParameterValueError
 
-__all__ = ["HEADER_DIALECT_ENV", "HEADER_HOSTS_ENV", "PROVIDER_HOSTS", "WirePolicy", "policy_from"]
+__all__ = [
+    "HEADER_DIALECT_ENV",
+    "HEADER_HOSTS_ENV",
+    "WirePolicy",
+    "policy_from",
+    "refuse_by_default",
+]
 
 HEADER_DIALECT_ENV = "PAYI_HEADER_DIALECT"
 HEADER_HOSTS_ENV = "PAYI_HEADER_HOSTS"
 
-#: The model providers' public API hosts (shell patterns): nobody there reads Pay-i's headers.
-PROVIDER_HOSTS: Tuple[str, ...] = (
-    "api.openai.com",
-    "*.openai.azure.com",
-    "*.services.ai.azure.com",
-    "*.cognitiveservices.azure.com",
-    "api.anthropic.com",
-    "bedrock-runtime.*.amazonaws.com",
-    "*-aiplatform.googleapis.com",
-    "aiplatform.googleapis.com",
-    "generativelanguage.googleapis.com",
-    "api.mistral.ai",
-    "api.cohere.com",
-    "api.cohere.ai",
-    "api.groq.com",
-    "api.x.ai",
-    "api.deepseek.com",
-    "api.together.xyz",
-    "api.fireworks.ai",
-)
+
+def _no_hosts() -> Tuple[str, ...]:
+    return ()
+
+
+#: Where a policy without an allow-list finds the hosts it refuses, unless given its own: the
+#: model providers' public API hosts, from the layer above (``_providers._registry``).
+_provider_hosts: Callable[[], Tuple[str, ...]] = _no_hosts
+
+
+def refuse_by_default(hosts: Callable[[], Tuple[str, ...]]) -> None:
+    """Set where the default policy finds the hosts it refuses (shell patterns; read at
+    each decision, so a provider registered later counts)."""
+    global _provider_hosts
+    _provider_hosts = hosts
 
 
 def _matches(host: str, patterns: Sequence[str]) -> bool:
@@ -53,12 +55,14 @@ def _matches(host: str, patterns: Sequence[str]) -> bool:
 @dataclass(frozen=True)
 class WirePolicy:
     """The dialect (a registered ``_model.dialects.Dialect``), and the hosts that get
-    attribution headers: ``hosts`` None is the default (all but :data:`PROVIDER_HOSTS`), else
-    exactly the hosts matching one of its patterns (``*`` matches every host,
-    ``*.example.com`` every subdomain)."""
+    attribution headers: ``hosts`` None is the default (all but the ``refused`` ones, by
+    default the model providers' public API hosts: :func:`refuse_by_default`), else exactly
+    the hosts matching one of its patterns (``*`` matches every host, ``*.example.com`` every
+    subdomain)."""
 
     dialect: Dialect = X_PAYI
     hosts: Optional[Tuple[str, ...]] = None
+    refused: Optional[Tuple[str, ...]] = None
 
     def sends_to(self, url: Optional[str]) -> bool:
         """Whether a request to ``url`` carries attribution headers (an unknown URL: as an
@@ -71,7 +75,8 @@ class WirePolicy:
                 host = ""
         if self.hosts is not None:
             return bool(host) and _matches(host, self.hosts)
-        return not (host and _matches(host, PROVIDER_HOSTS))
+        refused = self.refused if self.refused is not None else _provider_hosts()
+        return not (host and _matches(host, refused))
 
 
 def _hosts(value: object, what: str) -> Tuple[str, ...]:

@@ -1,23 +1,34 @@
-"""Providers: one module per SDK family behind the seam of ``_base``; ``_core`` is the generic
-request hook. :data:`PROVIDERS` is every provider payi_otel instruments."""
+"""Providers: one module per SDK family on the base of ``_base`` (its facts and hooks), each
+registered with one line in ``_registry.PROVIDERS``; ``_core`` is the generic request hook
+that wraps them (imported by the instrumentor, not here: the base and the registry are read
+by modules ``_core`` itself stands on, as ``_genai`` and ``_spans``)."""
 
 from __future__ import annotations
 
-from typing import Tuple
-
-from payi_otel._providers._base import CallRecord, Provider, ResponseObserver, Usage
-from payi_otel._providers._core import add_observer, instrument_providers
-from payi_otel._providers.anthropic import AnthropicProvider
-from payi_otel._providers.openai import OpenAIProvider
+from payi_otel._providers._base import (
+    Call,
+    CallRecord,
+    Instrumentation,
+    PatchPoint,
+    Provider,
+    ResponseObserver,
+    Role,
+    Service,
+    Usage,
+)
+from payi_otel._providers._registry import PROVIDERS, derived, providers
 
 __all__ = [
     "PROVIDERS",
+    "Call",
     "CallRecord",
+    "Instrumentation",
+    "PatchPoint",
     "Provider",
     "ResponseObserver",
+    "Role",
+    "Service",
     "Usage",
-    "add_observer",
-    "instrument_providers",
+    "derived",
+    "providers",
 ]
-
-PROVIDERS: Tuple[Provider, ...] = (OpenAIProvider(), AnthropicProvider())

@@ -1,35 +1,105 @@
-"""The provider seam: what the generic request hook needs from one SDK family.
+"""The provider seam: :class:`Provider`, one SDK family's facts and hooks.
 
-A :class:`Provider` says where its SDK sends every API call (the methods to wrap), how to read
-the caller's headers and the model from a call, how to send the call with other headers, and
-how to read token usage from what the call returned (a response, or the items of a stream).
-The core (``_core``) does the rest, the same for every SDK: resolve, stamp, attribute, run the
-call in its context, observe the response. docs/architecture.md shows how a provider plugs in.
+A provider owns everything payi_otel knows about its SDK: its facts (the import name, the
+official GenAI instrumentations, their scopes, the model services its clients call: their
+Pay-i categories, genai-prices ids and public API hosts) and its hooks (where every API call
+goes through, how to read the caller's headers and the model from a call, how to send it with
+other headers, how to read usage from what it returned). Every hook here is a documented
+no-op (as contrib botocore's ``_AwsSdkExtension``), so a provider overrides only what its SDK
+needs. The core (``_core``) does the rest, the same for every SDK: resolve, stamp, attribute,
+run the call in its context, observe the response; ``_genai``, ``_cost``, ``_ingest`` and the
+wire policy read the facts through the registry (``_registry``). docs/architecture.md,
+"The provider seam", shows how a provider plugs in.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Protocol, Tuple
+from typing import Any, ClassVar, Dict, Optional, Protocol, Tuple
 
 from opentelemetry.trace import Span
 
 from payi_otel._model.effective import Effective
 
-__all__ = ["Call", "CallRecord", "PatchPoint", "Provider", "ResponseObserver", "Usage"]
+__all__ = [
+    "Call",
+    "CallRecord",
+    "Instrumentation",
+    "PatchPoint",
+    "Provider",
+    "ResponseObserver",
+    "Role",
+    "Service",
+    "Usage",
+]
 
 Args = Tuple[Any, ...]
 Kwargs = Dict[str, Any]
 
 
+# --- facts -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Instrumentation:
+    """One GenAI instrumentation package: its distribution, module and instrumentor class."""
+
+    distribution: str
+    module: str
+    instrumentor: str
+    min_python: Tuple[int, int] = (3, 10)
+
+
+@dataclass(frozen=True)
+class Service:
+    """A model service an SDK's clients call (OpenAI's API, Azure OpenAI, Bedrock, ...): how
+    its calls are named in GenAI spans, billed by Pay-i and priced by genai-prices, and where
+    its public API is."""
+
+    #: Pay-i's category of its calls (``PayiCategories``): ``system.openai``; None: Pay-i
+    #: has none (an API known only by its hosts).
+    category: Optional[str] = None
+    #: genai-prices' provider id: ``openai``, ``azure``, ``aws``; None: none.
+    price_id: Optional[str] = None
+    #: The ``gen_ai.provider.name`` / ``gen_ai.system`` values its GenAI spans carry.
+    genai_names: Tuple[str, ...] = ()
+    #: Other names of the service in ``price_as_category`` (``system.`` left out), priced
+    #: as ``price_id``: the category's own name always counts.
+    category_aliases: Tuple[str, ...] = ()
+    #: Its public API hosts (shell patterns): nobody there reads Pay-i's headers, so the
+    #: default wire policy sends them none.
+    hosts: Tuple[str, ...] = ()
+    #: ``server.address`` patterns that make a span named with the SDK's own provider name a
+    #: call of this service (genai-openai names an Azure OpenAI call ``openai``).
+    addresses: Tuple[str, ...] = ()
+
+
+# --- where a call is read and where it is stamped --------------------------------------------
+
+
+class Role(enum.Enum):
+    """What the core does at a patch point."""
+
+    #: Read the call, resolve its parameters, run it in their context, observe its response;
+    #: and stamp it here too, unless the provider has a :attr:`SEND` point.
+    ENTRY = "entry"
+    #: Stamp the request of the call this provider's entry resolved, found in the context
+    #: (an SDK that builds its HTTP request below its per-call method: botocore's
+    #: ``BaseClient._make_api_call`` is the entry, ``Endpoint.prepare_request`` the send).
+    #: Reached outside an entry, the request goes out untouched.
+    SEND = "send"
+
+
 @dataclass(frozen=True)
 class PatchPoint:
-    """A method to wrap: ``module``'s ``attribute`` (``"Class.method"``)."""
+    """A method to wrap: ``module``'s ``attribute`` (``"Class.method"``), in a :class:`Role`."""
 
     module: str
     attribute: str
     is_async: bool
+    role: Role = Role.ENTRY
 
 
 @dataclass(frozen=True)
@@ -39,12 +109,16 @@ class Call:
     #: The caller's attribution headers, one mapping per source of the per-call level,
     #: lowest first (client defaults, then the call's own): a value None is not given, and
     #: ``_codec.REMOVED`` removes what a lower source gave (the SDK's ``Omit``).
-    headers: Tuple[Mapping[str, object], ...]
+    headers: Tuple[Mapping[str, object], ...] = ()
     #: The model asked for, when the request names one.
     model: Optional[str] = None
     #: Where the call goes (absolute URL), when known: decides whether attribution headers
-    #: are sent at all (``_destinations``).
+    #: are sent at all (the wire policy). A :attr:`Role.SEND` point may say it later
+    #: (:meth:`Provider.send_url`).
     url: Optional[str] = None
+
+
+# --- the response side -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -96,20 +170,50 @@ class ResponseObserver(Protocol):
     def __call__(self, record: CallRecord) -> None: ...
 
 
-class Provider(Protocol):
-    """One SDK family behind the seam."""
+# --- the provider ----------------------------------------------------------------------------
 
-    #: The SDK's import name, also the GenAI provider name (``openai``, ``anthropic``).
-    name: str
+
+class Provider:
+    """One SDK family behind the seam: its facts (class attributes) and its hooks.
+
+    Every hook is a no-op until a subclass overrides it: a provider whose SDK reports no usage
+    leaves the response hooks alone, one that cannot carry headers leaves :meth:`stamp`. One
+    instance per registered provider (``_registry.providers()``) is made and kept; a hook may
+    keep what :meth:`patch_points` found of the SDK (its types) on it.
+    """
+
+    #: The SDK's import name, also its GenAI provider name (``openai``, ``anthropic``).
+    name: ClassVar[str] = ""
+    #: Its official GenAI instrumentations, the preferred first (``_genai`` turns on one).
+    instrumentations: ClassVar[Tuple[Instrumentation, ...]] = ()
+    #: A module of the SDK that starts GenAI spans itself (then no instrumentation is needed).
+    native_spans_module: ClassVar[Optional[str]] = None
+    #: The model services its clients call, its own first (its category, price id, hosts).
+    services: ClassVar[Tuple[Service, ...]] = ()
+
+    def genai_scope_prefixes(self) -> Tuple[str, ...]:
+        """Instrumentation scopes whose spans are GenAI spans even when they start without
+        ``gen_ai.*``. Default: its instrumentations' modules (their tracers' names)."""
+        return tuple(inst.module for inst in self.instrumentations)
+
+    # -- the request side ---------------------------------------------------------------------
 
     def patch_points(self) -> Sequence[PatchPoint]:
-        """The methods every API call of the SDK goes through, once per logical call.
-        Raises ImportError when the SDK is not installed."""
-        ...
+        """The methods to wrap: every API call of the SDK goes through its :attr:`Role.ENTRY`
+        points once per logical call. Raises ImportError when the SDK is not installed.
+        Default: none (the provider only brings facts)."""
+        return ()
 
-    def read(self, instance: Any, args: Args, kwargs: Kwargs) -> Call:
-        """The caller's headers, the model and the URL of the call about to be sent."""
-        ...
+    def read(self, instance: Any, args: Args, kwargs: Kwargs) -> Optional[Call]:
+        """At an entry point: the caller's headers, the model and the URL of the call about
+        to be sent; None when it is no GenAI call of this provider (e.g. another service of
+        a client layer the SDK shares), which then goes out untouched. Default: a call with no
+        caller headers, model and URL unknown."""
+        return Call()
+
+    def send_url(self, instance: Any, args: Args, kwargs: Kwargs) -> Optional[str]:
+        """At a send point: the URL the request goes to. Default: None, the entry's URL."""
+        return None
 
     def stamp(
         self, instance: Any, args: Args, kwargs: Kwargs, headers: Mapping[str, str]
@@ -117,37 +221,55 @@ class Provider(Protocol):
         """The arguments that send the call with ``headers`` as its only attribution headers
         (the caller's ``x-payi-*`` / ``xProxy-*`` ones, in any case and either spelling,
         replaced; ``headers`` may be empty), everything else unchanged; and no attribution
-        header follows a redirect to another origin."""
-        ...
-
-    def usage(self, item: object) -> Optional[Usage]:
-        """Token usage reported by a response or by one item of a stream, if any."""
-        ...
-
-    def usage_totals(self, usage: Usage) -> Usage:
-        """``usage`` (merged over a whole call) with ``input_tokens`` counting cache reads
-        and writes too, for an API that reports them apart."""
-        ...
+        header follows a redirect to another origin. Runs at the send point when the
+        provider has one, else at the entry. Default: the arguments unchanged (the SDK
+        carries no headers: the call is attributed on its spans only)."""
+        return args, kwargs
 
     def ask_usage(self, args: Args, kwargs: Kwargs) -> Optional[Tuple[Args, Kwargs]]:
         """The arguments that make a stream report its usage, for an API that reports it
-        only when asked and a caller who did not ask; None: send the call as it is."""
-        ...
+        only when asked and a caller who did not ask; None (default): send the call as it
+        is."""
+        return None
+
+    # -- the response side --------------------------------------------------------------------
+
+    def usage(self, item: object) -> Optional[Usage]:
+        """Token usage reported by a response or by one item of a stream, if any. Default:
+        None (no usage: the call is reported without it, and is not priced)."""
+        return None
+
+    def usage_totals(self, usage: Usage) -> Usage:
+        """``usage`` (merged over a whole call) with ``input_tokens`` counting cache reads
+        and writes too, for an API that reports them apart. Default: as it is."""
+        return usage
 
     def is_usage_only(self, item: object) -> bool:
         """Whether a stream item only carries the usage :meth:`ask_usage` asked for (the
-        caller, who did not ask, never sees it)."""
-        ...
+        caller, who did not ask, never sees it). Default: False."""
+        return False
 
     def response_model(self, item: object) -> Optional[str]:
-        """The model a response or stream item reports, if any."""
-        ...
+        """The model a response or stream item reports, if any. Default: None."""
+        return None
 
     def is_stream(self, result: object) -> bool:
-        """Whether ``result`` is a stream whose items arrive later."""
-        ...
+        """Whether ``result`` is a stream whose items arrive later. Default: False."""
+        return False
+
+    def stream_of(self, result: object) -> Optional[object]:
+        """A stream nested in the response ``result`` (botocore's ConverseStream returns it
+        as ``response["stream"]``), to be observed in its place (:meth:`with_stream`).
+        Default: None (no nested stream)."""
+        return None
+
+    def with_stream(self, result: object, stream: object) -> object:
+        """``result`` with ``stream`` (the core's observing proxy of :meth:`stream_of`) in
+        the nested stream's place: what the caller gets. Default: ``result`` unchanged."""
+        return result
 
     def is_raw_response(self, result: object) -> bool:
         """Whether ``result`` is the SDK's raw response (``with_raw_response``,
-        ``with_streaming_response``), whose ``parse()`` gives the response or stream."""
-        ...
+        ``with_streaming_response``), whose ``parse()`` gives the response or stream.
+        Default: False."""
+        return False

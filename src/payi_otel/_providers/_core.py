@@ -9,7 +9,11 @@ where the destination policy says nobody reads them (``_destinations``); the cur
 span gets the same values as ``payi.*`` attributes; while the SDK handles the call the
 resolved parameters are in the context, so a GenAI span the SDK starts itself gets them too;
 and when observers are registered, each completed call (a stream: when exhausted or
-closed) is reported with its usage.
+closed, a stream nested in a response too) is reported with its usage.
+
+All of it happens at a provider's entry points (``Role.ENTRY``), except for a provider that
+builds its HTTP request below its per-call method: there the request is stamped at its send
+points (``Role.SEND``) with the headers resolved at the entry for the call in the context.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import wrapt
@@ -39,6 +44,7 @@ from payi_otel._providers._base import (
     Kwargs,
     Provider,
     ResponseObserver,
+    Role,
     Usage,
 )
 from payi_otel._spans import apply_call_attributes
@@ -340,21 +346,32 @@ class _ObservedAsyncResponse(_ObservedResponse):
         return self._self_observe(await self.__wrapped__.parse(*args, **kwargs))
 
 
+def _observed_stream(stream: Any, observation: _Observation) -> Any:
+    observation.streamed = True
+    if hasattr(stream, "__anext__"):
+        if hasattr(stream, "aclose"):
+            return _ObservedAsyncClosable(stream, observation)
+        return _ObservedAsyncStream(stream, observation)
+    return _ObservedStream(stream, observation)
+
+
 def _observed(result: Any, observation: Optional[_Observation]) -> Any:
     if observation is None:
         return result
+    provider = observation.provider
     try:
-        if observation.provider.is_stream(result):
-            observation.streamed = True
-            if hasattr(result, "__anext__"):
-                if hasattr(result, "aclose"):
-                    return _ObservedAsyncClosable(result, observation)
-                return _ObservedAsyncStream(result, observation)
-            return _ObservedStream(result, observation)
-        if observation.provider.is_raw_response(result):
+        if provider.is_stream(result):
+            return _observed_stream(result, observation)
+        if provider.is_raw_response(result):
             if inspect.iscoroutinefunction(getattr(result, "parse", None)):
                 return _ObservedAsyncResponse(result, observation)
             return _ObservedResponse(result, observation)
+        nested = provider.stream_of(result)
+        if nested is not None:
+            # The response is handed over now, its stream read later: the call is reported
+            # when the stream ends, with what the response and the stream showed.
+            observation.see(result)
+            return provider.with_stream(result, _observed_stream(nested, observation))
         observation.see(result)
         observation.finish()
     except Exception:
@@ -362,21 +379,39 @@ def _observed(result: Any, observation: Optional[_Observation]) -> Any:
     return result
 
 
+@dataclass(frozen=True)
+class _InFlight:
+    """In the context of a call being sent, for its provider's send points: the call's
+    provider and resolved parameters, and its URL as read at the entry."""
+
+    provider: Provider
+    call: Effective
+    url: Optional[str]
+
+
+_IN_FLIGHT_KEY = otel_context.create_key("payi_otel.in_flight")
+
+
 def _prepare(
-    provider: Provider, instance: Any, args: Args, kwargs: Kwargs
+    provider: Provider, instance: Any, args: Args, kwargs: Kwargs, stamp_here: bool
 ) -> Optional[Tuple[Args, Kwargs, otel_context.Context, Optional[_Observation]]]:
-    """Resolve and stamp one call: the arguments to send it with, the context to send it
-    in, and its observation (None when nobody observes). None: send it unchanged.
+    """Resolve one call, and stamp it unless its provider stamps at a send point
+    (``stamp_here`` False): the arguments to send it with, the context to send it in, and
+    its observation (None when nobody observes). None: send it unchanged.
 
     A ``ParameterError`` from the caller's headers propagates: the caller's mistake, nothing
     is sent. Anything else is internal: logged once, the call goes out unchanged.
     """
     try:
         request = provider.read(instance, args, kwargs)
+        if request is None:
+            return None  # not a GenAI call of this provider
         call = resolve_call(current_effective(), request.headers)
-        wire = destinations.current()
-        headers = call.headers(wire.dialect) if wire.sends_to(request.url) else {}
-        new_args, new_kwargs = provider.stamp(instance, args, kwargs, headers)
+        new_args, new_kwargs = args, kwargs
+        if stamp_here:
+            wire = destinations.current()
+            headers = call.headers(wire.dialect) if wire.sends_to(request.url) else {}
+            new_args, new_kwargs = provider.stamp(instance, args, kwargs, headers)
         apply_call_attributes(trace.get_current_span(), call)
         observation = None
         if _observers:
@@ -387,6 +422,10 @@ def _prepare(
                 observation.hide_usage_only = True
         # A model provider has no use for payi.* baggage (user ids, properties): none to it.
         ctx = with_call(without_payi_baggage(otel_context.get_current()), call)
+        if not stamp_here:
+            ctx = otel_context.set_value(
+                _IN_FLIGHT_KEY, _InFlight(provider, call, request.url), ctx
+            )
         return new_args, new_kwargs, ctx, observation
     except ParameterError:
         raise
@@ -414,9 +453,11 @@ class _Sending:
             self._observation.finish(exc)
 
 
-def _make_wrapper(provider: Provider, is_async: bool) -> Callable[..., Any]:
+def _make_wrapper(provider: Provider, is_async: bool, stamp_here: bool) -> Callable[..., Any]:
+    """The wrapper of an entry point."""
+
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs) -> Any:
-        prepared = _prepare(provider, instance, args, kwargs)
+        prepared = _prepare(provider, instance, args, kwargs, stamp_here)
         if prepared is None:
             return wrapped(*args, **kwargs)
         new_args, new_kwargs, ctx, observation = prepared
@@ -427,13 +468,52 @@ def _make_wrapper(provider: Provider, is_async: bool) -> Callable[..., Any]:
     async def async_wrapper(
         wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs
     ) -> Any:
-        prepared = _prepare(provider, instance, args, kwargs)
+        prepared = _prepare(provider, instance, args, kwargs, stamp_here)
         if prepared is None:
             return await wrapped(*args, **kwargs)
         new_args, new_kwargs, ctx, observation = prepared
         with _Sending(ctx, observation):
             result = await wrapped(*new_args, **new_kwargs)
         return _observed(result, observation)
+
+    return async_wrapper if is_async else wrapper
+
+
+def _stamp_sent(
+    provider: Provider, instance: Any, args: Args, kwargs: Kwargs
+) -> Optional[Tuple[Args, Kwargs]]:
+    """At a send point: the arguments that send the request with the resolved headers of
+    the call in the context (None: no call of this provider is being sent here, or the hook
+    failed: the request goes out unchanged)."""
+    flight = otel_context.get_value(_IN_FLIGHT_KEY)
+    if not isinstance(flight, _InFlight) or flight.provider is not provider:
+        return None
+    try:
+        url = provider.send_url(instance, args, kwargs) or flight.url
+        wire = destinations.current()
+        headers = flight.call.headers(wire.dialect) if wire.sends_to(url) else {}
+        return provider.stamp(instance, args, kwargs, headers)
+    except Exception:
+        internal_error(f"hook:{provider.name}:send", "stamping a request failed")
+        return None
+
+
+def _make_send_wrapper(provider: Provider, is_async: bool) -> Callable[..., Any]:
+    """The wrapper of a send point (every attempt of a call is stamped alike)."""
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs) -> Any:
+        stamped = _stamp_sent(provider, instance, args, kwargs)
+        if stamped is None:
+            return wrapped(*args, **kwargs)
+        return wrapped(*stamped[0], **stamped[1])
+
+    async def async_wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs
+    ) -> Any:
+        stamped = _stamp_sent(provider, instance, args, kwargs)
+        if stamped is None:
+            return await wrapped(*args, **kwargs)
+        return await wrapped(*stamped[0], **stamped[1])
 
     return async_wrapper if is_async else wrapper
 
@@ -449,6 +529,7 @@ def instrument_providers(providers: Sequence[Provider]) -> List[Callable[[], Non
         except Exception:
             internal_error(f"sdk:{provider.name}", f"cannot instrument {provider.name}")
             continue
+        stamp_at_entry = not any(point.role is Role.SEND for point in points)
         for point in points:
             try:
                 module = importlib.import_module(point.module)
@@ -461,7 +542,10 @@ def instrument_providers(providers: Sequence[Provider]) -> List[Callable[[], Non
                     f"{provider.name} has no {point.attribute}",
                 )
                 continue
-            wrapper = _make_wrapper(provider, point.is_async)
+            if point.role is Role.SEND:
+                wrapper = _make_send_wrapper(provider, point.is_async)
+            else:
+                wrapper = _make_wrapper(provider, point.is_async, stamp_at_entry)
             wrapt.wrap_function_wrapper(module, point.attribute, wrapper)
             undo.append(unwrapper(owner, method, wrapper))
     return undo

@@ -17,7 +17,7 @@ from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 from payi_otel._destinations import guard_client
 from payi_otel._model.codec import REMOVED
 from payi_otel._model.dialects import is_attribution_header
-from payi_otel._providers._base import Args, Call, Kwargs, PatchPoint, Usage
+from payi_otel._providers._base import Args, Call, Kwargs, PatchPoint, Provider, Usage
 
 __all__ = ["StainlessProvider"]
 
@@ -34,13 +34,13 @@ def _path(obj: object, path: str) -> object:
     return obj
 
 
-class StainlessProvider:
+class StainlessProvider(Provider):
     """A Stainless-generated SDK: ``<name>._base_client``, ``_types.Omit``, ``model_copy``.
 
-    Subclasses name the SDK and say where usage counts sit (:attr:`usage_fields`).
+    Subclasses bring the SDK's facts (:class:`Provider`) and say where usage counts sit
+    (:attr:`usage_fields`).
     """
 
-    name = ""
     #: Usage field -> the attribute paths (on a ``usage`` object) that may carry it.
     usage_fields: ClassVar[Mapping[str, Tuple[str, ...]]] = {}
     #: Where a response or stream item may carry a ``usage`` object.
@@ -185,12 +185,6 @@ class StainlessProvider:
             usage.input_tokens + (usage.cache_read_tokens or 0) + (usage.cache_write_tokens or 0)
         )
         return replace(usage, input_tokens=total)
-
-    def ask_usage(self, args: Args, kwargs: Kwargs) -> Optional[Tuple[Args, Kwargs]]:
-        return None
-
-    def is_usage_only(self, item: object) -> bool:
-        return False
 
     def response_model(self, item: object) -> Optional[str]:
         for path in ("model", "message.model", "response.model"):

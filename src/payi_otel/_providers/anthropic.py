@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar, Tuple
 
+from payi_otel._providers._base import Instrumentation, Service
 from payi_otel._providers._stainless import StainlessProvider
 
 __all__ = ["AnthropicProvider"]
@@ -14,6 +15,39 @@ __all__ = ["AnthropicProvider"]
 
 class AnthropicProvider(StainlessProvider):
     name = "anthropic"
+    instrumentations = (
+        Instrumentation(
+            "opentelemetry-instrumentation-genai-anthropic",
+            "opentelemetry.instrumentation.genai.anthropic",
+            "AnthropicInstrumentor",
+        ),
+    )
+    # anthropic >= 1.14 starts its own GenAI call spans.
+    native_spans_module = "anthropic._tracing"
+    services = (
+        Service(
+            "system.anthropic",
+            "anthropic",
+            genai_names=("anthropic",),
+            hosts=("api.anthropic.com",),
+        ),
+        # AnthropicBedrock: Claude on AWS Bedrock.
+        Service(
+            "system.aws.bedrock",
+            "aws",
+            genai_names=("aws.bedrock",),
+            category_aliases=("bedrock",),
+            hosts=("bedrock-runtime.*.amazonaws.com",),
+        ),
+        # AnthropicVertex: Claude on Google Vertex AI (with Gemini's GenAI names).
+        Service(
+            "system.google.vertex",
+            "google",
+            genai_names=("gcp.vertex_ai", "gcp.gemini", "gcp.gen_ai"),
+            category_aliases=("vertex",),
+            hosts=("*-aiplatform.googleapis.com", "aiplatform.googleapis.com"),
+        ),
+    )
     usage_fields: ClassVar[Mapping[str, Tuple[str, ...]]] = {
         "input_tokens": ("input_tokens",),
         "output_tokens": ("output_tokens",),

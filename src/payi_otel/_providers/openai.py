@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Optional, Tuple
 
-from payi_otel._providers._base import Args, Kwargs
+from payi_otel._providers._base import Args, Instrumentation, Kwargs, Service
 from payi_otel._providers._stainless import StainlessProvider
 
 __all__ = ["OpenAIProvider"]
@@ -26,6 +26,50 @@ _RAW_RESPONSE = "x-stainless-raw-response"
 
 class OpenAIProvider(StainlessProvider):
     name = "openai"
+    instrumentations = (
+        Instrumentation(
+            "opentelemetry-instrumentation-genai-openai",
+            "opentelemetry.instrumentation.genai.openai",
+            "OpenAIInstrumentor",
+        ),
+        # Deprecated, but the only one on Python 3.9.
+        Instrumentation(
+            "opentelemetry-instrumentation-openai-v2",
+            "opentelemetry.instrumentation.openai_v2",
+            "OpenAIInstrumentor",
+            min_python=(3, 9),
+        ),
+    )
+    services = (
+        Service("system.openai", "openai", genai_names=("openai",), hosts=("api.openai.com",)),
+        # AzureOpenAI / AsyncAzureOpenAI (genai-openai names their calls "openai" too).
+        Service(
+            "system.azureopenai",
+            "azure",
+            genai_names=("azure.ai.openai", "az.ai.openai"),
+            category_aliases=("azure.openai",),
+            hosts=(
+                "*.openai.azure.com",
+                "*.services.ai.azure.com",
+                "*.cognitiveservices.azure.com",
+            ),
+            addresses=("*.openai.azure.com",),
+        ),
+        # The OpenAI-compatible APIs an OpenAI client is pointed at (``base_url``).
+        Service(
+            hosts=(
+                "generativelanguage.googleapis.com",
+                "api.mistral.ai",
+                "api.cohere.com",
+                "api.cohere.ai",
+                "api.groq.com",
+                "api.x.ai",
+                "api.deepseek.com",
+                "api.together.xyz",
+                "api.fireworks.ai",
+            )
+        ),
+    )
     usage_fields: ClassVar[Mapping[str, Tuple[str, ...]]] = {
         "input_tokens": ("prompt_tokens", "input_tokens"),
         "output_tokens": ("completion_tokens", "output_tokens"),
