@@ -42,8 +42,14 @@ from payi_otel import PayiInstrumentor, _genai, track_context
 from payi_otel._context import current_effective
 from payi_otel._cost import _provider_id
 from payi_otel._ingest import ingest_record
-from payi_otel._model.dialects import is_attribution_header, is_dialect_header
-from payi_otel._model.parameters import ATTRIBUTE_NAMES, HEADER_NAMES, PAYI_HEADER_NAMES
+from payi_otel._model.dialects import (
+    PAYI_PROXY,
+    X_PAYI,
+    dialect_named,
+    is_attribution_header,
+    is_dialect_header,
+)
+from payi_otel._model.parameters import ATTRIBUTE_NAMES
 from payi_otel._model.wire_policy import WirePolicy
 from payi_otel._providers import (
     PROVIDERS,
@@ -65,7 +71,7 @@ PUBLIC_HOST = "api.toy-llm.example"
 MODEL = "gpt-4o-mini"
 
 #: Parameter name -> its header and attribute names, from the one registry.
-HEADER, PROXY_HEADER, ATTRIBUTE = HEADER_NAMES, PAYI_HEADER_NAMES, ATTRIBUTE_NAMES
+HEADER, PROXY_HEADER, ATTRIBUTE = X_PAYI.headers, PAYI_PROXY.headers, ATTRIBUTE_NAMES
 
 
 # --- the toy SDK ---------------------------------------------------------------------------------
@@ -326,7 +332,9 @@ def test_scopes_apply_and_per_call_headers_resolve_as_for_openai(
     with track_context(
         use_case_name="recipe", use_case_id="u1", user_id="alice", request_properties={"k": "v"}
     ):
-        expected = resolve_call(current_effective(), (defaults, own)).headers(dialect)
+        expected = resolve_call(current_effective(), (defaults, own)).headers(
+            dialect_named(dialect)
+        )
         events = read_all(toy.call(model=MODEL, prompt="Hello", headers=own))
         reference.chat.completions.create(**CHAT, extra_headers=own)
     toy_request, openai_request = genai.server.requests
@@ -396,7 +404,7 @@ def test_the_default_wire_policy_refuses_its_public_host(genai: GenAI) -> None:
     assert payi_attrs(span)[ATTRIBUTE["account_name"]] == "acme"
     genai.reinstrument(header_hosts=[PUBLIC_HOST])
     with track_context(user_id="alice"):
-        expected = resolve_call(current_effective(), ()).headers("x-payi")
+        expected = resolve_call(current_effective(), ()).headers(X_PAYI)
         read_all(public.call(model=MODEL, prompt="Hello"))
     assert attribution(genai.server.requests[-1]) == {k.lower(): v for k, v in expected.items()}
     assert expected
