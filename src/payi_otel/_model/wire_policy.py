@@ -5,13 +5,14 @@ Attribution headers are personal and business data: they are sent only where the
 all (the values go on the spans either way), and in which dialect. The default sends them
 everywhere but to the model providers' public API hosts (:data:`PROVIDER_HOSTS`); an
 allow-list (``header_hosts=`` / ``PAYI_HEADER_HOSTS``) replaces that default with exactly the
-hosts it names. Holding the policy on every redirect hop is ``_destinations``' job.
+hosts it names. Reading the options and variables is ``_settings``' job; holding the policy on
+every redirect hop is ``_destinations``'.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional, Tuple
 from urllib.parse import urlsplit
@@ -19,10 +20,7 @@ from urllib.parse import urlsplit
 from payi_otel._model.dialects import DIALECTS, X_PAYI
 from payi_otel._model.parameters import ParameterTypeError, ParameterValueError
 
-__all__ = ["HEADER_DIALECT_ENV", "HEADER_HOSTS_ENV", "PROVIDER_HOSTS", "WirePolicy", "policy_from"]
-
-HEADER_DIALECT_ENV = "PAYI_HEADER_DIALECT"
-HEADER_HOSTS_ENV = "PAYI_HEADER_HOSTS"
+__all__ = ["PROVIDER_HOSTS", "WirePolicy", "dialect_named", "host_patterns"]
 
 #: The model providers' public API hosts (shell patterns): nobody there reads Pay-i's headers.
 PROVIDER_HOSTS: Tuple[str, ...] = (
@@ -73,7 +71,18 @@ class WirePolicy:
         return not (host and _matches(host, PROVIDER_HOSTS))
 
 
-def _hosts(value: object, what: str) -> Tuple[str, ...]:
+def dialect_named(value: object, what: str) -> str:
+    """``value`` as a dialect name (``what`` names the option or variable it came from)."""
+    if not isinstance(value, str):
+        raise ParameterTypeError(f"{what} must be a str, not {type(value).__name__}")
+    dialect = value.strip().lower()
+    if dialect not in DIALECTS:
+        raise ParameterValueError(f"{what} must be one of {', '.join(DIALECTS)}, got {dialect!r}")
+    return dialect
+
+
+def host_patterns(value: object, what: str) -> Tuple[str, ...]:
+    """``value`` as host patterns, lowercased, without a trailing dot."""
     if isinstance(value, str) or not isinstance(value, Sequence):
         raise ParameterTypeError(f"{what} must be a list of host names, not {type(value).__name__}")
     hosts = []
@@ -85,25 +94,3 @@ def _hosts(value: object, what: str) -> Tuple[str, ...]:
             raise ParameterValueError(f"{what} elements must be host names, got {item!r}")
         hosts.append(host)
     return tuple(hosts)
-
-
-def policy_from(
-    dialect: Optional[str], hosts: Optional[Sequence[str]], environ: Mapping[str, str]
-) -> WirePolicy:
-    """The policy from ``payi_instrument(header_dialect=, header_hosts=)`` over
-    ``PAYI_HEADER_DIALECT`` and ``PAYI_HEADER_HOSTS`` (comma-separated; empty: no host)."""
-    what = "header_dialect"
-    if dialect is None:
-        dialect, what = environ.get(HEADER_DIALECT_ENV) or X_PAYI, HEADER_DIALECT_ENV
-    if not isinstance(dialect, str):
-        raise ParameterTypeError(f"header_dialect must be a str, not {type(dialect).__name__}")
-    dialect = dialect.strip().lower()
-    if dialect not in DIALECTS:
-        raise ParameterValueError(f"{what} must be one of {', '.join(DIALECTS)}, got {dialect!r}")
-    allowed: Optional[Tuple[str, ...]] = None
-    if hosts is not None:
-        allowed = _hosts(hosts, "header_hosts")
-    elif HEADER_HOSTS_ENV in environ:
-        text = environ[HEADER_HOSTS_ENV]
-        allowed = _hosts([h for h in text.split(",") if h.strip()], HEADER_HOSTS_ENV)
-    return WirePolicy(dialect, allowed)
