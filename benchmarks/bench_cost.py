@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import httpx2
@@ -30,8 +31,11 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 from fake_llm_server import FakeLLMServer  # noqa: E402
 
-from payi_otel import PayiInstrumentor, track_context  # noqa: E402
-from payi_otel._providers import _core  # noqa: E402
+from payi_otel import (  # noqa: E402
+    PayiInstrumentor,
+    _settings,
+    track_context,
+)
 
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "How much does this call cost?"}]
@@ -77,7 +81,7 @@ def main(argv: Sequence[str] = ()) -> int:
         caller_file="bench_cost.py",
         meter_provider=MeterProvider(metric_readers=[reader]),
     )
-    observers = _core._observers
+    observers = _settings.current.observers
     assert observers, "the instrumentor registered no cost observer"
 
     def variant(name: str, client: openai.OpenAI, active: tuple[object, ...]) -> Variant:
@@ -87,7 +91,7 @@ def main(argv: Sequence[str] = ()) -> int:
         timed = loop(call)
 
         def run(n: int) -> int:
-            _core._observers = active  # type: ignore[assignment]
+            _settings.install(replace(_settings.current, observers=active))  # type: ignore[arg-type]
             return timed(n)
 
         return Variant(name, run)
@@ -116,7 +120,7 @@ def main(argv: Sequence[str] = ()) -> int:
                 f"(n={result.n} calls per batch)"
             )
             client.close()
-    _core._observers = observers
+    _settings.install(replace(_settings.current, observers=observers))
     points = sum(
         len(m.data.data_points)
         for rm in reader.get_metrics_data().resource_metrics

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import pytest
 
 from payi_otel import PayiInstrumentor, get_context, payi_instrument, track_context
-from payi_otel._config import ENV_NAMES
+from payi_otel._model.parameters import ENV_NAMES
 
 Instrument = Callable[..., PayiInstrumentor]
 

@@ -344,7 +344,8 @@ def test_a_same_origin_request_keeps_them_and_uninstrument_removes_the_guard(
 
 
 def test_the_policy_host_by_host() -> None:
-    from payi_otel._model.wire_policy import WirePolicy, policy_from
+    from payi_otel._model.wire_policy import WirePolicy
+    from payi_otel._settings import policy_from
 
     default = WirePolicy()
     assert not default.sends_to("https://API.OpenAI.com./v1/chat/completions")

@@ -29,7 +29,7 @@ from test_properties import (
     ref_fold,
 )
 
-from payi_otel import PayiInstrumentor, get_context, track, track_context
+from payi_otel import PayiInstrumentor, _settings, get_context, track, track_context
 from payi_otel import _context as payi_state
 from payi_otel._model.codec import format_value
 from payi_otel._model.merge import combine, fold, new_level
@@ -49,7 +49,7 @@ def _uncached() -> dict[str, Any]:
     """The effective parameters in force, folded from the scope state's levels without the
     merge cache (every level merged directly)."""
     state = payi_state._state(None)
-    glob = payi_state.settings().effective.params
+    glob = _settings.current.effective.params
     if state is None:
         return dict(glob)
     levels = [

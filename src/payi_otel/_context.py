@@ -1,4 +1,4 @@
-"""Everything payi_otel keeps in the OpenTelemetry context, and the process-wide global level.
+"""Everything payi_otel keeps in the OpenTelemetry context.
 
 * the scope state: an immutable value stored in the context (contextvars), so asyncio tasks,
   threads (with context propagation) and generators each see their own scopes; the effective
@@ -8,6 +8,9 @@
   parameters into the baggage of the context it attaches, so any configured propagator
   injects them; incoming, entries found in the context form the *baggage* level.
 
+The global level under them all, and the switches (baggage on, accepted entries), are the
+process settings (``_settings.current``), read once per operation.
+
 Rules: docs/precedence.md.
 """
 
@@ -16,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
 from typing import Dict, FrozenSet, Hashable, Mapping, NamedTuple, Optional, Tuple
 
 from opentelemetry import baggage as otel_baggage
@@ -24,11 +26,13 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 
+from payi_otel import _settings
 from payi_otel._log import log_once
 from payi_otel._model.codec import parse_value
 from payi_otel._model.effective import Effective
-from payi_otel._model.merge import Level, merge, new_level
-from payi_otel._model.parameters import BAGGAGE_ACCEPT_DEFAULT, BAGGAGE_PREFIX, PARAMETERS, Params
+from payi_otel._model.merge import Level, new_level
+from payi_otel._model.parameters import BAGGAGE_PREFIX, PARAMETERS, Params
+from payi_otel._settings import Settings
 
 __all__ = [
     "ScopeState",
@@ -36,17 +40,11 @@ __all__ = [
     "carried_in",
     "carried_out",
     "current_effective",
-    "effective_scope_spans",
     "enter_scope",
     "exited_here",
     "forget_here",
-    "instrumented",
-    "propagate_baggage",
     "read_incoming",
     "remember_here",
-    "scope_spans",
-    "set_global",
-    "settings",
     "settled",
     "with_call",
     "with_outgoing",
@@ -58,68 +56,6 @@ _STATE_KEY = otel_context.create_key("payi_otel.scope_state")
 
 TRACK = "track"
 TRACK_CONTEXT = "track_context"
-
-
-@dataclass(frozen=True)
-class _Global:
-    effective: Effective
-    propagate_baggage: bool
-    version: int
-    instrumented: bool = False
-    baggage_accept: FrozenSet[str] = BAGGAGE_ACCEPT_DEFAULT
-    scope_spans: bool = True
-    effective_scope_spans: bool = False
-
-
-_global = _Global(Effective({}), False, 0)
-
-
-def set_global(
-    params: Params,
-    *,
-    propagate_baggage: bool,
-    instrumented: bool,
-    baggage_accept: FrozenSet[str] = BAGGAGE_ACCEPT_DEFAULT,
-    scope_spans: bool = True,
-    effective_scope_spans: bool = False,
-) -> None:
-    """Replace the global level (``payi_instrument`` / the instrumentor)."""
-    global _global
-    _global = _Global(
-        Effective(merge({}, new_level(params))),
-        propagate_baggage,
-        _global.version + 1,
-        instrumented,
-        baggage_accept,
-        scope_spans,
-        effective_scope_spans,
-    )
-
-
-def settings() -> _Global:
-    """The process-wide settings, read once per scope entry (``instrumented``,
-    ``scope_spans``, ``effective_scope_spans``, ``propagate_baggage``)."""
-    return _global
-
-
-def scope_spans() -> bool:
-    """Whether scopes start spans (``payi_instrument(scope_spans=False)``: spanless mode)."""
-    return _global.scope_spans
-
-
-def effective_scope_spans() -> bool:
-    """Whether scope spans carry the whole effective set
-    (``scope_span_attributes="effective"``) rather than what the scope set."""
-    return _global.effective_scope_spans
-
-
-def propagate_baggage() -> bool:
-    return _global.propagate_baggage
-
-
-def instrumented() -> bool:
-    """Whether ``payi_instrument()`` (or the instrumentor) is in force: headers get stamped."""
-    return _global.instrumented
 
 
 class ScopeState(NamedTuple):
@@ -136,8 +72,8 @@ class ScopeState(NamedTuple):
     effective: Effective
 
 
-def _incoming_baggage(glob: _Global, ctx: Optional[Context]) -> Optional[Level]:
-    return read_incoming(ctx) if glob.propagate_baggage else None
+def _incoming_baggage(settings: Settings, ctx: Optional[Context]) -> Optional[Level]:
+    return read_incoming(ctx) if settings.propagate_baggage else None
 
 
 def _chain(base: Effective, levels: Tuple[Level, ...]) -> Effective:
@@ -148,15 +84,15 @@ def _chain(base: Effective, levels: Tuple[Level, ...]) -> Effective:
 
 
 def _build(
-    glob: _Global,
+    settings: Settings,
     baggage: Optional[Level],
     tracks: Tuple[Level, ...],
     contexts: Tuple[Level, ...],
 ) -> ScopeState:
-    base = glob.effective if baggage is None else glob.effective.child(baggage)
+    base = settings.effective if baggage is None else settings.effective.child(baggage)
     track_result = _chain(base, tracks)
     return ScopeState(
-        glob.version, baggage, tracks, contexts, track_result, _chain(track_result, contexts)
+        settings.version, baggage, tracks, contexts, track_result, _chain(track_result, contexts)
     )
 
 
@@ -276,7 +212,7 @@ def _live(state: ScopeState, exited: _Exited) -> ScopeState:
     contexts = tuple(lv for lv in state.contexts if id(lv) not in ids)
     if len(tracks) == len(state.tracks) and len(contexts) == len(state.contexts):
         return state
-    return _build(_global, state.baggage, tracks, contexts)
+    return _build(_settings.current, state.baggage, tracks, contexts)
 
 
 def settled(ctx: Context) -> Context:
@@ -290,7 +226,7 @@ def settled(ctx: Context) -> Context:
     if live is state:
         return ctx
     ctx = otel_context.set_value(_STATE_KEY, live, ctx)
-    return with_outgoing(ctx, live.effective) if _global.propagate_baggage else ctx
+    return with_outgoing(ctx, live.effective) if _settings.current.propagate_baggage else ctx
 
 
 def _state(ctx: Optional[Context]) -> Optional[ScopeState]:
@@ -315,30 +251,30 @@ def enter_scope(
     inside ``track_context`` scopes still ranks below them, so they are re-applied over it.
     ``key`` is ``params``' hashable form (see :class:`Level`).
     """
-    glob = _global
+    settings = _settings.current
     state = _state(parent)
     if state is None:
-        baggage = _incoming_baggage(glob, parent)
+        baggage = _incoming_baggage(settings, parent)
         if baggage is not None:
-            state = _build(glob, baggage, (), ())
-    elif state.version != glob.version:
-        state = _build(glob, state.baggage, state.tracks, state.contexts)
+            state = _build(settings, baggage, (), ())
+    elif state.version != settings.version:
+        state = _build(settings, state.baggage, state.tracks, state.contexts)
     if state is None:
         # The outermost scope, no baggage level: what _build does, without its loops.
-        base = glob.effective
+        base = settings.effective
         level = new_level(params, key, base.params)
         if method == TRACK:
             effective = base.child(level)
-            state = ScopeState(glob.version, None, (level,), (), effective, effective)
+            state = ScopeState(settings.version, None, (level,), (), effective, effective)
         else:
-            state = ScopeState(glob.version, None, (), (level,), base, base.child(level))
+            state = ScopeState(settings.version, None, (), (level,), base, base.child(level))
     elif method == TRACK:
         # Bound where it is entered: against what is in force here, track_context scopes
         # included (docs/precedence.md, "A use case is bound where it was given").
         level = new_level(params, key, state.effective.params)
         track_result = state.track_result.child(level)
         state = ScopeState(
-            glob.version,
+            settings.version,
             state.baggage,
             (*state.tracks, level),
             state.contexts,
@@ -348,7 +284,7 @@ def enter_scope(
     else:
         level = new_level(params, key, state.effective.params)
         state = ScopeState(
-            glob.version,
+            settings.version,
             state.baggage,
             state.tracks,
             (*state.contexts, level),
@@ -367,19 +303,20 @@ def without_level(ctx: Context, level: Level) -> Context:
     contexts = tuple(lv for lv in state.contexts if lv is not level)
     if len(tracks) == len(state.tracks) and len(contexts) == len(state.contexts):
         return ctx
-    return otel_context.set_value(_STATE_KEY, _build(_global, state.baggage, tracks, contexts), ctx)
+    live = _build(_settings.current, state.baggage, tracks, contexts)
+    return otel_context.set_value(_STATE_KEY, live, ctx)
 
 
 def current_effective(ctx: Optional[Context] = None) -> Effective:
     """The effective parameters in ``ctx`` (default: the current context)."""
-    glob = _global
+    settings = _settings.current
     state = _state(ctx)
     if state is not None:
-        if state.version == glob.version:
+        if state.version == settings.version:
             return state.effective
-        return _build(glob, state.baggage, state.tracks, state.contexts).effective
-    baggage = _incoming_baggage(glob, ctx)
-    return glob.effective if baggage is None else glob.effective.child(baggage)
+        return _build(settings, state.baggage, state.tracks, state.contexts).effective
+    baggage = _incoming_baggage(settings, ctx)
+    return settings.effective if baggage is None else settings.effective.child(baggage)
 
 
 # --- one call's resolved parameters ----------------------------------------------------------
@@ -414,12 +351,13 @@ def read_incoming(ctx: Optional[Context]) -> Optional[Level]:
     # One incoming request is one level: a use case named without an id gets one id for the
     # whole request (its trace), not a new one on every read (README "Across services").
     trace_id = trace.get_current_span(ctx).get_span_context().trace_id
-    key = (trace_id, _global.version, ours) if trace_id else None
+    settings = _settings.current
+    key = (trace_id, settings.version, ours) if trace_id else None
     if key is not None:
         found = _incoming_levels.get(key)
         if found is not None:
             return found
-    level = _read_incoming(entries)
+    level = _read_incoming(entries, settings.baggage_accept)
     if key is not None and level is not None:
         if len(_incoming_levels) >= INCOMING_MAX:
             # Another thread may evict it first.
@@ -434,7 +372,7 @@ INCOMING_MAX = 1024
 _incoming_levels: Dict[Hashable, Level] = {}
 
 
-def _read_incoming(entries: Mapping[str, object]) -> Optional[Level]:
+def _read_incoming(entries: Mapping[str, object], accept: FrozenSet[str]) -> Optional[Level]:
     params: Params = {}
     for key, raw in entries.items():
         if not key.startswith(BAGGAGE_PREFIX):
@@ -442,7 +380,7 @@ def _read_incoming(entries: Mapping[str, object]) -> Optional[Level]:
         name = key[len(BAGGAGE_PREFIX) :]
         if name not in PARAMETERS:
             continue
-        if name not in _global.baggage_accept:
+        if name not in accept:
             log_once(
                 f"baggage-refused:{name}",
                 "payi_otel: incoming baggage entry %r is not "

@@ -1,5 +1,5 @@
-"""Where attribution headers go, hop by hop: the policy in force (``_model.wire_policy``)
-held on every redirect.
+"""Where attribution headers go, hop by hop: the policy in force (``Settings.wire``, a
+``_model.wire_policy.WirePolicy``) held on every redirect.
 
 The request hook decides once per call, for the call's URL; a redirect sends the same headers
 on to another URL (httpx and requests copy them, dropping only ``Authorization``), so the
@@ -22,30 +22,14 @@ import weakref
 from typing import Any, Callable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
+from payi_otel import _settings
 from payi_otel._model.dialects import is_dialect_header
-from payi_otel._model.wire_policy import WirePolicy
 
 __all__ = [
-    "current",
     "guard_client",
-    "set_current",
     "strip_refused",
     "unguard_all",
 ]
-
-_current = WirePolicy()
-
-
-def current() -> WirePolicy:
-    return _current
-
-
-def set_current(policy: WirePolicy) -> None:
-    global _current
-    _current = policy
-
-
-# --- redirects -------------------------------------------------------------------------------
 
 
 def _url_origin(url: str) -> Tuple[str, str, Optional[int]]:
@@ -62,7 +46,7 @@ def strip_refused(headers: Any, url: object, previous: object) -> None:
     for a URL the policy sends none to. (A hop on the same origin tells that server nothing
     it was not just sent.) A hop without such a header costs one scan of the names."""
     names = [name for name in headers if is_dialect_header(name)]
-    if not names or _current.sends_to(str(url)):
+    if not names or _settings.current.wire.sends_to(str(url)):
         return
     if _url_origin(str(url)) == _url_origin(str(previous)):
         return

@@ -1,13 +1,23 @@
-"""``PayiInstrumentor`` (entry point ``payi``) and ``payi_instrument()``.
+"""``PayiInstrumentor`` (entry point ``payi``), ``payi_instrument()``, and the
+``opentelemetry-instrument`` hooks (entry points ``opentelemetry_pre_instrument`` /
+``opentelemetry_post_instrument``).
 
-Instrumenting sets the global level (config over ``PAYI_*`` variables), carries context into
-threads, installs the span processor that attributes GenAI spans, stamps ``x-payi-*`` headers
-on the requests of the installed GenAI SDKs and turns on their GenAI spans (``_genai``).
+Instrumenting builds the settings (``_settings``: keyword arguments over ``PAYI_*`` variables)
+and puts them in force, carries context into threads, installs the span processor that
+attributes GenAI spans, stamps ``x-payi-*`` headers on the requests of the installed GenAI SDKs
+and turns on their GenAI spans (``_genai``). Uninstrumenting undoes each of those and puts the
+default settings back.
+
+Zero-code: the loader instruments every installed instrumentor, in no set order. So while it
+runs (:func:`before_instrumentors` .. :func:`after_instrumentors`), ``PayiInstrumentor`` leaves
+the GenAI instrumentations to it, and once it is done :func:`after_instrumentors` makes sure
+each installed SDK has exactly one GenAI instrumentation on (one the loader skipped is turned
+on; a duplicate is turned off). Under the loader a ``PAYI_*`` variable that does not parse is
+one ERROR line naming it, and the app runs on.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Callable, List, Optional, Tuple
@@ -19,63 +29,24 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from payi_otel import _config as payi_config
-from payi_otel import _context as payi_state
 from payi_otel import _destinations as destinations
-from payi_otel import _zero_code
+from payi_otel import _settings
 from payi_otel._cost import CostObserver
 from payi_otel._genai import enable_genai_spans
-from payi_otel._log import logger
-from payi_otel._model import wire_policy
-from payi_otel._model.parameters import ParameterError, ParameterValueError
+from payi_otel._log import internal_error, logger
 from payi_otel._outgoing import guard_hops
 from payi_otel._providers import providers
-from payi_otel._providers._core import add_observer, instrument_providers
-from payi_otel._spans import install_processor, set_payi_tracer_provider
+from payi_otel._providers._core import instrument_providers
+from payi_otel._spans import install_processor
 from payi_otel._stream_context import suspend_genai_streams
 from payi_otel._threads import instrument_threads
 
-__all__ = ["PayiInstrumentor", "payi_instrument"]
-
-
-def _main_script() -> Optional[str]:
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if isinstance(path, str):
-        return path
-    return sys.argv[0] if sys.argv and sys.argv[0] else None
-
-
-def _scope_span_options(kwargs: Mapping[str, Any], zero_code: bool) -> Tuple[bool, str]:
-    """``scope_spans`` (else ``PAYI_SCOPE_SPANS``, else True) and ``scope_span_attributes``
-    (else ``PAYI_SCOPE_SPAN_ATTRIBUTES``, else ``"own"``). A bad variable raises, or under
-    ``opentelemetry-instrument`` is logged and ignored."""
-    spans = kwargs.get("scope_spans")
-    if spans is None:
-        try:
-            spans = payi_config.parse_bool_env(os.environ, payi_config.SCOPE_SPANS_ENV)
-        except ParameterError as exc:
-            if not zero_code:
-                raise
-            logger.error("payi_otel: %s; the variable is ignored", exc)
-    elif not isinstance(spans, bool):
-        raise TypeError(f"scope_spans must be a bool, not {type(spans).__name__}")
-    attributes = kwargs.get("scope_span_attributes")
-    choices = payi_config.SCOPE_SPAN_ATTRIBUTES
-    if attributes is None:
-        text = os.environ.get(payi_config.SCOPE_SPAN_ATTRIBUTES_ENV, "").strip().lower()
-        if text and text not in choices:
-            message = (
-                f"{payi_config.SCOPE_SPAN_ATTRIBUTES_ENV} must be one of {choices}, got {text!r}"
-            )
-            if not zero_code:
-                raise ParameterValueError(message)
-            logger.error("payi_otel: %s; the variable is ignored", message)
-            text = ""
-        attributes = text or "own"
-    elif attributes not in choices:
-        raise ValueError(f"scope_span_attributes must be one of {choices}, got {attributes!r}")
-    return (True if spans is None else spans), attributes
+__all__ = [
+    "PayiInstrumentor",
+    "after_instrumentors",
+    "before_instrumentors",
+    "payi_instrument",
+]
 
 
 class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -109,61 +80,23 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return ()
 
     def _instrument(self, **kwargs: Any) -> None:
-        zero_code = _zero_code.loading()
-        config: Optional[Mapping[str, object]] = kwargs.get("config")
-        caller_file: Optional[str] = kwargs.get("caller_file") or _main_script()
-        errors: Optional[List[ParameterError]] = [] if zero_code else None
-        params, env_propagate = payi_config.global_params(config, os.environ, caller_file, errors)
-        for error in errors or ():
-            logger.error("payi_otel: %s; the variable is ignored", error)
-        propagate = kwargs.get("propagate_baggage")
-        if propagate is None:
-            propagate = bool(env_propagate)
-        elif not isinstance(propagate, bool):
-            raise TypeError(f"propagate_baggage must be a bool, not {type(propagate).__name__}")
-        metrics_user_id = _bool_option(
-            kwargs.get("metrics_user_id"),
-            "metrics_user_id",
-            payi_config.METRICS_USER_ID_ENV,
-            zero_code,
-        )
-        scope_spans, span_attributes = _scope_span_options(kwargs, zero_code)
-        provider: Optional[TracerProvider] = kwargs.get("tracer_provider")
-        try:
-            accept = payi_config.baggage_accept(kwargs.get("baggage_accept"), os.environ)
-            wire = wire_policy.policy_from(
-                kwargs.get("header_dialect"), kwargs.get("header_hosts"), os.environ
-            )
-        except ParameterError as exc:
-            if not zero_code:
-                raise
-            logger.error("payi_otel: %s; the default is used", exc)
-            accept = payi_config.baggage_accept(None, {})
-            wire = wire_policy.WirePolicy()
-        destinations.set_current(wire)
-        payi_state.set_global(
-            params,
-            propagate_baggage=propagate,
-            instrumented=True,
-            baggage_accept=accept,
-            scope_spans=scope_spans,
-            effective_scope_spans=span_attributes == "effective",
-        )
-        set_payi_tracer_provider(provider)
+        settings = _settings.build(kwargs, lenient=_loading)
+        _settings.install(settings)
+        provider = settings.tracer_provider
         undo: List[Callable[[], Any]] = list(instrument_threads())
         undo.extend(guard_hops())
         undo.append(install_processor(provider or trace.get_tracer_provider()))
         undo.extend(instrument_providers(providers()))
         undo.extend(suspend_genai_streams())
         undo.append(
-            add_observer(
-                CostObserver(kwargs.get("meter_provider"), metrics_user_id=metrics_user_id)
+            _settings.add_observer(
+                CostObserver(settings.meter_provider, metrics_user_id=settings.metrics_user_id)
             )
         )
         undo.append(destinations.unguard_all)
         self._undo = tuple(undo)
-        if kwargs.get("genai_spans", True):
-            if zero_code:  # the loader instruments them; see finish_zero_code()
+        if settings.genai_spans:
+            if _loading:  # the loader instruments them; see finish_zero_code()
                 self._pending_genai = (provider,)
             else:
                 self._undo += tuple(enable_genai_spans(provider))
@@ -179,25 +112,7 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             undo()
         self._undo = ()
         self._pending_genai = None
-        payi_state.set_global({}, propagate_baggage=False, instrumented=False)
-        destinations.set_current(wire_policy.WirePolicy())
-        set_payi_tracer_provider(None)
-
-
-def _bool_option(value: object, name: str, env: str, zero_code: bool) -> bool:
-    """A keyword's bool, else the variable's (under zero-code a bad one is logged, not
-    raised), else False."""
-    if value is None:
-        try:
-            return bool(payi_config.parse_bool_env(os.environ, env))
-        except ParameterError as error:
-            if not zero_code:
-                raise
-            logger.error("payi_otel: %s; the variable is ignored", error)
-            return False
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
-    return value
+        _settings.install(_settings.default())
 
 
 def payi_instrument(
@@ -256,3 +171,23 @@ def payi_instrument(
         scope_spans=scope_spans,
         scope_span_attributes=scope_span_attributes,
     )
+
+
+# --- opentelemetry-instrument (zero-code) -----------------------------------------------------
+
+#: Whether the auto-instrumentation loader is running its instrumentors now.
+_loading = False
+
+
+def before_instrumentors() -> None:
+    global _loading
+    _loading = True
+
+
+def after_instrumentors() -> None:
+    global _loading
+    _loading = False
+    try:
+        PayiInstrumentor().finish_zero_code()
+    except Exception:  # never into the app's start-up
+        internal_error("zero-code", "finishing zero-code instrumentation failed")

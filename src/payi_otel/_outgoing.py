@@ -41,6 +41,7 @@ from wrapt import wrap_function_wrapper
 
 from payi_otel import _context as payi_state
 from payi_otel import _destinations as destinations
+from payi_otel import _settings
 from payi_otel._log import internal_error
 from payi_otel._model.parameters import BAGGAGE_PREFIX
 from payi_otel._wrapping import unwrapper
@@ -66,7 +67,8 @@ def _refused_hop(request: Any) -> Optional[otel_context.Context]:
     its ``baggage`` header loses those members, and the context to send it in (without them)
     is returned; for an allowed hop, the context without scopes that exited here, where it
     differs. None: send it as it is (baggage off, nothing payi-related, or allowed)."""
-    if not payi_state.propagate_baggage():
+    settings = _settings.current
+    if not settings.propagate_baggage:
         return None
     headers = request.headers
     header = headers.get("baggage")
@@ -76,7 +78,7 @@ def _refused_hop(request: Any) -> Optional[otel_context.Context]:
     # its baggage is not this hop's to send (README "Scope lifecycle").
     ctx = payi_state.settled(current)
     in_context = any(key.startswith(BAGGAGE_PREFIX) for key in otel_baggage.get_all(ctx))
-    if not (in_header or in_context) or destinations.current().sends_to(str(request.url)):
+    if not (in_header or in_context) or settings.wire.sends_to(str(request.url)):
         return None if ctx is current else ctx
     if in_header:
         kept = strip_payi_members(header)
@@ -152,7 +154,7 @@ def guard_hops() -> List[Callable[[], None]]:
     """Guard every installed HTTP client (after the global settings are in force: the
     baggage wrappers only with baggage on); returns the undo callables."""
     undo: List[Callable[[], None]] = []
-    baggage_on = payi_state.propagate_baggage()
+    baggage_on = _settings.current.propagate_baggage
     for module_name, candidates, wrapper, for_baggage in _POINTS:
         if for_baggage and not baggage_on:
             continue

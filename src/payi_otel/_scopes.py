@@ -24,11 +24,11 @@ from typing_extensions import Unpack
 
 from payi_otel import _context as payi_baggage
 from payi_otel import _context as payi_state
+from payi_otel import _settings
 from payi_otel._log import internal_error, log_once
 from payi_otel._model.effective import Effective
 from payi_otel._model.parameters import Params, ScopeParameters, params_key, validate_params
 from payi_otel._model.scope_attributes import ScopeAttributes
-from payi_otel._spans import get_payi_tracer
 
 __all__ = ["get_context", "track", "track_context"]
 
@@ -63,7 +63,7 @@ class _Scope:
         key: Optional[Hashable] = None,
         own: Optional[ScopeAttributes] = None,
     ) -> None:
-        settings = payi_state.settings()  # read once: this is the hot path
+        settings = _settings.current  # read once: this is the hot path
         if not settings.instrumented:
             log_once(
                 "not-instrumented",
@@ -89,7 +89,7 @@ class _Scope:
                     own = ScopeAttributes(params, method)
                 attributes = own.for_entry(state.effective)
             try:
-                self._span = get_payi_tracer().start_span(
+                self._span = settings.tracer.start_span(
                     span_name or "payi.track_context",
                     context=parent,
                     kind=SpanKind.INTERNAL,
@@ -142,7 +142,7 @@ class _Scope:
         if span is self._span or (span in _OUTER_SPANS and not span.is_recording()):
             ctx = trace.set_span_in_context(_live_outer(span, self._span), ctx)
         if ctx is not current:
-            if payi_state.propagate_baggage():
+            if _settings.current.propagate_baggage:
                 ctx = payi_baggage.with_outgoing(ctx, payi_state.current_effective(ctx))
             otel_context.attach(ctx)
         payi_state.forget_here(self._level)
@@ -488,7 +488,7 @@ class track_context:
 
     def __enter__(self) -> None:
         own = self._own
-        if own is None and payi_state.settings().scope_spans:
+        if own is None and _settings.current.scope_spans:
             own = self._span_spec()
         scope = _enter(
             payi_state.TRACK_CONTEXT,

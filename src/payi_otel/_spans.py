@@ -1,5 +1,5 @@
-"""payi_otel's spans: its tracer (scope spans), and the span processor that gives every GenAI
-span the effective ``payi.*`` attributes.
+"""payi_otel's spans: the span processor that gives every GenAI span the effective ``payi.*``
+attributes (payi_otel's own tracer, for scope spans, is in the settings: ``Settings.tracer``).
 
 A GenAI span is one with any ``gen_ai.*`` attribute at start (e.g. from
 ``opentelemetry-instrumentation-genai-openai``, or the anthropic SDK's own call span), or one
@@ -17,11 +17,10 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
-from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import Span as ApiSpan
-from opentelemetry.trace import Tracer, TracerProvider
+from opentelemetry.trace import TracerProvider
 
 from payi_otel._context import call_effective
 from payi_otel._genai import genai_scope_prefixes
@@ -29,41 +28,17 @@ from payi_otel._log import internal_error, logger
 from payi_otel._model.attributes import AttributeValue
 from payi_otel._model.effective import Effective
 from payi_otel._model.parameters import ATTRIBUTE_PREFIX
-from payi_otel.version import __version__
+from payi_otel._settings import TRACER_NAME
 
 __all__ = [
     "TRACER_NAME",
     "PayiSpanProcessor",
     "apply_call_attributes",
-    "get_payi_tracer",
     "install_processor",
     "is_genai_span",
-    "set_payi_tracer_provider",
 ]
 
 GENAI_PREFIX = "gen_ai."
-
-
-# --- the payi_otel tracer: from the provider given to payi_instrument, else the global one ---
-
-TRACER_NAME = "payi_otel"
-
-# A ProxyTracer until a global provider is set, then it delegates to the real one.
-_tracer: Tracer = trace.get_tracer(TRACER_NAME, __version__)
-
-
-def set_payi_tracer_provider(provider: Optional[TracerProvider]) -> None:
-    """Use ``provider`` for scope spans (``None``: the global provider)."""
-    global _tracer
-    _tracer = (
-        trace.get_tracer(TRACER_NAME, __version__)
-        if provider is None
-        else provider.get_tracer(TRACER_NAME, __version__)
-    )
-
-
-def get_payi_tracer() -> Tracer:
-    return _tracer
 
 
 # --- the span processor ------------------------------------------------------------------------

@@ -6,13 +6,14 @@ all (the values go on the spans either way), and in which dialect. The default s
 everywhere but to the model providers' public API hosts, which only the providers know (each
 declares its own; the provider registry hands them down: :func:`refuse_by_default`); an
 allow-list (``header_hosts=`` / ``PAYI_HEADER_HOSTS``) replaces that default with exactly the
-hosts it names. Holding the policy on every redirect hop is ``_destinations``' job.
+hosts it names. Reading the options and variables is ``_settings``' job; holding the policy on
+every redirect hop is ``_destinations``'.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 from urllib.parse import urlsplit
@@ -20,16 +21,7 @@ from urllib.parse import urlsplit
 from payi_otel._model.dialects import X_PAYI, Dialect, dialect_named, dialect_names
 from payi_otel._model.parameters import ParameterTypeError, ParameterValueError
 
-__all__ = [
-    "HEADER_DIALECT_ENV",
-    "HEADER_HOSTS_ENV",
-    "WirePolicy",
-    "policy_from",
-    "refuse_by_default",
-]
-
-HEADER_DIALECT_ENV = "PAYI_HEADER_DIALECT"
-HEADER_HOSTS_ENV = "PAYI_HEADER_HOSTS"
+__all__ = ["WirePolicy", "dialect_for", "host_patterns", "refuse_by_default"]
 
 
 def _no_hosts() -> Tuple[str, ...]:
@@ -79,7 +71,21 @@ class WirePolicy:
         return not (host and _matches(host, refused))
 
 
-def _hosts(value: object, what: str) -> Tuple[str, ...]:
+def dialect_for(value: object, what: str) -> Dialect:
+    """The registered dialect ``value`` names (``what`` names the option or variable it came
+    from)."""
+    if not isinstance(value, str):
+        raise ParameterTypeError(f"{what} must be a str, not {type(value).__name__}")
+    name = value.strip().lower()
+    chosen = dialect_named(name)
+    if chosen is None:
+        names = ", ".join(dialect_names())
+        raise ParameterValueError(f"{what} must be one of {names}, got {name!r}")
+    return chosen
+
+
+def host_patterns(value: object, what: str) -> Tuple[str, ...]:
+    """``value`` as host patterns, lowercased, without a trailing dot."""
     if isinstance(value, str) or not isinstance(value, Sequence):
         raise ParameterTypeError(f"{what} must be a list of host names, not {type(value).__name__}")
     hosts = []
@@ -91,27 +97,3 @@ def _hosts(value: object, what: str) -> Tuple[str, ...]:
             raise ParameterValueError(f"{what} elements must be host names, got {item!r}")
         hosts.append(host)
     return tuple(hosts)
-
-
-def policy_from(
-    dialect: Optional[str], hosts: Optional[Sequence[str]], environ: Mapping[str, str]
-) -> WirePolicy:
-    """The policy from ``payi_instrument(header_dialect=, header_hosts=)`` over
-    ``PAYI_HEADER_DIALECT`` and ``PAYI_HEADER_HOSTS`` (comma-separated; empty: no host)."""
-    what = "header_dialect"
-    if dialect is None:
-        dialect, what = environ.get(HEADER_DIALECT_ENV) or X_PAYI.name, HEADER_DIALECT_ENV
-    if not isinstance(dialect, str):
-        raise ParameterTypeError(f"header_dialect must be a str, not {type(dialect).__name__}")
-    dialect = dialect.strip().lower()
-    chosen = dialect_named(dialect)
-    if chosen is None:
-        names = ", ".join(dialect_names())
-        raise ParameterValueError(f"{what} must be one of {names}, got {dialect!r}")
-    allowed: Optional[Tuple[str, ...]] = None
-    if hosts is not None:
-        allowed = _hosts(hosts, "header_hosts")
-    elif HEADER_HOSTS_ENV in environ:
-        text = environ[HEADER_HOSTS_ENV]
-        allowed = _hosts([h for h in text.split(",") if h.strip()], HEADER_HOSTS_ENV)
-    return WirePolicy(chosen, allowed)

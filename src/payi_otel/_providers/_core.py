@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -31,7 +30,7 @@ import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from payi_otel import _destinations as destinations
+from payi_otel import _settings
 from payi_otel._context import current_effective, with_call, without_payi_baggage
 from payi_otel._log import internal_error
 from payi_otel._model.dialects import parse_headers
@@ -43,31 +42,14 @@ from payi_otel._providers._base import (
     CallRecord,
     Kwargs,
     Provider,
-    ResponseObserver,
     Role,
     Usage,
 )
+from payi_otel._settings import add_observer
 from payi_otel._spans import apply_call_attributes
 from payi_otel._wrapping import unwrapper
 
 __all__ = ["add_observer", "instrument_providers", "resolve_call"]
-
-_observers: Tuple[ResponseObserver, ...] = ()
-_observers_lock = threading.Lock()
-
-
-def add_observer(observer: ResponseObserver) -> Callable[[], None]:
-    """Report every completed call to ``observer``; returns the undo."""
-    global _observers
-    with _observers_lock:
-        _observers = (*_observers, observer)
-
-    def remove() -> None:
-        global _observers
-        with _observers_lock:
-            _observers = tuple(o for o in _observers if o is not observer)
-
-    return remove
 
 
 def resolve_call(effective: Effective, sources: Sequence[Mapping[Any, object]]) -> Effective:
@@ -151,7 +133,7 @@ class _Observation:
             self.streamed,
             error,
         )
-        for observer in _observers:
+        for observer in _settings.current.observers:
             try:
                 observer(record)
             except Exception:
@@ -406,15 +388,16 @@ def _prepare(
         request = provider.read(instance, args, kwargs)
         if request is None:
             return None  # not a GenAI call of this provider
+        settings = _settings.current
         call = resolve_call(current_effective(), request.headers)
         new_args, new_kwargs = args, kwargs
         if stamp_here:
-            wire = destinations.current()
+            wire = settings.wire
             headers = call.headers(wire.dialect) if wire.sends_to(request.url) else {}
             new_args, new_kwargs = provider.stamp(instance, args, kwargs, headers)
         apply_call_attributes(trace.get_current_span(), call)
         observation = None
-        if _observers:
+        if settings.observers:
             observation = _Observation(provider, call, request.model)
             asked = provider.ask_usage(new_args, new_kwargs)
             if asked is not None:
@@ -490,7 +473,7 @@ def _stamp_sent(
         return None
     try:
         url = provider.send_url(instance, args, kwargs) or flight.url
-        wire = destinations.current()
+        wire = _settings.current.wire
         headers = flight.call.headers(wire.dialect) if wire.sends_to(url) else {}
         return provider.stamp(instance, args, kwargs, headers)
     except Exception:

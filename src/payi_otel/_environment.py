@@ -1,0 +1,75 @@
+"""Every ``PAYI_*`` variable that is not a parameter's, and how its text reads.
+
+The parameters' own variables (``PAYI_USER_ID``, ...) are the registry's
+(``_model.parameters.ENV_NAMES``); these are the switches of ``payi_instrument()``, each the
+fallback of the keyword argument of the same name. What a value means and what a bad one does
+is ``_settings``' job; here is only the text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import List, Optional
+
+from payi_otel._model.parameters import ParameterValueError
+
+__all__ = [
+    "BAGGAGE_ACCEPT",
+    "HEADER_DIALECT",
+    "HEADER_HOSTS",
+    "METRICS_USER_ID",
+    "PROPAGATE_BAGGAGE",
+    "SCOPE_SPANS",
+    "SCOPE_SPAN_ATTRIBUTES",
+    "read_bool",
+    "read_choice",
+    "read_list",
+]
+
+#: ``propagate_baggage``: ``payi.*`` W3C baggage in and out.
+PROPAGATE_BAGGAGE = "PAYI_PROPAGATE_BAGGAGE"
+#: ``baggage_accept``: the parameters incoming baggage may set (comma-separated, or ``*``).
+BAGGAGE_ACCEPT = "PAYI_BAGGAGE_ACCEPT"
+#: ``metrics_user_id``: ``payi.user_id`` as a metric dimension (off by default: one series
+#: per user).
+METRICS_USER_ID = "PAYI_METRICS_USER_ID"
+#: ``scope_spans``: whether scopes start spans.
+SCOPE_SPANS = "PAYI_SCOPE_SPANS"
+#: ``scope_span_attributes``: ``own`` | ``effective``.
+SCOPE_SPAN_ATTRIBUTES = "PAYI_SCOPE_SPAN_ATTRIBUTES"
+#: ``header_dialect``: ``x-payi`` | ``payi-proxy``.
+HEADER_DIALECT = "PAYI_HEADER_DIALECT"
+#: ``header_hosts``: the only hosts that get attribution headers (comma-separated).
+HEADER_HOSTS = "PAYI_HEADER_HOSTS"
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off", ""}
+
+
+def read_bool(environ: Mapping[str, str], name: str) -> Optional[bool]:
+    """``true``/``false`` (case-insensitive; also 1/0, yes/no, on/off); None when unset."""
+    text = environ.get(name)
+    if text is None:
+        return None
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ParameterValueError(f"{name} must be 'true' or 'false', got {text!r}")
+
+
+def read_list(text: str) -> List[str]:
+    """A comma-separated list without its blank items; each item as written (the reader
+    strips or validates it, naming it as given)."""
+    return [item for item in text.split(",") if item.strip()]
+
+
+def read_choice(environ: Mapping[str, str], name: str, choices: Sequence[str]) -> Optional[str]:
+    """One of ``choices`` (case-insensitive); None when unset or empty."""
+    text = environ.get(name, "").strip().lower()
+    if not text:
+        return None
+    if text not in choices:
+        raise ParameterValueError(f"{name} must be one of {tuple(choices)}, got {text!r}")
+    return text
