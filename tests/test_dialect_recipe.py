@@ -39,7 +39,7 @@ from payi_otel._model.dialects import (
     unregister,
 )
 from payi_otel._model.parameters import REGISTRY, Kind, Parameter
-from payi_otel._model.wire_policy import policy_from
+from payi_otel._settings import policy_from
 
 _PARAMETER = {p.name: p for p in REGISTRY}
 

@@ -13,9 +13,11 @@ from fixtures_otel import Otel
 
 from payi_otel import PayiInstrumentor, _settings, get_context, track_context
 from payi_otel._instrumentor import after_instrumentors, before_instrumentors
+from payi_otel._model.dialects import PAYI_PROXY
 from payi_otel._model.parameters import BAGGAGE_ACCEPT_DEFAULT
 from payi_otel._model.wire_policy import WirePolicy
-from payi_otel._providers import CallRecord, add_observer
+from payi_otel._providers import CallRecord
+from payi_otel._settings import add_observer
 
 Instrument = Callable[..., PayiInstrumentor]
 
@@ -36,7 +38,7 @@ def test_uninstrument_puts_the_default_back_and_each_instrument_is_a_new_version
     )
     first = _settings.current
     assert first.instrumented and first.propagate_baggage and not first.scope_spans
-    assert first.wire == WirePolicy("payi-proxy")
+    assert first.wire == WirePolicy(PAYI_PROXY)
     assert first.effective.params["user_id"] == "u"
     assert first.tracer_provider is otel.provider
 
