@@ -1,9 +1,10 @@
-"""A local stand-in for the OpenAI and Anthropic HTTP APIs, using only the standard library.
+"""A local stand-in for the OpenAI, Anthropic, AWS Bedrock, Google (Gemini API and Vertex AI)
+and Azure OpenAI HTTP APIs, using only the standard library.
 
-The real ``openai`` and ``anthropic`` SDKs can be pointed at it and complete their calls
-(plain JSON and server-sent-event streams). Every request is recorded, headers included, so
-tests can check what a client sent, and failures and redirects can be injected to exercise
-retries and redirect hops.
+The real ``openai``, ``anthropic``, ``boto3`` and ``google-genai`` SDKs can be pointed at it
+and complete their calls (plain JSON, server-sent-event streams, AWS event streams). Every
+request is recorded, headers included, so tests can check what a client sent, and failures
+and redirects can be injected to exercise retries and redirect hops.
 
 Use it from Python::
 
@@ -16,13 +17,41 @@ or on its own, serving until interrupted::
 
     python examples/fake_llm_server.py --host 127.0.0.1 --port 8000
 
-Endpoints (replies echo the last user message as ``"echo: <text>"`` and carry ``usage``):
+Endpoints (replies echo the last user message as ``"echo: <text>"`` and carry usage):
 
 * OpenAI: ``POST /v1/chat/completions``, ``POST /v1/completions`` (both also with
   ``"stream": true``), ``POST /v1/embeddings``, ``POST /v1/responses`` (also streamed),
   ``GET /v1/models``.
 * Anthropic: ``POST /v1/messages`` (also streamed), ``POST /v1/messages/count_tokens``,
   ``GET /v1/models`` (when the request carries an ``anthropic-version`` header).
+* AWS Bedrock runtime (``boto3.client("bedrock-runtime", endpoint_url=...)``,
+  ``AnthropicBedrock(base_url=...)``): ``POST /model/{modelId}/converse``,
+  ``/converse-stream`` (an ``application/vnd.amazon.eventstream`` of ``messageStart``,
+  ``contentBlockDelta``, ``contentBlockStop``, ``messageStop``, ``metadata``), ``/invoke`` and
+  ``/invoke-with-response-stream`` (``chunk`` events, base64 ``bytes``) with the model's own
+  body: Anthropic Messages (``anthropic_version`` required, as at AWS), Amazon Nova, Meta Llama,
+  Titan embeddings (not streamed). The model id may be a percent-encoded ARN or inference
+  profile. Requests must be signed (SigV4) or carry a Bedrock API key (``Bearer``); SigV4
+  signatures by the keys in :attr:`FakeLLMServer.aws_credentials` (``test``/``test``) are
+  verified as AWS does.
+* Google (``genai.Client(http_options=HttpOptions(base_url=...))``): Gemini API
+  ``POST /v1beta/models/{model}:generateContent``, ``:streamGenerateContent`` (``?alt=sse``:
+  server-sent events; without it one JSON array), ``:countTokens``; the same on Vertex AI,
+  ``/v1beta1/projects/{project}/locations/{location}/publishers/google/models/{model}:...``
+  (and ``/v1beta1/publishers/google/models/...``, Vertex AI with an API key).
+* Claude on Vertex AI (``AnthropicVertex(base_url=...)``):
+  ``POST [/v1]/projects/{p}/locations/{l}/publishers/anthropic/models/{model}:rawPredict`` and
+  ``:streamRawPredict`` (the Messages API), ``.../models/count-tokens:rawPredict``.
+* Azure OpenAI (``AzureOpenAI(azure_endpoint=...)``):
+  ``POST /openai/deployments/{deployment}/chat/completions``, ``/completions``,
+  ``/embeddings`` and ``POST /openai/responses`` (all ``?api-version=`` required), and the v1
+  API ``POST /openai/v1/...``. A deployment exists once listed in
+  :attr:`FakeLLMServer.azure_deployments` (``{"prod-chat": "gpt-4o-2024-08-06"}``; others get
+  Azure's 404 ``DeploymentNotFound``); replies name its model, carry Azure's content filter
+  results and its ``x-ms-deployment-name`` / ``x-ms-region`` / ``apim-request-id`` headers.
+
+Errors (injected or not) take each API's own shape: Bedrock's ``x-amzn-ErrorType`` header and
+``{"message": ...}``, Google's ``{"error": {"code", "message", "status"}}``.
 
 Token counts are a deterministic approximation: one token per word or punctuation mark.
 A request header ``x-fake-usage: {"cached_tokens": 6, "cache_write_tokens": 4,
@@ -30,16 +59,23 @@ A request header ``x-fake-usage: {"cached_tokens": 6, "cache_write_tokens": 4,
 usage of chat completions, responses and messages, in each API's own shape: OpenAI counts
 cached tokens inside ``prompt_tokens`` / ``input_tokens`` (cache writes are not reported),
 Anthropic next to ``input_tokens`` (``cache_read_input_tokens``,
-``cache_creation_input_tokens``); reasoning tokens are inside the output count.
+``cache_creation_input_tokens``); reasoning tokens are inside the output count. Bedrock
+reports cache reads and writes next to ``inputTokens`` (``cacheReadInputTokens``,
+``cacheWriteInputTokens``; ``...TokenCount`` for Nova and in stream invocation metrics) and
+reasoning inside ``outputTokens``; Gemini counts cached tokens inside ``promptTokenCount``
+(``cachedContentTokenCount``) and thoughts apart (``thoughtsTokenCount``, outside
+``candidatesTokenCount``, inside ``totalTokenCount``).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import binascii
 import contextlib
 import contextvars
 import hashlib
+import hmac
 import json
 import random
 import re
@@ -57,7 +93,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
 from typing import Any, Callable, Optional, Union
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 __all__ = ["FAIL_MODES", "FakeLLMServer", "RecordedRequest"]
 
@@ -80,13 +116,17 @@ class RecordedRequest:
 
     method: str
     path: str
-    """The request path without the query string, e.g. ``/v1/chat/completions``."""
+    """The request path without the query string, e.g. ``/v1/chat/completions``, as sent
+    (percent-encoding kept: botocore sends the model id ``us.anthropic.claude-x-v1:0`` as
+    ``/model/us.anthropic.claude-x-v1%3A0/converse``)."""
     headers: dict[str, str]
     """Header names lower-cased; when a header is repeated the last value wins."""
     raw_headers: list[tuple[str, str]]
     """Headers exactly as received, in order, with their original case (to spot duplicates)."""
     body: Any
     """The parsed JSON body, or ``None`` when there was none or it was not JSON."""
+    query: str = ""
+    """The query string without the ``?`` (``api-version=2024-10-21``, ``alt=sse``)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,9 +149,17 @@ class _JSONReply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+_SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+
+
 @dataclass
 class _SSEReply:
+    """A streamed reply: server-sent events, or (with ``content_type``) any framed stream such
+    as AWS event-stream messages; sent chunked, one event per chunk."""
+
     events: list[bytes]
+    content_type: str = _SSE_CONTENT_TYPE
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 _Reply = Union[_JSONReply, _SSEReply]
@@ -498,17 +546,11 @@ def _anthropic_prompt_tokens(body: dict[str, Any]) -> int:
     return max(1, _count_tokens(text))
 
 
-def _messages(body: dict[str, Any]) -> _Reply:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return _anthropic_error(
-            400, "messages: at least one message is required", "invalid_request_error"
-        )
-    reply = _echo(_last_user_text(messages))
-    input_tokens = _anthropic_prompt_tokens(body)
-    output_tokens = _count_tokens(reply)
-    message: dict[str, Any] = {
-        "id": _new_id("msg_"),
+def _anthropic_message(body: dict[str, Any], id_prefix: str = "msg_") -> dict[str, Any]:
+    """The complete (non-streamed) Messages API reply to ``body``."""
+    reply = _echo(_last_user_text(body.get("messages")))
+    return {
+        "id": _new_id(id_prefix),
         "type": "message",
         "role": "assistant",
         "model": str(body.get("model") or "claude-sonnet-4-6"),
@@ -516,58 +558,55 @@ def _messages(body: dict[str, Any]) -> _Reply:
         "stop_reason": "end_turn",
         "stop_sequence": None,
         "usage": {
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
+            "input_tokens": _anthropic_prompt_tokens(body),
+            "output_tokens": _count_tokens(reply),
             "cache_creation_input_tokens": _extra_usage.get().get("cache_write_tokens", 0),
             "cache_read_input_tokens": _extra_usage.get().get("cached_tokens", 0),
             "service_tier": "standard",
         },
     }
-    if not body.get("stream"):
-        return _JSONReply(200, message)
 
+
+def _anthropic_stream_payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Messages API stream events (``message_start`` ... ``message_stop``) of ``message``."""
+    reply = message["content"][0]["text"]
     start = {
         **message,
         "content": [],
         "stop_reason": None,
         "usage": {**message["usage"], "output_tokens": 1},
     }
-    events = [
-        _sse({"type": "message_start", "message": start}, "message_start"),
-        _sse(
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            },
-            "content_block_start",
-        ),
-        _sse({"type": "ping"}, "ping"),
+    payloads: list[dict[str, Any]] = [
+        {"type": "message_start", "message": start},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "ping"},
     ]
-    events.extend(
-        _sse(
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": piece},
-            },
-            "content_block_delta",
-        )
+    payloads.extend(
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
         for piece in _pieces(reply)
     )
-    events += [
-        _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
-        _sse(
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": output_tokens},
-            },
-            "message_delta",
-        ),
-        _sse({"type": "message_stop"}, "message_stop"),
+    payloads += [
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": message["usage"]["output_tokens"]},
+        },
+        {"type": "message_stop"},
     ]
-    return _SSEReply(events)
+    return payloads
+
+
+def _messages(body: dict[str, Any]) -> _Reply:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return _anthropic_error(
+            400, "messages: at least one message is required", "invalid_request_error"
+        )
+    message = _anthropic_message(body)
+    if not body.get("stream"):
+        return _JSONReply(200, message)
+    return _SSEReply([_sse(p, p["type"]) for p in _anthropic_stream_payloads(message)])
 
 
 def _count_tokens_endpoint(body: dict[str, Any]) -> _Reply:
@@ -610,8 +649,657 @@ def _is_anthropic(path: str, headers: dict[str, str]) -> bool:
     return path.startswith("/v1/messages") or "anthropic-version" in headers
 
 
-def _error_reply(status: int, anthropic: bool, message: str) -> _JSONReply:
-    if anthropic:
+# --------------------------------------------------------------------------------------------
+# Routes with path parameters (Bedrock, Gemini / Vertex AI, Azure OpenAI, Claude on Vertex)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A request to a route with path parameters."""
+
+    body: dict[str, Any]
+    params: dict[str, str]
+    """The path parameters, percent-decoded (a Bedrock ARN's ``%3A`` and ``%2F`` undone)."""
+    query: dict[str, str]
+    headers: dict[str, str]
+    server: FakeLLMServer
+
+
+@dataclass(frozen=True)
+class _PatternRoute:
+    method: str
+    pattern: re.Pattern[str]
+    dialect: str
+    """How errors and request ids look: ``openai``, ``anthropic``, ``bedrock`` or ``google``."""
+    endpoint: Callable[[_Call], _Reply]
+
+
+def _padding() -> str:
+    """The ``p`` field AWS adds to event-stream payloads to vary their length."""
+    return "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"[: random.randint(8, 40)]
+
+
+def _event_stream_message(headers: Mapping[str, str], payload: bytes) -> bytes:
+    """One AWS event-stream message: a prelude (total and headers length, CRC32), string
+    headers, the payload and a CRC32 of all that (what botocore's EventStreamBuffer reads)."""
+    encoded = b"".join(
+        struct.pack("!B", len(name)) + name + b"\x07" + struct.pack("!H", len(value)) + value
+        for name, value in ((k.encode(), v.encode()) for k, v in headers.items())
+    )
+    prelude = struct.pack("!II", 16 + len(encoded) + len(payload), len(encoded))
+    prelude += struct.pack("!I", binascii.crc32(prelude))
+    message = prelude + encoded + payload
+    return message + struct.pack("!I", binascii.crc32(message))
+
+
+def _aws_event(event_type: str, payload: Mapping[str, Any]) -> bytes:
+    headers = {
+        ":event-type": event_type,
+        ":content-type": "application/json",
+        ":message-type": "event",
+    }
+    return _event_stream_message(headers, _dumps({**payload, "p": _padding()}).encode())
+
+
+# -- AWS Bedrock runtime ---------------------------------------------------------------------
+
+_BEDROCK_ERROR_CODES = {
+    400: "ValidationException",
+    403: "AccessDeniedException",
+    404: "ResourceNotFoundException",
+    408: "ModelTimeoutException",
+    424: "ModelErrorException",
+    429: "ThrottlingException",
+    500: "InternalServerException",
+    503: "ServiceUnavailableException",
+}
+
+
+def _bedrock_error(status: int, message: str, code: Optional[str] = None) -> _JSONReply:
+    """A Bedrock (rest-json) error: the code in ``x-amzn-ErrorType``, ``{"message": ...}``."""
+    code = code or _BEDROCK_ERROR_CODES.get(status, "InternalServerException")
+    error_type = f"{code}:http://internal.amazon.com/coral/com.amazon.bedrock/"
+    return _JSONReply(status, {"message": message}, {"x-amzn-ErrorType": error_type})
+
+
+@dataclass(frozen=True)
+class _BedrockUsage:
+    input: int
+    output: int
+    cache_read: int
+    cache_write: int
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.cache_read + self.cache_write
+
+    def converse(self) -> dict[str, int]:
+        """Converse / ConverseStream ``usage`` (cache tokens are outside ``inputTokens``)."""
+        usage = {"inputTokens": self.input, "outputTokens": self.output}
+        usage["totalTokens"] = self.total
+        if self.cache_read:
+            usage["cacheReadInputTokens"] = self.cache_read
+        if self.cache_write:
+            usage["cacheWriteInputTokens"] = self.cache_write
+        return usage
+
+    def invocation_metrics(self) -> dict[str, int]:
+        """``amazon-bedrock-invocationMetrics`` of an InvokeModel stream's last chunk."""
+        metrics = {"inputTokenCount": self.input, "outputTokenCount": self.output}
+        metrics.update(invocationLatency=12, firstByteLatency=8)
+        if self.cache_read:
+            metrics["cacheReadInputTokenCount"] = self.cache_read
+        if self.cache_write:
+            metrics["cacheWriteInputTokenCount"] = self.cache_write
+        return metrics
+
+    def headers(self) -> dict[str, str]:
+        """InvokeModel's ``X-Amzn-Bedrock-*-Token-Count`` response headers."""
+        headers = {
+            "X-Amzn-Bedrock-Input-Token-Count": str(self.input),
+            "X-Amzn-Bedrock-Output-Token-Count": str(self.output),
+            "X-Amzn-Bedrock-Invocation-Latency": "12",
+        }
+        if self.cache_read:
+            headers["X-Amzn-Bedrock-Cache-Read-Input-Token-Count"] = str(self.cache_read)
+        if self.cache_write:
+            headers["X-Amzn-Bedrock-Cache-Write-Input-Token-Count"] = str(self.cache_write)
+        return headers
+
+
+def _bedrock_usage(prompt_text: str, reply: str) -> _BedrockUsage:
+    extra = _extra_usage.get()
+    return _BedrockUsage(
+        input=max(1, _count_tokens(prompt_text)),
+        output=_count_tokens(reply) + extra.get("reasoning_tokens", 0),
+        cache_read=extra.get("cached_tokens", 0),
+        cache_write=extra.get("cache_write_tokens", 0),
+    )
+
+
+def _bedrock_stream(events: list[bytes], invoke: bool) -> _SSEReply:
+    headers = {"X-Amzn-Bedrock-Content-Type": "application/json"} if invoke else {}
+    return _SSEReply(events, content_type="application/vnd.amazon.eventstream", headers=headers)
+
+
+def _converse(call: _Call) -> _Reply:
+    """``POST /model/{modelId}/converse`` and ``/converse-stream``."""
+    body = call.body
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return _bedrock_error(400, "A conversation must start with a user message.")
+    reply = _echo(_last_user_text(messages))
+    usage = _bedrock_usage(f"{_text_of(body.get('system'))} {_all_text(messages)}", reply)
+    metrics = {"latencyMs": 12}
+    if call.params["operation"] == "converse":
+        content = [{"text": reply}]
+        return _JSONReply(
+            200,
+            {
+                "output": {"message": {"role": "assistant", "content": content}},
+                "stopReason": "end_turn",
+                "usage": usage.converse(),
+                "metrics": metrics,
+            },
+        )
+    events = [_aws_event("messageStart", {"role": "assistant"})]
+    events.extend(
+        _aws_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}})
+        for piece in _pieces(reply)
+    )
+    events += [
+        _aws_event("contentBlockStop", {"contentBlockIndex": 0}),
+        _aws_event("messageStop", {"stopReason": "end_turn"}),
+        _aws_event("metadata", {"usage": usage.converse(), "metrics": metrics}),
+    ]
+    return _bedrock_stream(events, invoke=False)
+
+
+def _bedrock_model_name(model_id: str) -> str:
+    """The last part of a model id, inference profile id or ARN (``.../us.anthropic.x-v1:0``)."""
+    return model_id.rsplit("/", 1)[-1]
+
+
+def _claude_on_bedrock_name(model_id: str) -> str:
+    """The model name Bedrock puts in a Claude reply: ``us.anthropic.claude-x-20241022-v1:0``
+    -> ``claude-x-20241022``."""
+    name = _bedrock_model_name(model_id)
+    if "anthropic." not in name:
+        return "claude-sonnet-4-6"
+    return re.sub(r"-v\d+(:\d+)?$", "", name.split("anthropic.", 1)[1])
+
+
+def _bedrock_family(model_id: str, body: dict[str, Any]) -> Optional[str]:
+    """Which provider's native body an InvokeModel call carries (the model id first, the body
+    for opaque ids such as application inference profile ARNs)."""
+    name = _bedrock_model_name(model_id).lower()
+    if "anthropic" in name or "anthropic_version" in body:
+        return "anthropic"
+    if "nova" in name or body.get("schemaVersion") == "messages-v1":
+        return "nova"
+    if "embed" in name or "inputText" in body:
+        return "titan-embed"
+    if "meta." in name or "llama" in name or "prompt" in body:
+        return "meta"
+    return None
+
+
+def _invoke(call: _Call) -> _Reply:
+    """``POST /model/{modelId}/invoke`` and ``/invoke-with-response-stream``: the model
+    provider's own body (Anthropic Messages, Amazon Nova, Meta Llama, Titan embeddings)."""
+    body, model_id = call.body, call.params["model"]
+    stream = call.params["operation"] == "invoke-with-response-stream"
+    family = _bedrock_family(model_id, body)
+    if family == "anthropic":
+        return _invoke_claude(body, model_id, stream)
+    if family == "nova":
+        return _invoke_nova(body, stream)
+    if family == "meta":
+        return _invoke_llama(body, stream)
+    if family == "titan-embed" and not stream:
+        return _invoke_titan_embed(body)
+    return _bedrock_error(400, "The provided model identifier is invalid.")
+
+
+def _chunk_event(payload: Mapping[str, Any]) -> bytes:
+    """An InvokeModelWithResponseStream ``chunk`` event: the model's JSON, base64 in ``bytes``."""
+    data = base64.b64encode(_dumps(payload).encode()).decode("ascii")
+    return _aws_event("chunk", {"bytes": data})
+
+
+def _invoke_claude(body: dict[str, Any], model_id: str, stream: bool) -> _Reply:
+    if "anthropic_version" not in body:
+        return _bedrock_error(
+            400, "Malformed input request: #: required key [anthropic_version] not found"
+        )
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return _bedrock_error(400, "Malformed input request: #: required key [messages] not found")
+    model = _claude_on_bedrock_name(model_id)
+    message = _anthropic_message({**body, "model": model}, id_prefix="msg_bdrk_")
+    raw = message["usage"]
+    usage = _BedrockUsage(
+        raw["input_tokens"],
+        raw["output_tokens"],
+        raw["cache_read_input_tokens"],
+        raw["cache_creation_input_tokens"],
+    )
+    if not stream:
+        return _JSONReply(200, message, usage.headers())
+    payloads = _anthropic_stream_payloads(message)
+    payloads[-1] = {**payloads[-1], "amazon-bedrock-invocationMetrics": usage.invocation_metrics()}
+    return _bedrock_stream([_chunk_event(p) for p in payloads], invoke=True)
+
+
+def _invoke_nova(body: dict[str, Any], stream: bool) -> _Reply:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return _bedrock_error(400, "Malformed input request: messages is required")
+    reply = _echo(_last_user_text(messages))
+    usage = _bedrock_usage(f"{_text_of(body.get('system'))} {_all_text(messages)}", reply)
+    nova_usage: dict[str, int] = {"inputTokens": usage.input, "outputTokens": usage.output}
+    nova_usage["totalTokens"] = usage.total
+    if usage.cache_read:
+        nova_usage["cacheReadInputTokenCount"] = usage.cache_read
+    if usage.cache_write:
+        nova_usage["cacheWriteInputTokenCount"] = usage.cache_write
+    if not stream:
+        message = {"role": "assistant", "content": [{"text": reply}]}
+        result = {"output": {"message": message}, "stopReason": "end_turn", "usage": nova_usage}
+        return _JSONReply(200, result, usage.headers())
+    payloads: list[dict[str, Any]] = [{"messageStart": {"role": "assistant"}}]
+    payloads.extend(
+        {"contentBlockDelta": {"delta": {"text": piece}, "contentBlockIndex": 0}}
+        for piece in _pieces(reply)
+    )
+    payloads += [
+        {"contentBlockStop": {"contentBlockIndex": 0}},
+        {"messageStop": {"stopReason": "end_turn"}},
+        {
+            "metadata": {"usage": nova_usage, "metrics": {}, "trace": {}},
+            "amazon-bedrock-invocationMetrics": usage.invocation_metrics(),
+        },
+    ]
+    return _bedrock_stream([_chunk_event(p) for p in payloads], invoke=True)
+
+
+def _invoke_llama(body: dict[str, Any], stream: bool) -> _Reply:
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        return _bedrock_error(400, "Malformed input request: #: required key [prompt] not found")
+    reply = _echo(prompt)
+    usage = _bedrock_usage(prompt, reply)
+    if not stream:
+        result = {
+            "generation": reply,
+            "prompt_token_count": usage.input,
+            "generation_token_count": usage.output,
+            "stop_reason": "stop",
+        }
+        return _JSONReply(200, result, usage.headers())
+    pieces = _pieces(reply)
+    payloads: list[dict[str, Any]] = []
+    generated = 0
+    for index, piece in enumerate(pieces):
+        generated += _count_tokens(piece)
+        last = index == len(pieces) - 1
+        payload: dict[str, Any] = {
+            "generation": piece,
+            "prompt_token_count": usage.input if index == 0 else None,
+            "generation_token_count": usage.output if last else generated,
+            "stop_reason": "stop" if last else None,
+        }
+        if last:
+            payload["amazon-bedrock-invocationMetrics"] = usage.invocation_metrics()
+        payloads.append(payload)
+    return _bedrock_stream([_chunk_event(p) for p in payloads], invoke=True)
+
+
+def _invoke_titan_embed(body: dict[str, Any]) -> _Reply:
+    text = body.get("inputText")
+    if not isinstance(text, str):
+        return _bedrock_error(400, "Malformed input request: #: required key [inputText] not found")
+    dims = body.get("dimensions")
+    dimensions = dims if isinstance(dims, int) and dims > 0 else DEFAULT_EMBEDDING_DIMENSIONS
+    vector = _embedding_vector(text, dimensions)
+    tokens = _count_tokens(text)
+    result = {"embedding": vector, "embeddingsByType": {"float": vector}}
+    result["inputTextTokenCount"] = tokens
+    return _JSONReply(200, result, {"X-Amzn-Bedrock-Input-Token-Count": str(tokens)})
+
+
+_SIGV4_RE = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<scope>[^,]+),\s*"
+    r"SignedHeaders=(?P<signed>[^,]+),\s*Signature=(?P<signature>[0-9a-f]+)"
+)
+
+
+def _aws_auth_problem(
+    method: str,
+    path: str,
+    query: str,
+    raw_headers: list[tuple[str, str]],
+    payload: bytes,
+    credentials: Mapping[str, str],
+) -> Optional[_JSONReply]:
+    """The 403 AWS answers a request whose SigV4 signature does not verify, or None.
+
+    A request must be signed (``AWS4-HMAC-SHA256``) or carry a Bedrock API key (``Bearer``).
+    The signature is checked when its access key id is in ``credentials`` (the server's
+    ``aws_credentials``): canonical request, string to sign and signing key as botocore
+    computes them, over the headers the client listed in ``SignedHeaders`` (headers added
+    after signing are not part of it, as at AWS)."""
+    values: dict[str, list[str]] = {}
+    for name, value in raw_headers:
+        values.setdefault(name.lower(), []).append(" ".join(value.split()))
+    authorization = values.get("authorization", [""])[-1]
+    if authorization.startswith("Bearer "):
+        return None
+    match = _SIGV4_RE.fullmatch(authorization.strip())
+    if match is None:
+        return _bedrock_error(
+            403, "Missing Authentication Token", "MissingAuthenticationTokenException"
+        )
+    secret = credentials.get(match["key"])
+    if secret is None:
+        return None
+    pairs = sorted(pair.partition("=")[::2] for pair in query.split("&") if query)
+    signed = match["signed"]
+    canonical_request = "\n".join(
+        [
+            method,
+            quote(path, safe="/~"),
+            "&".join(f"{key}={value}" for key, value in pairs),
+            "".join(f"{name}:{','.join(values.get(name, []))}\n" for name in signed.split(";")),
+            signed,
+            hashlib.sha256(payload).hexdigest(),
+        ]
+    )
+    date, region, service, _ = match["scope"].split("/")
+    string_to_sign = "\n".join(
+        [
+            "AWS4-HMAC-SHA256",
+            values.get("x-amz-date", [""])[-1],
+            match["scope"],
+            hashlib.sha256(canonical_request.encode()).hexdigest(),
+        ]
+    )
+    key = f"AWS4{secret}".encode()
+    for part in (date, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    if hmac.compare_digest(expected, match["signature"]):
+        return None
+    return _bedrock_error(
+        403,
+        "The request signature we calculated does not match the signature you provided. "
+        "Check your AWS Secret Access Key and signing method. Consult the service "
+        "documentation for details.",
+        "InvalidSignatureException",
+    )
+
+
+# -- Google: Gemini API and Vertex AI --------------------------------------------------------
+
+_GOOGLE_STATUSES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def _google_error(status: int, message: str) -> _JSONReply:
+    status_name = _GOOGLE_STATUSES.get(status, "UNKNOWN")
+    return _JSONReply(
+        status, {"error": {"code": status, "message": message, "status": status_name}}
+    )
+
+
+def _gemini_messages(contents: Any) -> list[dict[str, Any]]:
+    """``contents`` (``[{"role": "user", "parts": [{"text": ...}]}]``) as chat messages."""
+    if not isinstance(contents, list):
+        return []
+    return [
+        {"role": c.get("role") or "user", "content": c.get("parts")}
+        for c in contents
+        if isinstance(c, dict)
+    ]
+
+
+def _gemini_prompt_text(body: dict[str, Any]) -> str:
+    system = body.get("systemInstruction")
+    system_text = _text_of(system.get("parts")) if isinstance(system, dict) else ""
+    return f"{system_text} {_all_text(_gemini_messages(body.get('contents')))}"
+
+
+def _generate_content(call: _Call) -> _Reply:
+    """``models/{model}:generateContent`` / ``:streamGenerateContent`` / ``:countTokens`` of the
+    Gemini API (``/v1beta/models/...``) and of Vertex AI
+    (``/v1beta1/projects/{p}/locations/{l}/publishers/google/models/...``)."""
+    body, method = call.body, call.params["method"]
+    vertex = "publisher" in call.params
+    extra = _extra_usage.get()
+    cached, thoughts = extra.get("cached_tokens", 0), extra.get("reasoning_tokens", 0)
+    prompt_tokens = max(1, _count_tokens(_gemini_prompt_text(body))) + cached
+    text_details = [{"modality": "TEXT", "tokenCount": prompt_tokens}]
+    if method == "countTokens":
+        return _JSONReply(200, {"totalTokens": prompt_tokens, "promptTokensDetails": text_details})
+    if method not in ("generateContent", "streamGenerateContent"):
+        return _google_error(404, f"Method not found: {method}.")
+    messages = _gemini_messages(body.get("contents"))
+    if not messages:
+        return _google_error(400, "* GenerateContentRequest.contents: contents is not specified")
+    reply = _echo(_last_user_text(messages))
+    candidates_tokens = _count_tokens(reply)
+    usage: dict[str, Any] = {
+        "promptTokenCount": prompt_tokens,
+        "candidatesTokenCount": candidates_tokens,
+        "totalTokenCount": prompt_tokens + candidates_tokens + thoughts,
+        "promptTokensDetails": text_details,
+    }
+    if cached:
+        usage["cachedContentTokenCount"] = cached
+        usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": cached}]
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
+    common: dict[str, Any] = {"modelVersion": call.params["model"], "responseId": _new_id("")}
+    if vertex:
+        usage["candidatesTokensDetails"] = [{"modality": "TEXT", "tokenCount": candidates_tokens}]
+        usage["trafficType"] = "ON_DEMAND"
+        created = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+        common = {"createTime": created, **common}
+
+    def candidate(text: str, done: bool) -> dict[str, Any]:
+        content = {"role": "model", "parts": [{"text": text}]}
+        return {"content": content, **({"finishReason": "STOP"} if done else {}), "index": 0}
+
+    if method == "generateContent":
+        return _JSONReply(
+            200, {"candidates": [candidate(reply, True)], "usageMetadata": usage, **common}
+        )
+    # Streamed: every chunk carries the prompt count; the last one the finish reason and
+    # the complete usage.
+    partial_usage = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
+    pieces = _pieces(reply)
+    chunks = [
+        {
+            "candidates": [candidate(piece, i == len(pieces) - 1)],
+            "usageMetadata": usage if i == len(pieces) - 1 else partial_usage,
+            **common,
+        }
+        for i, piece in enumerate(pieces)
+    ]
+    if call.query.get("alt") == "sse":
+        return _SSEReply([_sse(chunk) for chunk in chunks])
+    return _JSONReply(200, chunks)  # without alt=sse the API answers one JSON array
+
+
+# -- Claude on Vertex AI ---------------------------------------------------------------------
+
+
+def _claude_on_vertex(call: _Call) -> _Reply:
+    """``.../publishers/anthropic/models/{model}:rawPredict`` / ``:streamRawPredict``: the
+    Messages API with the model in the path (``count-tokens:rawPredict`` counts tokens)."""
+    model, method = call.params["model"], call.params["method"]
+    if model == "count-tokens" and method == "rawPredict":
+        return _count_tokens_endpoint(call.body)
+    messages = call.body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return _anthropic_error(
+            400, "messages: at least one message is required", "invalid_request_error"
+        )
+    message = _anthropic_message({**call.body, "model": model}, id_prefix="msg_vrtx_")
+    if method == "rawPredict":
+        return _JSONReply(200, message)
+    return _SSEReply([_sse(p, p["type"]) for p in _anthropic_stream_payloads(message)])
+
+
+# -- Azure OpenAI ----------------------------------------------------------------------------
+
+_AZURE_OPERATIONS: dict[str, _Endpoint] = {
+    "chat/completions": _chat_completions,
+    "completions": _completions,
+    "embeddings": _embeddings,
+    "responses": _responses,
+}
+_CONTENT_FILTER_RESULTS = {
+    category: {"filtered": False, "severity": "safe"}
+    for category in ("hate", "self_harm", "sexual", "violence")
+}
+
+
+def _azure_deployment(call: _Call) -> _Reply:
+    """``/openai/deployments/{deployment}/...?api-version=...``."""
+    return _azure(call, call.params["deployment"], versioned=True)
+
+
+def _azure_resource(call: _Call) -> _Reply:
+    """``/openai/responses?api-version=...`` and the v1 API ``/openai/v1/...``: the deployment
+    is the body's ``model``."""
+    return _azure(call, str(call.body.get("model") or ""), versioned="v1" not in call.params)
+
+
+def _azure(call: _Call, deployment: str, versioned: bool) -> _Reply:
+    if versioned and not call.query.get("api-version"):
+        return _JSONReply(404, {"error": {"code": "404", "message": "Resource not found"}})
+    if "api-key" not in call.headers and "authorization" not in call.headers:
+        message = (
+            "Access denied due to missing subscription key. Make sure to include subscription "
+            "key when making requests to an API."
+        )
+        return _JSONReply(401, {"error": {"code": "401", "message": message}})
+    operation = call.params["operation"]
+    model = call.server.azure_model(deployment)
+    if model is None:
+        message = (
+            "The API deployment for this resource does not exist. If you created the "
+            "deployment within the last 5 minutes, please wait a moment and try again."
+        )
+        return _JSONReply(404, {"error": {"code": "DeploymentNotFound", "message": message}})
+    reply = _AZURE_OPERATIONS[operation]({**call.body, "model": model})
+    headers = {
+        "x-ms-region": "East US",
+        "x-ms-deployment-name": deployment,
+        "apim-request-id": str(uuid.uuid4()),
+    }
+    if isinstance(reply, _JSONReply):
+        reply.headers.update(headers)
+        if operation == "chat/completions" and reply.status == 200:
+            reply.body["prompt_filter_results"] = [
+                {"prompt_index": 0, "content_filter_results": _CONTENT_FILTER_RESULTS}
+            ]
+            for choice in reply.body["choices"]:
+                choice["content_filter_results"] = _CONTENT_FILTER_RESULTS
+        return reply
+    events = reply.events
+    if operation == "chat/completions":
+        # Azure's first chunk carries only the prompt's content filter results.
+        first = {
+            "choices": [],
+            "created": 0,
+            "id": "",
+            "model": "",
+            "object": "",
+            "prompt_filter_results": [
+                {"prompt_index": 0, "content_filter_results": _CONTENT_FILTER_RESULTS}
+            ],
+        }
+        events = [_sse(first), *events]
+    return _SSEReply(events, headers=headers)
+
+
+_GOOGLE_MODEL = r"models/(?P<model>[^/:]+):(?P<method>\w+)"
+_PATTERN_ROUTES = tuple(
+    _PatternRoute("POST", re.compile(pattern), dialect, endpoint)
+    for pattern, dialect, endpoint in (
+        (r"/model/(?P<model>[^/]+)/(?P<operation>converse|converse-stream)", "bedrock", _converse),
+        (
+            r"/model/(?P<model>[^/]+)/(?P<operation>invoke|invoke-with-response-stream)",
+            "bedrock",
+            _invoke,
+        ),
+        (r"/(?P<version>v1|v1alpha|v1beta)/" + _GOOGLE_MODEL, "google", _generate_content),
+        (
+            r"/(?P<version>v1|v1beta1)/"
+            r"(?:projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/)?"
+            r"publishers/(?P<publisher>google)/" + _GOOGLE_MODEL,
+            "google",
+            _generate_content,
+        ),
+        (
+            r"(?:/v1|/v1beta1)?/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/"
+            r"publishers/anthropic/models/(?P<model>[^/:]+):(?P<method>rawPredict|streamRawPredict)",
+            "anthropic",
+            _claude_on_vertex,
+        ),
+        (
+            r"/openai/deployments/(?P<deployment>[^/]+)/"
+            r"(?P<operation>chat/completions|completions|embeddings)",
+            "openai",
+            _azure_deployment,
+        ),
+        (r"/openai/(?P<operation>responses)", "openai", _azure_resource),
+        (
+            r"/openai/(?P<v1>v1)/(?P<operation>chat/completions|completions|embeddings|responses)",
+            "openai",
+            _azure_resource,
+        ),
+    )
+)
+"""Routes matched (whole path, before the fixed OpenAI / Anthropic routes) by pattern."""
+
+
+def _match_route(path: str) -> Optional[tuple[_PatternRoute, dict[str, str]]]:
+    for route in _PATTERN_ROUTES:
+        match = route.pattern.fullmatch(path)
+        if match is not None:
+            params = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
+            return route, params
+    return None
+
+
+_REQUEST_ID_HEADERS = {
+    "openai": "x-request-id",
+    "anthropic": "request-id",
+    "bedrock": "x-amzn-RequestId",
+}
+
+
+def _error_reply(status: int, dialect: str, message: str) -> _JSONReply:
+    if dialect == "bedrock":
+        return _bedrock_error(status, message)
+    if dialect == "google":
+        return _google_error(status, message)
+    if dialect == "anthropic":
         anthropic_types = {
             400: "invalid_request_error",
             401: "authentication_error",
@@ -727,7 +1415,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         owner = self.server.owner
-        path = urlsplit(self.path).path
+        url = urlsplit(self.path)
+        path, query = url.path, url.query
         raw = self._read_body()
         body: Any = None
         bad_json = False
@@ -738,7 +1427,8 @@ class _Handler(BaseHTTPRequestHandler):
                 bad_json = True
         raw_headers = [(str(k), str(v)) for k, v in self.headers.items()]
         headers = {k.lower(): v for k, v in raw_headers}
-        failure = owner._record(RecordedRequest(self.command, path, headers, raw_headers, body))
+        request = RecordedRequest(self.command, path, headers, raw_headers, body, query)
+        failure = owner._record(request)
         if isinstance(failure, _Redirect):
             self._redirect(failure)
             return
@@ -746,28 +1436,50 @@ class _Handler(BaseHTTPRequestHandler):
         if owner.latency > 0:
             time.sleep(owner.latency)
 
-        anthropic = _is_anthropic(path, headers)
+        matched = _match_route(path)
+        if matched is not None:
+            dialect = matched[0].dialect
+        else:
+            dialect = "anthropic" if _is_anthropic(path, headers) else "openai"
         if failure == "reset":
             self._reset()
             return
         if failure is not None:
             status = int(failure)
-            injected = _error_reply(status, anthropic, f"Injected failure (HTTP {status}).")
+            injected = _error_reply(status, dialect, f"Injected failure (HTTP {status}).")
             if owner.retry_after_ms is not None and (status == 429 or status >= 500):
                 injected.headers["retry-after-ms"] = f"{owner.retry_after_ms:g}"
-            self._send(injected, anthropic)
+            self._send(injected, dialect)
             return
 
-        routes = _ANTHROPIC_ROUTES if anthropic else _OPENAI_ROUTES
-        endpoint = routes.get((self.command, path))
+        endpoint: Optional[_Endpoint]
+        if matched is not None:
+            route, params = matched
+            endpoint = None
+            if route.method == self.command:
+                call_query = dict(parse_qsl(query, keep_blank_values=True))
+
+                def endpoint(parsed: dict[str, Any]) -> _Reply:
+                    return route.endpoint(_Call(parsed, params, call_query, headers, owner))
+
+            if dialect == "bedrock":
+                denied = _aws_auth_problem(
+                    self.command, path, query, raw_headers, raw, owner.aws_credentials
+                )
+                if denied is not None:
+                    self._send(denied, dialect)
+                    return
+        else:
+            routes = _ANTHROPIC_ROUTES if dialect == "anthropic" else _OPENAI_ROUTES
+            endpoint = routes.get((self.command, path))
         if endpoint is None:
-            status = 405 if path in _KNOWN_PATHS else 404
+            status = 405 if path in _KNOWN_PATHS or matched is not None else 404
             message = f"Unknown request URL: {self.command} {path}"
-            self._send(_error_reply(status, anthropic, message), anthropic)
+            self._send(_error_reply(status, dialect, message), dialect)
             return
         if bad_json or (raw and not isinstance(body, dict)):
             message = "We could not parse the JSON body of your request."
-            self._send(_error_reply(400, anthropic, message), anthropic)
+            self._send(_error_reply(400, dialect, message), dialect)
             return
         reply: _Reply
         try:
@@ -775,29 +1487,28 @@ class _Handler(BaseHTTPRequestHandler):
             reply = endpoint(body if isinstance(body, dict) else {})
         except Exception as exc:  # a bug in this file: answer, and show it
             self.log_error("endpoint %s failed: %r", path, exc)
-            reply = _error_reply(500, anthropic, f"Fake server error: {exc!r}")
-        self._send(reply, anthropic)
+            reply = _error_reply(500, dialect, f"Fake server error: {exc!r}")
+        self._send(reply, dialect)
 
     # -- response -------------------------------------------------------------------------
 
-    def _head(self, status: int, headers: dict[str, str], anthropic: bool) -> bytes:
+    def _head(self, status: int, headers: dict[str, str], dialect: str) -> bytes:
         try:
             phrase = HTTPStatus(status).phrase
         except ValueError:
             phrase = "Error"
-        request_id = _new_id("req_")
-        all_headers = {
-            "Server": self.server_version,
-            "Date": self.date_time_string(),
-            ("request-id" if anthropic else "x-request-id"): request_id,
-            "Connection": "close" if self.close_connection else "keep-alive",
-            **headers,
-        }
+        all_headers = {"Server": self.server_version, "Date": self.date_time_string()}
+        request_id_header = _REQUEST_ID_HEADERS.get(dialect)
+        if request_id_header is not None:
+            request_id = str(uuid.uuid4()) if dialect == "bedrock" else _new_id("req_")
+            all_headers[request_id_header] = request_id
+        all_headers["Connection"] = "close" if self.close_connection else "keep-alive"
+        all_headers.update(headers)
         lines = [f"HTTP/1.1 {status} {phrase}"]
         lines.extend(f"{name}: {value}" for name, value in all_headers.items())
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    def _send(self, reply: _Reply, anthropic: bool) -> None:
+    def _send(self, reply: _Reply, dialect: str) -> None:
         if isinstance(reply, _JSONReply):
             payload = _dumps(reply.body).encode()
             head = self._head(
@@ -807,7 +1518,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "Content-Length": str(len(payload)),
                     **reply.headers,
                 },
-                anthropic,
+                dialect,
             )
             self.wfile.write(head + payload)
             return
@@ -815,13 +1526,10 @@ class _Handler(BaseHTTPRequestHandler):
         chunked = self.request_version == "HTTP/1.1"
         if not chunked:
             self.close_connection = True  # an HTTP/1.0 client reads the stream until EOF
-        stream_headers = {
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-cache",
-        }
+        stream_headers = {"Content-Type": reply.content_type, "Cache-Control": "no-cache"}
         if chunked:
             stream_headers["Transfer-Encoding"] = "chunked"
-        head = self._head(200, stream_headers, anthropic)
+        head = self._head(200, {**stream_headers, **reply.headers}, dialect)
         frames = [b"%x\r\n%s\r\n" % (len(e), e) for e in reply.events] if chunked else reply.events
         end = b"0\r\n\r\n" if chunked else b""
         delay = self.server.owner.stream_delay
@@ -836,7 +1544,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _redirect(self, redirect: _Redirect) -> None:
         location = redirect.target + self.path
-        head = self._head(redirect.status, {"Location": location, "Content-Length": "0"}, False)
+        head = self._head(redirect.status, {"Location": location, "Content-Length": "0"}, "openai")
         self.wfile.write(head)
 
     def _reset(self) -> None:
@@ -852,7 +1560,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class FakeLLMServer:
-    """A threaded local HTTP server speaking enough OpenAI and Anthropic for their SDKs.
+    """A threaded local HTTP server speaking enough OpenAI, Anthropic, Bedrock, Gemini / Vertex
+    AI and Azure OpenAI for their SDKs.
 
     ``latency`` delays every reply, ``stream_delay`` each streamed event (both in seconds);
     ``retry_after_ms`` is sent as ``retry-after-ms`` on injected 429/5xx failures so that the
@@ -876,6 +1585,14 @@ class FakeLLMServer:
         self.stream_delay = stream_delay
         self.retry_after_ms = retry_after_ms
         self.verbose = verbose
+        self.azure_deployments: dict[str, str] = {}
+        """Azure OpenAI deployments: name -> the model its replies name. A deployment exists
+        only once listed here (others get Azure's 404 ``DeploymentNotFound``); :meth:`reset`
+        forgets them."""
+        self.aws_credentials: dict[str, str] = {"test": "test"}
+        """AWS access key id -> secret key: SigV4 signatures made with these keys are verified
+        (a mismatch is answered 403 ``InvalidSignatureException``, as AWS does); requests
+        signed with other keys are accepted unchecked."""
         self.requests: list[RecordedRequest] = []
         self._failures: list[Union[str, _Redirect]] = []
         self._lock = threading.Lock()
@@ -952,13 +1669,43 @@ class FakeLLMServer:
         """For ``Anthropic(base_url=...)``: the SDK appends paths such as ``/v1/messages``."""
         return self.base_url
 
+    @property
+    def bedrock_endpoint_url(self) -> str:
+        """For ``boto3.client("bedrock-runtime", endpoint_url=...)`` and
+        ``AnthropicBedrock(base_url=...)``: paths ``/model/{modelId}/converse`` and the like."""
+        return self.base_url
+
+    @property
+    def google_genai_base_url(self) -> str:
+        """For ``genai.Client(http_options=HttpOptions(base_url=...))``, Gemini API
+        (``/v1beta/models/...``) and Vertex AI (``/v1beta1/projects/...``) alike."""
+        return self.base_url
+
+    @property
+    def azure_endpoint(self) -> str:
+        """For ``AzureOpenAI(azure_endpoint=...)``: the SDK appends ``/openai/deployments/...``."""
+        return self.base_url
+
+    @property
+    def anthropic_vertex_base_url(self) -> str:
+        """For ``AnthropicVertex(base_url=...)``: like its default, the host and ``/v1``."""
+        return self.base_url + "/v1"
+
+    def azure_model(self, deployment: str) -> Optional[str]:
+        """The model an Azure OpenAI deployment runs, as its replies name it (from
+        :attr:`azure_deployments`), or None: no such deployment (Azure answers 404
+        ``DeploymentNotFound``)."""
+        return self.azure_deployments.get(deployment)
+
     # -- recording and failure injection --------------------------------------------------
 
     def reset(self) -> None:
-        """Forget recorded requests and pending failures (settings such as latency stay)."""
+        """Forget recorded requests, pending failures and Azure deployments (settings such as
+        latency stay)."""
         with self._lock:
             self.requests.clear()
             self._failures.clear()
+            self.azure_deployments.clear()
 
     def fail_next(self, n: int, mode: str = "500") -> None:
         """Make the next ``n`` requests fail (they are still recorded).
@@ -1033,6 +1780,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     print(f"fake LLM server listening on {server.base_url}", flush=True)
     print(f"  OpenAI:    OPENAI_BASE_URL={server.openai_base_url}", flush=True)
     print(f"  Anthropic: ANTHROPIC_BASE_URL={server.anthropic_base_url}", flush=True)
+    print(f"  Bedrock:   endpoint_url={server.bedrock_endpoint_url}", flush=True)
+    print(f"  Google:    HttpOptions(base_url={server.google_genai_base_url!r})", flush=True)
+    print(f"  Azure:     AZURE_OPENAI_ENDPOINT={server.azure_endpoint}", flush=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stopped.set())
     try:
