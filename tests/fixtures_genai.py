@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 from urllib.parse import quote
 
 import anthropic
@@ -98,7 +98,13 @@ def _normal(headers: Mapping[str, str]) -> frozenset[tuple[str, Any]]:
 
 
 def first_attempts(server: FakeLLMServer) -> list[RecordedRequest]:
-    return [r for r in server.requests if r.headers.get("x-stainless-retry-count", "0") == "0"]
+    return [
+        r
+        for r in server.requests
+        if r.headers.get("x-stainless-retry-count", "0") == "0"
+        # botocore numbers its attempts: "amz-sdk-request: [ttl=...; ]attempt=2; max=3".
+        and "attempt=" not in r.headers.get("amz-sdk-request", "").replace("attempt=1;", "")
+    ]
 
 
 def assert_spans_match_requests(otel: Otel, server: FakeLLMServer, dialect: str = "x-payi") -> None:
@@ -258,3 +264,115 @@ async def async_genai_call(genai: GenAI, sdk: str) -> None:
         await genai.async_openai.chat.completions.create(**CHAT)
     else:
         await genai.async_anthropic.messages.create(**MESSAGE)
+
+
+# === Bedrock (issue 18): boto3 bedrock-runtime on the fake server ===========================
+
+#: A cross-region inference profile: what most Bedrock users pass as ``modelId``.
+BEDROCK_MODEL = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
+BEDROCK_NO_RETRIES = {"total_max_attempts": 1}
+
+
+def bedrock_client(
+    genai: GenAI, *, retries: Optional[Mapping[str, Any]] = None, **kwargs: Any
+) -> Any:
+    """A boto3 ``bedrock-runtime`` client on the fake server (real SigV4 with the fake's
+    ``test`` key, which it verifies; no retries unless ``retries`` says otherwise)."""
+    import boto3
+    import botocore.config
+
+    kwargs.setdefault("endpoint_url", genai.server.bedrock_endpoint_url)
+    config = botocore.config.Config(retries=dict(retries or BEDROCK_NO_RETRIES))
+    return boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=config,
+        **kwargs,
+    )
+
+
+_BEDROCK_CLIENTS: dict[str, Any] = {}
+
+
+def shared_bedrock(genai: GenAI) -> Any:
+    """One client per fake server for tests that only call it (never register handlers on it)."""
+    url = genai.server.bedrock_endpoint_url
+    client = _BEDROCK_CLIENTS.get(url)
+    if client is None:
+        client = _BEDROCK_CLIENTS[url] = bedrock_client(genai)
+    return client
+
+
+def bedrock_messages(text: str = "Hello") -> list[dict[str, Any]]:
+    return [{"role": "user", "content": [{"text": text}]}]
+
+
+def claude_body(text: str = "Hello") -> str:
+    """An InvokeModel body for Claude on Bedrock."""
+    return json.dumps(
+        {
+            "anthropic_version": "bedrock-2023-05-31",
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": text}],
+        }
+    )
+
+
+def _converse(client: Any, model: str, **kwargs: Any) -> Any:
+    return client.converse(modelId=model, messages=bedrock_messages(), **kwargs)
+
+
+def _converse_stream(client: Any, model: str, **kwargs: Any) -> Any:
+    response = client.converse_stream(modelId=model, messages=bedrock_messages(), **kwargs)
+    return list(response["stream"])
+
+
+def _invoke_model(client: Any, model: str, **kwargs: Any) -> Any:
+    response = client.invoke_model(modelId=model, body=claude_body(), **kwargs)
+    return json.loads(response["body"].read())
+
+
+def _invoke_model_stream(client: Any, model: str, **kwargs: Any) -> Any:
+    response = client.invoke_model_with_response_stream(modelId=model, body=claude_body(), **kwargs)
+    return [json.loads(event["chunk"]["bytes"]) for event in response["body"]]
+
+
+#: Every Bedrock runtime operation payi_otel reads, each consumed fully (streams to the end,
+#: InvokeModel's body read): ``BEDROCK_OPERATIONS[name](client, model, **call_kwargs)``.
+BEDROCK_OPERATIONS: dict[str, Callable[..., Any]] = {
+    "converse": _converse,
+    "converse_stream": _converse_stream,
+    "invoke_model": _invoke_model,
+    "invoke_model_with_response_stream": _invoke_model_stream,
+}
+
+
+def bedrock_call(
+    genai: GenAI,
+    operation: str = "converse",
+    extra_headers: Optional[Mapping[str, str]] = None,
+    model: str = BEDROCK_MODEL,
+) -> Any:
+    """One Bedrock call through the shared client, with ``extra_headers`` when given."""
+    kwargs = {} if extra_headers is None else {"extra_headers": dict(extra_headers)}
+    return BEDROCK_OPERATIONS[operation](shared_bedrock(genai), model, **kwargs)
+
+
+def _openai_seed_call(genai: GenAI, extra_headers: Optional[Mapping[str, str]] = None) -> None:
+    kwargs = {} if extra_headers is None else {"extra_headers": dict(extra_headers)}
+    genai.openai.chat.completions.create(**CHAT, **kwargs)
+
+
+def _bedrock_seed_call(genai: GenAI, extra_headers: Optional[Mapping[str, str]] = None) -> None:
+    bedrock_call(genai, "converse", extra_headers)
+
+
+#: The seeds' precedence scenarios run over each of these (tests/test_genai_seeds.py): one
+#: GenAI call, with the call's own per-call headers in the provider's idiom (other providers'
+#: helpers add theirs).
+SEED_CALLS: dict[str, Callable[..., None]] = {
+    "openai": _openai_seed_call,
+    "bedrock": _bedrock_seed_call,
+}

@@ -83,6 +83,17 @@ def _own_price_ids() -> Mapping[str, str]:
     }
 
 
+@derived
+def _genai_names() -> Mapping[str, str]:
+    """Each registered provider's name -> the GenAI provider name of its own service (its
+    calls' ``gen_ai.provider.name``: ``aws.bedrock`` for botocore's), where it differs."""
+    return {
+        p.name: p.services[0].genai_names[0]
+        for p in providers()
+        if p.services and p.services[0].genai_names
+    }
+
+
 def _category_name(category: str) -> str:
     return category[len("system.") :] if category.startswith("system.") else category
 
@@ -206,7 +217,9 @@ class CostObserver:
 
     def _dimensions(self, record: CallRecord) -> Dict[str, AttributeValue]:
         payi = record.call.attributes()
-        dimensions: Dict[str, AttributeValue] = {"gen_ai.provider.name": record.provider}
+        dimensions: Dict[str, AttributeValue] = {
+            "gen_ai.provider.name": _genai_names().get(record.provider, record.provider)
+        }
         if record.request_model:
             dimensions["gen_ai.request.model"] = record.request_model
         if record.response_model:

@@ -16,7 +16,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, List, Optional, Tuple, overload
 
 from opentelemetry.trace import TracerProvider
@@ -190,7 +190,14 @@ def enable_genai_spans(provider: Optional[TracerProvider]) -> List[Callable[[], 
     disabled = _disabled()
     undo: List[Callable[[], Any]] = []
     for family in FAMILIES:
-        if "*" in disabled or family.sdk in disabled or not _installed(family.sdk):
+        if "*" in disabled or not _installed(family.sdk):
             continue
-        undo.extend(_enable_family(family, provider))
+        # An instrumentation is disabled by its entry point's name (by default the SDK's).
+        kept = tuple(
+            inst
+            for inst in family.instrumentations
+            if (inst.entry_point or family.sdk) not in disabled
+        )
+        if kept:
+            undo.extend(_enable_family(replace(family, instrumentations=kept), provider))
     return undo

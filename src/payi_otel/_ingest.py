@@ -87,9 +87,26 @@ def _int(value: object) -> Optional[int]:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _units(attributes: Mapping[str, Any]) -> Dict[str, Dict[str, int]]:
+@derived
+def _uncached_input_scopes() -> Tuple[str, ...]:
+    """Instrumentation scopes whose spans' input tokens leave out the cache counts (every
+    registered provider's ``uncached_input_scopes``)."""
+    return tuple(scope for p in providers() for scope in p.uncached_input_scopes)
+
+
+def _input_includes_cache(span: ReadableSpan) -> bool:
+    scope = getattr(span.instrumentation_scope, "name", None) or ""
+    uncached = _uncached_input_scopes()
+    return not (uncached and scope.startswith(uncached))
+
+
+def _units(
+    attributes: Mapping[str, Any], input_includes_cache: bool = True
+) -> Dict[str, Dict[str, int]]:
     """Pay-i's units: ``text`` (input without the cached tokens), ``text_cache_read``,
-    ``text_cache_write``, ``reasoning`` (out of the output) when not zero."""
+    ``text_cache_write``, ``reasoning`` (out of the output) when not zero. The span's input
+    count includes the cached tokens (the GenAI conventions), unless ``input_includes_cache``
+    is False (an instrumentation that reports the provider's uncached count as it is)."""
     input_tokens = _int(attributes.get("gen_ai.usage.input_tokens")) or 0
     output_tokens = _int(attributes.get("gen_ai.usage.output_tokens")) or 0
     read = _int(attributes.get("gen_ai.usage.cache_read.input_tokens")) or 0
@@ -106,8 +123,10 @@ def _units(attributes: Mapping[str, Any]) -> Dict[str, Dict[str, int]]:
         units["text_cache_write"] = {"input": write, "output": 0}
     if reasoning:
         units["reasoning"] = {"input": 0, "output": reasoning}
+    if input_includes_cache:
+        input_tokens -= read + write
     units["text"] = {
-        "input": max(input_tokens - read - write, 0),
+        "input": max(input_tokens, 0),
         "output": max(output_tokens - reasoning, 0),
     }
     return units
@@ -130,7 +149,7 @@ def ingest_record(span: ReadableSpan) -> Dict[str, Any]:
     record: Dict[str, Any] = {
         "category": params.get("price_as_category") or _category(attributes),
         "resource": params.get("price_as_resource") or model or "system.unknown_model",
-        "units": _units(attributes),
+        "units": _units(attributes, _input_includes_cache(span)),
     }
     if span.start_time is not None:
         record["event_timestamp"] = datetime.fromtimestamp(span.start_time / 1e9, timezone.utc)

@@ -107,6 +107,8 @@ class Settings:
     meter_provider: Optional[MeterProvider] = None
     #: Reported every completed GenAI call (``_providers``' ``CallRecord``).
     observers: Tuple[ResponseObserver, ...] = ()
+    #: The providers' own request fields carry the attribution too (``native_attribution``).
+    native_attribution: bool = False
 
 
 _versions = itertools.count()
@@ -222,6 +224,11 @@ def build(
     scope_spans = _bool_option(
         options.get("scope_spans"), "scope_spans", lambda: source.flag(env.SCOPE_SPANS, True)
     )
+    native_attribution = _bool_option(
+        options.get("native_attribution"),
+        "native_attribution",
+        lambda: source.flag(env.NATIVE_ATTRIBUTION, False),
+    )
     attributes = options.get("scope_span_attributes")
     if attributes is None:
         read = functools.partial(
@@ -255,6 +262,7 @@ def build(
         genai_spans=bool(options.get("genai_spans", True)),
         tracer_provider=provider,
         meter_provider=options.get("meter_provider"),
+        native_attribution=native_attribution,
     )
 
 

@@ -18,21 +18,35 @@ def _wrapper_of(obj: object) -> object:
     return getattr(obj, "_self_wrapper", None)
 
 
+def _live(obj: Any) -> Any:
+    """The wrapper whose chain calls go through: a bound wrapper (what another library's
+    ``unwrap`` leaves on the class when it takes its wrapper off the top) binds again through
+    its parent's chain at every call."""
+    return getattr(obj, "_self_parent", None) or obj
+
+
 def unwrap_own(owner: Any, name: str, wrapper: Callable[..., Any]) -> None:
     """Remove the ``wrapt`` wrapper made with ``wrapper`` from ``owner.name``, wherever it
-    sits in the chain of wrappers; the others stay."""
+    sits in the chain of wrappers (its live chain: a bound wrapper's parent's); the others
+    stay."""
     top = owner.__dict__.get(name)
     if top is None:
         return
     if _wrapper_of(top) is wrapper:
-        setattr(owner, name, top.__wrapped__)
+        setattr(owner, name, _live(top).__wrapped__)
         return
     outer = top
-    inner = getattr(outer, "__wrapped__", None)
-    while inner is not None and inner is not outer:
+    while True:
+        live = _live(outer)
+        inner = getattr(live, "__wrapped__", None)
+        if inner is None or inner is live:
+            return
         if _wrapper_of(inner) is wrapper:
             try:
-                outer.__wrapped__ = inner.__wrapped__
+                live.__wrapped__ = _live(inner).__wrapped__
+                stale: Any = getattr(outer, "__wrapped__", None)
+                if outer is not live and _wrapper_of(stale) is wrapper:
+                    outer.__wrapped__ = stale.__wrapped__  # the bound view, for its readers
             except (AttributeError, TypeError):
                 log_once(
                     f"unwrap:{name}",
@@ -42,7 +56,7 @@ def unwrap_own(owner: Any, name: str, wrapper: Callable[..., Any]) -> None:
                     name,
                 )
             return
-        outer, inner = inner, getattr(inner, "__wrapped__", None)
+        outer = inner
 
 
 def unwrapper(owner: Any, name: str, wrapper: Callable[..., Any]) -> Callable[[], None]:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, Optional, Protocol, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Protocol, Tuple
 
 from opentelemetry.trace import Span
 
@@ -50,6 +50,9 @@ class Instrumentation:
     module: str
     instrumentor: str
     min_python: Tuple[int, int] = (3, 10)
+    #: Its name in ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` (its entry point), when not the
+    #: SDK's (genai-bedrock's is ``bedrock``, its SDK ``botocore``).
+    entry_point: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,12 @@ class PatchPoint:
     attribute: str
     is_async: bool
     role: Role = Role.ENTRY
+    #: Wrap it beneath the wrappers already on it, not on top: for an entry point that an
+    #: official GenAI instrumentation wraps too (botocore's ``BaseClient._make_api_call``,
+    #: which genai-bedrock wraps), so that whichever was instrumented first, the GenAI span is
+    #: current when the call is read and ends after the call is reported (its stream wrapper
+    #: outside the core's).
+    beneath: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,11 @@ class Call:
     #: are sent at all (the wire policy). A :attr:`Role.SEND` point may say it later
     #: (:meth:`Provider.send_url`).
     url: Optional[str] = None
+    #: The caller's other headers for this call (not attribution headers), for an SDK with no
+    #: per-call headers parameter of its own (botocore: payi_otel's ``extra_headers=``, taken
+    #: out of the call by :meth:`Provider.prepare`): added, as they are, where the request is
+    #: stamped at a :attr:`Role.SEND` point, wherever it goes (they are the caller's).
+    other_headers: Mapping[str, str] = field(default_factory=dict)
 
 
 # --- the response side -----------------------------------------------------------------------
@@ -190,6 +204,10 @@ class Provider:
     native_spans_module: ClassVar[Optional[str]] = None
     #: The model services its clients call, its own first (its category, price id, hosts).
     services: ClassVar[Tuple[Service, ...]] = ()
+    #: Instrumentation scopes (prefixes) whose GenAI spans count ``gen_ai.usage.input_tokens``
+    #: without cache reads and writes, as the provider's API does (genai-bedrock's); Pay-i
+    #: ingest (``_ingest``) then does not take the cache counts out of it again.
+    uncached_input_scopes: ClassVar[Tuple[str, ...]] = ()
 
     def genai_scope_prefixes(self) -> Tuple[str, ...]:
         """Instrumentation scopes whose spans are GenAI spans even when they start without
@@ -210,6 +228,23 @@ class Provider:
         a client layer the SDK shares), which then goes out untouched. Default: a call with no
         caller headers, model and URL unknown."""
         return Call()
+
+    def prepare(
+        self, instance: Any, args: Args, kwargs: Kwargs, call: Effective
+    ) -> Tuple[Args, Kwargs]:
+        """At an entry point, once the call's parameters are resolved (``call``): the
+        arguments to send it with. For what the SDK itself must not see (a per-call option
+        that is payi_otel's, taken out before the SDK validates the call: botocore's
+        ``extra_headers=``) and for attribution the provider's own API carries
+        (``native_attribution``). Default: the arguments unchanged."""
+        return args, kwargs
+
+    def patch_more(self) -> List[Callable[[], None]]:
+        """Anything else the provider changes while payi_otel is instrumented, beyond its
+        patch points (e.g. another instrumentation's duplicate GenAI spans of the same calls
+        switched off); called right after its patch points are wrapped. Returns the undo
+        callables. Default: nothing."""
+        return []
 
     def send_url(self, instance: Any, args: Args, kwargs: Kwargs) -> Optional[str]:
         """At a send point: the URL the request goes to. Default: None, the entry's URL."""
@@ -247,6 +282,12 @@ class Provider:
     def is_usage_only(self, item: object) -> bool:
         """Whether a stream item only carries the usage :meth:`ask_usage` asked for (the
         caller, who did not ask, never sees it). Default: False."""
+        return False
+
+    def is_last(self, item: object) -> bool:
+        """Whether a stream item is the stream's last, with its final usage: the call is
+        reported then, before the item is passed on (not only when the stream ends).
+        Default: False."""
         return False
 
     def response_model(self, item: object) -> Optional[str]:

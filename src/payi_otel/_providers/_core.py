@@ -93,12 +93,15 @@ class _Observation:
         self.hide_usage_only = False
 
     def hidden(self, item: object) -> bool:
-        """Observe ``item``; True when the caller must not see it."""
+        """Observe a stream's ``item`` (reported at once when it is the stream's last);
+        True when the caller must not see it."""
         self.see(item)
-        if not self.hide_usage_only:
-            return False
         try:
-            return self.provider.is_usage_only(item)
+            if self.provider.is_last(item):
+                # Before the item goes on: an instrumentation that ends its span on it
+                # (botocore's Bedrock streams) gets the usage and cost first.
+                self.finish()
+            return self.hide_usage_only and self.provider.is_usage_only(item)
         except Exception:
             internal_error(f"observe:{self.provider.name}", "reading a stream item failed")
             return False
@@ -364,11 +367,14 @@ def _observed(result: Any, observation: Optional[_Observation]) -> Any:
 @dataclass(frozen=True)
 class _InFlight:
     """In the context of a call being sent, for its provider's send points: the call's
-    provider and resolved parameters, and its URL as read at the entry."""
+    provider and resolved parameters, its URL as read at the entry, and the caller's other
+    headers for it."""
 
     provider: Provider
     call: Effective
     url: Optional[str]
+    #: The caller's other headers for the call (``Call.other_headers``), sent as they are.
+    other_headers: Mapping[str, str]
 
 
 _IN_FLIGHT_KEY = otel_context.create_key("payi_otel.in_flight")
@@ -390,11 +396,11 @@ def _prepare(
             return None  # not a GenAI call of this provider
         settings = _settings.current
         call = resolve_call(current_effective(), request.headers)
-        new_args, new_kwargs = args, kwargs
+        new_args, new_kwargs = provider.prepare(instance, args, kwargs, call)
         if stamp_here:
             wire = settings.wire
             headers = call.headers(wire.dialect) if wire.sends_to(request.url) else {}
-            new_args, new_kwargs = provider.stamp(instance, args, kwargs, headers)
+            new_args, new_kwargs = provider.stamp(instance, new_args, new_kwargs, headers)
         apply_call_attributes(trace.get_current_span(), call)
         observation = None
         if settings.observers:
@@ -406,9 +412,8 @@ def _prepare(
         # A model provider has no use for payi.* baggage (user ids, properties): none to it.
         ctx = with_call(without_payi_baggage(otel_context.get_current()), call)
         if not stamp_here:
-            ctx = otel_context.set_value(
-                _IN_FLIGHT_KEY, _InFlight(provider, call, request.url), ctx
-            )
+            flight = _InFlight(provider, call, request.url, request.other_headers)
+            ctx = otel_context.set_value(_IN_FLIGHT_KEY, flight, ctx)
         return new_args, new_kwargs, ctx, observation
     except ParameterError:
         raise
@@ -475,6 +480,8 @@ def _stamp_sent(
         url = provider.send_url(instance, args, kwargs) or flight.url
         wire = _settings.current.wire
         headers = flight.call.headers(wire.dialect) if wire.sends_to(url) else {}
+        if flight.other_headers:  # the caller's own, wherever the call goes
+            headers = {**flight.other_headers, **headers}
         return provider.stamp(instance, args, kwargs, headers)
     except Exception:
         internal_error(f"hook:{provider.name}:send", "stamping a request failed")
@@ -529,6 +536,31 @@ def instrument_providers(providers: Sequence[Provider]) -> List[Callable[[], Non
                 wrapper = _make_send_wrapper(provider, point.is_async)
             else:
                 wrapper = _make_wrapper(provider, point.is_async, stamp_at_entry)
-            wrapt.wrap_function_wrapper(module, point.attribute, wrapper)
+            if point.beneath:
+                _wrap_beneath(owner, method, wrapper)
+            else:
+                wrapt.wrap_function_wrapper(module, point.attribute, wrapper)
             undo.append(unwrapper(owner, method, wrapper))
+        try:
+            undo.extend(provider.patch_more())
+        except Exception:
+            internal_error(f"sdk:{provider.name}:more", f"cannot instrument {provider.name}")
     return undo
+
+
+def _wrap_beneath(owner: Any, method: str, wrapper: Callable[..., Any]) -> None:
+    """Wrap ``owner.method`` with ``wrapper`` beneath the ``wrapt`` wrappers already on it
+    (``PatchPoint.beneath``): the innermost one's ``__wrapped__`` becomes ours, which wraps
+    the method itself. Those wrappers' own undo (``unwrap``: their wrapper off the top) keeps
+    ours; ours comes out wherever it sits (``_wrapping.unwrap_own``)."""
+    outer: Any = None
+    inner = owner.__dict__.get(method)
+    while isinstance(inner, (wrapt.FunctionWrapper, wrapt.BoundFunctionWrapper)):
+        # A bound wrapper (what ``unwrap`` leaves on the class when it takes the top one
+        # off) binds again through its parent at every call: the chain is the parent's.
+        outer = getattr(inner, "_self_parent", None) or inner
+        inner = outer.__wrapped__
+    if outer is None:
+        wrapt.wrap_function_wrapper(owner, method, wrapper)
+    else:
+        outer.__wrapped__ = wrapt.FunctionWrapper(inner, wrapper)

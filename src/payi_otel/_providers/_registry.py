@@ -70,6 +70,7 @@ PROVIDERS = Registry(
     {
         "openai": _lazy_load(".openai", "OpenAIProvider"),
         "anthropic": _lazy_load(".anthropic", "AnthropicProvider"),
+        "botocore": _lazy_load(".bedrock", "BedrockProvider"),  # issue 18: AWS Bedrock
     }
 )
 

@@ -31,13 +31,13 @@ class AnthropicProvider(StainlessProvider):
             genai_names=("anthropic",),
             hosts=("api.anthropic.com",),
         ),
-        # AnthropicBedrock: Claude on AWS Bedrock.
+        # AnthropicBedrock: Claude on AWS Bedrock (its public hosts are the botocore
+        # provider's: ``bedrock.py``).
         Service(
             "system.aws.bedrock",
             "aws",
             genai_names=("aws.bedrock",),
             category_aliases=("bedrock",),
-            hosts=("bedrock-runtime.*.amazonaws.com",),
         ),
         # AnthropicVertex: Claude on Google Vertex AI (with Gemini's GenAI names).
         Service(
