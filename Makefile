@@ -33,12 +33,19 @@ test-install: venv
 	$(BIN)/pytest tests_install -p no:cacheprovider -o testpaths=tests_install -q -rs
 
 # The GenAI tests against the oldest SDK releases the hook supports (not part of `make test`).
+# The dev tool chain, then the SDKs at the floors of pyproject.toml's [openai] / [anthropic]
+# extras, found by the resolver (uv's --resolution lowest-direct, as the official GenAI repo's
+# tox.ini "oldest" environments do): the oldest supported versions are written only there.
+# constraints-oldest.txt holds what those floors need from their own dependencies.
 COMPAT := .venv-compat
-test-compat:
-	$(PYTHON) -m venv $(COMPAT)
-	$(COMPAT)/bin/python -m pip install --quiet --upgrade pip
-	$(COMPAT)/bin/python -m pip install --quiet -r requirements-dev.txt -e .
-	$(COMPAT)/bin/python -m pip install --quiet "openai==1.26.0" "anthropic==0.51.0" "httpx<0.28"
+UV_COMPAT := $(BIN)/uv pip install --quiet --python $(COMPAT)/bin/python
+test-compat: venv
+	rm -rf $(COMPAT)
+	$(BIN)/uv venv --quiet --python $(PYTHON) $(COMPAT)
+	$(UV_COMPAT) -r requirements-dev.txt -e .
+	$(UV_COMPAT) --resolution lowest-direct --upgrade-package openai --upgrade-package anthropic \
+		-c constraints-oldest.txt -r pyproject.toml --extra openai --extra anthropic
+	$(COMPAT)/bin/python -c "import openai, anthropic; print('oldest SDKs: openai', openai.__version__, '/ anthropic', anthropic.__version__)"
 	$(COMPAT)/bin/pytest tests/test_genai.py tests/test_genai_seeds.py tests/test_baggage.py tests/test_auto_instrumentation.py
 
 # The official GenAI instrumentations' own test suites (from their sdists, cassettes replayed)

@@ -133,3 +133,13 @@ def test_the_model_wing_is_the_ground_floor() -> None:
         outside = sorted(m for m in GRAPH[module] if not m.startswith("payi_otel._model"))
         assert not outside, f"{_short(module)} imports {outside} from outside the model wing"
         assert "opentelemetry" not in _third_party(path), f"{_short(module)} imports OpenTelemetry"
+
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_source_path_the_docs_name_exists(doc: Path) -> None:
+    named = set(re.findall(r"src/payi_otel/[\w/]+\.py", doc.read_text()))
+    missing = sorted(path for path in named if not (ROOT / path).exists())
+    assert not missing, f"{doc.name} names {missing}"

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from fake_llm_server import FakeLLMServer
 from fixtures_genai import payi_headers
+from fixtures_otel import is_genai
 
 APP = """
 import os
@@ -92,11 +93,7 @@ def test_opentelemetry_instrument_with_payi_env(tmp_path: Path, llm_server: Fake
     # The default use case is the main script's stem, with a fresh id.
     assert sent["x-payi-use-case-name"] == "billing_bot"
     assert sent["x-payi-use-case-version"] == "2"
-    genai = [
-        s
-        for s in console_spans(result.stdout)
-        if any(k.startswith("gen_ai.") for k in s["attributes"])
-    ]
+    genai = [s for s in console_spans(result.stdout) if is_genai(s["attributes"])]
     assert len(genai) == 1, result.stdout
     attrs = genai[0]["attributes"]
     assert attrs["payi.user_id"] == "env_user"

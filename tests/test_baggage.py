@@ -52,7 +52,7 @@ def downstream(llm_server: FakeLLMServer) -> Iterator[Callable[[bool], str]]:
     yield start
     for proc in processes:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.communicate(timeout=10)  # waits for it, and closes its pipes
 
 
 def call_downstream(url: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from fixtures_otel import is_genai
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -232,10 +233,6 @@ def by_id(spans: list[ReceivedSpan]) -> dict[str, ReceivedSpan]:
     return {span.span_id: span for span in spans}
 
 
-def is_genai(span: ReceivedSpan) -> bool:
-    return any(key.startswith("gen_ai.") for key in span.attributes)
-
-
 def test_demo_exports_its_spans_over_otlp_http() -> None:
     with OTLPReceiver() as receiver:
         result = run_demo(
@@ -257,7 +254,7 @@ def test_demo_exports_its_spans_over_otlp_http() -> None:
             assert span.attributes["payi.use_case.step"] == span.name
             assert span.attributes["payi.scope"] == "track"
 
-    genai = [s for s in spans if is_genai(s)]
+    genai = [s for s in spans if is_genai(s.attributes)]
     assert len(genai) == CALLS
     parents = by_id(spans)
     for span in genai:

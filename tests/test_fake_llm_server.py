@@ -549,3 +549,5 @@ def test_runs_standalone() -> None:
     finally:
         process.terminate()
         assert process.wait(timeout=5) == 0
+        if process.stdout is not None:
+            process.stdout.close()

@@ -109,6 +109,15 @@ class Venv:
         result = self.run(*command, cwd=cwd)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
+    def uv_install(self, *args: str) -> None:
+        """``uv pip install`` into this venv, with the dev venv's uv: for what pip's resolver
+        cannot do (``--resolution lowest-direct``); fails the test with uv's output on error."""
+        command = [sys.executable, "-m", "uv", "pip", "install"]
+        command += ["--python", str(self.bin / "python"), *args]
+        self.log.append("uv pip install " + " ".join(args))
+        result = self.run(*command)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
     def versions(self) -> dict[str, str]:
         result = self.run(
             str(self.bin / "python"),

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import pytest
 from conftest import ROOT, Venv
 from fake_llm_server import FakeLLMServer
+from packaging.version import Version
 
 USER = "matrix-user"
 
@@ -231,10 +232,28 @@ def test_otlp_extra_installs_and_runs_zero_code(
 def test_oldest_supported_sdks(
     make_venv: Make, wheel: Path, llm_server: FakeLLMServer, tmp_path: Path
 ) -> None:
-    """openai 1.26.0 and anthropic 0.51.0, the oldest releases the README supports (httpx
-    < 0.28: those SDK releases pass ``proxies``, which httpx 0.28 removed)."""
+    """The oldest SDK releases payi_otel supports: the floors of pyproject.toml's [openai] /
+    [anthropic] extras, found by the resolver as ``make test-compat`` finds them (uv,
+    ``--resolution lowest-direct`` over pyproject.toml's requirements, for those two SDKs;
+    constraints-oldest.txt says what they need of httpx). The rest is what pip installs with
+    the wheel. (A wheel's own requirements are not direct ones for uv: hence pyproject.toml.)"""
     venv = make_venv("3.11")
-    venv.pip_install(str(wheel), "openai==1.26.0", "anthropic==0.51.0", "httpx<0.28")
+    venv.pip_install(str(wheel))
+    venv.uv_install(
+        "--resolution=lowest-direct",
+        "--upgrade-package=openai",
+        "--upgrade-package=anthropic",
+        f"--constraint={ROOT / 'constraints-oldest.txt'}",
+        f"--requirements={ROOT / 'pyproject.toml'}",
+        "--extra=openai",
+        "--extra=anthropic",
+    )
+    versions = venv.versions()
+    for sdk in ("openai", "anthropic"):
+        floor = re.search(
+            rf'^{sdk} = \["{sdk}>=([^"]+)"\]', (ROOT / "pyproject.toml").read_text(), re.M
+        )
+        assert floor and Version(versions[sdk]) == Version(floor.group(1)), versions
     sdks = "openai,anthropic"
     check(
         run_app(venv, tmp_path, llm_server, sdks, zero_code=False),

@@ -14,7 +14,7 @@ import weakref
 from collections.abc import AsyncGenerator, Generator, Mapping
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import Any, Callable, Hashable, Optional, Tuple, Type, TypeVar, cast
+from typing import Any, Callable, Hashable, NamedTuple, Optional, Tuple, Type, TypeVar, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -26,13 +26,33 @@ from payi_otel import _context as payi_baggage
 from payi_otel import _context as payi_state
 from payi_otel import _settings
 from payi_otel._log import internal_error, log_once
-from payi_otel._model.effective import Effective
 from payi_otel._model.parameters import Params, ScopeParameters, params_key, validate_params
 from payi_otel._model.scope_attributes import ScopeAttributes
 
 __all__ = ["get_context", "track", "track_context"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ScopeSpec(NamedTuple):
+    """What a scope is, made once by ``track()`` (per decorated function) or
+    ``track_context()`` and handed to each of its entries (each entry a :class:`_Scope`).
+
+    Immutable, like logfire's ``LogfireArgs``: an entry reads it, never changes it. A
+    ``track_context`` made while scope spans are off has no ``name`` / ``own`` yet: it makes
+    a new spec with them on its first entry that starts a span (see ``track_context``).
+    """
+
+    #: ``TRACK`` or ``TRACK_CONTEXT`` (``_context``): the scope's rank in precedence.
+    method: str
+    #: The validated parameters (``validate_params``).
+    params: Params
+    #: ``params``' hashable form (``params_key``), the key of the merge cache.
+    key: Hashable
+    #: The scope span's name ("" until a ``track_context`` starts its first span).
+    name: str = ""
+    #: The scope span's attributes (``scope_span_attributes="own"``), built on first use.
+    own: Optional[ScopeAttributes] = None
 
 
 class _Scope:
@@ -43,26 +63,9 @@ class _Scope:
     cannot be started (e.g. a span processor that raises) leaves a scope without a span.
     """
 
-    __slots__ = (
-        "_level",
-        "_outer_span",
-        "_owner",
-        "_recorded",
-        "_span",
-        "_token",
-        "context",
-        "effective",
-    )
+    __slots__ = ("_level", "_owner", "_recorded", "_span", "_token", "context")
 
-    def __init__(
-        self,
-        method: str,
-        params: Params,
-        span_name: str,
-        parent: Context,
-        key: Optional[Hashable] = None,
-        own: Optional[ScopeAttributes] = None,
-    ) -> None:
+    def __init__(self, spec: ScopeSpec, parent: Context) -> None:
         settings = _settings.current  # read once: this is the hot path
         if not settings.instrumented:
             log_once(
@@ -71,26 +74,26 @@ class _Scope:
                 "so no x-payi-* header is stamped on LLM calls (scopes and spans still work). "
                 "Call payi_instrument() once at start-up, or run under opentelemetry-instrument.",
             )
-        state, ctx = payi_state.enter_scope(method, params, parent, key)
+        method = spec.method
+        state, ctx = payi_state.enter_scope(method, spec.params, parent, spec.key)
         self._level = state.tracks[-1] if method == payi_state.TRACK else state.contexts[-1]
         self._recorded = False
-        self.effective: Effective = state.effective
-        if settings.scope_spans and payi_state.exited_here():
-            parent = _settled(parent)
-        self._outer_span: Span = trace.get_current_span(parent)
         self._span: Optional[Span] = None
         if settings.scope_spans:
+            if payi_state.exited_here():
+                parent = _settled(parent)
             # By default the span carries what this scope set (``own``), not the whole
             # effective set: see ScopeAttributes and docs/performance.md.
             if settings.effective_scope_spans:
                 attributes = state.effective.scope_attributes(method)
             else:
+                own = spec.own
                 if own is None:
-                    own = ScopeAttributes(params, method)
+                    own = ScopeAttributes(spec.params, method)
                 attributes = own.for_entry(state.effective)
             try:
                 self._span = settings.tracer.start_span(
-                    span_name or "payi.track_context",
+                    spec.name or "payi.track_context",
                     context=parent,
                     kind=SpanKind.INTERNAL,
                     attributes=attributes,
@@ -103,7 +106,7 @@ class _Scope:
                     exc_info=True,
                 )
             if self._span is not None:
-                _OUTER_SPANS[self._span] = self._outer_span
+                _OUTER_SPANS[self._span] = trace.get_current_span(parent)
                 ctx = trace.set_span_in_context(self._span, ctx)
         if settings.propagate_baggage:
             ctx = payi_baggage.with_outgoing(ctx, state.effective)
@@ -238,30 +241,19 @@ class _NoScope(_Scope):
         return None
 
 
-def _enter(
-    method: str,
-    params: Params,
-    span_name: str,
-    parent: Context,
-    key: Optional[Hashable] = None,
-    own: Optional[ScopeAttributes] = None,
-) -> _Scope:
+def _enter(spec: ScopeSpec, parent: Context) -> _Scope:
     """A new scope; an unexpected failure is logged once and gives a no-op scope instead."""
     try:
-        return _Scope(method, params, span_name, parent, key, own)
+        return _Scope(spec, parent)
     except Exception:
         internal_error("scope-enter", "entering a scope failed")
         return _NoScope()
 
 
-def _track_sync(
-    fn: Callable[..., Any], params: Params, key: Hashable, name: str
-) -> Callable[..., Any]:
-    own = ScopeAttributes(params, payi_state.TRACK)
-
+def _track_sync(fn: Callable[..., Any], spec: ScopeSpec) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        scope = _enter(payi_state.TRACK, params, name, otel_context.get_current(), key, own)
+        scope = _enter(spec, otel_context.get_current())
         scope.attach()
         try:
             result = fn(*args, **kwargs)
@@ -275,9 +267,9 @@ def _track_sync(
         if inspect.isawaitable(result):
             return _await_in_scope(result, scope)
         if inspect.isgenerator(result):
-            return _drive_generator(result, params, key, name, scope.context, own, scope)
+            return _drive_generator(result, spec, scope.context, scope)
         if inspect.isasyncgen(result):
-            return _drive_async_generator(result, params, key, name, scope.context, own, scope)
+            return _drive_async_generator(result, spec, scope.context, scope)
         scope.end()
         return result
 
@@ -298,14 +290,10 @@ async def _await_in_scope(awaitable: Any, scope: _Scope) -> Any:
     return result
 
 
-def _track_async(
-    fn: Callable[..., Any], params: Params, key: Hashable, name: str
-) -> Callable[..., Any]:
-    own = ScopeAttributes(params, payi_state.TRACK)
-
+def _track_async(fn: Callable[..., Any], spec: ScopeSpec) -> Callable[..., Any]:
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        scope = _enter(payi_state.TRACK, params, name, otel_context.get_current(), key, own)
+        scope = _enter(spec, otel_context.get_current())
         try:
             awaitable = fn(*args, **kwargs)  # not run yet: only the coroutine is made
         except BaseException as exc:
@@ -318,16 +306,13 @@ def _track_async(
 
 def _drive_generator(
     gen: Generator[Any, Any, Any],
-    params: Params,
-    key: Hashable,
-    name: str,
+    spec: ScopeSpec,
     parent: Context,
-    own: Optional[ScopeAttributes] = None,
     entered: Optional[_Scope] = None,
 ) -> Generator[Any, Any, Any]:
     """Run ``gen`` inside its scope on every resume, and outside it between resumes (the
     scope is entered at the first resume unless already ``entered``)."""
-    scope = entered or _enter(payi_state.TRACK, params, name, parent, key, own)
+    scope = entered or _enter(spec, parent)
     error: Optional[BaseException] = None
     try:
         to_send: Any = None
@@ -361,15 +346,12 @@ def _drive_generator(
 
 async def _drive_async_generator(
     agen: AsyncGenerator[Any, Any],
-    params: Params,
-    key: Hashable,
-    name: str,
+    spec: ScopeSpec,
     parent: Context,
-    own: Optional[ScopeAttributes] = None,
     entered: Optional[_Scope] = None,
 ) -> AsyncGenerator[Any, Any]:
     """Async counterpart of :func:`_drive_generator`."""
-    scope = entered or _enter(payi_state.TRACK, params, name, parent, key, own)
+    scope = entered or _enter(spec, parent)
     error: Optional[BaseException] = None
     try:
         to_send: Any = None
@@ -405,20 +387,15 @@ async def _drive_async_generator(
 
 
 def _track_driven(
-    fn: Callable[..., Any],
-    params: Params,
-    key: Hashable,
-    name: str,
-    drive: Callable[..., Any],
+    fn: Callable[..., Any], spec: ScopeSpec, drive: Callable[..., Any]
 ) -> Callable[..., Any]:
     """``@track`` of a generator or async generator function: ``drive`` (one of the two
     drivers above) runs its body in the scope of the place it was called."""
-    own = ScopeAttributes(params, payi_state.TRACK)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         parent = otel_context.get_current()
-        return drive(fn(*args, **kwargs), params, key, name, parent, own)
+        return drive(fn(*args, **kwargs), spec, parent)
 
     return wrapper
 
@@ -430,22 +407,24 @@ def track(**params: Unpack[ScopeParameters]) -> Callable[[F], F]:
     generator runs inside its scope on every resume, and not outside it). Parameters are
     validated here, at decoration time.
     """
-    own = validate_params(params, source="track")
-    key = params_key(own)
-    step = own.get("use_case_step")
+    valid = validate_params(params, source="track")
+    key = params_key(valid)
+    step = valid.get("use_case_step")
 
     def decorator(fn: F) -> F:
         if not callable(fn):
             raise TypeError(f"@track must decorate a function, not {type(fn).__name__}")
         name = step if isinstance(step, str) and step else getattr(fn, "__qualname__", "track")
+        own = ScopeAttributes(valid, payi_state.TRACK)
+        spec = ScopeSpec(payi_state.TRACK, valid, key, name, own)
         if inspect.isasyncgenfunction(fn):
-            wrapped = _track_driven(fn, own, key, name, _drive_async_generator)
+            wrapped = _track_driven(fn, spec, _drive_async_generator)
         elif inspect.iscoroutinefunction(fn):
-            wrapped = _track_async(fn, own, key, name)
+            wrapped = _track_async(fn, spec)
         elif inspect.isgeneratorfunction(fn):
-            wrapped = _track_driven(fn, own, key, name, _drive_generator)
+            wrapped = _track_driven(fn, spec, _drive_generator)
         else:
-            wrapped = _track_sync(fn, own, key, name)
+            wrapped = _track_sync(fn, spec)
         return cast(F, wrapped)
 
     return decorator
@@ -464,40 +443,39 @@ class track_context:
     Parameters are validated when it is created; each entry is a new scope and a new span.
     """
 
-    __slots__ = ("_key", "_name", "_own", "_params")
+    __slots__ = ("_spec",)
 
     def __init__(self, **params: Unpack[ScopeParameters]) -> None:
-        self._params = validate_params(params, source="track_context")
-        self._key = params_key(self._params)
-        # The span's name and attributes: made on the first entry that starts a span (none in
-        # spanless mode, where creating a track_context per request is the hot path).
-        self._name = ""
-        self._own: Optional[ScopeAttributes] = None
+        valid = validate_params(params, source="track_context")
+        # The span's name and attributes are made on the first entry that starts a span (none
+        # in spanless mode, where creating a track_context per request is the hot path).
+        self._spec = ScopeSpec(payi_state.TRACK_CONTEXT, valid, params_key(valid))
 
-    def _span_spec(self) -> ScopeAttributes:
-        step = self._params.get("use_case_step")
-        name = self._params.get("use_case_name")
+    @property
+    def _params(self) -> Params:
+        """The validated parameters (what tests/test_validation.py checks)."""
+        return self._spec.params
+
+    def _spanned(self, spec: ScopeSpec) -> ScopeSpec:
+        """``spec`` with its span's name and attributes, kept for the next entries."""
+        params = spec.params
+        step = params.get("use_case_step")
+        name = params.get("use_case_name")
         if isinstance(step, str) and step:
-            self._name = step
+            span_name = step
         elif isinstance(name, str) and name:
-            self._name = name
+            span_name = name
         else:
-            self._name = "payi.track_context"
-        own = self._own = ScopeAttributes(self._params, payi_state.TRACK_CONTEXT)
-        return own
+            span_name = "payi.track_context"
+        own = ScopeAttributes(params, payi_state.TRACK_CONTEXT)
+        spanned = self._spec = ScopeSpec(spec.method, params, spec.key, span_name, own)
+        return spanned
 
     def __enter__(self) -> None:
-        own = self._own
-        if own is None and _settings.current.scope_spans:
-            own = self._span_spec()
-        scope = _enter(
-            payi_state.TRACK_CONTEXT,
-            self._params,
-            self._name,
-            otel_context.get_current(),
-            self._key,
-            own,
-        )
+        spec = self._spec
+        if spec.own is None and _settings.current.scope_spans:
+            spec = self._spanned(spec)
+        scope = _enter(spec, otel_context.get_current())
         scope.attach()
         scope.own()
         _ENTERED.set((*_ENTERED.get(), (self, scope)))
