@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 from urllib.parse import quote
 
 import anthropic
@@ -258,3 +258,113 @@ async def async_genai_call(genai: GenAI, sdk: str) -> None:
         await genai.async_openai.chat.completions.create(**CHAT)
     else:
         await genai.async_anthropic.messages.create(**MESSAGE)
+
+
+# === google-genai (issue 18) =================================================================
+# Clients of the real google-genai SDK on the fake server's Gemini API and Vertex AI routes,
+# and one call in the SDK's own per-call idiom (``config.http_options.headers``).
+
+import ssl  # noqa: E402
+
+import google.oauth2.credentials  # noqa: E402
+from google import genai as google_genai  # noqa: E402
+from google.genai import types as google_types  # noqa: E402
+
+GEMINI = "gemini-2.5-flash"
+#: The backends of one ``genai.Client``: the Gemini API (an API key) and Vertex AI (a project,
+#: a location and OAuth credentials whose token never expires, so never refreshed: offline).
+GOOGLE_BACKENDS = ("gemini", "vertex")
+#: One SSL context for every test client (the SDK makes two per client otherwise, ~50 ms).
+_SSL = ssl.create_default_context()
+
+
+def google_client(
+    genai: GenAI,
+    backend: str = "gemini",
+    *,
+    headers: Optional[Mapping[str, str]] = None,
+    base_url: Optional[str] = None,
+    **http: Any,
+) -> google_genai.Client:
+    """A ``genai.Client`` on the fake server (``backend`` "gemini" or "vertex"), with the
+    client-level ``headers`` (``HttpOptions(headers=...)``)."""
+    http.setdefault("client_args", {"verify": _SSL})
+    http.setdefault("async_client_args", {"verify": _SSL, "ssl": _SSL})
+    options = google_types.HttpOptions(
+        base_url=genai.server.google_genai_base_url if base_url is None else base_url,
+        headers=dict(headers) if headers is not None else None,
+        **http,
+    )
+    if backend == "vertex":
+        return google_genai.Client(
+            vertexai=True,
+            project="proj",
+            location="us-central1",
+            credentials=google.oauth2.credentials.Credentials(token="vertex-token"),
+            http_options=options,
+        )
+    return google_genai.Client(api_key="test", http_options=options)
+
+
+def google_config(
+    headers: Optional[Mapping[str, str]] = None, **fields: Any
+) -> Optional[google_types.GenerateContentConfig]:
+    """A ``GenerateContentConfig`` with the call's own ``headers`` (the per-call idiom)."""
+    if headers is not None:
+        fields["http_options"] = google_types.HttpOptions(headers=dict(headers))
+    return google_types.GenerateContentConfig(**fields) if fields else None
+
+
+def google_call(
+    genai: GenAI,
+    headers: Optional[Mapping[str, str]] = None,
+    prompt: str = "Hello",
+    backend: str = "gemini",
+) -> str:
+    """One ``generate_content`` with the call's own attribution ``headers``; its text."""
+    client = google_client(genai, backend)
+    response = client.models.generate_content(
+        model=GEMINI, contents=prompt, config=google_config(headers)
+    )
+    return response.text or ""
+
+
+async def async_google_call(
+    genai: GenAI,
+    headers: Optional[Mapping[str, str]] = None,
+    prompt: str = "Hello",
+    backend: str = "gemini",
+) -> str:
+    client = google_client(genai, backend)
+    response = await client.aio.models.generate_content(
+        model=GEMINI, contents=prompt, config=google_config(headers)
+    )
+    return response.text or ""
+
+
+# === provider-parametrized calls (issue 18: each provider's helper adds its entry) ============
+
+
+def _openai_call(
+    genai: GenAI, headers: Optional[Mapping[str, str]] = None, prompt: str = "Hello"
+) -> str:
+    extra = {"extra_headers": dict(headers)} if headers is not None else {}
+    response = genai.openai.chat.completions.create(
+        model=CHAT["model"], messages=[{"role": "user", "content": prompt}], **extra
+    )
+    return response.choices[0].message.content or ""
+
+
+#: Provider -> one GenAI call with the caller's per-call attribution headers (None: none) in
+#: that SDK's own idiom, and the prompt; returns the reply's text.
+CALLS_WITH_HEADERS: dict[str, Callable[..., str]] = {
+    "openai": _openai_call,
+    "google.genai": google_call,
+}
+
+
+@pytest.fixture(params=sorted(CALLS_WITH_HEADERS))
+def call_with_headers(request: pytest.FixtureRequest, genai: GenAI) -> Callable[..., str]:
+    """``call_with_headers(headers=None, prompt="Hello")``: one call through each provider."""
+    call = CALLS_WITH_HEADERS[request.param]
+    return lambda headers=None, prompt="Hello": call(genai, headers, prompt)

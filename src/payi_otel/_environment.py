@@ -18,6 +18,7 @@ __all__ = [
     "HEADER_DIALECT",
     "HEADER_HOSTS",
     "METRICS_USER_ID",
+    "NATIVE_ATTRIBUTION",
     "PROPAGATE_BAGGAGE",
     "SCOPE_SPANS",
     "SCOPE_SPAN_ATTRIBUTES",
@@ -41,6 +42,9 @@ SCOPE_SPAN_ATTRIBUTES = "PAYI_SCOPE_SPAN_ATTRIBUTES"
 HEADER_DIALECT = "PAYI_HEADER_DIALECT"
 #: ``header_hosts``: the only hosts that get attribution headers (comma-separated).
 HEADER_HOSTS = "PAYI_HEADER_HOSTS"
+#: ``native_attribution``: the provider's own attribution fields carry the use case, user and
+#: account too (Vertex AI ``labels``, Bedrock ``requestMetadata``); off by default.
+NATIVE_ATTRIBUTION = "PAYI_NATIVE_ATTRIBUTION"
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}

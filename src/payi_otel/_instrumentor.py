@@ -65,6 +65,9 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     scopes attribute calls and GenAI spans exactly as before but start no span),
     ``scope_span_attributes`` (default: ``PAYI_SCOPE_SPAN_ATTRIBUTES``, else ``"own"``: a
     scope span carries what its scope set; ``"effective"``: the whole effective set).
+    ``native_attribution`` (default: ``PAYI_NATIVE_ATTRIBUTION``, else False: the provider's own
+    attribution fields carry the use case, user and account too - Vertex AI ``labels``,
+    Bedrock ``requestMetadata``).
     """
 
     # No __init__: BaseInstrumentor is a singleton whose __init__ would run on every
@@ -128,6 +131,7 @@ def payi_instrument(
     header_hosts: Optional[Sequence[str]] = None,
     scope_spans: Optional[bool] = None,
     scope_span_attributes: Optional[str] = None,
+    native_attribution: Optional[bool] = None,
 ) -> None:
     """Initialise Pay-i attribution once, at application start-up.
 
@@ -150,6 +154,11 @@ def payi_instrument(
     ``track_context`` start no span; headers and GenAI spans' ``payi.*`` attributes are the same.
     A scope span carries the ``payi.*`` values its scope set (``scope_span_attributes="own"``,
     the default) or the whole effective set (``"effective"``, costlier: docs/performance.md).
+    ``native_attribution=True`` (or ``PAYI_NATIVE_ATTRIBUTION=true``; off by default) also
+    puts the use case, user and account in the provider's own attribution fields, which go to
+    the provider itself (Vertex AI ``labels``, in Google Cloud billing; Bedrock
+    ``requestMetadata``, in AWS invocation logs): personal data leaves to them, as with
+    baggage (README, "Providers").
     A second call logs a warning and changes nothing.
     """
     instrumentor = PayiInstrumentor()
@@ -170,6 +179,7 @@ def payi_instrument(
         header_hosts=header_hosts,
         scope_spans=scope_spans,
         scope_span_attributes=scope_span_attributes,
+        native_attribution=native_attribution,
     )
 
 

@@ -101,6 +101,9 @@ class Settings:
     wire: WirePolicy = _DEFAULT_WIRE
     #: ``payi.user_id`` as a metric dimension.
     metrics_user_id: bool = False
+    #: The use case, user and account in the provider's own attribution fields too (Vertex
+    #: AI ``labels``, Bedrock ``requestMetadata``), which go to the provider.
+    native_attribution: bool = False
     #: Turn on the official GenAI instrumentation of each installed SDK.
     genai_spans: bool = True
     tracer_provider: Optional[TracerProvider] = None
@@ -222,6 +225,11 @@ def build(
     scope_spans = _bool_option(
         options.get("scope_spans"), "scope_spans", lambda: source.flag(env.SCOPE_SPANS, True)
     )
+    native_attribution = _bool_option(
+        options.get("native_attribution"),
+        "native_attribution",
+        lambda: source.flag(env.NATIVE_ATTRIBUTION, False),
+    )
     attributes = options.get("scope_span_attributes")
     if attributes is None:
         read = functools.partial(
@@ -252,6 +260,7 @@ def build(
         effective_scope_spans=attributes == "effective",
         wire=wire,
         metrics_user_id=metrics_user_id,
+        native_attribution=native_attribution,
         genai_spans=bool(options.get("genai_spans", True)),
         tracer_provider=provider,
         meter_provider=options.get("meter_provider"),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, Optional, Protocol, Tuple
+from typing import Any, Callable, ClassVar, Dict, Optional, Protocol, Tuple
 
 from opentelemetry.trace import Span
 
@@ -50,6 +50,9 @@ class Instrumentation:
     module: str
     instrumentor: str
     min_python: Tuple[int, int] = (3, 10)
+    #: Major releases of its SDK beyond the range it declares that it was tested with: there
+    #: it is turned on past its version check, with one WARNING (``_genai``).
+    forced_majors: Tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,10 @@ class Service:
     #: ``server.address`` patterns that make a span named with the SDK's own provider name a
     #: call of this service (genai-openai names an Azure OpenAI call ``openai``).
     addresses: Tuple[str, ...] = ()
+    #: Pay-i's resource name of a call, from its span's request and response models, where
+    #: Pay-i's SDK does not name it by the request model as given (``google.`` + the
+    #: response's model version for Gemini); None: the request model (``_ingest``).
+    ingest_resource: Optional[Callable[[Optional[str], Optional[str]], Optional[str]]] = None
 
 
 # --- where a call is read and where it is stamped --------------------------------------------
@@ -100,6 +107,10 @@ class PatchPoint:
     attribute: str
     is_async: bool
     role: Role = Role.ENTRY
+    #: Wrap it below other libraries' wrappers of the same method when it is instrumented
+    #: (a GenAI instrumentation's, instrumented first: its span must be current when the
+    #: call is read and still open when its response is observed); else on top of them.
+    innermost: bool = False
 
 
 @dataclass(frozen=True)
@@ -255,6 +266,14 @@ class Provider:
 
     def is_stream(self, result: object) -> bool:
         """Whether ``result`` is a stream whose items arrive later. Default: False."""
+        return False
+
+    def sends_when_read(self, result: object) -> bool:
+        """Whether the stream ``result`` sends its requests as it is read (a generator:
+        google-genai's ``generate_content_stream`` sends nothing until its first item is
+        asked for, and one request per Automatic Function Calling turn). Each read then runs
+        in the call's context, so the send points find the call. Default: False (the request
+        was sent when the call returned)."""
         return False
 
     def stream_of(self, result: object) -> Optional[object]:

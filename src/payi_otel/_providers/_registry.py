@@ -70,6 +70,7 @@ PROVIDERS = Registry(
     {
         "openai": _lazy_load(".openai", "OpenAIProvider"),
         "anthropic": _lazy_load(".anthropic", "AnthropicProvider"),
+        "google.genai": _lazy_load(".google_genai", "GoogleGenAIProvider"),
     }
 )
 
