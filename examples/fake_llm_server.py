@@ -36,7 +36,9 @@ Endpoints (replies echo the last user message as ``"echo: <text>"`` and carry us
   verified as AWS does.
 * Google (``genai.Client(http_options=HttpOptions(base_url=...))``): Gemini API
   ``POST /v1beta/models/{model}:generateContent``, ``:streamGenerateContent`` (``?alt=sse``:
-  server-sent events; without it one JSON array), ``:countTokens``; the same on Vertex AI,
+  server-sent events; without it one JSON array), ``:countTokens``; with declared functions
+  the first reply is a ``functionCall`` of the first one and the reply to its
+  ``functionResponse`` echoes its result (Automatic Function Calling); the same on Vertex AI,
   ``/v1beta1/projects/{project}/locations/{location}/publishers/google/models/{model}:...``
   (and ``/v1beta1/publishers/google/models/...``, Vertex AI with an API key).
 * Claude on Vertex AI (``AnthropicVertex(base_url=...)``):
@@ -1081,6 +1083,28 @@ def _gemini_prompt_text(body: dict[str, Any]) -> str:
     return f"{system_text} {_all_text(_gemini_messages(body.get('contents')))}"
 
 
+def _gemini_function_turn(body: dict[str, Any]) -> tuple[Optional[dict[str, Any]], Any]:
+    """Function calling: a request that declares functions (``tools[].functionDeclarations``)
+    and whose last turn is no function's response is answered with a call of the first
+    declared function, with no arguments (as the API asks for a tool); a request whose last
+    turn is a function's response is answered with that response's ``result`` (echoed). So
+    google-genai's Automatic Function Calling makes two requests: (call, None), (None,
+    result). Anything else: (None, None)."""
+    contents = body.get("contents")
+    last = contents[-1] if isinstance(contents, list) and contents else {}
+    parts = last.get("parts") if isinstance(last, dict) else None
+    for part in parts if isinstance(parts, list) else []:
+        response = part.get("functionResponse") if isinstance(part, dict) else None
+        if isinstance(response, dict):
+            result = response.get("response")
+            return None, result.get("result", result) if isinstance(result, dict) else result
+    for tool in body.get("tools") or []:
+        declarations = tool.get("functionDeclarations") if isinstance(tool, dict) else None
+        if isinstance(declarations, list) and declarations:
+            return {"name": declarations[0].get("name"), "args": {}}, None
+    return None, None
+
+
 def _generate_content(call: _Call) -> _Reply:
     """``models/{model}:generateContent`` / ``:streamGenerateContent`` / ``:countTokens`` of the
     Gemini API (``/v1beta/models/...``) and of Vertex AI
@@ -1098,7 +1122,8 @@ def _generate_content(call: _Call) -> _Reply:
     messages = _gemini_messages(body.get("contents"))
     if not messages:
         return _google_error(400, "* GenerateContentRequest.contents: contents is not specified")
-    reply = _echo(_last_user_text(messages))
+    function_call, function_result = _gemini_function_turn(body)
+    reply = _echo(_last_user_text(messages) if function_result is None else function_result)
     candidates_tokens = _count_tokens(reply)
     usage: dict[str, Any] = {
         "promptTokenCount": prompt_tokens,
@@ -1119,7 +1144,8 @@ def _generate_content(call: _Call) -> _Reply:
         common = {"createTime": created, **common}
 
     def candidate(text: str, done: bool) -> dict[str, Any]:
-        content = {"role": "model", "parts": [{"text": text}]}
+        parts = [{"functionCall": function_call}] if function_call else [{"text": text}]
+        content = {"role": "model", "parts": parts}
         return {"content": content, **({"finishReason": "STOP"} if done else {}), "index": 0}
 
     if method == "generateContent":
@@ -1129,7 +1155,7 @@ def _generate_content(call: _Call) -> _Reply:
     # Streamed: every chunk carries the prompt count; the last one the finish reason and
     # the complete usage.
     partial_usage = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
-    pieces = _pieces(reply)
+    pieces = [reply] if function_call else _pieces(reply)
     chunks = [
         {
             "candidates": [candidate(piece, i == len(pieces) - 1)],

@@ -266,7 +266,7 @@ async def async_genai_call(genai: GenAI, sdk: str) -> None:
         await genai.async_anthropic.messages.create(**MESSAGE)
 
 
-# === Bedrock (issue 18): boto3 bedrock-runtime on the fake server ===========================
+# === Bedrock (issue 18): boto3 bedrock-runtime on the fake server ==========================
 
 #: A cross-region inference profile: what most Bedrock users pass as ``modelId``.
 BEDROCK_MODEL = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
@@ -360,19 +360,125 @@ def bedrock_call(
     return BEDROCK_OPERATIONS[operation](shared_bedrock(genai), model, **kwargs)
 
 
-def _openai_seed_call(genai: GenAI, extra_headers: Optional[Mapping[str, str]] = None) -> None:
-    kwargs = {} if extra_headers is None else {"extra_headers": dict(extra_headers)}
-    genai.openai.chat.completions.create(**CHAT, **kwargs)
+# === google-genai (issue 18) =================================================================
+# Clients of the real google-genai SDK on the fake server's Gemini API and Vertex AI routes,
+# and one call in the SDK's own per-call idiom (``config.http_options.headers``).
+
+import ssl  # noqa: E402
+
+import google.oauth2.credentials  # noqa: E402
+from google import genai as google_genai  # noqa: E402
+from google.genai import types as google_types  # noqa: E402
+
+GEMINI = "gemini-2.5-flash"
+#: The backends of one ``genai.Client``: the Gemini API (an API key) and Vertex AI (a project,
+#: a location and OAuth credentials whose token never expires, so never refreshed: offline).
+GOOGLE_BACKENDS = ("gemini", "vertex")
+#: One SSL context for every test client (the SDK makes two per client otherwise, ~50 ms).
+_SSL = ssl.create_default_context()
 
 
-def _bedrock_seed_call(genai: GenAI, extra_headers: Optional[Mapping[str, str]] = None) -> None:
-    bedrock_call(genai, "converse", extra_headers)
+def google_client(
+    genai: GenAI,
+    backend: str = "gemini",
+    *,
+    headers: Optional[Mapping[str, str]] = None,
+    base_url: Optional[str] = None,
+    **http: Any,
+) -> google_genai.Client:
+    """A ``genai.Client`` on the fake server (``backend`` "gemini" or "vertex"), with the
+    client-level ``headers`` (``HttpOptions(headers=...)``)."""
+    http.setdefault("client_args", {"verify": _SSL})
+    http.setdefault("async_client_args", {"verify": _SSL, "ssl": _SSL})
+    options = google_types.HttpOptions(
+        base_url=genai.server.google_genai_base_url if base_url is None else base_url,
+        headers=dict(headers) if headers is not None else None,
+        **http,
+    )
+    if backend == "vertex":
+        return google_genai.Client(
+            vertexai=True,
+            project="proj",
+            location="us-central1",
+            credentials=google.oauth2.credentials.Credentials(token="vertex-token"),
+            http_options=options,
+        )
+    return google_genai.Client(api_key="test", http_options=options)
 
 
-#: The seeds' precedence scenarios run over each of these (tests/test_genai_seeds.py): one
-#: GenAI call, with the call's own per-call headers in the provider's idiom (other providers'
-#: helpers add theirs).
-SEED_CALLS: dict[str, Callable[..., None]] = {
-    "openai": _openai_seed_call,
-    "bedrock": _bedrock_seed_call,
+def google_config(
+    headers: Optional[Mapping[str, str]] = None, **fields: Any
+) -> Optional[google_types.GenerateContentConfig]:
+    """A ``GenerateContentConfig`` with the call's own ``headers`` (the per-call idiom)."""
+    if headers is not None:
+        fields["http_options"] = google_types.HttpOptions(headers=dict(headers))
+    return google_types.GenerateContentConfig(**fields) if fields else None
+
+
+def google_call(
+    genai: GenAI,
+    headers: Optional[Mapping[str, str]] = None,
+    prompt: str = "Hello",
+    backend: str = "gemini",
+) -> str:
+    """One ``generate_content`` with the call's own attribution ``headers``; its text."""
+    client = google_client(genai, backend)
+    response = client.models.generate_content(
+        model=GEMINI, contents=prompt, config=google_config(headers)
+    )
+    return response.text or ""
+
+
+async def async_google_call(
+    genai: GenAI,
+    headers: Optional[Mapping[str, str]] = None,
+    prompt: str = "Hello",
+    backend: str = "gemini",
+) -> str:
+    client = google_client(genai, backend)
+    response = await client.aio.models.generate_content(
+        model=GEMINI, contents=prompt, config=google_config(headers)
+    )
+    return response.text or ""
+
+
+# === provider-parametrized calls (issue 18: each provider's helper adds its entry) ============
+# One entry per provider surface (openai, Bedrock, google-genai; Azure OpenAI,
+# AnthropicBedrock, AnthropicVertex join the same way): tests/test_genai_seeds.py runs the
+# seeds' precedence scenarios over every one.
+
+
+def _openai_call(
+    genai: GenAI, headers: Optional[Mapping[str, str]] = None, prompt: str = "Hello"
+) -> str:
+    extra = {"extra_headers": dict(headers)} if headers is not None else {}
+    response = genai.openai.chat.completions.create(
+        model=CHAT["model"], messages=[{"role": "user", "content": prompt}], **extra
+    )
+    return response.choices[0].message.content or ""
+
+
+def _bedrock_call(
+    genai: GenAI, headers: Optional[Mapping[str, str]] = None, prompt: str = "Hello"
+) -> str:
+    extra = {"extra_headers": dict(headers)} if headers is not None else {}
+    response = shared_bedrock(genai).converse(
+        modelId=BEDROCK_MODEL, messages=bedrock_messages(prompt), **extra
+    )
+    return str(response["output"]["message"]["content"][0]["text"])
+
+
+#: Provider -> one GenAI call with the caller's per-call attribution headers (None: none) in
+#: that SDK's own idiom, and the prompt; returns the reply's text.
+CALLS_WITH_HEADERS: dict[str, Callable[..., str]] = {
+    "openai": _openai_call,
+    "bedrock": _bedrock_call,
+    "google.genai": google_call,
 }
+
+
+@pytest.fixture(params=sorted(CALLS_WITH_HEADERS))
+def call_with_headers(request: pytest.FixtureRequest, genai: GenAI) -> Callable[..., str]:
+    """``call_with_headers(headers=None, prompt="Hello")``: one call through each provider."""
+    call = CALLS_WITH_HEADERS[request.param]
+    return lambda headers=None, prompt="Hello": call(genai, headers, prompt)

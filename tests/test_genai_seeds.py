@@ -1,42 +1,37 @@
 """Every seed example that makes a GenAI call, with a real call to the local server through
-each provider of ``fixtures_genai.SEED_CALLS`` (OpenAI, Bedrock, ...; per-call headers in the
-provider's own idiom): the headers the server received and the GenAI span's attributes,
-against the seed's Result.
+each provider of ``fixtures_genai.CALLS_WITH_HEADERS`` (the ``call_with_headers`` fixture;
+per-call headers in the provider's own idiom: openai's ``extra_headers``, Bedrock's
+``extra_headers=`` taken out by payi_otel, google-genai's ``config.http_options.headers``,
+...): the headers the server received and the GenAI span's attributes, against the seed's
+Result.
 
 (The ``genai`` fixture also checks span attributes == headers sent for every call.)
 """
 
 from __future__ import annotations
 
-import functools
 import uuid
 from typing import Callable
 
-import pytest
-from fixtures_genai import SEED_CALLS, GenAI
+from fixtures_genai import GenAI
 
-Call = Callable[..., None]
-
-
-@pytest.fixture(params=sorted(SEED_CALLS))
-def call(request: pytest.FixtureRequest, genai: GenAI) -> Call:
-    """One GenAI call through the provider: ``call(extra_headers={...})``."""
-    return functools.partial(SEED_CALLS[request.param], genai)
+Call = Callable[..., str]
 
 
 # --- Headers with Decorated Functions --------------------------------------------------------
 
 
-def test_headers_with_decorated_functions(genai: GenAI, call: Call) -> None:
+def test_headers_with_decorated_functions(genai: GenAI, call_with_headers: Call) -> None:
+    call = call_with_headers
     from payi_otel import track
 
     genai.reinstrument()  # as in an app: the global context's default use case is "app"
 
     @track(limit_ids=["limit1"], user_id="default_user")
     def function_with_headers() -> None:
-        call(extra_headers={"x-payi-limit-ids": "", "x-payi-user-id": ""})
+        call({"x-payi-limit-ids": "", "x-payi-user-id": ""})
         call(
-            extra_headers={"x-payi-limit-ids": "header_limit", "x-payi-use-case-version": "5"},
+            {"x-payi-limit-ids": "header_limit", "x-payi-use-case-version": "5"},
         )
 
     function_with_headers()
@@ -54,12 +49,15 @@ def test_headers_with_decorated_functions(genai: GenAI, call: Call) -> None:
     assert span_full["payi.use_case.name"] == "app"
 
 
-def test_headers_version_overrides_an_inherited_version(genai: GenAI, call: Call) -> None:
+def test_headers_version_overrides_an_inherited_version(
+    genai: GenAI, call_with_headers: Call
+) -> None:
+    call = call_with_headers
     from payi_otel import track
 
     @track(use_case_name="uc", use_case_version=1)
     def f() -> None:
-        call(extra_headers={"x-payi-use-case-version": "5"})
+        call({"x-payi-use-case-version": "5"})
         call()
 
     f()
@@ -70,14 +68,15 @@ def test_headers_version_overrides_an_inherited_version(genai: GenAI, call: Call
 # --- Triple Combination Example --------------------------------------------------------------
 
 
-def test_triple_combination_example(genai: GenAI, call: Call) -> None:
+def test_triple_combination_example(genai: GenAI, call_with_headers: Call) -> None:
+    call = call_with_headers
     from payi_otel import track, track_context
 
     @track(limit_ids=["limit1"], user_id="default_user")
     def complex_function() -> None:
         with track_context(limit_ids=["limit2"], use_case_name="reporting"):
             call(
-                extra_headers={"x-payi-limit-ids": "limit3", "x-payi-user-id": "specific_user"},
+                {"x-payi-limit-ids": "limit3", "x-payi-user-id": "specific_user"},
             )
             with track_context(limit_ids=[], user_id=""):
                 call()
@@ -107,7 +106,8 @@ def test_triple_combination_example(genai: GenAI, call: Call) -> None:
 # --- Combined @track and track_context (each example's client call) -------------------------
 
 
-def test_combined_string_parameters_calls(genai: GenAI, call: Call) -> None:
+def test_combined_string_parameters_calls(genai: GenAI, call_with_headers: Call) -> None:
+    call = call_with_headers
     from payi_otel import track, track_context
 
     @track(user_id="decorator_user")
@@ -127,7 +127,8 @@ def test_combined_string_parameters_calls(genai: GenAI, call: Call) -> None:
     ]
 
 
-def test_combined_list_parameters_calls(genai: GenAI, call: Call) -> None:
+def test_combined_list_parameters_calls(genai: GenAI, call_with_headers: Call) -> None:
+    call = call_with_headers
     from payi_otel import track, track_context
 
     @track(limit_ids=["decorator_limit"])
@@ -141,7 +142,8 @@ def test_combined_list_parameters_calls(genai: GenAI, call: Call) -> None:
     assert genai.sent() == [{"x-payi-limit-ids": "decorator_limit,context_limit"}, {}]
 
 
-def test_combined_numeric_parameters_calls(genai: GenAI, call: Call) -> None:
+def test_combined_numeric_parameters_calls(genai: GenAI, call_with_headers: Call) -> None:
+    call = call_with_headers
     from payi_otel import track, track_context
 
     @track(use_case_name="numbers", use_case_version=1)
@@ -157,7 +159,8 @@ def test_combined_numeric_parameters_calls(genai: GenAI, call: Call) -> None:
     assert [a["payi.use_case.version"] for a in genai.span_attrs()] == [1, 2]
 
 
-def test_combined_name_id_pairs_calls(genai: GenAI, call: Call) -> None:
+def test_combined_name_id_pairs_calls(genai: GenAI, call_with_headers: Call) -> None:
+    call = call_with_headers
     from payi_otel import track, track_context
 
     @track(use_case_name="decorator_case", use_case_id="decorator_id")
@@ -179,7 +182,10 @@ def test_combined_name_id_pairs_calls(genai: GenAI, call: Call) -> None:
     assert both == {"x-payi-use-case-name": "context_case", "x-payi-use-case-id": "context_id"}
 
 
-def test_context_manager_calling_a_decorated_function_calls(genai: GenAI, call: Call) -> None:
+def test_context_manager_calling_a_decorated_function_calls(
+    genai: GenAI, call_with_headers: Call
+) -> None:
+    call = call_with_headers
     from payi_otel import track, track_context
 
     @track(limit_ids=["decorator_limit"], user_id="decorator_user")
@@ -199,21 +205,20 @@ def test_context_manager_calling_a_decorated_function_calls(genai: GenAI, call: 
     ]
 
 
-def test_basic_example_tracking_users_call(genai: GenAI) -> None:
+def test_basic_example_tracking_users_call(genai: GenAI, call_with_headers: Call) -> None:
+    call = call_with_headers
     from payi_otel import track_context
 
     def my_function(prompt: str, user_id: str) -> str:
         with track_context(user_id=user_id):
-            response = genai.openai.chat.completions.create(
-                model="gpt-3.5-turbo", messages=[{"role": "user", "content": prompt}]
-            )
-        return response.choices[0].message.content or ""
+            return call(prompt=prompt)
 
     assert my_function("Hi", "user_42") == "echo: Hi"
     assert genai.sent() == [{"x-payi-user-id": "user_42"}]
 
 
-def test_global_context_is_the_lowest_level(genai: GenAI, call: Call) -> None:
+def test_global_context_is_the_lowest_level(genai: GenAI, call_with_headers: Call) -> None:
+    call = call_with_headers
     from payi_otel import track
 
     genai.reinstrument(

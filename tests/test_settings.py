@@ -96,6 +96,7 @@ BAD = {
     "PAYI_USE_CASE_VERSION": "two",
     "PAYI_PROPAGATE_BAGGAGE": "maybe",
     "PAYI_METRICS_USER_ID": "maybe",
+    "PAYI_NATIVE_ATTRIBUTION": "maybe",
     "PAYI_SCOPE_SPANS": "maybe",
     "PAYI_SCOPE_SPAN_ATTRIBUTES": "all",
     "PAYI_BAGGAGE_ACCEPT": "no_such_parameter",
@@ -124,6 +125,7 @@ def test_a_bad_variable_is_one_error_line_under_zero_code_and_the_default_applie
     for field in (
         "propagate_baggage",
         "metrics_user_id",
+        "native_attribution",
         "scope_spans",
         "effective_scope_spans",
         "baggage_accept",

@@ -44,6 +44,8 @@ REPORTED = (
     "opentelemetry-instrumentation-genai-anthropic",
     "opentelemetry-util-genai",
     "opentelemetry-instrumentation-openai-v2",
+    "google-genai",
+    "opentelemetry-instrumentation-google-genai",
     "opentelemetry-distro",
     "wrapt",
     "httpx",

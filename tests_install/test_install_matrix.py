@@ -65,9 +65,9 @@ exec(compile(open(os.environ["APP_CALLS"]).read(), "calls", "exec"))
 
 
 def run_app(
-    venv: Venv, tmp: Path, server: FakeLLMServer, sdks: str, *, zero_code: bool
+    venv: Venv, tmp: Path, server: FakeLLMServer, sdks: str, *, zero_code: bool, calls: str = CALLS
 ) -> subprocess.CompletedProcess[str]:
-    (tmp / "calls.py").write_text(CALLS)
+    (tmp / "calls.py").write_text(calls)
     app = tmp / "matrix_app.py"
     app.write_text(APP_ZERO if zero_code else APP_CODE)
     env = {
@@ -81,6 +81,7 @@ def run_app(
             "APP_CALLS": str(tmp / "calls.py"),
             "APP_OPENAI_URL": server.openai_base_url,
             "APP_ANTHROPIC_URL": server.anthropic_base_url,
+            "APP_GOOGLE_URL": server.google_genai_base_url,
             "PATH": f"{venv.bin}{os.pathsep}{env.get('PATH', '')}",
         }
     )
@@ -356,3 +357,65 @@ def test_dockerfile_install_line_runs_the_demo(make_venv: Make, tmp_path: Path) 
     assert verdict is not None, result.stdout[-3000:]
     matched, total, unmatched = map(int, verdict.groups())
     assert matched == total > 0 and unmatched == 0
+
+
+# === google-genai (issue 18) =================================================================
+
+GOOGLE_CALLS = """
+import os
+from google import genai
+from google.genai import types
+client = genai.Client(
+    api_key="test", http_options=types.HttpOptions(base_url=os.environ["APP_GOOGLE_URL"]))
+client.models.generate_content(model="gemini-2.5-flash", contents="hi")
+for chunk in client.models.generate_content_stream(model="gemini-2.5-flash", contents="hi"):
+    pass
+"""
+
+
+@pytest.mark.parametrize("zero_code", [False, True], ids=["by-code", "opentelemetry-instrument"])
+def test_google_genai_only_user(
+    make_venv: Make, wheel: Path, llm_server: FakeLLMServer, tmp_path: Path, zero_code: bool
+) -> None:
+    """``pip install payi-otel google-genai`` (pip's own resolution: google-genai 3.x today,
+    which opentelemetry-instrumentation-google-genai 1.3b0 leaves out of its declared range):
+    the headers go out, the instrumentation is turned on anyway - one WARNING naming both
+    versions and how to silence it (under ``opentelemetry-instrument`` after the loader's own
+    ERROR line about the conflict) - and its GenAI spans carry ``payi.*``."""
+    venv = make_venv("3.11")
+    venv.pip_install(str(wheel), "google-genai", *(["opentelemetry-distro"] if zero_code else []))
+    versions = venv.versions()
+    assert "opentelemetry-instrumentation-google-genai" in versions
+    sdk = versions["google-genai"]
+    result = run_app(venv, tmp_path, llm_server, "", zero_code=zero_code, calls=GOOGLE_CALLS)
+    assert result.returncode == 0, result.stderr[-4000:]
+    lines = result.stderr.strip().splitlines()
+    if int(sdk.split(".")[0]) >= 3:
+        forced = [line for line in lines if "payi_otel turns it on anyway" in line]
+        assert len(forced) == 1, lines
+        assert f"but google-genai {sdk} is installed" in forced[0]
+        assert "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=google-genai" in forced[0]
+        others = [line for line in lines if line not in forced]
+        if zero_code:  # the loader's own line about the same conflict
+            assert len(others) == 1 and "falls outside of that range" in others[0], lines
+        else:
+            assert others == [], lines
+    else:
+        assert lines == [], lines
+    assert [r.path.rsplit(":", 1)[1] for r in llm_server.requests] == [
+        "generateContent",
+        "streamGenerateContent",
+    ]
+    for request in llm_server.requests:
+        assert request.headers.get("x-payi-user-id") == USER, request.headers
+        assert request.headers.get("x-payi-use-case-name") == "matrix", request.headers
+    genai = [
+        s
+        for s in spans_of(result, zero_code)
+        if any(k.startswith("gen_ai.") for k in s["attributes"])
+    ]
+    assert len(genai) == 2, [s.get("name") for s in spans_of(result, zero_code)]
+    for span in genai:
+        assert span["attributes"]["gen_ai.provider.name"] == "gemini"
+        assert span["attributes"].get("payi.user_id") == USER, span
+        assert span["attributes"].get("payi.use_case.name") == "matrix", span

@@ -86,11 +86,13 @@ def _own_price_ids() -> Mapping[str, str]:
 @derived
 def _genai_names() -> Mapping[str, str]:
     """Each registered provider's name -> the GenAI provider name of its own service (its
-    calls' ``gen_ai.provider.name``: ``aws.bedrock`` for botocore's), where it differs."""
+    calls' ``gen_ai.provider.name``: ``aws.bedrock`` for botocore's), where it has one name
+    only; a provider whose calls go by several (google.genai's ``gemini``, ``vertex_ai``)
+    keeps its own name."""
     return {
         p.name: p.services[0].genai_names[0]
         for p in providers()
-        if p.services and p.services[0].genai_names
+        if p.services and len(p.services[0].genai_names) == 1
     }
 
 

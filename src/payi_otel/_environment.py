@@ -42,8 +42,8 @@ SCOPE_SPAN_ATTRIBUTES = "PAYI_SCOPE_SPAN_ATTRIBUTES"
 HEADER_DIALECT = "PAYI_HEADER_DIALECT"
 #: ``header_hosts``: the only hosts that get attribution headers (comma-separated).
 HEADER_HOSTS = "PAYI_HEADER_HOSTS"
-#: ``native_attribution``: the providers' own request fields carry the attribution too
-#: (Bedrock's ``requestMetadata``, Vertex AI's ``labels``); off by default.
+#: ``native_attribution``: the providers' own request fields carry the use case, user and
+#: account too (Bedrock's ``requestMetadata``, Vertex AI's ``labels``); off by default.
 NATIVE_ATTRIBUTION = "PAYI_NATIVE_ATTRIBUTION"
 
 _TRUE = {"true", "1", "yes", "on"}

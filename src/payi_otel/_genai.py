@@ -6,12 +6,16 @@ preference its provider gives (``Provider.instrumentations``): for openai the ma
 ``opentelemetry-instrumentation-openai-v2`` (the only one on Python 3.9). Whichever is already
 instrumented is kept; two instrumenting the same SDK would give one call two GenAI spans, so
 the less preferred ones are turned off. When none can be turned on, one WARNING says why and
-what to install (docs: README, "GenAI spans").
+what to install (docs: README, "GenAI spans"). An instrumentation whose declared SDK range
+leaves out a major release it was tested with (``Instrumentation.forced_majors``) is turned on
+past its version check there, and one WARNING says so. ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``
+turns an instrumentation off by its entry point's name, as the loader does.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -37,7 +41,7 @@ DISABLED_ENV = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
 
 @dataclass(frozen=True)
 class Family:
-    """An SDK (its import name, also its entry point name) and its GenAI instrumentations."""
+    """An SDK (its import name) and its GenAI instrumentations."""
 
     sdk: str
     instrumentations: Tuple[Instrumentation, ...]
@@ -94,6 +98,64 @@ def genai_scope_prefixes() -> Tuple[str, ...]:
 def _disabled() -> List[str]:
     """``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``, as the auto-instrumentation loader reads it."""
     return [name.strip() for name in os.environ.get(DISABLED_ENV, "").split(",")]
+
+
+def _entry_points(inst: Instrumentation, sdk: str) -> Tuple[str, ...]:
+    """The loader's names of an instrumentation: its ``opentelemetry_instrumentor`` entry
+    points (``google-genai`` for the SDK ``google.genai``; ``bedrock`` for genai-bedrock, whose
+    SDK is ``botocore``, the name of botocore's own instrumentation), else the SDK's name."""
+    try:
+        entry_points = importlib.metadata.distribution(inst.distribution).entry_points
+    except importlib.metadata.PackageNotFoundError:
+        return (sdk,)
+    names = tuple(ep.name for ep in entry_points if ep.group == "opentelemetry_instrumentor")
+    return names or (sdk,)
+
+
+def _enabled(family: Family, disabled: List[str]) -> Tuple[Instrumentation, ...]:
+    """The family's instrumentations that ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` leaves
+    on: it names an instrumentation by its entry point (what the loader itself skips)."""
+    if "*" in disabled:
+        return ()
+    names = {name for name in disabled if name}
+    if not names:
+        return family.instrumentations
+    return tuple(
+        inst
+        for inst in family.instrumentations
+        if names.isdisjoint(_entry_points(inst, family.sdk))
+    )
+
+
+def _forced(inst: Instrumentation, conflict: Any) -> Optional[str]:
+    """Why the instrumentation is turned on past its version ``conflict``, when the installed
+    SDK is only a major release it was tested with beyond its declared range; else None."""
+    if not inst.forced_majors:
+        return None
+    try:
+        from packaging.requirements import Requirement
+        from packaging.version import Version
+
+        required = Requirement(str(conflict.required))
+        found = Version(str(conflict.found).rsplit(" ", 1)[-1])
+    except Exception:  # no version found (not installed), or one that does not parse
+        return None
+    if found.major not in inst.forced_majors:
+        return None
+    if not all(
+        spec.contains(found, prereleases=True)
+        for spec in required.specifier
+        if spec.operator not in ("<", "<=")
+    ):
+        return None
+    try:
+        version = importlib.metadata.version(inst.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        version = "?"
+    return (
+        f"{inst.distribution} {version} declares {required} but {required.name} {found} is "
+        f"installed; payi_otel turns it on anyway (tested with {required.name} {found.major})"
+    )
 
 
 def _installed(module: str) -> bool:
@@ -154,15 +216,31 @@ def _enable_family(family: Family, provider: Optional[TracerProvider]) -> List[C
             reasons.append(why)
             continue
         conflict = instrumentor._check_dependency_conflicts()
+        forced = None
         if conflict is not None:
-            reasons.append(str(conflict))
-            continue
+            forced = _forced(inst, conflict)
+            if forced is None:
+                reasons.append(str(conflict))
+                continue
         try:
-            instrumentor.instrument(tracer_provider=provider)
+            forcing = {"skip_dep_check": True} if forced is not None else {}
+            instrumentor.instrument(tracer_provider=provider, **forcing)
         except Exception as exc:
             reasons.append(f"{inst.distribution} failed to instrument ({exc!r})")
             logger.debug("payi_otel: %s failed to instrument", inst.distribution, exc_info=True)
             continue
+        if forced is not None:
+            log_once(
+                f"genai-forced:{family.sdk}",
+                "payi_otel: %s, so %s calls get GenAI spans. To silence this warning, install "
+                "an SDK release in its range (pip install '%s'), or turn its GenAI spans off "
+                "(%s=%s)",
+                forced,
+                family.sdk,
+                conflict.required,
+                DISABLED_ENV,
+                _entry_points(inst, family.sdk)[0],
+            )
         return [instrumentor.uninstrument]
     if family.native_spans_module and _installed(family.native_spans_module):
         return []  # the SDK's own call spans are its GenAI spans
@@ -190,14 +268,9 @@ def enable_genai_spans(provider: Optional[TracerProvider]) -> List[Callable[[], 
     disabled = _disabled()
     undo: List[Callable[[], Any]] = []
     for family in FAMILIES:
-        if "*" in disabled or not _installed(family.sdk):
+        if not _installed(family.sdk):
             continue
-        # An instrumentation is disabled by its entry point's name (by default the SDK's).
-        kept = tuple(
-            inst
-            for inst in family.instrumentations
-            if (inst.entry_point or family.sdk) not in disabled
-        )
+        kept = _enabled(family, disabled)
         if kept:
             undo.extend(_enable_family(replace(family, instrumentations=kept), provider))
     return undo

@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan
@@ -51,6 +51,22 @@ def categories() -> Mapping[str, str]:
             if service.category:
                 for name in service.genai_names:
                     found.setdefault(name, service.category)
+    return found
+
+
+Resource = Callable[[Optional[str], Optional[str]], Optional[str]]
+
+
+@derived
+def _resources() -> Mapping[str, Resource]:
+    """GenAI provider names -> how Pay-i names the resource of their calls, for the services
+    that do not name it by the request model (``Service.ingest_resource``)."""
+    found: Dict[str, Resource] = {}
+    for provider in providers():
+        for service in provider.services:
+            if service.ingest_resource is not None:
+                for name in service.genai_names:
+                    found.setdefault(name, service.ingest_resource)
     return found
 
 
@@ -146,6 +162,17 @@ def ingest_record(span: ReadableSpan) -> Dict[str, Any]:
     attributes: Mapping[str, Any] = span.attributes or {}
     params = params_from_attributes(attributes)
     model = attributes.get("gen_ai.request.model") or attributes.get("gen_ai.response.model")
+    provider = attributes.get("gen_ai.provider.name") or attributes.get("gen_ai.system")
+    named = _resources().get(str(provider))
+    if named is not None:
+        request, response = (
+            attributes.get("gen_ai.request.model"),
+            attributes.get("gen_ai.response.model"),
+        )
+        model = named(
+            request if isinstance(request, str) else None,
+            response if isinstance(response, str) else None,
+        )
     record: Dict[str, Any] = {
         "category": params.get("price_as_category") or _category(attributes),
         "resource": params.get("price_as_resource") or model or "system.unknown_model",

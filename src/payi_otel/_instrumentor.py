@@ -67,7 +67,7 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     scope span carries what its scope set; ``"effective"``: the whole effective set).
     ``native_attribution`` (default: ``PAYI_NATIVE_ATTRIBUTION``, else False): the providers'
     own request fields carry the use case, user and account too (Bedrock's
-    ``requestMetadata``; README "Providers").
+    ``requestMetadata``, Vertex AI's ``labels``; README "Providers").
     """
 
     # No __init__: BaseInstrumentor is a singleton whose __init__ would run on every
@@ -154,10 +154,11 @@ def payi_instrument(
     ``track_context`` start no span; headers and GenAI spans' ``payi.*`` attributes are the same.
     A scope span carries the ``payi.*`` values its scope set (``scope_span_attributes="own"``,
     the default) or the whole effective set (``"effective"``, costlier: docs/performance.md).
-    ``native_attribution=True`` (or ``PAYI_NATIVE_ATTRIBUTION=true``; default off) also puts
-    the use case, user and account in the providers' own request fields, which their logs
-    or bills show (Bedrock's ``requestMetadata``: README "Providers"); personal data goes to
-    the provider then, so it is opt-in, as baggage is.
+    ``native_attribution=True`` (or ``PAYI_NATIVE_ATTRIBUTION=true``; off by default) also
+    puts the use case, user and account in the providers' own request fields, which go to
+    the provider itself (Bedrock's ``requestMetadata``, in AWS invocation logs; Vertex AI's
+    ``labels``, in Google Cloud billing): personal data goes to the provider then, so it is
+    opt-in, as baggage is (README "Providers").
     A second call logs a warning and changes nothing.
     """
     instrumentor = PayiInstrumentor()

@@ -101,14 +101,15 @@ class Settings:
     wire: WirePolicy = _DEFAULT_WIRE
     #: ``payi.user_id`` as a metric dimension.
     metrics_user_id: bool = False
+    #: The use case, user and account in the provider's own attribution fields too (Vertex
+    #: AI ``labels``, Bedrock ``requestMetadata``), which go to the provider.
+    native_attribution: bool = False
     #: Turn on the official GenAI instrumentation of each installed SDK.
     genai_spans: bool = True
     tracer_provider: Optional[TracerProvider] = None
     meter_provider: Optional[MeterProvider] = None
     #: Reported every completed GenAI call (``_providers``' ``CallRecord``).
     observers: Tuple[ResponseObserver, ...] = ()
-    #: The providers' own request fields carry the attribution too (``native_attribution``).
-    native_attribution: bool = False
 
 
 _versions = itertools.count()
@@ -259,10 +260,10 @@ def build(
         effective_scope_spans=attributes == "effective",
         wire=wire,
         metrics_user_id=metrics_user_id,
+        native_attribution=native_attribution,
         genai_spans=bool(options.get("genai_spans", True)),
         tracer_provider=provider,
         meter_provider=options.get("meter_provider"),
-        native_attribution=native_attribution,
     )
 
 

@@ -50,9 +50,9 @@ class Instrumentation:
     module: str
     instrumentor: str
     min_python: Tuple[int, int] = (3, 10)
-    #: Its name in ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` (its entry point), when not the
-    #: SDK's (genai-bedrock's is ``bedrock``, its SDK ``botocore``).
-    entry_point: Optional[str] = None
+    #: Major releases of its SDK beyond the range it declares that it was tested with: there
+    #: it is turned on past its version check, with one WARNING (``_genai``).
+    forced_majors: Tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,10 @@ class Service:
     #: ``server.address`` patterns that make a span named with the SDK's own provider name a
     #: call of this service (genai-openai names an Azure OpenAI call ``openai``).
     addresses: Tuple[str, ...] = ()
+    #: Pay-i's resource name of a call, from its span's request and response models, where
+    #: Pay-i's SDK does not name it by the request model as given (``google.`` + the
+    #: response's model version for Gemini); None: the request model (``_ingest``).
+    ingest_resource: Optional[Callable[[Optional[str], Optional[str]], Optional[str]]] = None
 
 
 # --- where a call is read and where it is stamped --------------------------------------------
@@ -103,11 +107,12 @@ class PatchPoint:
     attribute: str
     is_async: bool
     role: Role = Role.ENTRY
-    #: Wrap it beneath the wrappers already on it, not on top: for an entry point that an
-    #: official GenAI instrumentation wraps too (botocore's ``BaseClient._make_api_call``,
-    #: which genai-bedrock wraps), so that whichever was instrumented first, the GenAI span is
-    #: current when the call is read and ends after the call is reported (its stream wrapper
-    #: outside the core's).
+    #: Wrap it beneath the ``wrapt`` wrappers already on it, not on top: for an entry point
+    #: that an official GenAI instrumentation wraps too (botocore's
+    #: ``BaseClient._make_api_call``, which genai-bedrock wraps; google-genai's
+    #: ``Models.generate_content``), so that whichever was instrumented first, the GenAI span
+    #: is current when the call is read and still open when its response is observed (its
+    #: stream wrapper outside the core's).
     beneath: bool = False
 
 
@@ -296,6 +301,14 @@ class Provider:
 
     def is_stream(self, result: object) -> bool:
         """Whether ``result`` is a stream whose items arrive later. Default: False."""
+        return False
+
+    def sends_when_read(self, result: object) -> bool:
+        """Whether the stream ``result`` sends its requests as it is read (a generator:
+        google-genai's ``generate_content_stream`` sends nothing until its first item is
+        asked for, and one request per Automatic Function Calling turn). Each read then runs
+        in the call's context, so the send points find the call. Default: False (the request
+        was sent when the call returned)."""
         return False
 
     def stream_of(self, result: object) -> Optional[object]:

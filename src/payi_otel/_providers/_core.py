@@ -13,7 +13,9 @@ closed, a stream nested in a response too) is reported with its usage.
 
 All of it happens at a provider's entry points (``Role.ENTRY``), except for a provider that
 builds its HTTP request below its per-call method: there the request is stamped at its send
-points (``Role.SEND``) with the headers resolved at the entry for the call in the context.
+points (``Role.SEND``) with the headers resolved at the entry for the call in the context. A
+stream that sends its requests only as it is read (a generator: ``Provider.sends_when_read``)
+is read in the call's context, item by item, so its send points find the call too.
 """
 
 from __future__ import annotations
@@ -331,6 +333,71 @@ class _ObservedAsyncResponse(_ObservedResponse):
         return self._self_observe(await self.__wrapped__.parse(*args, **kwargs))
 
 
+class _ReadInContext(wrapt.ObjectProxy):  # type: ignore[type-arg,unused-ignore]
+    """A stream that sends its requests as it is read (``Provider.sends_when_read``): each
+    read, and its closing, runs in its call's context (attached around that one step only:
+    the caller's code between items keeps the caller's context)."""
+
+    def __init__(self, wrapped: Any, ctx: otel_context.Context) -> None:
+        super().__init__(wrapped)
+        self._self_ctx = ctx
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        token = otel_context.attach(self._self_ctx)
+        try:
+            return next(self.__wrapped__)
+        finally:
+            otel_context.detach(token)
+
+    def close(self) -> Any:
+        token = otel_context.attach(self._self_ctx)
+        try:
+            return self.__wrapped__.close()
+        finally:
+            otel_context.detach(token)
+
+
+class _AsyncReadInContext(wrapt.ObjectProxy):  # type: ignore[type-arg,unused-ignore]
+    """The async counterpart of :class:`_ReadInContext` (an async generator)."""
+
+    def __init__(self, wrapped: Any, ctx: otel_context.Context) -> None:
+        super().__init__(wrapped)
+        self._self_ctx = ctx
+
+    def __aiter__(self) -> Any:
+        return self
+
+    async def __anext__(self) -> Any:
+        token = otel_context.attach(self._self_ctx)
+        try:
+            return await self.__wrapped__.__anext__()
+        finally:
+            otel_context.detach(token)
+
+    async def aclose(self) -> Any:
+        token = otel_context.attach(self._self_ctx)
+        try:
+            return await self.__wrapped__.aclose()
+        finally:
+            otel_context.detach(token)
+
+
+def _read_in_context(provider: Provider, result: Any, ctx: otel_context.Context) -> Any:
+    """``result``, read in ``ctx`` when it is a stream that sends its requests as it is read."""
+    try:
+        if not provider.sends_when_read(result):
+            return result
+        if hasattr(result, "__anext__"):
+            return _AsyncReadInContext(result, ctx)
+        return _ReadInContext(result, ctx)
+    except Exception:
+        internal_error(f"observe:{provider.name}", "reading a stream in its context failed")
+        return result
+
+
 def _observed_stream(stream: Any, observation: _Observation) -> Any:
     observation.streamed = True
     if hasattr(stream, "__anext__"):
@@ -451,7 +518,7 @@ def _make_wrapper(provider: Provider, is_async: bool, stamp_here: bool) -> Calla
         new_args, new_kwargs, ctx, observation = prepared
         with _Sending(ctx, observation):
             result = wrapped(*new_args, **new_kwargs)
-        return _observed(result, observation)
+        return _observed(_read_in_context(provider, result, ctx), observation)
 
     async def async_wrapper(
         wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs
@@ -462,7 +529,7 @@ def _make_wrapper(provider: Provider, is_async: bool, stamp_here: bool) -> Calla
         new_args, new_kwargs, ctx, observation = prepared
         with _Sending(ctx, observation):
             result = await wrapped(*new_args, **new_kwargs)
-        return _observed(result, observation)
+        return _observed(_read_in_context(provider, result, ctx), observation)
 
     return async_wrapper if is_async else wrapper
 

@@ -71,6 +71,7 @@ PROVIDERS = Registry(
         "openai": _lazy_load(".openai", "OpenAIProvider"),
         "anthropic": _lazy_load(".anthropic", "AnthropicProvider"),
         "botocore": _lazy_load(".bedrock", "BedrockProvider"),  # issue 18: AWS Bedrock
+        "google.genai": _lazy_load(".google_genai", "GoogleGenAIProvider"),  # issue 18: Gemini
     }
 )
 

@@ -39,13 +39,13 @@ class AnthropicProvider(StainlessProvider):
             genai_names=("aws.bedrock",),
             category_aliases=("bedrock",),
         ),
-        # AnthropicVertex: Claude on Google Vertex AI (with Gemini's GenAI names).
+        # AnthropicVertex: Claude on Google Vertex AI (with Gemini's GenAI names; its public
+        # hosts are the google.genai provider's).
         Service(
             "system.google.vertex",
             "google",
             genai_names=("gcp.vertex_ai", "gcp.gemini", "gcp.gen_ai"),
             category_aliases=("vertex",),
-            hosts=("*-aiplatform.googleapis.com", "aiplatform.googleapis.com"),
         ),
     )
     usage_fields: ClassVar[Mapping[str, Tuple[str, ...]]] = {

@@ -313,7 +313,6 @@ class BedrockProvider(Provider):
             "opentelemetry-instrumentation-genai-bedrock",
             "opentelemetry.instrumentation.genai.bedrock",
             "BedrockInstrumentor",
-            entry_point="bedrock",
         ),
     )
     services = (

@@ -55,10 +55,10 @@ class OpenAIProvider(StainlessProvider):
             ),
             addresses=("*.openai.azure.com",),
         ),
-        # The OpenAI-compatible APIs an OpenAI client is pointed at (``base_url``).
+        # The OpenAI-compatible APIs an OpenAI client is pointed at (``base_url``); Gemini's
+        # (generativelanguage.googleapis.com) is the google.genai provider's host.
         Service(
             hosts=(
-                "generativelanguage.googleapis.com",
                 "api.mistral.ai",
                 "api.cohere.com",
                 "api.cohere.ai",
