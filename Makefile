@@ -46,7 +46,7 @@ test-compat: venv
 	$(UV_COMPAT) --resolution lowest-direct --upgrade-package openai --upgrade-package anthropic \
 		-c constraints-oldest.txt -r pyproject.toml --extra openai --extra anthropic
 	$(COMPAT)/bin/python -c "import openai, anthropic; print('oldest SDKs: openai', openai.__version__, '/ anthropic', anthropic.__version__)"
-	$(COMPAT)/bin/pytest tests/test_genai.py tests/test_genai_seeds.py tests/test_baggage.py tests/test_auto_instrumentation.py
+	$(COMPAT)/bin/pytest tests/test_genai.py tests/test_call_headers.py tests/test_genai_seeds.py tests/test_baggage.py tests/test_auto_instrumentation.py
 
 # The official GenAI instrumentations' own test suites (from their sdists, cassettes replayed)
 # with payi_otel instrumented; every GenAI span must carry payi.* (not part of `make test`).

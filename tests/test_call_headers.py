@@ -315,13 +315,14 @@ async def test_a_call_omit_unsets_the_client_default_while_none_and_not_given_ke
     the call, so the client's default stays."""
     for sdk, is_async in SDK_MODES:
         module: Any = openai if sdk == "openai" else anthropic
+        omit = module._types.Omit  # the oldest openai supported has no top-level Omit
         clients = Clients(surface, sdk, is_async)
         client = clients.make({"x-payi-user-id": "client_user", "xProxy-Limit-IDs": "client_limit"})
         with track_context(use_case_name="", user_id="scope_user", limit_ids=["scope_limit"]):
             await send(
                 client,
                 sdk,
-                extra_headers={"X-Payi-User-Id": module.Omit(), "x-payi-limit-ids": module.Omit()},
+                extra_headers={"X-Payi-User-Id": omit(), "x-payi-limit-ids": omit()},
             )
             await send(
                 client,

@@ -144,19 +144,18 @@ class StainlessProvider(Provider):
             given = {}
         defaults: Mapping[str, object] = getattr(instance, "_custom_headers", None) or {}
         # The resolved set replaces every attribution header the caller gave, in any case or
-        # spelling: the call's own are left out, and each client default is removed with the
-        # SDK's Omit under its lower-cased name, as the SDK merges headers (case-insensitively,
-        # later wins: an Omit under another case of a name sent would remove it too), unless
-        # a resolved header of that name replaces it anyway (README "GenAI calls: headers and
-        # spans").
+        # spelling (README "GenAI calls: headers and spans"): the call's own are left out, and
+        # each client default is removed with the SDK's Omit under its exact spelling, since
+        # the oldest SDKs merge the defaults with the call's headers case-sensitively (a dict
+        # spread: an Omit under another case leaves the default in, sent beside ours). Current
+        # SDKs merge case-insensitively, later wins (an Omit after a resolved header of that
+        # name in another case would erase it, issue 16): so the resolved headers come after
+        # every Omit, and a default under a resolved header's exact spelling gets no Omit (the
+        # resolved value replaces it in either merge).
         sent: Dict[Any, Any] = {k: v for k, v in given.items() if not is_attribution_header(k)}
-        dropped = [k for k in defaults if is_attribution_header(k)]
-        if dropped:
-            replaced = {name.lower() for name in headers}
-            for key in dropped:
-                lowered = key.lower()  # a str or bytes name, as the SDK compares them
-                if lowered not in replaced:
-                    sent[lowered] = omit()
+        sent.update(
+            (key, omit()) for key in defaults if is_attribution_header(key) and key not in headers
+        )
         sent.update(headers)
         guard_client(getattr(instance, "_client", None))
         options = model_copy(options)
