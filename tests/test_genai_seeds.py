@@ -1,5 +1,7 @@
-"""Every seed example that makes a GenAI call, with a real OpenAI call to the local server:
-the headers the server received and the GenAI span's attributes, against the seed's Result.
+"""Every seed example that makes a GenAI call, with a real call to the local server through
+each provider's client (``fixtures_genai.SEED_CALLS``: openai, anthropic, and issue 18's
+providers): the headers the server received and the GenAI span's attributes, against the
+seed's Result.
 
 (The ``genai`` fixture also checks span attributes == headers sent for every call.)
 """
@@ -7,28 +9,38 @@ the headers the server received and the GenAI span's attributes, against the see
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Optional
 
-from fixtures_genai import CHAT, GenAI
+import pytest
+from fixtures_genai import SEED_CALLS, GenAI
 
 
-def call(genai: GenAI, **kwargs: Any) -> None:
-    genai.openai.chat.completions.create(**CHAT, **kwargs)
+@pytest.fixture(params=sorted(SEED_CALLS))
+def sdk(request: pytest.FixtureRequest) -> str:
+    """The provider each scenario runs over (``SEED_CALLS``)."""
+    return str(request.param)
+
+
+def call(
+    genai: GenAI, sdk: str, extra_headers: Optional[dict[str, str]] = None, prompt: str = "Hello"
+) -> str:
+    return SEED_CALLS[sdk](genai, extra_headers, prompt)
 
 
 # --- Headers with Decorated Functions --------------------------------------------------------
 
 
-def test_headers_with_decorated_functions(genai: GenAI) -> None:
+def test_headers_with_decorated_functions(genai: GenAI, sdk: str) -> None:
     from payi_otel import track
 
     genai.reinstrument()  # as in an app: the global context's default use case is "app"
 
     @track(limit_ids=["limit1"], user_id="default_user")
     def function_with_headers() -> None:
-        call(genai, extra_headers={"x-payi-limit-ids": "", "x-payi-user-id": ""})
+        call(genai, sdk, extra_headers={"x-payi-limit-ids": "", "x-payi-user-id": ""})
         call(
             genai,
+            sdk,
             extra_headers={"x-payi-limit-ids": "header_limit", "x-payi-use-case-version": "5"},
         )
 
@@ -47,13 +59,13 @@ def test_headers_with_decorated_functions(genai: GenAI) -> None:
     assert span_full["payi.use_case.name"] == "app"
 
 
-def test_headers_version_overrides_an_inherited_version(genai: GenAI) -> None:
+def test_headers_version_overrides_an_inherited_version(genai: GenAI, sdk: str) -> None:
     from payi_otel import track
 
     @track(use_case_name="uc", use_case_version=1)
     def f() -> None:
-        call(genai, extra_headers={"x-payi-use-case-version": "5"})
-        call(genai)
+        call(genai, sdk, extra_headers={"x-payi-use-case-version": "5"})
+        call(genai, sdk)
 
     f()
     assert [h["x-payi-use-case-version"] for h in genai.sent()] == ["5", "1"]
@@ -63,7 +75,7 @@ def test_headers_version_overrides_an_inherited_version(genai: GenAI) -> None:
 # --- Triple Combination Example --------------------------------------------------------------
 
 
-def test_triple_combination_example(genai: GenAI) -> None:
+def test_triple_combination_example(genai: GenAI, sdk: str) -> None:
     from payi_otel import track, track_context
 
     @track(limit_ids=["limit1"], user_id="default_user")
@@ -71,12 +83,13 @@ def test_triple_combination_example(genai: GenAI) -> None:
         with track_context(limit_ids=["limit2"], use_case_name="reporting"):
             call(
                 genai,
+                sdk,
                 extra_headers={"x-payi-limit-ids": "limit3", "x-payi-user-id": "specific_user"},
             )
             with track_context(limit_ids=[], user_id=""):
-                call(genai)
+                call(genai, sdk)
             with track_context(limit_ids=["limit4"], user_id="nested_user"):
-                call(genai)
+                call(genai, sdk)
 
     complex_function()
     ex1, ex2, ex3 = genai.sent()
@@ -101,17 +114,17 @@ def test_triple_combination_example(genai: GenAI) -> None:
 # --- Combined @track and track_context (each example's client call) -------------------------
 
 
-def test_combined_string_parameters_calls(genai: GenAI) -> None:
+def test_combined_string_parameters_calls(genai: GenAI, sdk: str) -> None:
     from payi_otel import track, track_context
 
     @track(user_id="decorator_user")
     def function_with_context() -> None:
         with track_context(user_id="context_user"):
-            call(genai)
+            call(genai, sdk)
         with track_context(user_id=None):
-            call(genai)
+            call(genai, sdk)
         with track_context(user_id=""):
-            call(genai)
+            call(genai, sdk)
 
     function_with_context()
     assert genai.sent() == [
@@ -121,28 +134,28 @@ def test_combined_string_parameters_calls(genai: GenAI) -> None:
     ]
 
 
-def test_combined_list_parameters_calls(genai: GenAI) -> None:
+def test_combined_list_parameters_calls(genai: GenAI, sdk: str) -> None:
     from payi_otel import track, track_context
 
     @track(limit_ids=["decorator_limit"])
     def function_with_context() -> None:
         with track_context(limit_ids=["context_limit"]):
-            call(genai)
+            call(genai, sdk)
         with track_context(limit_ids=[]):
-            call(genai)
+            call(genai, sdk)
 
     function_with_context()
     assert genai.sent() == [{"x-payi-limit-ids": "decorator_limit,context_limit"}, {}]
 
 
-def test_combined_numeric_parameters_calls(genai: GenAI) -> None:
+def test_combined_numeric_parameters_calls(genai: GenAI, sdk: str) -> None:
     from payi_otel import track, track_context
 
     @track(use_case_name="numbers", use_case_version=1)
     def function_with_numeric() -> None:
-        call(genai)
+        call(genai, sdk)
         with track_context(use_case_version=2):
-            call(genai)
+            call(genai, sdk)
 
     function_with_numeric()
     first, second = genai.sent()
@@ -151,18 +164,18 @@ def test_combined_numeric_parameters_calls(genai: GenAI) -> None:
     assert [a["payi.use_case.version"] for a in genai.span_attrs()] == [1, 2]
 
 
-def test_combined_name_id_pairs_calls(genai: GenAI) -> None:
+def test_combined_name_id_pairs_calls(genai: GenAI, sdk: str) -> None:
     from payi_otel import track, track_context
 
     @track(use_case_name="decorator_case", use_case_id="decorator_id")
     def function_with_context() -> None:
         with track_context(use_case_name="context_case"):
-            call(genai)
-            call(genai)
+            call(genai, sdk)
+            call(genai, sdk)
         with track_context(use_case_id="context_id"):
-            call(genai)
+            call(genai, sdk)
         with track_context(use_case_name="context_case", use_case_id="context_id"):
-            call(genai)
+            call(genai, sdk)
 
     function_with_context()
     new1, new2, id_only, both = genai.sent()
@@ -173,12 +186,12 @@ def test_combined_name_id_pairs_calls(genai: GenAI) -> None:
     assert both == {"x-payi-use-case-name": "context_case", "x-payi-use-case-id": "context_id"}
 
 
-def test_context_manager_calling_a_decorated_function_calls(genai: GenAI) -> None:
+def test_context_manager_calling_a_decorated_function_calls(genai: GenAI, sdk: str) -> None:
     from payi_otel import track, track_context
 
     @track(limit_ids=["decorator_limit"], user_id="decorator_user")
     def decorated_function() -> None:
-        call(genai)
+        call(genai, sdk)
 
     decorated_function()
     with track_context(limit_ids=["context_limit"], user_id="context_user"):
@@ -193,21 +206,18 @@ def test_context_manager_calling_a_decorated_function_calls(genai: GenAI) -> Non
     ]
 
 
-def test_basic_example_tracking_users_call(genai: GenAI) -> None:
+def test_basic_example_tracking_users_call(genai: GenAI, sdk: str) -> None:
     from payi_otel import track_context
 
     def my_function(prompt: str, user_id: str) -> str:
         with track_context(user_id=user_id):
-            response = genai.openai.chat.completions.create(
-                model="gpt-3.5-turbo", messages=[{"role": "user", "content": prompt}]
-            )
-        return response.choices[0].message.content or ""
+            return call(genai, sdk, prompt=prompt)
 
     assert my_function("Hi", "user_42") == "echo: Hi"
     assert genai.sent() == [{"x-payi-user-id": "user_42"}]
 
 
-def test_global_context_is_the_lowest_level(genai: GenAI) -> None:
+def test_global_context_is_the_lowest_level(genai: GenAI, sdk: str) -> None:
     from payi_otel import track
 
     genai.reinstrument(
@@ -216,9 +226,9 @@ def test_global_context_is_the_lowest_level(genai: GenAI) -> None:
 
     @track(limit_ids=["feature"])
     def feature() -> None:
-        call(genai)
+        call(genai, sdk)
 
-    call(genai)
+    call(genai, sdk)
     feature()
     plain, tracked = genai.sent()
     assert plain["x-payi-use-case-name"] == "my_app"  # default use case: the module's name

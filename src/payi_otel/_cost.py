@@ -23,7 +23,7 @@ from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
 from payi_otel._genai import genai_scope_prefixes
-from payi_otel._log import internal_error, logger
+from payi_otel._log import internal_error, log_once, logger
 from payi_otel._model.parameters import ATTRIBUTE_NAMES
 from payi_otel._providers import CallRecord, Usage, derived, providers
 from payi_otel._spans import is_genai_span
@@ -150,7 +150,10 @@ class CostObserver:
         category = params.get("price_as_category")
         resource = params.get("price_as_resource")
         provider = _provider_id(category) if isinstance(category, str) and category else None
-        own = _own_price_ids().get(record.provider, record.provider)
+        service = record.service
+        own = (service.price_id if service is not None else None) or _own_price_ids().get(
+            record.provider, record.provider
+        )
         if isinstance(resource, str) and resource:
             # Priced as that model: of the category's provider, else of the call's, else of
             # whichever provider genai-prices finds it under.
@@ -158,7 +161,10 @@ class CostObserver:
             if provider is None:
                 targets.append((None, resource))
         else:
-            models = dict.fromkeys(m for m in (record.response_model, record.request_model) if m)
+            named = (record.response_model, record.request_model)
+            if service is not None and service.prices_as_sent:
+                named = named[::-1]  # Bedrock: the id as passed names the price (``global.``)
+            models = dict.fromkeys(m for m in named if m)
             targets = [(provider or own, m) for m in models]
         priced_usage = prices.Usage(
             **{
@@ -189,6 +195,18 @@ class CostObserver:
                     model,
                     provider_id,
                 )
+        if service is not None and service.deployments and not resource:
+            log_once(
+                f"cost:unmapped:{service.category}:{record.request_model}",
+                "payi_otel: %s: no price for deployment %r (its replies name model %r); its "
+                "calls get usage without cost. Add a model mapping: payi_instrument("
+                "model_mappings=[{'model': %r, 'price_as_resource': '<model>'}]) or "
+                'PAYI_MODEL_MAPPINGS (README, "Model mappings")',
+                service.category,
+                record.request_model,
+                record.response_model,
+                record.request_model,
+            )
         return None
 
     # -- metrics -----------------------------------------------------------------------------
@@ -206,7 +224,9 @@ class CostObserver:
 
     def _dimensions(self, record: CallRecord) -> Dict[str, AttributeValue]:
         payi = record.call.attributes()
-        dimensions: Dict[str, AttributeValue] = {"gen_ai.provider.name": record.provider}
+        service = record.service
+        name = service.genai_names[0] if service is not None and service.genai_names else None
+        dimensions: Dict[str, AttributeValue] = {"gen_ai.provider.name": name or record.provider}
         if record.request_model:
             dimensions["gen_ai.request.model"] = record.request_model
         if record.response_model:

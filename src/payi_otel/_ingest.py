@@ -2,7 +2,10 @@
 
 Each GenAI call's span becomes one ``POST /api/v1/ingest`` made with Pay-i's own client
 library (``payi``, the ``payi-otel[payi]`` extra): category and resource (``price_as_*`` win,
-as in Pay-i's SDK), token units, latency, time to first token of a stream when the span has
+as in Pay-i's SDK; else the category of the service the call went to - ``payi_otel.category``
+on the span of an Azure OpenAI / Claude-on-Bedrock / Claude-on-Vertex call, the GenAI provider
+name otherwise - and the model, in Pay-i's resource name: ``anthropic.`` + a Claude model on
+Vertex AI), token units, latency, time to first token of a stream when the span has
 it, the HTTP status, and the span's ``payi.*`` attribution. Use it behind the SDK's
 ``BatchSpanProcessor``: the app's threads only enqueue spans (a bounded queue that drops when
 full); this exporter runs on the processor's worker thread. Each record is retried by the Pay-i
@@ -33,7 +36,7 @@ from opentelemetry.trace import StatusCode
 from payi_otel._log import logger
 from payi_otel._model.attributes import params_from_attributes
 from payi_otel._providers import derived, providers
-from payi_otel._spans import is_genai_span
+from payi_otel._spans import CATEGORY_ATTRIBUTE, is_genai_span
 
 __all__ = ["INSTALL_HINT", "PayiIngestExporter", "categories", "ingest_record"]
 
@@ -64,6 +67,27 @@ def _addressed() -> Mapping[str, Tuple[Tuple[str, str], ...]]:
         )
         for p in providers()
     }
+
+
+@derived
+def _resource_names() -> Mapping[str, Tuple[Tuple[str, str], ...]]:
+    """Pay-i categories -> the ``(model pattern, prefix)`` rules of Pay-i's resource names of
+    the services filed under them (``Service.resource_names``), in registry order."""
+    found: Dict[str, List[Tuple[str, str]]] = {}
+    for provider in providers():
+        for service in provider.services:
+            if service.category and service.resource_names:
+                found.setdefault(service.category, []).extend(service.resource_names)
+    return {category: tuple(rules) for category, rules in found.items()}
+
+
+def _resource(category: str, model: str) -> str:
+    """Pay-i's resource name of ``model`` in ``category`` (``anthropic.`` + a Claude model on
+    Vertex AI, as Pay-i's SDK names it); else the model."""
+    for pattern, prefix in _resource_names().get(category, ()):
+        if fnmatch.fnmatchcase(model, pattern):
+            return model if model.startswith(prefix) else prefix + model
+    return model
 
 
 #: Parameters sent as ``ingest.units`` keyword arguments (the client puts the attribution
@@ -127,9 +151,15 @@ def ingest_record(span: ReadableSpan) -> Dict[str, Any]:
     attributes: Mapping[str, Any] = span.attributes or {}
     params = params_from_attributes(attributes)
     model = attributes.get("gen_ai.request.model") or attributes.get("gen_ai.response.model")
+    category = str(
+        params.get("price_as_category")
+        or attributes.get(CATEGORY_ATTRIBUTE)
+        or _category(attributes)
+    )
     record: Dict[str, Any] = {
-        "category": params.get("price_as_category") or _category(attributes),
-        "resource": params.get("price_as_resource") or model or "system.unknown_model",
+        "category": category,
+        "resource": params.get("price_as_resource")
+        or (_resource(category, str(model)) if model else "system.unknown_model"),
         "units": _units(attributes),
     }
     if span.start_time is not None:

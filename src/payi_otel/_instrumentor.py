@@ -65,6 +65,8 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     scopes attribute calls and GenAI spans exactly as before but start no span),
     ``scope_span_attributes`` (default: ``PAYI_SCOPE_SPAN_ATTRIBUTES``, else ``"own"``: a
     scope span carries what its scope set; ``"effective"``: the whole effective set).
+    ``model_mappings`` (default: ``PAYI_MODEL_MAPPINGS``, a JSON array): what to price a call
+    naming a deployment or another model as (see :func:`payi_instrument`).
     """
 
     # No __init__: BaseInstrumentor is a singleton whose __init__ would run on every
@@ -128,6 +130,7 @@ def payi_instrument(
     header_hosts: Optional[Sequence[str]] = None,
     scope_spans: Optional[bool] = None,
     scope_span_attributes: Optional[str] = None,
+    model_mappings: Optional[Sequence[Mapping[str, object]]] = None,
 ) -> None:
     """Initialise Pay-i attribution once, at application start-up.
 
@@ -150,6 +153,16 @@ def payi_instrument(
     ``track_context`` start no span; headers and GenAI spans' ``payi.*`` attributes are the same.
     A scope span carries the ``payi.*`` values its scope set (``scope_span_attributes="own"``,
     the default) or the whole effective set (``"effective"``, costlier: docs/performance.md).
+    ``model_mappings`` (default: ``PAYI_MODEL_MAPPINGS``, the same as a JSON array) says what
+    to price a call as when the model it sends is not a model (an Azure OpenAI deployment, a
+    Bedrock application inference profile), in the shape of Pay-i's
+    ``PayiInstrumentModelMapping``: ``[{"model": "prod-chat", "host": "my-res.openai.azure.com",
+    "price_as_category": "system.azureopenai", "price_as_resource": "gpt-4o",
+    "resource_scope": "global"}]`` (``host``, ``resource_scope`` and one of the ``price_as_*``
+    optional). A mapping matches a call on its model as sent (and its host, when it names
+    one); it gives the call its ``price_as_*`` (and ``resource_scope``) only when the call has
+    no ``price_as_*`` of its own from a scope or its headers, and they then travel like any
+    parameter: headers, span, cost, ingest (README, "Model mappings").
     A second call logs a warning and changes nothing.
     """
     instrumentor = PayiInstrumentor()
@@ -170,6 +183,7 @@ def payi_instrument(
         header_hosts=header_hosts,
         scope_spans=scope_spans,
         scope_span_attributes=scope_span_attributes,
+        model_mappings=model_mappings,
     )
 
 

@@ -15,9 +15,11 @@ wire policy read the facts through the registry (``_registry``). docs/architectu
 from __future__ import annotations
 
 import enum
+import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, Optional, Protocol, Tuple
+from urllib.parse import urlsplit
 
 from opentelemetry.trace import Span
 
@@ -74,6 +76,22 @@ class Service:
     #: ``server.address`` patterns that make a span named with the SDK's own provider name a
     #: call of this service (genai-openai names an Azure OpenAI call ``openai``).
     addresses: Tuple[str, ...] = ()
+    # --- issue 18 (Azure OpenAI, Anthropic cloud clients): telling a call's service apart ---
+    #: The names of the SDK's client classes that call this service (``AzureOpenAI``): a call
+    #: of such a client, or of a subclass, is a call of this service
+    #: (:meth:`Provider.service_of`).
+    clients: Tuple[str, ...] = ()
+    #: Pay-i's resource name of a model: ``(model pattern, prefix)`` pairs, the first pattern
+    #: matching the model gives ``prefix + model`` (Claude on Vertex:
+    #: ``("claude*", "anthropic.")``); none: the model itself.
+    resource_names: Tuple[Tuple[str, str], ...] = ()
+    #: genai-prices knows its calls by the model as sent (Bedrock's model ids and inference
+    #: profiles: ``global.`` ones have their own price) rather than the model its replies
+    #: name: priced by the request's model first.
+    prices_as_sent: bool = False
+    #: Its calls name a deployment, not a model (Azure OpenAI): one that cannot be priced
+    #: logs a WARNING to add a model mapping.
+    deployments: bool = False
 
 
 # --- where a call is read and where it is stamped --------------------------------------------
@@ -162,6 +180,8 @@ class CallRecord:
     duration_s: float
     streamed: bool
     error: Optional[BaseException] = None
+    #: The service the call went to (:meth:`Provider.service_of`); None: the provider's own.
+    service: Optional[Service] = None
 
 
 class ResponseObserver(Protocol):
@@ -211,6 +231,30 @@ class Provider:
         caller headers, model and URL unknown."""
         return Call()
 
+    def service_of(self, instance: Any, call: Call) -> Optional[Service]:
+        """At an entry point: the service ``call`` (read by :meth:`read`) goes to, when not
+        the provider's own (the first of :attr:`services`); None: its own. Default: the
+        first other service with a Pay-i category naming the client's class (or a base class
+        of it) in :attr:`Service.clients`, else whose :attr:`Service.hosts` or
+        :attr:`Service.addresses` match the call's host (each class and host looked up
+        once)."""
+        services = self.services
+        if len(services) < 2:
+            return None
+        seen: Dict[object, Optional[Service]] = self.__dict__.setdefault("_services_seen", {})
+        cls = type(instance)
+        found = seen.get(cls, _UNSEEN)
+        if found is _UNSEEN:
+            found = seen[cls] = _service_by_class(services, cls)
+        url = call.url
+        if found is None and url:
+            found = seen.get(url, _UNSEEN)
+            if found is _UNSEEN:
+                if len(seen) > 1024:
+                    seen.clear()
+                found = seen[url] = _service_by_host(services, url)
+        return found  # type: ignore[return-value]
+
     def send_url(self, instance: Any, args: Args, kwargs: Kwargs) -> Optional[str]:
         """At a send point: the URL the request goes to. Default: None, the entry's URL."""
         return None
@@ -249,6 +293,13 @@ class Provider:
         caller, who did not ask, never sees it). Default: False."""
         return False
 
+    def is_final(self, item: object) -> bool:
+        """Whether a stream item is its call's last word (a responses stream's
+        ``response.completed``): the call is reported when it passes, while the GenAI span an
+        instrumentation ends on that item is still open for its usage and cost. Default:
+        False (reported when the stream ends, is closed or collected)."""
+        return False
+
     def response_model(self, item: object) -> Optional[str]:
         """The model a response or stream item reports, if any. Default: None."""
         return None
@@ -273,3 +324,29 @@ class Provider:
         ``with_streaming_response``), whose ``parse()`` gives the response or stream.
         Default: False."""
         return False
+
+
+# --- which service a call goes to (Provider.service_of) ---------------------------------------
+
+_UNSEEN = object()
+
+
+def _service_by_class(services: Tuple[Service, ...], cls: type) -> Optional[Service]:
+    names = {base.__name__ for base in cls.__mro__}
+    return next((s for s in services[1:] if s.category and names.intersection(s.clients)), None)
+
+
+def _service_by_host(services: Tuple[Service, ...], url: str) -> Optional[Service]:
+    try:
+        host = (urlsplit(url).hostname or "").rstrip(".")
+    except ValueError:
+        return None
+    if not host:
+        return None
+    for service in services[1:]:
+        if not service.category:
+            continue  # an API known only by its hosts: its calls are the provider's own
+        for pattern in (*service.hosts, *service.addresses):
+            if fnmatch.fnmatchcase(host, pattern):
+                return service
+    return None

@@ -1,6 +1,15 @@
 """The ``anthropic`` SDK behind the seam: messages, sync and async, streamed or not (Stainless
 layout, see ``_stainless``). Usage: ``input_tokens``/``output_tokens`` and the cache counts;
-a stream reports input counts on ``message_start`` and output counts on ``message_delta``."""
+a stream reports input counts on ``message_start`` and output counts on ``message_delta``.
+
+The cloud clients (``AnthropicBedrock``, ``AnthropicVertex``, their async twins) take the same
+path: ``SyncAPIClient.request`` is the entry, where the model and URL are read before the
+client's ``_prepare_options`` rewrites ``/v1/messages`` to Bedrock's ``/model/{id}/invoke`` or
+Vertex's ``.../publishers/anthropic/models/{model}:rawPredict``; the cloud is told by the
+client's class (or its host: ``Provider.service_of``). On ``AnthropicBedrock`` the headers
+stamped here are SigV4-signed with the rest (the client signs in ``_prepare_request``,
+after the entry): a gateway between it and AWS must forward them unchanged, or re-sign.
+"""
 
 from __future__ import annotations
 
@@ -31,21 +40,32 @@ class AnthropicProvider(StainlessProvider):
             genai_names=("anthropic",),
             hosts=("api.anthropic.com",),
         ),
-        # AnthropicBedrock: Claude on AWS Bedrock.
+        # AnthropicBedrock (+ Mantle): Claude on AWS Bedrock, priced by the model id as
+        # passed (``us.`` / ``global.`` inference profiles, ARNs), Pay-i's resource that id.
         Service(
             "system.aws.bedrock",
             "aws",
             genai_names=("aws.bedrock",),
             category_aliases=("bedrock",),
-            hosts=("bedrock-runtime.*.amazonaws.com",),
+            hosts=("bedrock-runtime.*.amazonaws.com", "bedrock-mantle.*.api.aws"),
+            clients=(
+                "AnthropicBedrock",
+                "AsyncAnthropicBedrock",
+                "AnthropicBedrockMantle",
+                "AsyncAnthropicBedrockMantle",
+            ),
+            prices_as_sent=True,
         ),
-        # AnthropicVertex: Claude on Google Vertex AI (with Gemini's GenAI names).
+        # AnthropicVertex: Claude on Google Vertex AI (with Gemini's GenAI names), priced by
+        # its ``claude-...@date`` id; Pay-i's resource ``anthropic.`` + the model.
         Service(
             "system.google.vertex",
             "google",
             genai_names=("gcp.vertex_ai", "gcp.gemini", "gcp.gen_ai"),
             category_aliases=("vertex",),
             hosts=("*-aiplatform.googleapis.com", "aiplatform.googleapis.com"),
+            clients=("AnthropicVertex", "AsyncAnthropicVertex"),
+            resource_names=(("claude*", "anthropic."),),
         ),
     )
     usage_fields: ClassVar[Mapping[str, Tuple[str, ...]]] = {
