@@ -291,6 +291,26 @@ async def test_every_async_surface_is_attributed_and_priced_as_its_cloud(
     _check_surface(cloud, surface, mode)
 
 
+BEDROCK_IDS = [
+    "anthropic.claude-3-5-haiku-20241022-v1:0",
+    "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+    "global.anthropic.claude-sonnet-4-5-20250929-v1:0",  # global profiles have their own price
+    "arn:aws:bedrock:us-east-1:123456789012:inference-profile/"
+    "eu.anthropic.claude-3-5-haiku-20241022-v1:0",
+]
+
+
+@pytest.mark.parametrize("model_id", BEDROCK_IDS)
+def test_bedrock_prices_the_model_id_as_passed(genai: GenAI, model_id: str) -> None:
+    mode = Mode(genai, True, "x-payi").start()
+    with anthropic_bedrock_client(genai) as client:
+        client.messages.create(**{**MESSAGE, "model": model_id})
+    record = mode.record()
+    assert record.usage is not None and record.request_model == model_id
+    (outer,) = genai.otel.genai_spans()
+    assert_cost_on(outer, price(model_id, "aws", record.usage))
+
+
 def test_vertex_count_tokens_is_attributed_and_not_priced(mode: Mode) -> None:
     with anthropic_vertex_client(mode.genai) as client, track_context(user_id="alice"):
         counted = client.messages.count_tokens(
