@@ -442,10 +442,108 @@ async def async_google_call(
     return response.text or ""
 
 
+# ============================================================================================
+# --- issue 18: Azure OpenAI and the Anthropic cloud clients (helper "azure") -----------------
+# ============================================================================================
+#
+# Real ``openai.AzureOpenAI`` / ``AsyncAzureOpenAI`` and ``anthropic.AnthropicBedrock`` /
+# ``AnthropicVertex`` (+ async) clients on the fake server's Azure, Bedrock (SigV4 checked)
+# and Vertex routes (examples/fake_llm_server.py; tests/test_fake_provider_routes.py).
+
+AZURE_API_VERSION = "2024-10-21"
+#: The deployment the Azure calls name, and the model its replies name.
+AZURE_DEPLOYMENT = "prod-chat"
+AZURE_MODEL = "gpt-4o-2024-08-06"
+AZURE_EMBEDDER = "embedder"
+AZURE_DEPLOYMENTS = {AZURE_DEPLOYMENT: AZURE_MODEL, AZURE_EMBEDDER: "text-embedding-3-small"}
+AZURE_CHAT: dict[str, Any] = {**CHAT, "model": AZURE_DEPLOYMENT}
+#: Claude on Bedrock, as passed (a cross-region inference profile), and on Vertex AI.
+BEDROCK_CLAUDE = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
+VERTEX_CLAUDE = "claude-3-5-haiku@20241022"
+BEDROCK_MESSAGE: dict[str, Any] = {**MESSAGE, "model": BEDROCK_CLAUDE}
+VERTEX_MESSAGE: dict[str, Any] = {**MESSAGE, "model": VERTEX_CLAUDE}
+
+
+def azure_client(genai: GenAI, is_async: bool = False, **kwargs: Any) -> Any:
+    """An ``AzureOpenAI`` (or ``AsyncAzureOpenAI``) client on the fake server, its
+    deployments registered (the ``llm_server`` fixture forgets them)."""
+    genai.server.azure_deployments.update(AZURE_DEPLOYMENTS)
+    kwargs.setdefault("max_retries", 0)
+    cls = openai.AsyncAzureOpenAI if is_async else openai.AzureOpenAI
+    return cls(
+        azure_endpoint=genai.server.azure_endpoint,
+        api_key="azure-key",
+        api_version=AZURE_API_VERSION,
+        **kwargs,
+    )
+
+
+def anthropic_bedrock_client(genai: GenAI, is_async: bool = False, **kwargs: Any) -> Any:
+    """An ``AnthropicBedrock`` (or async) client on the fake server, SigV4-signing with the
+    key the server verifies."""
+    kwargs.setdefault("max_retries", 0)
+    kwargs.setdefault("base_url", genai.server.bedrock_endpoint_url)
+    cls = anthropic.AsyncAnthropicBedrock if is_async else anthropic.AnthropicBedrock
+    return cls(aws_region="us-east-1", aws_access_key="test", aws_secret_key="test", **kwargs)
+
+
+def anthropic_vertex_client(genai: GenAI, is_async: bool = False, **kwargs: Any) -> Any:
+    """An ``AnthropicVertex`` (or async) client on the fake server."""
+    kwargs.setdefault("max_retries", 0)
+    kwargs.setdefault("base_url", genai.server.anthropic_vertex_base_url)
+    cls = anthropic.AsyncAnthropicVertex if is_async else anthropic.AnthropicVertex
+    return cls(region="us-east5", project_id="proj", access_token="vertex-token", **kwargs)
+
+
+#: Sync clients are reused for the session (their server is the session's): making one costs
+#: ~20 ms.
+_CLOUD_CLIENTS: dict[tuple[str, str], Any] = {}
+
+
+def _cloud_client(genai: GenAI, kind: str) -> Any:
+    key = (genai.server.base_url, kind)
+    client = _CLOUD_CLIENTS.get(key)
+    if client is None:
+        make = {
+            "azure_openai": azure_client,
+            "anthropic_bedrock": anthropic_bedrock_client,
+            "anthropic_vertex": anthropic_vertex_client,
+        }[kind]
+        client = _CLOUD_CLIENTS[key] = make(genai)
+    if kind == "azure_openai":
+        genai.server.azure_deployments.update(AZURE_DEPLOYMENTS)
+    return client
+
+
+def _azure_call(
+    genai: GenAI, headers: Optional[Mapping[str, str]] = None, prompt: str = "Hello"
+) -> str:
+    chat = {**AZURE_CHAT, "messages": [{"role": "user", "content": prompt}]}
+    reply = _cloud_client(genai, "azure_openai").chat.completions.create(
+        **chat, extra_headers=headers
+    )
+    return str(reply.choices[0].message.content or "")
+
+
+def _claude_call(kind: str, message: dict[str, Any]) -> Callable[..., str]:
+    def call(
+        genai: GenAI, headers: Optional[Mapping[str, str]] = None, prompt: str = "Hello"
+    ) -> str:
+        sent = {**message, "messages": [{"role": "user", "content": prompt}]}
+        with genai.anthropic_span():
+            reply = _cloud_client(genai, kind).messages.create(**sent, extra_headers=headers)
+        return str(reply.content[0].text)
+
+    return call
+
+
+# --- end of issue 18: Azure OpenAI and the Anthropic cloud clients ---------------------------
+
+
 # === provider-parametrized calls (issue 18: each provider's helper adds its entry) ============
-# One entry per provider surface (openai, Bedrock, google-genai; Azure OpenAI,
-# AnthropicBedrock, AnthropicVertex join the same way): tests/test_genai_seeds.py runs the
-# seeds' precedence scenarios over every one.
+# One entry per provider surface (openai, anthropic, Azure OpenAI, AnthropicBedrock,
+# AnthropicVertex, Bedrock, google-genai): tests/test_genai_seeds.py runs the seeds'
+# precedence scenarios over them.
 
 
 def _openai_call(
@@ -456,6 +554,15 @@ def _openai_call(
         model=CHAT["model"], messages=[{"role": "user", "content": prompt}], **extra
     )
     return response.choices[0].message.content or ""
+
+
+def _anthropic_call(
+    genai: GenAI, headers: Optional[Mapping[str, str]] = None, prompt: str = "Hello"
+) -> str:
+    message = {**MESSAGE, "messages": [{"role": "user", "content": prompt}]}
+    with genai.anthropic_span():
+        reply = genai.anthropic.messages.create(**message, extra_headers=headers)
+    return str(reply.content[0].text)
 
 
 def _bedrock_call(
@@ -472,6 +579,10 @@ def _bedrock_call(
 #: that SDK's own idiom, and the prompt; returns the reply's text.
 CALLS_WITH_HEADERS: dict[str, Callable[..., str]] = {
     "openai": _openai_call,
+    "anthropic": _anthropic_call,
+    "azure_openai": _azure_call,
+    "anthropic_bedrock": _claude_call("anthropic_bedrock", BEDROCK_MESSAGE),
+    "anthropic_vertex": _claude_call("anthropic_vertex", VERTEX_MESSAGE),
     "bedrock": _bedrock_call,
     "google.genai": google_call,
 }

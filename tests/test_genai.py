@@ -164,15 +164,16 @@ def test_anthropic_stream_helper_and_stream_true(genai: GenAI) -> None:
 
 
 def test_azure_openai_client_is_stamped(genai: GenAI) -> None:
-    genai.check_invariant = False  # the fake server has no Azure routes: the call 404s
+    genai.server.azure_deployments["gpt-4"] = "gpt-4-0613"  # CHAT's model, as a deployment
     client = openai.AzureOpenAI(
         azure_endpoint=genai.server.base_url,
         api_key="k",
         api_version="2024-06-01",
         max_retries=0,
     )
-    with track_context(user_id="azure_user"), pytest.raises(openai.NotFoundError):
-        client.chat.completions.create(**CHAT)
+    with track_context(user_id="azure_user"):
+        reply = client.chat.completions.create(**CHAT)
+    assert reply.model == "gpt-4-0613"
     assert genai.server.requests[-1].path.startswith("/openai/deployments/")
     assert payi_headers(genai.server.requests[-1]) == {"x-payi-user-id": "azure_user"}
 

@@ -102,6 +102,7 @@ BAD = {
     "PAYI_BAGGAGE_ACCEPT": "no_such_parameter",
     "PAYI_HEADER_DIALECT": "x-other",
     "PAYI_HEADER_HOSTS": "https://gateway/v1",
+    "PAYI_MODEL_MAPPINGS": "[not json",  # issue 18
 }
 
 
@@ -130,6 +131,7 @@ def test_a_bad_variable_is_one_error_line_under_zero_code_and_the_default_applie
         "effective_scope_spans",
         "baggage_accept",
         "wire",
+        "model_mappings",
     ):
         assert getattr(settings, field) == getattr(default, field), field
     assert settings.effective.params == {"user_id": "u"}

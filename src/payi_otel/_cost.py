@@ -23,9 +23,9 @@ from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
 from payi_otel._genai import genai_scope_prefixes
-from payi_otel._log import internal_error, logger
+from payi_otel._log import internal_error, log_once, logger
 from payi_otel._model.parameters import ATTRIBUTE_NAMES
-from payi_otel._providers import CallRecord, Usage, derived, providers
+from payi_otel._providers import CallRecord, Service, Usage, derived, providers
 from payi_otel._spans import is_genai_span
 from payi_otel.version import __version__
 
@@ -74,26 +74,30 @@ def _price_ids() -> Mapping[str, str]:
 
 
 @derived
-def _own_price_ids() -> Mapping[str, str]:
-    """Each registered provider's name -> the genai-prices id of its own service."""
-    return {
-        p.name: p.services[0].price_id
-        for p in providers()
-        if p.services and p.services[0].price_id is not None
-    }
+def _own_services() -> Mapping[str, Service]:
+    """Each registered provider's name -> its own service (the first of its services)."""
+    return {p.name: p.services[0] for p in providers() if p.services}
 
 
-@derived
-def _genai_names() -> Mapping[str, str]:
-    """Each registered provider's name -> the GenAI provider name of its own service (its
-    calls' ``gen_ai.provider.name``: ``aws.bedrock`` for botocore's), where it has one name
-    only; a provider whose calls go by several (google.genai's ``gemini``, ``vertex_ai``)
-    keeps its own name."""
-    return {
-        p.name: p.services[0].genai_names[0]
-        for p in providers()
-        if p.services and len(p.services[0].genai_names) == 1
-    }
+def _service(record: CallRecord) -> Optional[Service]:
+    """The service a call went to: the one its provider told (``CallRecord.service``), else
+    the provider's own."""
+    return record.service or _own_services().get(record.provider)
+
+
+def _genai_name(record: CallRecord) -> str:
+    """The metrics' ``gen_ai.provider.name`` of a call: the first GenAI name of the service
+    it went to (``azure.ai.openai``, ``aws.bedrock``, ``gcp.vertex_ai``); a provider's own
+    service that goes by several, one per backend (google.genai's ``gemini`` /
+    ``vertex_ai``), by the provider's name."""
+    service = record.service
+    if service is None:
+        service = _own_services().get(record.provider)
+        if service is not None and len(service.genai_names) > 1:
+            return record.provider
+    if service is None or not service.genai_names:
+        return record.provider
+    return service.genai_names[0]
 
 
 def _category_name(category: str) -> str:
@@ -163,7 +167,8 @@ class CostObserver:
         category = params.get("price_as_category")
         resource = params.get("price_as_resource")
         provider = _provider_id(category) if isinstance(category, str) and category else None
-        own = _own_price_ids().get(record.provider, record.provider)
+        service = _service(record)
+        own = (service.price_id if service is not None else None) or record.provider
         if isinstance(resource, str) and resource:
             # Priced as that model: of the category's provider, else of the call's, else of
             # whichever provider genai-prices finds it under.
@@ -171,7 +176,10 @@ class CostObserver:
             if provider is None:
                 targets.append((None, resource))
         else:
-            models = dict.fromkeys(m for m in (record.response_model, record.request_model) if m)
+            named = (record.response_model, record.request_model)
+            if service is not None and service.prices_as_sent:
+                named = named[::-1]  # Bedrock: the id as passed names the price (``global.``)
+            models = dict.fromkeys(m for m in named if m)
             targets = [(provider or own, m) for m in models]
         priced_usage = prices.Usage(
             **{
@@ -202,6 +210,18 @@ class CostObserver:
                     model,
                     provider_id,
                 )
+        if service is not None and service.deployments and not resource:
+            log_once(
+                f"cost:unmapped:{service.category}:{record.request_model}",
+                "payi_otel: %s: no price for deployment %r (its replies name model %r); its "
+                "calls get usage without cost. Add a model mapping: payi_instrument("
+                "model_mappings=[{'model': %r, 'price_as_resource': '<model>'}]) or "
+                'PAYI_MODEL_MAPPINGS (README, "Model mappings")',
+                service.category,
+                record.request_model,
+                record.response_model,
+                record.request_model,
+            )
         return None
 
     # -- metrics -----------------------------------------------------------------------------
@@ -219,9 +239,7 @@ class CostObserver:
 
     def _dimensions(self, record: CallRecord) -> Dict[str, AttributeValue]:
         payi = record.call.attributes()
-        dimensions: Dict[str, AttributeValue] = {
-            "gen_ai.provider.name": _genai_names().get(record.provider, record.provider)
-        }
+        dimensions: Dict[str, AttributeValue] = {"gen_ai.provider.name": _genai_name(record)}
         if record.request_model:
             dimensions["gen_ai.request.model"] = record.request_model
         if record.response_model:

@@ -8,6 +8,7 @@ is ``_settings``' job; here is only the text.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import List, Optional
 
@@ -18,12 +19,14 @@ __all__ = [
     "HEADER_DIALECT",
     "HEADER_HOSTS",
     "METRICS_USER_ID",
+    "MODEL_MAPPINGS",
     "NATIVE_ATTRIBUTION",
     "PROPAGATE_BAGGAGE",
     "SCOPE_SPANS",
     "SCOPE_SPAN_ATTRIBUTES",
     "read_bool",
     "read_choice",
+    "read_json",
     "read_list",
 ]
 
@@ -45,6 +48,9 @@ HEADER_HOSTS = "PAYI_HEADER_HOSTS"
 #: ``native_attribution``: the providers' own request fields carry the use case, user and
 #: account too (Bedrock's ``requestMetadata``, Vertex AI's ``labels``); off by default.
 NATIVE_ATTRIBUTION = "PAYI_NATIVE_ATTRIBUTION"
+#: ``model_mappings``: what to price a deployment (or any model as sent) as: a JSON array of
+#: ``{"model", "host"?, "price_as_category"?, "price_as_resource"?, "resource_scope"?}``.
+MODEL_MAPPINGS = "PAYI_MODEL_MAPPINGS"
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
@@ -77,3 +83,15 @@ def read_choice(environ: Mapping[str, str], name: str, choices: Sequence[str]) -
     if text not in choices:
         raise ParameterValueError(f"{name} must be one of {tuple(choices)}, got {text!r}")
     return text
+
+
+def read_json(environ: Mapping[str, str], name: str) -> Optional[object]:
+    """The JSON value of a variable; None when unset or blank."""
+    text = environ.get(name, "")
+    if not text.strip():
+        return None
+    try:
+        value: object = json.loads(text)
+    except ValueError as error:
+        raise ParameterValueError(f"{name} must be JSON ({error}), got {text[:80]!r}") from None
+    return value

@@ -2,7 +2,10 @@
 
 Each GenAI call's span becomes one ``POST /api/v1/ingest`` made with Pay-i's own client
 library (``payi``, the ``payi-otel[payi]`` extra): category and resource (``price_as_*`` win,
-as in Pay-i's SDK), token units, latency, time to first token of a stream when the span has
+as in Pay-i's SDK; else the category of the service the call went to - ``payi_otel.category``
+on the span of an Azure OpenAI / Claude-on-Bedrock / Claude-on-Vertex call, the GenAI provider
+name otherwise - and the model, in Pay-i's resource name: ``anthropic.`` + a Claude model on
+Vertex AI), token units, latency, time to first token of a stream when the span has
 it, the HTTP status, and the span's ``payi.*`` attribution. Use it behind the SDK's
 ``BatchSpanProcessor``: the app's threads only enqueue spans (a bounded queue that drops when
 full); this exporter runs on the processor's worker thread. Each record is retried by the Pay-i
@@ -33,7 +36,7 @@ from opentelemetry.trace import StatusCode
 from payi_otel._log import logger
 from payi_otel._model.attributes import params_from_attributes
 from payi_otel._providers import derived, providers
-from payi_otel._spans import is_genai_span
+from payi_otel._spans import CATEGORY_ATTRIBUTE, is_genai_span
 
 __all__ = ["INSTALL_HINT", "PayiIngestExporter", "categories", "ingest_record"]
 
@@ -59,14 +62,15 @@ Resource = Callable[[Optional[str], Optional[str]], Optional[str]]
 
 @derived
 def _resources() -> Mapping[str, Resource]:
-    """GenAI provider names -> how Pay-i names the resource of their calls, for the services
-    that do not name it by the request model (``Service.ingest_resource``)."""
+    """Pay-i categories -> how Pay-i names the resource of the calls filed under them, for
+    the services that do not name it by the request model (``Service.ingest_resource``; the
+    first service of a category to give one: google.genai's names Gemini and Claude on
+    Vertex AI alike)."""
     found: Dict[str, Resource] = {}
     for provider in providers():
         for service in provider.services:
-            if service.ingest_resource is not None:
-                for name in service.genai_names:
-                    found.setdefault(name, service.ingest_resource)
+            if service.category and service.ingest_resource is not None:
+                found.setdefault(service.category, service.ingest_resource)
     return found
 
 
@@ -80,6 +84,23 @@ def _addressed() -> Mapping[str, Tuple[Tuple[str, str], ...]]:
         )
         for p in providers()
     }
+
+
+def _text(value: object) -> Optional[str]:
+    return value if isinstance(value, str) and value else None
+
+
+def _resource(category: str, attributes: Mapping[str, Any]) -> Optional[str]:
+    """Pay-i's resource name of a call of the service filed under ``category``
+    (``Service.ingest_resource``: ``google.`` + Gemini's model version, ``anthropic.`` + a
+    Claude model on Vertex AI, as Pay-i's SDK names them); else the request's model (the
+    response's when the request names none)."""
+    request = _text(attributes.get("gen_ai.request.model"))
+    response = _text(attributes.get("gen_ai.response.model"))
+    named = _resources().get(category)
+    if named is not None:
+        return named(request, response)
+    return request or response
 
 
 #: Parameters sent as ``ingest.units`` keyword arguments (the client puts the attribution
@@ -161,21 +182,14 @@ def ingest_record(span: ReadableSpan) -> Dict[str, Any]:
     """The ``ingest.units`` keyword arguments for one GenAI span."""
     attributes: Mapping[str, Any] = span.attributes or {}
     params = params_from_attributes(attributes)
-    model = attributes.get("gen_ai.request.model") or attributes.get("gen_ai.response.model")
-    provider = attributes.get("gen_ai.provider.name") or attributes.get("gen_ai.system")
-    named = _resources().get(str(provider))
-    if named is not None:
-        request, response = (
-            attributes.get("gen_ai.request.model"),
-            attributes.get("gen_ai.response.model"),
-        )
-        model = named(
-            request if isinstance(request, str) else None,
-            response if isinstance(response, str) else None,
-        )
+    # The service the call went to: another than its SDK's own says so on the span (an
+    # Azure OpenAI / Claude-on-Bedrock / Claude-on-Vertex call); else its GenAI name's.
+    service = str(attributes.get(CATEGORY_ATTRIBUTE) or _category(attributes))
     record: Dict[str, Any] = {
-        "category": params.get("price_as_category") or _category(attributes),
-        "resource": params.get("price_as_resource") or model or "system.unknown_model",
+        "category": params.get("price_as_category") or service,
+        "resource": params.get("price_as_resource")
+        or _resource(service, attributes)
+        or "system.unknown_model",
         "units": _units(attributes, _input_includes_cache(span)),
     }
     if span.start_time is not None:

@@ -68,6 +68,8 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     ``native_attribution`` (default: ``PAYI_NATIVE_ATTRIBUTION``, else False): the providers'
     own request fields carry the use case, user and account too (Bedrock's
     ``requestMetadata``, Vertex AI's ``labels``; README "Providers").
+    ``model_mappings`` (default: ``PAYI_MODEL_MAPPINGS``, a JSON array): what to price a call
+    naming a deployment or another model as (see :func:`payi_instrument`).
     """
 
     # No __init__: BaseInstrumentor is a singleton whose __init__ would run on every
@@ -132,6 +134,7 @@ def payi_instrument(
     scope_spans: Optional[bool] = None,
     scope_span_attributes: Optional[str] = None,
     native_attribution: Optional[bool] = None,
+    model_mappings: Optional[Sequence[Mapping[str, object]]] = None,
 ) -> None:
     """Initialise Pay-i attribution once, at application start-up.
 
@@ -159,6 +162,16 @@ def payi_instrument(
     the provider itself (Bedrock's ``requestMetadata``, in AWS invocation logs; Vertex AI's
     ``labels``, in Google Cloud billing): personal data goes to the provider then, so it is
     opt-in, as baggage is (README "Providers").
+    ``model_mappings`` (default: ``PAYI_MODEL_MAPPINGS``, the same as a JSON array) says what
+    to price a call as when the model it sends is not a model (an Azure OpenAI deployment, a
+    Bedrock application inference profile), in the shape of Pay-i's
+    ``PayiInstrumentModelMapping``: ``[{"model": "prod-chat", "host": "my-res.openai.azure.com",
+    "price_as_category": "system.azureopenai", "price_as_resource": "gpt-4o",
+    "resource_scope": "global"}]`` (``host``, ``resource_scope`` and one of the ``price_as_*``
+    optional). A mapping matches a call on its model as sent (and its host, when it names
+    one); it gives the call its ``price_as_*`` (and ``resource_scope``) only when the call has
+    no ``price_as_*`` of its own from a scope or its headers, and they then travel like any
+    parameter: headers, span, cost, ingest (README, "Model mappings").
     A second call logs a warning and changes nothing.
     """
     instrumentor = PayiInstrumentor()
@@ -180,6 +193,7 @@ def payi_instrument(
         scope_spans=scope_spans,
         scope_span_attributes=scope_span_attributes,
         native_attribution=native_attribution,
+        model_mappings=model_mappings,
     )
 
 

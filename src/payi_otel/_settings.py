@@ -38,6 +38,7 @@ from payi_otel._model.codec import means_not_given, parse_value
 from payi_otel._model.dialects import X_PAYI
 from payi_otel._model.effective import Effective
 from payi_otel._model.merge import fold, merge, new_level
+from payi_otel._model.model_mappings import ModelMapping, parse_mappings
 from payi_otel._model.parameters import (
     BAGGAGE_ACCEPT_DEFAULT,
     ENV_NAMES,
@@ -110,6 +111,9 @@ class Settings:
     meter_provider: Optional[MeterProvider] = None
     #: Reported every completed GenAI call (``_providers``' ``CallRecord``).
     observers: Tuple[ResponseObserver, ...] = ()
+    #: What to price a call naming a deployment (or any model as sent) as
+    #: (``model_mappings=`` / ``PAYI_MODEL_MAPPINGS``; ``_model.model_mappings``).
+    model_mappings: Tuple[ModelMapping, ...] = ()
 
 
 _versions = itertools.count()
@@ -248,6 +252,12 @@ def build(
         (BAGGAGE_ACCEPT_DEFAULT, _DEFAULT_WIRE),
         DEFAULTED,
     )
+    mappings = options.get("model_mappings")
+    model_mappings: Tuple[ModelMapping, ...]
+    if mappings is None:
+        model_mappings = source.read(functools.partial(_env_mappings, environ), ())
+    else:
+        model_mappings = parse_mappings(mappings, "model_mappings")
     provider: Optional[TracerProvider] = options.get("tracer_provider")
     return Settings(
         version=next(_versions),
@@ -264,7 +274,19 @@ def build(
         genai_spans=bool(options.get("genai_spans", True)),
         tracer_provider=provider,
         meter_provider=options.get("meter_provider"),
+        model_mappings=model_mappings,
     )
+
+
+def _env_mappings(environ: Mapping[str, str]) -> Tuple[ModelMapping, ...]:
+    """``PAYI_MODEL_MAPPINGS``: a JSON array of model mappings; unset: none."""
+    value = env.read_json(environ, env.MODEL_MAPPINGS)
+    if value is None:
+        return ()
+    try:
+        return parse_mappings(value, env.MODEL_MAPPINGS)
+    except ParameterTypeError as error:  # a variable's text has a bad value, whatever it is
+        raise ParameterValueError(str(error)) from None
 
 
 def _main_script() -> Optional[str]:

@@ -31,11 +31,13 @@ from payi_otel._model.parameters import ATTRIBUTE_PREFIX
 from payi_otel._settings import TRACER_NAME
 
 __all__ = [
+    "CATEGORY_ATTRIBUTE",
     "TRACER_NAME",
     "PayiSpanProcessor",
     "apply_call_attributes",
     "install_processor",
     "is_genai_span",
+    "name_service",
 ]
 
 GENAI_PREFIX = "gen_ai."
@@ -156,3 +158,18 @@ def apply_call_attributes(span: ApiSpan, call: Effective) -> None:
 
 
 _MISSING = object()
+
+
+#: On the GenAI span of a call of another service than its SDK's own: the service's Pay-i
+#: category (``system.azureopenai``, ``system.aws.bedrock``, ``system.google.vertex``).
+CATEGORY_ATTRIBUTE = "payi_otel.category"
+
+
+def name_service(span: ApiSpan, category: Optional[str]) -> None:
+    """Say on a GenAI span which service its call went to, when not its SDK's own: the
+    official instrumentations name every ``AzureOpenAI`` call ``openai`` and every
+    ``AnthropicBedrock`` / ``AnthropicVertex`` call ``anthropic`` (and util-genai writes
+    ``gen_ai.provider.name`` again when the span ends), so the service's Pay-i category
+    goes on the span as :data:`CATEGORY_ATTRIBUTE`, which ingest files it under."""
+    if category and not _is_scope_span(span) and is_genai_span(span):
+        span.set_attribute(CATEGORY_ATTRIBUTE, category)

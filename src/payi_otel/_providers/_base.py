@@ -15,9 +15,11 @@ wire policy read the facts through the registry (``_registry``). docs/architectu
 from __future__ import annotations
 
 import enum
+import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Protocol, Tuple
+from urllib.parse import urlsplit
 
 from opentelemetry.trace import Span
 
@@ -77,10 +79,23 @@ class Service:
     #: ``server.address`` patterns that make a span named with the SDK's own provider name a
     #: call of this service (genai-openai names an Azure OpenAI call ``openai``).
     addresses: Tuple[str, ...] = ()
-    #: Pay-i's resource name of a call, from its span's request and response models, where
-    #: Pay-i's SDK does not name it by the request model as given (``google.`` + the
-    #: response's model version for Gemini); None: the request model (``_ingest``).
+    #: The names of the SDK's client classes that call this service (``AzureOpenAI``): a call
+    #: of such a client, or of a subclass, is a call of this service
+    #: (:meth:`Provider.service_of`).
+    clients: Tuple[str, ...] = ()
+    #: Pay-i's resource name of a call of this service (or of another service filed under
+    #: its category), from its span's request and response models, where Pay-i's SDK does
+    #: not name it by the request model as given (``google.`` + the response's model version
+    #: for Gemini, ``anthropic.`` + the model for Claude on Vertex AI); None from it, or no
+    #: function: the request model (``_ingest``).
     ingest_resource: Optional[Callable[[Optional[str], Optional[str]], Optional[str]]] = None
+    #: genai-prices knows its calls by the model as sent (Bedrock's model ids and inference
+    #: profiles: ``global.`` ones have their own price) rather than the model its replies
+    #: name: priced by the request's model first.
+    prices_as_sent: bool = False
+    #: Its calls name a deployment, not a model (Azure OpenAI): one that cannot be priced
+    #: logs a WARNING to add a model mapping.
+    deployments: bool = False
 
 
 # --- where a call is read and where it is stamped --------------------------------------------
@@ -181,6 +196,8 @@ class CallRecord:
     duration_s: float
     streamed: bool
     error: Optional[BaseException] = None
+    #: The service the call went to (:meth:`Provider.service_of`); None: the provider's own.
+    service: Optional[Service] = None
 
 
 class ResponseObserver(Protocol):
@@ -251,6 +268,30 @@ class Provider:
         callables. Default: nothing."""
         return []
 
+    def service_of(self, instance: Any, call: Call) -> Optional[Service]:
+        """At an entry point: the service ``call`` (read by :meth:`read`) goes to, when not
+        the provider's own (the first of :attr:`services`); None: its own. Default: the
+        first other service with a Pay-i category naming the client's class (or a base class
+        of it) in :attr:`Service.clients`, else whose :attr:`Service.hosts` or
+        :attr:`Service.addresses` match the call's host (each class and host looked up
+        once)."""
+        services = self.services
+        if len(services) < 2:
+            return None
+        seen: Dict[object, Optional[Service]] = self.__dict__.setdefault("_services_seen", {})
+        cls = type(instance)
+        found = seen.get(cls, _UNSEEN)
+        if found is _UNSEEN:
+            found = seen[cls] = _service_by_class(services, cls)
+        url = call.url
+        if found is None and url:
+            found = seen.get(url, _UNSEEN)
+            if found is _UNSEEN:
+                if len(seen) > 1024:
+                    seen.clear()
+                found = seen[url] = _service_by_host(services, url)
+        return found  # type: ignore[return-value]
+
     def send_url(self, instance: Any, args: Args, kwargs: Kwargs) -> Optional[str]:
         """At a send point: the URL the request goes to. Default: None, the entry's URL."""
         return None
@@ -290,9 +331,11 @@ class Provider:
         return False
 
     def is_last(self, item: object) -> bool:
-        """Whether a stream item is the stream's last, with its final usage: the call is
-        reported then, before the item is passed on (not only when the stream ends).
-        Default: False."""
+        """Whether a stream item is its call's last word, with its final usage (a responses
+        stream's ``response.completed``, ConverseStream's ``metadata``): the call is reported
+        then, before the item is passed on, while the GenAI span an instrumentation ends on
+        that item is still open for its usage and cost. Default: False (reported when the
+        stream ends, is closed or collected)."""
         return False
 
     def response_model(self, item: object) -> Optional[str]:
@@ -327,3 +370,29 @@ class Provider:
         ``with_streaming_response``), whose ``parse()`` gives the response or stream.
         Default: False."""
         return False
+
+
+# --- which service a call goes to (Provider.service_of) ---------------------------------------
+
+_UNSEEN = object()
+
+
+def _service_by_class(services: Tuple[Service, ...], cls: type) -> Optional[Service]:
+    names = {base.__name__ for base in cls.__mro__}
+    return next((s for s in services[1:] if s.category and names.intersection(s.clients)), None)
+
+
+def _service_by_host(services: Tuple[Service, ...], url: str) -> Optional[Service]:
+    try:
+        host = (urlsplit(url).hostname or "").rstrip(".")
+    except ValueError:
+        return None
+    if not host:
+        return None
+    for service in services[1:]:
+        if not service.category:
+            continue  # an API known only by its hosts: its calls are the provider's own
+        for pattern in (*service.hosts, *service.addresses):
+            if fnmatch.fnmatchcase(host, pattern):
+                return service
+    return None

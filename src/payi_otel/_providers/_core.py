@@ -37,18 +37,20 @@ from payi_otel._context import current_effective, with_call, without_payi_baggag
 from payi_otel._log import internal_error
 from payi_otel._model.dialects import parse_headers
 from payi_otel._model.effective import Effective
-from payi_otel._model.merge import combine
-from payi_otel._model.parameters import ParameterError
+from payi_otel._model.merge import Level, combine
+from payi_otel._model.model_mappings import ModelMapping, find_mapping, mapped_params
+from payi_otel._model.parameters import ParameterError, params_key
 from payi_otel._providers._base import (
     Args,
     CallRecord,
     Kwargs,
     Provider,
     Role,
+    Service,
     Usage,
 )
 from payi_otel._settings import add_observer
-from payi_otel._spans import apply_call_attributes
+from payi_otel._spans import apply_call_attributes, name_service
 from payi_otel._wrapping import unwrapper
 
 __all__ = ["add_observer", "instrument_providers", "resolve_call"]
@@ -65,6 +67,27 @@ def resolve_call(effective: Effective, sources: Sequence[Mapping[Any, object]]) 
     return effective
 
 
+#: Marks the cache key of a model mapping's level (``Effective.child``).
+_MAPPING_KEY = ("payi_otel.model_mapping",)
+
+
+def map_model(
+    effective: Effective,
+    mappings: Sequence[ModelMapping],
+    model: Optional[str],
+    url: Optional[str],
+) -> Effective:
+    """The call's parameters with what the first model mapping matching its model (and
+    host) gives, where the call has no ``price_as_*`` of its own (``_model.model_mappings``)."""
+    mapping = find_mapping(mappings, model, url)
+    if mapping is None:
+        return effective
+    added = mapped_params(effective.params, mapping)
+    if added is None:
+        return effective
+    return effective.child(Level(added, key=(*_MAPPING_KEY, *params_key(added))))
+
+
 class _Observation:
     """One call on its way: what the response side reports when it completes."""
 
@@ -75,16 +98,24 @@ class _Observation:
         "model",
         "provider",
         "response_model",
+        "service",
         "span",
         "started",
         "streamed",
         "usage",
     )
 
-    def __init__(self, provider: Provider, call: Effective, model: Optional[str]) -> None:
+    def __init__(
+        self,
+        provider: Provider,
+        call: Effective,
+        model: Optional[str],
+        service: Optional[Service] = None,
+    ) -> None:
         self.provider = provider
         self.call = call
         self.model = model
+        self.service = service
         self.span = trace.get_current_span()
         self.started = time.perf_counter()
         self.usage: Optional[Usage] = None
@@ -95,13 +126,14 @@ class _Observation:
         self.hide_usage_only = False
 
     def hidden(self, item: object) -> bool:
-        """Observe a stream's ``item`` (reported at once when it is the stream's last);
+        """Observe a stream's ``item`` (reported at once when it is the call's last word);
         True when the caller must not see it."""
         self.see(item)
         try:
             if self.provider.is_last(item):
                 # Before the item goes on: an instrumentation that ends its span on it
-                # (botocore's Bedrock streams) gets the usage and cost first.
+                # (botocore's Bedrock streams, genai-openai's responses streams) gets the
+                # usage and cost first.
                 self.finish()
             return self.hide_usage_only and self.provider.is_usage_only(item)
         except Exception:
@@ -137,6 +169,7 @@ class _Observation:
             time.perf_counter() - self.started,
             self.streamed,
             error,
+            self.service,
         )
         for observer in _settings.current.observers:
             try:
@@ -463,15 +496,21 @@ def _prepare(
             return None  # not a GenAI call of this provider
         settings = _settings.current
         call = resolve_call(current_effective(), request.headers)
+        if settings.model_mappings:
+            call = map_model(call, settings.model_mappings, request.model, request.url)
+        service = provider.service_of(instance, request)
         new_args, new_kwargs = provider.prepare(instance, args, kwargs, call)
         if stamp_here:
             wire = settings.wire
             headers = call.headers(wire.dialect) if wire.sends_to(request.url) else {}
             new_args, new_kwargs = provider.stamp(instance, new_args, new_kwargs, headers)
-        apply_call_attributes(trace.get_current_span(), call)
+        span = trace.get_current_span()
+        apply_call_attributes(span, call)
+        if service is not None:
+            name_service(span, service.category)
         observation = None
         if settings.observers:
-            observation = _Observation(provider, call, request.model)
+            observation = _Observation(provider, call, request.model, service)
             asked = provider.ask_usage(new_args, new_kwargs)
             if asked is not None:
                 new_args, new_kwargs = asked

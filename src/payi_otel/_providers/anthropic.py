@@ -1,6 +1,15 @@
 """The ``anthropic`` SDK behind the seam: messages, sync and async, streamed or not (Stainless
 layout, see ``_stainless``). Usage: ``input_tokens``/``output_tokens`` and the cache counts;
-a stream reports input counts on ``message_start`` and output counts on ``message_delta``."""
+a stream reports input counts on ``message_start`` and output counts on ``message_delta``.
+
+The cloud clients (``AnthropicBedrock``, ``AnthropicVertex``, their async twins) take the same
+path: ``SyncAPIClient.request`` is the entry, where the model and URL are read before the
+client's ``_prepare_options`` rewrites ``/v1/messages`` to Bedrock's ``/model/{id}/invoke`` or
+Vertex's ``.../publishers/anthropic/models/{model}:rawPredict``; the cloud is told by the
+client's class (or a Mantle host: ``Provider.service_of``). On ``AnthropicBedrock`` the headers
+stamped here are SigV4-signed with the rest (the client signs in ``_prepare_request``,
+after the entry): a gateway between it and AWS must forward them unchanged, or re-sign.
+"""
 
 from __future__ import annotations
 
@@ -31,21 +40,34 @@ class AnthropicProvider(StainlessProvider):
             genai_names=("anthropic",),
             hosts=("api.anthropic.com",),
         ),
-        # AnthropicBedrock: Claude on AWS Bedrock (its public hosts are the botocore
-        # provider's: ``bedrock.py``).
+        # AnthropicBedrock (+ Mantle): Claude on AWS Bedrock, priced by the model id as
+        # passed (``us.`` / ``global.`` inference profiles, ARNs), Pay-i's resource that id.
+        # Its ``bedrock-runtime`` hosts are the botocore provider's (``bedrock.py``); the
+        # Mantle hosts (Anthropic's own API on Bedrock) are this one's.
         Service(
             "system.aws.bedrock",
             "aws",
             genai_names=("aws.bedrock",),
             category_aliases=("bedrock",),
+            hosts=("bedrock-mantle.*.api.aws",),
+            clients=(
+                "AnthropicBedrock",
+                "AsyncAnthropicBedrock",
+                "AnthropicBedrockMantle",
+                "AsyncAnthropicBedrockMantle",
+            ),
+            prices_as_sent=True,
         ),
-        # AnthropicVertex: Claude on Google Vertex AI (with Gemini's GenAI names; its public
-        # hosts are the google.genai provider's).
+        # AnthropicVertex: Claude on Google Vertex AI (with Gemini's GenAI names), priced by
+        # its ``claude-...@date`` id; Pay-i's resource ``anthropic.`` + the model (the
+        # ``ingest_resource`` of its category, google.genai's service). Its public hosts are
+        # the google.genai provider's.
         Service(
             "system.google.vertex",
             "google",
             genai_names=("gcp.vertex_ai", "gcp.gemini", "gcp.gen_ai"),
             category_aliases=("vertex",),
+            clients=("AnthropicVertex", "AsyncAnthropicVertex"),
         ),
     )
     usage_fields: ClassVar[Mapping[str, Tuple[str, ...]]] = {

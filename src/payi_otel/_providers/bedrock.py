@@ -322,6 +322,9 @@ class BedrockProvider(Provider):
             genai_names=("aws.bedrock",),
             category_aliases=("bedrock",),
             hosts=HOSTS,
+            # genai-prices knows Bedrock's ids as passed (``global.`` profiles have their
+            # own price).
+            prices_as_sent=True,
         ),
     )
     # Both report Bedrock's own input count, without the cache reads and writes.

@@ -22,6 +22,8 @@ _USAGE_ON_REQUEST = ("/chat/completions", "/completions")
 #: The SDK's marker header of ``with_raw_response`` / ``with_streaming_response``: the caller
 #: reads the raw events, so nothing may be asked for on their behalf.
 _RAW_RESPONSE = "x-stainless-raw-response"
+#: A responses stream's last event (with the response's usage).
+_RESPONSE_DONE = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 class OpenAIProvider(StainlessProvider):
@@ -42,7 +44,10 @@ class OpenAIProvider(StainlessProvider):
     )
     services = (
         Service("system.openai", "openai", genai_names=("openai",), hosts=("api.openai.com",)),
-        # AzureOpenAI / AsyncAzureOpenAI (genai-openai names their calls "openai" too).
+        # AzureOpenAI / AsyncAzureOpenAI (genai-openai names their calls "openai" too: the
+        # hook names them "azure.ai.openai" on the span). genai-prices' "azure" only by this
+        # exact id ("azure.ai.openai" would find openai). A call names a deployment: priced as
+        # the model its reply names, or as a model mapping says.
         Service(
             "system.azureopenai",
             "azure",
@@ -54,6 +59,8 @@ class OpenAIProvider(StainlessProvider):
                 "*.cognitiveservices.azure.com",
             ),
             addresses=("*.openai.azure.com",),
+            clients=("BaseAzureClient", "AzureOpenAI", "AsyncAzureOpenAI"),
+            deployments=True,
         ),
         # The OpenAI-compatible APIs an OpenAI client is pointed at (``base_url``); Gemini's
         # (generativelanguage.googleapis.com) is the google.genai provider's host.
@@ -110,6 +117,10 @@ class OpenAIProvider(StainlessProvider):
         if len(args) > 1:
             return (args[0], options, *args[2:]), kwargs
         return args, {**kwargs, "options": options}
+
+    def is_last(self, item: object) -> bool:
+        # genai-openai ends a responses stream's span on this event, before the stream ends.
+        return getattr(item, "type", None) in _RESPONSE_DONE
 
     def is_usage_only(self, item: object) -> bool:
         return getattr(item, "choices", None) == [] and getattr(item, "usage", None) is not None
