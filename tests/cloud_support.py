@@ -8,51 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections import defaultdict
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
 from fixtures_genai import GenAI
+from fixtures_otel import Metrics
 from genai_prices import Usage as PricesUsage
 from genai_prices import calc_price
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 
 from payi_otel import PayiIngestExporter, get_context
 from payi_otel._providers import CallRecord, Usage
 from payi_otel._providers._core import add_observer
-
-
-class Metrics:
-    """An in-memory metric reader and the ``MeterProvider`` payi_otel records on."""
-
-    def __init__(self) -> None:
-        self.reader = InMemoryMetricReader()
-        self.provider = MeterProvider(metric_readers=[self.reader])
-
-    def points(self, name: str) -> list[tuple[dict[str, Any], float]]:
-        data = self.reader.get_metrics_data()
-        found = []
-        for resource in data.resource_metrics if data else ():
-            for scope in resource.scope_metrics:
-                for metric in scope.metrics:
-                    if metric.name == name:
-                        found += [
-                            (dict(p.attributes or {}), p.value) for p in metric.data.data_points
-                        ]
-        return found
-
-    def total(self, name: str, **where: Any) -> float:
-        return sum(v for a, v in self.points(name) if all(a.get(k) == w for k, w in where.items()))
-
-    def by(self, name: str, key: str) -> dict[Any, float]:
-        sums: dict[Any, float] = defaultdict(float)
-        for attributes, value in self.points(name):
-            sums[attributes.get(key)] += value
-        return dict(sums)
 
 
 @dataclass

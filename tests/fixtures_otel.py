@@ -3,12 +3,15 @@ and a fixture that instruments payi_otel with a given global config for one test
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -145,3 +148,39 @@ def instrument(
 def no_global(instrument: Callable[..., PayiInstrumentor]) -> PayiInstrumentor:
     """Instrumented with an empty global context (no default use case name)."""
     return instrument(caller_file="<test>")
+
+
+class Metrics:
+    """An in-memory metric reader and the ``MeterProvider`` payi_otel records on."""
+
+    def __init__(self) -> None:
+        self.reader = InMemoryMetricReader()
+        self.provider = MeterProvider(metric_readers=[self.reader])
+
+    def points(self, name: str) -> list[tuple[dict[str, Any], float]]:
+        data = self.reader.get_metrics_data()
+        found = []
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name == name:
+                        found += [
+                            (dict(p.attributes or {}), p.value) for p in metric.data.data_points
+                        ]
+        return found
+
+    def total(self, name: str, **where: Any) -> float:
+        return sum(v for a, v in self.points(name) if all(a.get(k) == w for k, w in where.items()))
+
+    def by(self, name: str, key: str) -> dict[Any, float]:
+        sums: dict[Any, float] = defaultdict(float)
+        for attributes, value in self.points(name):
+            sums[attributes.get(key)] += value
+        return dict(sums)
+
+    def sum_by(self, name: str, key: str, **where: Any) -> dict[Any, float]:
+        sums: dict[Any, float] = defaultdict(float)
+        for attributes, value in self.points(name):
+            if all(attributes.get(k) == v for k, v in where.items()):
+                sums[attributes.get(key)] += value
+        return dict(sums)

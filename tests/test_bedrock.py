@@ -47,13 +47,11 @@ from fixtures_genai import (
     claude_body,
     shared_bedrock,
 )
-from fixtures_otel import payi_attrs
+from fixtures_otel import Metrics, payi_attrs
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
 from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
 from opentelemetry.instrumentation.botocore import extensions as botocore_extensions
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from test_auto_instrumentation import INSTRUMENT, console_spans
 
@@ -169,27 +167,6 @@ def to_local(client: Any, server: FakeLLMServer) -> Any:
 
     session.send = local
     return client
-
-
-class Metrics:
-    def __init__(self) -> None:
-        self.reader = InMemoryMetricReader()
-        self.provider = MeterProvider(metric_readers=[self.reader])
-
-    def points(self, name: str) -> list[tuple[dict[str, Any], float]]:
-        data = self.reader.get_metrics_data()
-        found = []
-        for resource in data.resource_metrics if data else ():
-            for scope in resource.scope_metrics:
-                for metric in scope.metrics:
-                    if metric.name == name:
-                        found += [
-                            (dict(p.attributes or {}), p.value) for p in metric.data.data_points
-                        ]
-        return found
-
-
-# --- every operation, every surface ----------------------------------------------------------
 
 
 @pytest.mark.parametrize("operation", OPERATIONS)

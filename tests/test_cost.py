@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 from fixtures_genai import CHAT, MESSAGE, GenAI
+from fixtures_otel import Metrics
 from genai_prices import Usage, calc_price
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 
 from payi_otel import track_context
@@ -22,31 +21,6 @@ from payi_otel import track_context
 CACHE = {"cached_tokens": 6, "cache_write_tokens": 4, "reasoning_tokens": 3}
 WITH_CACHE = {"x-fake-usage": json.dumps(CACHE)}
 MINI: dict[str, Any] = {**CHAT, "model": "gpt-4o-mini"}
-
-
-class Metrics:
-    def __init__(self) -> None:
-        self.reader = InMemoryMetricReader()
-        self.provider = MeterProvider(metric_readers=[self.reader])
-
-    def points(self, name: str) -> list[tuple[dict[str, Any], float]]:
-        data = self.reader.get_metrics_data()
-        found = []
-        for resource in data.resource_metrics if data else ():
-            for scope in resource.scope_metrics:
-                for metric in scope.metrics:
-                    if metric.name == name:
-                        found += [
-                            (dict(p.attributes or {}), p.value) for p in metric.data.data_points
-                        ]
-        return found
-
-    def sum_by(self, name: str, key: str, **where: Any) -> dict[Any, float]:
-        sums: dict[Any, float] = defaultdict(float)
-        for attributes, value in self.points(name):
-            if all(attributes.get(k) == v for k, v in where.items()):
-                sums[attributes.get(key)] += value
-        return dict(sums)
 
 
 @pytest.fixture

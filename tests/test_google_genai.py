@@ -33,7 +33,7 @@ from fixtures_genai import (
     google_config,
     headers_from_span,
 )
-from fixtures_otel import payi_attrs
+from fixtures_otel import Metrics, payi_attrs
 from fixtures_server import to_local
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
@@ -44,7 +44,6 @@ from google.genai import types as google_types
 from opentelemetry.instrumentation.dependencies import DependencyConflict
 from opentelemetry.instrumentation.google_genai import GoogleGenAiSdkInstrumentor
 from test_call_headers import CALL, CLEAR, CLIENT, EXPECTED, SCOPE, _normal, spelled
-from test_cost import Metrics
 
 from payi_otel import PayiInstrumentor, get_context, track_context
 from payi_otel._genai import _forced
