@@ -25,6 +25,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -47,7 +48,7 @@ from fixtures_genai import (
     claude_body,
     shared_bedrock,
 )
-from fixtures_otel import Metrics, payi_attrs
+from fixtures_otel import Metrics, Otel, payi_attrs
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
 from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
@@ -58,6 +59,7 @@ from test_auto_instrumentation import INSTRUMENT, console_spans
 from payi_otel import PayiInstrumentor, track_context
 from payi_otel._context import current_effective
 from payi_otel._ingest import ingest_record
+from payi_otel._log import reset_log_once
 from payi_otel._model.dialects import (
     PAYI_PROXY,
     X_PAYI,
@@ -982,3 +984,82 @@ def test_the_readme_bedrock_snippet_runs(genai: GenAI, monkeypatch: pytest.Monke
     assert metadata is not None and metadata[ATTRIBUTE["user_id"]] == "alice"
     [span] = bedrock_spans(genai)
     assert payi_attrs(span)[ATTRIBUTE["account_name"]] == "acme"
+
+
+def test_the_no_genai_spans_warning_names_bedrock_not_every_aws_call(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without a loadable genai-bedrock (Python 3.9, or uninstalled) the one WARNING is about
+    Bedrock calls: a boto3 user who only calls S3 must not read it as "your AWS calls"."""
+    from payi_otel import _genai
+
+    [family] = [f for f in _genai._registered_families() if f.sdk == "botocore"]
+    missing = _genai.Instrumentation(
+        "opentelemetry-instrumentation-genai-bedrock", "payi_test_missing.bedrock", "Instr"
+    )
+    monkeypatch.setattr(_genai, "FAMILIES", (replace(family, instrumentations=(missing,)),))
+    reset_log_once()
+    with caplog.at_level(logging.WARNING, logger="payi_otel"):
+        assert _genai.enable_genai_spans(otel.provider) == []
+    reset_log_once()
+    [record] = caplog.records
+    message = record.getMessage()
+    assert message.startswith(
+        "payi_otel: no GenAI spans for AWS Bedrock (botocore bedrock-runtime) calls"
+    ), message
+    assert "pip install -U opentelemetry-instrumentation-genai-bedrock" in message
+
+
+def test_an_agents_stream_keeps_its_span_current_while_read_a_models_stream_does_not(
+    genai: GenAI,
+) -> None:
+    """genai-bedrock's ``invoke_inline_agent`` completion stream keeps the agent's span
+    current while its consumer reads it (the calls made in the loop body are the agent's:
+    that instrumentation's own suite requires it), while a model's stream (ConverseStream)
+    hands the caller its own context back between reads (``_stream_context``)."""
+    from botocore.stub import Stubber
+
+    genai.check_invariant = False  # the agent call is stubbed: no request on the wire
+    agent = boto3.client(
+        "bedrock-agent-runtime",
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    stubber = Stubber(agent)
+    stubber._validate_response = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    params = {
+        "foundationModel": "amazon.nova-micro-v1:0",
+        "instruction": "Answer every question in one short line, please.",
+        "sessionId": "session-1",
+        "inputText": "Hi",
+    }
+    stubber.add_response(
+        "invoke_inline_agent",
+        {"contentType": "application/json", "sessionId": "session-1", "completion": [{}, {}]},
+        params,
+    )
+    tracer = genai.otel.provider.get_tracer("app")
+    client = bedrock_client(genai)
+    with stubber, track_context(user_id="agent_user"), tracer.start_as_current_span("request"):
+        for _ in agent.invoke_inline_agent(**params)["completion"]:
+            with tracer.start_as_current_span("agent loop body"):
+                pass
+        response = client.converse_stream(modelId=BEDROCK_MODEL, messages=bedrock_messages())
+        for _ in response["stream"]:
+            with tracer.start_as_current_span("model loop body"):
+                pass
+    spans = genai.otel.exporter.get_finished_spans()
+    by_id = {s.context.span_id: s for s in spans if s.context}
+    [agent_span] = [s for s in spans if s.name.startswith("invoke_agent")]
+    [model_span] = [s for s in spans if s.name.startswith("chat")]
+    [request] = [s for s in spans if s.name == "request"]
+    agent_bodies = [s for s in spans if s.name == "agent loop body"]
+    model_bodies = [s for s in spans if s.name == "model loop body"]
+    assert len(agent_bodies) == 2 and model_bodies
+    for body in agent_bodies:
+        assert body.parent is not None and by_id[body.parent.span_id] is agent_span
+    for body in model_bodies:
+        assert body.parent is not None and body.parent.span_id == request.context.span_id
+    assert model_span.attributes is not None
+    assert model_span.attributes["payi.user_id"] == "agent_user"

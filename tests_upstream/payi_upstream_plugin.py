@@ -30,7 +30,11 @@ ENABLED = os.environ.get("PAYI_UPSTREAM_PLUGIN", "1") != "0"
 REPORT = os.environ.get("PAYI_UPSTREAM_REPORT", "payi_upstream_report.json")
 CONFIG = {"use_case_name": "upstream", "user_id": "u1"}
 EXPECTED = {"payi.use_case.name": "upstream", "payi.user_id": "u1"}
-GENAI_SCOPES = ("opentelemetry.instrumentation.genai.", "opentelemetry.util.genai")
+GENAI_SCOPES = (
+    "opentelemetry.instrumentation.genai.",
+    "opentelemetry.instrumentation.google_genai",
+    "opentelemetry.util.genai",
+)
 
 
 def is_genai(span: ReadableSpan) -> bool:

@@ -43,6 +43,8 @@ SHIM = HERE / "test_util_genai"
 PACKAGES = {
     "openai": "opentelemetry-instrumentation-genai-openai",
     "anthropic": "opentelemetry-instrumentation-genai-anthropic",
+    "bedrock": "opentelemetry-instrumentation-genai-bedrock",
+    "google_genai": "opentelemetry-instrumentation-google-genai",
 }
 
 # What the contrib repository's tox.ini adds to every `*-latest` test env ({[testenv]test_deps}
@@ -141,13 +143,14 @@ def rewrite_requirements(source: Path, project: str, src: Path) -> tuple[list[st
             continue
         editable = re.match(r"^(-e|--editable)\s+(\S+)$", line)
         if editable:
-            name = Path(editable.group(2).split("[", 1)[0]).name
+            path, bracket, extras = editable.group(2).partition("[")
+            name = Path(path).name
             if name == project:
                 lines.append(str(src))
                 notes.append(f"{line} -> the unpacked sdist")
             elif name.startswith("opentelemetry-"):
-                lines.append(name)
-                notes.append(f"{line} -> {name} (PyPI)")
+                lines.append(name + bracket + extras)  # its extras too (util-genai[upload])
+                notes.append(f"{line} -> {name + bracket + extras} (PyPI)")
             else:
                 notes.append(f"{line} -> dropped")
             continue

@@ -47,12 +47,14 @@ class Family:
     instrumentations: Tuple[Instrumentation, ...]
     #: The SDK starts GenAI spans of its own (anthropic >= 1.14: ``anthropic._tracing``).
     native_spans_module: Optional[str] = None
+    #: What its calls are called in messages (``Provider.label``; default: the SDK).
+    label: str = ""
 
 
 @derived
 def _registered_families() -> Tuple[Family, ...]:
     return tuple(
-        Family(p.name, p.instrumentations, p.native_spans_module)
+        Family(p.name, p.instrumentations, p.native_spans_module, p.label or p.name)
         for p in providers()
         if p.instrumentations  # none: nothing to turn on
     )
@@ -255,7 +257,7 @@ def _enable_family(family: Family, provider: Optional[TracerProvider]) -> List[C
         f"genai-none:{family.sdk}",
         "payi_otel: no GenAI spans for %s calls (%s); their x-payi-* headers are still "
         "stamped. To fix: %s",
-        family.sdk,
+        family.label or family.sdk,
         "; ".join(reasons),
         fix,
     )

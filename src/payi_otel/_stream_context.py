@@ -10,9 +10,13 @@ invocation stays attached until the stream ends, is closed or is collected - and
 ``detach`` that late resets the context to what it was when the stream was made, bringing
 back a scope that has exited since, or dropping one entered since.
 
-Here every such wrapper suspends its invocation as it is made, when that is still in order
-(the invocation's context is the current one). Streams of other libraries that stay
-attached are left to the scopes' own defence (``_scopes._Scope.detach``).
+Here every such wrapper of a model call (an inference or embedding invocation) suspends its
+invocation as it is made, when that is still in order (the invocation's context is the
+current one). An agent's or workflow's stream (genai-bedrock's ``invoke_agent`` /
+``invoke_inline_agent`` completion) is left attached on purpose: the work its consumer does
+while reading it (the calls the agent's loop body makes) belongs under the agent's span and
+conversation, as that instrumentation's own tests require. Those, and streams of other
+libraries that stay attached, are left to the scopes' own defence (``_scopes._Scope.detach``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,14 @@ __all__ = ["suspend_genai_streams"]
 
 _MODULE = "opentelemetry.util.genai.stream"
 _WRAPPERS = ("SyncStreamWrapper", "AsyncStreamWrapper")
+#: Invocations whose stream keeps its context current while the consumer reads it (by class
+#: name, as util-genai's releases name them: ``RemoteAgentInvocation``, ``AgentInvocation``,
+#: ``WorkflowInvocation``).
+_KEPT_ATTACHED = ("AgentInvocation", "WorkflowInvocation")
+
+
+def _kept_attached(invocation: Any) -> bool:
+    return any(cls.__name__.endswith(_KEPT_ATTACHED) for cls in type(invocation).__mro__)
 
 
 def _suspend(wrapper: Any) -> None:
@@ -39,6 +51,7 @@ def _suspend(wrapper: Any) -> None:
         suspend = getattr(invocation, "suspend", None)
         if (
             callable(suspend)
+            and not _kept_attached(invocation)
             and getattr(invocation, "_context_token", None) is not None
             and otel_context.get_current() is getattr(invocation, "context", None)
         ):

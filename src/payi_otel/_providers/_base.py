@@ -220,6 +220,9 @@ class Provider:
 
     #: The SDK's import name, also its GenAI provider name (``openai``, ``anthropic``).
     name: ClassVar[str] = ""
+    #: What its calls are called in messages (default: :attr:`name`), e.g. "AWS Bedrock
+    #: (botocore)": a WARNING about botocore must not read as if every AWS call were meant.
+    label: ClassVar[str] = ""
     #: Its official GenAI instrumentations, the preferred first (``_genai`` turns on one).
     instrumentations: ClassVar[Tuple[Instrumentation, ...]] = ()
     #: A module of the SDK that starts GenAI spans itself (then no instrumentation is needed).

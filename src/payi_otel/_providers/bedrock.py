@@ -308,6 +308,7 @@ def _quiet_loader(original: Callable[[], Any], on: Callable[[], bool]) -> Callab
 
 class BedrockProvider(Provider):
     name = "botocore"
+    label = "AWS Bedrock (botocore bedrock-runtime)"
     instrumentations = (
         Instrumentation(
             "opentelemetry-instrumentation-genai-bedrock",
