@@ -15,8 +15,10 @@ COPY src/ src/
 COPY examples/ examples/
 
 # Exactly what a user installs: pip's own resolution, no dev pins. tests_install runs this
-# line (and the demo after it) in a fresh venv, so the image's demo is known to work.
-RUN pip install . openai anthropic opentelemetry-exporter-otlp-proto-http
+# line (and the demo after it) in a fresh venv, so the image's demo is known to work. The demo
+# calls Gemini and Bedrock too; google-genai below 3, the range its OpenTelemetry
+# instrumentation declares (3.x works, with one WARNING: README "Providers").
+RUN pip install . openai anthropic boto3 "google-genai<3" opentelemetry-exporter-otlp-proto-http
 
 # Don't run the demo as root.
 RUN useradd --create-home --uid 10001 demo

@@ -28,9 +28,11 @@ from otlp_receiver import OTLPReceiver, ReceivedSpan
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "support_assistant" / "main.py"
 
-STEPS = ("classify", "retrieve", "answer", "escalate", "digest")
+STEPS = ("classify", "retrieve", "answer", "translate", "review", "escalate", "digest")
 CUSTOMERS = {"alice": "acme", "bob": "globex", "carol": "initech"}
-CALLS = 14  # 3 tickets x 3 steps, 1 escalation, 1 admin replay, 3 digests
+# 3 tickets x 3 steps, 1 translation (Gemini), 1 review (Bedrock), 1 escalation, 1 admin
+# replay, 3 digests
+CALLS = 16
 
 
 def run_demo(**env: str) -> subprocess.CompletedProcess[str]:
@@ -110,8 +112,11 @@ def test_demo_prints_each_trace_as_a_tree_of_steps_and_genai_spans(
     counts = Counter(names)
     assert counts["classify"] == counts["retrieve"] == 3
     assert counts["answer"] == 4 and counts["escalate"] == 1 and counts["digest"] == 3
-    assert counts["[GenAI] chat gpt-4o-mini"] == CALLS - 3
+    assert counts["translate"] == counts["review"] == 1
+    assert counts["[GenAI] chat gpt-4o-mini"] == CALLS - 5
     assert counts["[GenAI] embeddings text-embedding-3-small"] == 3
+    assert counts["[GenAI] generate_content gemini-2.5-flash"] == 1
+    assert counts["[GenAI] chat us.anthropic.claude-3-5-haiku-20241022-v1:0"] == 1
     # Each GenAI span hangs under its step, one level deeper, and points at its request.
     for i, line in enumerate(tree):
         if "[GenAI]" in line:
@@ -160,7 +165,7 @@ def test_demo_prints_the_headers_each_call_sent(demo: subprocess.CompletedProces
     assert [r["#"] for r in rows] == [str(i) for i in range(1, CALLS + 1)]
 
     tickets = [r for r in rows if r["user-id"] in CUSTOMERS]
-    assert len(tickets) == 3 * 3
+    assert len(tickets) == 3 * 3 + 2
     for row in tickets:
         account = CUSTOMERS[row["user-id"]]
         assert row["account-name"] == account
@@ -319,3 +324,14 @@ def test_demo_prints_cost_per_user_and_per_use_case_step_from_the_metrics(
     assert total == by_step.pop(("total", "")) > 0
     assert sum(by_user.values()) == pytest.approx(total, abs=1e-5)
     assert sum(by_step.values()) == pytest.approx(total, abs=1e-5)
+    # One priced row per provider and model: Gemini and Bedrock beside OpenAI's two models.
+    by_model = _cost_table(lines, "By provider and model")
+    assert by_model.pop(("total", "")) == total
+    assert set(by_model) == {
+        ("openai", "gpt-4o-mini"),
+        ("openai", "text-embedding-3-small"),
+        ("google.genai", "gemini-2.5-flash"),
+        ("aws.bedrock", "us.anthropic.claude-3-5-haiku-20241022-v1:0"),
+    }
+    assert all(cost > 0 for cost in by_model.values()), by_model
+    assert sum(by_model.values()) == pytest.approx(total, abs=1e-5)

@@ -7,6 +7,11 @@ A ticket goes through three steps, each an ``@track(use_case_step=...)`` functio
     retrieve  -> one embeddings call ranks the knowledge-base articles
     answer    -> one chat completion (streamed for some tickets) drafts the reply
 
+Two tickets take a step on another provider, through the company's LLM gateway (the fake
+server here): a reply in German is translated by Gemini (``google-genai``), and an escalated
+draft gets a compliance review by Claude on AWS Bedrock (``boto3``, ``converse``). Same scopes,
+same attribution: nothing provider-specific but the client.
+
 Around that: an escalation whose call is billed to the human agent by per-call headers, an
 admin replay that clears every limit, and an asyncio fan-out writing one digest per account.
 Nothing here knows about Pay-i beyond ``track`` / ``track_context`` and one ``extra_headers``.
@@ -18,6 +23,7 @@ import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Optional
 
 from openai import AsyncOpenAI, OpenAI
 from openai.types.chat import ChatCompletionMessageParam
@@ -28,6 +34,7 @@ from payi_otel import track, track_context
 __all__ = [
     "DIGEST_ACCOUNTS",
     "TICKETS",
+    "Clouds",
     "Ticket",
     "admin_replay",
     "handle_ticket",
@@ -36,6 +43,9 @@ __all__ = [
 
 CHAT_MODEL = "gpt-4o-mini"
 EMBEDDING_MODEL = "text-embedding-3-small"
+GEMINI_MODEL = "gemini-2.5-flash"
+#: A cross-region inference profile, as Bedrock users call Claude (priced by genai-prices).
+BEDROCK_MODEL = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 
 #: Knowledge-base articles by category; ``retrieve`` ranks them by embedding similarity.
 KNOWLEDGE_BASE: dict[str, tuple[str, ...]] = {
@@ -70,6 +80,21 @@ class Ticket:
     """Stream the answer (as a chat UI would)."""
     escalate_to: str = ""
     """A human agent who reviews the draft; that call is billed to the agent."""
+    translate_to: str = ""
+    """Translate the reply into this language (Gemini)."""
+    review: bool = False
+    """A compliance review of the draft before it goes out (Claude on Bedrock)."""
+
+
+@dataclass(frozen=True)
+class Clouds:
+    """The other providers' clients (``None``: that step is skipped, as when the demo runs
+    against a real OpenAI endpoint and has no gateway for them)."""
+
+    gemini: Optional[Any] = None
+    """A ``google.genai.Client``."""
+    bedrock: Optional[Any] = None
+    """A ``boto3`` ``bedrock-runtime`` client."""
 
 
 TICKETS: tuple[Ticket, ...] = (
@@ -80,7 +105,12 @@ TICKETS: tuple[Ticket, ...] = (
         "I was charged twice on my billing statement; can I get a refund?",
     ),
     Ticket(
-        "T-1002", "bob", "globex", "I cannot login since SSO was enabled for our team.", stream=True
+        "T-1002",
+        "bob",
+        "globex",
+        "I cannot login since SSO was enabled for our team.",
+        stream=True,
+        translate_to="German",
     ),
     Ticket(
         "T-1003",
@@ -88,6 +118,7 @@ TICKETS: tuple[Ticket, ...] = (
         "initech",
         "Is there an outage? The API has returned 503 for an hour.",
         escalate_to="agent-7",
+        review=True,
     ),
 )
 DIGEST_ACCOUNTS: tuple[str, ...] = ("acme", "globex", "initech")
@@ -160,8 +191,29 @@ def escalate(client: OpenAI, draft: str, agent_id: str) -> str:
     return reply.choices[0].message.content or ""
 
 
-def handle_ticket(client: OpenAI, ticket: Ticket) -> str:
-    """classify -> retrieve -> answer (-> escalate) for one customer's ticket.
+@track(use_case_step="translate")
+def translate(gemini: Any, text: str, language: str) -> str:
+    """The reply in the customer's language: one Gemini ``generate_content`` call."""
+    reply = gemini.models.generate_content(
+        model=GEMINI_MODEL, contents=f"Translate into {language}: {text}"
+    )
+    return str(reply.text or "")
+
+
+@track(use_case_step="review")
+def review(bedrock: Any, draft: str) -> str:
+    """A compliance review of the draft: one Bedrock ``converse`` call (Claude)."""
+    reply = bedrock.converse(
+        modelId=BEDROCK_MODEL,
+        system=[{"text": "Flag promises we cannot keep."}],
+        messages=[{"role": "user", "content": [{"text": draft}]}],
+    )
+    return str(reply["output"]["message"]["content"][0]["text"])
+
+
+def handle_ticket(client: OpenAI, ticket: Ticket, clouds: Optional[Clouds] = None) -> str:
+    """classify -> retrieve -> answer (-> translate, review, escalate) for one customer's
+    ticket.
 
     The ticket span stands for whatever the app already traces (an HTTP request, a queue
     message); ``track_context`` names who the calls inside are for.
@@ -177,6 +229,11 @@ def handle_ticket(client: OpenAI, ticket: Ticket) -> str:
         category = classify(client, ticket.question)
         articles = retrieve(client, ticket.question, category)
         draft = answer(client, ticket.question, articles, stream=ticket.stream)
+        clouds = clouds or Clouds()
+        if ticket.translate_to and clouds.gemini is not None:
+            draft = translate(clouds.gemini, draft, ticket.translate_to)
+        if ticket.review and clouds.bedrock is not None:
+            review(clouds.bedrock, draft)
         if ticket.escalate_to:
             draft = escalate(client, draft, ticket.escalate_to)
         return draft

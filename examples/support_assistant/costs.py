@@ -76,19 +76,23 @@ def _table(
         print("  ".join(cells).rstrip(), file=out)
 
 
+#: The demo's cost tables: (title, column names, metric attributes).
+TABLES: tuple[tuple[str, tuple[str, str], tuple[str, str]], ...] = (
+    ("By account and user", ("account", "user"), ("payi.account_name", "payi.user_id")),
+    ("By use case and step", ("use case", "step"), ("payi.use_case.name", "payi.use_case.step")),
+    (
+        "By provider and model",
+        ("provider", "model"),
+        ("gen_ai.provider.name", "gen_ai.request.model"),
+    ),
+)
+
+
 def print_costs(reader: InMemoryMetricReader, out: TextIO = sys.stdout) -> None:
-    """Cost per account and user, and per use case step, from the metrics."""
-    _table(
-        "By account and user (payi.genai.cost by payi.account_name, payi.user_id):",
-        ["account", "user"],
-        cost_rows(reader, ("payi.account_name", "payi.user_id")),
-        out,
-    )
-    print(file=out)
-    _table(
-        "By use case and step (payi.genai.cost by payi.use_case.name, payi.use_case.step):",
-        ["use case", "step"],
-        cost_rows(reader, ("payi.use_case.name", "payi.use_case.step")),
-        out,
-    )
+    """Cost per account and user, per use case step, and per provider and model, from the
+    metrics."""
+    for i, (title, columns, by) in enumerate(TABLES):
+        if i:
+            print(file=out)
+        _table(f"{title} ({COST} by {', '.join(by)}):", columns, cost_rows(reader, by), out)
     print("Prices: genai-prices; '-': not set on those calls.", file=out)

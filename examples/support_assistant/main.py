@@ -36,6 +36,7 @@ for _path in (HERE, HERE.parent):  # this example's modules, and examples/fake_l
 from assistant import (  # noqa: E402
     DIGEST_ACCOUNTS,
     TICKETS,
+    Clouds,
     admin_replay,
     handle_ticket,
     nightly_digest,
@@ -120,11 +121,32 @@ def setup_tracing() -> tuple[TracerProvider, InMemorySpanExporter, Optional[Expo
     return provider, memory, otlp
 
 
-def run_app(base_url: str, api_key: str) -> None:
+def gateway_clients(server: FakeLLMServer) -> Clouds:
+    """Gemini and Bedrock clients pointed at the company's LLM gateway (the fake server):
+    a gateway reads the x-payi-* headers, so payi_otel sends them there (never to
+    generativelanguage.googleapis.com or bedrock-runtime.*.amazonaws.com)."""
+    import boto3
+    from google import genai
+    from google.genai import types
+
+    gemini = genai.Client(
+        api_key="demo", http_options=types.HttpOptions(base_url=server.google_genai_base_url)
+    )
+    bedrock = boto3.client(
+        "bedrock-runtime",
+        endpoint_url=server.bedrock_endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="demo",
+        aws_secret_access_key="demo",
+    )
+    return Clouds(gemini=gemini, bedrock=bedrock)
+
+
+def run_app(base_url: str, api_key: str, clouds: Optional[Clouds] = None) -> None:
     """The application's work: the tickets, an admin replay, the nightly digests."""
     with OpenAI(base_url=base_url, api_key=api_key) as client:
         for ticket in TICKETS:
-            handle_ticket(client, ticket)
+            handle_ticket(client, ticket, clouds or Clouds())
         admin_replay(client, TICKETS[0])
     asyncio.run(nightly_digest(base_url, DIGEST_ACCOUNTS))
 
@@ -151,9 +173,12 @@ def main() -> int:
     else:
         server = FakeLLMServer(latency=0.02, stream_delay=0.002).start()
         base_url = server.openai_base_url
+    clouds = gateway_clients(server) if server is not None else Clouds()
     print(f"payi_otel demo: support assistant -> OpenAI API at {base_url}")
+    if server is not None:
+        print(f"  and Gemini and AWS Bedrock through the LLM gateway at {server.base_url}")
     try:
-        run_app(base_url, api_key)
+        run_app(base_url, api_key, clouds)
     finally:
         if server is not None:
             server.stop()

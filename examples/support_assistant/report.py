@@ -235,9 +235,14 @@ def match_calls(
 
 
 def _call(request: RecordedRequest) -> str:
-    path = str(request.path).removeprefix("/v1/")
+    """What a request was: its OpenAI path, or the Gemini / Bedrock operation it called."""
+    path = str(request.path)
+    if path.startswith("/model/"):  # Bedrock: /model/{modelId}/{operation}
+        return "bedrock " + path.rsplit("/", 1)[1]
+    if ":" in path.rsplit("/", 1)[-1]:  # Gemini: /v1beta/models/{model}:{method}
+        return "gemini " + path.rsplit(":", 1)[1]
     streamed = isinstance(request.body, dict) and request.body.get("stream") is True
-    return path + (" (stream)" if streamed else "")
+    return path.removeprefix("/v1/") + (" (stream)" if streamed else "")
 
 
 def number_calls(
