@@ -46,6 +46,8 @@ REPORTED = (
     "opentelemetry-instrumentation-openai-v2",
     "google-genai",
     "opentelemetry-instrumentation-google-genai",
+    "boto3",
+    "opentelemetry-instrumentation-genai-bedrock",
     "opentelemetry-distro",
     "wrapt",
     "httpx",

@@ -406,7 +406,20 @@ def test_google_genai_only_user(
         "generateContent",
         "streamGenerateContent",
     ]
-    for request in llm_server.requests:
+    check_one_provider(result, llm_server, zero_code, "gemini")
+
+
+def check_one_provider(
+    result: subprocess.CompletedProcess[str],
+    server: FakeLLMServer,
+    zero_code: bool,
+    provider: str,
+    *,
+    priced: bool = False,
+) -> list[dict[str, Any]]:
+    """Every request carried the app's attribution; one GenAI span per request, of
+    ``provider``, with ``payi.*`` (and a cost when ``priced``)."""
+    for request in server.requests:
         assert request.headers.get("x-payi-user-id") == USER, request.headers
         assert request.headers.get("x-payi-use-case-name") == "matrix", request.headers
     genai = [
@@ -414,8 +427,57 @@ def test_google_genai_only_user(
         for s in spans_of(result, zero_code)
         if any(k.startswith("gen_ai.") for k in s["attributes"])
     ]
-    assert len(genai) == 2, [s.get("name") for s in spans_of(result, zero_code)]
+    assert len(genai) == len(server.requests), [s.get("name") for s in spans_of(result, zero_code)]
     for span in genai:
-        assert span["attributes"]["gen_ai.provider.name"] == "gemini"
+        assert span["attributes"]["gen_ai.provider.name"] == provider
         assert span["attributes"].get("payi.user_id") == USER, span
         assert span["attributes"].get("payi.use_case.name") == "matrix", span
+        if priced:
+            assert span["attributes"]["payi_otel.cost.total"] > 0, span
+    return genai
+
+
+# === boto3 / AWS Bedrock (issue 18) ===========================================================
+
+BEDROCK_CALLS = """
+import os
+import boto3
+client = boto3.client(
+    "bedrock-runtime", endpoint_url=os.environ["APP_BEDROCK_URL"], region_name="us-east-1",
+    aws_access_key_id="test", aws_secret_access_key="test")
+messages = [{"role": "user", "content": [{"text": "hi"}]}]
+model = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
+client.converse(modelId=model, messages=messages)
+for event in client.converse_stream(modelId=model, messages=messages)["stream"]:
+    pass
+"""
+
+
+@pytest.mark.parametrize("zero_code", [False, True], ids=["by-code", "opentelemetry-instrument"])
+def test_boto3_only_user(
+    make_venv: Make, wheel: Path, llm_server: FakeLLMServer, tmp_path: Path, zero_code: bool
+) -> None:
+    """``pip install payi-otel boto3`` (pip's own resolution): opentelemetry-instrumentation-
+    genai-bedrock comes with payi-otel, its GenAI spans carry ``payi.*`` and a cost, the
+    headers reach the (gateway) endpoint, and stderr is empty."""
+    venv = make_venv("3.11")
+    venv.pip_install(str(wheel), "boto3", *(["opentelemetry-distro"] if zero_code else []))
+    versions = venv.versions()
+    assert "opentelemetry-instrumentation-genai-bedrock" in versions
+    result = run_app(
+        venv,
+        tmp_path,
+        llm_server,
+        "",
+        zero_code=zero_code,
+        calls=BEDROCK_CALLS.replace(
+            'os.environ["APP_BEDROCK_URL"]', repr(llm_server.bedrock_endpoint_url)
+        ),
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stderr == "", result.stderr[-4000:]
+    assert [r.path.rsplit("/", 1)[1] for r in llm_server.requests] == [
+        "converse",
+        "converse-stream",
+    ]
+    check_one_provider(result, llm_server, zero_code, "aws.bedrock", priced=True)
