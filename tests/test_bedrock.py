@@ -1063,3 +1063,31 @@ def test_an_agents_stream_keeps_its_span_current_while_read_a_models_stream_does
         assert body.parent is not None and body.parent.span_id == request.context.span_id
     assert model_span.attributes is not None
     assert model_span.attributes["payi.user_id"] == "agent_user"
+
+
+def test_aiobotocore_installed_is_one_warning_that_its_calls_are_not_attributed(
+    genai: GenAI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiobotocore's async Bedrock client is not covered: with it installed, one WARNING
+    says so and what to do instead (nothing is silently left out)."""
+    import importlib.machinery
+    import importlib.util
+
+    found = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        if name == "aiobotocore":
+            return importlib.machinery.ModuleSpec("aiobotocore", None)
+        return found(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    reset_log_once()
+    with caplog.at_level(logging.WARNING, logger="payi_otel"):
+        genai.reinstrument()
+        genai.reinstrument()
+    warnings = [r.getMessage() for r in caplog.records if "aiobotocore" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "not attributed by payi_otel yet" in warnings[0]
+    assert "asyncio.to_thread" in warnings[0]
+    bedrock_call(genai, "converse")  # boto3's own calls still are
+    assert attribution_headers(genai.server.requests[-1])

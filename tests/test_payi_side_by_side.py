@@ -61,16 +61,21 @@ class Run:
     ingest: list[tuple[dict[str, str], dict[str, Any]]]
 
 
-def _run(impl: str, mode: str, llm: FakeLLMServer, payi: FakePayiServer) -> Run:
-    llm.reset()
-    payi.requests.clear()
+def runner_env(payi: FakePayiServer) -> dict[str, str]:
+    """A runner process's environment: Pay-i's key and the fake Pay-i, no OTEL_* setting."""
     env = {
         **os.environ,
         "PAYI_API_KEY": "test-key",
         "PAYI_BASE_URL": payi.base_url,
         "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent / "examples")]),
     }
-    env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
+    return {k: v for k, v in env.items() if not k.startswith("OTEL_")}
+
+
+def _run(impl: str, mode: str, llm: FakeLLMServer, payi: FakePayiServer) -> Run:
+    llm.reset()
+    payi.requests.clear()
+    env = runner_env(payi)
     done = subprocess.run(
         [sys.executable, str(RUNNER), impl, mode, llm.openai_base_url],
         env=env,

@@ -20,6 +20,10 @@ from packaging.version import Version
 
 USER = "matrix-user"
 
+# A case is a fresh venv and a pip install from the registry: minutes on a busy machine, not
+# the 120 s that bound a unit test (pyproject.toml); each step has its own timeout too.
+pytestmark = pytest.mark.timeout(900)
+
 CALLS = """
 import os
 sdks = os.environ["APP_SDKS"].split(",")

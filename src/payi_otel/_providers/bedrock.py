@@ -1,6 +1,7 @@
 """AWS Bedrock through ``boto3`` / ``botocore`` behind the seam: the ``bedrock-runtime``
 operations ``converse``, ``converse_stream``, ``invoke_model`` and
-``invoke_model_with_response_stream`` (sync: aiobotocore's async client is not covered).
+``invoke_model_with_response_stream`` (sync: aiobotocore's async client is not covered, and
+says so in one WARNING when installed).
 
 * **Entry**: ``botocore.client.BaseClient._make_api_call(operation_name, api_params)``, once
   per logical call, whatever the client (every AWS service goes through it: :meth:`read` is
@@ -439,6 +440,14 @@ class BedrockProvider(Provider):
         return args, kwargs
 
     def patch_more(self) -> List[Callable[[], None]]:
+        if importlib.util.find_spec("aiobotocore") is not None:
+            log_once(
+                "bedrock:aiobotocore",
+                "payi_otel: aiobotocore is installed; its Bedrock calls are not attributed by "
+                "payi_otel yet (no x-payi-* headers, no cost; a GenAI span from "
+                "opentelemetry-instrumentation-genai-bedrock still gets payi.*). Use boto3's "
+                "client in a thread (asyncio.to_thread) for attributed async Bedrock calls",
+            )
         if importlib.util.find_spec("opentelemetry.instrumentation.botocore") is None:
             return []
         extensions = importlib.import_module(_BOTOCORE_EXTENSIONS)
