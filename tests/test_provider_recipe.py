@@ -411,7 +411,9 @@ def test_the_default_wire_policy_refuses_its_public_host(genai: GenAI) -> None:
 
 
 def test_genai_cost_and_ingest_read_its_facts(genai: GenAI) -> None:
-    family = _genai.Family(TOY, ToyProvider.instrumentations, ToyProvider.native_spans_module)
+    family = _genai.Family(
+        TOY, ToyProvider.instrumentations, ToyProvider.native_spans_module, label=TOY
+    )
     assert family in _genai.FAMILIES
     assert ToyInstrumentor().is_instrumented_by_opentelemetry  # turned on by payi_instrument()
     [service] = ToyProvider.services

@@ -9,6 +9,7 @@ import functools
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from fixtures_genai import CHAT, MESSAGE, GenAI
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
@@ -315,6 +316,7 @@ def _abandoned_stream(genai: GenAI, sdk: str) -> Any:
     return stream
 
 
+@pytest.mark.timeout(600)  # each example collects garbage several times: slow on a busy machine
 def test_random_interleavings_of_scopes_and_abandoned_streams_match_the_model(
     genai: GenAI,
 ) -> None:
