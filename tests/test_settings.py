@@ -137,6 +137,33 @@ def test_a_bad_variable_is_one_error_line_under_zero_code_and_the_default_applie
     assert settings.effective.params == {"user_id": "u"}
 
 
+#: A valid value of each variable read together with another (what a bad neighbour must
+#: leave in force).
+GOOD = {
+    "PAYI_BAGGAGE_ACCEPT": ("baggage_accept", "user_id"),
+    "PAYI_HEADER_HOSTS": ("wire", "gateway.example"),
+}
+
+
+@pytest.mark.parametrize(
+    ("bad", "good"),
+    [("PAYI_BAGGAGE_ACCEPT", "PAYI_HEADER_HOSTS"), ("PAYI_HEADER_HOSTS", "PAYI_BAGGAGE_ACCEPT")],
+)
+def test_a_bad_variable_under_zero_code_leaves_its_valid_neighbours_in_force(
+    bad: str, good: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bad PAYI_BAGGAGE_ACCEPT once reset the header allow-list too (read in one go), and
+    the reverse: each variable falls back alone."""
+    field, value = GOOD[good]
+    environ = {bad: BAD[bad], good: value}
+    with caplog.at_level(logging.ERROR, logger="payi_otel"):
+        settings = _settings.build({"caller_file": "<test>"}, lenient=True, environ=environ)
+    [record] = caplog.records
+    assert bad in record.getMessage()
+    alone = _settings.build({"caller_file": "<test>"}, environ={good: value})
+    assert getattr(settings, field) == getattr(alone, field) != getattr(_settings.default(), field)
+
+
 def test_a_bad_keyword_argument_raises_even_under_zero_code() -> None:
     with pytest.raises(TypeError, match="scope_spans"):
         _settings.build({"scope_spans": "no"}, lenient=True, environ={})

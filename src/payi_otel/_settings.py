@@ -244,12 +244,16 @@ def build(
         raise ValueError(
             f"scope_span_attributes must be one of {SCOPE_SPAN_ATTRIBUTES}, got {attributes!r}"
         )
-    accept, wire = source.read(
-        lambda: (
-            baggage_accept(options.get("baggage_accept"), environ),
-            policy_from(options.get("header_dialect"), options.get("header_hosts"), environ),
-        ),
-        (BAGGAGE_ACCEPT_DEFAULT, _DEFAULT_WIRE),
+    # Read apart: a bad PAYI_BAGGAGE_ACCEPT under the loader must not drop a valid
+    # PAYI_HEADER_HOSTS allow-list with it (nor the reverse).
+    accept = source.read(
+        lambda: baggage_accept(options.get("baggage_accept"), environ),
+        BAGGAGE_ACCEPT_DEFAULT,
+        DEFAULTED,
+    )
+    wire = source.read(
+        lambda: policy_from(options.get("header_dialect"), options.get("header_hosts"), environ),
+        _DEFAULT_WIRE,
         DEFAULTED,
     )
     mappings = options.get("model_mappings")
