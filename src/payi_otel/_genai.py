@@ -51,11 +51,14 @@ class Family:
 
 @derived
 def _registered_families() -> Tuple[Family, ...]:
-    return tuple(
-        Family(p.name, p.instrumentations, p.native_spans_module)
-        for p in providers()
-        if p.instrumentations  # none: nothing to turn on
-    ) + FRAMEWORKS  # issue 21
+    return (
+        tuple(
+            Family(p.name, p.instrumentations, p.native_spans_module)
+            for p in providers()
+            if p.instrumentations  # none: nothing to turn on
+        )
+        + FRAMEWORKS
+    )  # issue 21
 
 
 # --- issue 21: agent frameworks --------------------------------------------------------------
