@@ -176,6 +176,11 @@ def payi_instrument(
     one); it gives the call its ``price_as_*`` (and ``resource_scope``) only when the call has
     no ``price_as_*`` of its own from a scope or its headers, and they then travel like any
     parameter: headers, span, cost, ingest (README, "Model mappings").
+    ``agent_steps=True`` (or ``PAYI_AGENT_STEPS=true``): an agent's or tool's name is the
+    ``use_case_step`` of the calls it makes (README "Agent frameworks").
+    ``standard_attributes=True`` (or ``PAYI_STANDARD_ATTRIBUTES=true``): GenAI spans also carry
+    ``user.id``; ``session_property="<key>"`` (or ``PAYI_SESSION_PROPERTY``) the request
+    property of that key as ``session.id`` / ``gen_ai.conversation.id`` (README "Web services").
     A second call logs a warning and changes nothing.
     """
     instrumentor = PayiInstrumentor()

@@ -252,14 +252,8 @@ def _match_routes(routes: List[Any], scope: Dict[str, Any], prefix: str) -> Opti
     return None
 
 
-class PayiASGIMiddleware:
-    """ASGI middleware: one Pay-i scope per HTTP (and WebSocket) request.
-
-    ``app.add_middleware(PayiASGIMiddleware, headers={"X-User-Id": "user_id"},
-    route_step=True, params=lambda scope: {...})`` - add it before an authentication
-    middleware (Starlette runs the last one added first) for ``scope["user"]`` to be set when
-    ``params`` reads it.
-    """
+class _Middleware:
+    """The keywords both middlewares take (or one ``mapping=RequestMapping(...)``)."""
 
     def __init__(
         self,
@@ -272,6 +266,16 @@ class PayiASGIMiddleware:
     ) -> None:
         self.app = app
         self.mapping = _mapping(mapping, headers, route_step, params)
+
+
+class PayiASGIMiddleware(_Middleware):
+    """ASGI middleware: one Pay-i scope per HTTP (and WebSocket) request.
+
+    ``app.add_middleware(PayiASGIMiddleware, headers={"X-User-Id": "user_id"},
+    route_step=True, params=lambda scope: {...})`` - add it before an authentication
+    middleware (Starlette runs the last one added first) for ``scope["user"]`` to be set when
+    ``params`` reads it.
+    """
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope.get("type") not in ("http", "websocket"):
@@ -392,28 +396,16 @@ class _ScopedBody:
             scope.end(exc)
 
 
-class PayiWSGIMiddleware:
+class PayiWSGIMiddleware(_Middleware):
     """WSGI middleware: one Pay-i scope per request, until its response body ends.
 
     ``app.wsgi_app = PayiWSGIMiddleware(app.wsgi_app, headers={"X-User-Id": "user_id"},
     route_step=True)`` (Flask: the route template from the app's URL map).
     """
 
-    def __init__(
-        self,
-        app: Any,
-        *,
-        headers: Optional[Mapping[str, str]] = None,
-        route_step: bool = False,
-        params: Optional[ParamsFrom] = None,
-        mapping: Optional[RequestMapping] = None,
-    ) -> None:
-        self.app = app
-        self.mapping = _mapping(mapping, headers, route_step, params)
-        self._url_map = _url_map_of(app) if self.mapping.route_step else None
-
     def __call__(self, environ: Any, start_response: Any) -> Any:
-        route = _werkzeug_route(self._url_map, environ) if self._url_map is not None else None
+        url_map = _url_map_of(self.app) if self.mapping.route_step else None
+        route = _werkzeug_route(url_map, environ)
         return _run_wsgi(self.mapping, route, self.app, environ, start_response)
 
 
