@@ -287,3 +287,32 @@ def test_frameworks_turned_on_once_with_the_same_rules(
     instrument()
     assert not OpenAIAgentsInstrumentor().is_instrumented_by_opentelemetry
     assert not LangChainInstrumentor().is_instrumented_by_opentelemetry
+
+
+def test_one_warning_when_a_framework_instrumentation_is_missing(
+    instrument: Callable[..., PayiInstrumentor],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same rule as an SDK's: a framework installed without its instrumentation is one
+    WARNING that says what to install (here the Agents SDK, its instrumentation missing)."""
+    from dataclasses import replace
+
+    from payi_otel import _genai
+
+    [agents_family] = [f for f in _genai.FRAMEWORKS if f.sdk == "agents"]
+    missing = _genai.Instrumentation(
+        "opentelemetry-instrumentation-genai-openai-agents",
+        "opentelemetry.instrumentation.genai.not_installed",
+        "OpenAIAgentsInstrumentor",
+    )
+    monkeypatch.setattr(_genai, "FAMILIES", (replace(agents_family, instrumentations=(missing,)),))
+    with caplog.at_level("WARNING", logger="payi_otel"):
+        instrument()
+        PayiInstrumentor().uninstrument()
+        instrument()
+    warned = [
+        r.getMessage() for r in caplog.records if "no GenAI spans for agents" in r.getMessage()
+    ]
+    assert len(warned) == 1, warned
+    assert "pip install -U opentelemetry-instrumentation-genai-openai-agents" in warned[0]
