@@ -48,8 +48,7 @@ def commands(title: str) -> list[str]:
 def test_snippets_are_from_the_examples() -> None:
     for title, folder in (("Web services", "web_"), ("Agent frameworks", "agents_")):
         code = "".join(
-            path.read_text(encoding="utf-8")
-            for path in (ROOT / "examples").glob(f"{folder}*/*.py")
+            path.read_text(encoding="utf-8") for path in (ROOT / "examples").glob(f"{folder}*/*.py")
         )
         snippets = re.findall(r"```python\n(.*?)```", section(title), re.S)
         assert snippets
