@@ -253,9 +253,15 @@ def _openai_error(status: int, message: str, type_: str, code: Optional[str] = N
 
 
 def _chat_completions(body: dict[str, Any]) -> _Reply:
+    tool_turn = _chat_tool_turn(body)  # issue 21
+    if tool_turn is not None:
+        return tool_turn
     messages = body.get("messages")
     model = str(body.get("model") or "gpt-4o-mini")
     reply = _echo(_last_user_text(messages))
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    if isinstance(last, dict) and last.get("role") == "tool":  # issue 21: echo the tool result
+        reply = _echo(_text_of(last.get("content")))
     requested_n = body.get("n")
     n = requested_n if isinstance(requested_n, int) and requested_n > 0 else 1
     extra = _extra_usage.get()
@@ -431,7 +437,13 @@ def _responses_input_text(value: Any) -> tuple[str, str]:
 
 
 def _responses(body: dict[str, Any]) -> _Reply:
+    tool_turn = _responses_tool_turn(body)  # issue 21
+    if tool_turn is not None:
+        return tool_turn
     last_text, all_text = _responses_input_text(body.get("input"))
+    tool_output = _responses_tool_output(body)  # issue 21: echo the tool's result
+    if tool_output is not None:
+        last_text = tool_output
     instructions = body.get("instructions")
     if isinstance(instructions, str):
         all_text = f"{instructions} {all_text}"
@@ -519,6 +531,135 @@ def _responses(body: dict[str, Any]) -> _Reply:
         for number, payload in enumerate(payloads)
     ]
     return _SSEReply(events)
+
+
+# --- issue 21: function calling (agent frameworks) ------------------------------------------
+#
+# With declared function tools, a chat completion or response whose input has no tool result
+# yet calls the first tool (each of its declared arguments set to the last user text; numbers
+# to 1); once the input carries a tool result, the reply echoes that result. (Streams: plain.)
+
+
+def _tool_arguments(parameters: Any, text: str) -> str:
+    properties = parameters.get("properties") if isinstance(parameters, dict) else None
+    arguments: dict[str, Any] = {}
+    for name, schema in (properties or {}).items():
+        kind = schema.get("type") if isinstance(schema, dict) else None
+        arguments[name] = 1 if kind in ("integer", "number") else text
+    return _dumps(arguments)
+
+
+def _first_function(tools: Any, nested: bool) -> Optional[dict[str, Any]]:
+    for tool in tools if isinstance(tools, list) else ():
+        if isinstance(tool, dict) and tool.get("type") == "function":
+            function = tool.get("function") if nested else tool
+            if isinstance(function, dict) and isinstance(function.get("name"), str):
+                return function
+    return None
+
+
+def _chat_tool_turn(body: dict[str, Any]) -> Optional[_Reply]:
+    function = _first_function(body.get("tools"), nested=True)
+    messages = body.get("messages")
+    if function is None or body.get("stream") or not isinstance(messages, list):
+        return None
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    if last.get("role") == "tool":
+        return None  # the plain reply echoes the tool's result (the last message)
+    call = {
+        "id": _new_id("call_"),
+        "type": "function",
+        "function": {
+            "name": function["name"],
+            "arguments": _tool_arguments(function.get("parameters"), _last_user_text(messages)),
+        },
+    }
+    prompt_tokens = max(1, _count_tokens(_all_text(messages)))
+    completion_tokens = _count_tokens(call["function"]["arguments"])
+    return _JSONReply(
+        200,
+        {
+            "id": _new_id("chatcmpl-"),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": str(body.get("model") or "gpt-4o-mini"),
+            "system_fingerprint": None,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                    "logprobs": None,
+                    "finish_reason": "tool_calls",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        },
+    )
+
+
+def _responses_tool_output(body: dict[str, Any]) -> Optional[str]:
+    """The last function call result in a Responses API input, if any."""
+    items = body.get("input")
+    for item in reversed(items if isinstance(items, list) else []):
+        if isinstance(item, dict) and item.get("type") == "function_call_output":
+            return str(item.get("output"))
+    return None
+
+
+def _responses_tool_turn(body: dict[str, Any]) -> Optional[_Reply]:
+    function = _first_function(body.get("tools"), nested=False)
+    if function is None or body.get("stream") or _responses_tool_output(body) is not None:
+        return None
+    last_text, all_text = _responses_input_text(body.get("input"))
+    arguments = _tool_arguments(function.get("parameters"), last_text)
+    input_tokens = max(1, _count_tokens(all_text))
+    output_tokens = _count_tokens(arguments)
+    created_at = int(time.time())
+    call = {
+        "type": "function_call",
+        "id": _new_id("fc_"),
+        "call_id": _new_id("call_"),
+        "name": function["name"],
+        "arguments": arguments,
+        "status": "completed",
+    }
+    return _JSONReply(
+        200,
+        {
+            "id": _new_id("resp_"),
+            "object": "response",
+            "created_at": created_at,
+            "completed_at": created_at,
+            "status": "completed",
+            "model": str(body.get("model") or "gpt-4o-mini"),
+            "error": None,
+            "incomplete_details": None,
+            "instructions": body.get("instructions"),
+            "metadata": {},
+            "output": [call],
+            "parallel_tool_calls": True,
+            "temperature": 1.0,
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": 1.0,
+            "text": {"format": {"type": "text"}},
+            "truncation": "disabled",
+            "usage": {
+                "input_tokens": input_tokens,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": output_tokens,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": input_tokens + output_tokens,
+            },
+        },
+    )
+
+
+# --- end issue 21 ------------------------------------------------------------------------------
 
 
 _OPENAI_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo-instruct", "text-embedding-3-small")

@@ -31,7 +31,8 @@ def test_all_is_the_public_api_and_every_name_exists() -> None:
 
 def test_every_module_but_version_is_private() -> None:
     modules = {m.name for m in pkgutil.iter_modules(payi_otel.__path__)}
-    assert {m for m in modules if not m.startswith("_")} == {"version"}
+    # issue 21: `web`, the public middleware module (payi_otel.web.PayiASGIMiddleware, ...).
+    assert {m for m in modules if not m.startswith("_")} == {"version", "web"}
 
 
 _KIND_TYPES = {

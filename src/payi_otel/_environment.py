@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
-from payi_otel._model.parameters import ParameterValueError
+from payi_otel._model.parameters import PARAMETERS, ParameterValueError
 
 __all__ = [
     "BAGGAGE_ACCEPT",
@@ -95,3 +95,45 @@ def read_json(environ: Mapping[str, str], name: str) -> Optional[object]:
     except ValueError as error:
         raise ParameterValueError(f"{name} must be JSON ({error}), got {text[:80]!r}") from None
     return value
+
+
+# --- issue 21: web services, agent frameworks, standard attributes ---------------------------
+
+#: Zero-code request scopes: ``X-User-Id=user_id,X-Tenant=account_name`` (request header ->
+#: parameter) for every Starlette / FastAPI route and Flask app (``payi_otel.web``).
+WEB_HEADERS = "PAYI_WEB_HEADERS"
+#: Zero-code request scopes: the route template as ``use_case_step``.
+WEB_ROUTE_STEP = "PAYI_WEB_ROUTE_STEP"
+#: ``agent_steps``: an agent's or tool's name is the ``use_case_step`` of the calls it makes.
+AGENT_STEPS = "PAYI_AGENT_STEPS"
+#: ``standard_attributes``: ``user.id`` (and ``session.id``) mirrored on GenAI spans.
+STANDARD_ATTRIBUTES = "PAYI_STANDARD_ATTRIBUTES"
+#: ``session_property``: the request property mirrored as ``session.id`` /
+#: ``gen_ai.conversation.id``.
+SESSION_PROPERTY = "PAYI_SESSION_PROPERTY"
+
+
+def read_web_headers(text: str, what: str) -> List[Tuple[str, str]]:
+    """``X-User-Id=user_id,X-Tenant=account_name``: (header, parameter) pairs."""
+    found: List[Tuple[str, str]] = []
+    for item in read_list(text):
+        header, sep, name = item.partition("=")
+        if not sep or not header.strip() or name.strip() not in PARAMETERS:
+            raise ParameterValueError(
+                f"{what} must be 'Header-Name=parameter,...' naming Pay-i parameters, got "
+                f"{item.strip()!r}"
+            )
+        found.append((header.strip(), name.strip()))
+    return found
+
+
+__all__ += [
+    "AGENT_STEPS",
+    "SESSION_PROPERTY",
+    "STANDARD_ATTRIBUTES",
+    "WEB_HEADERS",
+    "WEB_ROUTE_STEP",
+    "read_web_headers",
+]
+
+# --- end issue 21 ------------------------------------------------------------------------------

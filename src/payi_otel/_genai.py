@@ -53,11 +53,52 @@ class Family:
 
 @derived
 def _registered_families() -> Tuple[Family, ...]:
-    return tuple(
-        Family(p.name, p.instrumentations, p.native_spans_module, p.label or p.name)
-        for p in providers()
-        if p.instrumentations  # none: nothing to turn on
-    )
+    return (
+        tuple(
+            Family(p.name, p.instrumentations, p.native_spans_module, p.label or p.name)
+            for p in providers()
+            if p.instrumentations  # none: nothing to turn on
+        )
+        + FRAMEWORKS
+    )  # issue 21
+
+
+# --- issue 21: agent frameworks --------------------------------------------------------------
+#
+# Agent frameworks make no model calls of their own (they call the SDKs above, whose GenAI
+# instrumentations make the inference spans); their official instrumentations add the
+# ``invoke_workflow`` / ``invoke_agent`` / ``execute_tool`` spans around them, which the span
+# processor attributes like any GenAI span. Turned on by the same rules as an SDK's: when the
+# framework is installed, unless already on or disabled by name; one WARNING when it cannot be
+# (genai-langchain declares ``langchain``, not only ``langchain-core``: pip install langchain).
+
+#: The agent frameworks whose GenAI instrumentation is turned on, by the framework's import name.
+FRAMEWORKS: Tuple[Family, ...] = (
+    Family(
+        "agents",
+        (
+            Instrumentation(
+                "opentelemetry-instrumentation-genai-openai-agents",
+                "opentelemetry.instrumentation.genai.openai_agents",
+                "OpenAIAgentsInstrumentor",
+            ),
+        ),
+        label="OpenAI Agents SDK (agents)",
+    ),
+    Family(
+        "langchain_core",
+        (
+            Instrumentation(
+                "opentelemetry-instrumentation-genai-langchain",
+                "opentelemetry.instrumentation.genai.langchain",
+                "LangChainInstrumentor",
+            ),
+        ),
+        label="LangChain / LangGraph (langchain_core)",
+    ),
+)
+
+# --- end issue 21 ------------------------------------------------------------------------------
 
 
 class _Families(Sequence[Family]):

@@ -99,6 +99,7 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             )
         )
         undo.append(destinations.unguard_all)
+        undo.extend(_issue21_hooks(settings))  # issue 21
         self._undo = tuple(undo)
         if settings.genai_spans:
             if _loading:  # the loader instruments them; see finish_zero_code()
@@ -135,6 +136,9 @@ def payi_instrument(
     scope_span_attributes: Optional[str] = None,
     native_attribution: Optional[bool] = None,
     model_mappings: Optional[Sequence[Mapping[str, object]]] = None,
+    agent_steps: Optional[bool] = None,
+    standard_attributes: Optional[bool] = None,
+    session_property: Optional[str] = None,
 ) -> None:
     """Initialise Pay-i attribution once, at application start-up.
 
@@ -172,6 +176,11 @@ def payi_instrument(
     one); it gives the call its ``price_as_*`` (and ``resource_scope``) only when the call has
     no ``price_as_*`` of its own from a scope or its headers, and they then travel like any
     parameter: headers, span, cost, ingest (README, "Model mappings").
+    ``agent_steps=True`` (or ``PAYI_AGENT_STEPS=true``): an agent's or tool's name is the
+    ``use_case_step`` of the calls it makes (README "Agent frameworks").
+    ``standard_attributes=True`` (or ``PAYI_STANDARD_ATTRIBUTES=true``): GenAI spans also carry
+    ``user.id``; ``session_property="<key>"`` (or ``PAYI_SESSION_PROPERTY``) the request
+    property of that key as ``session.id`` / ``gen_ai.conversation.id`` (README "Web services").
     A second call logs a warning and changes nothing.
     """
     instrumentor = PayiInstrumentor()
@@ -194,7 +203,33 @@ def payi_instrument(
         scope_span_attributes=scope_span_attributes,
         native_attribution=native_attribution,
         model_mappings=model_mappings,
+        agent_steps=agent_steps,
+        standard_attributes=standard_attributes,
+        session_property=session_property,
     )
+
+
+# --- issue 21: request scopes (zero-code), agent steps ---------------------------------------
+
+
+def _issue21_hooks(settings: _settings.Settings) -> List[Callable[[], Any]]:
+    """``PAYI_WEB_HEADERS`` / ``PAYI_WEB_ROUTE_STEP``: a request scope in every Starlette /
+    FastAPI route and Flask app (``payi_otel.web``); ``agent_steps``: agent and tool names as
+    steps (``_agents``)."""
+    undo: List[Callable[[], Any]] = []
+    if settings.web_headers or settings.web_route_step:
+        from payi_otel.web import RequestMapping, instrument_web
+
+        mapping = RequestMapping(dict(settings.web_headers), settings.web_route_step)
+        undo.extend(instrument_web(mapping))
+    if settings.agent_steps:
+        from payi_otel._agents import instrument_agent_steps
+
+        undo.extend(instrument_agent_steps())
+    return undo
+
+
+# --- end issue 21 ------------------------------------------------------------------------------
 
 
 # --- opentelemetry-instrument (zero-code) -----------------------------------------------------

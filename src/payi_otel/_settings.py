@@ -114,6 +114,18 @@ class Settings:
     #: What to price a call naming a deployment (or any model as sent) as
     #: (``model_mappings=`` / ``PAYI_MODEL_MAPPINGS``; ``_model.model_mappings``).
     model_mappings: Tuple[ModelMapping, ...] = ()
+    # --- issue 21 ---
+    #: Zero-code request scopes (``payi_otel.web``): (request header, parameter) pairs ...
+    web_headers: Tuple[Tuple[str, str], ...] = ()
+    #: ... and the route template as ``use_case_step``.
+    web_route_step: bool = False
+    #: An agent's or tool's name is the ``use_case_step`` of the calls it makes.
+    agent_steps: bool = False
+    #: ``user.id`` mirrored on GenAI spans (and ``session.id`` with ``session_property``).
+    standard_attributes: bool = False
+    #: The request property mirrored as ``session.id`` / ``gen_ai.conversation.id``.
+    session_property: Optional[str] = None
+    # --- end issue 21 ---
 
 
 _versions = itertools.count()
@@ -279,7 +291,45 @@ def build(
         tracer_provider=provider,
         meter_provider=options.get("meter_provider"),
         model_mappings=model_mappings,
+        **_issue21_options(options, source),
     )
+
+
+# --- issue 21: web services, agent frameworks, standard attributes ---------------------------
+
+
+def _issue21_options(options: Mapping[str, Any], source: _Source) -> Mapping[str, Any]:
+    """``agent_steps``, ``standard_attributes``, ``session_property`` over their variables;
+    ``PAYI_WEB_HEADERS`` / ``PAYI_WEB_ROUTE_STEP`` (zero-code request scopes)."""
+    environ = source.environ
+    no_headers: Tuple[Tuple[str, str], ...] = ()
+    headers = source.read(
+        lambda: tuple(env.read_web_headers(environ.get(env.WEB_HEADERS, ""), env.WEB_HEADERS)),
+        no_headers,
+    )
+    session = options.get("session_property")
+    if session is None:
+        session = environ.get(env.SESSION_PROPERTY, "").strip() or None
+    elif not isinstance(session, str) or not session:
+        raise TypeError(f"session_property must be a non-empty str, not {session!r}")
+    return {
+        "web_headers": headers,
+        "web_route_step": source.flag(env.WEB_ROUTE_STEP, False),
+        "agent_steps": _bool_option(
+            options.get("agent_steps"),
+            "agent_steps",
+            lambda: source.flag(env.AGENT_STEPS, False),
+        ),
+        "standard_attributes": _bool_option(
+            options.get("standard_attributes"),
+            "standard_attributes",
+            lambda: source.flag(env.STANDARD_ATTRIBUTES, False) or session is not None,
+        ),
+        "session_property": session,
+    }
+
+
+# --- end issue 21 ------------------------------------------------------------------------------
 
 
 def _env_mappings(environ: Mapping[str, str]) -> Tuple[ModelMapping, ...]:

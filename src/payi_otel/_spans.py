@@ -22,11 +22,13 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import Span as ApiSpan
 from opentelemetry.trace import TracerProvider
 
+from payi_otel import _settings
 from payi_otel._context import call_effective
 from payi_otel._genai import genai_scope_prefixes
 from payi_otel._log import internal_error, logger
 from payi_otel._model.attributes import AttributeValue
 from payi_otel._model.effective import Effective
+from payi_otel._model.in_force import emitted
 from payi_otel._model.parameters import ATTRIBUTE_PREFIX
 from payi_otel._settings import TRACER_NAME
 
@@ -78,6 +80,8 @@ class PayiSpanProcessor(SpanProcessor):
             if is_genai_span(span):
                 effective = call_effective(parent_context)
                 span.set_attributes(effective.attributes())
+                if _settings.current.standard_attributes:  # issue 21
+                    span.set_attributes(standard_attributes(effective, span))
                 _applied[span] = effective
         except Exception:  # never break span creation
             internal_error("processor", "the span processor failed")
@@ -139,13 +143,19 @@ def apply_call_attributes(span: ApiSpan, call: Effective) -> None:
     if before is None and not is_genai_span(span):
         return
     wanted: Mapping[str, AttributeValue] = call.attributes()
+    mirrored = _settings.current.standard_attributes  # issue 21
+    if mirrored:
+        wanted = {**wanted, **standard_attributes(call, span)}
     if before is not None:
         had = before.attributes()
+        if mirrored:
+            had = {**had, **standard_attributes(before, span)}
         stale = [key for key in had if key not in wanted]
         changed = {k: v for k, v in wanted.items() if had.get(k, _MISSING) != v}
     else:
         attributes = getattr(span, "_attributes", None) or {}
-        stale = [k for k in list(attributes) if k.startswith(ATTRIBUTE_PREFIX) and k not in wanted]
+        ours = (ATTRIBUTE_PREFIX, *STANDARD_NAMES) if mirrored else ATTRIBUTE_PREFIX
+        stale = [k for k in list(attributes) if k.startswith(ours) and k not in wanted]
         changed = dict(wanted)
     if stale:
         attributes = getattr(span, "_attributes", None)
@@ -173,3 +183,47 @@ def name_service(span: ApiSpan, category: Optional[str]) -> None:
     goes on the span as :data:`CATEGORY_ATTRIBUTE`, which ingest files it under."""
     if category and not _is_scope_span(span) and is_genai_span(span):
         span.set_attribute(CATEGORY_ATTRIBUTE, category)
+
+
+# --- issue 21: standard attributes (opt-in) --------------------------------------------------
+#
+# Other backends group GenAI spans by the general conventions, not by ``payi.*``: with
+# ``standard_attributes=True`` (``PAYI_STANDARD_ATTRIBUTES``) a GenAI span also carries its
+# user id as ``user.id``, and with ``session_property="<key>"`` (``PAYI_SESSION_PROPERTY``) the
+# request property of that key as ``session.id`` and ``gen_ai.conversation.id`` (unless its
+# instrumentation set a conversation id of its own). Both are mirrors of what the span's
+# ``payi.*`` carry: exactly the values its call sent.
+
+USER_ID = "user.id"
+SESSION_ID = "session.id"
+CONVERSATION_ID = "gen_ai.conversation.id"
+STANDARD_NAMES = (USER_ID, SESSION_ID, CONVERSATION_ID)
+
+
+def standard_attributes(effective: Effective, span: object) -> Mapping[str, AttributeValue]:
+    """The standard attributes mirroring ``effective`` on ``span`` (none when off)."""
+    settings = _settings.current
+    if not settings.standard_attributes:
+        return {}
+    found: dict[str, AttributeValue] = {}
+    in_force = dict(emitted(effective.params))
+    user = in_force.get("user_id")
+    if isinstance(user, str):
+        found[USER_ID] = user
+    key = settings.session_property
+    properties = in_force.get("request_properties") if key else None
+    session = properties.get(key) if isinstance(properties, dict) and key else None
+    if isinstance(session, str) and session:
+        found[SESSION_ID] = session
+        own = (getattr(span, "attributes", None) or {}).get(CONVERSATION_ID)
+        if own is None or own == _mirrored.get(span):
+            found[CONVERSATION_ID] = session
+            _mirrored[span] = session
+    return found
+
+
+#: The conversation id this processor put on a live span (told apart from the
+#: instrumentation's own).
+_mirrored: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+# --- end issue 21 ------------------------------------------------------------------------------
