@@ -71,6 +71,7 @@ def test_a_clean_environment_has_nothing_to_fix_and_names_each_sdks_span_source(
     )
     assert "opentelemetry-instrumentation-genai-bedrock" in sdk_line(text, "AWS Bedrock")
     assert "opentelemetry-instrumentation-google-genai" in sdk_line(text, "google.genai")
+    assert "agent spans from opentelemetry-instrumentation-genai-openai-agents" in text
     # The public APIs get no headers by default: the answer to "why no headers?".
     for sdk, _, _ in BASE_URL_VARIABLES:
         assert line_of(text, sdk + ":").endswith("-> no headers"), sdk

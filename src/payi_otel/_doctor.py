@@ -96,6 +96,9 @@ def _providers_report() -> Iterator[str]:
         family = families.get(module)
         source = _span_source(family) if family is not None else "no GenAI instrumentation known"
         yield f"  {label} {version}: GenAI spans from {source}"
+    for family in _genai.FRAMEWORKS:  # agent frameworks: their agent, tool and workflow spans
+        if _genai._installed(family.sdk):
+            yield f"  {family.label or family.sdk}: agent spans from {_span_source(family)}"
 
 
 def _settings_report(settings: _settings.Settings, environ_names: FrozenSet[str]) -> Iterator[str]:
