@@ -312,7 +312,9 @@ def test_one_warning_when_a_framework_instrumentation_is_missing(
         PayiInstrumentor().uninstrument()
         instrument()
     warned = [
-        r.getMessage() for r in caplog.records if "no GenAI spans for agents" in r.getMessage()
+        r.getMessage()
+        for r in caplog.records
+        if "no GenAI spans for OpenAI Agents SDK (agents) calls" in r.getMessage()
     ]
     assert len(warned) == 1, warned
     assert "pip install -U opentelemetry-instrumentation-genai-openai-agents" in warned[0]
