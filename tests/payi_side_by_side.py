@@ -5,8 +5,9 @@ own (each instruments ``openai`` globally), against local servers only.
 
 ``proxy``: Pay-i's SDK with ``config={"proxy": True}`` / payi_otel with
 ``header_dialect="payi-proxy"``: the attribution goes to the LLM server as headers.
-``ingest``: Pay-i's SDK in its default mode / payi_otel with ``PayiIngestExporter`` (and no
-attribution header on the LLM call): the attribution goes to ``PAYI_BASE_URL``'s
+``ingest``: Pay-i's SDK in its default mode / payi_otel with ``payi_instrument(ingest=...)``
+(and no attribution header on the LLM call); ``spans``: the same with ``PayiIngestExporter``
+as a span exporter: the attribution goes to ``PAYI_BASE_URL``'s
 ``/api/v1/ingest``. Per-call headers use Pay-i's spelling (``xProxy-*``), which both read.
 """
 
@@ -151,10 +152,21 @@ def main(impl: str, mode: str, llm_base_url: str) -> None:
         provider = TracerProvider()
         if mode == "proxy":
             payi_instrument(tracer_provider=provider, header_dialect="payi-proxy")
-        else:
-            provider.add_span_processor(BatchSpanProcessor(PayiIngestExporter()))
+            finish = provider.shutdown
+        elif mode == "ingest":  # one record per call, from the provider seam (issue 19)
+            exporter = PayiIngestExporter()
+            payi_instrument(tracer_provider=provider, header_hosts=[], ingest=exporter)
+            finish = exporter.shutdown
+        else:  # "spans": the span exporter form
+            span_exporter = PayiIngestExporter()
+            provider.add_span_processor(BatchSpanProcessor(span_exporter))
             payi_instrument(tracer_provider=provider, header_hosts=[])
-        finish = provider.shutdown
+
+            def finish_spans() -> None:
+                provider.shutdown()
+                span_exporter.shutdown()
+
+            finish = finish_spans
 
     labels: list[str] = []
 

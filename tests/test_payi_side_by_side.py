@@ -97,11 +97,14 @@ def _run(impl: str, mode: str, llm: FakeLLMServer, payi: FakePayiServer) -> Run:
 @pytest.fixture(scope="module")
 def runs() -> Iterator[dict[tuple[str, str], Run]]:
     with FakeLLMServer() as llm, FakePayiServer() as payi:
-        yield {
+        runs = {
             (impl, mode): _run(impl, mode, llm, payi)
             for mode in ("proxy", "ingest")
             for impl in IMPLS
         }
+        # payi_otel's span exporter form too (Pay-i's SDK has one ingest mode).
+        runs["payi_otel", "spans"] = _run("payi_otel", "spans", llm, payi)
+        yield runs
 
 
 def _is_uuid(text: str) -> bool:
@@ -199,10 +202,12 @@ PAYI_ONLY_HEADERS = {"xproxy-instrumented-module"}
 MEASURED = {"event_timestamp", "end_to_end_latency_ms", "provider_response_id"}
 
 
+@pytest.mark.parametrize("form", ["ingest", "spans"])
 def test_ingest_records_match_pay_i_sdk_in_ingest_mode(
-    runs: dict[tuple[str, str], Run],
+    runs: dict[tuple[str, str], Run], form: str
 ) -> None:
-    payi, ours = runs["payi", "ingest"], runs["payi_otel", "ingest"]
+    """Per call (``payi_instrument(ingest=...)``) and as a span exporter alike."""
+    payi, ours = runs["payi", "ingest"], runs["payi_otel", form]
     assert payi.labels == ours.labels
     # Ingest mode: no attribution header on the LLM call, from either side.
     assert all(h == {} for h in payi.llm + ours.llm)

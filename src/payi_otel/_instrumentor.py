@@ -33,6 +33,7 @@ from payi_otel import _destinations as destinations
 from payi_otel import _settings
 from payi_otel._cost import CostObserver
 from payi_otel._genai import enable_genai_spans
+from payi_otel._ingest import ingest_exporter
 from payi_otel._log import internal_error, logger
 from payi_otel._outgoing import guard_hops
 from payi_otel._providers import providers
@@ -99,6 +100,8 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             )
         )
         undo.append(destinations.unguard_all)
+        if settings.ingest:  # issue 19: one Pay-i ingest record per inference call
+            undo.append(ingest_exporter(kwargs.get("ingest"), settings.meter_provider).attach())
         self._undo = tuple(undo)
         if settings.genai_spans:
             if _loading:  # the loader instruments them; see finish_zero_code()
@@ -135,6 +138,7 @@ def payi_instrument(
     scope_span_attributes: Optional[str] = None,
     native_attribution: Optional[bool] = None,
     model_mappings: Optional[Sequence[Mapping[str, object]]] = None,
+    ingest: Optional[object] = None,
 ) -> None:
     """Initialise Pay-i attribution once, at application start-up.
 
@@ -172,6 +176,9 @@ def payi_instrument(
     one); it gives the call its ``price_as_*`` (and ``resource_scope``) only when the call has
     no ``price_as_*`` of its own from a scope or its headers, and they then travel like any
     parameter: headers, span, cost, ingest (README, "Model mappings").
+    ``ingest=True`` (or ``PAYI_INGEST=true``), or ``ingest=PayiIngestExporter(...)`` with
+    its options, sends one Pay-i ingest record per inference call, sampled or not (README,
+    "Using with Pay-i").
     A second call logs a warning and changes nothing.
     """
     instrumentor = PayiInstrumentor()
@@ -194,6 +201,7 @@ def payi_instrument(
         scope_span_attributes=scope_span_attributes,
         native_attribution=native_attribution,
         model_mappings=model_mappings,
+        ingest=ingest,
     )
 
 

@@ -114,6 +114,8 @@ class Settings:
     #: What to price a call naming a deployment (or any model as sent) as
     #: (``model_mappings=`` / ``PAYI_MODEL_MAPPINGS``; ``_model.model_mappings``).
     model_mappings: Tuple[ModelMapping, ...] = ()
+    #: issue 19: one Pay-i ingest record per inference call (``ingest=`` / ``PAYI_INGEST``).
+    ingest: bool = False
 
 
 _versions = itertools.count()
@@ -258,6 +260,17 @@ def build(
         model_mappings = source.read(functools.partial(_env_mappings, environ), ())
     else:
         model_mappings = parse_mappings(mappings, "model_mappings")
+    # issue 19: ``ingest`` is a bool, or the exporter to send with (``_instrumentor``).
+    ingest = options.get("ingest")
+    if not (ingest is None or isinstance(ingest, bool) or hasattr(ingest, "attach")):
+        raise TypeError(
+            f"ingest must be a bool or a PayiIngestExporter, not {type(ingest).__name__}"
+        )
+    ingest_on = (
+        source.flag(env.INGEST, False)
+        if ingest is None
+        else (ingest if isinstance(ingest, bool) else True)
+    )
     provider: Optional[TracerProvider] = options.get("tracer_provider")
     return Settings(
         version=next(_versions),
@@ -275,6 +288,7 @@ def build(
         tracer_provider=provider,
         meter_provider=options.get("meter_provider"),
         model_mappings=model_mappings,
+        ingest=ingest_on,
     )
 
 

@@ -42,6 +42,7 @@ from payi_otel._model.model_mappings import ModelMapping, find_mapping, mapped_p
 from payi_otel._model.parameters import ParameterError, params_key
 from payi_otel._providers._base import (
     Args,
+    Call,
     CallRecord,
     Kwargs,
     Provider,
@@ -94,13 +95,17 @@ class _Observation:
     __slots__ = (
         "call",
         "done",
+        "first_item",  # issue 19
         "hide_usage_only",
         "model",
         "provider",
+        "request",  # issue 19
+        "response",  # issue 19
         "response_model",
         "service",
         "span",
         "started",
+        "started_at",  # issue 19
         "streamed",
         "usage",
     )
@@ -111,6 +116,7 @@ class _Observation:
         call: Effective,
         model: Optional[str],
         service: Optional[Service] = None,
+        request: Optional[Call] = None,
     ) -> None:
         self.provider = provider
         self.call = call
@@ -118,6 +124,10 @@ class _Observation:
         self.service = service
         self.span = trace.get_current_span()
         self.started = time.perf_counter()
+        self.started_at = time.time()
+        self.request = request
+        self.response: Any = None
+        self.first_item: Optional[float] = None
         self.usage: Optional[Usage] = None
         self.response_model: Optional[str] = None
         self.streamed = False
@@ -141,6 +151,9 @@ class _Observation:
             return False
 
     def see(self, item: object) -> None:
+        self.response = item
+        if self.streamed and self.first_item is None:
+            self.first_item = time.perf_counter()
         try:
             usage = self.provider.usage(item)
             if usage is not None:
@@ -170,6 +183,10 @@ class _Observation:
             self.streamed,
             error,
             self.service,
+            self.request,
+            self.response,
+            self.started_at,
+            None if self.first_item is None else self.first_item - self.started,
         )
         for observer in _settings.current.observers:
             try:
@@ -510,7 +527,7 @@ def _prepare(
             name_service(span, service.category)
         observation = None
         if settings.observers:
-            observation = _Observation(provider, call, request.model, service)
+            observation = _Observation(provider, call, request.model, service, request)
             asked = provider.ask_usage(new_args, new_kwargs)
             if asked is not None:
                 new_args, new_kwargs = asked
