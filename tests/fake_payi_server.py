@@ -64,6 +64,7 @@ class FakePayiServer:
         self._seen: set[str] = set()
         self._lock = threading.Lock()
         self._release = threading.Event()  # ends the hangs at exit
+        self._down = False
         self._server = self._make(0)
         self._port = self._server.server_address[1]
         self._thread: Optional[threading.Thread] = None
@@ -75,6 +76,9 @@ class FakePayiServer:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:
+                if outer._down:  # a kept-alive connection of before the outage: closed
+                    self.close_connection = True
+                    return
                 raw = self.rfile.read(int(self.headers.get("content-length") or 0))
                 try:
                     body = json.loads(raw) if raw else None
@@ -169,13 +173,16 @@ class FakePayiServer:
         self.status, self.delay, self.fault, self.limits = 200, 0.0, None, {}
 
     def down(self) -> None:
-        """Stop listening: connections to the port are refused until :meth:`up`."""
+        """Stop listening: connections to the port are refused until :meth:`up` (and
+        connections kept alive from before are closed at their next request)."""
+        self._down = True
         self._server.shutdown()
         self._server.server_close()
 
     def up(self) -> None:
         """Listen on the same port again."""
         self._server = self._make(self._port)
+        self._down = False
         self._serve()
 
     def _serve(self) -> None:
