@@ -13,6 +13,9 @@ states, ``duplicate_request`` for an ``id`` seen before). Faults, for the export
 * :meth:`down` / :meth:`up`: stop listening on the port (connections refused), then listen
   on the same port again (an outage and its recovery);
 * ``limits``: the limits' states to answer (``{"l1": "blocked"}``).
+
+It is Pay-i's proxy for OpenAI's chat completions too (:data:`PROXY_PATH`): the provider's
+answer with Pay-i's ``xproxy_result`` in it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from typing import Any, Optional, Union
 from urllib.parse import parse_qs, urlsplit
 
 Fault = Union[str, int]
+#: Pay-i's proxy for OpenAI: ``openai.OpenAI(base_url=server.base_url + PROXY_PATH)``.
+PROXY_PATH = "/api/v1/proxy/openai/v1"
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,11 @@ class FakePayiServer:
                 except ValueError:
                     body = None
                 request = Ingested(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                if self.path.startswith(PROXY_PATH):
+                    with outer._lock:
+                        outer.requests.append(request)
+                    self._proxy(body or {})
+                    return
                 with outer._lock:
                     outer.requests.append(request)
                     fault: Fault = outer.faults.pop(0) if outer.faults else (outer.fault or "")
@@ -114,6 +124,36 @@ class FakePayiServer:
                     reply = outer._reply(duplicate)
                     outer._accept(request)
                 self._answer(status, json.dumps(reply).encode(), "application/json")
+
+            def _proxy(self, body: dict[str, Any]) -> None:
+                """Pay-i's proxy in front of OpenAI's chat completions: the provider's
+                answer with Pay-i's ``xproxy_result`` in it (a stream: in its last chunk)."""
+                result = outer._reply(False)["xproxy_result"]
+                usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+                base = {"id": "chatcmpl-proxied", "created": 0, "model": body.get("model")}
+                if not body.get("stream"):
+                    reply = {
+                        **base,
+                        "object": "chat.completion",
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": "proxied"},
+                            }
+                        ],
+                        "usage": usage,
+                        "xproxy_result": result,
+                    }
+                    self._answer(200, json.dumps(reply).encode(), "application/json")
+                    return
+                chunk = {**base, "object": "chat.completion.chunk"}
+                events = [
+                    {**chunk, "choices": [{"index": 0, "delta": {"content": "proxied"}}]},
+                    {**chunk, "choices": [], "usage": usage, "xproxy_result": result},
+                ]
+                data = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+                self._answer(200, data.encode(), "text/event-stream")
 
             def _answer(self, status: int, data: bytes, content_type: str) -> None:
                 self.send_response(status)

@@ -180,7 +180,20 @@ def main(impl: str, mode: str, llm_base_url: str) -> None:
 
     scenarios(track, track_context, call)
     finish()
-    print(json.dumps(labels))  # the scenario of each call, in order
+    print(json.dumps({"labels": labels, "last_result": last_result()}))
+
+
+def last_result() -> Any:
+    """Pay-i's last answer as the app sees it: Pay-i's SDK's ``get_context()["last_result"]``
+    (a model), payi_otel's ``last_result()`` (a mapping); as plain data."""
+    import payi_otel
+
+    if payi_otel._instrumentor.PayiInstrumentor().is_instrumented_by_opentelemetry:
+        return payi_otel.last_result()
+    from payi.lib.instrument import get_context
+
+    found = get_context().get("last_result")
+    return None if found is None else found.model_dump(exclude_none=True)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ tables.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -25,7 +26,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 from fake_llm_server import FakeLLMServer
@@ -59,6 +60,10 @@ class Run:
     labels: list[str]
     llm: list[dict[str, str]]
     ingest: list[tuple[dict[str, str], dict[str, Any]]]
+    #: Pay-i's last answer as the app sees it (issue 19).
+    last_result: Any = None
+    #: The ``id`` query of each ingest request (issue 19).
+    ids: list[Optional[str]] = dataclasses.field(default_factory=list)
 
 
 def _run(impl: str, mode: str, llm: FakeLLMServer, payi: FakePayiServer) -> Run:
@@ -80,9 +85,9 @@ def _run(impl: str, mode: str, llm: FakeLLMServer, payi: FakePayiServer) -> Run:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    labels = json.loads(done.stdout.strip().splitlines()[-1])
+    out = json.loads(done.stdout.strip().splitlines()[-1])
     return Run(
-        labels,
+        out["labels"],
         [
             {k: v for k, v in r.headers.items() if k.startswith(("xproxy-", "x-payi-"))}
             for r in llm.requests
@@ -91,12 +96,15 @@ def _run(impl: str, mode: str, llm: FakeLLMServer, payi: FakePayiServer) -> Run:
             ({k: v for k, v in r.headers.items() if k.startswith("xproxy-")}, r.body)
             for r in payi.ingested()
         ],
+        out["last_result"],
+        [r.id for r in payi.ingested()],
     )
 
 
 @pytest.fixture(scope="module")
 def runs() -> Iterator[dict[tuple[str, str], Run]]:
     with FakeLLMServer() as llm, FakePayiServer() as payi:
+        payi.limits = {"limit1": "ok", "limit3": "exceeded"}  # in every answer
         runs = {
             (impl, mode): _run(impl, mode, llm, payi)
             for mode in ("proxy", "ingest")
@@ -268,3 +276,28 @@ def test_ingest_records_match_pay_i_sdk_in_ingest_mode(
                     )
                 )
     _table("ingest mode: POST /api/v1/ingest body", rows, key="field")
+
+
+@pytest.mark.parametrize("form", ["ingest", "spans"])
+def test_each_record_is_sent_with_its_id_as_pay_i_sdk_does(
+    runs: dict[tuple[str, str], Run], form: str
+) -> None:
+    """Pay-i's SDK sends ``?id=<provider_response_id>`` with each record (Pay-i recognises a
+    record sent again by it); so does payi_otel, whose retries rely on it."""
+    for run in (runs["payi", "ingest"], runs["payi_otel", form]):
+        assert run.ids == [body["provider_response_id"] for _, body in run.ingest]
+        assert all(run.ids) and len(set(run.ids)) == len(run.ids)
+
+
+@pytest.mark.parametrize("mode", ["ingest", "spans"])
+def test_the_last_answer_has_pay_i_sdk_shape(runs: dict[tuple[str, str], Run], mode: str) -> None:
+    """``payi_otel.last_result()`` is what Pay-i's SDK gives as
+    ``get_context()["last_result"]`` after the same calls, field for field (the request id
+    aside: Pay-i makes a new one per record)."""
+    theirs, ours = runs["payi", "ingest"].last_result, runs["payi_otel", mode].last_result
+    assert theirs is not None and ours is not None
+    assert set(theirs) == set(ours)
+    assert {k: v for k, v in theirs.items() if k != "request_id"} == {
+        k: v for k, v in ours.items() if k != "request_id"
+    }
+    assert theirs["limits"]["limit3"] == {"state": "exceeded"}

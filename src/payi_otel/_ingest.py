@@ -462,12 +462,8 @@ class PayiIngestExporter(SpanExporter):
 
     def __call__(self, record: CallRecord) -> None:
         """The response observer: one record per completed inference call not already seen
-        by Pay-i (a proxied call's answer is read from its response instead)."""
+        by Pay-i (a proxied call's answer is read from its response: ``_payi_answer``)."""
         try:
-            answer = answer_of(record.response)
-            if answer is not None:
-                note_answer(answer)
-                _on_span(record.span, answer)
             if not is_inference(record) or is_proxied(record):
                 return
             if self._unavailable:
@@ -611,12 +607,6 @@ def _is_call_span(span: ReadableSpan) -> bool:
 NOT_CALLS = frozenset(
     {"invoke_agent", "create_agent", "execute_tool", "invoke_workflow", "retrieval", "workflow"}
 )
-
-
-def _on_span(span: Span, answer: Mapping[str, Any]) -> None:
-    """Pay-i's answer on the call's span, while it is open (a proxied call)."""
-    if span.is_recording():
-        span.set_attributes(answer_attributes(answer))
 
 
 def _answer_span(context: object, answer: Mapping[str, Any]) -> None:

@@ -36,6 +36,7 @@ from payi_otel._genai import enable_genai_spans
 from payi_otel._ingest import ingest_exporter
 from payi_otel._log import internal_error, logger
 from payi_otel._outgoing import guard_hops
+from payi_otel._payi_answer import answers_in_responses, observe_answer
 from payi_otel._providers import providers
 from payi_otel._providers._core import instrument_providers
 from payi_otel._spans import install_processor
@@ -100,7 +101,10 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             )
         )
         undo.append(destinations.unguard_all)
-        if settings.ingest:  # issue 19: one Pay-i ingest record per inference call
+        # issue 19: Pay-i's answer in a proxied call's response; one ingest record per call.
+        if answers_in_responses(settings.wire):
+            undo.append(_settings.add_observer(observe_answer))
+        if settings.ingest:
             undo.append(ingest_exporter(kwargs.get("ingest"), settings.meter_provider).attach())
         self._undo = tuple(undo)
         if settings.genai_spans:

@@ -22,15 +22,20 @@ from typing import Any, Dict, List, Optional
 
 from opentelemetry.util.types import AttributeValue
 
-from payi_otel._log import logger
+from payi_otel._log import internal_error, logger
+from payi_otel._model.dialects import PAYI_PROXY
+from payi_otel._model.wire_policy import WirePolicy
+from payi_otel._providers import CallRecord
 
 __all__ = [
     "ANSWER_PREFIX",
     "answer_attributes",
     "answer_of",
+    "answers_in_responses",
     "last_result",
     "limit_states",
     "note_answer",
+    "observe_answer",
     "reset_answers",
 ]
 
@@ -175,3 +180,25 @@ def _amount(value: object) -> Optional[float]:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     return None
+
+
+def answers_in_responses(wire: WirePolicy) -> bool:
+    """Whether calls may go through Pay-i's proxy, which answers in the response: the
+    ``payi-proxy`` dialect is in force (Pay-i's proxy reads its headers)."""
+    return wire.dialect is PAYI_PROXY
+
+
+def observe_answer(record: CallRecord) -> None:
+    """The response observer for calls through Pay-i's proxy: Pay-i's answer in the response
+    (a stream: in its last item) kept as the last one and put on the call's span while it is
+    open. A response without one costs a lookup."""
+    try:
+        answer = answer_of(record.response)
+        if answer is None:
+            return
+        note_answer(answer)
+        span = record.span
+        if span.is_recording():
+            span.set_attributes(answer_attributes(answer))
+    except Exception:
+        internal_error("answer", "reading Pay-i's answer in a response failed")
