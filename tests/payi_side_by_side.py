@@ -7,7 +7,8 @@ own (each instruments ``openai`` globally), against local servers only.
 ``header_dialect="payi-proxy"``: the attribution goes to the LLM server as headers.
 ``ingest``: Pay-i's SDK in its default mode / payi_otel with ``payi_instrument(ingest=...)``
 (and no attribution header on the LLM call); ``spans``: the same with ``PayiIngestExporter``
-as a span exporter: the attribution goes to ``PAYI_BASE_URL``'s
+as a span exporter; ``logged``: ``ingest`` with ``log_prompt_and_response=True`` (Pay-i's
+SDK logs them by default): the attribution goes to ``PAYI_BASE_URL``'s
 ``/api/v1/ingest``. Per-call headers use Pay-i's spelling (``xProxy-*``), which both read.
 """
 
@@ -153,9 +154,14 @@ def main(impl: str, mode: str, llm_base_url: str) -> None:
         if mode == "proxy":
             payi_instrument(tracer_provider=provider, header_dialect="payi-proxy")
             finish = provider.shutdown
-        elif mode == "ingest":  # one record per call, from the provider seam (issue 19)
+        elif mode in ("ingest", "logged"):  # one record per call, from the provider seam
             exporter = PayiIngestExporter()
-            payi_instrument(tracer_provider=provider, header_hosts=[], ingest=exporter)
+            payi_instrument(
+                tracer_provider=provider,
+                header_hosts=[],
+                ingest=exporter,
+                log_prompt_and_response=mode == "logged",
+            )
             finish = exporter.shutdown
         else:  # "spans": the span exporter form
             span_exporter = PayiIngestExporter()

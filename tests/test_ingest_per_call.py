@@ -5,6 +5,7 @@ the fake Pay-i server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -184,3 +185,25 @@ def test_ingest_from_the_environment_and_off_by_default(
     assert len(payi.ingested()) == 1
     with pytest.raises(TypeError, match="ingest must be"):
         genai.reinstrument(ingest="yes")
+
+
+def test_prompts_and_responses_only_when_opted_in_and_not_for_a_call_that_disables_it(
+    genai: GenAI, payi: FakePayiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exporter = exporter_for(payi)
+    genai.reinstrument(ingest=exporter)  # the default: off
+    genai.openai.chat.completions.create(**CHAT)
+    monkeypatch.setenv("PAYI_LOG_PROMPT_AND_RESPONSE", "true")
+    logged = exporter_for(payi)
+    genai.reinstrument(ingest=logged)
+    genai.openai.chat.completions.create(**CHAT)
+    genai.openai.chat.completions.create(**CHAT, extra_headers={"xProxy-Logging-Disable": "1"})
+    genai.anthropic.messages.create(**MESSAGE)
+    assert exporter.force_flush() and logged.force_flush()
+    default, opted_in, disabled, anthropic_record = bodies(payi)
+    assert "provider_request_json" not in default and "provider_response_json" not in default
+    assert "provider_request_json" not in disabled and "provider_response_json" not in disabled
+    assert json.loads(opted_in["provider_request_json"]) == CHAT
+    (response,) = opted_in["provider_response_json"]
+    assert json.loads(response)["choices"][0]["message"]["content"] == "echo: Hello"
+    assert json.loads(anthropic_record["provider_request_json"]) == MESSAGE

@@ -112,6 +112,7 @@ def runs() -> Iterator[dict[tuple[str, str], Run]]:
         }
         # payi_otel's span exporter form too (Pay-i's SDK has one ingest mode).
         runs["payi_otel", "spans"] = _run("payi_otel", "spans", llm, payi)
+        runs["payi_otel", "logged"] = _run("payi_otel", "logged", llm, payi)
         yield runs
 
 
@@ -301,3 +302,24 @@ def test_the_last_answer_has_pay_i_sdk_shape(runs: dict[tuple[str, str], Run], m
         k: v for k, v in ours.items() if k != "request_id"
     }
     assert theirs["limits"]["limit3"] == {"state": "exceeded"}
+
+
+def test_prompt_and_response_as_pay_i_sdk_logs_them(runs: dict[tuple[str, str], Run]) -> None:
+    """With ``log_prompt_and_response=True`` (Pay-i's SDK's default; off by default here) the
+    records carry the request and response bodies as Pay-i's SDK sends them: the request
+    body's JSON, and a list with the response's JSON (the response's own id and time aside:
+    two calls)."""
+    theirs, ours = runs["payi", "ingest"], runs["payi_otel", "logged"]
+    assert all("provider_request_json" not in b for _, b in runs["payi_otel", "ingest"].ingest)
+    volatile = {"id", "created"}
+    for (_, a), (_, b) in zip(theirs.ingest, ours.ingest):
+        assert json.loads(a["provider_request_json"]) == json.loads(b["provider_request_json"])
+        (their_response,), (our_response,) = (
+            a["provider_response_json"],
+            b["provider_response_json"],
+        )
+        their_response, our_response = json.loads(their_response), json.loads(our_response)
+        assert set(their_response) == set(our_response)
+        assert {k: v for k, v in their_response.items() if k not in volatile} == {
+            k: v for k, v in our_response.items() if k not in volatile
+        }

@@ -20,6 +20,7 @@ __all__ = [
     "HEADER_HOSTS",
     "INGEST",
     "INGEST_SPOOL",
+    "LOG_PROMPT_AND_RESPONSE",
     "METRICS_USER_ID",
     "MODEL_MAPPINGS",
     "NATIVE_ATTRIBUTION",
@@ -58,6 +59,9 @@ MODEL_MAPPINGS = "PAYI_MODEL_MAPPINGS"
 INGEST = "PAYI_INGEST"
 #: ``PayiIngestExporter(spool=)``: the crash-safe spool file of unsent ingest records.
 INGEST_SPOOL = "PAYI_INGEST_SPOOL"
+#: ``log_prompt_and_response``: ingest records carry the request and response bodies (off
+#: by default: prompts and answers are the users' data).
+LOG_PROMPT_AND_RESPONSE = "PAYI_LOG_PROMPT_AND_RESPONSE"
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}

@@ -21,6 +21,7 @@ of its own and is skipped (the inner span ends, and is exported, first).
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import threading
 import time
@@ -345,6 +346,72 @@ def call_record(record: CallRecord) -> Dict[str, Any]:
         out["http_status_code"] = status
     out["provider_response_id"] = _response_id(record.response) or f"payi_{uuid.uuid4()}"
     out.update(attribution(params))
+    if _settings.current.log_prompt_and_response and not _logging_disabled(record):
+        out.update(prompt_and_response(record))
+    return out
+
+
+#: Pay-i's per-call header that keeps a call's prompt and response out of Pay-i's logs.
+LOGGING_DISABLE = "xproxy-logging-disable"
+
+
+def _request_options(record: CallRecord) -> Any:
+    """The request options of a call through a Stainless SDK (openai, anthropic): the
+    argument with the request's JSON body."""
+    if record.arguments is None:
+        return None
+    args, kwargs = record.arguments
+    for value in (*args, *kwargs.values()):
+        if hasattr(value, "json_data") and hasattr(value, "headers"):
+            return value
+    return None
+
+
+def _logging_disabled(record: CallRecord) -> bool:
+    """Whether the call was sent with ``xProxy-Logging-Disable`` (any value, as Pay-i's SDK
+    reads it): in the SDK's per-call headers, or the caller's other headers (botocore)."""
+    found: List[Mapping[Any, Any]] = []
+    if record.request is not None:
+        found.append(record.request.other_headers)
+    options = _request_options(record)
+    if options is not None and isinstance(options.headers, Mapping):
+        found.append(options.headers)
+    return any(str(k).lower() == LOGGING_DISABLE for headers in found for k in headers)
+
+
+_NOT_GIVEN = frozenset({"Omit", "NotGiven", "Omitted"})
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def prompt_and_response(record: CallRecord) -> Dict[str, Any]:
+    """``provider_request_json`` (the request's JSON body, compact) and
+    ``provider_response_json`` (a list with the response's JSON; a stream's items are not
+    kept), as Pay-i's SDK sends them with ``log_prompt_and_response``."""
+    out: Dict[str, Any] = {}
+    options = _request_options(record)
+    body: object = None
+    if options is not None:
+        body = options.json_data
+    elif record.arguments is not None:  # botocore: (operation, params); others: keywords
+        args, kwargs = record.arguments
+        body = next((a for a in args if isinstance(a, Mapping)), None) or kwargs or None
+    if isinstance(body, Mapping):
+        # Not the SDKs' "not given" markers (anthropic leaves ``Omit`` in its body's data).
+        body = {
+            k: v
+            for k, v in body.items()
+            if k != "extra_headers" and type(v).__name__ not in _NOT_GIVEN
+        }
+        out["provider_request_json"] = _json(body)
+    response = record.response
+    if response is not None and not record.streamed:
+        dump = getattr(response, "model_dump", None)
+        data = dump(mode="json") if callable(dump) else response
+        if isinstance(data, Mapping):
+            out["provider_response_json"] = [_json(data)]
     return out
 
 

@@ -143,6 +143,7 @@ def payi_instrument(
     native_attribution: Optional[bool] = None,
     model_mappings: Optional[Sequence[Mapping[str, object]]] = None,
     ingest: Optional[object] = None,
+    log_prompt_and_response: Optional[bool] = None,
 ) -> None:
     """Initialise Pay-i attribution once, at application start-up.
 
@@ -182,7 +183,9 @@ def payi_instrument(
     parameter: headers, span, cost, ingest (README, "Model mappings").
     ``ingest=True`` (or ``PAYI_INGEST=true``), or ``ingest=PayiIngestExporter(...)`` with
     its options, sends one Pay-i ingest record per inference call, sampled or not (README,
-    "Using with Pay-i").
+    "Using with Pay-i"); ``log_prompt_and_response=True`` (or
+    ``PAYI_LOG_PROMPT_AND_RESPONSE=true``; off by default) puts each call's request and
+    response bodies in its record, except for a call sent with ``xProxy-Logging-Disable``.
     A second call logs a warning and changes nothing.
     """
     instrumentor = PayiInstrumentor()
@@ -206,6 +209,7 @@ def payi_instrument(
         native_attribution=native_attribution,
         model_mappings=model_mappings,
         ingest=ingest,
+        log_prompt_and_response=log_prompt_and_response,
     )
 
 

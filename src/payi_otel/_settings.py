@@ -116,6 +116,9 @@ class Settings:
     model_mappings: Tuple[ModelMapping, ...] = ()
     #: issue 19: one Pay-i ingest record per inference call (``ingest=`` / ``PAYI_INGEST``).
     ingest: bool = False
+    #: issue 19: ingest records carry the prompt and the response
+    #: (``log_prompt_and_response=`` / ``PAYI_LOG_PROMPT_AND_RESPONSE``; off by default).
+    log_prompt_and_response: bool = False
 
 
 _versions = itertools.count()
@@ -271,6 +274,11 @@ def build(
         if ingest is None
         else (ingest if isinstance(ingest, bool) else True)
     )
+    log_prompts = _bool_option(
+        options.get("log_prompt_and_response"),
+        "log_prompt_and_response",
+        lambda: source.flag(env.LOG_PROMPT_AND_RESPONSE, False),
+    )
     provider: Optional[TracerProvider] = options.get("tracer_provider")
     return Settings(
         version=next(_versions),
@@ -289,6 +297,7 @@ def build(
         meter_provider=options.get("meter_provider"),
         model_mappings=model_mappings,
         ingest=ingest_on,
+        log_prompt_and_response=log_prompts,
     )
 
 

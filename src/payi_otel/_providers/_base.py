@@ -208,6 +208,9 @@ class CallRecord:
     started_at: Optional[float] = None
     #: Seconds from the start to a stream's first item.
     first_item_s: Optional[float] = None
+    #: The arguments the entry point was called with (the request as sent, for Pay-i's
+    #: prompt logging, off by default).
+    arguments: Optional[Tuple[Args, Kwargs]] = None
 
 
 class ResponseObserver(Protocol):

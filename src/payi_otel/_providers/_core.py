@@ -93,6 +93,7 @@ class _Observation:
     """One call on its way: what the response side reports when it completes."""
 
     __slots__ = (
+        "arguments",  # issue 19
         "call",
         "done",
         "first_item",  # issue 19
@@ -128,6 +129,7 @@ class _Observation:
         self.request = request
         self.response: Any = None
         self.first_item: Optional[float] = None
+        self.arguments: Optional[Tuple[Args, Kwargs]] = None
         self.usage: Optional[Usage] = None
         self.response_model: Optional[str] = None
         self.streamed = False
@@ -187,6 +189,7 @@ class _Observation:
             self.response,
             self.started_at,
             None if self.first_item is None else self.first_item - self.started,
+            self.arguments,
         )
         for observer in _settings.current.observers:
             try:
@@ -528,6 +531,7 @@ def _prepare(
         observation = None
         if settings.observers:
             observation = _Observation(provider, call, request.model, service, request)
+            observation.arguments = (new_args, new_kwargs)
             asked = provider.ask_usage(new_args, new_kwargs)
             if asked is not None:
                 new_args, new_kwargs = asked
