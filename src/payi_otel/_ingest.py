@@ -40,7 +40,7 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, S
 
 from payi_otel import _environment as env
 from payi_otel import _settings
-from payi_otel._ingest_queue import IngestQueue, Item, Refused, Retry
+from payi_otel._ingest_queue import IngestQueue, Item, QueueOptions, Refused, Retry
 from payi_otel._log import internal_error, log_once, logger
 from payi_otel._model.attributes import params_from_attributes
 from payi_otel._model.dialects import PAYI_PROXY
@@ -451,16 +451,16 @@ class PayiIngestExporter(SpanExporter):
         *,
         client: Any = None,
         timeout: float = 10.0,
-        retry_for: float = 600.0,
-        max_retries: Optional[int] = None,
-        max_queue: int = 10_000,
-        shutdown_timeout: float = 5.0,
+        retry_for: float = QueueOptions.retry_for,
+        max_retries: Optional[int] = QueueOptions.max_retries,
+        max_queue: int = QueueOptions.max_queue,
+        shutdown_timeout: float = QueueOptions.shutdown_timeout,
         export_timeout: float = 30.0,
         spool: Optional[str] = None,
         spool_max_bytes: int = DEFAULT_MAX_BYTES,
         meter_provider: Optional[MeterProvider] = None,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
+        backoff: float = QueueOptions.backoff,
+        max_backoff: float = QueueOptions.max_backoff,
     ) -> None:
         for name, value in (
             ("timeout", timeout),
@@ -489,14 +489,12 @@ class PayiIngestExporter(SpanExporter):
         self._shutdown = False
         if spool is None:
             spool = os.environ.get(env.INGEST_SPOOL) or None
+        options = QueueOptions(
+            max_queue, retry_for, max_retries, backoff, max_backoff, shutdown_timeout
+        )
         self._queue = IngestQueue(
             self._send,
-            max_queue=max_queue,
-            retry_for=retry_for,
-            max_retries=max_retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            shutdown_timeout=shutdown_timeout,
+            options,
             spool=None if spool is None else Spool(spool, spool_max_bytes),
             on_answer=self._answered,
             meter_provider=meter_provider,

@@ -30,6 +30,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, Optional
 
 from opentelemetry import metrics
@@ -44,6 +45,7 @@ __all__ = [
     "RECORDS_METRIC",
     "IngestQueue",
     "Item",
+    "QueueOptions",
     "Refused",
     "Retry",
 ]
@@ -81,30 +83,38 @@ class Item:
 Send = Callable[[Item], Any]
 
 
+@dataclass(frozen=True)
+class QueueOptions:
+    """How records are sent (``PayiIngestExporter``'s keyword arguments of the same names)."""
+
+    #: At most this many records wait in memory; more are dropped.
+    max_queue: int = 10_000
+    #: A record Pay-i does not take is retried for this many seconds ...
+    retry_for: float = 600.0
+    #: ... or this many retries (None: no limit but ``retry_for``).
+    max_retries: Optional[int] = None
+    #: The first wait before a retry, doubling up to ``max_backoff``.
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+    #: :meth:`IngestQueue.shutdown` sends for at most this many seconds.
+    shutdown_timeout: float = 5.0
+
+
 class IngestQueue:
     """A bounded queue and its worker (started with the first record)."""
 
     def __init__(
         self,
         send: Send,
+        options: Optional[QueueOptions] = None,
         *,
-        max_queue: int = 10_000,
-        retry_for: float = 600.0,
-        max_retries: Optional[int] = None,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
-        shutdown_timeout: float = 5.0,
         spool: Optional[Spool] = None,
         on_answer: Optional[Callable[[Item, Any], None]] = None,
         meter_provider: Optional[MeterProvider] = None,
     ) -> None:
         self._send = send
-        self.max_queue = max_queue
-        self.retry_for = retry_for
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.shutdown_timeout = shutdown_timeout
+        self.options = options = options or QueueOptions()
+        self.max_queue = options.max_queue  # read on every submit
         self._spool = spool
         self._on_answer = on_answer
         self._queue: Deque[Item] = deque()
@@ -171,7 +181,7 @@ class IngestQueue:
                 self._start()
 
     def _start(self) -> None:
-        if self._worker is None:
+        if self._worker is None or not self._worker.is_alive():  # none yet, or forked
             self._worker = threading.Thread(target=self._run, name="payi_otel-ingest", daemon=True)
             self._worker.start()
             atexit.register(_shutdown_at_exit, weakref.ref(self))
@@ -235,8 +245,9 @@ class IngestQueue:
             answer = self._send(item)
         except Retry as error:
             with self._cond:
-                given_up = (time.monotonic() - item.since > self.retry_for) or (
-                    self.max_retries is not None and item.attempts > self.max_retries
+                given_up = (time.monotonic() - item.since > self.options.retry_for) or (
+                    self.options.max_retries is not None
+                    and item.attempts > self.options.max_retries
                 )
                 if given_up:
                     self._settle(item, "failed")
@@ -247,7 +258,7 @@ class IngestQueue:
                     )
                     return 0.0
             logger.debug("payi_otel: Pay-i ingest failed, retried: %s", error)
-            return min(max(delay * 2, self.backoff), self.max_backoff)
+            return min(max(delay * 2, self.options.backoff), self.options.max_backoff)
         except Refused as error:
             with self._cond:
                 self._settle(item, "failed")
@@ -292,7 +303,7 @@ class IngestQueue:
                 return
             self._closed = True
             self._cond.notify_all()
-        self.flush(self.shutdown_timeout if timeout is None else timeout)
+        self.flush(self.options.shutdown_timeout if timeout is None else timeout)
         with self._cond:
             left = list(self._queue)
             if self._in_flight is not None and self._in_flight not in left:

@@ -476,6 +476,7 @@ def _observed(result: Any, observation: Optional[_Observation]) -> Any:
             # The response is handed over now, its stream read later: the call is reported
             # when the stream ends, with what the response and the stream showed.
             observation.see(result)
+            observation.response = None  # issue 19: not the stream's holder (a cycle)
             return provider.with_stream(result, _observed_stream(nested, observation))
         observation.see(result)
         observation.finish()
