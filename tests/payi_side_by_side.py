@@ -5,8 +5,10 @@ own (each instruments ``openai`` globally), against local servers only.
 
 ``proxy``: Pay-i's SDK with ``config={"proxy": True}`` / payi_otel with
 ``header_dialect="payi-proxy"``: the attribution goes to the LLM server as headers.
-``ingest``: Pay-i's SDK in its default mode / payi_otel with ``PayiIngestExporter`` (and no
-attribution header on the LLM call): the attribution goes to ``PAYI_BASE_URL``'s
+``ingest``: Pay-i's SDK in its default mode / payi_otel with ``payi_instrument(ingest=...)``
+(and no attribution header on the LLM call); ``spans``: the same with ``PayiIngestExporter``
+as a span exporter; ``logged``: ``ingest`` with ``log_prompt_and_response=True`` (Pay-i's
+SDK logs them by default): the attribution goes to ``PAYI_BASE_URL``'s
 ``/api/v1/ingest``. Per-call headers use Pay-i's spelling (``xProxy-*``), which both read.
 """
 
@@ -151,10 +153,26 @@ def main(impl: str, mode: str, llm_base_url: str) -> None:
         provider = TracerProvider()
         if mode == "proxy":
             payi_instrument(tracer_provider=provider, header_dialect="payi-proxy")
-        else:
-            provider.add_span_processor(BatchSpanProcessor(PayiIngestExporter()))
+            finish = provider.shutdown
+        elif mode in ("ingest", "logged"):  # one record per call, from the provider seam
+            exporter = PayiIngestExporter()
+            payi_instrument(
+                tracer_provider=provider,
+                header_hosts=[],
+                ingest=exporter,
+                log_prompt_and_response=mode == "logged",
+            )
+            finish = exporter.shutdown
+        else:  # "spans": the span exporter form
+            span_exporter = PayiIngestExporter()
+            provider.add_span_processor(BatchSpanProcessor(span_exporter))
             payi_instrument(tracer_provider=provider, header_hosts=[])
-        finish = provider.shutdown
+
+            def finish_spans() -> None:
+                provider.shutdown()
+                span_exporter.shutdown()
+
+            finish = finish_spans
 
     labels: list[str] = []
 
@@ -168,7 +186,20 @@ def main(impl: str, mode: str, llm_base_url: str) -> None:
 
     scenarios(track, track_context, call)
     finish()
-    print(json.dumps(labels))  # the scenario of each call, in order
+    print(json.dumps({"labels": labels, "last_result": last_result()}))
+
+
+def last_result() -> Any:
+    """Pay-i's last answer as the app sees it: Pay-i's SDK's ``get_context()["last_result"]``
+    (a model), payi_otel's ``last_result()`` (a mapping); as plain data."""
+    import payi_otel
+
+    if payi_otel._instrumentor.PayiInstrumentor().is_instrumented_by_opentelemetry:
+        return payi_otel.last_result()
+    from payi.lib.instrument import get_context
+
+    found = get_context().get("last_result")
+    return None if found is None else found.model_dump(exclude_none=True)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ PUBLIC = {
     "PayiInstrumentor",
     "__version__",
     "get_context",
+    "last_result",  # issue 19: Pay-i's last answer
     "payi_instrument",
     "track",
     "track_context",

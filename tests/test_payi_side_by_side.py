@@ -17,6 +17,7 @@ tables.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -25,7 +26,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 from fake_llm_server import FakeLLMServer
@@ -59,6 +60,10 @@ class Run:
     labels: list[str]
     llm: list[dict[str, str]]
     ingest: list[tuple[dict[str, str], dict[str, Any]]]
+    #: Pay-i's last answer as the app sees it (issue 19).
+    last_result: Any = None
+    #: The ``id`` query of each ingest request (issue 19).
+    ids: list[Optional[str]] = dataclasses.field(default_factory=list)
 
 
 def runner_env(payi: FakePayiServer) -> dict[str, str]:
@@ -85,9 +90,9 @@ def _run(impl: str, mode: str, llm: FakeLLMServer, payi: FakePayiServer) -> Run:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    labels = json.loads(done.stdout.strip().splitlines()[-1])
+    out = json.loads(done.stdout.strip().splitlines()[-1])
     return Run(
-        labels,
+        out["labels"],
         [
             {k: v for k, v in r.headers.items() if k.startswith(("xproxy-", "x-payi-"))}
             for r in llm.requests
@@ -96,17 +101,24 @@ def _run(impl: str, mode: str, llm: FakeLLMServer, payi: FakePayiServer) -> Run:
             ({k: v for k, v in r.headers.items() if k.startswith("xproxy-")}, r.body)
             for r in payi.ingested()
         ],
+        out["last_result"],
+        [r.id for r in payi.ingested()],
     )
 
 
 @pytest.fixture(scope="module")
 def runs() -> Iterator[dict[tuple[str, str], Run]]:
     with FakeLLMServer() as llm, FakePayiServer() as payi:
-        yield {
+        payi.limits = {"limit1": "ok", "limit3": "exceeded"}  # in every answer
+        runs = {
             (impl, mode): _run(impl, mode, llm, payi)
             for mode in ("proxy", "ingest")
             for impl in IMPLS
         }
+        # payi_otel's span exporter form too (Pay-i's SDK has one ingest mode).
+        runs["payi_otel", "spans"] = _run("payi_otel", "spans", llm, payi)
+        runs["payi_otel", "logged"] = _run("payi_otel", "logged", llm, payi)
+        yield runs
 
 
 def _is_uuid(text: str) -> bool:
@@ -204,10 +216,12 @@ PAYI_ONLY_HEADERS = {"xproxy-instrumented-module"}
 MEASURED = {"event_timestamp", "end_to_end_latency_ms", "provider_response_id"}
 
 
+@pytest.mark.parametrize("form", ["ingest", "spans"])
 def test_ingest_records_match_pay_i_sdk_in_ingest_mode(
-    runs: dict[tuple[str, str], Run],
+    runs: dict[tuple[str, str], Run], form: str
 ) -> None:
-    payi, ours = runs["payi", "ingest"], runs["payi_otel", "ingest"]
+    """Per call (``payi_instrument(ingest=...)``) and as a span exporter alike."""
+    payi, ours = runs["payi", "ingest"], runs["payi_otel", form]
     assert payi.labels == ours.labels
     # Ingest mode: no attribution header on the LLM call, from either side.
     assert all(h == {} for h in payi.llm + ours.llm)
@@ -268,3 +282,49 @@ def test_ingest_records_match_pay_i_sdk_in_ingest_mode(
                     )
                 )
     _table("ingest mode: POST /api/v1/ingest body", rows, key="field")
+
+
+@pytest.mark.parametrize("form", ["ingest", "spans"])
+def test_each_record_is_sent_with_its_id_as_pay_i_sdk_does(
+    runs: dict[tuple[str, str], Run], form: str
+) -> None:
+    """Pay-i's SDK sends ``?id=<provider_response_id>`` with each record (Pay-i recognises a
+    record sent again by it); so does payi_otel, whose retries rely on it."""
+    for run in (runs["payi", "ingest"], runs["payi_otel", form]):
+        assert run.ids == [body["provider_response_id"] for _, body in run.ingest]
+        assert all(run.ids) and len(set(run.ids)) == len(run.ids)
+
+
+@pytest.mark.parametrize("mode", ["ingest", "spans"])
+def test_the_last_answer_has_pay_i_sdk_shape(runs: dict[tuple[str, str], Run], mode: str) -> None:
+    """``payi_otel.last_result()`` is what Pay-i's SDK gives as
+    ``get_context()["last_result"]`` after the same calls, field for field (the request id
+    aside: Pay-i makes a new one per record)."""
+    theirs, ours = runs["payi", "ingest"].last_result, runs["payi_otel", mode].last_result
+    assert theirs is not None and ours is not None
+    assert set(theirs) == set(ours)
+    assert {k: v for k, v in theirs.items() if k != "request_id"} == {
+        k: v for k, v in ours.items() if k != "request_id"
+    }
+    assert theirs["limits"]["limit3"] == {"state": "exceeded"}
+
+
+def test_prompt_and_response_as_pay_i_sdk_logs_them(runs: dict[tuple[str, str], Run]) -> None:
+    """With ``log_prompt_and_response=True`` (Pay-i's SDK's default; off by default here) the
+    records carry the request and response bodies as Pay-i's SDK sends them: the request
+    body's JSON, and a list with the response's JSON (the response's own id and time aside:
+    two calls)."""
+    theirs, ours = runs["payi", "ingest"], runs["payi_otel", "logged"]
+    assert all("provider_request_json" not in b for _, b in runs["payi_otel", "ingest"].ingest)
+    volatile = {"id", "created"}
+    for (_, a), (_, b) in zip(theirs.ingest, ours.ingest):
+        assert json.loads(a["provider_request_json"]) == json.loads(b["provider_request_json"])
+        (their_response,), (our_response,) = (
+            a["provider_response_json"],
+            b["provider_response_json"],
+        )
+        their_response, our_response = json.loads(their_response), json.loads(our_response)
+        assert set(their_response) == set(our_response)
+        assert {k: v for k, v in their_response.items() if k not in volatile} == {
+            k: v for k, v in our_response.items() if k not in volatile
+        }

@@ -18,6 +18,9 @@ __all__ = [
     "BAGGAGE_ACCEPT",
     "HEADER_DIALECT",
     "HEADER_HOSTS",
+    "INGEST",
+    "INGEST_SPOOL",
+    "LOG_PROMPT_AND_RESPONSE",
     "METRICS_USER_ID",
     "MODEL_MAPPINGS",
     "NATIVE_ATTRIBUTION",
@@ -51,6 +54,14 @@ NATIVE_ATTRIBUTION = "PAYI_NATIVE_ATTRIBUTION"
 #: ``model_mappings``: what to price a deployment (or any model as sent) as: a JSON array of
 #: ``{"model", "host"?, "price_as_category"?, "price_as_resource"?, "resource_scope"?}``.
 MODEL_MAPPINGS = "PAYI_MODEL_MAPPINGS"
+# --- issue 19: Pay-i ingest ---------------------------------------------------------------
+#: ``ingest``: one Pay-i ingest record per inference call (README "Using with Pay-i").
+INGEST = "PAYI_INGEST"
+#: ``PayiIngestExporter(spool=)``: the crash-safe spool file of unsent ingest records.
+INGEST_SPOOL = "PAYI_INGEST_SPOOL"
+#: ``log_prompt_and_response``: ingest records carry the request and response bodies (off
+#: by default: prompts and answers are the users' data).
+LOG_PROMPT_AND_RESPONSE = "PAYI_LOG_PROMPT_AND_RESPONSE"
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}

@@ -21,24 +21,45 @@ of its own and is skipped (the inner span ends, and is exported, first).
 from __future__ import annotations
 
 import fnmatch
+import json
+import os
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, StatusCode
 
-from payi_otel._log import logger
+from payi_otel import _environment as env
+from payi_otel import _settings
+from payi_otel._ingest_queue import IngestQueue, Item, QueueOptions, Refused, Retry
+from payi_otel._log import internal_error, log_once, logger
 from payi_otel._model.attributes import params_from_attributes
-from payi_otel._providers import derived, providers
+from payi_otel._model.dialects import PAYI_PROXY
+from payi_otel._payi_answer import answer_attributes, answer_of, note_answer
+from payi_otel._providers import CallRecord, Service, derived, providers
 from payi_otel._spans import CATEGORY_ATTRIBUTE, is_genai_span
+from payi_otel._spool import DEFAULT_MAX_BYTES, Spool
 
-__all__ = ["INSTALL_HINT", "PayiIngestExporter", "categories", "ingest_record"]
+__all__ = [
+    "INSTALL_HINT",
+    "NOT_CALLS",
+    "PayiIngestExporter",
+    "call_record",
+    "categories",
+    "ingest_exporter",
+    "ingest_record",
+    "is_inference",
+    "is_proxied",
+]
 
 INSTALL_HINT = "pip install 'payi-otel[payi]'"
 
@@ -91,12 +112,18 @@ def _text(value: object) -> Optional[str]:
 
 
 def _resource(category: str, attributes: Mapping[str, Any]) -> Optional[str]:
+    return resource_name(
+        category,
+        _text(attributes.get("gen_ai.request.model")),
+        _text(attributes.get("gen_ai.response.model")),
+    )
+
+
+def resource_name(category: str, request: Optional[str], response: Optional[str]) -> Optional[str]:
     """Pay-i's resource name of a call of the service filed under ``category``
     (``Service.ingest_resource``: ``google.`` + Gemini's model version, ``anthropic.`` + a
     Claude model on Vertex AI, as Pay-i's SDK names them); else the request's model (the
     response's when the request names none)."""
-    request = _text(attributes.get("gen_ai.request.model"))
-    response = _text(attributes.get("gen_ai.response.model"))
     named = _resources().get(category)
     if named is not None:
         return named(request, response)
@@ -140,33 +167,46 @@ def _input_includes_cache(span: ReadableSpan) -> bool:
 def _units(
     attributes: Mapping[str, Any], input_includes_cache: bool = True
 ) -> Dict[str, Dict[str, int]]:
-    """Pay-i's units: ``text`` (input without the cached tokens), ``text_cache_read``,
-    ``text_cache_write``, ``reasoning`` (out of the output) when not zero. The span's input
-    count includes the cached tokens (the GenAI conventions), unless ``input_includes_cache``
-    is False (an instrumentation that reports the provider's uncached count as it is)."""
-    input_tokens = _int(attributes.get("gen_ai.usage.input_tokens")) or 0
-    output_tokens = _int(attributes.get("gen_ai.usage.output_tokens")) or 0
-    read = _int(attributes.get("gen_ai.usage.cache_read.input_tokens")) or 0
-    write = (
+    """Pay-i's units of a span's ``gen_ai.usage.*`` counts (:func:`units`)."""
+    return units(
+        _int(attributes.get("gen_ai.usage.input_tokens")) or 0,
+        _int(attributes.get("gen_ai.usage.output_tokens")) or 0,
+        _int(attributes.get("gen_ai.usage.cache_read.input_tokens")) or 0,
         _int(attributes.get("gen_ai.usage.cache_creation.input_tokens"))
         or _int(attributes.get("gen_ai.usage.cache_write.input_tokens"))
-        or 0
+        or 0,
+        _int(attributes.get("gen_ai.usage.reasoning.output_tokens")) or 0,
+        input_includes_cache,
     )
-    reasoning = _int(attributes.get("gen_ai.usage.reasoning.output_tokens")) or 0
-    units: Dict[str, Dict[str, int]] = {}
+
+
+def units(
+    input_tokens: int,
+    output_tokens: int,
+    read: int = 0,
+    write: int = 0,
+    reasoning: int = 0,
+    input_includes_cache: bool = True,
+) -> Dict[str, Dict[str, int]]:
+    """Pay-i's units: ``text`` (input without the cached tokens), ``text_cache_read``,
+    ``text_cache_write``, ``reasoning`` (out of the output) when not zero. The input count
+    includes the cached tokens (the GenAI conventions, ``Usage``), unless
+    ``input_includes_cache`` is False (an instrumentation that reports the provider's
+    uncached count as it is)."""
+    found: Dict[str, Dict[str, int]] = {}
     if read:
-        units["text_cache_read"] = {"input": read, "output": 0}
+        found["text_cache_read"] = {"input": read, "output": 0}
     if write:
-        units["text_cache_write"] = {"input": write, "output": 0}
+        found["text_cache_write"] = {"input": write, "output": 0}
     if reasoning:
-        units["reasoning"] = {"input": 0, "output": reasoning}
+        found["reasoning"] = {"input": 0, "output": reasoning}
     if input_includes_cache:
         input_tokens -= read + write
-    units["text"] = {
+    found["text"] = {
         "input": max(input_tokens, 0),
         "output": max(output_tokens - reasoning, 0),
     }
-    return units
+    return found
 
 
 def _category(attributes: Mapping[str, Any]) -> str:
@@ -176,6 +216,12 @@ def _category(attributes: Mapping[str, Any]) -> str:
         if fnmatch.fnmatchcase(address, pattern):
             return category
     return categories().get(str(provider), f"system.{provider}" if provider else "system.unknown")
+
+
+def _timestamp(seconds: float) -> str:
+    """An event time as Pay-i's client sends a ``datetime`` (ISO 8601), kept as text so a
+    record is JSON as it is (the spool)."""
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat()
 
 
 def ingest_record(span: ReadableSpan) -> Dict[str, Any]:
@@ -193,7 +239,7 @@ def ingest_record(span: ReadableSpan) -> Dict[str, Any]:
         "units": _units(attributes, _input_includes_cache(span)),
     }
     if span.start_time is not None:
-        record["event_timestamp"] = datetime.fromtimestamp(span.start_time / 1e9, timezone.utc)
+        record["event_timestamp"] = _timestamp(span.start_time / 1e9)
         if span.end_time is not None:
             record["end_to_end_latency_ms"] = (span.end_time - span.start_time) // 1_000_000
     first_chunk = attributes.get("gen_ai.response.time_to_first_chunk")
@@ -210,21 +256,189 @@ def ingest_record(span: ReadableSpan) -> Dict[str, Any]:
     url = attributes.get("url.full")
     if isinstance(url, str):
         record["provider_uri"] = url
-    for name, argument in _INGEST_ARGUMENTS.items():
-        if name in params:
-            value = params[name]
-            record[argument] = list(value) if isinstance(value, tuple) else value
+    record.update(attribution(params))
     return record
 
 
-class PayiIngestExporter(SpanExporter):
-    """Sends every finished GenAI span to Pay-i's ingest API (use behind a
-    ``BatchSpanProcessor``).
+def attribution(params: Mapping[str, Any]) -> Dict[str, Any]:
+    """The attribution arguments of ``ingest.units`` from resolved parameters (a cleared
+    one - ``""``, ``[]``, ``{}`` - is not sent, as Pay-i's SDK sends none)."""
+    found: Dict[str, Any] = {}
+    for name, argument in _INGEST_ARGUMENTS.items():
+        value = params.get(name)
+        if value is not None and value != "" and value != () and value != {}:
+            found[argument] = list(value) if isinstance(value, tuple) else value
+    return found
 
-    ``api_key`` / ``base_url`` default to ``PAYI_API_KEY`` / ``PAYI_BASE_URL`` as Pay-i's client
-    reads them; ``client`` is a ready ``payi.Payi`` instead. ``max_retries`` (with the
-    client's exponential backoff) and ``timeout`` apply to each record; ``export_timeout``
-    bounds one batch.
+
+# --- one record per inference call, from the provider seam's CallRecord --------------------
+
+
+@derived
+def _own_services() -> Mapping[str, Service]:
+    """Each registered provider's name -> its own service (the first of its services)."""
+    return {p.name: p.services[0] for p in providers() if p.services}
+
+
+def _status_of(error: BaseException) -> Optional[int]:
+    """The HTTP status of a failed call (the SDKs' status errors, botocore's ClientError)."""
+    status = _int(getattr(error, "status_code", None))
+    if status is None:
+        response = getattr(error, "response", None)
+        if isinstance(response, Mapping):
+            metadata = response.get("ResponseMetadata")
+            if isinstance(metadata, Mapping):
+                status = _int(metadata.get("HTTPStatusCode"))
+    return status
+
+
+def _response_id(response: object) -> Optional[str]:
+    value = response.get("id") if isinstance(response, Mapping) else getattr(response, "id", None)
+    return value if isinstance(value, str) and value else None
+
+
+def is_inference(record: CallRecord) -> bool:
+    """Whether a completed call is an inference call Pay-i bills: it names a model (an API
+    call that names none - ``responses.retrieve``, ``models.list``, files - is not), and it
+    reached the provider (no error, or an error with an HTTP status)."""
+    if not record.request_model:
+        return False
+    return record.error is None or _status_of(record.error) is not None
+
+
+def is_proxied(record: CallRecord) -> bool:
+    """Whether Pay-i already saw the call: it went to Pay-i's proxy (the ``payi-proxy``
+    dialect, to a host that gets the headers), or its response carries Pay-i's answer."""
+    wire = _settings.current.wire
+    url = record.request.url if record.request is not None else None
+    if wire.dialect.name == PAYI_PROXY.name and wire.sends_to(url):
+        return True
+    return answer_of(record.response) is not None
+
+
+def call_record(record: CallRecord) -> Dict[str, Any]:
+    """The ``ingest.units`` keyword arguments of one completed inference call, with its
+    ``provider_response_id`` (the provider's response id, else a fresh ``payi_<uuid>``, as
+    Pay-i's SDK makes one)."""
+    params = record.call.params
+    service = record.service or _own_services().get(record.provider)
+    category = (service.category if service is not None else None) or f"system.{record.provider}"
+    usage = record.usage
+    out: Dict[str, Any] = {
+        "category": params.get("price_as_category") or category,
+        "resource": params.get("price_as_resource")
+        or resource_name(category, record.request_model, record.response_model)
+        or "system.unknown_model",
+        "units": units(
+            (usage.input_tokens or 0) if usage else 0,
+            (usage.output_tokens or 0) if usage else 0,
+            (usage.cache_read_tokens or 0) if usage else 0,
+            (usage.cache_write_tokens or 0) if usage else 0,
+            (usage.reasoning_tokens or 0) if usage else 0,
+        ),
+        "event_timestamp": _timestamp(record.started_at or time.time() - record.duration_s),
+        "end_to_end_latency_ms": int(record.duration_s * 1000),
+    }
+    if record.streamed and record.first_item_s is not None:
+        out["time_to_first_token_ms"] = int(record.first_item_s * 1000)
+    status = 200 if record.error is None else _status_of(record.error)
+    if status is not None:
+        out["http_status_code"] = status
+    out["provider_response_id"] = _response_id(record.response) or f"payi_{uuid.uuid4()}"
+    out.update(attribution(params))
+    if _settings.current.log_prompt_and_response and not _logging_disabled(record):
+        out.update(prompt_and_response(record))
+    return out
+
+
+#: Pay-i's per-call header that keeps a call's prompt and response out of Pay-i's logs.
+LOGGING_DISABLE = "xproxy-logging-disable"
+
+
+def _request_options(record: CallRecord) -> Any:
+    """The request options of a call through a Stainless SDK (openai, anthropic): the
+    argument with the request's JSON body."""
+    if record.arguments is None:
+        return None
+    args, kwargs = record.arguments
+    for value in (*args, *kwargs.values()):
+        if hasattr(value, "json_data") and hasattr(value, "headers"):
+            return value
+    return None
+
+
+def _logging_disabled(record: CallRecord) -> bool:
+    """Whether the call was sent with ``xProxy-Logging-Disable`` (any value, as Pay-i's SDK
+    reads it): in the SDK's per-call headers, or the caller's other headers (botocore)."""
+    found: List[Mapping[Any, Any]] = []
+    if record.request is not None:
+        found.append(record.request.other_headers)
+    options = _request_options(record)
+    if options is not None and isinstance(options.headers, Mapping):
+        found.append(options.headers)
+    return any(str(k).lower() == LOGGING_DISABLE for headers in found for k in headers)
+
+
+_NOT_GIVEN = frozenset({"Omit", "NotGiven", "Omitted"})
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def prompt_and_response(record: CallRecord) -> Dict[str, Any]:
+    """``provider_request_json`` (the request's JSON body, compact) and
+    ``provider_response_json`` (a list with the response's JSON; a stream's items are not
+    kept), as Pay-i's SDK sends them with ``log_prompt_and_response``."""
+    out: Dict[str, Any] = {}
+    options = _request_options(record)
+    body: object = None
+    if options is not None:
+        body = options.json_data
+    elif record.arguments is not None:  # botocore: (operation, params); others: keywords
+        args, kwargs = record.arguments
+        body = next((a for a in args if isinstance(a, Mapping)), None) or kwargs or None
+    if isinstance(body, Mapping):
+        # Not the SDKs' "not given" markers (anthropic leaves ``Omit`` in its body's data).
+        body = {
+            k: v
+            for k, v in body.items()
+            if k != "extra_headers" and type(v).__name__ not in _NOT_GIVEN
+        }
+        out["provider_request_json"] = _json(body)
+    response = record.response
+    if response is not None and not record.streamed:
+        dump = getattr(response, "model_dump", None)
+        data = dump(mode="json") if callable(dump) else response
+        if isinstance(data, Mapping):
+            out["provider_response_json"] = [_json(data)]
+    return out
+
+
+# --- the exporter: per call, or as a span exporter ------------------------------------------
+
+#: Whether an exporter takes every call from the provider seam (then no span exporter sends
+#: records too: one record per call).
+_per_call: Optional[PayiIngestExporter] = None
+
+
+class PayiIngestExporter(SpanExporter):
+    """Sends one Pay-i ingest record per inference call.
+
+    **Per call** (complete, whatever the trace sampling): ``payi_instrument(ingest=True)`` (or
+    ``PAYI_INGEST=true``), or ``payi_instrument(ingest=PayiIngestExporter(...))`` to set its
+    options: every completed inference call of the provider seam, sampled or not, becomes
+    one record. **As a span exporter** (behind a ``BatchSpanProcessor``): each exported
+    GenAI call span becomes one record - only as complete as the sampling lets spans through
+    (``ALWAYS_ON``); while an exporter takes calls per call, span exporters send nothing.
+
+    Either way the record goes through one bounded queue and one worker (``_ingest_queue``):
+    ``timeout`` bounds each attempt; a record Pay-i does not take is retried for
+    ``retry_for`` seconds (or ``max_retries`` retries); ``max_queue`` bounds memory;
+    ``shutdown_timeout`` bounds :meth:`shutdown`; ``spool`` (a file path; or
+    ``PAYI_INGEST_SPOOL``) keeps unsent records across a crash, up to ``spool_max_bytes``.
+    ``api_key`` / ``base_url`` default to ``PAYI_API_KEY`` / ``PAYI_BASE_URL`` as Pay-i's
+    client reads them; ``client`` is a ready ``payi.Payi`` instead.
     """
 
     #: How many ingested span ids are remembered to skip their outer GenAI spans.
@@ -236,23 +450,55 @@ class PayiIngestExporter(SpanExporter):
         base_url: Optional[str] = None,
         *,
         client: Any = None,
-        max_retries: int = 3,
         timeout: float = 10.0,
+        retry_for: float = QueueOptions.retry_for,
+        max_retries: Optional[int] = QueueOptions.max_retries,
+        max_queue: int = QueueOptions.max_queue,
+        shutdown_timeout: float = QueueOptions.shutdown_timeout,
         export_timeout: float = 30.0,
+        spool: Optional[str] = None,
+        spool_max_bytes: int = DEFAULT_MAX_BYTES,
+        meter_provider: Optional[MeterProvider] = None,
+        backoff: float = QueueOptions.backoff,
+        max_backoff: float = QueueOptions.max_backoff,
     ) -> None:
+        for name, value in (
+            ("timeout", timeout),
+            ("retry_for", retry_for),
+            ("shutdown_timeout", shutdown_timeout),
+            ("export_timeout", export_timeout),
+            ("backoff", backoff),
+            ("max_backoff", max_backoff),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:
+            raise ValueError(f"max_queue must be a positive int, got {max_queue!r}")
         self._options: Dict[str, Any] = {
             "api_key": api_key,
             "base_url": base_url,
-            "max_retries": max_retries,
+            "max_retries": 0,  # retried by the queue, within its deadlines
             "timeout": timeout,
         }
         self._client = client
         self._export_timeout = export_timeout
         self._lock = threading.Lock()
-        self._stats = {"exported": 0, "failed": 0, "dropped": 0, "skipped": 0}
+        self._skipped = 0
         self._parents: OrderedDict[Tuple[int, int], None] = OrderedDict()
         self._unavailable = False
         self._shutdown = False
+        if spool is None:
+            spool = os.environ.get(env.INGEST_SPOOL) or None
+        options = QueueOptions(
+            max_queue, retry_for, max_retries, backoff, max_backoff, shutdown_timeout
+        )
+        self._queue = IngestQueue(
+            self._send,
+            options,
+            spool=None if spool is None else Spool(spool, spool_max_bytes),
+            on_answer=self._answered,
+            meter_provider=meter_provider,
+        )
         if client is None:
             try:
                 import payi  # noqa: F401
@@ -264,16 +510,96 @@ class PayiIngestExporter(SpanExporter):
                     INSTALL_HINT,
                 )
 
-    def stats(self) -> Mapping[str, int]:
-        """Counts so far: ``exported`` (Pay-i accepted), ``failed`` (Pay-i refused or could not
-        be reached after retries), ``dropped`` (not tried: Pay-i down in that batch, the batch
-        out of time, no client), ``skipped`` (spans that are not a GenAI call)."""
-        with self._lock:
-            return dict(self._stats)
+    # -- counts ---------------------------------------------------------------------------------
 
-    def _count(self, key: str, n: int = 1) -> None:
+    def stats(self) -> Mapping[str, int]:
+        """Records so far, each counted once as ``exported`` (Pay-i took it), ``failed``
+        (Pay-i refused it, or could not be reached for ``retry_for``), ``dropped`` (queue
+        full, after shutdown, or unsent at shutdown without a spool) or ``spooled`` (unsent
+        at shutdown, in the spool for the next start); ``replayed`` (records of an earlier
+        run sent again from the spool), ``pending`` (not settled yet), ``skipped`` (spans
+        that are no call, as a span exporter)."""
         with self._lock:
-            self._stats[key] += n
+            skipped = self._skipped
+        return {**self._queue.stats(), "skipped": skipped}
+
+    # -- per call -------------------------------------------------------------------------------
+
+    def __call__(self, record: CallRecord) -> None:
+        """The response observer: one record per completed inference call not already seen
+        by Pay-i (a proxied call's answer is read from its response: ``_payi_answer``)."""
+        try:
+            if not is_inference(record) or is_proxied(record):
+                return
+            if self._unavailable:
+                self._queue.drop()
+                return
+            body = call_record(record)
+            self._queue.submit(body["provider_response_id"], body, record.span)
+        except Exception:
+            internal_error("ingest", "making a Pay-i ingest record failed")
+
+    def attach(self) -> Callable[[], None]:
+        """Take every call from the provider seam (``payi_instrument(ingest=...)`` does it);
+        returns the undo."""
+        global _per_call
+        _per_call = self
+        remove = _settings.add_observer(self)
+
+        def detach() -> None:
+            global _per_call
+            remove()
+            if _per_call is self:
+                _per_call = None
+            self.shutdown()
+
+        return detach
+
+    # -- as a span exporter ---------------------------------------------------------------------
+
+    def _calls(self, spans: Sequence[ReadableSpan]) -> List[ReadableSpan]:
+        """The GenAI spans of ``spans`` that are calls (not the outer span of one)."""
+        calls = []
+        for span in spans:
+            context = span.get_span_context()
+            key = (context.trace_id, context.span_id) if context else (0, 0)
+            if not is_genai_span(span) or key in self._parents or not _is_call_span(span):
+                self._parents.pop(key, None)  # the outer span of an ingested call
+                with self._lock:
+                    self._skipped += 1
+                continue
+            calls.append(span)
+            if span.parent is not None:
+                self._parents[(span.parent.trace_id, span.parent.span_id)] = None
+                while len(self._parents) > self.SEEN_LIMIT:
+                    self._parents.popitem(last=False)
+        return calls
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Queue one record per GenAI call span (never waits for Pay-i)."""
+        try:
+            if _per_call is not None:
+                log_once(
+                    "ingest-span-and-call",
+                    "payi_otel: PayiIngestExporter as a span exporter sends nothing while "
+                    "payi_instrument(ingest=...) sends every call (one record per call)",
+                )
+                with self._lock:
+                    self._skipped += len(spans)
+                return SpanExportResult.SUCCESS
+            for span in self._calls(spans):
+                body = ingest_record(span)
+                body.setdefault("provider_response_id", f"payi_{uuid.uuid4()}")
+                if self._unavailable or self._shutdown:
+                    self._queue.drop()
+                    continue
+                self._queue.submit(body["provider_response_id"], body, span.get_span_context())
+            return SpanExportResult.SUCCESS
+        except Exception:  # never raise into the processor's worker
+            internal_error("ingest-export", "PayiIngestExporter failed")
+            return SpanExportResult.FAILURE
+
+    # -- sending ---------------------------------------------------------------------------------
 
     def _get_client(self) -> Any:
         if self._client is None and not self._unavailable:
@@ -291,65 +617,96 @@ class PayiIngestExporter(SpanExporter):
                 )
         return self._client
 
-    def _calls(self, spans: Sequence[ReadableSpan]) -> List[ReadableSpan]:
-        """The GenAI spans of ``spans`` that are calls (not the outer span of one)."""
-        calls = []
-        for span in spans:
-            context = span.get_span_context()
-            key = (context.trace_id, context.span_id) if context else (0, 0)
-            if not is_genai_span(span) or key in self._parents:
-                self._parents.pop(key, None)  # the outer span of an ingested call
-                self._count("skipped")
-                continue
-            calls.append(span)
-            if span.parent is not None:
-                self._parents[(span.parent.trace_id, span.parent.span_id)] = None
-                while len(self._parents) > self.SEEN_LIMIT:
-                    self._parents.popitem(last=False)
-        return calls
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            calls = self._calls(spans)
-            if not calls:
-                return SpanExportResult.SUCCESS
-            client = None if self._shutdown else self._get_client()
-            if client is None:
-                self._count("dropped", len(calls))
-                return SpanExportResult.FAILURE
-            with suppress_instrumentation():
-                return self._send(client, calls)
-        except Exception:  # never raise into the processor's worker
-            logger.exception("payi_otel: PayiIngestExporter failed")
-            return SpanExportResult.FAILURE
-
-    def _send(self, client: Any, calls: List[ReadableSpan]) -> SpanExportResult:
+    def _send(self, item: Item) -> Any:
+        client = self._get_client()
+        if client is None:
+            raise Refused("no Pay-i client")
         from payi import APIConnectionError, APIStatusError
 
-        deadline = time.monotonic() + self._export_timeout
-        result = SpanExportResult.SUCCESS
-        for index, span in enumerate(calls):
-            if self._shutdown or time.monotonic() > deadline:
-                self._count("dropped", len(calls) - index)
-                return SpanExportResult.FAILURE
+        record = item.record
+        with suppress_instrumentation():
             try:
-                answer = client.ingest.units(**ingest_record(span))
-                self._count("exported")
-                logger.debug("payi_otel: Pay-i ingest answered %r", answer)
-            except (APIConnectionError, APIStatusError) as exc:
-                self._count("failed")
-                result = SpanExportResult.FAILURE
-                status = getattr(exc, "status_code", None)
-                logger.debug("payi_otel: Pay-i ingest failed: %r", exc)
-                if status is None or status >= 500 or status == 429:
-                    # Pay-i is down or overloaded after the client's retries: the rest of
-                    # this batch is not tried (the next batch tries again).
-                    self._count("dropped", len(calls) - index - 1)
-                    return result
-        return result
+                return client.ingest.units(
+                    **record, extra_query={"id": record["provider_response_id"]}
+                )
+            except APIStatusError as error:
+                if error.status_code in (408, 429) or error.status_code >= 500:
+                    raise Retry(f"Pay-i answered {error.status_code}") from None
+                raise Refused(f"Pay-i answered {error.status_code}: {error.body}") from None
+            except APIConnectionError as error:  # unreachable, reset, timed out
+                raise Retry(f"{type(error).__name__}: {error.__cause__ or error}") from None
+            except ValueError:
+                # A 2xx whose body is not JSON: Pay-i took the record, its answer is unknown.
+                log_once(
+                    "ingest-not-json",
+                    "payi_otel: Pay-i answered an ingest record with a body that is not JSON; "
+                    "the record counts as exported, its answer is unknown",
+                )
+                return None
+
+    def _answered(self, item: Item, reply: Any) -> None:
+        answer = answer_of(reply)
+        if answer is None:
+            return
+        note_answer(answer)
+        logger.debug("payi_otel: Pay-i ingest answered %r", answer)
+        _answer_span(item.context, answer)
 
     def shutdown(self) -> None:
         self._shutdown = True
+        self._queue.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+        return self._queue.flush(min(timeout_millis / 1000, self._export_timeout))
+
+
+def _is_call_span(span: ReadableSpan) -> bool:
+    """A GenAI span of an inference call, not of an agent, tool or workflow
+    (``gen_ai.operation.name``, GenAI semantic conventions): these carry ``gen_ai.*``
+    attributes too, and are not billed."""
+    operation = (span.attributes or {}).get("gen_ai.operation.name")
+    return not (isinstance(operation, str) and operation in NOT_CALLS)
+
+
+#: GenAI operations that are no inference call (agent frameworks' spans).
+NOT_CALLS = frozenset(
+    {"invoke_agent", "create_agent", "execute_tool", "invoke_workflow", "retrieval", "workflow"}
+)
+
+
+def _answer_span(context: object, answer: Mapping[str, Any]) -> None:
+    """Pay-i's answer to an ingested call, which comes after the call's span ended: on a
+    short ``payi ingest`` span, a child of the call's span (so it shows under the call and
+    is sampled with it)."""
+    if isinstance(context, Span):
+        context = context.get_span_context()
+    if (
+        not isinstance(context, SpanContext)
+        or not context.is_valid
+        or not context.trace_flags.sampled
+    ):
+        return
+    tracer = _settings.current.tracer
+    parent = trace.set_span_in_context(NonRecordingSpan(context))
+    with suppress_instrumentation():
+        span = tracer.start_span(
+            "payi ingest",
+            context=parent,
+            kind=SpanKind.CLIENT,
+            attributes=answer_attributes(answer),
+        )
+        span.end()
+
+
+def ingest_exporter(
+    given: object, meter_provider: Optional[MeterProvider] = None
+) -> PayiIngestExporter:
+    """The exporter ``payi_instrument(ingest=...)`` sends every call with: the one given, or
+    a new one (``True`` / ``PAYI_INGEST``) with its defaults."""
+    if isinstance(given, PayiIngestExporter):
+        return given
+    if given is not None and not isinstance(given, bool):
+        raise TypeError(
+            f"ingest must be a bool or a PayiIngestExporter, not {type(given).__name__}"
+        )
+    return PayiIngestExporter(meter_provider=meter_provider)

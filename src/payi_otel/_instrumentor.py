@@ -33,8 +33,10 @@ from payi_otel import _destinations as destinations
 from payi_otel import _settings
 from payi_otel._cost import CostObserver
 from payi_otel._genai import enable_genai_spans
+from payi_otel._ingest import ingest_exporter
 from payi_otel._log import internal_error, logger
 from payi_otel._outgoing import guard_hops
+from payi_otel._payi_answer import answers_in_responses, observe_answer
 from payi_otel._providers import providers
 from payi_otel._providers._core import instrument_providers
 from payi_otel._spans import install_processor
@@ -100,6 +102,11 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         )
         undo.append(destinations.unguard_all)
         undo.extend(_issue21_hooks(settings))  # issue 21
+        # issue 19: Pay-i's answer in a proxied call's response; one ingest record per call.
+        if answers_in_responses(settings.wire):
+            undo.append(_settings.add_observer(observe_answer))
+        if settings.ingest:
+            undo.append(ingest_exporter(kwargs.get("ingest"), settings.meter_provider).attach())
         self._undo = tuple(undo)
         if settings.genai_spans:
             if _loading:  # the loader instruments them; see finish_zero_code()
@@ -139,6 +146,8 @@ def payi_instrument(
     agent_steps: Optional[bool] = None,
     standard_attributes: Optional[bool] = None,
     session_property: Optional[str] = None,
+    ingest: Optional[object] = None,
+    log_prompt_and_response: Optional[bool] = None,
 ) -> None:
     """Initialise Pay-i attribution once, at application start-up.
 
@@ -181,6 +190,11 @@ def payi_instrument(
     ``standard_attributes=True`` (or ``PAYI_STANDARD_ATTRIBUTES=true``): GenAI spans also carry
     ``user.id``; ``session_property="<key>"`` (or ``PAYI_SESSION_PROPERTY``) the request
     property of that key as ``session.id`` / ``gen_ai.conversation.id`` (README "Web services").
+    ``ingest=True`` (or ``PAYI_INGEST=true``), or ``ingest=PayiIngestExporter(...)`` with
+    its options, sends one Pay-i ingest record per inference call, sampled or not (README,
+    "Using with Pay-i"); ``log_prompt_and_response=True`` (or
+    ``PAYI_LOG_PROMPT_AND_RESPONSE=true``; off by default) puts each call's request and
+    response bodies in its record, except for a call sent with ``xProxy-Logging-Disable``.
     A second call logs a warning and changes nothing.
     """
     instrumentor = PayiInstrumentor()
@@ -206,6 +220,8 @@ def payi_instrument(
         agent_steps=agent_steps,
         standard_attributes=standard_attributes,
         session_property=session_property,
+        ingest=ingest,
+        log_prompt_and_response=log_prompt_and_response,
     )
 
 

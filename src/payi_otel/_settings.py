@@ -126,6 +126,11 @@ class Settings:
     #: The request property mirrored as ``session.id`` / ``gen_ai.conversation.id``.
     session_property: Optional[str] = None
     # --- end issue 21 ---
+    #: issue 19: one Pay-i ingest record per inference call (``ingest=`` / ``PAYI_INGEST``).
+    ingest: bool = False
+    #: issue 19: ingest records carry the prompt and the response
+    #: (``log_prompt_and_response=`` / ``PAYI_LOG_PROMPT_AND_RESPONSE``; off by default).
+    log_prompt_and_response: bool = False
 
 
 _versions = itertools.count()
@@ -274,6 +279,22 @@ def build(
         model_mappings = source.read(functools.partial(_env_mappings, environ), ())
     else:
         model_mappings = parse_mappings(mappings, "model_mappings")
+    # issue 19: ``ingest`` is a bool, or the exporter to send with (``_instrumentor``).
+    ingest = options.get("ingest")
+    if not (ingest is None or isinstance(ingest, bool) or hasattr(ingest, "attach")):
+        raise TypeError(
+            f"ingest must be a bool or a PayiIngestExporter, not {type(ingest).__name__}"
+        )
+    ingest_on = (
+        source.flag(env.INGEST, False)
+        if ingest is None
+        else (ingest if isinstance(ingest, bool) else True)
+    )
+    log_prompts = _bool_option(
+        options.get("log_prompt_and_response"),
+        "log_prompt_and_response",
+        lambda: source.flag(env.LOG_PROMPT_AND_RESPONSE, False),
+    )
     provider: Optional[TracerProvider] = options.get("tracer_provider")
     return Settings(
         version=next(_versions),
@@ -292,6 +313,8 @@ def build(
         meter_provider=options.get("meter_provider"),
         model_mappings=model_mappings,
         **_issue21_options(options, source),
+        ingest=ingest_on,
+        log_prompt_and_response=log_prompts,
     )
 
 

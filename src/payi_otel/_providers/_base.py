@@ -198,6 +198,19 @@ class CallRecord:
     error: Optional[BaseException] = None
     #: The service the call went to (:meth:`Provider.service_of`); None: the provider's own.
     service: Optional[Service] = None
+    # --- issue 19: what Pay-i's ingest record and answer need -----------------------------
+    #: The call as the provider read it (its URL, model, the caller's headers).
+    request: Optional[Call] = None
+    #: What the SDK returned (a stream: its last item), for the provider's response id and
+    #: Pay-i's answer on a proxied call (``xproxy_result``).
+    response: Any = None
+    #: When the call started (seconds since the epoch).
+    started_at: Optional[float] = None
+    #: Seconds from the start to a stream's first item.
+    first_item_s: Optional[float] = None
+    #: The arguments the entry point was called with (the request as sent, for Pay-i's
+    #: prompt logging, off by default).
+    arguments: Optional[Tuple[Args, Kwargs]] = None
 
 
 class ResponseObserver(Protocol):

@@ -42,6 +42,7 @@ from payi_otel._model.model_mappings import ModelMapping, find_mapping, mapped_p
 from payi_otel._model.parameters import ParameterError, params_key
 from payi_otel._providers._base import (
     Args,
+    Call,
     CallRecord,
     Kwargs,
     Provider,
@@ -92,15 +93,20 @@ class _Observation:
     """One call on its way: what the response side reports when it completes."""
 
     __slots__ = (
+        "arguments",  # issue 19
         "call",
         "done",
+        "first_item",  # issue 19
         "hide_usage_only",
         "model",
         "provider",
+        "request",  # issue 19
+        "response",  # issue 19
         "response_model",
         "service",
         "span",
         "started",
+        "started_at",  # issue 19
         "streamed",
         "usage",
     )
@@ -111,6 +117,7 @@ class _Observation:
         call: Effective,
         model: Optional[str],
         service: Optional[Service] = None,
+        request: Optional[Call] = None,
     ) -> None:
         self.provider = provider
         self.call = call
@@ -118,6 +125,11 @@ class _Observation:
         self.service = service
         self.span = trace.get_current_span()
         self.started = time.perf_counter()
+        self.started_at = time.time()
+        self.request = request
+        self.response: Any = None
+        self.first_item: Optional[float] = None
+        self.arguments: Optional[Tuple[Args, Kwargs]] = None
         self.usage: Optional[Usage] = None
         self.response_model: Optional[str] = None
         self.streamed = False
@@ -141,6 +153,9 @@ class _Observation:
             return False
 
     def see(self, item: object) -> None:
+        self.response = item
+        if self.streamed and self.first_item is None:
+            self.first_item = time.perf_counter()
         try:
             usage = self.provider.usage(item)
             if usage is not None:
@@ -170,6 +185,11 @@ class _Observation:
             self.streamed,
             error,
             self.service,
+            self.request,
+            self.response,
+            self.started_at,
+            None if self.first_item is None else self.first_item - self.started,
+            self.arguments,
         )
         for observer in _settings.current.observers:
             try:
@@ -456,6 +476,7 @@ def _observed(result: Any, observation: Optional[_Observation]) -> Any:
             # The response is handed over now, its stream read later: the call is reported
             # when the stream ends, with what the response and the stream showed.
             observation.see(result)
+            observation.response = None  # issue 19: not the stream's holder (a cycle)
             return provider.with_stream(result, _observed_stream(nested, observation))
         observation.see(result)
         observation.finish()
@@ -510,7 +531,8 @@ def _prepare(
             name_service(span, service.category)
         observation = None
         if settings.observers:
-            observation = _Observation(provider, call, request.model, service)
+            observation = _Observation(provider, call, request.model, service, request)
+            observation.arguments = (new_args, new_kwargs)
             asked = provider.ask_usage(new_args, new_kwargs)
             if asked is not None:
                 new_args, new_kwargs = asked

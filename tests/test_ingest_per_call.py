@@ -1,0 +1,209 @@
+"""Issue 19, billing records (contract section 7): one Pay-i ingest record per inference call,
+from the provider seam's per-call record - whatever the trace sampling, never for agent / tool
+/ workflow spans, never twice for one call - with the real SDKs, the real OpenTelemetry SDK and
+the fake Pay-i server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from fake_payi_server import FakePayiServer
+from fixtures_genai import CHAT, MESSAGE, GenAI
+from ingest_support import add_processor, fake_payi_module, payi
+from ingest_support import exporter_for as exporter_base
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
+from opentelemetry.trace import SpanKind
+
+from payi_otel import PayiIngestExporter, PayiInstrumentor, track_context
+from payi_otel._ingest import NOT_CALLS
+
+__all__ = ["add_processor", "fake_payi_module", "payi"]  # fixtures
+
+
+def exporter_for(server: FakePayiServer, **kwargs: Any) -> PayiIngestExporter:
+    return exporter_base(server.base_url, **kwargs)
+
+
+@contextmanager
+def sampled_app(genai: GenAI, sampler: Any, **options: Any) -> Iterator[InMemorySpanExporter]:
+    """payi_otel with per-call ingest on a tracer provider with ``sampler`` (the GenAI
+    instrumentations on it too); the spans it exported."""
+    genai.check_invariant = False  # spans are sampled out here: not one per request
+    spans = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    instrumentor = PayiInstrumentor()
+    instrumentor.uninstrument()
+    instrumentor.instrument(
+        tracer_provider=provider, caller_file="/srv/app.py", genai_spans=True, **options
+    )
+    try:
+        yield spans
+    finally:
+        instrumentor.uninstrument()
+
+
+def bodies(server: FakePayiServer) -> list[dict[str, Any]]:
+    return [r.body for r in server.ingested()]
+
+
+def test_sampled_out_calls_are_still_ingested_once(genai: GenAI, payi: FakePayiServer) -> None:
+    exporter = exporter_for(payi)
+    sampler = ParentBased(TraceIdRatioBased(0.5))  # OTEL_TRACES_SAMPLER=parentbased_traceidratio
+    with sampled_app(genai, sampler, ingest=exporter) as spans:
+        with track_context(user_id="alice"):  # no scope span: each call its own trace
+            pass
+        for _ in range(20):
+            with track_context(user_id="alice", limit_ids=["l1"]):
+                genai.openai.chat.completions.create(**CHAT)
+        assert exporter.force_flush()
+    chat_spans = [s for s in spans.get_finished_spans() if s.name.startswith("chat")]
+    assert 0 < len(chat_spans) < 20  # sampling let some through, not all
+    records = bodies(payi)
+    assert len(records) == 20 and len(payi.accepted_ids()) == 20
+    # The attribution travels as Pay-i's client sends it: xProxy-* headers of the request.
+    assert all(
+        r.headers["xproxy-user-id"] == "alice" and r.headers["xproxy-limit-ids"] == "l1"
+        for r in payi.ingested()
+    )
+    assert all(r["category"] == "system.openai" and r["resource"] == "gpt-4" for r in records)
+    assert exporter.stats()["exported"] == 20
+
+
+def test_nothing_sampled_still_bills_every_call_with_its_usage(
+    genai: GenAI, payi: FakePayiServer
+) -> None:
+    exporter = exporter_for(payi)
+    with sampled_app(genai, ALWAYS_OFF, ingest=exporter) as spans:
+        reply = genai.openai.chat.completions.create(**CHAT)
+        assert exporter.force_flush()
+    assert spans.get_finished_spans() == ()
+    (record,) = bodies(payi)
+    usage = reply.usage
+    assert usage is not None
+    assert record["units"]["text"] == {
+        "input": usage.prompt_tokens,
+        "output": usage.completion_tokens,
+    }
+    assert record["provider_response_id"] == reply.id
+    assert record["http_status_code"] == 200
+    assert isinstance(record["end_to_end_latency_ms"], int)
+
+
+def test_anthropic_call_is_one_record_and_streams_embeddings_too(
+    genai: GenAI, payi: FakePayiServer
+) -> None:
+    exporter = exporter_for(payi)
+    genai.reinstrument(ingest=exporter)
+    message = genai.anthropic.messages.create(**MESSAGE)  # two nested GenAI spans (2.x)
+    stream = genai.openai.chat.completions.create(
+        **CHAT, stream=True, stream_options={"include_usage": True}
+    )
+    for _ in stream:
+        pass
+    genai.openai.embeddings.create(model="text-embedding-3-small", input="hi")
+    genai.openai.models.list()  # an API call, no inference: no record (and no GenAI span)
+    genai.check_invariant = False  # that request has no span to compare with
+    assert exporter.force_flush()
+    records = bodies(payi)
+    assert [r["category"] for r in records] == [
+        "system.anthropic",
+        "system.openai",
+        "system.openai",
+    ]
+    anthropic_record, stream_record, embedding_record = records
+    assert anthropic_record["resource"] == MESSAGE["model"]
+    assert anthropic_record["provider_response_id"] == message.id
+    assert isinstance(stream_record["time_to_first_token_ms"], int)
+    assert stream_record["units"]["text"]["output"] > 0
+    assert embedding_record["resource"] == "text-embedding-3-small"
+    assert exporter.stats()["exported"] == 3
+
+
+def test_agent_tool_and_workflow_spans_are_never_ingested(
+    genai: GenAI, payi: FakePayiServer, add_processor: Callable[[SpanProcessor], None]
+) -> None:
+    """Agent frameworks' spans carry gen_ai.* attributes; per call and as a span exporter,
+    only the inference call inside them is a record."""
+    genai.check_invariant = False  # agent spans are GenAI spans without a request of their own
+    span_exporter = exporter_for(payi)
+    add_processor(SimpleSpanProcessor(span_exporter))
+    tracer = genai.otel.provider.get_tracer("opentelemetry.instrumentation.openai_agents")
+
+    def agent_run() -> None:
+        for operation in sorted(NOT_CALLS):
+            with tracer.start_as_current_span(
+                f"{operation} planner",
+                kind=SpanKind.INTERNAL,
+                attributes={
+                    "gen_ai.operation.name": operation,
+                    "gen_ai.provider.name": "openai",
+                    "gen_ai.agent.name": "planner",
+                },
+            ):
+                pass
+        with tracer.start_as_current_span(
+            "invoke_agent planner",
+            attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.provider.name": "openai"},
+        ):
+            genai.openai.chat.completions.create(**CHAT)
+
+    agent_run()  # as a span exporter: one record, of the chat span
+    assert span_exporter.force_flush()
+    assert [r["resource"] for r in bodies(payi)] == ["gpt-4"]
+    assert span_exporter.stats()["exported"] == 1
+
+    payi.reset()
+    per_call = exporter_for(payi)
+    genai.reinstrument(ingest=per_call)
+    agent_run()  # per call: one record; the span exporter now sends nothing
+    assert per_call.force_flush() and span_exporter.force_flush()
+    assert [r["resource"] for r in bodies(payi)] == ["gpt-4"]
+    assert span_exporter.stats()["exported"] == 1  # unchanged
+
+
+def test_ingest_from_the_environment_and_off_by_default(
+    genai: GenAI, payi: FakePayiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from payi_otel import _settings
+
+    assert not _settings.current.ingest  # off unless asked
+    monkeypatch.setenv("PAYI_API_KEY", "test-key")
+    monkeypatch.setenv("PAYI_BASE_URL", payi.base_url)
+    monkeypatch.setenv("PAYI_INGEST", "true")
+    genai.reinstrument()
+    genai.openai.chat.completions.create(**CHAT)
+    (observer,) = [o for o in _settings.current.observers if isinstance(o, PayiIngestExporter)]
+    assert observer.force_flush()
+    assert len(payi.ingested()) == 1
+    with pytest.raises(TypeError, match="ingest must be"):
+        genai.reinstrument(ingest="yes")
+
+
+def test_prompts_and_responses_only_when_opted_in_and_not_for_a_call_that_disables_it(
+    genai: GenAI, payi: FakePayiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exporter = exporter_for(payi)
+    genai.reinstrument(ingest=exporter)  # the default: off
+    genai.openai.chat.completions.create(**CHAT)
+    monkeypatch.setenv("PAYI_LOG_PROMPT_AND_RESPONSE", "true")
+    logged = exporter_for(payi)
+    genai.reinstrument(ingest=logged)
+    genai.openai.chat.completions.create(**CHAT)
+    genai.openai.chat.completions.create(**CHAT, extra_headers={"xProxy-Logging-Disable": "1"})
+    genai.anthropic.messages.create(**MESSAGE)
+    assert exporter.force_flush() and logged.force_flush()
+    default, opted_in, disabled, anthropic_record = bodies(payi)
+    assert "provider_request_json" not in default and "provider_response_json" not in default
+    assert "provider_request_json" not in disabled and "provider_response_json" not in disabled
+    assert json.loads(opted_in["provider_request_json"]) == CHAT
+    (response,) = opted_in["provider_response_json"]
+    assert json.loads(response)["choices"][0]["message"]["content"] == "echo: Hello"
+    assert json.loads(anthropic_record["provider_request_json"]) == MESSAGE

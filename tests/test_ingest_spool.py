@@ -1,0 +1,133 @@
+"""Issue 19, the spool: a crash-safe append-only JSONL file of unsent ingest records, replayed
+once on the next start - a ``kill -9`` of a real process with records unsent, then a restart:
+each replayed once, never twice; bounded; one owner at a time."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_llm_server import FakeLLMServer
+from fake_payi_server import FakePayiServer
+from fixtures_genai import CHAT, GenAI
+from ingest_support import exporter_for, fake_payi_module, payi
+
+from payi_otel._spool import Spool
+
+__all__ = ["fake_payi_module", "payi"]  # fixtures
+
+TESTS = Path(__file__).resolve().parent
+APP = TESTS / "ingest_spool_app.py"
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PAYI_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(TESTS.parent / "examples")])
+    return env
+
+
+def _resume(llm: FakeLLMServer, payi: FakePayiServer, spool: Path) -> dict[str, int]:
+    done = subprocess.run(
+        [sys.executable, str(APP), "resume", llm.openai_base_url, payi.base_url, str(spool)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    stats: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
+    return stats
+
+
+def test_kill_9_then_restart_replays_each_unsent_record_once(
+    llm_server: FakeLLMServer, payi: FakePayiServer, tmp_path: Path
+) -> None:
+    spool = tmp_path / "ingest.jsonl"
+    command = [sys.executable, str(APP), "crash", llm_server.openai_base_url, payi.base_url]
+    with subprocess.Popen(
+        [*command, str(spool), "3", "7"],
+        env=_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as app:
+        try:
+            assert app.stdout is not None and app.stdin is not None
+            assert app.stdout.readline().strip() == "flushed"
+            payi.down()  # Pay-i goes away: the next 7 records stay unsent
+            app.stdin.write("go\n")
+            app.stdin.flush()
+            line = app.stdout.readline()
+            assert line.startswith("ready "), line + (app.stderr.read() if app.stderr else "")
+            before = json.loads(line[len("ready ") :])
+            assert before["exported"] == 3 and before["pending"] == 7
+            os.kill(app.pid, signal.SIGKILL)  # kill -9: no atexit, no flush
+            app.wait(10)
+        finally:
+            if app.poll() is None:
+                app.kill()
+                app.wait(10)
+            payi.up()
+    assert app.returncode == -signal.SIGKILL
+    with spool.open("a") as file:
+        file.write('{"add": "torn-by-a-cr')  # a line a crash cut short: skipped
+
+    first_ids = [r.id for r in payi.ingested()]
+    assert len(first_ids) == 3
+
+    stats = _resume(llm_server, payi, spool)
+    assert stats["replayed"] == 7 and stats["exported"] == 7, stats
+    sent = Counter(r.id for r in payi.ingested())
+    assert len(sent) == 10 and set(sent.values()) == {1}  # each record once, none twice
+    bodies = [r.body for r in payi.ingested()]
+    assert all(b["category"] == "system.openai" and b["resource"] == "gpt-4" for b in bodies)
+
+    again = _resume(llm_server, payi, spool)  # a third start: nothing left to send
+    assert again["replayed"] == 0 and again["exported"] == 0
+    assert len(payi.ingested()) == 10
+    # The file was compacted at each start: only what was unsettled then.
+    lines = [json.loads(x) for x in spool.read_text().splitlines()]
+    assert not [
+        x for x in lines if "add" in x and not any(d.get("done") == x["add"] for d in lines)
+    ]
+
+
+def test_the_spool_is_bounded_and_has_one_owner(
+    genai: GenAI, payi: FakePayiServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "ingest.jsonl"
+    payi.down()
+    try:
+        exporter = exporter_for(
+            payi.base_url, spool=str(spool), spool_max_bytes=1500, timeout=0.2, retry_for=60
+        )
+        genai.reinstrument(ingest=exporter)
+        with caplog.at_level(logging.WARNING, logger="payi_otel"):
+            for _ in range(6):
+                genai.openai.chat.completions.create(**CHAT)
+            other = Spool(str(spool))
+            assert other.open() is None  # owned by the exporter
+        assert "is full" in caplog.text and "cannot use the ingest spool" in caplog.text
+        assert spool.stat().st_size <= 1500
+        spooled = sum(1 for line in spool.read_text().splitlines() if '"add"' in line)
+        assert 0 < spooled < 6
+        exporter.shutdown()  # Pay-i still down: the spooled ones kept, the rest dropped
+        stats: Any = exporter.stats()
+        assert stats["spooled"] == spooled and stats["dropped"] == 6 - spooled
+    finally:
+        payi.up()
+    resumed = exporter_for(payi.base_url, spool=str(spool))
+    assert resumed.force_flush(10_000)
+    assert resumed.stats()["replayed"] == spooled and resumed.stats()["exported"] == spooled
+    resumed.shutdown()
+    assert len({r.id for r in payi.ingested()}) == spooled
