@@ -41,10 +41,7 @@ KNOWN: dict[tuple[str, str], tuple[object, object]] = {
     # candidatesTokenCount (the same count the GenAI span reports).
     ("google", "units"): ({"text": {"input": 1}}, {"text": {"input": 1, "output": 3}}),
 }
-#: Fields payi_otel leaves out for a provider, and why: Bedrock's Converse has no response
-#: id (Pay-i's SDK sends the AWS request id, a header that genai-bedrock does not put on the
-#: span).
-PAYI_ONLY_BY_PROVIDER = {"bedrock": {"provider_response_id"}, "google": set()}
+
 
 Ingested = list[tuple[dict[str, str], dict[str, Any]]]
 
@@ -104,7 +101,7 @@ def test_ingest_records_match_pay_i_sdk(
         theirs = {k: v for k, v in theirs.items() if k != "properties"}
         if properties:
             theirs["properties"] = properties
-        payi_only = PAYI_ONLY_FIELDS | PAYI_ONLY_BY_PROVIDER[provider]
+        payi_only = PAYI_ONLY_FIELDS
         assert set(theirs) - set(ours) == payi_only & set(theirs), provider
         assert set(ours) <= set(theirs), provider
         for field in sorted(set(theirs) - payi_only):
