@@ -30,7 +30,7 @@ DEMO = Path(__file__).resolve().parent.parent / "examples" / "support_assistant"
 sys.path.insert(0, str(DEMO))
 
 import main as demo  # noqa: E402
-from costs import COST, TOKENS  # noqa: E402
+from costs import _points as metric_points  # noqa: E402
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
@@ -61,21 +61,11 @@ def _kept_setup_tracing() -> Any:
 
 
 def sdk_points(reader: InMemoryMetricReader) -> list[dict[str, Any]]:
-    data = reader.get_metrics_data()
-    points = []
-    for resource in data.resource_metrics if data else ():
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name in (COST, TOKENS):
-                    points += [
-                        {
-                            "name": metric.name,
-                            "attributes": dict(p.attributes or {}),
-                            "value": p.value,  # type: ignore[union-attr]
-                        }
-                        for p in metric.data.data_points
-                    ]
-    return points
+    """The points the demo's cost tables sum (its own reader of them), as JSON-ready data."""
+    return [
+        {"name": name, "attributes": attributes, "value": value}
+        for name, attributes, value in metric_points(reader)
+    ]
 
 
 def span_facts(memory: InMemorySpanExporter) -> dict[str, dict[str, Any]]:
