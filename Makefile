@@ -60,8 +60,9 @@ demo: venv
 	$(BIN)/python examples/support_assistant/main.py
 
 # The demo's traces through a real OpenTelemetry Collector (the shipped config, and with the
-# redact-user-id.yaml overlay) into a real Jaeger v2, checked through Jaeger's HTTP API. Needs
-# Go: the first run builds both binaries (cached in ~/.cache/payi-otel-e2e); see e2e/run.py.
+# redact-user-id.yaml overlay) into a real Jaeger v2, checked through Jaeger's HTTP API; and
+# through the collector fleet of README "At scale" (agent, 2 gateways, Jaeger, Prometheus). Needs
+# Go: the first run builds the binaries (cached in ~/.cache/payi-otel-e2e); see e2e/run.py.
 e2e: venv
 	$(BIN)/python e2e/run.py
 

@@ -1,17 +1,19 @@
-"""Build, once, the two real binaries `make e2e` runs, and cache them outside the repo.
+"""Build, once, the three real binaries `make e2e` runs, and cache them outside the repo.
 
 * the OpenTelemetry Collector, by the official builder (ocb) from ``e2e/otelcol-builder.yaml``:
-  exactly the components ``collector-config/otel-collector.yaml`` uses, at the release
-  docker-compose.yml pins (0.147.0);
+  exactly the components the configs in ``collector-config/`` use (the single collector and
+  the fleet's agent and gateway), at the release docker-compose.yml pins (0.161.0);
 * Jaeger v2 (``cmd/jaeger``), by ``go build`` of the ``github.com/jaegertracing/jaeger``
-  module at :data:`JAEGER_MODULE_VERSION`.
+  module at :data:`JAEGER_MODULE_VERSION`;
+* Prometheus (``cmd/prometheus``), by ``go build`` of the ``github.com/prometheus/prometheus``
+  module at :data:`PROMETHEUS_MODULE_VERSION`, for the fleet variant.
 
 The cache is ``${PAYI_OTEL_E2E_CACHE:-${XDG_CACHE_HOME:-~/.cache}/payi-otel-e2e}``, one
 directory per version (the collector's also per manifest content), so a warm run builds
 nothing and a changed manifest or version builds anew. A build goes to a temporary directory
 first and is renamed into place only when it succeeded.
 
-    python e2e/binaries.py            # build what is missing; print the two binaries' paths
+    python e2e/binaries.py            # build what is missing; print the binaries' paths
 
 Needs ``go`` (1.25+) and the Go module proxy. Standard library only.
 """
@@ -33,7 +35,7 @@ REPO = HERE.parent
 MANIFEST = HERE / "otelcol-builder.yaml"
 
 #: The collector release: ocb, the core modules (v0.x, paired with v1.53.0) and contrib modules.
-OTELCOL_VERSION = "0.147.0"
+OTELCOL_VERSION = "0.161.0"
 #: docker-compose.yml runs ``jaegertracing/jaeger:2.13.0``, this release. Jaeger's releases after
 #: v1.76.0 / v2.13.0 (Dec 2025) carry only v2.x tags, and the Go module proxy answers 403 for
 #: ``github.com/jaegertracing/jaeger@v2.16.0`` (and has no ``.../v2`` module), so v1.76.0,
@@ -41,6 +43,14 @@ OTELCOL_VERSION = "0.147.0"
 JAEGER_MODULE_VERSION = "v1.76.0"
 JAEGER_RELEASE = "2.13.0"
 JAEGER_PACKAGE = "github.com/jaegertracing/jaeger/cmd/jaeger"
+#: Prometheus for the fleet variant (README "At scale"): docker-compose.yml runs
+#: ``prom/prometheus:v3.16.0``; its Go module is tagged v0.316.0 (v0.3XX.Y is Prometheus 3.XX.Y).
+PROMETHEUS_MODULE_VERSION = "v0.316.0"
+PROMETHEUS_RELEASE = "3.16.0"
+PROMETHEUS_PACKAGE = "github.com/prometheus/prometheus/cmd/prometheus"
+#: Build tag: no service discovery but the static and file ones (the scrape targets are
+#: static), which leaves out the cloud SDKs - a third of the build.
+PROMETHEUS_TAGS = "remove_all_sd"
 
 
 def cache_root() -> Path:
@@ -62,6 +72,10 @@ def collector_path() -> Path:
 
 def jaeger_path() -> Path:
     return cache_root() / f"jaeger-{JAEGER_MODULE_VERSION}" / "jaeger"
+
+
+def prometheus_path() -> Path:
+    return cache_root() / f"prometheus-{PROMETHEUS_MODULE_VERSION}" / "prometheus"
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str], log: Path) -> None:
@@ -102,6 +116,32 @@ def _install(target: Path, build: Callable[[Path, Path], None]) -> Path:
     return target
 
 
+def _collector_go_mod(manifest: str) -> str:
+    """The go.mod ocb's template would write for ``manifest`` (its ``gomod`` lines and its
+    ``replaces``)."""
+    modules = [
+        line.split("gomod:", 1)[1].strip()
+        for line in manifest.splitlines()
+        if line.strip().startswith("- gomod:")
+    ]
+    core = f"v{OTELCOL_VERSION}"
+    modules += [
+        f"go.opentelemetry.io/collector/service {core}",
+        f"go.opentelemetry.io/collector/otelcol {core}",
+    ]
+    requires = "".join(f"\t{m}\n" for m in modules)
+    replaces = (
+        "".join(
+            f"replace {line.strip()[2:].strip()}\n"
+            for line in manifest.split("\nreplaces:\n", 1)[1].splitlines()
+            if line.strip().startswith("- ")
+        )
+        if "\nreplaces:\n" in manifest
+        else ""
+    )
+    return f"module otelcol-payi\n\ngo 1.25\n\nrequire (\n{requires})\n{replaces}"
+
+
 def ensure_collector() -> Path:
     target = collector_path()
     if target.is_file():
@@ -123,14 +163,29 @@ def ensure_collector() -> Path:
             raise SystemExit(f"e2e build: {MANIFEST} lost its line {marker.strip()!r}")
         manifest = work / "manifest.yaml"
         manifest.write_text(text.replace(marker, f"  output_path: {work / 'src'}\n"))
-        # --skip-get-modules: ocb's own `go mod tidy` also resolves the components' test-only
-        # dependencies, some of which the Go module proxy here does not serve at 0.147.0
-        # (e.g. collector/extension/zpagesextension). The build itself needs none of them:
-        # `go build -mod=mod` (GOFLAGS above) adds just the modules the binary imports, at
-        # the versions the manifest's modules require (checked: `otelcol-payi components`).
+        # ocb writes the sources only (--skip-get-modules --skip-compilation); the go.mod and the
+        # build are ours. ocb's own `go mod tidy` also resolves the components' test-only
+        # dependencies, some of which the Go module proxy here does not serve; and since
+        # v0.161.0 --skip-get-modules no longer writes a go.mod at all. The go.mod below
+        # requires what ocb's template does (every manifest module, the service telemetry and
+        # otelcol at the release); `go build -mod=mod` (GOFLAGS above) then adds just the
+        # modules the binary imports, at the versions those modules require (checked:
+        # `otelcol-payi components`).
         _run(
-            [str(work / "bin" / "builder"), f"--config={manifest}", "--skip-get-modules"],
+            [
+                str(work / "bin" / "builder"),
+                f"--config={manifest}",
+                "--skip-get-modules",
+                "--skip-compilation",
+            ],
             work,
+            env,
+            log,
+        )
+        (work / "src" / "go.mod").write_text(_collector_go_mod(text))
+        _run(
+            ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", "otelcol-payi", "."],
+            work / "src",
             env,
             log,
         )
@@ -176,6 +231,48 @@ def ensure_jaeger() -> Path:
     return _install(target, build)
 
 
+def ensure_prometheus() -> Path:
+    target = prometheus_path()
+    if target.is_file():
+        return target
+    print(
+        f"e2e build: Prometheus {PROMETHEUS_RELEASE} ({PROMETHEUS_PACKAGE}@"
+        f"{PROMETHEUS_MODULE_VERSION}, -tags {PROMETHEUS_TAGS}) -> {target}",
+        flush=True,
+    )
+
+    def build(work: Path, log: Path) -> None:
+        env = _go_env()
+        module = work / "mod"
+        module.mkdir()
+        (module / "go.mod").write_text("module payi-otel-e2e/prometheus\n\ngo 1.26.7\n")
+        _run(
+            ["go", "get", "-tool", f"{PROMETHEUS_PACKAGE}@{PROMETHEUS_MODULE_VERSION}"],
+            module,
+            env,
+            log,
+        )
+        version = f"-X github.com/prometheus/common/version.Version={PROMETHEUS_RELEASE}"
+        _run(
+            [
+                "go",
+                "build",
+                "-trimpath",
+                f"-tags={PROMETHEUS_TAGS}",
+                f"-ldflags=-s -w {version}",
+                "-o",
+                str(work / "prometheus"),
+                PROMETHEUS_PACKAGE,
+            ],
+            module,
+            env,
+            log,
+        )
+        shutil.rmtree(module)
+
+    return _install(target, build)
+
+
 def main() -> int:
     if shutil.which("go") is None:
         print("e2e build: `go` is not on PATH", file=sys.stderr)
@@ -183,9 +280,10 @@ def main() -> int:
     started = time.monotonic()
     collector = ensure_collector()
     jaeger = ensure_jaeger()
+    prometheus = ensure_prometheus()
     print(
         f"e2e build: ready in {time.monotonic() - started:.0f} s\n  collector: {collector}\n"
-        f"  jaeger:    {jaeger}",
+        f"  jaeger:    {jaeger}\n  prometheus: {prometheus}",
         flush=True,
     )
     return 0

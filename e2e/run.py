@@ -8,7 +8,9 @@ only its endpoints are overridden, with the collector's own ``--set``. Variants:
 
 * ``plain``: the shipped config alone;
 * ``redact``: plus ``collector-config/redact-user-id.yaml`` (``--config`` twice; the collector
-  merges the files), which hashes ``payi.user_id``.
+  merges the files), which hashes ``payi.user_id``;
+* ``fleet``: the collector fleet of README "At scale" (an agent, two gateways deriving cost
+  metrics and sampling, Jaeger and Prometheus): see e2e/fleet.py.
 
 Per variant: start Jaeger, start the collector, run the demo with ``OTEL_EXPORTER_OTLP_ENDPOINT``
 and ``PAYI_DEMO_TRACES_JSON`` (the demo's own record of its traces, and of the ``x-payi-*``
@@ -21,9 +23,9 @@ headers each GenAI call sent), then ask Jaeger's HTTP API and check that
 * a tag search (``payi.user_id=...``, ``payi.use_case.name=...``) finds exactly the traces
   with such a span; with ``redact``, the clear user ids are found nowhere.
 
-    python e2e/run.py [--variant plain|redact|all] [--keep]
+    python e2e/run.py [--variant plain|redact|fleet|all] [--keep]
 
-``--keep`` leaves Jaeger and the collector running after the checks (Ctrl-C ends them).
+``--keep`` leaves Jaeger and the collector(s) running after the checks (Ctrl-C ends them).
 Builds the binaries first if the cache lacks them (e2e/binaries.py). Exit status 0: all passed.
 """
 
@@ -61,6 +63,7 @@ HOST = "127.0.0.1"
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(DEMO))
 import binaries  # noqa: E402
+import fleet  # noqa: E402
 from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402
 from report import headers_match  # noqa: E402  (the demo's header <-> attribute rule)
 
@@ -368,6 +371,8 @@ VARIANTS = {
     "plain": Variant("plain", [SHIPPED_CONFIG]),
     "redact": Variant("redact", [SHIPPED_CONFIG, REDACT_CONFIG]),
 }
+#: The fleet variant (e2e/fleet.py): its own processes and checks.
+FLEET = "fleet"
 
 
 def run_variant(
@@ -659,7 +664,7 @@ def print_logs_on_failure(processes: list[Process]) -> Iterator[None]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--variant", choices=[*VARIANTS, "all"], default="all")
+    parser.add_argument("--variant", choices=[*VARIANTS, FLEET, "all"], default="all")
     parser.add_argument(
         "--keep",
         action="store_true",
@@ -674,25 +679,45 @@ def main(argv: Optional[list[str]] = None) -> int:
     # A SIGTERM (CI's time limit, `kill`) unwinds like Ctrl-C: every process started is stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.monotonic()
-    if shutil.which("go") is None and not (
-        binaries.collector_path().is_file() and binaries.jaeger_path().is_file()
-    ):
-        print("e2e: needs `go` to build the collector and Jaeger", file=sys.stderr)
+    names = [*VARIANTS, FLEET] if args.variant == "all" else [args.variant]
+    needed = [binaries.collector_path(), binaries.jaeger_path()]
+    if FLEET in names:
+        needed.append(binaries.prometheus_path())
+    if shutil.which("go") is None and not all(path.is_file() for path in needed):
+        print("e2e: needs `go` to build the collector, Jaeger and Prometheus", file=sys.stderr)
         return 2
     collector = binaries.ensure_collector()
     jaeger_bin = binaries.ensure_jaeger()
+    prometheus_bin = binaries.ensure_prometheus() if FLEET in names else None
     built = time.monotonic()
     logs = _logs_dir()
     print(
         f"e2e: collector {binaries.OTELCOL_VERSION} ({collector}), "
-        f"Jaeger {binaries.JAEGER_RELEASE} ({jaeger_bin}); logs and records in {logs}",
+        f"Jaeger {binaries.JAEGER_RELEASE} ({jaeger_bin})"
+        + (
+            f", Prometheus {binaries.PROMETHEUS_RELEASE} ({prometheus_bin})"
+            if prometheus_bin
+            else ""
+        )
+        + f"; logs and records in {logs}",
         flush=True,
     )
-    names = list(VARIANTS) if args.variant == "all" else [args.variant]
     failed: list[str] = []
     for name in names:
         try:
-            run_variant(VARIANTS[name], collector, jaeger_bin, logs, args.python, args.keep)
+            if name == FLEET:
+                assert prometheus_bin is not None
+                fleet.run_fleet(
+                    sys.modules[__name__],
+                    collector,
+                    jaeger_bin,
+                    prometheus_bin,
+                    logs,
+                    args.python,
+                    args.keep,
+                )
+            else:
+                run_variant(VARIANTS[name], collector, jaeger_bin, logs, args.python, args.keep)
         except (E2EFailure, subprocess.TimeoutExpired) as failure:
             print(f"\nvariant {name!r}: FAILED: {failure}", flush=True)
             failed.append(name)

@@ -280,3 +280,107 @@ def test_every_search_the_readme_shows_finds_the_demos_traces(tmp_path: Path) ->
     assert not run.traces_with_all(
         record, {"payi.user_id": "carol", "payi.use_case.step": "escalate"}
     )
+
+
+# --------------------------------------------------------------------------- the fleet variant
+def _load_fleet() -> Any:
+    spec = importlib.util.spec_from_file_location("e2e_fleet_checks", ROOT / "e2e" / "fleet.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fleet = _load_fleet()
+
+
+@pytest.fixture(scope="module")
+def fleet_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    """e2e/fleet_demo.py, run once: its record (the SDK's metric points, each span's cost and
+    status) and the demo's output."""
+    import os
+    import subprocess
+
+    path = tmp_path_factory.mktemp("fleet") / "fleet.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PAYI_"))}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "e2e" / "fleet_demo.py")],
+        env={**env, "PAYI_E2E_FLEET_JSON": str(path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(path.read_text()), done.stdout
+
+
+def _sums_by(points: list[dict[str, Any]], attributes: tuple[str, ...]) -> list[Any]:
+    """Cost, input and output tokens of the SDK's points, by ``attributes``."""
+    by = ", ".join(fleet.label_name(a) for a in attributes)
+    return [
+        fleet.sdk_sums(points, query)
+        for query in (
+            f"sum by ({by}) (payi_genai_cost_USD_total)",
+            f'sum by ({by}) (payi_genai_tokens_total{{payi_otel_token_type="input"}})',
+            f'sum by ({by}) (payi_genai_tokens_total{{payi_otel_token_type="output"}})',
+        )
+    ]
+
+
+def test_fleet_demo_records_the_sdks_metrics_and_each_spans_cost(
+    fleet_demo: tuple[dict[str, Any], str],
+) -> None:
+    record, _ = fleet_demo
+    names = {p["name"] for p in record["sdk_points"]}
+    assert names == {"payi.genai.cost", "payi.genai.tokens"}
+    traces = {s["trace_id"] for s in record["spans"].values()}
+    assert len(traces) == 5
+    priced = [s for s in record["spans"].values() if s["cost"] is not None]
+    assert len(priced) == 14  # the demo's GenAI calls, each priced
+    total = sum(p["value"] for p in record["sdk_points"] if p["name"] == "payi.genai.cost")
+    assert total == pytest.approx(sum(s["cost"] for s in priced), rel=1e-12)
+    # The e2e's threshold keeps some of the demo's traces and drops others.
+    kept = fleet.kept_traces(record["spans"], float(fleet.KEEP_COST_USD))
+    assert 0 < len(kept) < len(traces)
+
+
+def test_demo_tables_are_the_sdks_sums_and_a_difference_fails(
+    fleet_demo: tuple[dict[str, Any], str],
+) -> None:
+    record, output = fleet_demo
+    tables = fleet.demo_tables(output)
+    assert set(tables) == set(fleet.DEMO_TABLES)
+    for title, attributes in fleet.DEMO_TABLES.items():
+        cost, tokens_in, tokens_out = _sums_by(record["sdk_points"], attributes)
+        assert fleet.compare_demo_table(tables[title], cost, tokens_in, tokens_out, title) == []
+        assert ("total",) in tables[title] and len(tables[title]) > 3
+        key = next(iter(cost))
+        more = {**cost, key: cost[key] + 1e-6}
+        assert fleet.compare_demo_table(tables[title], more, tokens_in, tokens_out, title)
+        fewer = {**tokens_in, key: tokens_in[key] - 1}
+        assert fleet.compare_demo_table(tables[title], cost, fewer, tokens_out, title)
+
+
+def test_readme_queries_compare_prometheus_answers_with_the_sdks_sums(
+    fleet_demo: tuple[dict[str, Any], str],
+) -> None:
+    record, _ = fleet_demo
+    points = record["sdk_points"]
+    for query in fleet.readme_queries():
+        metric, by, _ = fleet.parse_query(query)
+        want = fleet.sdk_sums(points, query)
+        assert want, query
+        # A Prometheus answer with the same sums (labels absent where the SDK had none).
+        answer = [
+            {
+                "metric": {label: value for label, value in zip(by, key) if value},
+                "value": [1.0, repr(total)],
+            }
+            for key, total in want.items()
+        ]
+        exact = metric.endswith("tokens")
+        assert fleet.compare_sums(want, fleet.prometheus_sums(answer, by), exact, query) == []
+        answer[0]["value"][1] = repr(float(answer[0]["value"][1]) * (1 + 1e-6))
+        assert fleet.compare_sums(want, fleet.prometheus_sums(answer, by), exact, query)
+        assert fleet.compare_sums(want, fleet.prometheus_sums(answer[1:], by), exact, query)

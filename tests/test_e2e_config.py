@@ -1,7 +1,8 @@
 """The collector config against the real collector, and the e2e build manifest against the config.
 
 * ``e2e/otelcol-builder.yaml`` (what `make e2e` builds with ocb) must hold exactly the
-  components the shipped config and its redaction overlay use, at the compose-pinned release.
+  components the shipped configs use (the collector, its redaction overlay, the fleet's agent
+  and gateway), at the compose-pinned release.
 * ``collector-config/redact-user-id.yaml`` must be the commented recipe in the shipped config.
 * With the collector `make e2e` built in its cache: ``otelcol validate`` on the shipped config,
   with the overlay, and with the commented recipe enabled as its comment says. Skipped, with
@@ -24,6 +25,8 @@ from test_deploy_config import redaction_snippet
 ROOT = Path(__file__).resolve().parent.parent
 COLLECTOR_CONFIG = ROOT / "collector-config" / "otel-collector.yaml"
 REDACT_OVERLAY = ROOT / "collector-config" / "redact-user-id.yaml"
+FLEET_AGENT = ROOT / "collector-config" / "fleet-agent.yaml"
+FLEET_GATEWAY = ROOT / "collector-config" / "fleet-gateway.yaml"
 MANIFEST = ROOT / "e2e" / "otelcol-builder.yaml"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
@@ -38,11 +41,16 @@ MODULES: dict[str, dict[str, str]] = {
         "memory_limiter": CORE + "processor/memorylimiterprocessor",
         "batch": CORE + "processor/batchprocessor",
         "attributes": CONTRIB + "processor/attributesprocessor",
+        "tail_sampling": CONTRIB + "processor/tailsamplingprocessor",
+        "delta_to_cumulative": CONTRIB + "processor/deltatocumulativeprocessor",
     },
     "exporters": {
         "otlp_grpc": CORE + "exporter/otlpexporter",
         "debug": CORE + "exporter/debugexporter",
+        "load_balancing": CONTRIB + "exporter/loadbalancingexporter",
+        "prometheus": CONTRIB + "exporter/prometheusexporter",
     },
+    "connectors": {"signal_to_metrics": CONTRIB + "connector/signaltometricsconnector"},
 }
 
 
@@ -80,11 +88,13 @@ def compose_collector_version() -> str:
     return str(image.rsplit(":", 1)[1])
 
 
-def test_manifest_has_exactly_the_components_the_config_uses() -> None:
-    shipped = yaml.safe_load(COLLECTOR_CONFIG.read_text())
-    overlay = yaml.safe_load(REDACT_OVERLAY.read_text())
+def test_manifest_has_exactly_the_components_the_configs_use() -> None:
+    configs = [
+        yaml.safe_load(path.read_text())
+        for path in (COLLECTOR_CONFIG, REDACT_OVERLAY, FLEET_AGENT, FLEET_GATEWAY)
+    ]
     manifest = manifest_modules(yaml.safe_load(MANIFEST.read_text()))
-    for kind, types in used_types(shipped, overlay).items():
+    for kind, types in used_types(*configs).items():
         unknown = types - set(MODULES[kind])
         assert not unknown, f"{kind} {unknown}: add their modules to MODULES and the manifest"
         assert set(manifest[kind]) == {MODULES[kind][t] for t in types}, kind
@@ -134,6 +144,13 @@ def validate(*args: str) -> subprocess.CompletedProcess[str]:
 @needs_collector
 def test_collector_validates_the_shipped_config() -> None:
     done = validate(f"--config={COLLECTOR_CONFIG}")
+    assert done.returncode == 0, done.stderr
+
+
+@needs_collector
+@pytest.mark.parametrize("config", [FLEET_AGENT, FLEET_GATEWAY], ids=lambda p: p.stem)
+def test_collector_validates_the_fleet_configs(config: Path) -> None:
+    done = validate(f"--config={config}")
     assert done.returncode == 0, done.stderr
 
 
