@@ -22,6 +22,7 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
+from payi_otel import _scope_totals as scope_totals
 from payi_otel._genai import genai_scope_prefixes
 from payi_otel._log import internal_error, log_once, logger
 from payi_otel._model.parameters import ATTRIBUTE_NAMES
@@ -166,6 +167,14 @@ class CostObserver:
             if span.is_recording() and _is_genai(span):
                 _annotate(span, usage, price)
             self._metrics.record(record, usage, price)
+            totals = scope_totals.innermost(record.context)
+            if totals is not None:
+                totals.add(
+                    usage.input_tokens or 0,
+                    usage.output_tokens or 0,
+                    None if price is None else price.total,
+                    CURRENCY if price is None else price.currency,
+                )
         except Exception:
             internal_error("cost", "pricing a GenAI call failed")
 

@@ -20,10 +20,13 @@ __all__ = [
     "HEADER_HOSTS",
     "METRICS_USER_ID",
     "MODEL_MAPPINGS",
+    "METRIC_PROPERTIES",
     "NATIVE_ATTRIBUTION",
+    "PRICES_FILE",
     "PROPAGATE_BAGGAGE",
     "SCOPE_SPANS",
     "SCOPE_SPAN_ATTRIBUTES",
+    "SCOPE_TOTALS",
     "read_bool",
     "read_choice",
     "read_json",
@@ -51,6 +54,17 @@ NATIVE_ATTRIBUTION = "PAYI_NATIVE_ATTRIBUTION"
 #: ``model_mappings``: what to price a deployment (or any model as sent) as: a JSON array of
 #: ``{"model", "host"?, "price_as_category"?, "price_as_resource"?, "resource_scope"?}``.
 MODEL_MAPPINGS = "PAYI_MODEL_MAPPINGS"
+
+# --- issue 20: cost at scale ---------------------------------------------------------------
+#: ``prices``: the path of a JSON file holding the user's price table (a list of entries:
+#: ``_model.user_prices``).
+PRICES_FILE = "PAYI_PRICES_FILE"
+#: ``metric_properties``: ``request_properties`` keys that are metric dimensions
+#: (comma-separated).
+METRIC_PROPERTIES = "PAYI_METRIC_PROPERTIES"
+#: ``scope_totals``: each scope span gets its calls' usage and cost at its end.
+SCOPE_TOTALS = "PAYI_SCOPE_TOTALS"
+# --- end issue 20 --------------------------------------------------------------------------
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}

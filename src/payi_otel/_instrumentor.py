@@ -70,6 +70,9 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     ``requestMetadata``, Vertex AI's ``labels``; README "Providers").
     ``model_mappings`` (default: ``PAYI_MODEL_MAPPINGS``, a JSON array): what to price a call
     naming a deployment or another model as (see :func:`payi_instrument`).
+    ``prices`` (default: ``PAYI_PRICES_FILE``), ``metric_properties`` (default:
+    ``PAYI_METRIC_PROPERTIES``), ``scope_totals`` (default: ``PAYI_SCOPE_TOTALS``, else False):
+    see :func:`payi_instrument` (issue 20).
     """
 
     # No __init__: BaseInstrumentor is a singleton whose __init__ would run on every
@@ -95,7 +98,12 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         undo.extend(suspend_genai_streams())
         undo.append(
             _settings.add_observer(
-                CostObserver(settings.meter_provider, metrics_user_id=settings.metrics_user_id)
+                CostObserver(
+                    settings.meter_provider,
+                    metrics_user_id=settings.metrics_user_id,
+                    prices=settings.prices,  # issue 20
+                    metric_properties=settings.metric_properties,
+                )
             )
         )
         undo.append(destinations.unguard_all)
@@ -135,6 +143,9 @@ def payi_instrument(
     scope_span_attributes: Optional[str] = None,
     native_attribution: Optional[bool] = None,
     model_mappings: Optional[Sequence[Mapping[str, object]]] = None,
+    prices: Optional[Sequence[Mapping[str, object]]] = None,
+    metric_properties: Optional[Sequence[str]] = None,
+    scope_totals: Optional[bool] = None,
 ) -> None:
     """Initialise Pay-i attribution once, at application start-up.
 
@@ -172,6 +183,14 @@ def payi_instrument(
     one); it gives the call its ``price_as_*`` (and ``resource_scope``) only when the call has
     no ``price_as_*`` of its own from a scope or its headers, and they then travel like any
     parameter: headers, span, cost, ingest (README, "Model mappings").
+    ``prices`` (default: ``PAYI_PRICES_FILE``, a JSON file of the same list) is the user's
+    price table, over genai-prices': ``[{"model": "ft:gpt-4o-mini:acme:*", "provider":
+    "openai", "input": 0.30, "output": 1.20, "cache_read": 0.15, "currency": "USD"}]``, per
+    million tokens (README, "Cost and usage"). ``metric_properties`` (default:
+    ``PAYI_METRIC_PROPERTIES``, comma-separated) names ``request_properties`` keys to add as
+    metric dimensions (at most 100 values each, then ``_other``). ``scope_totals=True`` (or
+    ``PAYI_SCOPE_TOTALS=true``) puts each scope's calls' usage and cost on its span at its end
+    (``payi_otel.scope.*``).
     A second call logs a warning and changes nothing.
     """
     instrumentor = PayiInstrumentor()
@@ -194,6 +213,9 @@ def payi_instrument(
         scope_span_attributes=scope_span_attributes,
         native_attribution=native_attribution,
         model_mappings=model_mappings,
+        prices=prices,
+        metric_properties=metric_properties,
+        scope_totals=scope_totals,
     )
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Protocol, Tuple
 from urllib.parse import urlsplit
 
+from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
 from payi_otel._model.effective import Effective
@@ -198,6 +199,9 @@ class CallRecord:
     error: Optional[BaseException] = None
     #: The service the call went to (:meth:`Provider.service_of`); None: the provider's own.
     service: Optional[Service] = None
+    #: The context the call was sent in (issue 20: the scopes open around it, for their
+    #: totals); None when not known.
+    context: Optional[Context] = None
 
 
 class ResponseObserver(Protocol):

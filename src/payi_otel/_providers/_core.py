@@ -93,6 +93,7 @@ class _Observation:
 
     __slots__ = (
         "call",
+        "context",
         "done",
         "hide_usage_only",
         "model",
@@ -117,6 +118,7 @@ class _Observation:
         self.model = model
         self.service = service
         self.span = trace.get_current_span()
+        self.context = otel_context.get_current()  # issue 20: CallRecord.context
         self.started = time.perf_counter()
         self.usage: Optional[Usage] = None
         self.response_model: Optional[str] = None
@@ -170,6 +172,7 @@ class _Observation:
             self.streamed,
             error,
             self.service,
+            self.context,
         )
         for observer in _settings.current.observers:
             try:
