@@ -5,6 +5,7 @@ the entry; ``payi_otel.cost.source`` says who priced the call (real SDKs, the fa
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,13 @@ import pytest
 from fixtures_genai import CHAT, MESSAGE, GenAI
 from fixtures_otel import Metrics
 
-from payi_otel import ParameterTypeError, ParameterValueError, payi_instrument, track_context
+from payi_otel import (
+    ParameterTypeError,
+    ParameterValueError,
+    PayiInstrumentor,
+    payi_instrument,
+    track_context,
+)
 
 CACHE = {"x-fake-usage": json.dumps({"cached_tokens": 6, "cache_write_tokens": 4})}
 RATES = {"input": "0.10", "output": "0.40", "cache_read": "0.025"}
@@ -197,3 +204,27 @@ def test_a_bad_prices_file_names_the_variable_and_the_entry(
     monkeypatch.setenv("PAYI_PRICES_FILE", str(tmp_path / "missing.json"))
     with pytest.raises(ParameterValueError, match="cannot read it"):
         payi_instrument()
+
+
+# --- the README's snippet ---------------------------------------------------------------------
+
+
+def readme_prices_snippet() -> str:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("**Your own prices.**", 1)[1].split("\n**", 1)[0]
+    [snippet] = re.findall(r"```python\n(.*?)```", section, re.S)
+    return snippet
+
+
+def test_the_readme_prices_snippet_runs(genai: GenAI) -> None:
+    PayiInstrumentor().uninstrument()  # the snippet calls payi_instrument() itself
+    exec(compile(readme_prices_snippet(), "README.md", "exec"), {})
+    with track_context(request_properties={"tenant": "t1"}):
+        genai.openai.chat.completions.create(**{**CHAT, "model": "ft:gpt-4o-mini:acme::x1"})
+        genai.openai.chat.completions.create(**{**CHAT, "model": "llama-3.1-70b-internal"})
+    spans = {s.name: dict(s.attributes or {}) for s in genai.otel.genai_spans()}
+    tuned = spans["chat ft:gpt-4o-mini:acme::x1"]
+    assert tuned["payi_otel.cost.source"] == "user"
+    rates = {"input": "0.30", "output": "1.20", "cache_read": "0.15"}
+    assert tuned["payi_otel.cost.total"] == float(by_rates(tuned, rates))
+    assert spans["chat llama-3.1-70b-internal"]["payi_otel.cost.currency"] == "EUR"

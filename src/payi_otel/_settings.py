@@ -40,7 +40,6 @@ from payi_otel._model.dialects import X_PAYI
 from payi_otel._model.effective import Effective
 from payi_otel._model.merge import fold, merge, new_level
 from payi_otel._model.model_mappings import ModelMapping, parse_mappings
-from payi_otel._model.user_prices import UserPrice, parse_prices  # issue 20
 from payi_otel._model.parameters import (
     BAGGAGE_ACCEPT_DEFAULT,
     ENV_NAMES,
@@ -51,6 +50,7 @@ from payi_otel._model.parameters import (
     Params,
     validate_params,
 )
+from payi_otel._model.user_prices import UserPrice, parse_prices  # issue 20
 from payi_otel._model.wire_policy import WirePolicy, dialect_for, host_patterns
 from payi_otel.version import __version__
 
