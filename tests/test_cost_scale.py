@@ -218,3 +218,15 @@ def test_off_by_default_and_spanless_scopes_have_no_totals(genai: GenAI) -> None
     with track_context(use_case_step="spanless"):
         genai.openai.chat.completions.create(**MINI)  # nothing to put totals on; no error
     assert len(genai.otel.genai_spans()) == 2
+
+
+def test_a_scope_entered_with_totals_off_never_takes_its_outer_scopes_totals(
+    genai: GenAI,
+) -> None:
+    genai.reinstrument({"use_case_name": "support"}, scope_totals=True)
+    with track_context(use_case_step="outer"):
+        genai.reinstrument({"use_case_name": "support"}, scope_totals=False)
+        with track_context(use_case_step="inner"):
+            genai.openai.chat.completions.create(**MINI)
+    assert totals(scope(genai, "inner")) == {}
+    assert totals(scope(genai, "outer"))["calls"] == 1

@@ -313,7 +313,8 @@ class UsageMetrics:
         #: Attribution key -> [input, output, cache_read, cache_creation, reasoning, cost
         #: (None: never priced), its attributes, each token type's attributes].
         self._series: Dict[Tuple[object, ...], List[Any]] = {}
-        self._lock = threading.Lock()
+        #: Reentrant: a finalizer run by a collection may report a call on this thread.
+        self._lock = threading.RLock()
         meter.create_observable_counter(
             TOKENS_METRIC,
             callbacks=[self._observe_tokens],
@@ -349,13 +350,24 @@ class UsageMetrics:
             usage.reasoning_tokens,
         )
         cost = None if price is None else float(price.total)
+        found = tuple(key)
+        series = self._series.get(found)
+        if series is None:
+            series = self._new_series(found)
+        # Only number arithmetic and list stores under the lock: no allocation the garbage
+        # collector counts, so no collection - which runs finalizers, among them an abandoned
+        # stream's, which reports its call here - can start while the lock is held.
         with self._lock:
-            series = self._series.get(tuple(key))
-            if series is None:
-                series = self._new_series(tuple(key))
-            for index, count in enumerate(counts):
-                if count:
-                    series[index] += count
+            if counts[0]:
+                series[0] += counts[0]
+            if counts[1]:
+                series[1] += counts[1]
+            if counts[2]:
+                series[2] += counts[2]
+            if counts[3]:
+                series[3] += counts[3]
+            if counts[4]:
+                series[4] += counts[4]
             if cost is not None:
                 series[5] = cost if series[5] is None else series[5] + cost
 
@@ -376,11 +388,9 @@ class UsageMetrics:
             yield value
 
     def _new_series(self, key: Tuple[object, ...]) -> List[Any]:
+        """The series of ``key``, made (outside the lock: it allocates) and added once."""
         if len(self._series) >= MAX_SERIES:
             key = _OVERFLOW
-            found = self._series.get(key)
-            if found is not None:
-                return found
             attributes: Dict[str, AttributeValue] = {"otel.metric.overflow": True}
         else:
             names = (
@@ -399,12 +409,14 @@ class UsageMetrics:
         per_type = tuple(
             {**attributes, "payi_otel.token.type": token_type} for _, _, token_type in _USAGE
         )
-        series = self._series[key] = [0, 0, 0, 0, 0, None, attributes, per_type]
+        made = [0, 0, 0, 0, 0, None, attributes, per_type]
+        with self._lock:
+            series: List[Any] = self._series.setdefault(key, made)
         return series
 
     def _observe_tokens(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
-            rows = [list(s) for s in self._series.values()]
+            rows = list(self._series.values())
         for row in rows:
             for index, attributes in enumerate(row[7]):
                 if row[index]:
@@ -412,7 +424,7 @@ class UsageMetrics:
 
     def _observe_cost(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
-            rows = [(s[5], s[6]) for s in self._series.values()]
-        for cost, attributes in rows:
-            if cost is not None:
-                yield Observation(cost, attributes)
+            rows = list(self._series.values())
+        for row in rows:
+            if row[5] is not None:
+                yield Observation(row[5], row[6])

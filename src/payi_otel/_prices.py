@@ -173,12 +173,17 @@ class _GenaiPrices:
         self._missing = False
         self._snapshot: Any = None
         self._entries: Dict[Tuple[Optional[str], str], _Entry] = {}
-        self._lock = threading.Lock()
+        #: Reentrant: importing may run a collection whose finalizers price a call.
+        self._lock = threading.RLock()
+        self._importing = False
 
     def _load(self) -> Any:
         if self._module is None and not self._missing:
             with self._lock:
+                if self._importing:  # a finalizer run while importing, on this thread
+                    return None
                 if self._module is None and not self._missing:
+                    self._importing = True
                     try:
                         import genai_prices
                         import genai_prices.data_snapshot
@@ -190,6 +195,8 @@ class _GenaiPrices:
                             "pip install 'genai-prices>=0.2'"
                         )
                         return None
+                    finally:
+                        self._importing = False
                     self._module = genai_prices
         return self._module
 

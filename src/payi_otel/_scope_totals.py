@@ -32,7 +32,8 @@ from opentelemetry.util.types import AttributeValue
 __all__ = ["ScopeTotals", "enter", "innermost"]
 
 _KEY = otel_context.create_key("payi_otel.scope_totals")
-_lock = threading.Lock()
+#: Reentrant: a collection may run a finalizer that reports an abandoned stream's call here.
+_lock = threading.RLock()
 
 
 class ScopeTotals:
@@ -68,20 +69,22 @@ class ScopeTotals:
         """Put the totals on the scope's span (before it ends); later calls add nothing."""
         with _lock:
             self.ended = True
-            if not self.calls:
-                return
-            attributes: Dict[str, AttributeValue] = {
-                "payi_otel.scope.calls": self.calls,
-                "payi_otel.scope.usage.input_tokens": self.input_tokens,
-                "payi_otel.scope.usage.output_tokens": self.output_tokens,
-            }
-            if len(self.cost) == 1:
-                ((currency, total),) = self.cost.items()
-                attributes["payi_otel.scope.cost.total"] = float(total)
-                attributes["payi_otel.scope.cost.currency"] = currency
-            else:
-                for currency, total in self.cost.items():
-                    attributes[f"payi_otel.scope.cost.total.{currency}"] = float(total)
+            calls, inputs, outputs = self.calls, self.input_tokens, self.output_tokens
+            cost = self.cost
+        if not calls:
+            return
+        attributes: Dict[str, AttributeValue] = {
+            "payi_otel.scope.calls": calls,
+            "payi_otel.scope.usage.input_tokens": inputs,
+            "payi_otel.scope.usage.output_tokens": outputs,
+        }
+        if len(cost) == 1:
+            ((currency, total),) = cost.items()
+            attributes["payi_otel.scope.cost.total"] = float(total)
+            attributes["payi_otel.scope.cost.currency"] = currency
+        else:
+            for currency, total in cost.items():
+                attributes[f"payi_otel.scope.cost.total.{currency}"] = float(total)
         span.set_attributes(attributes)
 
 

@@ -80,6 +80,7 @@ class _Scope:
         self._level = state.tracks[-1] if method == payi_state.TRACK else state.contexts[-1]
         self._recorded = False
         self._span: Optional[Span] = None
+        self._totals: Optional[scope_totals.ScopeTotals] = None  # issue 20
         if settings.scope_spans:
             if payi_state.exited_here():
                 parent = _settled(parent)
@@ -111,7 +112,7 @@ class _Scope:
                 ctx = trace.set_span_in_context(self._span, ctx)
                 if settings.scope_totals:  # issue 20: what the calls inside cost
                     ctx = scope_totals.enter(ctx)
-        self._totals = scope_totals.innermost(ctx) if self._span is not None else None
+                    self._totals = scope_totals.innermost(ctx)
         if settings.propagate_baggage:
             ctx = payi_baggage.with_outgoing(ctx, state.effective)
         self.context: Context = ctx
