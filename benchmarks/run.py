@@ -8,6 +8,9 @@ the clock, the summary statistics and the machine description.
 
 Spans go through a SimpleSpanProcessor to an exporter that drops them. Baselines that are
 bare SDK spans use a TracerProvider payi_otel never touched; payi_otel gets its own provider.
+Metrics go to an SDK MeterProvider (the global one) with a reader that is never collected.
+
+``--only cost`` runs the cost comparisons alone (what ``benchmarks/bench_cost.py`` runs).
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import httpx2
 import openai
 import pyperf
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
@@ -57,22 +63,49 @@ def provider() -> TracerProvider:
 
 BARE = provider().get_tracer("bare")  # untouched by payi_otel: no payi span processor on it
 PAYI_PROVIDER = provider()
+GENAI_PROVIDER = provider()  # the GenAI instrumentation alone's: untouched by payi_otel
+METER_PROVIDER = MeterProvider(metric_readers=[InMemoryMetricReader()])
+metrics.set_meter_provider(METER_PROVIDER)
 SPANLESS_SUPPORTED = "scope_spans" in inspect.signature(payi_instrument).parameters
 _mode: List[str] = ["off"]
 
 
+def _genai_instrumentor() -> Any:
+    from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
+
+    return OpenAIInstrumentor()
+
+
 def set_mode(mode: str) -> None:
-    """payi_otel off, instrumented with scope spans, or spanless (``scope_spans=False``)."""
+    """payi_otel off; instrumented with scope spans (``genai_spans=False``: the request hook
+    and the cost observer); ``hook``: the same without the cost observer; ``spanless``
+    (``scope_spans=False``); ``default`` (GenAI spans on, as ``payi_instrument()``);
+    ``genai``: payi_otel off, the official GenAI instrumentation alone."""
     if _mode[0] == mode:
         return
     instrumentor = PayiInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
-    if mode != "off":
+    genai = _genai_instrumentor()
+    if genai.is_instrumented_by_opentelemetry:
+        genai.uninstrument()
+    if mode == "genai":
+        genai.instrument(tracer_provider=GENAI_PROVIDER, meter_provider=METER_PROVIDER)
+    elif mode != "off":
         extra = {"scope_spans": False} if mode == "spanless" else {}
         instrumentor.instrument(
-            tracer_provider=PAYI_PROVIDER, config=GLOBAL, genai_spans=False, **extra
+            tracer_provider=PAYI_PROVIDER,
+            meter_provider=METER_PROVIDER,
+            config=GLOBAL,
+            genai_spans=mode == "default",
+            **extra,
         )
+        if mode == "hook":  # the request hook alone: no response observer
+            from dataclasses import replace
+
+            from payi_otel import _settings
+
+            _settings.install(replace(_settings.current, observers=()))
     _mode[0] = mode
 
 
@@ -85,6 +118,7 @@ class Variant:
     loop: Callable[[int], float]  # runs n operations, returns the seconds they took
     mode: str = "spans"
     goal: Optional[float] = None  # the maximum ratio to the comparison's first variant
+    goal_us: Optional[float] = None  # the maximum µs per operation (a variant on its own)
 
 
 def timed(op: Callable[[], Any]) -> Callable[[int], float]:
@@ -130,6 +164,9 @@ def compare(title: str, variants: List[Variant], reps: int, batch: float) -> Lis
     rows = []
     for i, v in enumerate(variants):
         row = {"title": title, "label": v.label, "us": median(per_op[i]) * 1e6}
+        if v.goal_us is not None:
+            row["us_ci"] = tuple(x * 1e6 for x in median_ci(per_op[i]))
+            row["goal_us"] = v.goal_us
         if i:
             ratios = [a / b for a, b in zip(per_op[i], per_op[0])]
             row["ratio"] = median(ratios)
@@ -225,11 +262,198 @@ def chat(client: openai.OpenAI, scoped: bool) -> Callable[[int], float]:
     return loop
 
 
+# --- the cost path (issue 20) ----------------------------------------------------------------
+
+DEPTH = 8  # outer scopes around every cost row's calls, each adding a limit id and a property
+
+
+def nested(loop: Callable[[int], float], depth: int = DEPTH) -> Callable[[int], float]:
+    """``loop`` inside ``depth`` outer scopes (entered once per batch, untimed)."""
+
+    def run(n: int) -> float:
+        with ExitStack() as stack:
+            for i in range(depth):
+                stack.enter_context(
+                    track_context(limit_ids=[f"limit-{i}"], request_properties={f"p{i}": "v"})
+                )
+            return loop(n)
+
+    return run
+
+
+def chat_calls(client: openai.OpenAI, per_user: bool) -> Callable[[int], float]:
+    """One chat completion per operation, inside :data:`DEPTH` nested scopes. ``per_user``:
+    each call for a new user (its own ``x-payi-user-id`` header: a new effective set to
+    resolve, stamp and attribute per call, the worst case); else every call in one
+    ``track_context(user_id=...)`` (a request's calls: the effective set is the scope's)."""
+    messages = [{"role": "user", "content": "Hi"}]
+    create = client.chat.completions.create
+
+    def op() -> None:
+        create(
+            model="gpt-4o-mini",
+            messages=messages,  # type: ignore[arg-type]
+            extra_headers={"x-payi-user-id": f"user-{next(_ids)}"},
+        )
+
+    def in_scope() -> None:
+        create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
+
+    if per_user:
+        return nested(timed(op))
+    calls = timed(in_scope)
+
+    def loop(n: int) -> float:
+        with track_context(user_id=f"user-{next(_ids)}"):
+            return calls(n)
+
+    return nested(loop)
+
+
+def observer_replay(body: bytes) -> Callable[[int], float]:
+    """The cost observer alone (``payi_otel._cost.CostObserver``, internal), per call: the
+    ``CallRecord`` of a real call (payi_otel default, GenAI spans on, in-process transport)
+    replayed with a new user's effective set and a new open GenAI span carrying the GenAI
+    instrumentation's attributes for each operation; the records and spans are made before
+    the clock starts, the spans ended after it stops."""
+    from dataclasses import replace
+
+    from payi_otel import _settings
+    from payi_otel._cost import CostObserver
+    from payi_otel._model.merge import new_level
+
+    set_mode("default")
+    records: List[Any] = []
+    undo = _settings.add_observer(records.append)
+    with track_context(user_id="replay", account_name="acme"):
+        in_process(body, {}).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}]
+        )
+    undo()
+    record = records[-1]
+    scope = record.span.instrumentation_scope
+    tracer = PAYI_PROVIDER.get_tracer(scope.name, scope.version)
+    attributes = dict(record.span.attributes)
+    observer = CostObserver(METER_PROVIDER)
+    observer(record)  # genai-prices imported, the model's coefficients read
+
+    def loop(n: int) -> float:
+        batch = []
+        for _ in range(n):
+            call = record.call.child(new_level({"user_id": f"user-{next(_ids)}"}))
+            call.attributes()  # as the request hook has made them by then
+            span = tracer.start_span(record.span.name, attributes=attributes)
+            batch.append(replace(record, call=call, span=span))
+        start = pyperf.perf_counter()
+        for item in batch:
+            observer(item)
+        elapsed = pyperf.perf_counter() - start
+        for item in batch:
+            item.span.end()
+        return elapsed
+
+    return loop
+
+
+def cost_suite(
+    reps: int, batch: float, body: bytes, headers: Dict[str, str]
+) -> List[Dict[str, Any]]:
+    """The cost path's goals (issue 20), each in one run: the observer alone; the request
+    hook and the observer against the uninstrumented call; the default (GenAI spans on)
+    against the GenAI instrumentation alone. In-process transport, a new user per call,
+    inside 8 nested scopes."""
+    rows = compare(
+        "cost observer alone, per call (usage, price, metrics, span attributes)",
+        [
+            Variant(
+                "CostObserver(record): new user, new GenAI span",
+                observer_replay(body),
+                "off",
+                goal_us=10.0,
+            )
+        ],
+        reps,
+        batch,
+    )
+    for per_user in (False, True):
+        who = "a new user per call (x-payi-user-id)" if per_user else "one user's scope"
+        rows += compare(
+            f"chat completion, in-process, {who}, {DEPTH} scopes deep",
+            [
+                Variant(
+                    "uninstrumented, same x-payi-* headers sent statically",
+                    chat_calls(in_process(body, headers), per_user),
+                    "off",
+                ),
+                Variant(
+                    "payi_otel request hook alone (no observer)",
+                    chat_calls(in_process(body, {}), per_user),
+                    "hook",
+                ),
+                Variant(
+                    "payi_otel hook + cost observer (genai_spans=False)",
+                    chat_calls(in_process(body, {}), per_user),
+                    "spans",
+                    goal=None if per_user else 1.02,
+                ),
+            ],
+            reps,
+            batch,
+        )
+        rows += compare(
+            f"chat completion with GenAI spans, in-process, {who}, {DEPTH} scopes deep",
+            [
+                Variant(
+                    "genai-openai instrumentation alone, same x-payi-* headers sent statically",
+                    chat_calls(in_process(body, headers), per_user),
+                    "genai",
+                ),
+                Variant(
+                    "payi_otel default (hook + GenAI spans + cost)",
+                    chat_calls(in_process(body, {}), per_user),
+                    "default",
+                    goal=None if per_user else 1.05,
+                ),
+            ],
+            reps,
+            batch,
+        )
+    return rows
+
+
+def recorded(server: FakeLLMServer) -> tuple[bytes, Dict[str, str]]:
+    """A chat completion's response body, recorded once from the fake server, and the
+    ``x-payi-*`` headers payi_otel sends for it (scope-independent: the global level's)."""
+    set_mode("spans")
+    plain = openai.OpenAI(base_url=server.openai_base_url, api_key="k", max_retries=0)
+    with track_context(user_id="chat-user"):
+        response = plain.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}]
+        )
+    headers = {k: v for k, v in server.requests[-1].headers.items() if k.startswith("x-payi-")}
+    headers["x-payi-use-case-id"] = "static"  # the global id is new per instrumentation
+    return response.http_response.content, headers
+
+
 # --- the suite ------------------------------------------------------------------------------
 
 
+def sizes(quick: bool) -> tuple[int, float]:
+    return (5, 0.005) if quick else (25, 0.04)
+
+
+def cost_only(quick: bool) -> List[Dict[str, Any]]:
+    """The cost comparisons alone (``--only cost``; ``benchmarks/bench_cost.py``)."""
+    reps, batch = sizes(quick)
+    with FakeLLMServer() as server:
+        body, headers = recorded(server)
+    rows = cost_suite(reps, batch, body, headers)
+    set_mode("off")
+    return rows
+
+
 def suite(quick: bool) -> List[Dict[str, Any]]:
-    reps, batch = (5, 0.005) if quick else (25, 0.04)
+    reps, batch = sizes(quick)
     spanless = ["spanless"] if SPANLESS_SUPPORTED else []
     rows = compare(
         "scope enter+exit, created each time, distinct user ids",
@@ -307,6 +531,7 @@ def suite(quick: bool) -> List[Dict[str, Any]]:
             reps,
             batch,
         )
+        rows += cost_suite(reps, batch, body, headers)
         server.requests.clear()
     if SPANLESS_SUPPORTED:  # last: Pay-i's SDK patches thread pools and asyncio for good
         rows += compare(
@@ -347,6 +572,15 @@ def table(rows: List[Dict[str, Any]]) -> str:
         "|---|---|---:|---:|---:|---|",
     ]
     for r in rows:
+        if "goal_us" in r:
+            lo, hi = r["us_ci"]
+            goal = r["goal_us"]
+            verdict = "met" if hi <= goal else "not met" if lo > goal else "CI spans goal"
+            out.append(
+                f"| {r['title']} | {r['label']} | {r['us']:.2f} [{lo:.2f}-{hi:.2f}] | "
+                f"(µs alone) | ≤ {goal} µs | {verdict} |"
+            )
+            continue
         if "ratio" not in r:
             out.append(f"| {r['title']} | {r['label']} | {r['us']:.2f} | 1 (baseline) | | |")
             continue
@@ -378,14 +612,16 @@ def machine() -> str:
     )
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few short batches (smoke test)")
     parser.add_argument("--write", action="store_true", help="write benchmarks/results.md")
-    args = parser.parse_args()
-    text = f"{machine()}\n\n{table(suite(args.quick))}\n"
+    parser.add_argument("--only", choices=["cost"], help="one group of comparisons")
+    args = parser.parse_args(argv)
+    rows = cost_only(args.quick) if args.only == "cost" else suite(args.quick)
+    text = f"{machine()}\n\n{table(rows)}\n"
     print(text)
-    if args.write:
+    if args.write and args.only is None:
         (HERE / "results.md").write_text(
             "# payi_otel benchmarks (`make bench`; method and goals: docs/performance.md)\n\n"
             + text

@@ -1,43 +1,59 @@
 """Usage and cost of every GenAI call, on its span and as metrics (README: "Cost and usage").
 
-:class:`CostObserver` is a response observer (``_providers._core.add_observer``): for each completed
-call with usage it prices the tokens with ``genai-prices`` (cache-aware; as the provider /
-model of ``price_as_category`` / ``price_as_resource`` when the call resolved them; the
-genai-prices provider ids are the registered providers' facts: ``Service.price_id``), puts
-the usage (GenAI semantic conventions) and the cost (``payi_otel.cost.*``: ``payi.*`` are
-the headers a call sent) on the call's GenAI span, and adds both to two counters,
-``payi.genai.tokens`` and ``payi.genai.cost``, by the call's attribution. A model
-``genai-prices`` does not know gets usage without cost and one DEBUG line. Without
-``genai-prices`` (it needs Python >= 3.11) there is no cost at all, and one WARNING says so;
-usage is still recorded.
+:class:`CostObserver` is a response observer (``_providers._core.add_observer``): for each
+completed call with usage it prices the tokens (``_prices``: the user's prices, else
+``genai-prices``, cache-aware; as the provider / model of ``price_as_category`` /
+``price_as_resource`` when the call resolved them; the genai-prices provider ids are the
+registered providers' facts: ``Service.price_id``), puts the usage (GenAI semantic
+conventions) and the cost (``payi_otel.cost.*``: ``payi.*`` are the headers a call sent) on
+the call's GenAI span, and adds both to two counters, ``payi.genai.tokens`` and
+``payi.genai.cost``, by the call's attribution (:class:`UsageMetrics`). A model nobody
+prices gets usage without cost and one DEBUG line. Without ``genai-prices`` (it needs
+Python >= 3.11) only the user's prices price; one WARNING says so; usage is still recorded.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from opentelemetry import metrics
-from opentelemetry.metrics import MeterProvider
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
+from payi_otel import _scope_totals as scope_totals
 from payi_otel._genai import genai_scope_prefixes
 from payi_otel._log import internal_error, log_once, logger
 from payi_otel._model.parameters import ATTRIBUTE_NAMES
+from payi_otel._model.user_prices import UserPrice
+from payi_otel._prices import Price, PriceTable, Tokens
 from payi_otel._providers import CallRecord, Service, Usage, derived, providers
-from payi_otel._spans import is_genai_span
+from payi_otel._spans import _is_scope_span, is_genai_span
 from payi_otel.version import __version__
 
-if TYPE_CHECKING:
-    from genai_prices.types import PriceCalculation
-
-__all__ = ["COST_METRIC", "CURRENCY", "TOKENS_METRIC", "CostObserver"]
+__all__ = [
+    "COST_METRIC",
+    "CURRENCY",
+    "MAX_PROPERTY_VALUES",
+    "MAX_SERIES",
+    "OTHER",
+    "TOKENS_METRIC",
+    "CostObserver",
+    "UsageMetrics",
+]
 
 TOKENS_METRIC = "payi.genai.tokens"
 COST_METRIC = "payi.genai.cost"
-#: ``genai-prices`` prices in US dollars.
+#: ``genai-prices`` prices in US dollars; a user's price may name another currency.
 CURRENCY = "USD"
+#: Distinct values of one ``metric_properties`` key kept as its own dimension value; past
+#: it, a new value is counted as :data:`OTHER`.
+MAX_PROPERTY_VALUES = 100
+OTHER = "_other"
+#: Series (distinct attribute sets) per metric, as the OpenTelemetry SDK's default
+#: cardinality limit; past it, a new one is counted under ``otel.metric.overflow=true``.
+MAX_SERIES = 2000
 
 #: Usage field -> (span attribute of the GenAI semantic conventions, ``payi_otel.token.type``).
 _USAGE: Tuple[Tuple[str, str, str], ...] = (
@@ -53,6 +69,8 @@ _DIMENSIONS = tuple(
     for name in ("use_case_name", "use_case_step", "account_name", "limit_ids")
 )
 _USER = ATTRIBUTE_NAMES["user_id"]
+_PROPERTY = ATTRIBUTE_NAMES["request_properties"]
+_OVERFLOW: Tuple[object, ...] = ("otel.metric.overflow",)
 
 
 @derived
@@ -104,44 +122,37 @@ def _category_name(category: str) -> str:
     return category[len("system.") :] if category.startswith("system.") else category
 
 
-def _load_prices() -> Any:
-    """``genai_prices.calc_price`` and ``Usage``, or None (one WARNING) when not installed."""
-    try:
-        import genai_prices
-    except ImportError:
-        logger.warning(
-            "payi_otel: genai-prices is not installed (it needs Python >= 3.11), so GenAI "
-            "calls get usage but no cost; on Python >= 3.11: pip install 'genai-prices>=0.2'"
-        )
-        return None
-    return genai_prices
-
-
 def _provider_id(category: str) -> str:
     name = _category_name(category)
     return _price_ids().get(name, name)
+
+
+def _tokens(usage: Usage) -> Tokens:
+    return Tokens(
+        usage.input_tokens or 0,
+        usage.output_tokens or 0,
+        usage.cache_read_tokens or 0,
+        usage.cache_write_tokens or 0,
+    )
 
 
 class CostObserver:
     """Prices each completed call, annotates its span and records the metrics."""
 
     def __init__(
-        self, meter_provider: Optional[MeterProvider] = None, *, metrics_user_id: bool = False
+        self,
+        meter_provider: Optional[MeterProvider] = None,
+        *,
+        metrics_user_id: bool = False,
+        prices: Sequence[UserPrice] = (),
+        metric_properties: Sequence[str] = (),
     ) -> None:
-        meter = (meter_provider or metrics.get_meter_provider()).get_meter("payi_otel", __version__)
-        self._tokens = meter.create_counter(
-            TOKENS_METRIC,
-            unit="{token}",
-            description="GenAI tokens by payi_otel.token.type (input includes cache_read and "
-            "cache_creation; output includes reasoning)",
+        self._prices = PriceTable(prices, _provider_id)
+        self._targets: Dict[Tuple[object, ...], _Targets] = {}
+        names = (*_DIMENSIONS, _USER) if metrics_user_id else _DIMENSIONS
+        self._metrics = UsageMetrics(
+            meter_provider or metrics.get_meter_provider(), names, metric_properties
         )
-        self._cost = meter.create_counter(
-            COST_METRIC, unit=CURRENCY, description="GenAI cost from genai-prices"
-        )
-        self._metrics_user_id = metrics_user_id
-        self._prices = _load_prices()
-        self._unknown: Set[Tuple[Optional[str], str]] = set()
-        self._lock = threading.Lock()
 
     def __call__(self, record: CallRecord) -> None:
         try:
@@ -152,65 +163,55 @@ class CostObserver:
             if usage is None or not record.request_model:
                 return
             price = self._price(record, usage)
-            _annotate(record.span, usage, price)
-            self._record_metrics(record, usage, price)
+            span = record.span
+            if span.is_recording() and _is_genai(span):
+                _annotate(span, usage, price)
+            self._metrics.record(record, usage, price)
+            totals = scope_totals.innermost(record.context)
+            if totals is not None:
+                totals.add(
+                    usage.input_tokens or 0,
+                    usage.output_tokens or 0,
+                    None if price is None else price.total,
+                    CURRENCY if price is None else price.currency,
+                )
         except Exception:
             internal_error("cost", "pricing a GenAI call failed")
 
     # -- price -------------------------------------------------------------------------------
 
-    def _price(self, record: CallRecord, usage: Usage) -> Optional[PriceCalculation]:
-        prices = self._prices
-        if prices is None or (usage.input_tokens is None and usage.output_tokens is None):
+    def _price(self, record: CallRecord, usage: Usage) -> Optional[Price]:
+        if usage.input_tokens is None and usage.output_tokens is None:
             return None
         params = record.call.params
-        category = params.get("price_as_category")
-        resource = params.get("price_as_resource")
-        provider = _provider_id(category) if isinstance(category, str) and category else None
-        service = _service(record)
-        own = (service.price_id if service is not None else None) or record.provider
-        if isinstance(resource, str) and resource:
-            # Priced as that model: of the category's provider, else of the call's, else of
-            # whichever provider genai-prices finds it under.
-            targets: List[Tuple[Optional[str], str]] = [(provider or own, resource)]
-            if provider is None:
-                targets.append((None, resource))
-        else:
-            named = (record.response_model, record.request_model)
-            if service is not None and service.prices_as_sent:
-                named = named[::-1]  # Bedrock: the id as passed names the price (``global.``)
-            models = dict.fromkeys(m for m in named if m)
-            targets = [(provider or own, m) for m in models]
-        priced_usage = prices.Usage(
-            **{
-                name: getattr(usage, name)
-                for name in (
-                    "input_tokens",
-                    "output_tokens",
-                    "cache_read_tokens",
-                    "cache_write_tokens",
-                )
-                if getattr(usage, name) is not None
-            }
+        key = (
+            record.provider,
+            record.service,
+            params.get("price_as_category"),
+            params.get("price_as_resource"),
+            record.response_model,
+            record.request_model,
         )
+        targets = self._targets.get(key)
+        if targets is None:
+            if len(self._targets) >= 4096:  # a bound, for models named per call
+                self._targets.clear()
+            targets = self._targets[key] = _targets(record, key[2], key[3])
+        tokens = _tokens(usage)
+        table = self._prices
         for provider_id, model in targets:
-            if (provider_id, model) in self._unknown:
-                continue
-            try:
-                calculation: PriceCalculation = prices.calc_price(
-                    priced_usage, model_ref=model, provider_id=provider_id
-                )
-                return calculation
-            except LookupError:
-                with self._lock:
-                    self._unknown.add((provider_id, model))
+            price = table.price(provider_id, model, tokens)
+            if price is not None:
+                return price
+            if table.newly_unpriced(provider_id, model):
                 logger.debug(
-                    "payi_otel: genai-prices has no price for model %r of provider "
-                    "%r; its calls get usage without cost",
+                    "payi_otel: no price for model %r of provider %r (genai-prices and "
+                    "prices= have none); its calls get usage without cost",
                     model,
                     provider_id,
                 )
-        if service is not None and service.deployments and not resource:
+        service = _service(record)
+        if service is not None and service.deployments and not key[3]:
             log_once(
                 f"cost:unmapped:{service.category}:{record.request_model}",
                 "payi_otel: %s: no price for deployment %r (its replies name model %r); its "
@@ -224,64 +225,206 @@ class CostObserver:
             )
         return None
 
-    # -- metrics -----------------------------------------------------------------------------
 
-    def _record_metrics(
-        self, record: CallRecord, usage: Usage, price: Optional[PriceCalculation]
-    ) -> None:
-        attributes = self._dimensions(record)
-        for field, _, token_type in _USAGE:
-            count = getattr(usage, field)
-            if count:  # a zero adds nothing to a sum, and each add costs the SDK ~7 us
-                self._tokens.add(count, {**attributes, "payi_otel.token.type": token_type})
-        if price is not None:
-            self._cost.add(float(price.total_price), attributes)
-
-    def _dimensions(self, record: CallRecord) -> Dict[str, AttributeValue]:
-        payi = record.call.attributes()
-        dimensions: Dict[str, AttributeValue] = {"gen_ai.provider.name": _genai_name(record)}
-        if record.request_model:
-            dimensions["gen_ai.request.model"] = record.request_model
-        if record.response_model:
-            dimensions["gen_ai.response.model"] = record.response_model
-        names = (*_DIMENSIONS, _USER) if self._metrics_user_id else _DIMENSIONS
-        for name in names:
-            value = payi.get(name)
-            if isinstance(value, (list, tuple)):
-                # One data point per call: the limits as in the header, comma-separated.
-                value = ",".join(str(v) for v in value)
-            if value is not None and value != "":
-                dimensions[name] = value
-        return dimensions
+def _targets(record: CallRecord, category: object, resource: object) -> _Targets:
+    """What to price a call as, in order: (genai-prices provider id, model) pairs."""
+    provider = _provider_id(category) if isinstance(category, str) and category else None
+    service = _service(record)
+    own = (service.price_id if service is not None else None) or record.provider
+    if isinstance(resource, str) and resource:
+        # Priced as that model: of the category's provider, else of the call's, else of
+        # whichever provider genai-prices finds it under.
+        if provider is None:
+            return ((own, resource), (None, resource))
+        return ((provider, resource),)
+    named = (record.response_model, record.request_model)
+    if service is not None and service.prices_as_sent:
+        named = named[::-1]  # Bedrock: the id as passed names the price (``global.``)
+    models = dict.fromkeys(m for m in named if m)
+    return tuple((provider or own, m) for m in models)
 
 
-def _annotate(span: Span, usage: Usage, price: Optional[PriceCalculation]) -> None:
-    """Usage and cost on the GenAI span (none without one: the current span is then some
-    other span). The ``gen_ai.usage.*`` attributes belong to the GenAI instrumentation that
-    made the span, which sets them as the conventions say (and leaves some out on purpose):
-    they are added only where it reported none (a stream whose usage only payi_otel asked
-    for; a span no GenAI instrumentation made), and zero cache or reasoning counts never."""
-    if not span.is_recording() or not is_genai_span(span):
-        return
+_Targets = Tuple[Tuple[Optional[str], str], ...]
+
+
+@derived
+def _genai_prefixes() -> Tuple[str, ...]:
+    return genai_scope_prefixes()
+
+
+def _is_genai(span: Span) -> bool:
+    """``_spans.is_genai_span``, by the instrumentation scope first (the usual case: a GenAI
+    instrumentation's span; payi_otel's own scope span) before reading attributes."""
+    name = getattr(getattr(span, "instrumentation_scope", None), "name", None)
+    if name.__class__ is str and name.startswith(_genai_prefixes()):
+        return True
+    return not _is_scope_span(span) and is_genai_span(span)
+
+
+def _annotate(span: Span, usage: Usage, price: Optional[Price]) -> None:
+    """Usage and cost on the GenAI span (the caller checked it is one, recording). The
+    ``gen_ai.usage.*`` attributes belong to the GenAI instrumentation that made the span,
+    which sets them as the conventions say (and leaves some out on purpose): they are added
+    only where it reported none (a stream whose usage only payi_otel asked for; a span no
+    GenAI instrumentation made), and zero cache or reasoning counts never."""
     existing: Mapping[str, Any] = getattr(span, "attributes", None) or {}
     attributes: Dict[str, AttributeValue] = {}
     scope = getattr(getattr(span, "instrumentation_scope", None), "name", None) or ""
-    reported = any(key.startswith("gen_ai.usage.") for key in existing)
-    if not (reported and scope.startswith(genai_scope_prefixes())):
+    # An instrumentation that reports usage reports the two counts the conventions require.
+    reported = "gen_ai.usage.input_tokens" in existing or "gen_ai.usage.output_tokens" in existing
+    if not (reported and scope.startswith(_genai_prefixes())):
         for field, attribute, _ in _USAGE:
             count = getattr(usage, field)
             required = field in ("input_tokens", "output_tokens")
             if count is not None and (count or required) and attribute not in existing:
                 attributes[attribute] = count
     if price is not None:
-        attributes.update(
-            {
-                "payi_otel.cost.input": float(price.input_price),
-                "payi_otel.cost.output": float(price.output_price),
-                "payi_otel.cost.total": float(price.total_price),
-                "payi_otel.cost.currency": CURRENCY,
-                "payi_otel.cost.provider": price.provider.id,
-                "payi_otel.cost.model": price.model.id,
-            }
-        )
+        attributes["payi_otel.cost.input"] = float(price.input)
+        attributes["payi_otel.cost.output"] = float(price.output)
+        attributes["payi_otel.cost.total"] = float(price.total)
+        attributes["payi_otel.cost.currency"] = price.currency
+        attributes["payi_otel.cost.provider"] = price.provider
+        attributes["payi_otel.cost.model"] = price.model
+        attributes["payi_otel.cost.source"] = price.source
     span.set_attributes(attributes)
+
+
+class UsageMetrics:
+    """The ``payi.genai.tokens`` and ``payi.genai.cost`` counters, summed in process.
+
+    A synchronous counter's ``add()`` costs the OpenTelemetry SDK ~5-7 µs (an attribute set
+    made hashable, looked up, locked), and a call adds up to six: more than the rest of the
+    cost path together. So the sums are kept here - one tuple key and one dict lookup per
+    call - and reported by two asynchronous (observable) counters at each collection, as
+    the cumulative sums they are: the same metric names, kinds (monotonic sums), units,
+    attributes and values a reader sees. The SDK's exemplars (a sample span per point) are
+    lost. At most :data:`MAX_SERIES` attribute sets per metric (the SDK's own default limit),
+    then one overflow series; each ``metric_properties`` key at most
+    :data:`MAX_PROPERTY_VALUES` values, then :data:`OTHER`.
+    """
+
+    def __init__(
+        self, provider: MeterProvider, names: Sequence[str], properties: Sequence[str] = ()
+    ) -> None:
+        meter = provider.get_meter("payi_otel", __version__)
+        self._names = tuple(names)
+        self._properties = tuple(properties)
+        self._seen: Dict[str, Set[str]] = {key: set() for key in self._properties}
+        #: Attribution key -> [input, output, cache_read, cache_creation, reasoning, cost
+        #: (None: never priced), its attributes, each token type's attributes].
+        self._series: Dict[Tuple[object, ...], List[Any]] = {}
+        #: Reentrant: a finalizer run by a collection may report a call on this thread.
+        self._lock = threading.RLock()
+        meter.create_observable_counter(
+            TOKENS_METRIC,
+            callbacks=[self._observe_tokens],
+            unit="{token}",
+            description="GenAI tokens by payi_otel.token.type (input includes cache_read and "
+            "cache_creation; output includes reasoning)",
+        )
+        meter.create_observable_counter(
+            COST_METRIC,
+            callbacks=[self._observe_cost],
+            unit=CURRENCY,
+            description="GenAI cost (genai-prices, or the user's prices; "
+            "payi_otel.cost.currency when not USD)",
+        )
+
+    def record(self, record: CallRecord, usage: Usage, price: Optional[Price]) -> None:
+        payi = record.call.attributes()
+        key: List[object] = [_genai_name(record), record.request_model, record.response_model]
+        for name in self._names:
+            value = payi.get(name)
+            if value.__class__ is list:
+                # One data point per call: the limits as in the header, comma-separated.
+                value = ",".join(value)
+            key.append(value if value != "" else None)
+        if self._properties:
+            key.extend(self._property_values(record))
+        key.append(None if price is None or price.currency == CURRENCY else price.currency)
+        counts = (
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+            usage.reasoning_tokens,
+        )
+        cost = None if price is None else float(price.total)
+        found = tuple(key)
+        series = self._series.get(found)
+        if series is None:
+            series = self._new_series(found)
+        # Only number arithmetic and list stores under the lock: no allocation the garbage
+        # collector counts, so no collection - which runs finalizers, among them an abandoned
+        # stream's, which reports its call here - can start while the lock is held.
+        with self._lock:
+            if counts[0]:
+                series[0] += counts[0]
+            if counts[1]:
+                series[1] += counts[1]
+            if counts[2]:
+                series[2] += counts[2]
+            if counts[3]:
+                series[3] += counts[3]
+            if counts[4]:
+                series[4] += counts[4]
+            if cost is not None:
+                series[5] = cost if series[5] is None else series[5] + cost
+
+    def _property_values(self, record: CallRecord) -> Iterable[Optional[str]]:
+        properties = record.call.params.get("request_properties")
+        for key in self._properties:
+            value = properties.get(key) if isinstance(properties, dict) else None
+            if not isinstance(value, str) or not value:
+                yield None
+                continue
+            seen = self._seen[key]
+            if value not in seen:
+                if len(seen) >= MAX_PROPERTY_VALUES:
+                    yield OTHER
+                    continue
+                with self._lock:
+                    seen.add(value)
+            yield value
+
+    def _new_series(self, key: Tuple[object, ...]) -> List[Any]:
+        """The series of ``key``, made (outside the lock: it allocates) and added once."""
+        if len(self._series) >= MAX_SERIES:
+            key = _OVERFLOW
+            attributes: Dict[str, AttributeValue] = {"otel.metric.overflow": True}
+        else:
+            names = (
+                "gen_ai.provider.name",
+                "gen_ai.request.model",
+                "gen_ai.response.model",
+                *self._names,
+                *(f"{_PROPERTY}.{p}" for p in self._properties),
+                "payi_otel.cost.currency",
+            )
+            attributes = {
+                name: value  # type: ignore[misc]
+                for name, value in zip(names, key)
+                if value is not None and value != ""
+            }
+        per_type = tuple(
+            {**attributes, "payi_otel.token.type": token_type} for _, _, token_type in _USAGE
+        )
+        made = [0, 0, 0, 0, 0, None, attributes, per_type]
+        with self._lock:
+            series: List[Any] = self._series.setdefault(key, made)
+        return series
+
+    def _observe_tokens(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            rows = list(self._series.values())
+        for row in rows:
+            for index, attributes in enumerate(row[7]):
+                if row[index]:
+                    yield Observation(row[index], attributes)
+
+    def _observe_cost(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            rows = list(self._series.values())
+        for row in rows:
+            if row[5] is not None:
+                yield Observation(row[5], row[6])

@@ -22,11 +22,14 @@ __all__ = [
     "INGEST_SPOOL",
     "LOG_PROMPT_AND_RESPONSE",
     "METRICS_USER_ID",
+    "METRIC_PROPERTIES",
     "MODEL_MAPPINGS",
     "NATIVE_ATTRIBUTION",
+    "PRICES_FILE",
     "PROPAGATE_BAGGAGE",
     "SCOPE_SPANS",
     "SCOPE_SPAN_ATTRIBUTES",
+    "SCOPE_TOTALS",
     "read_bool",
     "read_choice",
     "read_json",
@@ -62,6 +65,17 @@ INGEST_SPOOL = "PAYI_INGEST_SPOOL"
 #: ``log_prompt_and_response``: ingest records carry the request and response bodies (off
 #: by default: prompts and answers are the users' data).
 LOG_PROMPT_AND_RESPONSE = "PAYI_LOG_PROMPT_AND_RESPONSE"
+
+# --- issue 20: cost at scale ---------------------------------------------------------------
+#: ``prices``: the path of a JSON file holding the user's price table (a list of entries:
+#: ``_model.user_prices``).
+PRICES_FILE = "PAYI_PRICES_FILE"
+#: ``metric_properties``: ``request_properties`` keys that are metric dimensions
+#: (comma-separated).
+METRIC_PROPERTIES = "PAYI_METRIC_PROPERTIES"
+#: ``scope_totals``: each scope span gets its calls' usage and cost at its end.
+SCOPE_TOTALS = "PAYI_SCOPE_TOTALS"
+# --- end issue 20 --------------------------------------------------------------------------
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}

@@ -72,6 +72,9 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     ``requestMetadata``, Vertex AI's ``labels``; README "Providers").
     ``model_mappings`` (default: ``PAYI_MODEL_MAPPINGS``, a JSON array): what to price a call
     naming a deployment or another model as (see :func:`payi_instrument`).
+    ``prices`` (default: ``PAYI_PRICES_FILE``), ``metric_properties`` (default:
+    ``PAYI_METRIC_PROPERTIES``), ``scope_totals`` (default: ``PAYI_SCOPE_TOTALS``, else False):
+    see :func:`payi_instrument` (issue 20).
     """
 
     # No __init__: BaseInstrumentor is a singleton whose __init__ would run on every
@@ -97,7 +100,12 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         undo.extend(suspend_genai_streams())
         undo.append(
             _settings.add_observer(
-                CostObserver(settings.meter_provider, metrics_user_id=settings.metrics_user_id)
+                CostObserver(
+                    settings.meter_provider,
+                    metrics_user_id=settings.metrics_user_id,
+                    prices=settings.prices,  # issue 20
+                    metric_properties=settings.metric_properties,
+                )
             )
         )
         undo.append(destinations.unguard_all)
@@ -148,6 +156,9 @@ def payi_instrument(
     session_property: Optional[str] = None,
     ingest: Optional[object] = None,
     log_prompt_and_response: Optional[bool] = None,
+    prices: Optional[Sequence[Mapping[str, object]]] = None,
+    metric_properties: Optional[Sequence[str]] = None,
+    scope_totals: Optional[bool] = None,
 ) -> None:
     """Initialise Pay-i attribution once, at application start-up.
 
@@ -195,6 +206,14 @@ def payi_instrument(
     "Using with Pay-i"); ``log_prompt_and_response=True`` (or
     ``PAYI_LOG_PROMPT_AND_RESPONSE=true``; off by default) puts each call's request and
     response bodies in its record, except for a call sent with ``xProxy-Logging-Disable``.
+    ``prices`` (default: ``PAYI_PRICES_FILE``, a JSON file of the same list) is the user's
+    price table, over genai-prices': ``[{"model": "ft:gpt-4o-mini:acme:*", "provider":
+    "openai", "input": 0.30, "output": 1.20, "cache_read": 0.15, "currency": "USD"}]``, per
+    million tokens (README, "Cost and usage"). ``metric_properties`` (default:
+    ``PAYI_METRIC_PROPERTIES``, comma-separated) names ``request_properties`` keys to add as
+    metric dimensions (at most 100 values each, then ``_other``). ``scope_totals=True`` (or
+    ``PAYI_SCOPE_TOTALS=true``) puts each scope's calls' usage and cost on its span at its end
+    (``payi_otel.scope.*``).
     A second call logs a warning and changes nothing.
     """
     instrumentor = PayiInstrumentor()
@@ -222,6 +241,9 @@ def payi_instrument(
         session_property=session_property,
         ingest=ingest,
         log_prompt_and_response=log_prompt_and_response,
+        prices=prices,
+        metric_properties=metric_properties,
+        scope_totals=scope_totals,
     )
 
 

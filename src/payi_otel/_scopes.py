@@ -24,6 +24,7 @@ from typing_extensions import Unpack
 
 from payi_otel import _context as payi_baggage
 from payi_otel import _context as payi_state
+from payi_otel import _scope_totals as scope_totals  # issue 20
 from payi_otel import _settings
 from payi_otel._log import internal_error, log_once
 from payi_otel._model.parameters import Params, ScopeParameters, params_key, validate_params
@@ -63,7 +64,7 @@ class _Scope:
     cannot be started (e.g. a span processor that raises) leaves a scope without a span.
     """
 
-    __slots__ = ("_level", "_owner", "_recorded", "_span", "_token", "context")
+    __slots__ = ("_level", "_owner", "_recorded", "_span", "_token", "_totals", "context")
 
     def __init__(self, spec: ScopeSpec, parent: Context) -> None:
         settings = _settings.current  # read once: this is the hot path
@@ -79,6 +80,7 @@ class _Scope:
         self._level = state.tracks[-1] if method == payi_state.TRACK else state.contexts[-1]
         self._recorded = False
         self._span: Optional[Span] = None
+        self._totals: Optional[scope_totals.ScopeTotals] = None  # issue 20
         if settings.scope_spans:
             if payi_state.exited_here():
                 parent = _settled(parent)
@@ -108,6 +110,9 @@ class _Scope:
             if self._span is not None:
                 _OUTER_SPANS[self._span] = trace.get_current_span(parent)
                 ctx = trace.set_span_in_context(self._span, ctx)
+                if settings.scope_totals:  # issue 20: what the calls inside cost
+                    ctx = scope_totals.enter(ctx)
+                    self._totals = scope_totals.innermost(ctx)
         if settings.propagate_baggage:
             ctx = payi_baggage.with_outgoing(ctx, state.effective)
         self.context: Context = ctx
@@ -186,6 +191,8 @@ class _Scope:
             if exc is not None and not isinstance(exc, (GeneratorExit, StopIteration)):
                 self._span.record_exception(exc)
                 self._span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            if self._totals is not None:  # issue 20: the scope's totals
+                self._totals.end(self._span)
             self._span.end()
         except Exception:  # e.g. a span processor that raises: never into the app
             internal_error("scope-end", "ending a scope span failed")

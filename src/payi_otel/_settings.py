@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import os
 import sys
 import threading
@@ -49,6 +50,7 @@ from payi_otel._model.parameters import (
     Params,
     validate_params,
 )
+from payi_otel._model.user_prices import UserPrice, parse_prices  # issue 20
 from payi_otel._model.wire_policy import WirePolicy, dialect_for, host_patterns
 from payi_otel.version import __version__
 
@@ -131,6 +133,16 @@ class Settings:
     #: issue 19: ingest records carry the prompt and the response
     #: (``log_prompt_and_response=`` / ``PAYI_LOG_PROMPT_AND_RESPONSE``; off by default).
     log_prompt_and_response: bool = False
+    # --- issue 20: cost at scale ---
+    #: The user's price table (``prices=`` / ``PAYI_PRICES_FILE``), over genai-prices'.
+    prices: Tuple[UserPrice, ...] = ()
+    #: ``request_properties`` keys that are metric dimensions (``metric_properties=`` /
+    #: ``PAYI_METRIC_PROPERTIES``).
+    metric_properties: Tuple[str, ...] = ()
+    #: Scope spans get their calls' usage and cost at their end (``scope_totals=`` /
+    #: ``PAYI_SCOPE_TOTALS``).
+    scope_totals: bool = False
+    # --- end issue 20 ---
 
 
 _versions = itertools.count()
@@ -295,6 +307,7 @@ def build(
         "log_prompt_and_response",
         lambda: source.flag(env.LOG_PROMPT_AND_RESPONSE, False),
     )
+    prices, metric_properties, totals = _cost_options(options, source)  # issue 20
     provider: Optional[TracerProvider] = options.get("tracer_provider")
     return Settings(
         version=next(_versions),
@@ -315,6 +328,9 @@ def build(
         **_issue21_options(options, source),
         ingest=ingest_on,
         log_prompt_and_response=log_prompts,
+        prices=prices,
+        metric_properties=metric_properties,
+        scope_totals=totals,
     )
 
 
@@ -353,6 +369,76 @@ def _issue21_options(options: Mapping[str, Any], source: _Source) -> Mapping[str
 
 
 # --- end issue 21 ------------------------------------------------------------------------------
+
+
+# --- issue 20: cost at scale -------------------------------------------------------------------
+
+
+def _cost_options(
+    options: Mapping[str, Any], source: _Source
+) -> Tuple[Tuple[UserPrice, ...], Tuple[str, ...], bool]:
+    """``prices``, ``metric_properties`` and ``scope_totals`` over their variables."""
+    prices = options.get("prices")
+    table: Tuple[UserPrice, ...]
+    names: Tuple[str, ...]
+    names = table = ()
+    if prices is None:
+        table = source.read(functools.partial(_prices_file, source.environ), table)
+    else:
+        table = parse_prices(prices, "prices")
+    keys = options.get("metric_properties")
+    if keys is None:
+        text = source.environ.get(env.METRIC_PROPERTIES, "")
+        names = source.read(
+            lambda: metric_property_keys(env.read_list(text), env.METRIC_PROPERTIES), names
+        )
+    else:
+        names = metric_property_keys(keys, "metric_properties")
+    totals = _bool_option(
+        options.get("scope_totals"),
+        "scope_totals",
+        lambda: source.flag(env.SCOPE_TOTALS, False),
+    )
+    return table, names, totals
+
+
+def _prices_file(environ: Mapping[str, str]) -> Tuple[UserPrice, ...]:
+    """``PAYI_PRICES_FILE``: the user's price table, a JSON file; unset or empty: none."""
+    path = environ.get(env.PRICES_FILE, "").strip()
+    if not path:
+        return ()
+    what = f"{env.PRICES_FILE}={path}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ParameterValueError(f"{what}: cannot read it ({error.strerror})") from None
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise ParameterValueError(f"{what} must hold JSON ({error})") from None
+    try:
+        return parse_prices(value, what)
+    except ParameterTypeError as error:  # a file's content has a bad value, whatever it is
+        raise ParameterValueError(str(error)) from None
+
+
+def metric_property_keys(keys: object, what: str) -> Tuple[str, ...]:
+    """``request_properties`` keys to add as metric dimensions: a list of non-empty strings."""
+    if isinstance(keys, str) or not isinstance(keys, Iterable):
+        raise ParameterTypeError(
+            f"{what} must be a list of request_properties keys, not {type(keys).__name__}"
+        )
+    names = []
+    for key in keys:
+        if not isinstance(key, str) or not key.strip():
+            raise ParameterValueError(
+                f"{what} must be a list of non-empty request_properties keys, got {key!r}"
+            )
+        names.append(key.strip())
+    return tuple(dict.fromkeys(names))
+
+
+# --- end issue 20 ------------------------------------------------------------------------------
 
 
 def _env_mappings(environ: Mapping[str, str]) -> Tuple[ModelMapping, ...]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Protocol, Tuple
 from urllib.parse import urlsplit
 
+from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
 from payi_otel._model.effective import Effective
@@ -211,6 +212,9 @@ class CallRecord:
     #: The arguments the entry point was called with (the request as sent, for Pay-i's
     #: prompt logging, off by default).
     arguments: Optional[Tuple[Args, Kwargs]] = None
+    #: The context the call was sent in (issue 20: the scopes open around it, for their
+    #: totals); None when not known.
+    context: Optional[Context] = None
 
 
 class ResponseObserver(Protocol):

@@ -95,6 +95,7 @@ class _Observation:
     __slots__ = (
         "arguments",  # issue 19
         "call",
+        "context",
         "done",
         "first_item",  # issue 19
         "hide_usage_only",
@@ -124,6 +125,7 @@ class _Observation:
         self.model = model
         self.service = service
         self.span = trace.get_current_span()
+        self.context = otel_context.get_current()  # issue 20: CallRecord.context
         self.started = time.perf_counter()
         self.started_at = time.time()
         self.request = request
@@ -190,6 +192,7 @@ class _Observation:
             self.started_at,
             None if self.first_item is None else self.first_item - self.started,
             self.arguments,
+            self.context,
         )
         for observer in _settings.current.observers:
             try:

@@ -1,0 +1,384 @@
+"""What one call costs, in microseconds: the price tables ``_cost`` reads (README: "Cost and
+usage"; docs/performance.md).
+
+:class:`PriceTable` prices a call's tokens as one (provider, model): first by the user's own
+prices (``payi_instrument(prices=...)`` / ``PAYI_PRICES_FILE``; ``_model.user_prices``), else
+by ``genai-prices``. ``genai-prices`` is imported when the first call is priced, not when
+payi_otel is imported or instrumented (it takes ~200 ms to import).
+
+``genai_prices.calc_price`` takes 70-140 µs a call (it infers missing usage fields and
+validates units every time). For a (provider, model) whose current price is a fixed linear
+function of the four token counts payi_otel reads - neither tiered (``TieredPrices``) nor
+conditional on the time of day, nor about to change (a dated price still to come) - the
+coefficients of that function are read once from ``calc_price`` itself (the price of no
+usage, of one input token, one output token, one cache read, one cache write: each exact),
+checked against ``calc_price`` on one more usage, and every later call is an exact Decimal
+multiply-and-sum (~2-3 µs). Anything else, and any usage outside the region where
+``calc_price`` is linear (cache reads and writes exceeding the input), calls ``calc_price``.
+``tests/test_prices_equality.py`` proves both paths equal to ``calc_price`` over every model
+of the snapshot.
+"""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
+
+from payi_otel._log import logger
+from payi_otel._model.user_prices import UserPrice, find_user_price
+
+__all__ = ["GENAI_PRICES", "USER", "Price", "PriceTable", "Tokens"]
+
+#: ``payi_otel.cost.source``: who priced the call.
+GENAI_PRICES = "genai-prices"
+USER = "user"
+
+_ZERO = Decimal(0)
+
+
+class Tokens(NamedTuple):
+    """The counts a price reads (``Usage``: input includes cache reads and writes)."""
+
+    input: int
+    output: int
+    cache_read: int
+    cache_write: int
+
+
+class Price(NamedTuple):
+    """What one call cost, and who priced it as what."""
+
+    input: Decimal
+    output: Decimal
+    total: Decimal
+    currency: str
+    #: The provider and model it was priced as (genai-prices' ids, or the user's entry's).
+    provider: str
+    model: str
+    #: :data:`GENAI_PRICES` or :data:`USER`.
+    source: str
+
+
+#: One linear form over :class:`Tokens`: its constant and its (field index, coefficient)
+#: terms with a nonzero coefficient.
+_Form = Tuple[Decimal, Tuple[Tuple[int, Decimal], ...]]
+
+
+def _apply(form: _Form, tokens: Tokens) -> Decimal:
+    value, terms = form
+    for index, coefficient in terms:
+        count = tokens[index]
+        if count:
+            value += coefficient * count
+    return value
+
+
+class _Linear(NamedTuple):
+    """A price that is linear in the token counts: input, output and total forms (total
+    None: the sum of input and output, as it is when every priced unit has a direction)."""
+
+    input: _Form
+    output: _Form
+    total: Optional[_Form]
+    currency: str
+    provider: str
+    model: str
+    source: str
+
+    def price(self, tokens: Tokens) -> Price:
+        inp = _apply(self.input, tokens)
+        out = _apply(self.output, tokens)
+        total = self.total
+        return Price(
+            inp,
+            out,
+            inp + out if total is None else _apply(total, tokens),
+            self.currency,
+            self.provider,
+            self.model,
+            self.source,
+        )
+
+
+def _linear(
+    input_form: _Form,
+    output_form: _Form,
+    total_form: _Form,
+    currency: str,
+    provider: str,
+    model: str,
+    source: str,
+) -> _Linear:
+    summed = _form(
+        input_form[0] + output_form[0],
+        [
+            dict(input_form[1]).get(i, _ZERO) + dict(output_form[1]).get(i, _ZERO)
+            for i in range(len(Tokens._fields))
+        ],
+    )
+    total = None if summed == total_form else total_form
+    return _Linear(input_form, output_form, total, currency, provider, model, source)
+
+
+def _form(constant: Decimal, coefficients: Sequence[Decimal]) -> _Form:
+    return constant, tuple((i, c) for i, c in enumerate(coefficients) if c)
+
+
+def _linear_region(tokens: Tokens) -> bool:
+    """Whether ``calc_price`` is linear at ``tokens``: cache reads and writes are part of the
+    input (beyond it, ``calc_price`` raises; it is called to say so)."""
+    return tokens.cache_read + tokens.cache_write <= tokens.input
+
+
+def user_linear(entry: UserPrice, provider: str, model: str) -> _Linear:
+    """A user's price as a linear form, counted as ``genai-prices`` counts: the input price
+    for the input tokens that are neither cache reads nor writes when those have their own
+    price, the input price for them otherwise."""
+    per = Decimal(1_000_000)
+    inp = entry.input / per
+    read = inp if entry.cache_read is None else entry.cache_read / per
+    write = inp if entry.cache_write is None else entry.cache_write / per
+    out = entry.output / per
+    # input, output, cache_read, cache_write
+    input_form = _form(_ZERO, (inp, _ZERO, read - inp, write - inp))
+    output_form = _form(_ZERO, (_ZERO, out, _ZERO, _ZERO))
+    total_form = _form(_ZERO, (inp, out, read - inp, write - inp))
+    return _linear(
+        input_form,
+        output_form,
+        total_form,
+        entry.currency,
+        provider,
+        model,
+        USER,
+    )
+
+
+class _Slow(NamedTuple):
+    """A (provider, model) ``calc_price`` prices every time (tiered, time-dependent)."""
+
+    provider_id: Optional[str]
+    model: str
+
+
+_Entry = Union[_Linear, _Slow, None]  # None: genai-prices has no price for it
+
+
+class _GenaiPrices:
+    """``genai-prices``, imported on first use, and its coefficients per (provider, model)."""
+
+    def __init__(self) -> None:
+        self._module: Any = None
+        self._missing = False
+        self._snapshot: Any = None
+        self._entries: Dict[Tuple[Optional[str], str], _Entry] = {}
+        #: Reentrant: importing may run a collection whose finalizers price a call.
+        self._lock = threading.RLock()
+        self._importing = False
+
+    def _load(self) -> Any:
+        if self._module is None and not self._missing:
+            with self._lock:
+                if self._importing:  # a finalizer run while importing, on this thread
+                    return None
+                if self._module is None and not self._missing:
+                    self._importing = True
+                    try:
+                        import genai_prices
+                        import genai_prices.data_snapshot
+                    except ImportError:
+                        self._missing = True
+                        logger.warning(
+                            "payi_otel: genai-prices is not installed (it needs Python >= "
+                            "3.11), so GenAI calls get usage but no cost; on Python >= 3.11: "
+                            "pip install 'genai-prices>=0.2'"
+                        )
+                        return None
+                    finally:
+                        self._importing = False
+                    self._module = genai_prices
+        return self._module
+
+    def entry(self, provider_id: Optional[str], model: str) -> Tuple[Any, _Entry]:
+        """genai-prices (None when not installed) and the entry of (provider, model)."""
+        prices = self._load()
+        if prices is None:
+            return None, None
+        snapshot = prices.data_snapshot.get_snapshot()
+        if snapshot is not self._snapshot:  # prices updated (genai-prices' UpdatePrices)
+            self._entries = {}
+            self._snapshot = snapshot
+        key = (provider_id, model)
+        entries = self._entries
+        if key in entries:
+            return prices, entries[key]
+        try:
+            entry = self._coefficients(prices, provider_id, model)
+        except LookupError:
+            entry = None
+        entries[key] = entry
+        return prices, entry
+
+    def _coefficients(self, prices: Any, provider_id: Optional[str], model: str) -> _Entry:
+        """The linear form of the current price of (provider, model), or :class:`_Slow`."""
+        snapshot = prices.data_snapshot.get_snapshot()
+        found_provider, info = snapshot.find_provider_model(model, None, provider_id, None)
+        if not _fixed(prices, info):
+            return _Slow(provider_id, model)
+        calc = prices.calc_price
+        usage = prices.Usage
+
+        def at(**counts: int) -> Any:
+            return calc(usage(**counts), model_ref=model, provider_id=provider_id)
+
+        try:
+            base = at()
+            probes = (
+                at(input_tokens=1),
+                at(output_tokens=1),
+                at(input_tokens=1, cache_read_tokens=1),
+                at(input_tokens=1, cache_write_tokens=1),
+            )
+        except ValueError:
+            return _Slow(provider_id, model)
+        forms: List[_Form] = []
+        for part in ("input_price", "output_price", "total_price"):
+            zero = getattr(base, part)
+            one_input = getattr(probes[0], part) - zero
+            coefficients = (
+                one_input,
+                getattr(probes[1], part) - zero,
+                getattr(probes[2], part) - zero - one_input,
+                getattr(probes[3], part) - zero - one_input,
+            )
+            forms.append(_form(zero, coefficients))
+        linear = _linear(
+            forms[0],
+            forms[1],
+            forms[2],
+            "USD",
+            base.provider.id,
+            base.model.id,
+            GENAI_PRICES,
+        )
+        # One more usage, every field at once: a price that is not linear after all (a
+        # genai-prices change this reading does not know) is priced by calc_price.
+        check = Tokens(1_234_567, 76_543, 1_000, 3_000)
+        expected = at(
+            input_tokens=check.input,
+            output_tokens=check.output,
+            cache_read_tokens=check.cache_read,
+            cache_write_tokens=check.cache_write,
+        )
+        got = linear.price(check)
+        if (got.input, got.output, got.total) != (
+            expected.input_price,
+            expected.output_price,
+            expected.total_price,
+        ) or found_provider.id != base.provider.id:
+            return _Slow(provider_id, model)
+        return linear
+
+
+def _fixed(prices: Any, info: Any) -> bool:
+    """Whether the price of a genai-prices model is the same at every call from now on: not
+    tiered, and either unconditional or its last conditional price (which wins whenever it is
+    active) started already and stays (a start date, no time of day)."""
+    types = prices.types
+    current = info.prices
+    if not isinstance(current, types.ModelPrice):
+        last = current[-1]
+        constraint = last.constraint
+        if constraint is not None:
+            if not isinstance(constraint, types.StartDateConstraint):
+                return False
+            from datetime import datetime, timezone
+
+            if not constraint.active(datetime.now(tz=timezone.utc)):
+                return False
+        current = last.prices
+    return not any(isinstance(v, types.TieredPrices) for v in vars(current).values())
+
+
+class PriceTable:
+    """The user's prices over ``genai-prices``' (``_cost`` makes one per instrumentation,
+    so its coefficients are computed once per (provider, model) per instrumentation)."""
+
+    def __init__(
+        self,
+        user_prices: Sequence[UserPrice] = (),
+        provider_id: Callable[[str], str] = lambda name: name,
+    ) -> None:
+        #: The entries, each provider as its genai-prices id (``provider_id``).
+        self._user = tuple(
+            e if e.provider is None else e._replace(provider=provider_id(e.provider))
+            for e in user_prices
+        )
+        self._user_found: Dict[Tuple[Optional[str], str], Optional[_Linear]] = {}
+        self._unpriced: Set[Tuple[Optional[str], str]] = set()
+        #: genai-prices, imported when a call it prices first comes, and its coefficients.
+        self.genai = _GenaiPrices()
+
+    def user(self, provider_id: Optional[str], model: str) -> Optional[_Linear]:
+        """The user's price of (provider, model), if the table has one."""
+        if not self._user:
+            return None
+        key = (provider_id, model)
+        try:
+            return self._user_found[key]
+        except KeyError:
+            pass
+        found = find_user_price(self._user, provider_id, model)
+        linear = (
+            None
+            if found is None
+            else user_linear(found[1], found[1].provider or provider_id or "", model)
+        )
+        self._user_found[key] = linear
+        return linear
+
+    def newly_unpriced(self, provider_id: Optional[str], model: str) -> bool:
+        """True the first time a (provider, model) nobody prices is reported (one DEBUG line)."""
+        key = (provider_id, model)
+        if key in self._unpriced:
+            return False
+        self._unpriced.add(key)
+        return True
+
+    def price(self, provider_id: Optional[str], model: str, tokens: Tokens) -> Optional[Price]:
+        """The price of ``tokens`` as (provider, model); None when nobody prices it (a
+        ``LookupError`` of genai-prices, or genai-prices not installed)."""
+        user = self.user(provider_id, model)
+        if user is not None:
+            return user.price(tokens)
+        prices, entry = self.genai.entry(provider_id, model)
+        if entry is None:
+            return None
+        if isinstance(entry, _Linear) and _linear_region(tokens):
+            return entry.price(tokens)
+        return calc_price(prices, provider_id, model, tokens)
+
+
+def calc_price(prices: Any, provider_id: Optional[str], model: str, tokens: Tokens) -> Price:
+    """``genai_prices.calc_price`` itself, as a :class:`Price`."""
+    counts = {
+        "input_tokens": tokens.input,
+        "output_tokens": tokens.output,
+        "cache_read_tokens": tokens.cache_read,
+        "cache_write_tokens": tokens.cache_write,
+    }
+    calculation = prices.calc_price(
+        prices.Usage(**{k: v for k, v in counts.items() if v}),
+        model_ref=model,
+        provider_id=provider_id,
+    )
+    return Price(
+        calculation.input_price,
+        calculation.output_price,
+        calculation.total_price,
+        "USD",
+        calculation.provider.id,
+        calculation.model.id,
+        GENAI_PRICES,
+    )

@@ -1,0 +1,113 @@
+"""The fast price path is ``genai_prices.calc_price``, exactly: every (provider, model) of
+genai-prices' bundled snapshot, random usages (seeded), equal Decimals, no tolerance."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+from typing import Any, List, Tuple
+
+import pytest
+
+genai_prices = pytest.importorskip("genai_prices")
+from genai_prices import Usage, calc_price  # noqa: E402
+from genai_prices.data_snapshot import get_snapshot  # noqa: E402
+
+from payi_otel._prices import PriceTable, Tokens, _GenaiPrices, _Linear, _Slow  # noqa: E402
+
+#: Random usages per model (seeded): about 2,300 models x 8.
+USAGES_PER_MODEL = 8
+
+
+def _usages(rng: random.Random) -> List[Tokens]:
+    usages = [Tokens(0, 0, 0, 0), Tokens(1, 1, 0, 0), Tokens(1_000_000, 1_000_000, 0, 0)]
+    while len(usages) < USAGES_PER_MODEL:
+        scale = rng.choice((10, 1_000, 100_000, 3_000_000))
+        inp = rng.randint(0, scale)
+        read = rng.randint(0, inp) if rng.random() < 0.6 else 0
+        write = rng.randint(0, inp - read) if rng.random() < 0.4 else 0
+        # Now and then a usage calc_price refuses (cache beyond the input): both must refuse.
+        if rng.random() < 0.05:
+            read = inp + rng.randint(1, 10)
+        usages.append(Tokens(inp, rng.randint(0, scale), read, write))
+    return usages
+
+
+def _expected(provider: str, model: str, tokens: Tokens) -> Any:
+    counts = dict(
+        input_tokens=tokens.input,
+        output_tokens=tokens.output,
+        cache_read_tokens=tokens.cache_read,
+        cache_write_tokens=tokens.cache_write,
+    )
+    return calc_price(
+        Usage(**{k: v for k, v in counts.items() if v}), model_ref=model, provider_id=provider
+    )
+
+
+def _models() -> List[Tuple[str, str]]:
+    return [(p.id, m.id) for p in get_snapshot().providers for m in p.models]
+
+
+def test_every_model_of_the_snapshot_prices_exactly_as_calc_price() -> None:
+    rng = random.Random(20)
+    table = PriceTable()
+    table.genai = _GenaiPrices()  # a fresh coefficient table
+    models = _models()
+    compared = refused = linear = slow = unknown = 0
+    for provider, model in models:
+        for tokens in _usages(rng):
+            try:
+                want = _expected(provider, model, tokens)
+            except LookupError:
+                assert table.price(provider, model, tokens) is None
+                unknown += 1
+                break
+            except ValueError as error:
+                with pytest.raises(ValueError) as raised:
+                    table.price(provider, model, tokens)
+                assert str(raised.value) == str(error)
+                refused += 1
+                continue
+            got = table.price(provider, model, tokens)
+            assert got is not None
+            assert (got.input, got.output, got.total) == (
+                want.input_price,
+                want.output_price,
+                want.total_price,
+            ), (provider, model, tokens)
+            assert all(isinstance(v, Decimal) for v in got[:3])
+            assert (got.provider, got.model, got.currency, got.source) == (
+                want.provider.id,
+                want.model.id,
+                "USD",
+                "genai-prices",
+            )
+            compared += 1
+        _, entry = table.genai.entry(provider, model)
+        linear += isinstance(entry, _Linear)
+        slow += isinstance(entry, _Slow)
+    print(
+        f"{len(models)} models: {linear} linear, {slow} by calc_price, {unknown} not found by "
+        f"their own id; {compared} usages equal, {refused} refused by both"
+    )
+    # The coverage claimed in docs/performance.md: nearly every model is on the fast path.
+    assert len(models) > 2000 and linear > 0.85 * len(models)
+    assert compared > 0.9 * len(models) * USAGES_PER_MODEL and refused > 0
+
+
+def test_the_fast_path_agrees_with_what_the_issue_names_as_tiered_or_conditional() -> None:
+    """o3, claude-sonnet-4-5 and gemini-2.5-pro have tiered or dated prices: whichever path
+    they take, the figure is calc_price's, across a tier's threshold too."""
+    table = PriceTable()
+    for provider, model in (
+        ("openai", "o3"),
+        ("anthropic", "claude-sonnet-4-5"),
+        ("google", "gemini-2.5-pro"),
+    ):
+        for inp in (1_000, 199_999, 200_001, 1_000_000):
+            tokens = Tokens(inp, 5_000, inp // 2, 0)
+            want = _expected(provider, model, tokens)
+            got = table.price(provider, model, tokens)
+            assert got is not None
+            assert got.total == want.total_price and got.input == want.input_price
