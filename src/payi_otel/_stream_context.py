@@ -21,6 +21,7 @@ libraries that stay attached, are left to the scopes' own defence (``_scopes._Sc
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import importlib
 from typing import Any, Callable, List
@@ -82,8 +83,34 @@ def _suspending(owner: type) -> Callable[[], None]:
     return undo
 
 
+def _finalizing_in_a_copy(owner: type) -> Callable[[], None]:
+    """Make ``owner.__del__`` run in a copy of the current ``contextvars.Context``; the undo.
+
+    util-genai's wrappers finalize an abandoned stream in ``__del__`` with its invocation's
+    context attached (a ``ContextVar.set``). The garbage collector runs ``__del__`` wherever
+    it is triggered - also inside an allocation of the program's own ``ContextVar.set``
+    (``context.attach``), where setting the same Context frees the mapping that set is still
+    reading: CPython crashes (a segfault seen in this suite). In a copy, the finalizer's
+    attach and detach never touch the interrupted Context; their net effect there was none.
+    """
+    original = owner.__dict__["__del__"]
+
+    @functools.wraps(original)
+    def __del__(self: Any) -> None:
+        contextvars.copy_context().run(original, self)
+
+    owner.__del__ = __del__  # type: ignore[attr-defined]
+
+    def undo() -> None:
+        if owner.__dict__.get("__del__") is __del__:
+            owner.__del__ = original  # type: ignore[attr-defined]
+
+    return undo
+
+
 def suspend_genai_streams() -> List[Callable[[], None]]:
-    """Make util-genai's stream wrappers suspend their invocation; returns the undo."""
+    """Make util-genai's stream wrappers suspend their invocation, and finalize out of the
+    interrupted context (:func:`_finalizing_in_a_copy`); returns the undo."""
     try:
         module = importlib.import_module(_MODULE)
     except ImportError:
@@ -93,4 +120,11 @@ def suspend_genai_streams() -> List[Callable[[], None]]:
         owner = getattr(module, name, None)
         if isinstance(owner, type) and "__init__" in owner.__dict__:
             undo.append(_suspending(owner))
+    for owner in vars(module).values():
+        if (
+            isinstance(owner, type)
+            and owner.__module__ == module.__name__
+            and "__del__" in owner.__dict__
+        ):
+            undo.append(_finalizing_in_a_copy(owner))
     return undo

@@ -34,6 +34,7 @@ threads never carry the scope of whoever happened to start them into a later tas
 from __future__ import annotations
 
 import atexit
+import contextvars
 import multiprocessing.dummy
 import multiprocessing.pool
 import os
@@ -79,6 +80,13 @@ class _Carried:
         self.ctx = ctx
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # In a copy of the caller's contextvars.Context, never in the caller's own: a
+        # ``weakref.finalize`` callback can run inside the garbage collector, which can run
+        # inside the caller's own ContextVar.set (an allocation in it), and setting the same
+        # Context there frees the mapping that set is still reading (CPython: a segfault).
+        return contextvars.copy_context().run(self._run, *args, **kwargs)
+
+    def _run(self, *args: Any, **kwargs: Any) -> Any:
         token = otel_context.attach(self.ctx)
         note = carried_in(self.ctx)
         try:
