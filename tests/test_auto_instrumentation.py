@@ -61,10 +61,17 @@ def run_app(tmp_path: Path, server: FakeLLMServer, **env: str) -> subprocess.Com
             **env,
         }
     )
+    return run_instrumented(tmp_path, app.name, full_env)
+
+
+def run_instrumented(
+    cwd: Path, script: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """``opentelemetry-instrument python <script>`` in ``cwd`` with exactly ``env``."""
     return subprocess.run(
-        [str(INSTRUMENT), sys.executable, str(app)],
-        env=full_env,
-        cwd=tmp_path,
+        [str(INSTRUMENT), sys.executable, script],
+        env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
@@ -150,3 +157,53 @@ def test_entry_point_is_registered() -> None:
     from payi_otel import PayiInstrumentor
 
     assert found[0].load() is PayiInstrumentor
+
+
+README_APP = """
+from openai import OpenAI
+
+client = OpenAI(api_key="test", max_retries=0)  # OPENAI_BASE_URL from the environment
+reply = client.chat.completions.create(
+    model="gpt-4o-mini", messages=[{"role": "user", "content": "zero code"}]
+)
+print("REPLY:", reply.choices[0].message.content)
+"""
+
+
+@pytest.mark.skipif(not INSTRUMENT.exists(), reason="opentelemetry-instrument not installed")
+def test_the_readme_zero_code_command_runs_quietly(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    """README "Zero-code": its command as written (the fake server in place of the gateway
+    it names on port 8000): the call carries the variables' attribution, its GenAI span goes
+    to stdout, and stderr is empty - no exporter errors, nothing waiting on a collector."""
+    import shlex
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Zero-code: `opentelemetry-instrument`") :]
+    block = section[
+        section.index("```bash\n") + 8 : section.index("\n```", section.index("```bash"))
+    ]
+    lines = [line for line in block.splitlines() if not line.startswith("pip install")]
+    words = shlex.split(" ".join(lines).replace("\\", " "))
+    assignments = [w for w in words if "=" in w and not w.startswith("-")]
+    command = words[len(assignments) :]
+    assert command == ["opentelemetry-instrument", "python", "app.py"], words
+    env = dict(w.split("=", 1) for w in assignments)
+    assert env["OPENAI_BASE_URL"] == "http://127.0.0.1:8000/v1"
+    env["OPENAI_BASE_URL"] = llm_server.openai_base_url
+    (tmp_path / "app.py").write_text(README_APP)
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PAYI_", "OTEL_", "OPENAI_"))
+    }
+    result = run_instrumented(tmp_path, "app.py", {**full_env, **env})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert "REPLY: echo: zero code" in result.stdout
+    [request] = llm_server.requests
+    sent = payi_headers(request)
+    assert sent["x-payi-use-case-name"] == "support_bot"
+    assert sent["x-payi-limit-ids"] == "monthly"
+    [span] = [s for s in console_spans(result.stdout) if is_genai(s["attributes"])]
+    assert span["attributes"]["payi.use_case.name"] == "support_bot"
+    assert span["resource"]["attributes"]["service.name"] == "support-bot"
