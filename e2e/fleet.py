@@ -414,16 +414,10 @@ def run_fleet(
             )
         print("\nvariant 'fleet': PASSED", flush=True)
         if keep:
-            print(
-                f"\n--keep: Jaeger API at {jaeger.base}, Prometheus at {prometheus.base}, agent "
-                f"OTLP/HTTP at http://{host}:{agent_ports['http']}; Ctrl-C to stop.",
-                flush=True,
+            run.keep_running(
+                f"Jaeger API at {jaeger.base}, Prometheus at {prometheus.base}, agent "
+                f"OTLP/HTTP at http://{host}:{agent_ports['http']}"
             )
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
 
 
 def telemetry(host: str, port: int) -> dict[str, str]:

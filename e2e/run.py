@@ -487,16 +487,20 @@ def run_variant(
             )
         verify(jaeger, record, service, variant, collector_proc, jaeger_proc)
         if keep:
-            print(
-                f"\n--keep: Jaeger API at {jaeger.base}, collector OTLP/HTTP at "
-                f"http://{HOST}:{ports['otlp_http']}; Ctrl-C to stop.",
-                flush=True,
+            keep_running(
+                f"Jaeger API at {jaeger.base}, collector OTLP/HTTP at "
+                f"http://{HOST}:{ports['otlp_http']}"
             )
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
+
+
+def keep_running(where: str) -> None:
+    """``--keep``: say where the stack answers, and hold it up until Ctrl-C."""
+    print(f"\n--keep: {where}; Ctrl-C to stop.", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
 
 
 def verify(

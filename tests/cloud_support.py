@@ -117,24 +117,50 @@ def ingested(spans: list[ReadableSpan]) -> list[dict[str, Any]]:
 STYLES = ("exhaust", "break", "close", "drop", "with")
 
 
-def consume(open_stream: Callable[[], Any], style: str) -> list[Any]:
-    """Open a stream and read it in ``style``; the items the caller saw. The stream is
-    released and collected before this returns (a dropped one reports then)."""
-    stream = open_stream()
+def read_in_style(stream: Any, style: str) -> tuple[list[Any], Any]:
+    """Read ``stream`` in ``style`` (``exhaust``; ``with``: one item inside ``with``; any
+    other: one item from its iterator, then ``close()`` for ``close``): the items the caller
+    saw, and the iterator it still holds (None when it holds none)."""
     items: list[Any] = []
     if style == "exhaust":
-        items = list(stream)
-    elif style == "with":
+        return list(stream), None
+    if style == "with":
         with stream as entered:
             for item in entered:
                 items.append(item)
                 break
-    else:
-        iterator = iter(stream)
-        items.append(next(iterator))
-        if style == "close":
-            stream.close()
-        del iterator
+        return items, None
+    iterator = iter(stream)
+    items.append(next(iterator))
+    if style == "close":
+        stream.close()
+    return items, iterator
+
+
+async def aread_in_style(stream: Any, style: str) -> tuple[list[Any], Any]:
+    """The async counterpart of :func:`read_in_style`."""
+    items: list[Any] = []
+    if style == "exhaust":
+        return [item async for item in stream], None
+    if style == "with":
+        async with stream as entered:
+            async for item in entered:
+                items.append(item)
+                break
+        return items, None
+    iterator = stream.__aiter__()
+    items.append(await iterator.__anext__())
+    if style == "close":
+        await stream.close()
+    return items, iterator
+
+
+def consume(open_stream: Callable[[], Any], style: str) -> list[Any]:
+    """Open a stream and read it in ``style``; the items the caller saw. The stream is
+    released and collected before this returns (a dropped one reports then)."""
+    stream = open_stream()
+    items, iterator = read_in_style(stream, style)
+    del iterator
     del stream
     gc.collect()
     return items
@@ -143,20 +169,8 @@ def consume(open_stream: Callable[[], Any], style: str) -> list[Any]:
 async def aconsume(open_stream: Callable[[], Awaitable[Any]], style: str) -> list[Any]:
     """The async counterpart of :func:`consume`."""
     stream = await open_stream()
-    items: list[Any] = []
-    if style == "exhaust":
-        items = [item async for item in stream]
-    elif style == "with":
-        async with stream as entered:
-            async for item in entered:
-                items.append(item)
-                break
-    else:
-        iterator = stream.__aiter__()
-        items.append(await iterator.__anext__())
-        if style == "close":
-            await stream.close()
-        del iterator
+    items, iterator = await aread_in_style(stream, style)
+    del iterator
     del stream
     for _ in range(2):  # and let the loop close the async generators collection left it
         gc.collect()

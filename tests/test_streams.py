@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import pytest
+from cloud_support import aread_in_style, read_in_style
 from fixtures_genai import CHAT, MESSAGE, GenAI, async_genai_call, genai_call
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -202,47 +203,21 @@ CASES = _cases()
 def _consume(stream: Any, manager: Any, style: str) -> tuple[list[Any], list[Any]]:
     """Read ``stream`` in ``style``: the items the caller saw, and what the caller still
     holds (released only after the scope, as a caller's local variables would be)."""
-    items: list[Any] = []
-    if style == "exhaust":
-        items = list(stream)
-    elif style == "with":
-        with stream as entered:
-            for item in entered:
-                items.append(item)
-                break
-    else:
-        iterator = iter(stream)
-        items.append(next(iterator))
-        if style == "close":
-            stream.close()
-        if style == "drop":
-            return items, [stream, iterator, manager]
-        if style == "break":
-            del iterator
-    if manager is not None and style != "drop":
+    items, iterator = read_in_style(stream, style)
+    if style == "drop":
+        return items, [stream, iterator, manager]
+    del iterator
+    if manager is not None:
         manager.__exit__(None, None, None)
     return items, [stream, manager]
 
 
 async def _aconsume(stream: Any, manager: Any, style: str) -> tuple[list[Any], list[Any]]:
-    items: list[Any] = []
-    if style == "exhaust":
-        items = [item async for item in stream]
-    elif style == "with":
-        async with stream as entered:
-            async for item in entered:
-                items.append(item)
-                break
-    else:
-        iterator = stream.__aiter__()
-        items.append(await iterator.__anext__())
-        if style == "close":
-            await stream.close()
-        if style == "drop":
-            return items, [stream, iterator, manager]
-        if style == "break":
-            del iterator
-    if manager is not None and style != "drop":
+    items, iterator = await aread_in_style(stream, style)
+    if style == "drop":
+        return items, [stream, iterator, manager]
+    del iterator
+    if manager is not None:
         await manager.__aexit__(None, None, None)
     return items, [stream, manager]
 
