@@ -145,19 +145,28 @@ def remember_here(level: Level) -> None:
 #: nothing can reach it, so every context drops them (README "Scope lifecycle").
 ORPHANED_MAX = 256
 _orphaned: Optional[_Exited] = None
-_orphaned_lock = threading.Lock()
+#: Reentrant: a finalizer run by a collection inside :func:`orphan` (it allocates) orphans too.
+_orphaned_lock = threading.RLock()
 
 
 def orphan(level: Level) -> None:
     """``level``'s scope was left in another context than its own: gone everywhere."""
     global _orphaned
     with _orphaned_lock:
-        found = _orphaned
-        if found is None:
-            _orphaned = _Exited((level,), frozenset((id(level),)))
-        elif id(level) not in found.ids:
-            levels = (*found.levels[1 - ORPHANED_MAX :], level)
-            _orphaned = _Exited(levels, frozenset(map(id, levels)))
+        while True:
+            found = _orphaned
+            if found is None:
+                levels: Tuple[Level, ...] = (level,)
+            elif id(level) in found.ids:
+                return
+            else:
+                levels = (*found.levels[1 - ORPHANED_MAX :], level)
+            orphaned = _Exited(levels, frozenset(map(id, levels)))
+            # A finalizer run while this one was building may have orphaned another scope:
+            # build again from what is there now (nothing allocates between test and store).
+            if _orphaned is found:
+                _orphaned = orphaned
+                return
 
 
 def exited_here() -> bool:

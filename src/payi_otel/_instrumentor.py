@@ -30,7 +30,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from payi_otel import _destinations as destinations
-from payi_otel import _settings
+from payi_otel import _gc_guard, _settings
 from payi_otel._cost import CostObserver
 from payi_otel._genai import enable_genai_spans
 from payi_otel._ingest import ingest_exporter
@@ -93,7 +93,9 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         settings = _settings.build(kwargs, lenient=_loading)
         _settings.install(settings)
         provider = settings.tracer_provider
-        undo: List[Callable[[], Any]] = list(instrument_threads())
+        # First: every finalizer below may run inside a collection (see _gc_guard).
+        undo: List[Callable[[], Any]] = [_gc_guard.install()]
+        undo.extend(instrument_threads())
         undo.extend(guard_hops())
         undo.append(install_processor(provider or trace.get_tracer_provider()))
         undo.extend(instrument_providers(providers()))

@@ -24,8 +24,8 @@ from typing_extensions import Unpack
 
 from payi_otel import _context as payi_baggage
 from payi_otel import _context as payi_state
+from payi_otel import _gc_guard, _settings
 from payi_otel import _scope_totals as scope_totals  # issue 20
-from payi_otel import _settings
 from payi_otel._log import internal_error, log_once
 from payi_otel._model.parameters import Params, ScopeParameters, params_key, validate_params
 from payi_otel._model.scope_attributes import ScopeAttributes
@@ -164,6 +164,11 @@ class _Scope:
         token, self._token = self._token, None
         if token is None:
             return
+        if _gc_guard.collecting is not None and _gc_guard.in_collection():
+            # Left by a finalizer of a collection (a generator abandoned inside the scope):
+            # what is detached below may be undone when the collection returns (see
+            # _gc_guard), so the scope is gone everywhere (README "Scope lifecycle").
+            payi_state.orphan(self._level)
         owner, self._owner = self._owner, None
         if owner is not None:
             try:
