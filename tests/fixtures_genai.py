@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from payi_otel import PayiInstrumentor
+from payi_otel._model.dialects import PAYI_PROXY
 from payi_otel._model.parameters import REGISTRY, Kind
 
 # Names from the one parameter registry (never a second table of them).
@@ -48,6 +49,8 @@ def headers_from_span(span: ReadableSpan) -> dict[str, str]:
         if key in ATTRIBUTE_TO_HEADER:
             if isinstance(value, (tuple, list)):
                 text = ",".join(str(v) for v in value)
+            elif isinstance(value, bool):  # a switch, as the codec writes it
+                text = "true" if value else "false"
             else:
                 text = str(value)
             headers[ATTRIBUTE_TO_HEADER[key]] = _wire(text)
@@ -70,6 +73,12 @@ def payi_headers(request: RecordedRequest) -> dict[str, str]:
 _BY_PAYI_HEADER = {p.payi_header.lower(): p for p in REGISTRY if p.payi_header}
 #: The x-payi-* headers the payi-proxy dialect carries (it has no name for the others).
 PROXY_CARRIES = frozenset(p.header for p in _BY_PAYI_HEADER.values())
+#: Its presence-only switches: x-payi-* header -> the text of the value its presence means.
+_PRESENCE = {
+    p.header: "true" if PAYI_PROXY.presence[p.name] else "false"
+    for p in REGISTRY
+    if p.name in PAYI_PROXY.presence
+}
 
 
 def attribution_headers(request: RecordedRequest, dialect: str = "x-payi") -> dict[str, str]:
@@ -80,7 +89,9 @@ def attribution_headers(request: RecordedRequest, dialect: str = "x-payi") -> di
     found: dict[str, str] = {}
     for key, value in request.headers.items():
         param = _BY_PAYI_HEADER.get(key.lower())
-        if param is not None:
+        if param is not None and param.header in _PRESENCE:
+            found[param.header] = _PRESENCE[param.header]
+        elif param is not None:
             found[param.header] = (
                 base64.b64decode(value).decode("ascii") if param.kind is Kind.DICT else value
             )
@@ -116,7 +127,11 @@ def assert_spans_match_requests(otel: Otel, server: FakeLLMServer, dialect: str 
         headers = headers_from_span(span)
         if dialect == "x-payi":
             return headers
-        return {k: v for k, v in headers.items() if k in PROXY_CARRIES}
+        return {
+            k: v
+            for k, v in headers.items()
+            if k in PROXY_CARRIES and _PRESENCE.get(k, v) == v  # a switch's other value: none
+        }
 
     assert Counter(_normal(from_span(s)) for s in spans) == Counter(
         _normal(attribution_headers(r, dialect)) for r in requests

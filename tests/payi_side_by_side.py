@@ -132,6 +132,16 @@ def scenarios(track: Any, track_context: Any, call: Callable[..., None]) -> None
             call()
             call({"xProxy-Request-Properties": '{"call":"1"}'})
 
+    # Issue 19: prompt logging per scope (Pay-i's ``track_context(log_prompt_and_response=)``):
+    # off in the outer scope, on again in the inner one, off for one call by its header.
+    @scenario("prompt_logging_per_scope")
+    def _() -> None:
+        with track_context(user_id="quiet", log_prompt_and_response=False):
+            call()
+            with track_context(log_prompt_and_response=True):
+                call()
+                call({"xProxy-Logging-Disable": "True"})
+
 
 def main(impl: str, mode: str, llm_base_url: str) -> None:
     import openai

@@ -39,6 +39,7 @@ def test_every_module_but_version_is_private() -> None:
 _KIND_TYPES = {
     Kind.STRING: str,
     Kind.INT: int,
+    Kind.BOOL: bool,
     Kind.LIST: typing.Sequence,
     Kind.DICT: typing.Mapping,
 }

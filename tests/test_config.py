@@ -52,6 +52,7 @@ def test_every_env_variable(instrument: Instrument, monkeypatch: pytest.MonkeyPa
         "PAYI_PRICE_AS_CATEGORY": "cat",
         "PAYI_PRICE_AS_RESOURCE": "res",
         "PAYI_RESOURCE_SCOPE": "global",
+        "PAYI_LOG_PROMPT_AND_RESPONSE": "Off",
     }
     assert set(values) == set(ENV_NAMES.values())
     for key, value in values.items():
@@ -73,6 +74,7 @@ def test_every_env_variable(instrument: Instrument, monkeypatch: pytest.MonkeyPa
         "price_as_category": "cat",
         "price_as_resource": "res",
         "resource_scope": "global",
+        "log_prompt_and_response": False,
     }
 
 

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind
 
-from payi_otel import PayiIngestExporter, PayiInstrumentor, track_context
+from payi_otel import PayiIngestExporter, PayiInstrumentor, track, track_context
 from payi_otel._ingest import NOT_CALLS
 
 __all__ = ["add_processor", "fake_payi_module", "payi"]  # fixtures
@@ -207,3 +207,108 @@ def test_prompts_and_responses_only_when_opted_in_and_not_for_a_call_that_disabl
     (response,) = opted_in["provider_response_json"]
     assert json.loads(response)["choices"][0]["message"]["content"] == "echo: Hello"
     assert json.loads(anthropic_record["provider_request_json"]) == MESSAGE
+
+
+# --- prompt logging per scope (Pay-i's ``track(log_prompt_and_response=)``) -------------------
+
+
+def _logged(server: FakePayiServer) -> list[bool]:
+    return ["provider_request_json" in b for b in bodies(server)]
+
+
+@pytest.mark.parametrize("sdk", ["openai", "anthropic", "async-openai", "async-anthropic"])
+@pytest.mark.parametrize("dialect", ["x-payi", "payi-proxy"])
+async def test_prompt_logging_follows_the_innermost_scope_and_the_call(
+    genai: GenAI, payi: FakePayiServer, sdk: str, dialect: str
+) -> None:
+    """Precedence as for every parameter: the call's header over ``track_context`` over
+    ``@track`` over the global level; unset is off. What the call sent says the same."""
+    exporter = exporter_for(payi)
+    genai.reinstrument(ingest=exporter, header_dialect=dialect)
+    off = {"x-payi": "x-payi-log-prompt-and-response", "payi-proxy": "xProxy-Logging-Disable"}
+    off_value = {"x-payi": "false", "payi-proxy": "True"}[dialect]
+
+    async def call(headers: dict[str, str] | None = None) -> None:
+        extra = {"extra_headers": headers} if headers else {}
+        if sdk == "openai":
+            genai.openai.chat.completions.create(**CHAT, **extra)
+        elif sdk == "anthropic":
+            genai.anthropic.messages.create(**MESSAGE, **extra)
+        elif sdk == "async-openai":
+            await genai.async_openai.chat.completions.create(**CHAT, **extra)
+        else:
+            await genai.async_anthropic.messages.create(**MESSAGE, **extra)
+
+    @track(log_prompt_and_response=True)
+    async def opted_in() -> None:
+        await call()  # the decorator's True
+        with track_context(log_prompt_and_response=False):
+            await call()  # track_context ranks above @track
+        await call({off[dialect]: off_value})  # the call's own header: off
+
+    await call()  # unset: off
+    with track_context(user_id="u", log_prompt_and_response=True):
+        await call()  # on
+        with track_context(log_prompt_and_response=False):
+            await call()  # the inner scope: off
+            with track_context(user_id="v"):
+                await call()  # inherited: off
+    await opted_in()
+    assert exporter.force_flush()
+    # A proxied call is Pay-i's to log (it reads the header): no record is ingested for it.
+    expected = [False, True, False, False, True, False, False] if dialect == "x-payi" else []
+    assert _logged(payi) == expected
+    sent = [h.get("x-payi-log-prompt-and-response") for h in genai.attribution()]
+    # payi-proxy sends only "off" (presence-only); x-payi both values.
+    on = "true" if dialect == "x-payi" else None
+    assert sent == [None, on, "false", "false", on, "false", "false"]
+
+
+def test_prompt_logging_global_level_and_a_scope_that_turns_it_off(
+    genai: GenAI, payi: FakePayiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exporter = exporter_for(payi)
+    monkeypatch.setenv("PAYI_LOG_PROMPT_AND_RESPONSE", "yes")
+    genai.reinstrument(ingest=exporter)
+    genai.openai.chat.completions.create(**CHAT)
+    with track_context(log_prompt_and_response=False):
+        genai.openai.chat.completions.create(**CHAT)
+    assert exporter.force_flush()
+    second = exporter_for(payi)
+    genai.reinstrument(ingest=second, log_prompt_and_response=False)  # the keyword wins
+    genai.openai.chat.completions.create(**CHAT)
+    with track_context(log_prompt_and_response=True):
+        genai.openai.chat.completions.create(**CHAT)
+    assert second.force_flush()
+    assert _logged(payi) == [True, False, False, True]
+
+
+def test_prompt_logging_bad_values_name_the_parameter_and_send_nothing(genai: GenAI) -> None:
+    with pytest.raises(TypeError, match="log_prompt_and_response must be a bool"):
+        track_context(log_prompt_and_response="yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="log_prompt_and_response must be a bool"):
+        genai.reinstrument(log_prompt_and_response=1)
+    genai.reinstrument()
+    genai.check_invariant = False  # the call that raised has a GenAI span, and no request
+    with pytest.raises(ValueError, match="x-payi-log-prompt-and-response"):
+        genai.openai.chat.completions.create(
+            **CHAT, extra_headers={"x-payi-log-prompt-and-response": "maybe"}
+        )
+    assert genai.server.requests == []
+
+
+def test_prompt_logging_is_not_taken_from_incoming_baggage_by_default(
+    genai: GenAI, payi: FakePayiServer
+) -> None:
+    from opentelemetry import baggage
+    from opentelemetry import context as otel_context
+
+    exporter = exporter_for(payi)
+    genai.reinstrument(ingest=exporter)
+    token = otel_context.attach(baggage.set_baggage("payi.log_prompt_and_response", "true"))
+    try:
+        genai.openai.chat.completions.create(**CHAT)
+    finally:
+        otel_context.detach(token)
+    assert exporter.force_flush()
+    assert _logged(payi) == [False]

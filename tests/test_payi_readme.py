@@ -45,7 +45,7 @@ def pay_i_env(
 def test_the_per_call_snippet_runs(
     genai: GenAI, pay_i_env: FakePayiServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    per_call, _ = snippets()
+    per_call, _, _ = snippets()
     client = openai.OpenAI(base_url=genai.server.openai_base_url, api_key="t", max_retries=0)
     exec(compile(per_call, "README.md", "exec"), {"client": client})
     printed = capsys.readouterr().out.splitlines()
@@ -57,10 +57,34 @@ def test_the_per_call_snippet_runs(
     assert len(Path("payi-ingest.jsonl").read_text().splitlines()) == 2
 
 
+def test_the_prompt_logging_snippet_keeps_that_scope_s_prompts_out(
+    genai: GenAI, pay_i_env: FakePayiServer
+) -> None:
+    _, logging_off, _ = snippets()
+    from payi_otel import payi_instrument
+
+    exporter = PayiIngestExporter()
+    payi_instrument(
+        tracer_provider=genai.otel.provider, ingest=exporter, log_prompt_and_response=True
+    )
+    client = openai.OpenAI(base_url=genai.server.openai_base_url, api_key="t", max_retries=0)
+    exec(compile(logging_off, "README.md", "exec"), {"client": client})
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}]
+    )
+    assert exporter.force_flush()
+    # Pay-i's client sends the attribution as xProxy-* headers of the ingest request.
+    records = {r.headers.get("xproxy-user-id"): r.body for r in pay_i_env.ingested()}
+    assert set(records) == {"alice", None}
+    assert "provider_request_json" not in records["alice"]
+    assert "4111" not in str(records["alice"])
+    assert "provider_request_json" in records[None]  # outside the scope: the global True
+
+
 def test_the_span_exporter_snippet_runs(
     genai: GenAI, pay_i_env: FakePayiServer, add_processor_spy: list[BatchSpanProcessor]
 ) -> None:
-    _, spans = snippets()
+    _, _, spans = snippets()
     namespace = {"provider": _Recording(genai, add_processor_spy)}
     exec(compile(spans, "README.md", "exec"), namespace)
     genai.openai.chat.completions.create(

@@ -191,7 +191,7 @@ def _compare(
 
 def test_proxy_headers_match_pay_i_sdk_in_proxy_mode(runs: dict[tuple[str, str], Run]) -> None:
     payi, ours = runs["payi", "proxy"], runs["payi_otel", "proxy"]
-    assert payi.labels == ours.labels and len(payi.labels) == 20
+    assert payi.labels == ours.labels and len(payi.labels) == 23
     # Only xProxy-* names on either side (no x-payi-* in Pay-i's dialect).
     assert not any(k.startswith("x-payi-") for h in ours.llm for k in h)
     _compare(payi.llm, ours.llm, payi.labels, "proxy mode: xProxy-* headers on the LLM call")
@@ -248,7 +248,12 @@ def test_ingest_records_match_pay_i_sdk_in_ingest_mode(
         theirs = {k: v for k, v in theirs.items() if k != "properties"}
         if properties:
             theirs["properties"] = properties
-        assert set(theirs) - set(mine) == PAYI_ONLY_FIELDS, label
+        # Prompt logging per scope (prompt_logging_per_scope): a call neither logs is no
+        # difference; one both log is compared in test_prompt_and_response_as_pay_i_sdk_logs_them.
+        payi_only = PAYI_ONLY_FIELDS
+        if "provider_request_json" not in theirs or "provider_request_json" in mine:
+            payi_only = PAYI_ONLY_FIELDS - {"provider_request_json", "provider_response_json"}
+        assert set(theirs) - set(mine) == payi_only, label
         assert set(mine) <= set(theirs), label
         for field in sorted(set(theirs) - PAYI_ONLY_FIELDS):
             a, b = theirs[field], mine[field]
@@ -315,9 +320,22 @@ def test_prompt_and_response_as_pay_i_sdk_logs_them(runs: dict[tuple[str, str], 
     body's JSON, and a list with the response's JSON (the response's own id and time aside:
     two calls)."""
     theirs, ours = runs["payi", "ingest"], runs["payi_otel", "logged"]
-    assert all("provider_request_json" not in b for _, b in runs["payi_otel", "ingest"].ingest)
+    # Off by default here: only the call whose own scope turns it on is logged.
+    default = runs["payi_otel", "ingest"]
+    assert [
+        f"{label}#{index}"
+        for (label, index), (_, b) in zip(_numbered(default.labels), default.ingest)
+        if "provider_request_json" in b
+    ] == ["prompt_logging_per_scope#1"]
     volatile = {"id", "created"}
+    logged = 0
     for (_, a), (_, b) in zip(theirs.ingest, ours.ingest):
+        # Not logged where a scope or the call turned it off (prompt_logging_per_scope).
+        assert ("provider_request_json" in a) == ("provider_request_json" in b), a["user_id"]
+        if "provider_request_json" not in a:
+            assert "provider_response_json" not in a and "provider_response_json" not in b
+            continue
+        logged += 1
         assert json.loads(a["provider_request_json"]) == json.loads(b["provider_request_json"])
         (their_response,), (our_response,) = (
             a["provider_response_json"],
@@ -328,3 +346,4 @@ def test_prompt_and_response_as_pay_i_sdk_logs_them(runs: dict[tuple[str, str], 
         assert {k: v for k, v in their_response.items() if k not in volatile} == {
             k: v for k, v in our_response.items() if k not in volatile
         }
+    assert 0 < logged < len(theirs.ingest)

@@ -45,7 +45,7 @@ from payi_otel._model.parameters import REGISTRY
 # The reference model (independent of src/)
 # --------------------------------------------------------------------------------------------
 
-STR, INT, LIST, DICT = "string", "int", "list", "dict"
+STR, INT, LIST, DICT, BOOL = "string", "int", "list", "dict", "bool"
 
 # Names, kinds and pairs from the one parameter registry (never a second table of them).
 KINDS: dict[str, str] = {p.name: p.kind.value for p in REGISTRY}
@@ -72,8 +72,8 @@ class Fresh:
 
 def ref_kind(kind: str, lower: Any, upper: Any) -> Any:
     """Section 2, kind table, for an upper value that is set (not None)."""
-    if kind in (STR, INT):
-        return upper  # "" replaces too: cleared
+    if kind in (STR, INT, BOOL):
+        return upper  # "" replaces too: cleared; a switch's False replaces a True
     if kind == LIST:
         if len(upper) == 0:
             return ()  # cleared
@@ -230,7 +230,7 @@ def by_method(
 
 
 def is_cleared(value: Any) -> bool:
-    return value == "" or value == () or value == {}
+    return value is not False and (value == "" or value == () or value == {})
 
 
 def ref_emitted(effective: Mapping[str, Any]) -> dict[str, Any]:
@@ -264,6 +264,8 @@ def ref_headers(effective: Mapping[str, Any]) -> dict[str, Any]:
             headers[header] = ",".join(value)
         elif KINDS[p] == DICT:
             headers[header] = dict(value)
+        elif KINDS[p] == BOOL:
+            headers[header] = "true" if value else "false"
         else:
             headers[header] = value if isinstance(value, Fresh) else str(value)
     return headers
@@ -328,6 +330,7 @@ NAMES = st.sampled_from(["a", "b", "a", "b", ""])  # "" = clear; few names: same
 IDS = st.sampled_from(["id1", "id2", "id1", "id2", ""])
 STRINGS = st.sampled_from(["x", "y", ""])
 VERSIONS = st.integers(min_value=0, max_value=3)
+SWITCHES = st.booleans()
 LISTS = st.lists(st.sampled_from(["l1", "l2", "l3", "l4"]), max_size=3).map(tuple)
 DICTS = st.dictionaries(
     st.sampled_from(["k1", "k2", "k3"]),
@@ -342,7 +345,9 @@ for _p, _kind in KINDS.items():
     elif _p.endswith("_id") and _p in PAIR_FIELDS:
         STRATEGY[_p] = IDS
     else:
-        STRATEGY[_p] = {STR: STRINGS, INT: VERSIONS, LIST: LISTS, DICT: DICTS}[_kind]
+        STRATEGY[_p] = {STR: STRINGS, INT: VERSIONS, LIST: LISTS, DICT: DICTS, BOOL: SWITCHES}[
+            _kind
+        ]
 
 # Every parameter optional (unset), else empty or a value.
 PARAMS = st.fixed_dictionaries({}, optional=STRATEGY)
@@ -488,6 +493,8 @@ def _tagged_level(k: int) -> st.SearchStrategy[dict[str, Any]]:
             strategies[p] = st.sampled_from([f"L{k}", ""])
         elif kind == INT:
             strategies[p] = st.just(k)
+        elif kind == BOOL:
+            strategies[p] = st.just(k % 2 == 0)
         elif kind == LIST:
             strategies[p] = st.lists(own, max_size=3).map(tuple)
         else:

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import List, Optional, Tuple
 
+from payi_otel._model.codec import FALSE_TEXTS, TRUE_TEXTS
 from payi_otel._model.parameters import PARAMETERS, ParameterValueError
 
 __all__ = [
@@ -20,7 +21,6 @@ __all__ = [
     "HEADER_HOSTS",
     "INGEST",
     "INGEST_SPOOL",
-    "LOG_PROMPT_AND_RESPONSE",
     "METRICS_USER_ID",
     "METRIC_PROPERTIES",
     "MODEL_MAPPINGS",
@@ -62,9 +62,7 @@ MODEL_MAPPINGS = "PAYI_MODEL_MAPPINGS"
 INGEST = "PAYI_INGEST"
 #: ``PayiIngestExporter(spool=)``: the crash-safe spool file of unsent ingest records.
 INGEST_SPOOL = "PAYI_INGEST_SPOOL"
-#: ``log_prompt_and_response``: ingest records carry the request and response bodies (off
-#: by default: prompts and answers are the users' data).
-LOG_PROMPT_AND_RESPONSE = "PAYI_LOG_PROMPT_AND_RESPONSE"
+# (``log_prompt_and_response``'s ``PAYI_LOG_PROMPT_AND_RESPONSE`` is a parameter's: the registry.)
 
 # --- issue 20: cost at scale ---------------------------------------------------------------
 #: ``prices``: the path of a JSON file holding the user's price table (a list of entries:
@@ -77,8 +75,8 @@ METRIC_PROPERTIES = "PAYI_METRIC_PROPERTIES"
 SCOPE_TOTALS = "PAYI_SCOPE_TOTALS"
 # --- end issue 20 --------------------------------------------------------------------------
 
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off", ""}
+_TRUE = TRUE_TEXTS  # one rule for every switch's text, a parameter's (the codec) or not
+_FALSE = FALSE_TEXTS | {""}
 
 
 def read_bool(environ: Mapping[str, str], name: str) -> Optional[bool]:

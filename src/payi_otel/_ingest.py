@@ -346,13 +346,11 @@ def call_record(record: CallRecord) -> Dict[str, Any]:
         out["http_status_code"] = status
     out["provider_response_id"] = _response_id(record.response) or f"payi_{uuid.uuid4()}"
     out.update(attribution(params))
-    if _settings.current.log_prompt_and_response and not _logging_disabled(record):
+    # The call's resolved switch: global level, scopes, the call's own headers - where
+    # ``xProxy-Logging-Disable`` (any value) is False (docs/parameters.md). Off unless given.
+    if params.get("log_prompt_and_response") is True:
         out.update(prompt_and_response(record))
     return out
-
-
-#: Pay-i's per-call header that keeps a call's prompt and response out of Pay-i's logs.
-LOGGING_DISABLE = "xproxy-logging-disable"
 
 
 def _request_options(record: CallRecord) -> Any:
@@ -365,18 +363,6 @@ def _request_options(record: CallRecord) -> Any:
         if hasattr(value, "json_data") and hasattr(value, "headers"):
             return value
     return None
-
-
-def _logging_disabled(record: CallRecord) -> bool:
-    """Whether the call was sent with ``xProxy-Logging-Disable`` (any value, as Pay-i's SDK
-    reads it): in the SDK's per-call headers, or the caller's other headers (botocore)."""
-    found: List[Mapping[Any, Any]] = []
-    if record.request is not None:
-        found.append(record.request.other_headers)
-    options = _request_options(record)
-    if options is not None and isinstance(options.headers, Mapping):
-        found.append(options.headers)
-    return any(str(k).lower() == LOGGING_DISABLE for headers in found for k in headers)
 
 
 _NOT_GIVEN = frozenset({"Omit", "NotGiven", "Omitted"})

@@ -206,8 +206,9 @@ def payi_instrument(
     ``ingest=True`` (or ``PAYI_INGEST=true``), or ``ingest=PayiIngestExporter(...)`` with
     its options, sends one Pay-i ingest record per inference call, sampled or not (README,
     "Using with Pay-i"); ``log_prompt_and_response=True`` (or
-    ``PAYI_LOG_PROMPT_AND_RESPONSE=true``; off by default) puts each call's request and
-    response bodies in its record, except for a call sent with ``xProxy-Logging-Disable``.
+    ``PAYI_LOG_PROMPT_AND_RESPONSE=true``; off by default) is the global level of that
+    parameter (over ``config``'s): a call resolving to True (scopes and the call's own
+    headers rank above it) has its request and response bodies in its record.
     ``prices`` (default: ``PAYI_PRICES_FILE``, a JSON file of the same list) is the user's
     price table, over genai-prices': ``[{"model": "ft:gpt-4o-mini:acme:*", "provider":
     "openai", "input": 0.30, "output": 1.20, "cache_read": 0.15, "currency": "USD"}]``, per

@@ -130,9 +130,6 @@ class Settings:
     # --- end issue 21 ---
     #: issue 19: one Pay-i ingest record per inference call (``ingest=`` / ``PAYI_INGEST``).
     ingest: bool = False
-    #: issue 19: ingest records carry the prompt and the response
-    #: (``log_prompt_and_response=`` / ``PAYI_LOG_PROMPT_AND_RESPONSE``; off by default).
-    log_prompt_and_response: bool = False
     # --- issue 20: cost at scale ---
     #: The user's price table (``prices=`` / ``PAYI_PRICES_FILE``), over genai-prices'.
     prices: Tuple[UserPrice, ...] = ()
@@ -243,9 +240,17 @@ def build(
     """
     environ = os.environ if environ is None else environ
     source = _Source(environ, lenient)
-    params = _global_params(
-        options.get("config"), source, options.get("caller_file") or _main_script()
-    )
+    config = options.get("config")
+    log_prompts = options.get("log_prompt_and_response")
+    if log_prompts is not None:  # issue 19: the switch's global level, over config's
+        if not isinstance(log_prompts, bool):
+            raise ParameterTypeError(
+                f"log_prompt_and_response must be a bool, not {type(log_prompts).__name__}"
+            )
+        if config is not None and not isinstance(config, Mapping):
+            raise ParameterTypeError(f"config must be a mapping, not {type(config).__name__}")
+        config = {**(config or {}), "log_prompt_and_response": log_prompts}
+    params = _global_params(config, source, options.get("caller_file") or _main_script())
     from_env = source.flag(env.PROPAGATE_BAGGAGE, False)
     propagate = _bool_option(
         options.get("propagate_baggage"), "propagate_baggage", lambda: from_env
@@ -302,11 +307,6 @@ def build(
         if ingest is None
         else (ingest if isinstance(ingest, bool) else True)
     )
-    log_prompts = _bool_option(
-        options.get("log_prompt_and_response"),
-        "log_prompt_and_response",
-        lambda: source.flag(env.LOG_PROMPT_AND_RESPONSE, False),
-    )
     prices, metric_properties, totals = _cost_options(options, source)  # issue 20
     provider: Optional[TracerProvider] = options.get("tracer_provider")
     return Settings(
@@ -327,7 +327,6 @@ def build(
         model_mappings=model_mappings,
         **_issue21_options(options, source),
         ingest=ingest_on,
-        log_prompt_and_response=log_prompts,
         prices=prices,
         metric_properties=metric_properties,
         scope_totals=totals,

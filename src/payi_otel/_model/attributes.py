@@ -64,6 +64,8 @@ def params_from_attributes(attributes: Mapping[str, object]) -> Params:
             continue
         if kind is Kind.LIST and isinstance(value, (list, tuple)):
             params[name] = tuple(str(v) for v in value)
+        elif kind is Kind.BOOL and isinstance(value, bool):
+            params[name] = value
         elif kind is Kind.INT and isinstance(value, int):
             params[name] = int(value)
         else:

@@ -3,8 +3,10 @@ and baggage, and percent-encoding for headers. (Header names, and which dialect 
 how: ``_model.dialects``.)
 
 One parser and one formatter per kind (docs/parameters.md): strings as-is, the version as a
-decimal int, lists comma-separated (split on commas and trimmed when parsed), dicts as a
-compact, ASCII-escaped JSON object. An empty text means "cleared" for every kind but the int.
+decimal int, a switch as ``true`` / ``false`` (read case-insensitively, with 1/0, yes/no,
+on/off), lists comma-separated (split on commas and trimmed when parsed), dicts as a compact,
+ASCII-escaped JSON object. An empty text means "cleared" for every kind but the int and the
+switch, for which it means "not given".
 """
 
 from __future__ import annotations
@@ -23,12 +25,18 @@ from payi_otel._model.parameters import (
 )
 
 __all__ = [
+    "FALSE_TEXTS",
     "REMOVED",
+    "TRUE_TEXTS",
     "format_value",
     "means_not_given",
     "parse_value",
     "to_header_value",
 ]
+
+#: The texts of a switch (a ``bool`` parameter, and every ``PAYI_*`` on/off variable).
+TRUE_TEXTS = frozenset({"true", "1", "yes", "on"})
+FALSE_TEXTS = frozenset({"false", "0", "no", "off"})
 
 _INT = re.compile(r"[+-]?[0-9]{1,19}\Z")
 # A header value sent as-is: printable ASCII, no space at either end (RFC 9110 field-value).
@@ -45,6 +53,11 @@ def parse_value(name: str, text: str, *, what: str) -> Value:
     if "\r" in text or "\n" in text or "\x00" in text:
         raise ParameterValueError(f"{what} must not contain CR, LF or NUL characters")
     kind = PARAMETERS[name]
+    if kind is Kind.BOOL:
+        lowered = text.strip().lower()
+        if lowered in TRUE_TEXTS or lowered in FALSE_TEXTS:
+            return lowered in TRUE_TEXTS
+        raise ParameterValueError(f"{what} must be 'true' or 'false', got {text[:40]!r}")
     if kind is Kind.INT:
         stripped = text.strip()
         if not _INT.match(stripped):
@@ -88,6 +101,8 @@ def format_value(name: str, value: Value) -> str:
         assert isinstance(value, dict)
         present: Dict[str, Optional[str]] = {k: v for k, v in value.items() if v is not None}
         return json.dumps(present, separators=(",", ":"), ensure_ascii=True)
+    if kind is Kind.BOOL:
+        return "true" if value else "false"
     return str(value)
 
 
@@ -123,7 +138,8 @@ REMOVED = _Removed()
 
 def means_not_given(name: str, text: str) -> bool:
     """Whether ``text`` gives parameter ``name`` no value at all: an empty (or blank) text
-    for the int, which has no empty state (seeds' table), so the level below stays in force.
-    The one rule for an empty ``PAYI_USE_CASE_VERSION`` and an empty version header
-    (docs/parameters.md)."""
-    return PARAMETERS[name] is Kind.INT and not text.strip()
+    for the int and the switch, which have no empty state (seeds' table), so the level below
+    stays in force. The one rule for an empty ``PAYI_USE_CASE_VERSION`` and an empty version
+    header (docs/parameters.md)."""
+    kind = PARAMETERS[name]
+    return (kind is Kind.INT or kind is Kind.BOOL) and not text.strip()

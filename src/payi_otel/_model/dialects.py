@@ -97,15 +97,19 @@ class Dialects:
     them recognises or owns, and the parameters a caller's headers give in any of them.
     :func:`registered` is every registered dialect; each :class:`Dialect` reads as one."""
 
-    __slots__ = ("_claimed", "_parameters", "_prefixes", "dialects")
+    __slots__ = ("_claimed", "_parameters", "_prefixes", "_presence", "dialects")
 
     def __init__(self, dialects: Sequence[Dialect]) -> None:
         self.dialects: Tuple[Dialect, ...] = tuple(dialects)
         #: Every dialect's header names, lower-cased -> parameter.
         self._parameters: Dict[str, str] = {}
+        #: Presence-only headers, lower-cased -> the value their presence gives.
+        self._presence: Dict[str, Value] = {}
         for dialect in self.dialects:
             for parameter, header in dialect.headers.items():
                 self._parameters[header.lower()] = parameter
+                if parameter in dialect.presence:
+                    self._presence[header.lower()] = dialect.presence[parameter]
         self._prefixes = tuple(d.prefix for d in self.dialects)
         self._claimed = tuple(d.prefix for d in self.dialects if d.claims_prefix)
 
@@ -175,9 +179,13 @@ class Dialects:
                 raise ParameterTypeError(
                     f"header {header!r} must be a str, not {type(value).__name__}"
                 )
-            if means_not_given(name, value):
+            presence = self._presence.get(lowered)
+            if presence is not None:
+                parsed: Value = presence  # any value, empty included: present is present
+            elif means_not_given(name, value):
                 continue
-            parsed = parse_value(name, value, what=f"header {header!r}")
+            else:
+                parsed = parse_value(name, value, what=f"header {header!r}")
             earlier = texts.get(name)
             if earlier is not None and earlier[0].lower() != lowered and earlier[1] != parsed:
                 raise ParameterValueError(
@@ -212,6 +220,9 @@ class Dialect:
     headers: Mapping[str, str]
     encode: Encoder = as_text
     claims_prefix: bool = False
+    #: Switches it sends as presence-only headers: parameter -> the value the header's
+    #: presence means (whatever its text), sent as ``True``; the other value sends nothing.
+    presence: Mapping[str, Value] = field(default_factory=dict)
     _alone: Dialects = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -226,7 +237,11 @@ class Dialect:
         unknown = [p for p in self.headers if p not in PARAMETERS]
         if unknown:
             raise ValueError(f"dialect {self.name!r}: unknown parameters {unknown}")
+        stray = [p for p in self.presence if p not in self.headers]
+        if stray or any(PARAMETERS[p] is not Kind.BOOL for p in self.presence):
+            raise ValueError(f"dialect {self.name!r}: presence-only headers are switches it sends")
         object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
+        object.__setattr__(self, "presence", MappingProxyType(dict(self.presence)))
         object.__setattr__(self, "_alone", Dialects((self,)))
 
     @classmethod
@@ -238,12 +253,13 @@ class Dialect:
         prefix: str,
         encode: Encoder = as_text,
         claims_prefix: bool = False,
+        presence: Optional[Mapping[str, Value]] = None,
     ) -> Dialect:
         """The dialect whose header for each parameter is ``header_of(parameter)`` (a column
         of the registry, such as ``Parameter.header``, or a name made from the parameter's
         name), None where it has none; in registry order."""
         headers = {p.name: h for p in REGISTRY for h in (header_of(p),) if h is not None}
-        return cls(name, prefix, headers, encode, claims_prefix)
+        return cls(name, prefix, headers, encode, claims_prefix, dict(presence or {}))
 
     @property
     def fields(self) -> FrozenSet[str]:
@@ -269,19 +285,25 @@ class Dialect:
         ``Effective``, whose headers per dialect are made once), values encoded."""
         if not isinstance(source, dict):
             return source.headers(self)
-        names = self.headers
+        names, presence = self.headers, self.presence
         return {
-            names[name]: self.encode(name, value)
+            names[name]: "True" if name in presence else self.encode(name, value)
             for name, value in emitted(source)
-            if name in names
+            if name in names and (name not in presence or value == presence[name])
         }
 
 
 X_PAYI = Dialect.over_registry(
     "x-payi", lambda p: p.header, prefix=HEADER_PREFIX, claims_prefix=True
 )
+# Pay-i's SDK sends ``xProxy-Logging-Disable: True`` in a scope with
+# ``log_prompt_and_response=False`` and reads any value of it as "off" (``payi/lib/instrument.py``).
 PAYI_PROXY = Dialect.over_registry(
-    "payi-proxy", lambda p: p.payi_header, prefix="xproxy-", encode=as_base64_json
+    "payi-proxy",
+    lambda p: p.payi_header,
+    prefix="xproxy-",
+    encode=as_base64_json,
+    presence={"log_prompt_and_response": False},
 )
 
 # --- the registry ------------------------------------------------------------------------------

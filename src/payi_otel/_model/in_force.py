@@ -16,7 +16,7 @@ _ORDER = {name: i for i, name in enumerate(PARAMETERS)}
 
 
 def is_cleared(value: Value) -> bool:
-    return not value and type(value) is not int  # "", () or {} (0 is a version)
+    return not value and type(value) is not int and type(value) is not bool  # "", () or {}
 
 
 def emitted(params: Params) -> List[Tuple[str, Value]]:

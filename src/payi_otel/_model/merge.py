@@ -153,7 +153,7 @@ def _merge_value(kind: Kind, lower: Optional[Value], upper: Value, within: bool 
             else:
                 merged[key] = item
         return merged
-    return upper  # strings (including "" = cleared) and ints replace
+    return upper  # strings (including "" = cleared), ints and bools replace
 
 
 def _merge_into(
@@ -162,7 +162,7 @@ def _merge_into(
     for name in names:
         if name in upper:
             kind = PARAMETERS[name]
-            if kind is Kind.STRING or kind is Kind.INT:  # replace (the common case, inlined)
+            if kind is not Kind.LIST and kind is not Kind.DICT:  # replace (inlined)
                 result[name] = upper[name]
             else:
                 result[name] = _merge_value(kind, lower.get(name), upper[name], within)

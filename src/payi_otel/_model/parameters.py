@@ -12,8 +12,9 @@ Representation of one level's parameters (a plain ``dict``, never mutated once b
 
 * absent key -> unset (inherit from the level below);
 * ``""`` / ``()`` / ``{}`` -> cleared (overrides the level below with "empty");
-* anything else -> a value: ``str``, ``int``, ``tuple[str, ...]`` or ``dict[str, str | None]``
-  (a ``None`` dict value means "remove this key from the level below").
+* anything else -> a value: ``str``, ``int``, ``bool``, ``tuple[str, ...]`` or
+  ``dict[str, str | None]`` (a ``None`` dict value means "remove this key from the level
+  below"). The int and the bool have no cleared state.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Kind(enum.Enum):
     INT = "int"
     LIST = "list"
     DICT = "dict"
+    BOOL = "bool"
 
 
 HEADER_PREFIX = "x-payi-"
@@ -170,6 +172,17 @@ REGISTRY: Tuple[Parameter, ...] = (
         payi_header="xProxy-Resource-Scope",
         from_baggage=False,
     ),
+    # Whether Pay-i keeps the call's prompt and response (``track(log_prompt_and_response=)``
+    # in Pay-i's SDK). Pay-i's proxy header is a presence-only switch, sent for ``False``:
+    # ``_model.dialects.PAYI_PROXY``. Not taken from incoming baggage by default: another
+    # process does not turn logging of this one's prompts on.
+    Parameter(
+        "log_prompt_and_response",
+        Kind.BOOL,
+        "payi.log_prompt_and_response",
+        payi_header="xProxy-Logging-Disable",
+        from_baggage=False,
+    ),
 )
 
 
@@ -225,9 +238,10 @@ class ScopeParameters(TypedDict, total=False):
     price_as_category: Optional[str]
     price_as_resource: Optional[str]
     resource_scope: Optional[str]
+    log_prompt_and_response: Optional[bool]
 
 
-Value = Union[str, int, Tuple[str, ...], Dict[str, Optional[str]]]
+Value = Union[str, int, bool, Tuple[str, ...], Dict[str, Optional[str]]]
 Params = Dict[str, Value]
 
 _FORBIDDEN = ("\r", "\n", "\x00")
@@ -292,6 +306,10 @@ def validate_value(name: str, value: object, *, what: Optional[str] = None) -> V
         if not isinstance(value, str):
             raise ParameterTypeError(f"{label} must be a str, not {type(value).__name__}")
         return _text(value, label)
+    if kind is Kind.BOOL:
+        if not isinstance(value, bool):
+            raise ParameterTypeError(f"{label} must be a bool, not {type(value).__name__}")
+        return value
     if kind is Kind.INT:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ParameterTypeError(f"{label} must be an int, not {type(value).__name__}")
