@@ -317,3 +317,22 @@ def test_without_genai_prices_calls_get_usage_and_one_warning(
         assert not [k for k in usage if k.startswith("payi_otel.cost.")]
     assert metrics.points("payi.genai.cost") == []
     assert metrics.sum_by("payi.genai.tokens", "payi_otel.token.type")["input"] > 0
+
+
+@pytest.mark.parametrize("operation", ["invoke_agent", "execute_tool", "invoke_workflow"])
+def test_no_usage_on_an_agent_span_when_no_inference_span_is_made(
+    genai: GenAI, operation: str
+) -> None:
+    """With GenAI spans off, the span current at a call can be an agent framework's (its
+    ``gen_ai.*`` attributes make it a GenAI span): the call's usage is no agent's - on it, a
+    backend summing ``gen_ai.usage.*`` would count it twice. The metrics still count it."""
+    found = Metrics()
+    genai.reinstrument(meter_provider=found.provider, genai_spans=False)
+    tracer = genai.otel.provider.get_tracer("agents")
+    with tracer.start_as_current_span(
+        f"{operation} helper", attributes={"gen_ai.operation.name": operation}
+    ):
+        genai.openai.chat.completions.create(**MINI)
+    (agent,) = [s for s in genai.otel.exporter.get_finished_spans() if s.name.startswith(operation)]
+    assert usage_of(agent) == {}
+    assert sum(v for _, v in found.points("payi.genai.tokens")) > 0

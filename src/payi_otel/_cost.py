@@ -29,7 +29,7 @@ from payi_otel._model.parameters import ATTRIBUTE_NAMES
 from payi_otel._model.user_prices import UserPrice
 from payi_otel._prices import Price, PriceTable, Tokens
 from payi_otel._providers import CallRecord, Service, Usage, derived, providers
-from payi_otel._spans import _is_scope_span, is_genai_span
+from payi_otel._spans import _is_scope_span, is_call_span, is_genai_span
 from payi_otel.version import __version__
 
 __all__ = [
@@ -164,7 +164,8 @@ class CostObserver:
                 return
             price = self._price(record, usage)
             span = record.span
-            if span.is_recording() and _is_genai(span):
+            # Not on an agent / tool / workflow span (current when no inference span is).
+            if span.is_recording() and _is_genai(span) and is_call_span(span):
                 _annotate(span, usage, price)
             self._metrics.record(record, usage, price)
             totals = scope_totals.innermost(record.context)

@@ -46,7 +46,7 @@ from payi_otel._model.attributes import params_from_attributes
 from payi_otel._model.dialects import PAYI_PROXY
 from payi_otel._payi_answer import answer_attributes, answer_of, note_answer
 from payi_otel._providers import CallRecord, Service, derived, providers
-from payi_otel._spans import CATEGORY_ATTRIBUTE, is_genai_span
+from payi_otel._spans import CATEGORY_ATTRIBUTE, NOT_CALLS, is_call_span, is_genai_span
 from payi_otel._spool import DEFAULT_MAX_BYTES, Spool
 
 __all__ = [
@@ -549,7 +549,7 @@ class PayiIngestExporter(SpanExporter):
         for span in spans:
             context = span.get_span_context()
             key = (context.trace_id, context.span_id) if context else (0, 0)
-            if not is_genai_span(span) or key in self._parents or not _is_call_span(span):
+            if not is_genai_span(span) or key in self._parents or not is_call_span(span):
                 self._parents.pop(key, None)  # the outer span of an ingested call
                 with self._lock:
                     self._skipped += 1
@@ -644,20 +644,6 @@ class PayiIngestExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._queue.flush(min(timeout_millis / 1000, self._export_timeout))
-
-
-def _is_call_span(span: ReadableSpan) -> bool:
-    """A GenAI span of an inference call, not of an agent, tool or workflow
-    (``gen_ai.operation.name``, GenAI semantic conventions): these carry ``gen_ai.*``
-    attributes too, and are not billed."""
-    operation = (span.attributes or {}).get("gen_ai.operation.name")
-    return not (isinstance(operation, str) and operation in NOT_CALLS)
-
-
-#: GenAI operations that are no inference call (agent frameworks' spans).
-NOT_CALLS = frozenset(
-    {"invoke_agent", "create_agent", "execute_tool", "invoke_workflow", "retrieval", "workflow"}
-)
 
 
 def _answer_span(context: object, answer: Mapping[str, Any]) -> None:

@@ -65,6 +65,20 @@ def is_genai_span(span: object) -> bool:
     return isinstance(name, str) and name.startswith(genai_scope_prefixes())
 
 
+#: GenAI operations that are no inference call (``gen_ai.operation.name``, GenAI semantic
+#: conventions): agent frameworks' spans carry ``gen_ai.*`` attributes too, yet no call's
+#: usage belongs on them (it would be counted twice) and Pay-i bills none of them.
+NOT_CALLS = frozenset(
+    {"invoke_agent", "create_agent", "execute_tool", "invoke_workflow", "retrieval", "workflow"}
+)
+
+
+def is_call_span(span: object) -> bool:
+    """Whether a GenAI span is no agent, tool or workflow span (:data:`NOT_CALLS`)."""
+    operation = (getattr(span, "attributes", None) or {}).get("gen_ai.operation.name")
+    return not (isinstance(operation, str) and operation in NOT_CALLS)
+
+
 class PayiSpanProcessor(SpanProcessor):
     """Adds the effective Pay-i parameters to GenAI spans when they start."""
 
