@@ -57,12 +57,14 @@ def _is_scope_span(span: object) -> bool:
 def is_genai_span(span: object) -> bool:
     """Whether ``span`` is a recording SDK span with a ``gen_ai.*`` attribute, or one from a
     GenAI instrumentation's scope."""
-    attributes = getattr(span, "attributes", None)
-    if attributes and any(key.startswith(GENAI_PREFIX) for key in attributes):
-        return True
+    # The scope first: a GenAI instrumentation's span (the usual case) is told without
+    # reading its attributes.
     scope = getattr(span, "instrumentation_scope", None)
     name = getattr(scope, "name", None)
-    return isinstance(name, str) and name.startswith(genai_scope_prefixes())
+    if isinstance(name, str) and name.startswith(genai_scope_prefixes()):
+        return True
+    attributes = getattr(span, "attributes", None)
+    return bool(attributes) and any(key.startswith(GENAI_PREFIX) for key in attributes)
 
 
 class PayiSpanProcessor(SpanProcessor):
