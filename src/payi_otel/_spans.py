@@ -64,7 +64,9 @@ def is_genai_span(span: object) -> bool:
     if isinstance(name, str) and name.startswith(genai_scope_prefixes()):
         return True
     attributes = getattr(span, "attributes", None)
-    return bool(attributes) and any(key.startswith(GENAI_PREFIX) for key in attributes)
+    if not attributes:
+        return False
+    return any(key.startswith(GENAI_PREFIX) for key in attributes)
 
 
 class PayiSpanProcessor(SpanProcessor):
