@@ -1,11 +1,12 @@
 """Issue 20: what the request hook remembers between calls changes nothing a call sends.
 
-The hook remembers two things (docs/performance.md, "The cost path"):
+The per-call path remembers (docs/performance.md, "The cost path"):
 
 * a call's absolute URL, per client base URL object and relative URL, when the client joins
   them with the SDK's own ``_prepare_url`` (``_stainless``): a client's base URL set again, a
   client made by ``with_options``, a client with its own ``_prepare_url`` (Azure) each get
   their own URL;
+* the cost observer: each parameter set's metric dimensions (``_cost.UsageMetrics``);
 * the wire policy's verdict per URL (``_destinations.sends_to``), for the policy in force and
   the registered providers' hosts: new settings (``header_hosts``) or a provider registered
   later decide again.
@@ -26,8 +27,10 @@ import openai
 import pytest
 from fake_llm_server import FakeLLMServer
 from fixtures_genai import AZURE_CHAT, CHAT, GenAI, azure_client
+from fixtures_otel import Metrics
 from fixtures_server import to_local
 
+import payi_otel._cost as cost
 from payi_otel import _settings, track_context
 from payi_otel._destinations import sends_to
 from payi_otel._model.wire_policy import WirePolicy
@@ -36,6 +39,8 @@ from payi_otel._providers import PROVIDERS, CallRecord, Provider, Service
 GATEWAY = "llm-gateway.corp.example"
 OTHER = "gateway-2.corp.example"
 PUBLIC = "https://api.openai.com/v1"
+MINI: dict[str, Any] = {**CHAT, "model": "gpt-4o-mini"}
+TENANT = "payi.request.properties.tenant"
 
 
 def posing(server: FakeLLMServer, base_url: str, is_async: bool = False) -> Any:
@@ -208,3 +213,26 @@ def test_the_remembered_verdict_is_the_policys(policy: WirePolicy) -> None:
     other = WirePolicy(hosts=("nothing.example",))
     assert [sends_to(url, other) for url in urls] == [other.sends_to(url) for url in urls]
     assert [sends_to(url, policy) for url in urls] == [policy.sends_to(url) for url in urls]
+
+
+def test_metric_dimensions_per_parameter_set(genai: GenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cost observer remembers each parameter set's metric dimensions: the calls of one
+    scope (one set) keep theirs - a property value past its cap stays counted as ``_other``,
+    one kept stays kept - and a per-call header (a new set per call) gets its own."""
+    monkeypatch.setattr(cost, "MAX_PROPERTY_VALUES", 1)
+    metrics = Metrics()
+    genai.reinstrument(
+        meter_provider=metrics.provider, metric_properties=["tenant"], metrics_user_id=True
+    )
+    for tenant in ("t1", "t2", "t1"):
+        with track_context(request_properties={"tenant": tenant}, user_id="u"):
+            for _ in range(2):
+                genai.openai.chat.completions.create(**MINI)
+            genai.openai.chat.completions.create(**MINI, extra_headers={"x-payi-user-id": "v"})
+    calls = metrics.sum_by("payi.genai.tokens", TENANT, **{"payi_otel.token.type": "output"})
+    per_call = calls[cost.OTHER] / 3
+    assert calls == {"t1": 6 * per_call, cost.OTHER: 3 * per_call}
+    users = metrics.sum_by(
+        "payi.genai.tokens", "payi.user_id", **{"payi_otel.token.type": "output"}
+    )
+    assert users == {"u": 6 * per_call, "v": 3 * per_call}

@@ -25,6 +25,7 @@ from opentelemetry.util.types import AttributeValue
 from payi_otel import _scope_totals as scope_totals
 from payi_otel._genai import genai_scope_prefixes
 from payi_otel._log import internal_error, log_once, logger
+from payi_otel._model.effective import Effective
 from payi_otel._model.parameters import ATTRIBUTE_NAMES
 from payi_otel._model.user_prices import UserPrice
 from payi_otel._prices import Price, PriceTable, Tokens
@@ -71,6 +72,8 @@ _DIMENSIONS = tuple(
 _USER = ATTRIBUTE_NAMES["user_id"]
 _PROPERTY = ATTRIBUTE_NAMES["request_properties"]
 _OVERFLOW: Tuple[object, ...] = ("otel.metric.overflow",)
+#: Parameter sets whose metric dimensions are remembered (``UsageMetrics._attribution_of``).
+ATTRIBUTIONS_MAX = 1024
 
 
 @derived
@@ -313,6 +316,8 @@ class UsageMetrics:
         #: Attribution key -> [input, output, cache_read, cache_creation, reasoning, cost
         #: (None: never priced), its attributes, each token type's attributes].
         self._series: Dict[Tuple[object, ...], List[Any]] = {}
+        #: ``id(Effective)`` -> (that ``Effective``, its dimensions): :meth:`_attribution_of`.
+        self._attribution: Dict[int, Tuple[Effective, Tuple[object, ...]]] = {}
         #: Reentrant: a finalizer run by a collection may report a call on this thread.
         self._lock = threading.RLock()
         meter.create_observable_counter(
@@ -331,17 +336,23 @@ class UsageMetrics:
         )
 
     def record(self, record: CallRecord, usage: Usage, price: Optional[Price]) -> None:
-        payi = record.call.attributes()
-        key: List[object] = [_genai_name(record), record.request_model, record.response_model]
-        for name in self._names:
-            value = payi.get(name)
-            if value.__class__ is list:
-                # One data point per call: the limits as in the header, comma-separated.
-                value = ",".join(value)
-            key.append(value if value != "" else None)
-        if self._properties:
-            key.extend(self._property_values(record))
-        key.append(None if price is None or price.currency == CURRENCY else price.currency)
+        call = record.call
+        known = self._attribution.get(id(call))
+        if known is not None and known[0] is call:
+            attribution = known[1]
+        else:
+            attribution = self._attribution_of(call)
+            if len(self._attribution) >= ATTRIBUTIONS_MAX:
+                self._attribution.clear()
+            self._attribution[id(call)] = (call, attribution)
+        currency = None if price is None or price.currency == CURRENCY else price.currency
+        found = (
+            _genai_name(record),
+            record.request_model,
+            record.response_model,
+            *attribution,
+            currency,
+        )
         counts = (
             usage.input_tokens,
             usage.output_tokens,
@@ -350,7 +361,6 @@ class UsageMetrics:
             usage.reasoning_tokens,
         )
         cost = None if price is None else float(price.total)
-        found = tuple(key)
         series = self._series.get(found)
         if series is None:
             series = self._new_series(found)
@@ -371,8 +381,25 @@ class UsageMetrics:
             if cost is not None:
                 series[5] = cost if series[5] is None else series[5] + cost
 
-    def _property_values(self, record: CallRecord) -> Iterable[Optional[str]]:
-        properties = record.call.params.get("request_properties")
+    def _attribution_of(self, call: Effective) -> Tuple[object, ...]:
+        """The dimensions a call's parameters give its series (issue 20: remembered per
+        ``Effective`` - immutable - in :attr:`_attribution`: a request's calls share one). The
+        same every time for one ``Effective``: a property value, once kept or counted as
+        :data:`OTHER`, stays so (the kept values only grow)."""
+        payi = call.attributes()
+        key: List[object] = []
+        for name in self._names:
+            value = payi.get(name)
+            if value.__class__ is list:
+                # One data point per call: the limits as in the header, comma-separated.
+                value = ",".join(value)
+            key.append(value if value != "" else None)
+        if self._properties:
+            key.extend(self._property_values(call))
+        return tuple(key)
+
+    def _property_values(self, call: Effective) -> Iterable[Optional[str]]:
+        properties = call.params.get("request_properties")
         for key in self._properties:
             value = properties.get(key) if isinstance(properties, dict) else None
             if not isinstance(value, str) or not value:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 
 from payi_otel._destinations import guard_client
@@ -40,6 +41,9 @@ def _split(paths: Sequence[str]) -> Tuple[Tuple[str, ...], ...]:
 
 #: Where a response or stream item may name its model (``response_model``), split once.
 _MODEL_PATHS = _split(("model", "message.model", "response.model"))
+
+#: A source of the caller's headers with no attribution header (read-only: shared).
+_NO_HEADERS: Mapping[str, object] = MappingProxyType({})
 
 #: The absolute URLs of relative ones, per base URL (``StainlessProvider._url``).
 URLS_MAX = 256
@@ -159,6 +163,8 @@ class StainlessProvider(Provider):
     def _payi(self, headers: Mapping[str, object]) -> Mapping[str, object]:
         """The attribution entries: ``Omit`` reads as ``REMOVED`` (it un-sets a client default
         for the call, as the SDK does for any header), ``NotGiven`` as None (not given)."""
+        if not headers:
+            return _NO_HEADERS
         assert self._markers is not None
         omit = self._markers[0]
         return {
@@ -186,10 +192,15 @@ class StainlessProvider(Provider):
         # name in another case would erase it, issue 16): so the resolved headers come after
         # every Omit, and a default under a resolved header's exact spelling gets no Omit (the
         # resolved value replaces it in either merge).
-        sent: Dict[Any, Any] = {k: v for k, v in given.items() if not is_attribution_header(k)}
-        sent.update(
-            (key, omit()) for key in defaults if is_attribution_header(key) and key not in headers
+        sent: Dict[Any, Any] = (
+            {k: v for k, v in given.items() if not is_attribution_header(k)} if given else {}
         )
+        if defaults:
+            sent.update(
+                (key, omit())
+                for key in defaults
+                if is_attribution_header(key) and key not in headers
+            )
         sent.update(headers)
         guard_client(getattr(instance, "_client", None))
         options = model_copy(options)
