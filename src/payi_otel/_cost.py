@@ -250,16 +250,11 @@ def _targets(record: CallRecord, category: object, resource: object) -> _Targets
 _Targets = Tuple[Tuple[Optional[str], str], ...]
 
 
-@derived
-def _genai_prefixes() -> Tuple[str, ...]:
-    return genai_scope_prefixes()
-
-
 def _is_genai(span: Span) -> bool:
     """``_spans.is_genai_span``, by the instrumentation scope first (the usual case: a GenAI
     instrumentation's span; payi_otel's own scope span) before reading attributes."""
     name = getattr(getattr(span, "instrumentation_scope", None), "name", None)
-    if name.__class__ is str and name.startswith(_genai_prefixes()):
+    if name.__class__ is str and name.startswith(genai_scope_prefixes()):
         return True
     return not _is_scope_span(span) and is_genai_span(span)
 
@@ -275,7 +270,7 @@ def _annotate(span: Span, usage: Usage, price: Optional[Price]) -> None:
     scope = getattr(getattr(span, "instrumentation_scope", None), "name", None) or ""
     # An instrumentation that reports usage reports the two counts the conventions require.
     reported = "gen_ai.usage.input_tokens" in existing or "gen_ai.usage.output_tokens" in existing
-    if not (reported and scope.startswith(_genai_prefixes())):
+    if not (reported and scope.startswith(genai_scope_prefixes())):
         for field, attribute, _ in _USAGE:
             count = getattr(usage, field)
             required = field in ("input_tokens", "output_tokens")

@@ -23,10 +23,6 @@ from payi_otel._providers._base import Args, Call, Kwargs, PatchPoint, Provider,
 __all__ = ["StainlessProvider"]
 
 
-def _int(value: object) -> Optional[int]:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def _walk(obj: object, names: Sequence[str]) -> object:
     for name in names:
         obj = getattr(obj, name, None)
@@ -230,8 +226,14 @@ class StainlessProvider(Provider):
             for field, paths in fields:
                 count = None
                 for path in paths:
-                    count = _int(_walk(found, path))
-                    if count is not None:
+                    # _walk(found, path), inline, an int but not a bool: per call and stream item.
+                    value: object = found
+                    for name in path:
+                        value = getattr(value, name, None)
+                        if value is None:
+                            break
+                    if isinstance(value, int) and not isinstance(value, bool):
+                        count = value
                         any_count = True
                         break
                 counts[field] = count
