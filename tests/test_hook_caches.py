@@ -6,7 +6,7 @@ The per-call path remembers (docs/performance.md, "The cost path"):
   them with the SDK's own ``_prepare_url`` (``_stainless``): a client's base URL set again, a
   client made by ``with_options``, a client with its own ``_prepare_url`` (Azure) each get
   their own URL;
-* the cost observer: each parameter set's metric dimensions (``_cost.UsageMetrics``);
+* the cost observer: the last parameter set's metric dimensions (``_cost.UsageMetrics``);
 * the wire policy's verdict per URL (``_destinations.sends_to``), for the policy in force and
   the registered providers' hosts: new settings (``header_hosts``) or a provider registered
   later decide again.

@@ -72,8 +72,6 @@ _DIMENSIONS = tuple(
 _USER = ATTRIBUTE_NAMES["user_id"]
 _PROPERTY = ATTRIBUTE_NAMES["request_properties"]
 _OVERFLOW: Tuple[object, ...] = ("otel.metric.overflow",)
-#: Parameter sets whose metric dimensions are remembered (``UsageMetrics._attribution_of``).
-ATTRIBUTIONS_MAX = 1024
 
 
 @derived
@@ -311,8 +309,10 @@ class UsageMetrics:
         #: Attribution key -> [input, output, cache_read, cache_creation, reasoning, cost
         #: (None: never priced), its attributes, each token type's attributes].
         self._series: Dict[Tuple[object, ...], List[Any]] = {}
-        #: ``id(Effective)`` -> (that ``Effective``, its dimensions): :meth:`_attribution_of`.
-        self._attribution: Dict[int, Tuple[Effective, Tuple[object, ...]]] = {}
+        #: The last call's parameters and their dimensions (:meth:`_attribution_of`): a
+        #: request's calls share one ``Effective``. Only the last: an ``Effective`` kept
+        #: alive keeps its merge cache too (``_model.effective``'s bound).
+        self._last: Tuple[Optional[Effective], Tuple[object, ...]] = (None, ())
         #: Reentrant: a finalizer run by a collection may report a call on this thread.
         self._lock = threading.RLock()
         meter.create_observable_counter(
@@ -332,14 +332,12 @@ class UsageMetrics:
 
     def record(self, record: CallRecord, usage: Usage, price: Optional[Price]) -> None:
         call = record.call
-        known = self._attribution.get(id(call))
-        if known is not None and known[0] is call:
-            attribution = known[1]
+        last = self._last
+        if last[0] is call:
+            attribution = last[1]
         else:
             attribution = self._attribution_of(call)
-            if len(self._attribution) >= ATTRIBUTIONS_MAX:
-                self._attribution.clear()
-            self._attribution[id(call)] = (call, attribution)
+            self._last = (call, attribution)
         currency = None if price is None or price.currency == CURRENCY else price.currency
         found = (
             _genai_name(record),
@@ -377,10 +375,10 @@ class UsageMetrics:
                 series[5] = cost if series[5] is None else series[5] + cost
 
     def _attribution_of(self, call: Effective) -> Tuple[object, ...]:
-        """The dimensions a call's parameters give its series (issue 20: remembered per
-        ``Effective`` - immutable - in :attr:`_attribution`: a request's calls share one). The
-        same every time for one ``Effective``: a property value, once kept or counted as
-        :data:`OTHER`, stays so (the kept values only grow)."""
+        """The dimensions a call's parameters give its series (issue 20: remembered for the
+        last ``Effective`` - immutable - in :attr:`_last`). The same every time for one
+        ``Effective``: a property value, once kept or counted as :data:`OTHER`, stays so (the
+        kept values only grow)."""
         payi = call.attributes()
         key: List[object] = []
         for name in self._names:
