@@ -287,17 +287,20 @@ def chat_calls(client: openai.OpenAI, per_user: bool) -> Callable[[int], float]:
     resolve, stamp and attribute per call, the worst case); else every call in one
     ``track_context(user_id=...)`` (a request's calls: the effective set is the scope's)."""
     messages = [{"role": "user", "content": "Hi"}]
-    create = client.chat.completions.create
+    completions = client.chat.completions
 
+    # ``completions.create`` is looked up at each call, as a program does: a bound method
+    # taken before an instrumentation wraps ``Completions.create`` (the GenAI variants are
+    # switched on after these loops are made) would call the SDK's unwrapped method.
     def op() -> None:
-        create(
+        completions.create(
             model="gpt-4o-mini",
             messages=messages,  # type: ignore[arg-type]
             extra_headers={"x-payi-user-id": f"user-{next(_ids)}"},
         )
 
     def in_scope() -> None:
-        create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
+        completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
 
     if per_user:
         return nested(timed(op))

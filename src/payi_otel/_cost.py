@@ -25,6 +25,7 @@ from opentelemetry.util.types import AttributeValue
 from payi_otel import _scope_totals as scope_totals
 from payi_otel._genai import genai_scope_prefixes
 from payi_otel._log import internal_error, log_once, logger
+from payi_otel._model.effective import Effective
 from payi_otel._model.parameters import ATTRIBUTE_NAMES
 from payi_otel._model.user_prices import UserPrice
 from payi_otel._prices import Price, PriceTable, Tokens
@@ -248,16 +249,11 @@ def _targets(record: CallRecord, category: object, resource: object) -> _Targets
 _Targets = Tuple[Tuple[Optional[str], str], ...]
 
 
-@derived
-def _genai_prefixes() -> Tuple[str, ...]:
-    return genai_scope_prefixes()
-
-
 def _is_genai(span: Span) -> bool:
     """``_spans.is_genai_span``, by the instrumentation scope first (the usual case: a GenAI
     instrumentation's span; payi_otel's own scope span) before reading attributes."""
     name = getattr(getattr(span, "instrumentation_scope", None), "name", None)
-    if name.__class__ is str and name.startswith(_genai_prefixes()):
+    if name.__class__ is str and name.startswith(genai_scope_prefixes()):
         return True
     return not _is_scope_span(span) and is_genai_span(span)
 
@@ -273,7 +269,7 @@ def _annotate(span: Span, usage: Usage, price: Optional[Price]) -> None:
     scope = getattr(getattr(span, "instrumentation_scope", None), "name", None) or ""
     # An instrumentation that reports usage reports the two counts the conventions require.
     reported = "gen_ai.usage.input_tokens" in existing or "gen_ai.usage.output_tokens" in existing
-    if not (reported and scope.startswith(_genai_prefixes())):
+    if not (reported and scope.startswith(genai_scope_prefixes())):
         for field, attribute, _ in _USAGE:
             count = getattr(usage, field)
             required = field in ("input_tokens", "output_tokens")
@@ -314,6 +310,10 @@ class UsageMetrics:
         #: Attribution key -> [input, output, cache_read, cache_creation, reasoning, cost
         #: (None: never priced), its attributes, each token type's attributes].
         self._series: Dict[Tuple[object, ...], List[Any]] = {}
+        #: The last call's parameters and their dimensions (:meth:`_attribution_of`): a
+        #: request's calls share one ``Effective``. Only the last: an ``Effective`` kept
+        #: alive keeps its merge cache too (``_model.effective``'s bound).
+        self._last: Tuple[Optional[Effective], Tuple[object, ...]] = (None, ())
         #: Reentrant: a finalizer run by a collection may report a call on this thread.
         self._lock = threading.RLock()
         meter.create_observable_counter(
@@ -332,17 +332,21 @@ class UsageMetrics:
         )
 
     def record(self, record: CallRecord, usage: Usage, price: Optional[Price]) -> None:
-        payi = record.call.attributes()
-        key: List[object] = [_genai_name(record), record.request_model, record.response_model]
-        for name in self._names:
-            value = payi.get(name)
-            if value.__class__ is list:
-                # One data point per call: the limits as in the header, comma-separated.
-                value = ",".join(value)
-            key.append(value if value != "" else None)
-        if self._properties:
-            key.extend(self._property_values(record))
-        key.append(None if price is None or price.currency == CURRENCY else price.currency)
+        call = record.call
+        last = self._last
+        if last[0] is call:
+            attribution = last[1]
+        else:
+            attribution = self._attribution_of(call)
+            self._last = (call, attribution)
+        currency = None if price is None or price.currency == CURRENCY else price.currency
+        found = (
+            _genai_name(record),
+            record.request_model,
+            record.response_model,
+            *attribution,
+            currency,
+        )
         counts = (
             usage.input_tokens,
             usage.output_tokens,
@@ -351,7 +355,6 @@ class UsageMetrics:
             usage.reasoning_tokens,
         )
         cost = None if price is None else float(price.total)
-        found = tuple(key)
         series = self._series.get(found)
         if series is None:
             series = self._new_series(found)
@@ -372,8 +375,25 @@ class UsageMetrics:
             if cost is not None:
                 series[5] = cost if series[5] is None else series[5] + cost
 
-    def _property_values(self, record: CallRecord) -> Iterable[Optional[str]]:
-        properties = record.call.params.get("request_properties")
+    def _attribution_of(self, call: Effective) -> Tuple[object, ...]:
+        """The dimensions a call's parameters give its series (issue 20: remembered for the
+        last ``Effective`` - immutable - in :attr:`_last`). The same every time for one
+        ``Effective``: a property value, once kept or counted as :data:`OTHER`, stays so (the
+        kept values only grow)."""
+        payi = call.attributes()
+        key: List[object] = []
+        for name in self._names:
+            value = payi.get(name)
+            if value.__class__ is list:
+                # One data point per call: the limits as in the header, comma-separated.
+                value = ",".join(value)
+            key.append(value if value != "" else None)
+        if self._properties:
+            key.extend(self._property_values(call))
+        return tuple(key)
+
+    def _property_values(self, call: Effective) -> Iterable[Optional[str]]:
+        properties = call.params.get("request_properties")
         for key in self._properties:
             value = properties.get(key) if isinstance(properties, dict) else None
             if not isinstance(value, str) or not value:

@@ -19,17 +19,53 @@ from __future__ import annotations
 import inspect
 import threading
 import weakref
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from payi_otel import _settings
+from payi_otel._model import wire_policy
 from payi_otel._model.dialects import is_dialect_header
+from payi_otel._model.wire_policy import WirePolicy
 
 __all__ = [
     "guard_client",
+    "sends_to",
     "strip_refused",
     "unguard_all",
 ]
+
+#: Verdicts remembered per URL (issue 20: the policy's host match is ~5 µs of every call).
+VERDICTS_MAX = 1024
+#: (the policy, the refused hosts it reads, {URL: verdict}) for the policy last asked.
+_verdicts: Tuple[Optional[WirePolicy], object, Dict[Optional[str], bool]] = (None, None, {})
+
+
+def sends_to(url: Optional[str], wire: Optional[WirePolicy] = None) -> bool:
+    """``wire.sends_to(url)`` (default: the policy in force, ``_settings.current.wire``),
+    remembered per URL. The verdict is a function of the policy (a frozen value: a new one
+    comes with new settings), the hosts a default policy refuses (the registered providers',
+    a new tuple when the registry changes: ``wire_policy.refuse_by_default``) and the URL, so
+    the memory is kept while both are the same objects and dropped when either changes."""
+    if wire is None:
+        wire = _settings.current.wire
+    hosts = wire_policy._provider_hosts()
+    policy, refused, verdicts = _verdicts
+    if policy is not wire or refused is not hosts:
+        verdicts = {}
+        _set_verdicts(wire, hosts, verdicts)
+    verdict = verdicts.get(url)
+    if verdict is None:
+        verdict = wire.sends_to(url)
+        if len(verdicts) >= VERDICTS_MAX:
+            verdicts = {}
+            _set_verdicts(wire, hosts, verdicts)
+        verdicts[url] = verdict
+    return verdict
+
+
+def _set_verdicts(wire: WirePolicy, hosts: object, verdicts: Dict[Optional[str], bool]) -> None:
+    global _verdicts
+    _verdicts = (wire, hosts, verdicts)  # one reference: a thread reads a consistent triple
 
 
 def _url_origin(url: str) -> Tuple[str, str, Optional[int]]:
@@ -46,7 +82,7 @@ def strip_refused(headers: Any, url: object, previous: object) -> None:
     for a URL the policy sends none to. (A hop on the same origin tells that server nothing
     it was not just sent.) A hop without such a header costs one scan of the names."""
     names = [name for name in headers if is_dialect_header(name)]
-    if not names or _settings.current.wire.sends_to(str(url)):
+    if not names or sends_to(str(url)):
         return
     if _url_origin(str(url)) == _url_origin(str(previous)):
         return
@@ -63,14 +99,15 @@ def _origin(url: Any) -> Tuple[object, object, object]:
 
 def strip_cross_origin(request: Any) -> None:
     """httpx request hook, run before every hop of a redirect chain: the first hop records
-    its origin in the request's extensions (httpx copies them to each redirected request);
-    a later hop to another origin loses every ``x-payi-*`` / ``xProxy-*`` header."""
-    origin = _origin(request.url)
-    first = request.extensions.get(_ORIGIN)
+    its URL in the request's extensions (httpx copies them to each redirected request);
+    a later hop to another origin loses every ``x-payi-*`` / ``xProxy-*`` header. (The
+    origins are compared only on a later hop: reading an httpx URL's parts parses it.)"""
+    extensions = request.extensions
+    first = extensions.get(_ORIGIN)
     if first is None:
-        request.extensions[_ORIGIN] = origin
+        extensions[_ORIGIN] = request.url  # immutable: its origin is read if a hop follows
         return
-    if first != origin:
+    if _origin(first) != _origin(request.url):
         for name in [n for n in request.headers if is_dialect_header(n)]:
             del request.headers[name]
 

@@ -78,7 +78,7 @@ def _refused_hop(request: Any) -> Optional[otel_context.Context]:
     # its baggage is not this hop's to send (README "Scope lifecycle").
     ctx = payi_state.settled(current)
     in_context = any(key.startswith(BAGGAGE_PREFIX) for key in otel_baggage.get_all(ctx))
-    if not (in_header or in_context) or settings.wire.sends_to(str(request.url)):
+    if not (in_header or in_context) or destinations.sends_to(str(request.url), settings.wire):
         return None if ctx is current else ctx
     if in_header:
         kept = strip_payi_members(header)

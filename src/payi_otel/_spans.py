@@ -57,12 +57,16 @@ def _is_scope_span(span: object) -> bool:
 def is_genai_span(span: object) -> bool:
     """Whether ``span`` is a recording SDK span with a ``gen_ai.*`` attribute, or one from a
     GenAI instrumentation's scope."""
-    attributes = getattr(span, "attributes", None)
-    if attributes and any(key.startswith(GENAI_PREFIX) for key in attributes):
-        return True
+    # The scope first: a GenAI instrumentation's span (the usual case) is told without
+    # reading its attributes.
     scope = getattr(span, "instrumentation_scope", None)
     name = getattr(scope, "name", None)
-    return isinstance(name, str) and name.startswith(genai_scope_prefixes())
+    if isinstance(name, str) and name.startswith(genai_scope_prefixes()):
+        return True
+    attributes = getattr(span, "attributes", None)
+    if not attributes:
+        return False
+    return any(key.startswith(GENAI_PREFIX) for key in attributes)
 
 
 #: GenAI operations that are no inference call (``gen_ai.operation.name``, GenAI semantic

@@ -31,9 +31,11 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.trace import Span
 
 from payi_otel import _settings
 from payi_otel._context import current_effective, with_call, without_payi_baggage
+from payi_otel._destinations import sends_to
 from payi_otel._log import internal_error
 from payi_otel._model.dialects import parse_headers
 from payi_otel._model.effective import Effective
@@ -119,12 +121,14 @@ class _Observation:
         model: Optional[str],
         service: Optional[Service] = None,
         request: Optional[Call] = None,
+        span: Optional[Span] = None,
     ) -> None:
         self.provider = provider
         self.call = call
         self.model = model
         self.service = service
-        self.span = trace.get_current_span()
+        #: The span current when the call is sent (``span``: the caller read it already).
+        self.span = trace.get_current_span() if span is None else span
         self.context = otel_context.get_current()  # issue 20: CallRecord.context
         self.started = time.perf_counter()
         self.started_at = time.time()
@@ -526,7 +530,7 @@ def _prepare(
         new_args, new_kwargs = provider.prepare(instance, args, kwargs, call)
         if stamp_here:
             wire = settings.wire
-            headers = call.headers(wire.dialect) if wire.sends_to(request.url) else {}
+            headers = call.headers(wire.dialect) if sends_to(request.url, wire) else {}
             new_args, new_kwargs = provider.stamp(instance, new_args, new_kwargs, headers)
         span = trace.get_current_span()
         apply_call_attributes(span, call)
@@ -534,7 +538,7 @@ def _prepare(
             name_service(span, service.category)
         observation = None
         if settings.observers:
-            observation = _Observation(provider, call, request.model, service, request)
+            observation = _Observation(provider, call, request.model, service, request, span)
             observation.arguments = (new_args, new_kwargs)
             asked = provider.ask_usage(new_args, new_kwargs)
             if asked is not None:
@@ -610,7 +614,7 @@ def _stamp_sent(
     try:
         url = provider.send_url(instance, args, kwargs) or flight.url
         wire = _settings.current.wire
-        headers = flight.call.headers(wire.dialect) if wire.sends_to(url) else {}
+        headers = flight.call.headers(wire.dialect) if sends_to(url, wire) else {}
         if flight.other_headers:  # the caller's own, wherever the call goes
             headers = {**flight.other_headers, **headers}
         return provider.stamp(instance, args, kwargs, headers)

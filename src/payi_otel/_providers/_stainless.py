@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 
 from payi_otel._destinations import guard_client
@@ -22,16 +23,26 @@ from payi_otel._providers._base import Args, Call, Kwargs, PatchPoint, Provider,
 __all__ = ["StainlessProvider"]
 
 
-def _int(value: object) -> Optional[int]:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _path(obj: object, path: str) -> object:
-    for name in path.split("."):
+def _walk(obj: object, names: Sequence[str]) -> object:
+    for name in names:
         obj = getattr(obj, name, None)
         if obj is None:
             return None
     return obj
+
+
+def _split(paths: Sequence[str]) -> Tuple[Tuple[str, ...], ...]:
+    return tuple(tuple(path.split(".")) for path in paths)
+
+
+#: Where a response or stream item may name its model (``response_model``), split once.
+_MODEL_PATHS = _split(("model", "message.model", "response.model"))
+
+#: A source of the caller's headers with no attribution header (read-only: shared).
+_NO_HEADERS: Mapping[str, object] = MappingProxyType({})
+
+#: The absolute URLs of relative ones, per base URL (``StainlessProvider._url``).
+URLS_MAX = 256
 
 
 class StainlessProvider(Provider):
@@ -52,6 +63,11 @@ class StainlessProvider(Provider):
         self._markers: Optional[Tuple[type, Tuple[type, ...], Callable[[Any], Any]]] = None
         self._stream_types: Tuple[type, ...] = ()
         self._raw_types: Tuple[type, ...] = ()
+        #: The SDK's own ``BaseClient._prepare_url`` (a function of the client's base URL
+        #: and the relative URL alone), and what it gave: (id(base URL), URL) -> (that base
+        #: URL, the absolute URL).
+        self._plain_prepare: object = None
+        self._urls: Dict[Tuple[int, str], Tuple[object, str]] = {}
 
     def patch_points(self) -> Sequence[PatchPoint]:
         types = importlib.import_module(f"{self.name}._types")
@@ -72,6 +88,8 @@ class StainlessProvider(Provider):
             if isinstance(t, type)
         )
         module = f"{self.name}._base_client"
+        base_client = getattr(importlib.import_module(module), "BaseClient", None)
+        self._plain_prepare = getattr(base_client, "_prepare_url", None)
         return (
             PatchPoint(module, "SyncAPIClient.request", False),
             PatchPoint(module, "AsyncAPIClient.request", True),
@@ -107,8 +125,7 @@ class StainlessProvider(Provider):
             self._url(instance, options),
         )
 
-    @staticmethod
-    def _url(instance: Any, options: Any) -> Optional[str]:
+    def _url(self, instance: Any, options: Any) -> Optional[str]:
         """The absolute URL the SDK will send to: ``options.url`` joined to ``base_url``
         the way the SDK joins them (``_prepare_url``)."""
         url = getattr(options, "url", None)
@@ -116,7 +133,24 @@ class StainlessProvider(Provider):
         if not isinstance(url, str):
             return None
         if callable(prepare):
-            return str(prepare(url))
+            plain = self.__dict__.get("_plain_prepare")
+            if plain is None or getattr(prepare, "__func__", None) is not plain:
+                return str(prepare(url))  # a client's own (Azure's, Vertex's): as it says
+            # The SDK's own: what it gives depends on the base URL (an immutable httpx URL,
+            # replaced when the client's is set) and ``url`` only, so it is remembered for
+            # that base URL object (kept here, so its id names it) - issue 20: parsing and
+            # joining URLs was a third of the request hook.
+            base = instance.base_url
+            key = (id(base), url)
+            urls: Dict[Tuple[int, str], Tuple[object, str]] = self.__dict__.setdefault("_urls", {})
+            known = urls.get(key)
+            if known is not None and known[0] is base:
+                return known[1]
+            absolute = str(prepare(url))
+            if len(urls) >= URLS_MAX:
+                urls.clear()
+            urls[key] = (base, absolute)
+            return absolute
         base = getattr(instance, "base_url", None)
         if "://" in url or base is None:
             return url
@@ -125,6 +159,8 @@ class StainlessProvider(Provider):
     def _payi(self, headers: Mapping[str, object]) -> Mapping[str, object]:
         """The attribution entries: ``Omit`` reads as ``REMOVED`` (it un-sets a client default
         for the call, as the SDK does for any header), ``NotGiven`` as None (not given)."""
+        if not headers:
+            return _NO_HEADERS
         assert self._markers is not None
         omit = self._markers[0]
         return {
@@ -152,10 +188,15 @@ class StainlessProvider(Provider):
         # name in another case would erase it, issue 16): so the resolved headers come after
         # every Omit, and a default under a resolved header's exact spelling gets no Omit (the
         # resolved value replaces it in either merge).
-        sent: Dict[Any, Any] = {k: v for k, v in given.items() if not is_attribution_header(k)}
-        sent.update(
-            (key, omit()) for key in defaults if is_attribution_header(key) and key not in headers
+        sent: Dict[Any, Any] = (
+            {k: v for k, v in given.items() if not is_attribution_header(k)} if given else {}
         )
+        if defaults:
+            sent.update(
+                (key, omit())
+                for key in defaults
+                if is_attribution_header(key) and key not in headers
+            )
         sent.update(headers)
         guard_client(getattr(instance, "_client", None))
         options = model_copy(options)
@@ -164,16 +205,39 @@ class StainlessProvider(Provider):
             return (args[0], options, *args[2:]), kwargs
         return args, {**kwargs, "options": options}
 
+    def _usage_plan(self) -> Tuple[Tuple[Tuple[str, ...], ...], Tuple[Tuple[str, Any], ...]]:
+        """:attr:`usage_holders` and :attr:`usage_fields` with their paths split, once per
+        (holders, fields) pair."""
+        holders, fields = self.usage_holders, self.usage_fields
+        plan = self.__dict__.get("_usage_plan_of")
+        if plan is None or plan[0] is not holders or plan[1] is not fields:
+            split = tuple((field, _split(paths)) for field, paths in fields.items())
+            plan = self.__dict__["_usage_plan_of"] = (holders, fields, _split(holders), split)
+        return plan[2], plan[3]
+
     def usage(self, item: object) -> Optional[Usage]:
-        for holder in self.usage_holders:
-            found = _path(item, holder)
+        holders, fields = self._usage_plan()
+        for holder in holders:
+            found = _walk(item, holder)
             if found is None:
                 continue
-            counts = {
-                field: next((n for p in paths if (n := _int(_path(found, p))) is not None), None)
-                for field, paths in self.usage_fields.items()
-            }
-            if any(v is not None for v in counts.values()):
+            counts: Dict[str, Optional[int]] = {}
+            any_count = False
+            for field, paths in fields:
+                count = None
+                for path in paths:
+                    # _walk(found, path), inline, an int but not a bool: per call and stream item.
+                    value: object = found
+                    for name in path:
+                        value = getattr(value, name, None)
+                        if value is None:
+                            break
+                    if isinstance(value, int) and not isinstance(value, bool):
+                        count = value
+                        any_count = True
+                        break
+                counts[field] = count
+            if any_count:
                 return Usage(**counts)
         return None
 
@@ -186,8 +250,8 @@ class StainlessProvider(Provider):
         return replace(usage, input_tokens=total)
 
     def response_model(self, item: object) -> Optional[str]:
-        for path in ("model", "message.model", "response.model"):
-            found = _path(item, path)
+        for path in _MODEL_PATHS:
+            found = _walk(item, path)
             if isinstance(found, str):
                 return found
         return None

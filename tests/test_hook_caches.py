@@ -1,0 +1,238 @@
+"""Issue 20: what the request hook remembers between calls changes nothing a call sends.
+
+The per-call path remembers (docs/performance.md, "The cost path"):
+
+* a call's absolute URL, per client base URL object and relative URL, when the client joins
+  them with the SDK's own ``_prepare_url`` (``_stainless``): a client's base URL set again, a
+  client made by ``with_options``, a client with its own ``_prepare_url`` (Azure) each get
+  their own URL;
+* the cost observer: the last parameter set's metric dimensions (``_cost.UsageMetrics``);
+* the wire policy's verdict per URL (``_destinations.sends_to``), for the policy in force and
+  the registered providers' hosts: new settings (``header_hosts``) or a provider registered
+  later decide again.
+
+Each test sends real calls through the real SDKs to the local fake server and reads what the
+server received, against what the policy itself (``WirePolicy.sends_to``) and the SDK's own
+``_prepare_url`` say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any, List, Type
+
+import httpx
+import openai
+import pytest
+from fake_llm_server import FakeLLMServer
+from fixtures_genai import AZURE_CHAT, CHAT, GenAI, azure_client
+from fixtures_otel import Metrics
+from fixtures_server import to_local
+
+import payi_otel._cost as cost
+from payi_otel import _settings, track_context
+from payi_otel._destinations import sends_to
+from payi_otel._model.wire_policy import WirePolicy
+from payi_otel._providers import PROVIDERS, CallRecord, Provider, Service
+
+GATEWAY = "llm-gateway.corp.example"
+OTHER = "gateway-2.corp.example"
+PUBLIC = "https://api.openai.com/v1"
+MINI: dict[str, Any] = {**CHAT, "model": "gpt-4o-mini"}
+TENANT = "payi.request.properties.tenant"
+
+
+def posing(server: FakeLLMServer, base_url: str, is_async: bool = False) -> Any:
+    """An openai client whose URLs name ``base_url``'s host, its requests served locally."""
+    if is_async:
+        return openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key="test",
+            max_retries=0,
+            http_client=httpx.AsyncClient(transport=to_local(server, is_async=True)),
+        )
+    return openai.OpenAI(
+        base_url=base_url,
+        api_key="test",
+        max_retries=0,
+        http_client=httpx.Client(transport=to_local(server)),
+    )
+
+
+@pytest.fixture
+def records(genai: GenAI) -> Iterator[List[CallRecord]]:
+    found: List[CallRecord] = []
+    remove = _settings.add_observer(found.append)
+    yield found
+    remove()
+
+
+def sent_user(server: FakeLLMServer) -> Any:
+    return server.requests[-1].headers.get("x-payi-user-id")
+
+
+def call(client: Any, **kwargs: Any) -> None:
+    client.chat.completions.create(**CHAT, **kwargs)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_base_url_set_again_is_followed(
+    genai: GenAI, records: List[CallRecord], is_async: bool
+) -> None:
+    genai.check_invariant = False  # the public host's requests carry no headers by policy
+    client = posing(genai.server, f"https://{GATEWAY}/v1", is_async)
+    sent: List[Any] = []
+
+    async def calls() -> None:
+        with track_context(user_id="alice"):
+            for base_url in (None, PUBLIC, f"https://{OTHER}/v1"):
+                if base_url is not None:
+                    client.base_url = base_url  # the SDK's setter: a new base URL object
+                result = client.chat.completions.create(**CHAT)
+                if is_async:
+                    await result
+                sent.append(sent_user(genai.server))
+
+    asyncio.run(calls())
+    assert sent == ["alice", None, "alice"]  # none to a provider's public host
+    assert [r.request.url for r in records if r.request is not None] == [
+        f"https://{GATEWAY}/v1/chat/completions",
+        f"{PUBLIC}/chat/completions",
+        f"https://{OTHER}/v1/chat/completions",
+    ]
+    assert [r.headers["host"] for r in genai.server.requests] == [GATEWAY, "api.openai.com", OTHER]
+
+
+def test_with_options_gets_its_own_url(genai: GenAI, records: List[CallRecord]) -> None:
+    genai.check_invariant = False
+    client = posing(genai.server, f"https://{GATEWAY}/v1")
+    public = client.with_options(base_url=PUBLIC)
+    with track_context(user_id="bob"):
+        for first, second in ((client, public), (public, client)):
+            call(first)
+            call(second)
+    assert [sent_user(genai.server)] == ["bob"]  # the last call: the gateway client's
+    sent = [r.headers.get("x-payi-user-id") for r in genai.server.requests]
+    assert sent == ["bob", None, None, "bob"]
+    urls = [r.request.url for r in records if r.request is not None]
+    gateway, public_url = f"https://{GATEWAY}/v1/chat/completions", f"{PUBLIC}/chat/completions"
+    assert urls == [gateway, public_url, public_url, gateway]
+
+
+def test_a_client_joining_urls_its_own_way_is_asked_every_call(
+    genai: GenAI, records: List[CallRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Azure OpenAI's ``_prepare_url`` reads the client's deployment and endpoint too, not
+    only its base URL: the hook asks it at every call (nothing remembered)."""
+    client = azure_client(genai)
+    own = type(client)._prepare_url
+    asked: List[str] = []
+
+    def counting(self: Any, url: str) -> Any:
+        asked.append(url)
+        return own(self, url)
+
+    monkeypatch.setattr(type(client), "_prepare_url", counting)
+    with track_context(user_id="carol"):
+        for _ in range(3):
+            client.chat.completions.create(**AZURE_CHAT)
+    # The hook reads "/chat/completions" before the SDK moves it under the deployment.
+    assert asked.count("/chat/completions") == 3
+    urls = [r.request.url for r in records if r.request is not None]
+    assert urls == [str(own(client, "/chat/completions"))] * 3
+    assert [r.headers.get("x-payi-user-id") for r in genai.server.requests] == ["carol"] * 3
+
+
+def test_new_settings_decide_again(genai: GenAI) -> None:
+    genai.check_invariant = False
+    client = posing(genai.server, PUBLIC)
+    with track_context(user_id="dave"):
+        call(client)
+        assert sent_user(genai.server) is None
+    genai.reinstrument(header_hosts=["api.openai.com"])
+    with track_context(user_id="dave"):
+        call(client)
+        assert sent_user(genai.server) == "dave"
+    genai.reinstrument()
+    with track_context(user_id="dave"):
+        call(client)
+        assert sent_user(genai.server) is None
+
+
+def test_a_provider_registered_later_decides_again(
+    genai: GenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default policy refuses every registered provider's public hosts: registering one
+    that names the gateway's host makes its calls go without headers, from the next call."""
+    genai.check_invariant = False
+    client = posing(genai.server, f"https://{GATEWAY}/v1")
+
+    class Gateway(Provider):
+        name = "issue20-gateway"
+        services = (Service(hosts=(GATEWAY,)),)
+
+    def loader() -> Type[Provider]:
+        return Gateway
+
+    with track_context(user_id="erin"):
+        call(client)
+        assert sent_user(genai.server) == "erin"
+        monkeypatch.setitem(PROVIDERS, Gateway.name, loader)
+        call(client)
+        assert sent_user(genai.server) is None
+        monkeypatch.delitem(PROVIDERS, Gateway.name)
+        call(client)
+        assert sent_user(genai.server) == "erin"
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        WirePolicy(),
+        WirePolicy(hosts=("*.corp.example",)),
+        WirePolicy(hosts=("*",)),
+        WirePolicy(refused=(GATEWAY,)),
+        WirePolicy(hosts=()),
+    ],
+    ids=["default", "allow-list", "everywhere", "refused", "nowhere"],
+)
+def test_the_remembered_verdict_is_the_policys(policy: WirePolicy) -> None:
+    urls = [
+        None,
+        "",
+        f"https://{GATEWAY}/v1/chat/completions",
+        f"https://{GATEWAY.upper()}./v1",
+        "https://api.openai.com/v1/chat/completions",
+        "https://bedrock-runtime.us-east-1.amazonaws.com/model/x/converse",
+        "http://127.0.0.1:8000/v1",
+        "http://[::1",  # not a URL: as an unknown host
+    ]
+    for _ in range(2):  # the first asks the policy, the second reads what it said
+        assert [sends_to(url, policy) for url in urls] == [policy.sends_to(url) for url in urls]
+    other = WirePolicy(hosts=("nothing.example",))
+    assert [sends_to(url, other) for url in urls] == [other.sends_to(url) for url in urls]
+    assert [sends_to(url, policy) for url in urls] == [policy.sends_to(url) for url in urls]
+
+
+def test_metric_dimensions_per_parameter_set(genai: GenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cost observer remembers each parameter set's metric dimensions: the calls of one
+    scope (one set) keep theirs - a property value past its cap stays counted as ``_other``,
+    one kept stays kept - and a per-call header (a new set per call) gets its own."""
+    monkeypatch.setattr(cost, "MAX_PROPERTY_VALUES", 1)
+    metrics = Metrics()
+    genai.reinstrument(
+        meter_provider=metrics.provider, metric_properties=["tenant"], metrics_user_id=True
+    )
+    for tenant in ("t1", "t2", "t1"):
+        with track_context(request_properties={"tenant": tenant}, user_id="u"):
+            for _ in range(2):
+                genai.openai.chat.completions.create(**MINI)
+            genai.openai.chat.completions.create(**MINI, extra_headers={"x-payi-user-id": "v"})
+    calls = metrics.sum_by("payi.genai.tokens", TENANT, **{"payi_otel.token.type": "output"})
+    per_call = calls[cost.OTHER] / 3
+    assert calls == {"t1": 6 * per_call, cost.OTHER: 3 * per_call}
+    users = metrics.sum_by(
+        "payi.genai.tokens", "payi.user_id", **{"payi_otel.token.type": "output"}
+    )
+    assert users == {"u": 6 * per_call, "v": 3 * per_call}
