@@ -69,12 +69,13 @@ e2e: venv
 # The collector + Jaeger of `make e2e`, left running on 127.0.0.1 for your own app: OTLP in on
 # 4317 (gRPC) / 4318 (HTTP), Jaeger's API and UI on 16686 (its own OTLP receiver on 14317, so
 # nothing clashes). Prints the endpoints; `make stack-down` stops both. Builds the binaries
-# with Go on the first run (cached); see e2e/stack.py. Other ports: STACK_ARGS="--otlp-http-port N".
-stack: venv
-	$(BIN)/python e2e/stack.py up $(STACK_ARGS)
+# with Go on the first run (cached); see e2e/stack.py. Standard library only: no .venv needed.
+# Other ports: STACK_ARGS="--otlp-http-port N".
+stack:
+	$(PYTHON) e2e/stack.py up $(STACK_ARGS)
 
-stack-down: venv
-	$(BIN)/python e2e/stack.py down $(STACK_ARGS)
+stack-down:
+	$(PYTHON) e2e/stack.py down $(STACK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(COMPAT) build src/*.egg-info .mypy_cache .ruff_cache

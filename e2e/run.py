@@ -65,9 +65,10 @@ HOST = "127.0.0.1"
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(DEMO))
 import binaries  # noqa: E402
-import fleet  # noqa: E402
-from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402
-from report import headers_match  # noqa: E402  (the demo's header <-> attribute rule)
+
+# The checks import the OpenTelemetry SDK, the demo's report module and (fleet) PyYAML where
+# they run, so that e2e/stack.py (`make stack`), which shares this module's process helpers,
+# runs on a bare python3 with no venv.
 
 #: Span attributes a search by tag is checked for (every value the demo produced).
 SEARCH_KEYS = ("payi.user_id", "payi.use_case.name")
@@ -311,6 +312,9 @@ def check_trace(
             if want["headers"] is None:
                 problems.append(f"{where}: the demo matched no request to this GenAI span")
             else:
+                from opentelemetry.sdk.trace import ReadableSpan
+                from report import headers_match  # the demo's header <-> attribute rule
+
                 as_span = ReadableSpan(name=got.name, attributes=got.attributes)
                 headers = expected_headers(want["headers"], redact)
                 if not headers_match(as_span, headers):
@@ -728,6 +732,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         try:
             if name == FLEET:
                 assert prometheus_bin is not None
+                import fleet
+
                 fleet.run_fleet(
                     sys.modules[__name__],
                     collector,
