@@ -89,8 +89,9 @@ def test_every_overridden_key_and_every_jaeger_port_exists_in_the_configs() -> N
 def test_the_makefile_targets_run_up_and_down() -> None:
     for target, command in (("stack", "up"), ("stack-down", "down")):
         dry = subprocess.run(
-            ["make", "-n", target, "PYTHON=python3"],
+            ["make", "--no-print-directory", "-n", target, "PYTHON=python3"],
             cwd=ROOT,
+            env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL")},
             capture_output=True,
             text=True,
             check=True,
