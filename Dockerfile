@@ -10,15 +10,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints-docker.txt ./
 COPY src/ src/
 COPY examples/ examples/
 
-# Exactly what a user installs: pip's own resolution, no dev pins. tests_install runs this
-# line (and the demo after it) in a fresh venv, so the image's demo is known to work. The demo
-# calls Gemini and Bedrock too; google-genai below 3, the range its OpenTelemetry
+# What a user installs, pinned: every package beside payi-otel at the version of
+# constraints-docker.txt, so a rebuild installs the same set. tests_install runs this line (and
+# the demo after it) in a fresh venv, and checks that the constraints pin everything it installs.
+# The demo calls Gemini and Bedrock too; google-genai below 3, the range its OpenTelemetry
 # instrumentation declares (3.x works, with one WARNING: README "Providers").
-RUN pip install . openai anthropic boto3 "google-genai<3" opentelemetry-exporter-otlp-proto-http
+RUN pip install -c constraints-docker.txt \
+    . openai anthropic boto3 "google-genai<3" opentelemetry-exporter-otlp-proto-http
 
 # Don't run the demo as root.
 RUN useradd --create-home --uid 10001 demo

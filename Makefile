@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv lint test test-install test-compat test-upstream bench demo e2e clean
+.PHONY: venv lint test test-install test-compat test-upstream bench demo e2e stack stack-down clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,17 @@ demo: venv
 # Go: the first run builds the binaries (cached in ~/.cache/payi-otel-e2e); see e2e/run.py.
 e2e: venv
 	$(BIN)/python e2e/run.py
+
+# The collector + Jaeger of `make e2e`, left running on 127.0.0.1 for your own app: OTLP in on
+# 4317 (gRPC) / 4318 (HTTP), Jaeger's API and UI on 16686 (its own OTLP receiver on 14317, so
+# nothing clashes). Prints the endpoints; `make stack-down` stops both. Builds the binaries
+# with Go on the first run (cached); see e2e/stack.py. Standard library only: no .venv needed.
+# Other ports: STACK_ARGS="--otlp-http-port N".
+stack:
+	$(PYTHON) e2e/stack.py up $(STACK_ARGS)
+
+stack-down:
+	$(PYTHON) e2e/stack.py down $(STACK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(COMPAT) build src/*.egg-info .mypy_cache .ruff_cache

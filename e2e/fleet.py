@@ -78,7 +78,7 @@ def label_name(attribute: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_]", "_", attribute)
 
 
-def readme_queries(readme: Path = REPO / "README.md") -> list[str]:
+def readme_queries(readme: Path = REPO / "docs" / "at-scale.md") -> list[str]:
     """The PromQL queries of the README's "At scale" section: every line of its ```promql
     blocks that is not a comment."""
     text = readme.read_text(encoding="utf-8")

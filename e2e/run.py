@@ -9,6 +9,8 @@ only its endpoints are overridden, with the collector's own ``--set``. Variants:
 * ``plain``: the shipped config alone;
 * ``redact``: plus ``collector-config/redact-user-id.yaml`` (``--config`` twice; the collector
   merges the files), which hashes ``payi.user_id``;
+* ``stack``: README "See it in Jaeger" for your own app, as written: ``make stack``, the quick
+  start exporting to it, the ``curl`` search, ``make stack-down`` (e2e/stack.py);
 * ``fleet``: the collector fleet of README "At scale" (an agent, two gateways deriving cost
   metrics and sampling, Jaeger and Prometheus): see e2e/fleet.py.
 
@@ -23,7 +25,7 @@ headers each GenAI call sent), then ask Jaeger's HTTP API and check that
 * a tag search (``payi.user_id=...``, ``payi.use_case.name=...``) finds exactly the traces
   with such a span; with ``redact``, the clear user ids are found nowhere.
 
-    python e2e/run.py [--variant plain|redact|fleet|all] [--keep]
+    python e2e/run.py [--variant plain|redact|fleet|stack|all] [--keep]
 
 ``--keep`` leaves Jaeger and the collector(s) running after the checks (Ctrl-C ends them).
 Builds the binaries first if the cache lacks them (e2e/binaries.py). Exit status 0: all passed.
@@ -63,9 +65,10 @@ HOST = "127.0.0.1"
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(DEMO))
 import binaries  # noqa: E402
-import fleet  # noqa: E402
-from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402
-from report import headers_match  # noqa: E402  (the demo's header <-> attribute rule)
+
+# The checks import the OpenTelemetry SDK, the demo's report module and (fleet) PyYAML where
+# they run, so that e2e/stack.py (`make stack`), which shares this module's process helpers,
+# runs on a bare python3 with no venv.
 
 #: Span attributes a search by tag is checked for (every value the demo produced).
 SEARCH_KEYS = ("payi.user_id", "payi.use_case.name")
@@ -309,6 +312,9 @@ def check_trace(
             if want["headers"] is None:
                 problems.append(f"{where}: the demo matched no request to this GenAI span")
             else:
+                from opentelemetry.sdk.trace import ReadableSpan
+                from report import headers_match  # the demo's header <-> attribute rule
+
                 as_span = ReadableSpan(name=got.name, attributes=got.attributes)
                 headers = expected_headers(want["headers"], redact)
                 if not headers_match(as_span, headers):
@@ -373,6 +379,54 @@ VARIANTS = {
 }
 #: The fleet variant (e2e/fleet.py): its own processes and checks.
 FLEET = "fleet"
+#: README "See it in Jaeger" for your own app: `make stack`, the quick start, the search,
+#: `make stack-down`, as written (e2e/stack.py).
+STACK = "stack"
+
+
+#: The ports a collector + Jaeger pair listens on (every one on 127.0.0.1).
+PORT_NAMES = (
+    "otlp_grpc",
+    "otlp_http",
+    "health",
+    "metrics",
+    "jaeger_otlp_grpc",
+    "jaeger_query_http",
+    "jaeger_query_grpc",
+)
+
+
+def jaeger_command(jaeger_bin: Path, ports: Mapping[str, int]) -> tuple[list[str], dict[str, str]]:
+    """Jaeger v2 with ``e2e/jaeger.yaml`` (in-memory), its ports from the environment: its OTLP
+    receiver on ``jaeger_otlp_grpc`` (never Jaeger's default 4317, the collector's)."""
+    env = dict(
+        os.environ,
+        E2E_JAEGER_OTLP_GRPC_PORT=str(ports["jaeger_otlp_grpc"]),
+        E2E_JAEGER_QUERY_HTTP_PORT=str(ports["jaeger_query_http"]),
+        E2E_JAEGER_QUERY_GRPC_PORT=str(ports["jaeger_query_grpc"]),
+    )
+    return [str(jaeger_bin), f"--config={JAEGER_CONFIG}"], env
+
+
+def collector_command(collector: Path, configs: list[Path], ports: Mapping[str, int]) -> list[str]:
+    """The collector with the shipped ``configs`` unchanged but for their endpoints (the
+    collector's own ``--set``): OTLP in on ``otlp_grpc`` / ``otlp_http``, out to Jaeger's
+    ``jaeger_otlp_grpc``."""
+    overrides = {
+        "receivers::otlp::protocols::grpc::endpoint": f"{HOST}:{ports['otlp_grpc']}",
+        "receivers::otlp::protocols::http::endpoint": f"{HOST}:{ports['otlp_http']}",
+        "extensions::health_check::endpoint": f"{HOST}:{ports['health']}",
+        "exporters::otlp_grpc/jaeger::endpoint": f"{HOST}:{ports['jaeger_otlp_grpc']}",
+        # The collector's own metrics (default: a Prometheus endpoint on port 8888).
+        "service::telemetry::metrics::readers": json.dumps(
+            [{"pull": {"exporter": {"prometheus": {"host": HOST, "port": ports["metrics"]}}}}]
+        ),
+    }
+    return [
+        str(collector),
+        *(f"--config={c}" for c in configs),
+        *(f"--set={k}={v}" for k, v in overrides.items()),
+    ]
 
 
 def run_variant(
@@ -383,31 +437,12 @@ def run_variant(
         f"{' --config '.join(str(c.relative_to(REPO)) for c in variant.configs)}",
         flush=True,
     )
-    ports = {
-        name: free_port()
-        for name in (
-            "jaeger_otlp_grpc",
-            "jaeger_query_http",
-            "jaeger_query_grpc",
-            "otlp_grpc",
-            "otlp_http",
-            "health",
-            "metrics",
-        )
-    }
+    ports = {name: free_port() for name in PORT_NAMES}
     service = f"payi-otel-e2e-{variant.name}"
     with ExitStack() as stack:
-        jaeger_env = dict(
-            os.environ,
-            E2E_JAEGER_OTLP_GRPC_PORT=str(ports["jaeger_otlp_grpc"]),
-            E2E_JAEGER_QUERY_HTTP_PORT=str(ports["jaeger_query_http"]),
-            E2E_JAEGER_QUERY_GRPC_PORT=str(ports["jaeger_query_grpc"]),
-        )
+        jaeger_args, jaeger_env = jaeger_command(jaeger_bin, ports)
         jaeger_proc = Process(
-            "jaeger",
-            [str(jaeger_bin), f"--config={JAEGER_CONFIG}"],
-            logs / f"{variant.name}-jaeger.log",
-            jaeger_env,
+            "jaeger", jaeger_args, logs / f"{variant.name}-jaeger.log", jaeger_env
         )
         processes = [jaeger_proc]
 
@@ -421,21 +456,7 @@ def run_variant(
         jaeger = Jaeger(ports["jaeger_query_http"])
         wait_until("Jaeger's query API", lambda: jaeger.services() is not None, 60, jaeger_proc)
 
-        overrides = {
-            "receivers::otlp::protocols::grpc::endpoint": f"{HOST}:{ports['otlp_grpc']}",
-            "receivers::otlp::protocols::http::endpoint": f"{HOST}:{ports['otlp_http']}",
-            "extensions::health_check::endpoint": f"{HOST}:{ports['health']}",
-            "exporters::otlp_grpc/jaeger::endpoint": f"{HOST}:{ports['jaeger_otlp_grpc']}",
-            # The collector's own metrics (default: a Prometheus endpoint on port 8888).
-            "service::telemetry::metrics::readers": json.dumps(
-                [{"pull": {"exporter": {"prometheus": {"host": HOST, "port": ports["metrics"]}}}}]
-            ),
-        }
-        collector_args = [
-            str(collector),
-            *(f"--config={c}" for c in variant.configs),
-            *(f"--set={k}={v}" for k, v in overrides.items()),
-        ]
+        collector_args = collector_command(collector, variant.configs, ports)
         collector_proc = Process(
             "collector", collector_args, logs / f"{variant.name}-collector.log"
         )
@@ -668,7 +689,7 @@ def print_logs_on_failure(processes: list[Process]) -> Iterator[None]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--variant", choices=[*VARIANTS, FLEET, "all"], default="all")
+    parser.add_argument("--variant", choices=[*VARIANTS, FLEET, STACK, "all"], default="all")
     parser.add_argument(
         "--keep",
         action="store_true",
@@ -683,7 +704,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     # A SIGTERM (CI's time limit, `kill`) unwinds like Ctrl-C: every process started is stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.monotonic()
-    names = [*VARIANTS, FLEET] if args.variant == "all" else [args.variant]
+    names = [*VARIANTS, FLEET, STACK] if args.variant == "all" else [args.variant]
     needed = [binaries.collector_path(), binaries.jaeger_path()]
     if FLEET in names:
         needed.append(binaries.prometheus_path())
@@ -711,6 +732,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         try:
             if name == FLEET:
                 assert prometheus_bin is not None
+                import fleet
+
                 fleet.run_fleet(
                     sys.modules[__name__],
                     collector,
@@ -720,6 +743,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                     args.python,
                     args.keep,
                 )
+            elif name == STACK:
+                print(
+                    "\n=== e2e variant 'stack': README \"See it in Jaeger\", make stack", flush=True
+                )
+                import stack
+
+                stack.walk_readme(logs, args.python)
+                print(f"\nvariant {name!r}: PASSED", flush=True)
             else:
                 run_variant(VARIANTS[name], collector, jaeger_bin, logs, args.python, args.keep)
         except (E2EFailure, subprocess.TimeoutExpired) as failure:

@@ -130,7 +130,8 @@ def test_demo_prints_each_trace_as_a_tree_of_steps_and_genai_spans(
     # What each scope sets (who, the step) and what is in force for each call.
     assert any("sets user_id=alice account_name=acme" in line for line in tree)
     assert any("request_tags=[escalation] user_id=agent-7" in line for line in tree)
-    assert any("user_id=ops-admin account_name=internal limit_ids=-" in line for line in tree)
+    cleared = "user_id=ops-admin account_name=internal limit_ids=(cleared)"
+    assert any(cleared in line for line in tree)
 
 
 def test_the_readme_sample_is_what_the_demo_prints(
@@ -153,7 +154,7 @@ def test_the_readme_sample_is_what_the_demo_prints(
         assert plain(line) in printed, line
     for line in section(demo.stdout, "Traces"):
         if "[GenAI]" not in line and "sets " in line:
-            assert "=-" not in line, line  # a scope span shows what it set, never "cleared"
+            assert "(cleared)" not in line, line  # a scope span shows what it set, never "cleared"
 
 
 def test_demo_prints_the_headers_each_call_sent(demo: subprocess.CompletedProcess[str]) -> None:

@@ -37,7 +37,8 @@ from payi_otel import (
 from payi_otel._instrumentor import after_instrumentors, before_instrumentors
 from payi_otel._model.model_mappings import ModelMapping
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+# README "Model mappings" is in docs/cost-and-usage.md (issue 22).
+README = Path(__file__).resolve().parent.parent / "docs" / "cost-and-usage.md"
 TO_GPT_4O = {
     "model": AZURE_DEPLOYMENT,
     "price_as_category": "system.azureopenai",

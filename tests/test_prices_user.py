@@ -210,7 +210,10 @@ def test_a_bad_prices_file_names_the_variable_and_the_entry(
 
 
 def readme_prices_snippet() -> str:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    # README "Cost and usage" is in docs/cost-and-usage.md (issue 22).
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "cost-and-usage.md").read_text(
+        encoding="utf-8"
+    )
     section = readme.split("**Your own prices.**", 1)[1].split("\n**", 1)[0]
     [snippet] = re.findall(r"```python\n(.*?)```", section, re.S)
     return snippet

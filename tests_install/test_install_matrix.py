@@ -313,9 +313,9 @@ def _dockerfile_install() -> tuple[list[tuple[list[str], str]], list[str]]:
     return copies, install
 
 
-def test_dockerfile_install_line_runs_the_demo(make_venv: Make, tmp_path: Path) -> None:
-    """The image's exact install (its COPY'd files, its pip line), then its CMD: the demo
-    reaches all-spans-match and exits 0."""
+def _dockerfile_venv(make_venv: Make, tmp_path: Path) -> tuple[Venv, Path]:
+    """A fresh venv of the image's Python with the image's exact install (its COPY'd files,
+    its pip line), and the directory it ran in (the image's WORKDIR)."""
     copies, install = _dockerfile_install()
     context = tmp_path / "app"
     context.mkdir()
@@ -341,6 +341,12 @@ def test_dockerfile_install_line_runs_the_demo(make_venv: Make, tmp_path: Path) 
     assert image_python is not None
     venv = make_venv(image_python.group(1))
     venv.pip_install(*install, cwd=context)
+    return venv, context
+
+
+def test_dockerfile_install_line_runs_the_demo(make_venv: Make, tmp_path: Path) -> None:
+    """The image's exact install, then its CMD: the demo reaches all-spans-match and exits 0."""
+    venv, context = _dockerfile_venv(make_venv, tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYI_", "OTEL_"))}
     result = subprocess.run(
         [str(venv.bin / "python"), "examples/support_assistant/main.py"],
@@ -361,6 +367,27 @@ def test_dockerfile_install_line_runs_the_demo(make_venv: Make, tmp_path: Path) 
     assert verdict is not None, result.stdout[-3000:]
     matched, total, unmatched = map(int, verdict.groups())
     assert matched == total > 0 and unmatched == 0
+
+
+# === issue 22: the image installs from a constraints file ====================================
+def test_dockerfile_constraints_pin_everything_it_installs(make_venv: Make, tmp_path: Path) -> None:
+    """The Dockerfile installs with ``-c constraints-docker.txt``, and that file pins exactly
+    what the install brings beside payi-otel (nothing resolved freely, no stale pin), each at
+    the version installed: a rebuild of the image installs the same set."""
+    _, install = _dockerfile_install()
+    assert install[:2] == ["-c", "constraints-docker.txt"], install
+    pins = {}
+    for line in (ROOT / "constraints-docker.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    venv, _ = _dockerfile_venv(make_venv, tmp_path)
+    installed = {
+        re.sub(r"[-_.]+", "-", k): v
+        for k, v in venv.versions().items()
+        if k not in ("payi-otel", "pip", "setuptools", "wheel")
+    }
+    assert installed == pins
 
 
 # === google-genai (issue 18) =================================================================

@@ -102,9 +102,10 @@ def _glyphs(out: TextIO) -> tuple[str, str, str, str]:
 
 # ------------------------------------------------------------------------------ traces
 def _changes(attributes: Mapping[str, object], base: Mapping[str, object]) -> str:
-    """``attributes`` where they differ from ``base``; a key ``base`` has and they lack: ``-``."""
+    """``attributes`` where they differ from ``base``; a key ``base`` has and they lack:
+    ``(cleared)``."""
     changed = [f"{k}={_text(v)}" for k, v in attributes.items() if base.get(k) != v]
-    changed += [f"{k}=-" for k in base if k not in attributes]
+    changed += [f"{k}=(cleared)" for k in base if k not in attributes]
     return " ".join(changed)
 
 
@@ -119,7 +120,7 @@ def print_traces(
     Each line: span name (GenAI spans marked ``[GenAI]``), duration, and ``payi.*``
     attributes: a scope span carries what its own scope set (``sets ...``); a GenAI span
     carries everything in force for its call, shown where it differs from
-    ``global_attributes`` (printed once above; ``name=-``: the global value is cleared for
+    ``global_attributes`` (printed once above; ``name=(cleared)``: the global value is cleared for
     this call). ``request_numbers`` maps a GenAI span's id to the number of the request it
     sent, shown as ``request #n``.
     """
@@ -162,7 +163,7 @@ def print_traces(
     print(
         "payi.* attributes, prefix dropped. A scope span carries what its own scope set; a "
         "GenAI span carries everything in force for its call, shown where it differs from "
-        "the global level (name=-: cleared for this call).",
+        "the global level.",
         file=out,
     )
     width = max(len(label) for label, _, _ in lines) + 2
