@@ -125,7 +125,7 @@ def test_without_the_payi_package_a_warning_names_the_pip_command(
     monkeypatch.setitem(sys.modules, "payi", None)  # import payi -> ImportError
     with caplog.at_level(logging.WARNING, logger="payi_otel"):
         exporter = PayiIngestExporter()
-    assert "pip install 'payi-otel[payi]'" in caplog.text
+    assert "pip install 'payi>=0.1.0a183'" in caplog.text
     assert exporter.export([]) is SpanExportResult.SUCCESS
 
 

@@ -96,7 +96,7 @@ def instrument_agent_steps() -> List[Callable[[], None]]:
             "agent-steps",
             "payi_otel: agent_steps is on but opentelemetry-util-genai (>= 1.3b0) is not "
             "installed, so agent and tool names do not become steps (pip install "
-            "'payi-otel[agents]')",
+            "'opentelemetry-util-genai>=1.3b0', the payi-otel[agents] extra)",
         )
         return []
     from wrapt import wrap_function_wrapper

@@ -61,7 +61,7 @@ __all__ = [
     "is_proxied",
 ]
 
-INSTALL_HINT = "pip install 'payi-otel[payi]'"
+INSTALL_HINT = "pip install 'payi>=0.1.0a183' (the payi-otel[payi] extra)"
 
 
 @derived
