@@ -166,8 +166,10 @@ class CostObserver:
             price = self._price(record, usage)
             span = record.span
             # Not on an agent / tool / workflow span (current when no inference span is).
-            if span.is_recording() and _is_genai(span) and is_call_span(span):
-                _annotate(span, usage, price)
+            if span.is_recording() and is_call_span(span):
+                by_scope = _from_genai_scope(span)
+                if by_scope or (not _is_scope_span(span) and is_genai_span(span)):
+                    _annotate(span, usage, price, by_scope)
             self._metrics.record(record, usage, price)
             totals = scope_totals.innermost(record.context)
             if totals is not None:
@@ -249,27 +251,25 @@ def _targets(record: CallRecord, category: object, resource: object) -> _Targets
 _Targets = Tuple[Tuple[Optional[str], str], ...]
 
 
-def _is_genai(span: Span) -> bool:
-    """``_spans.is_genai_span``, by the instrumentation scope first (the usual case: a GenAI
-    instrumentation's span; payi_otel's own scope span) before reading attributes."""
+def _from_genai_scope(span: Span) -> bool:
+    """Whether ``span`` comes from a GenAI instrumentation's scope (the usual GenAI span: told
+    without reading its attributes; ``_spans.is_genai_span`` tells the others)."""
     name = getattr(getattr(span, "instrumentation_scope", None), "name", None)
-    if name.__class__ is str and name.startswith(genai_scope_prefixes()):
-        return True
-    return not _is_scope_span(span) and is_genai_span(span)
+    return isinstance(name, str) and name.startswith(genai_scope_prefixes())
 
 
-def _annotate(span: Span, usage: Usage, price: Optional[Price]) -> None:
-    """Usage and cost on the GenAI span (the caller checked it is one, recording). The
-    ``gen_ai.usage.*`` attributes belong to the GenAI instrumentation that made the span,
-    which sets them as the conventions say (and leaves some out on purpose): they are added
-    only where it reported none (a stream whose usage only payi_otel asked for; a span no
-    GenAI instrumentation made), and zero cache or reasoning counts never."""
+def _annotate(span: Span, usage: Usage, price: Optional[Price], by_scope: bool) -> None:
+    """Usage and cost on the GenAI span (the caller checked it is one, recording, and whether
+    it comes from a GenAI instrumentation's scope: ``by_scope``). The ``gen_ai.usage.*``
+    attributes belong to the GenAI instrumentation that made the span, which sets them as the
+    conventions say (and leaves some out on purpose): they are added only where it reported
+    none (a stream whose usage only payi_otel asked for; a span no GenAI instrumentation
+    made), and zero cache or reasoning counts never."""
     existing: Mapping[str, Any] = getattr(span, "attributes", None) or {}
     attributes: Dict[str, AttributeValue] = {}
-    scope = getattr(getattr(span, "instrumentation_scope", None), "name", None) or ""
     # An instrumentation that reports usage reports the two counts the conventions require.
     reported = "gen_ai.usage.input_tokens" in existing or "gen_ai.usage.output_tokens" in existing
-    if not (reported and scope.startswith(genai_scope_prefixes())):
+    if not (reported and by_scope):
         for field, attribute, _ in _USAGE:
             count = getattr(usage, field)
             required = field in ("input_tokens", "output_tokens")

@@ -163,6 +163,7 @@ class _Slow(NamedTuple):
 
 
 _Entry = Union[_Linear, _Slow, None]  # None: genai-prices has no price for it
+_UNSEEN = object()
 
 
 class _GenaiPrices:
@@ -202,17 +203,20 @@ class _GenaiPrices:
 
     def entry(self, provider_id: Optional[str], model: str) -> Tuple[Any, _Entry]:
         """genai-prices (None when not installed) and the entry of (provider, model)."""
-        prices = self._load()
+        prices = self._module
         if prices is None:
-            return None, None
+            prices = self._load()
+            if prices is None:
+                return None, None
         snapshot = prices.data_snapshot.get_snapshot()
         if snapshot is not self._snapshot:  # prices updated (genai-prices' UpdatePrices)
             self._entries = {}
             self._snapshot = snapshot
         key = (provider_id, model)
         entries = self._entries
-        if key in entries:
-            return prices, entries[key]
+        known = entries.get(key, _UNSEEN)
+        if known is not _UNSEEN:
+            return prices, known  # type: ignore[return-value]
         try:
             entry = self._coefficients(prices, provider_id, model)
         except LookupError:
@@ -349,9 +353,10 @@ class PriceTable:
     def price(self, provider_id: Optional[str], model: str, tokens: Tokens) -> Optional[Price]:
         """The price of ``tokens`` as (provider, model); None when nobody prices it (a
         ``LookupError`` of genai-prices, or genai-prices not installed)."""
-        user = self.user(provider_id, model)
-        if user is not None:
-            return user.price(tokens)
+        if self._user:
+            user = self.user(provider_id, model)
+            if user is not None:
+                return user.price(tokens)
         prices, entry = self.genai.entry(provider_id, model)
         if entry is None:
             return None
