@@ -56,7 +56,7 @@ def _stored_at_once(cls: Type[_T]) -> Type[_T]:
     if (
         hasattr(cls, "__post_init__")
         or "__slots__" in cls.__dict__
-        or any(not f.init or f.kw_only for f in fields)
+        or any(not f.init or getattr(f, "kw_only", False) is True for f in fields)
     ):
         return cls
     names: Dict[str, Any] = {"_FACTORY": _FACTORY}
