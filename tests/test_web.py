@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 import openai
 import pytest
 from fake_llm_server import FakeLLMServer, RecordedRequest
+from fastapi import WebSocket  # at module level: FastAPI reads the handler's annotations here
 from fixtures_otel import Otel
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
@@ -428,3 +429,58 @@ def test_bad_zero_code_variable_is_one_error_under_the_loader(
     with pytest.raises(ValueError, match="PAYI_WEB_HEADERS"):
         _settings.build({}, environ=environ)
     assert _settings.build({}, environ=environ, lenient=True).web_headers == ()
+
+
+# --- WebSocket: one scope per connection ---------------------------------------------------------
+
+
+def websocket_app() -> Any:
+    from fastapi import FastAPI
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    app = FastAPI()
+
+    @app.websocket("/ws/{room}")
+    async def talk(websocket: WebSocket, room: str) -> None:
+        await websocket.accept()
+        async for text in websocket.iter_text():
+            await websocket.send_text(await _ask_async(text))
+
+    app.add_middleware(PayiASGIMiddleware, headers=MAPPING, route_step=True)
+    return OpenTelemetryMiddleware(app)
+
+
+def test_each_websocket_connection_carries_its_own_user(
+    fake_llm: FakeLLMServer, llm_server: FakeLLMServer, instrument: Callable[..., PayiInstrumentor]
+) -> None:
+    """A WebSocket connection is one ASGI request: every call made while serving its
+    messages carries that connection's user and route, with connections open at once."""
+    from websockets.sync.client import connect
+
+    instrument({"use_case_name": "web_app"})
+    _LLM["url"] = fake_llm.openai_base_url
+    served = serve_uvicorn(websocket_app())
+    llm_server.latency = 0.02  # the connections' calls overlap in the one worker
+    try:
+
+        def converse(user: str) -> list[str]:
+            url = served.url.replace("http://", "ws://") + f"/ws/{user}-room"
+            with connect(url, additional_headers={"X-User-Id": user}, open_timeout=10) as ws:
+                replies = []
+                for n in range(3):
+                    ws.send(f"{user}-message-{n}")
+                    replies.append(str(ws.recv(timeout=30)))
+                return replies
+
+        users = [f"ws-user-{n}" for n in range(4)]
+        with ThreadPoolExecutor(4) as pool:
+            replies = list(pool.map(converse, users))
+    finally:
+        llm_server.latency = 0.0
+        served.stop()
+    for user, answers in zip(users, replies):
+        assert answers == [f"echo: {user}-message-{n}" for n in range(3)]
+        for n in range(3):
+            sent = llm_request(llm_server, f"{user}-message-{n}")
+            assert sent.headers[HEADER["user_id"]] == user
+            assert sent.headers[HEADER["use_case_step"]] == "/ws/{room}"

@@ -48,7 +48,7 @@ def sends_to(url: Optional[str], wire: Optional[WirePolicy] = None) -> bool:
     the memory is kept while both are the same objects and dropped when either changes."""
     if wire is None:
         wire = _settings.current.wire
-    hosts = wire_policy._provider_hosts()
+    hosts = wire_policy.refused_by_default()
     policy, refused, verdicts = _verdicts
     if policy is not wire or refused is not hosts:
         verdicts = {}

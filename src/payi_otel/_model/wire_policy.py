@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from payi_otel._model.dialects import X_PAYI, Dialect, dialect_named, dialect_names
 from payi_otel._model.parameters import ParameterTypeError, ParameterValueError
 
-__all__ = ["WirePolicy", "dialect_for", "host_patterns", "refuse_by_default"]
+__all__ = ["WirePolicy", "dialect_for", "host_patterns", "refuse_by_default", "refused_by_default"]
 
 
 def _no_hosts() -> Tuple[str, ...]:
@@ -38,6 +38,12 @@ def refuse_by_default(hosts: Callable[[], Tuple[str, ...]]) -> None:
     each decision, so a provider registered later counts)."""
     global _provider_hosts
     _provider_hosts = hosts
+
+
+def refused_by_default() -> Tuple[str, ...]:
+    """The hosts a policy without an allow-list (nor its own ``refused``) refuses now: the
+    registered providers' public API hosts (a new tuple when the registry changes)."""
+    return _provider_hosts()
 
 
 def _matches(host: str, patterns: Sequence[str]) -> bool:
@@ -67,7 +73,7 @@ class WirePolicy:
                 host = ""
         if self.hosts is not None:
             return bool(host) and _matches(host, self.hosts)
-        refused = self.refused if self.refused is not None else _provider_hosts()
+        refused = self.refused if self.refused is not None else refused_by_default()
         return not (host and _matches(host, refused))
 
 
