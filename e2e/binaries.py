@@ -196,6 +196,25 @@ def ensure_collector() -> Path:
     return _install(target, build)
 
 
+def _go_tool_build(
+    name: str, go: str, package: str, version: str, flags: list[str], ldflags: str
+) -> Callable[[Path, Path], None]:
+    """A build (for :func:`_install`) of Go package ``package@version`` into ``work/name``,
+    from a throw-away module that requires it as a tool (Jaeger's and Prometheus' way)."""
+
+    def build(work: Path, log: Path) -> None:
+        env = _go_env()
+        module = work / "mod"
+        module.mkdir()
+        (module / "go.mod").write_text(f"module payi-otel-e2e/{name}\n\n{go}\n")
+        _run(["go", "get", "-tool", f"{package}@{version}"], module, env, log)
+        command = ["go", "build", "-trimpath", *flags, f"-ldflags={ldflags}"]
+        _run([*command, "-o", str(work / name), package], module, env, log)
+        shutil.rmtree(module)
+
+    return build
+
+
 def ensure_jaeger() -> Path:
     target = jaeger_path()
     if target.is_file():
@@ -206,28 +225,7 @@ def ensure_jaeger() -> Path:
         flush=True,
     )
 
-    def build(work: Path, log: Path) -> None:
-        env = _go_env()
-        module = work / "mod"
-        module.mkdir()
-        (module / "go.mod").write_text("module payi-otel-e2e/jaeger\n\ngo 1.25\n")
-        _run(["go", "get", "-tool", f"{JAEGER_PACKAGE}@{JAEGER_MODULE_VERSION}"], module, env, log)
-        _run(
-            [
-                "go",
-                "build",
-                "-trimpath",
-                "-ldflags=-s -w",
-                "-o",
-                str(work / "jaeger"),
-                JAEGER_PACKAGE,
-            ],
-            module,
-            env,
-            log,
-        )
-        shutil.rmtree(module)
-
+    build = _go_tool_build("jaeger", "go 1.25", JAEGER_PACKAGE, JAEGER_MODULE_VERSION, [], "-s -w")
     return _install(target, build)
 
 
@@ -241,35 +239,15 @@ def ensure_prometheus() -> Path:
         flush=True,
     )
 
-    def build(work: Path, log: Path) -> None:
-        env = _go_env()
-        module = work / "mod"
-        module.mkdir()
-        (module / "go.mod").write_text("module payi-otel-e2e/prometheus\n\ngo 1.26.7\n")
-        _run(
-            ["go", "get", "-tool", f"{PROMETHEUS_PACKAGE}@{PROMETHEUS_MODULE_VERSION}"],
-            module,
-            env,
-            log,
-        )
-        version = f"-X github.com/prometheus/common/version.Version={PROMETHEUS_RELEASE}"
-        _run(
-            [
-                "go",
-                "build",
-                "-trimpath",
-                f"-tags={PROMETHEUS_TAGS}",
-                f"-ldflags=-s -w {version}",
-                "-o",
-                str(work / "prometheus"),
-                PROMETHEUS_PACKAGE,
-            ],
-            module,
-            env,
-            log,
-        )
-        shutil.rmtree(module)
-
+    version = f"-X github.com/prometheus/common/version.Version={PROMETHEUS_RELEASE}"
+    build = _go_tool_build(
+        "prometheus",
+        "go 1.26.7",
+        PROMETHEUS_PACKAGE,
+        PROMETHEUS_MODULE_VERSION,
+        [f"-tags={PROMETHEUS_TAGS}"],
+        f"-s -w {version}",
+    )
     return _install(target, build)
 
 

@@ -49,7 +49,7 @@ from payi_otel._model.parameters import (
     validate_value,
 )
 from payi_otel._model.scope_attributes import ScopeAttributes
-from payi_otel._scopes import ScopeSpec, _enter, _Scope
+from payi_otel._scopes import ScopeSpec, _await_in_scope, _enter, _Scope
 from payi_otel._wrapping import unwrapper
 
 __all__ = ["PayiASGIMiddleware", "PayiWSGIMiddleware", "RequestMapping", "instrument_web"]
@@ -292,15 +292,13 @@ async def _run_asgi(
     if entered is None:
         await app(scope, receive, send)
         return
-    entered.attach()
-    try:
-        await app(scope, receive, send)  # a streaming body is sent before this returns
-    except BaseException as exc:
-        entered.restore()
-        entered.end(exc)
-        raise
-    entered.restore()
-    entered.end()
+    # The app called and awaited in the request's scope (a streaming body is sent before it
+    # returns), as ``@track`` awaits a coroutine.
+    await _await_in_scope(_called(app, scope, receive, send), entered)
+
+
+async def _called(app: Any, scope: Any, receive: Any, send: Any) -> None:
+    await app(scope, receive, send)
 
 
 # --- WSGI ------------------------------------------------------------------------------------
