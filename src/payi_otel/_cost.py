@@ -23,14 +23,13 @@ from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
 from payi_otel import _scope_totals as scope_totals
-from payi_otel._genai import genai_scope_prefixes
 from payi_otel._log import internal_error, log_once, logger
 from payi_otel._model.effective import Effective
 from payi_otel._model.parameters import ATTRIBUTE_NAMES
 from payi_otel._model.user_prices import UserPrice
 from payi_otel._prices import Price, PriceTable, Tokens
 from payi_otel._providers import CallRecord, Service, Usage, derived, providers
-from payi_otel._spans import _is_scope_span, is_call_span, is_genai_span
+from payi_otel._spans import _is_scope_span, from_genai_scope, is_call_span, is_genai_span
 from payi_otel.version import __version__
 
 __all__ = [
@@ -167,7 +166,7 @@ class CostObserver:
             span = record.span
             # Not on an agent / tool / workflow span (current when no inference span is).
             if span.is_recording() and is_call_span(span):
-                by_scope = _from_genai_scope(span)
+                by_scope = from_genai_scope(span)
                 if by_scope or (not _is_scope_span(span) and is_genai_span(span)):
                     _annotate(span, usage, price, by_scope)
             self._metrics.record(record, usage, price)
@@ -249,13 +248,6 @@ def _targets(record: CallRecord, category: object, resource: object) -> _Targets
 
 
 _Targets = Tuple[Tuple[Optional[str], str], ...]
-
-
-def _from_genai_scope(span: Span) -> bool:
-    """Whether ``span`` comes from a GenAI instrumentation's scope (the usual GenAI span: told
-    without reading its attributes; ``_spans.is_genai_span`` tells the others)."""
-    name = getattr(getattr(span, "instrumentation_scope", None), "name", None)
-    return isinstance(name, str) and name.startswith(genai_scope_prefixes())
 
 
 def _annotate(span: Span, usage: Usage, price: Optional[Price], by_scope: bool) -> None:

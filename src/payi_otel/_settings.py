@@ -240,17 +240,13 @@ def build(
     """
     environ = os.environ if environ is None else environ
     source = _Source(environ, lenient)
-    config = options.get("config")
+    params = _global_params(
+        options.get("config"), source, options.get("caller_file") or _main_script()
+    )
     log_prompts = options.get("log_prompt_and_response")
     if log_prompts is not None:  # issue 19: the switch's global level, over config's
-        if not isinstance(log_prompts, bool):
-            raise ParameterTypeError(
-                f"log_prompt_and_response must be a bool, not {type(log_prompts).__name__}"
-            )
-        if config is not None and not isinstance(config, Mapping):
-            raise ParameterTypeError(f"config must be a mapping, not {type(config).__name__}")
-        config = {**(config or {}), "log_prompt_and_response": log_prompts}
-    params = _global_params(config, source, options.get("caller_file") or _main_script())
+        keyword = validate_params({"log_prompt_and_response": log_prompts}, source="keyword")
+        params = merge(params, new_level(keyword))
     from_env = source.flag(env.PROPAGATE_BAGGAGE, False)
     propagate = _bool_option(
         options.get("propagate_baggage"), "propagate_baggage", lambda: from_env

@@ -54,14 +54,18 @@ def _is_scope_span(span: object) -> bool:
     return scope is not None and scope.name == TRACER_NAME
 
 
+def from_genai_scope(span: object) -> bool:
+    """Whether ``span`` comes from a GenAI instrumentation's scope (the usual GenAI span)."""
+    name = getattr(getattr(span, "instrumentation_scope", None), "name", None)
+    return isinstance(name, str) and name.startswith(genai_scope_prefixes())
+
+
 def is_genai_span(span: object) -> bool:
     """Whether ``span`` is a recording SDK span with a ``gen_ai.*`` attribute, or one from a
     GenAI instrumentation's scope."""
     # The scope first: a GenAI instrumentation's span (the usual case) is told without
     # reading its attributes.
-    scope = getattr(span, "instrumentation_scope", None)
-    name = getattr(scope, "name", None)
-    if isinstance(name, str) and name.startswith(genai_scope_prefixes()):
+    if from_genai_scope(span):
         return True
     attributes = getattr(span, "attributes", None)
     if not attributes:
