@@ -29,6 +29,7 @@ from payi_otel._model.parameters import ATTRIBUTE_NAMES
 from payi_otel._model.user_prices import UserPrice
 from payi_otel._prices import Price, PriceTable, Tokens
 from payi_otel._providers import CallRecord, Service, Usage, derived, providers
+from payi_otel._span_attributes import write as write_attributes
 from payi_otel._spans import _is_scope_span, from_genai_scope, is_call_span, is_genai_span
 from payi_otel.version import __version__
 
@@ -164,10 +165,13 @@ class CostObserver:
                 return
             price = self._price(record, usage)
             span = record.span
-            # Not on an agent / tool / workflow span (current when no inference span is).
-            if span.is_recording() and is_call_span(span):
+            if span.is_recording():
                 by_scope = from_genai_scope(span)
-                if by_scope or (not _is_scope_span(span) and is_genai_span(span)):
+                # A GenAI span, and not an agent / tool / workflow span (current when no
+                # inference span is). Its scope first: reading a span's attributes costs more.
+                if (
+                    by_scope or (not _is_scope_span(span) and is_genai_span(span))
+                ) and is_call_span(span):
                     _annotate(span, usage, price, by_scope)
             self._metrics.record(record, usage, price)
             totals = scope_totals.innermost(record.context)
@@ -257,7 +261,9 @@ def _annotate(span: Span, usage: Usage, price: Optional[Price], by_scope: bool) 
     conventions say (and leaves some out on purpose): they are added only where it reported
     none (a stream whose usage only payi_otel asked for; a span no GenAI instrumentation
     made), and zero cache or reasoning counts never."""
-    existing: Mapping[str, Any] = getattr(span, "attributes", None) or {}
+    # Its keys, read once: each test of a missing key on the SDK's mapping raises inside it.
+    found: Any = getattr(span, "attributes", None)
+    existing = set(found) if found is not None else set()
     attributes: Dict[str, AttributeValue] = {}
     # An instrumentation that reports usage reports the two counts the conventions require.
     reported = "gen_ai.usage.input_tokens" in existing or "gen_ai.usage.output_tokens" in existing
@@ -275,7 +281,7 @@ def _annotate(span: Span, usage: Usage, price: Optional[Price], by_scope: bool) 
         attributes["payi_otel.cost.provider"] = price.provider
         attributes["payi_otel.cost.model"] = price.model
         attributes["payi_otel.cost.source"] = price.source
-    span.set_attributes(attributes)
+    write_attributes(span, attributes)
 
 
 class UsageMetrics:
@@ -376,7 +382,7 @@ class UsageMetrics:
         key: List[object] = []
         for name in self._names:
             value = payi.get(name)
-            if value.__class__ is list:
+            if value.__class__ is tuple:
                 # One data point per call: the limits as in the header, comma-separated.
                 value = ",".join(value)
             key.append(value if value != "" else None)

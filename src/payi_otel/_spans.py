@@ -31,6 +31,8 @@ from payi_otel._model.effective import Effective
 from payi_otel._model.in_force import emitted
 from payi_otel._model.parameters import ATTRIBUTE_PREFIX
 from payi_otel._settings import TRACER_NAME
+from payi_otel._span_attributes import remove as remove_attributes
+from payi_otel._span_attributes import write as write_attributes
 
 __all__ = [
     "CATEGORY_ATTRIBUTE",
@@ -101,9 +103,9 @@ class PayiSpanProcessor(SpanProcessor):
         try:
             if is_genai_span(span):
                 effective = call_effective(parent_context)
-                span.set_attributes(effective.attributes())
+                write_attributes(span, effective.attributes())
                 if _settings.current.standard_attributes:  # issue 21
-                    span.set_attributes(standard_attributes(effective, span))
+                    write_attributes(span, standard_attributes(effective, span))
                 _applied[span] = effective
         except Exception:  # never break span creation
             internal_error("processor", "the span processor failed")
@@ -150,12 +152,9 @@ def install_processor(provider: TracerProvider) -> Callable[[], None]:
 def apply_call_attributes(span: ApiSpan, call: Effective) -> None:
     """Make ``span``'s ``payi.*`` attributes exactly ``call``'s (the headers it sends).
 
-    Only the difference from what the span already carries is written. The one place in the
-    package that touches an SDK-private attribute: a per-call header that *clears* a value
-    (``""``) must take the scope's ``payi.*`` attribute off the running span, and the
-    OpenTelemetry API has no way to remove an attribute, so the SDK span's ``_attributes``
-    (a ``BoundedAttributes`` mapping) is edited here - read with ``getattr`` and skipped on
-    any span without it.
+    Only the difference from what the span already carries is written. A per-call header
+    that *clears* a value (``""``) must take the scope's ``payi.*`` attribute off the running
+    span, which the OpenTelemetry API cannot do (``_span_attributes.remove``).
     """
     if _is_scope_span(span):
         return
@@ -175,17 +174,14 @@ def apply_call_attributes(span: ApiSpan, call: Effective) -> None:
         stale = [key for key in had if key not in wanted]
         changed = {k: v for k, v in wanted.items() if had.get(k, _MISSING) != v}
     else:
-        attributes = getattr(span, "_attributes", None) or {}
+        attributes = getattr(span, "attributes", None) or {}
         ours = (ATTRIBUTE_PREFIX, *STANDARD_NAMES) if mirrored else ATTRIBUTE_PREFIX
         stale = [k for k in list(attributes) if k.startswith(ours) and k not in wanted]
         changed = dict(wanted)
     if stale:
-        attributes = getattr(span, "_attributes", None)
-        if attributes is not None:
-            for key in stale:
-                attributes.pop(key, None)
+        remove_attributes(span, stale)
     if changed:
-        span.set_attributes(changed)
+        write_attributes(span, changed)
     _applied[span] = call
 
 
@@ -204,7 +200,7 @@ def name_service(span: ApiSpan, category: Optional[str]) -> None:
     ``gen_ai.provider.name`` again when the span ends), so the service's Pay-i category
     goes on the span as :data:`CATEGORY_ATTRIBUTE`, which ingest files it under."""
     if category and not _is_scope_span(span) and is_genai_span(span):
-        span.set_attribute(CATEGORY_ATTRIBUTE, category)
+        write_attributes(span, {CATEGORY_ATTRIBUTE: category})
 
 
 # --- issue 21: standard attributes (opt-in) --------------------------------------------------

@@ -35,7 +35,7 @@ def attribute_items(
                 if item is not None:
                     attributes[f"{key}.{prop}"] = item
         elif isinstance(value, tuple):
-            attributes[key] = list(value)
+            attributes[key] = value  # a tuple of str: the form the SDK stores (immutable)
         else:
             attributes[key] = value
     return attributes
