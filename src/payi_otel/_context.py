@@ -45,6 +45,7 @@ __all__ = [
     "forget_here",
     "read_incoming",
     "remember_here",
+    "sending_a_call",
     "settled",
     "with_call",
     "with_outgoing",
@@ -336,6 +337,11 @@ _CALL_KEY = otel_context.create_key("payi_otel.call")
 def with_call(ctx: Context, call: Effective) -> Context:
     """``ctx`` carrying one call's resolved parameters (while the SDK sends it)."""
     return otel_context.set_value(_CALL_KEY, call, ctx)
+
+
+def sending_a_call(ctx: Context) -> bool:
+    """Whether ``ctx`` carries a call's resolved parameters (:func:`with_call`)."""
+    return otel_context.get_value(_CALL_KEY, ctx) is not None
 
 
 def call_effective(ctx: Optional[Context]) -> Effective:

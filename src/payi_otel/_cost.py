@@ -308,10 +308,11 @@ class UsageMetrics:
         #: Attribution key -> [input, output, cache_read, cache_creation, reasoning, cost
         #: (None: never priced), its attributes, each token type's attributes].
         self._series: Dict[Tuple[object, ...], List[Any]] = {}
-        #: The last call's parameters and their dimensions (:meth:`_attribution_of`): a
-        #: request's calls share one ``Effective``. Only the last: an ``Effective`` kept
-        #: alive keeps its merge cache too (``_model.effective``'s bound).
-        self._last: Tuple[Optional[Effective], Tuple[object, ...]] = (None, ())
+        #: The last call's shape (its parameters - a request's calls share one
+        #: ``Effective`` -, provider, service, models, currency) and its series. Only the
+        #: last: an ``Effective`` kept alive keeps its merge cache too
+        #: (``_model.effective``'s bound).
+        self._last: Tuple[Tuple[object, ...], List[Any]] = ((), [])
         #: Reentrant: a finalizer run by a collection may report a call on this thread.
         self._lock = threading.RLock()
         meter.create_observable_counter(
@@ -331,20 +332,31 @@ class UsageMetrics:
 
     def record(self, record: CallRecord, usage: Usage, price: Optional[Price]) -> None:
         call = record.call
-        last = self._last
-        if last[0] is call:
-            attribution = last[1]
-        else:
-            attribution = self._attribution_of(call)
-            self._last = (call, attribution)
         currency = None if price is None or price.currency == CURRENCY else price.currency
-        found = (
-            _genai_name(record),
+        # What names the series, besides the dimensions the parameters give (the same for one
+        # ``Effective``): the last call's series is remembered for it (issue 20).
+        shape = (
+            call,
+            record.provider,
+            record.service,
             record.request_model,
             record.response_model,
-            *attribution,
             currency,
         )
+        last = self._last
+        if last[0] == shape:
+            series = last[1]
+        else:
+            found = (
+                _genai_name(record),
+                record.request_model,
+                record.response_model,
+                *self._attribution_of(call),
+                currency,
+            )
+            known = self._series.get(found)
+            series = self._new_series(found) if known is None else known
+            self._last = (shape, series)
         counts = (
             usage.input_tokens,
             usage.output_tokens,
@@ -353,9 +365,6 @@ class UsageMetrics:
             usage.reasoning_tokens,
         )
         cost = None if price is None else float(price.total)
-        series = self._series.get(found)
-        if series is None:
-            series = self._new_series(found)
         # Only number arithmetic and list stores under the lock: no allocation the garbage
         # collector counts, so no collection - which runs finalizers, among them an abandoned
         # stream's, which reports its call here - can start while the lock is held.
@@ -374,8 +383,8 @@ class UsageMetrics:
                 series[5] = cost if series[5] is None else series[5] + cost
 
     def _attribution_of(self, call: Effective) -> Tuple[object, ...]:
-        """The dimensions a call's parameters give its series (issue 20: remembered for the
-        last ``Effective`` - immutable - in :attr:`_last`). The same every time for one
+        """The dimensions a call's parameters give its series (issue 20: its series is
+        remembered for the last call's shape in :attr:`_last`). The same every time for one
         ``Effective``: a property value, once kept or counted as :data:`OTHER`, stays so (the
         kept values only grow)."""
         payi = call.attributes()

@@ -34,7 +34,12 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from payi_otel import _settings
-from payi_otel._context import current_effective, with_call, without_payi_baggage
+from payi_otel._context import (
+    current_effective,
+    sending_a_call,
+    with_call,
+    without_payi_baggage,
+)
 from payi_otel._destinations import sends_to
 from payi_otel._log import internal_error
 from payi_otel._model.dialects import parse_headers
@@ -122,6 +127,7 @@ class _Observation:
         service: Optional[Service] = None,
         request: Optional[Call] = None,
         span: Optional[Span] = None,
+        context: Optional[otel_context.Context] = None,
     ) -> None:
         self.provider = provider
         self.call = call
@@ -129,7 +135,8 @@ class _Observation:
         self.service = service
         #: The span current when the call is sent (``span``: the caller read it already).
         self.span = trace.get_current_span() if span is None else span
-        self.context = otel_context.get_current()  # issue 20: CallRecord.context
+        #: The context it is sent from (issue 20: CallRecord.context).
+        self.context = otel_context.get_current() if context is None else context
         self.started = time.perf_counter()
         self.started_at = time.time()
         self.request = request
@@ -445,11 +452,14 @@ class _AsyncReadInContext(wrapt.ObjectProxy):  # type: ignore[type-arg,unused-ig
             otel_context.detach(token)
 
 
-def _read_in_context(provider: Provider, result: Any, ctx: otel_context.Context) -> Any:
-    """``result``, read in ``ctx`` when it is a stream that sends its requests as it is read."""
+def _read_in_context(provider: Provider, result: Any, ctx: Optional[otel_context.Context]) -> Any:
+    """``result``, read in ``ctx`` (None: the current context, which is the call's) when it
+    is a stream that sends its requests as it is read."""
     try:
         if not provider.sends_when_read(result):
             return result
+        if ctx is None:
+            ctx = otel_context.get_current()
         if hasattr(result, "__anext__"):
             return _AsyncReadInContext(result, ctx)
         return _ReadInContext(result, ctx)
@@ -510,10 +520,11 @@ _IN_FLIGHT_KEY = otel_context.create_key("payi_otel.in_flight")
 
 def _prepare(
     provider: Provider, instance: Any, args: Args, kwargs: Kwargs, stamp_here: bool
-) -> Optional[Tuple[Args, Kwargs, otel_context.Context, Optional[_Observation]]]:
+) -> Optional[Tuple[Args, Kwargs, Optional[otel_context.Context], Optional[_Observation]]]:
     """Resolve one call, and stamp it unless its provider stamps at a send point
-    (``stamp_here`` False): the arguments to send it with, the context to send it in, and
-    its observation (None when nobody observes). None: send it unchanged.
+    (``stamp_here`` False): the arguments to send it with, the context to send it in (None:
+    the current one already is that context), and its observation (None when nobody
+    observes). None: send it unchanged.
 
     A ``ParameterError`` from the caller's headers propagates: the caller's mistake, nothing
     is sent. Anything else is internal: logged once, the call goes out unchanged.
@@ -523,7 +534,9 @@ def _prepare(
         if request is None:
             return None  # not a GenAI call of this provider
         settings = _settings.current
-        call = resolve_call(current_effective(), request.headers)
+        current = otel_context.get_current()
+        effective = current_effective(current)
+        call = resolve_call(effective, request.headers)
         if settings.model_mappings:
             call = map_model(call, settings.model_mappings, request.model, request.url)
         service = provider.service_of(instance, request)
@@ -538,14 +551,28 @@ def _prepare(
             name_service(span, service.category)
         observation = None
         if settings.observers:
-            observation = _Observation(provider, call, request.model, service, request, span)
+            observation = _Observation(
+                provider, call, request.model, service, request, span, current
+            )
             observation.arguments = (new_args, new_kwargs)
             asked = provider.ask_usage(new_args, new_kwargs)
             if asked is not None:
                 new_args, new_kwargs = asked
                 observation.hide_usage_only = True
         # A model provider has no use for payi.* baggage (user ids, properties): none to it.
-        ctx = with_call(without_payi_baggage(otel_context.get_current()), call)
+        sent_from = without_payi_baggage(current)
+        if (
+            stamp_here
+            and call is effective
+            and sent_from is current
+            and not sending_a_call(current)
+        ):
+            # Issue 20: the current context already is the call's - its parameters are the
+            # effective ones (no per-call header, no model mapping: what a span started
+            # inside finds there), it holds no payi.* baggage and no outer call's
+            # parameters - so nothing is attached around the call.
+            return new_args, new_kwargs, None, observation
+        ctx = with_call(sent_from, call)
         if not stamp_here:
             flight = _InFlight(provider, call, request.url, request.other_headers)
             ctx = otel_context.set_value(_IN_FLIGHT_KEY, flight, ctx)
@@ -563,15 +590,20 @@ class _Sending:
 
     __slots__ = ("_ctx", "_observation", "_token")
 
-    def __init__(self, ctx: otel_context.Context, observation: Optional[_Observation]) -> None:
+    def __init__(
+        self, ctx: Optional[otel_context.Context], observation: Optional[_Observation]
+    ) -> None:
         self._ctx = ctx
         self._observation = observation
 
     def __enter__(self) -> None:
-        self._token = otel_context.attach(self._ctx)
+        ctx = self._ctx
+        self._token = None if ctx is None else otel_context.attach(ctx)
 
     def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
-        otel_context.detach(self._token)
+        token = self._token
+        if token is not None:
+            otel_context.detach(token)
         if exc is not None and self._observation is not None:
             self._observation.finish(exc)
 

@@ -1,0 +1,139 @@
+"""Issue 20: while the SDK sends a call, the context is the call's - whether or not the request
+hook had to attach one (docs/performance.md, "Third round").
+
+The hook attaches a context around a call only when the caller's context is not already the
+call's: a per-call header or a model mapping changed the parameters, ``payi.*`` baggage must
+be kept from the provider, or an outer call's parameters are in it. Each case here is seen
+from inside the send (the client's transport): a GenAI span started there carries exactly the
+headers the request was sent with, and no ``payi.*`` baggage is there to propagate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Dict, List, Optional
+
+import httpx
+import openai
+import pytest
+from fixtures_genai import CHAT, GenAI
+from fixtures_otel import payi_attrs
+from fixtures_server import to_local
+from opentelemetry import baggage
+from opentelemetry import context as otel_context
+
+from payi_otel import track_context
+
+Seen = Dict[str, Any]
+
+
+def _watching(genai: GenAI, seen: List[Seen], during: Optional[Callable[[], None]] = None) -> Any:
+    """A transport that, inside each send, starts a GenAI span (as an SDK's own call span
+    would), notes its payi.* attributes, the request's x-payi-* headers and the payi.*
+    baggage in the context, runs ``during`` (once), then sends to the local server."""
+    inner = to_local(genai.server)
+    tracer = genai.otel.provider.get_tracer("test.inside")
+    pending = [during]
+
+    class Watching(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            with tracer.start_as_current_span(
+                "inside", attributes={"gen_ai.operation.name": "chat"}
+            ) as span:
+                attributes = payi_attrs(span)  # type: ignore[arg-type]
+            seen.append(
+                {
+                    "span user": attributes.get("payi.user_id"),
+                    "sent user": request.headers.get("x-payi-user-id"),
+                    "baggage": sorted(k for k in baggage.get_all() if k.startswith("payi.")),
+                }
+            )
+            run, pending[0] = pending[0], None
+            if run is not None:
+                run()
+            return inner.handle_request(request)  # type: ignore[no-any-return]
+
+    return Watching()
+
+
+class _AsyncWatching(httpx.AsyncBaseTransport):
+    def __init__(self, sync: Any) -> None:
+        self.sync = sync
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.sync.handle_request(request)
+        response.read()
+        return httpx.Response(
+            response.status_code, headers=response.headers, content=response.content
+        )
+
+
+def _client(genai: GenAI, seen: List[Seen], is_async: bool, **kw: Any) -> Any:
+    transport = _watching(genai, seen, **kw)
+    if is_async:
+        return openai.AsyncOpenAI(
+            base_url=genai.server.openai_base_url,
+            api_key="test",
+            max_retries=0,
+            http_client=httpx.AsyncClient(transport=_AsyncWatching(transport)),
+        )
+    return openai.OpenAI(
+        base_url=genai.server.openai_base_url,
+        api_key="test",
+        max_retries=0,
+        http_client=httpx.Client(transport=transport),
+    )
+
+
+def _create(client: Any, **kwargs: Any) -> None:
+    if isinstance(client, openai.AsyncOpenAI):
+        asyncio.run(client.chat.completions.create(**CHAT, **kwargs))
+    else:
+        client.chat.completions.create(**CHAT, **kwargs)
+
+
+@pytest.fixture(params=[False, True], ids=["sync", "async"])
+def is_async(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+def test_a_call_in_its_scope(genai: GenAI, is_async: bool) -> None:
+    seen: List[Seen] = []
+    with track_context(user_id="alice"):
+        _create(_client(genai, seen, is_async))
+    assert seen == [{"span user": "alice", "sent user": "alice", "baggage": []}]
+
+
+def test_a_call_with_its_own_header(genai: GenAI, is_async: bool) -> None:
+    seen: List[Seen] = []
+    with track_context(user_id="alice"):
+        _create(_client(genai, seen, is_async), extra_headers={"x-payi-user-id": "bob"})
+    assert seen == [{"span user": "bob", "sent user": "bob", "baggage": []}]
+
+
+def test_payi_baggage_never_reaches_the_provider(genai: GenAI, is_async: bool) -> None:
+    seen: List[Seen] = []
+    ctx = baggage.set_baggage("payi.user_id", "carol")
+    ctx = baggage.set_baggage("tenant", "t1", ctx)
+    token = otel_context.attach(ctx)
+    try:
+        with track_context(user_id="alice"):
+            _create(_client(genai, seen, is_async))
+        assert baggage.get_all() == {"payi.user_id": "carol", "tenant": "t1"}  # the caller's
+    finally:
+        otel_context.detach(token)
+    assert seen == [{"span user": "alice", "sent user": "alice", "baggage": []}]
+
+
+def test_a_call_made_while_another_call_with_its_own_header_is_sent(genai: GenAI) -> None:
+    """The inner call (no header of its own) is its scope's, not the outer call's."""
+    genai.check_invariant = False  # two requests, one instrumented call span around both
+    seen: List[Seen] = []
+    inner = _client(genai, seen, is_async=False)
+    outer = _client(genai, seen, is_async=False, during=lambda: _create(inner))
+    with track_context(user_id="alice"):
+        _create(outer, extra_headers={"x-payi-user-id": "bob"})
+    assert seen == [
+        {"span user": "bob", "sent user": "bob", "baggage": []},
+        {"span user": "alice", "sent user": "alice", "baggage": []},
+    ]
