@@ -16,9 +16,11 @@ Metrics go to an SDK MeterProvider (the global one) with a reader that is never 
 from __future__ import annotations
 
 import argparse
+import contextvars
 import gc
 import inspect
 import itertools
+import logging
 import math
 import os
 import sys
@@ -30,6 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import httpx2
 import openai
 import pyperf
+import wrapt
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -76,11 +79,47 @@ def _genai_instrumentor() -> Any:
     return OpenAIInstrumentor()
 
 
+# The floor (a reference, not payi_otel): the least any request hook on the SDK does - read
+# the parameters from a context variable, send a copy of the call's options with their headers,
+# read the usage from the response and add it to a sum. Mode ``floor`` wraps
+# ``SyncAPIClient.request`` with it (payi_otel off).
+_FLOOR_HEADERS: contextvars.ContextVar[Dict[str, str]] = contextvars.ContextVar("floor")
+_floor_sums: Dict[Any, List[int]] = {}
+
+
+def _floor_hook(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    headers = _FLOOR_HEADERS.get()
+    options = args[1].model_copy()
+    options.headers = headers
+    result = wrapped(args[0], options, *args[2:], **kwargs)
+    usage = getattr(result, "usage", None)
+    if usage is not None:
+        key = (id(headers), getattr(result, "model", None))
+        sums = _floor_sums.get(key)
+        if sums is None:
+            sums = _floor_sums[key] = [0, 0]
+        sums[0] += usage.prompt_tokens
+        sums[1] += usage.completion_tokens
+    return result
+
+
+def _floor(on: bool) -> None:
+    import openai._base_client as base
+
+    current = base.SyncAPIClient.__dict__["request"]
+    wrapped = isinstance(current, wrapt.FunctionWrapper) and current._self_wrapper is _floor_hook
+    if on and not wrapped:
+        wrapt.wrap_function_wrapper(base, "SyncAPIClient.request", _floor_hook)
+    elif not on and wrapped:
+        base.SyncAPIClient.request = current.__wrapped__
+
+
 def set_mode(mode: str) -> None:
-    """payi_otel off; instrumented with scope spans (``genai_spans=False``: the request hook
-    and the cost observer); ``hook``: the same without the cost observer; ``spanless``
-    (``scope_spans=False``); ``default`` (GenAI spans on, as ``payi_instrument()``);
-    ``genai``: payi_otel off, the official GenAI instrumentation alone."""
+    """payi_otel off (``floor``: off, with the reference hook on); instrumented with scope
+    spans (``genai_spans=False``: the request hook and the cost observer); ``hook``: the same
+    without the cost observer; ``spanless`` (``scope_spans=False``); ``default`` (GenAI spans
+    on, as ``payi_instrument()``); ``genai``: payi_otel off, the official GenAI
+    instrumentation alone."""
     if _mode[0] == mode:
         return
     instrumentor = PayiInstrumentor()
@@ -89,9 +128,10 @@ def set_mode(mode: str) -> None:
     genai = _genai_instrumentor()
     if genai.is_instrumented_by_opentelemetry:
         genai.uninstrument()
+    _floor(mode == "floor")  # with payi_otel and the GenAI instrumentation off
     if mode == "genai":
         genai.instrument(tracer_provider=GENAI_PROVIDER, meter_provider=METER_PROVIDER)
-    elif mode != "off":
+    elif mode not in ("off", "floor"):
         extra = {"scope_spans": False} if mode == "spanless" else {}
         instrumentor.instrument(
             tracer_provider=PAYI_PROVIDER,
@@ -313,6 +353,20 @@ def chat_calls(client: openai.OpenAI, per_user: bool) -> Callable[[int], float]:
     return nested(loop)
 
 
+def floor_calls(client: openai.OpenAI, headers: Dict[str, str]) -> Callable[[int], float]:
+    """:func:`chat_calls` (one user's scope) with the floor hook's headers in its context."""
+    calls = chat_calls(client, per_user=False)
+
+    def loop(n: int) -> float:
+        token = _FLOOR_HEADERS.set(dict(headers))
+        try:
+            return calls(n)
+        finally:
+            _FLOOR_HEADERS.reset(token)
+
+    return loop
+
+
 def observer_replay(body: bytes) -> Callable[[int], float]:
     """The cost observer alone (``payi_otel._cost.CostObserver``, internal), per call: the
     ``CallRecord`` of a real call (payi_otel default, GenAI spans on, in-process transport)
@@ -387,6 +441,18 @@ def cost_suite(
                     "uninstrumented, same x-payi-* headers sent statically",
                     chat_calls(in_process(body, headers), per_user),
                     "off",
+                ),
+                *(
+                    []
+                    if per_user
+                    else [
+                        Variant(
+                            "reference: the floor of a request hook (context read, options "
+                            "copy with the headers, usage summed; not payi_otel)",
+                            floor_calls(in_process(body, {}), headers),
+                            "floor",
+                        )
+                    ]
                 ),
                 Variant(
                     "payi_otel request hook alone (no observer)",
@@ -615,7 +681,16 @@ def machine() -> str:
     )
 
 
+class _Expected(logging.Filter):
+    """The baselines run scopes with payi_otel off on purpose: not the warning a program
+    that forgot ``payi_instrument()`` needs to see."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "payi_instrument() was not called" not in record.getMessage()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    logging.getLogger("payi_otel").addFilter(_Expected())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few short batches (smoke test)")
     parser.add_argument("--write", action="store_true", help="write benchmarks/results.md")
