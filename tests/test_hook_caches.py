@@ -236,3 +236,49 @@ def test_metric_dimensions_per_parameter_set(genai: GenAI, monkeypatch: pytest.M
         "payi.genai.tokens", "payi.user_id", **{"payi_otel.token.type": "output"}
     )
     assert users == {"u": 6 * per_call, "v": 3 * per_call}
+
+
+def _doubled_input(snapshot: Any, provider_id: str, model_id: str) -> Any:
+    """``snapshot`` with (provider, model)'s input price doubled."""
+    import copy
+    from dataclasses import replace
+
+    def doubled(prices: Any) -> Any:
+        prices = copy.copy(prices)
+        prices.input_mtok = prices.input_mtok * 2
+        return prices
+
+    providers = []
+    for provider in snapshot.providers:
+        if provider.id == provider_id:
+            models = [
+                replace(m, prices=doubled(m.prices)) if m.id == model_id else m
+                for m in provider.models
+            ]
+            provider = replace(provider, models=models)
+        providers.append(provider)
+    return type(snapshot)(providers=providers, from_auto_update=False)
+
+
+def test_the_remembered_price_follows_genai_prices_updates(genai: GenAI) -> None:
+    """The cost observer remembers the linear price that priced the last call (a request's
+    calls are priced alike): prices updated in genai-prices (its ``UpdatePrices`` sets a new
+    snapshot) price the next call, and the old ones again once they are back."""
+    from genai_prices import data_snapshot
+
+    def input_cost() -> float:
+        with track_context(user_id="u"):
+            genai.openai.chat.completions.create(**MINI)
+        span = max(genai.otel.genai_spans(), key=lambda s: s.start_time or 0)
+        return float(span.attributes["payi_otel.cost.input"])  # type: ignore[arg-type,index]
+
+    bundled = data_snapshot.get_snapshot()
+    before = [input_cost(), input_cost()]
+    data_snapshot.set_custom_snapshot(_doubled_input(bundled, "openai", "gpt-4o-mini"))
+    try:
+        updated = [input_cost(), input_cost()]
+    finally:
+        data_snapshot.set_custom_snapshot(None)
+    after = input_cost()
+    assert before[0] == before[1] == after > 0
+    assert updated[0] == updated[1] == pytest.approx(2 * before[0], rel=1e-12)

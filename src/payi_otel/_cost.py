@@ -27,7 +27,7 @@ from payi_otel._log import internal_error, log_once, logger
 from payi_otel._model.effective import Effective
 from payi_otel._model.parameters import ATTRIBUTE_NAMES
 from payi_otel._model.user_prices import UserPrice
-from payi_otel._prices import Price, PriceTable, Tokens
+from payi_otel._prices import Linear, Price, PriceTable, Tokens, linear_region
 from payi_otel._providers import CallRecord, Service, Usage, derived, providers
 from payi_otel._span_attributes import write as write_attributes
 from payi_otel._spans import _is_scope_span, from_genai_scope, is_call_span, is_genai_span
@@ -150,6 +150,7 @@ class CostObserver:
     ) -> None:
         self._prices = PriceTable(prices, _provider_id)
         self._targets: Dict[Tuple[object, ...], _Targets] = {}
+        self._last_price: Tuple[Tuple[object, ...], Optional[Linear], object] = ((), None, None)
         names = (*_DIMENSIONS, _USER) if metrics_user_id else _DIMENSIONS
         self._metrics = UsageMetrics(
             meter_provider or metrics.get_meter_provider(), names, metric_properties
@@ -199,16 +200,23 @@ class CostObserver:
             record.response_model,
             record.request_model,
         )
+        tokens = _tokens(usage)
+        table = self._prices
+        # Issue 20: the last call's key and the linear price that priced it (a request's
+        # calls are priced alike), while it is still the table's (``PriceTable.linear``).
+        last = self._last_price
+        if last[0] == key and table.holds(last[2]) and linear_region(tokens):
+            return last[1].price(tokens)  # type: ignore[union-attr]
         targets = self._targets.get(key)
         if targets is None:
             if len(self._targets) >= 4096:  # a bound, for models named per call
                 self._targets.clear()
             targets = self._targets[key] = _targets(record, key[2], key[3])
-        tokens = _tokens(usage)
-        table = self._prices
         for provider_id, model in targets:
             price = table.price(provider_id, model, tokens)
             if price is not None:
+                linear, snapshot = table.linear(provider_id, model)
+                self._last_price = (key if linear is not None else (), linear, snapshot)
                 return price
             if table.newly_unpriced(provider_id, model):
                 logger.debug(

@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Se
 from payi_otel._log import logger
 from payi_otel._model.user_prices import UserPrice, find_user_price
 
-__all__ = ["GENAI_PRICES", "USER", "Price", "PriceTable", "Tokens"]
+__all__ = ["GENAI_PRICES", "USER", "Linear", "Price", "PriceTable", "Tokens", "linear_region"]
 
 #: ``payi_otel.cost.source``: who priced the call.
 GENAI_PRICES = "genai-prices"
@@ -125,7 +125,7 @@ def _form(constant: Decimal, coefficients: Sequence[Decimal]) -> _Form:
     return constant, tuple((i, c) for i, c in enumerate(coefficients) if c)
 
 
-def _linear_region(tokens: Tokens) -> bool:
+def linear_region(tokens: Tokens) -> bool:
     """Whether ``calc_price`` is linear at ``tokens``: cache reads and writes are part of the
     input (beyond it, ``calc_price`` raises; it is called to say so)."""
     return tokens.cache_read + tokens.cache_write <= tokens.input
@@ -163,6 +163,8 @@ class _Slow(NamedTuple):
 
 
 _Entry = Union[_Linear, _Slow, None]  # None: genai-prices has no price for it
+#: A linear price (:meth:`PriceTable.linear`).
+Linear = _Linear
 _UNSEEN = object()
 
 
@@ -200,6 +202,16 @@ class _GenaiPrices:
                         self._importing = False
                     self._module = genai_prices
         return self._module
+
+    @property
+    def snapshot(self) -> object:
+        """The snapshot the entries were read from."""
+        return self._snapshot
+
+    def current_snapshot(self) -> object:
+        """genai-prices' snapshot now (None before it is imported)."""
+        prices = self._module
+        return None if prices is None else prices.data_snapshot.get_snapshot()
 
     def entry(self, provider_id: Optional[str], model: str) -> Tuple[Any, _Entry]:
         """genai-prices (None when not installed) and the entry of (provider, model)."""
@@ -360,9 +372,25 @@ class PriceTable:
         prices, entry = self.genai.entry(provider_id, model)
         if entry is None:
             return None
-        if isinstance(entry, _Linear) and _linear_region(tokens):
+        if isinstance(entry, _Linear) and linear_region(tokens):
             return entry.price(tokens)
         return calc_price(prices, provider_id, model, tokens)
+
+    def linear(self, provider_id: Optional[str], model: str) -> Tuple[Optional[_Linear], object]:
+        """The linear price of (provider, model) :meth:`price` uses in the linear region, and
+        what it holds for: the genai-prices snapshot it was read from (None: the user's, which
+        holds as long as this table). (None, None) when it has none."""
+        user = self.user(provider_id, model)
+        if user is not None:
+            return user, None
+        _, entry = self.genai.entry(provider_id, model)
+        if isinstance(entry, _Linear):
+            return entry, self.genai.snapshot
+        return None, None
+
+    def holds(self, snapshot: object) -> bool:
+        """Whether a linear price read for ``snapshot`` (:meth:`linear`) still holds."""
+        return snapshot is None or snapshot is self.genai.current_snapshot()
 
 
 def calc_price(prices: Any, provider_id: Optional[str], model: str, tokens: Tokens) -> Price:
