@@ -48,6 +48,10 @@ def _watching(genai: GenAI, seen: List[Seen], during: Optional[Callable[[], None
                     "baggage": sorted(k for k in baggage.get_all() if k.startswith("payi.")),
                 }
             )
+            resource = attributes.get("payi.price_as.resource")
+            if resource is not None or "x-payi-price-as-resource" in request.headers:
+                seen[-1]["span resource"] = resource
+                seen[-1]["sent resource"] = request.headers.get("x-payi-price-as-resource")
             run, pending[0] = pending[0], None
             if run is not None:
                 run()
@@ -136,4 +140,20 @@ def test_a_call_made_while_another_call_with_its_own_header_is_sent(genai: GenAI
     assert seen == [
         {"span user": "bob", "sent user": "bob", "baggage": []},
         {"span user": "alice", "sent user": "alice", "baggage": []},
+    ]
+
+
+def test_a_call_a_model_mapping_prices(genai: GenAI, is_async: bool) -> None:
+    genai.reinstrument(model_mappings=[{"model": CHAT["model"], "price_as_resource": "gpt-4o"}])
+    seen: List[Seen] = []
+    with track_context(user_id="alice"):
+        _create(_client(genai, seen, is_async))
+    assert seen == [
+        {
+            "span user": "alice",
+            "sent user": "alice",
+            "baggage": [],
+            "span resource": "gpt-4o",
+            "sent resource": "gpt-4o",
+        }
     ]

@@ -282,3 +282,82 @@ def test_the_remembered_price_follows_genai_prices_updates(genai: GenAI) -> None
     after = input_cost()
     assert before[0] == before[1] == after > 0
     assert updated[0] == updated[1] == pytest.approx(2 * before[0], rel=1e-12)
+
+
+def _with_model(snapshot: Any, provider_id: str, like: str, model_id: str) -> Any:
+    """``snapshot`` with a new model ``model_id`` of ``provider_id``, priced as ``like``."""
+    from dataclasses import replace
+
+    from genai_prices.types import ClauseEquals
+
+    providers = []
+    for provider in snapshot.providers:
+        if provider.id == provider_id:
+            base = next(m for m in provider.models if m.id == like)
+            added = replace(base, id=model_id, match=ClauseEquals(equals=model_id))
+            provider = replace(provider, models=[added, *provider.models])
+        providers.append(provider)
+    return type(snapshot)(providers=providers, from_auto_update=False)
+
+
+def test_a_price_remembered_from_a_later_target_gives_way_to_new_genai_prices(
+    genai: GenAI,
+) -> None:
+    """A call is priced as its response's model first, then as the model asked for: with the
+    first unknown to genai-prices and the second priced by the user, the user's price is
+    remembered - until genai-prices learns the first, which then prices the call."""
+    import json
+
+    from genai_prices import data_snapshot
+
+    genai.check_invariant = False  # answered in-process: the local server sees no request
+    genai.reinstrument(
+        prices=[{"model": "ft:my-model", "provider": "openai", "input": "1", "output": "2"}]
+    )
+    reply = {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "brand-new-model",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "hi"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100},
+    }
+    client = openai.OpenAI(
+        base_url="http://127.0.0.1:9/v1",
+        api_key="test",
+        max_retries=0,
+        http_client=httpx.Client(
+            transport=httpx.MockTransport(
+                lambda request: httpx.Response(200, content=json.dumps(reply).encode())
+            )
+        ),
+    )
+
+    def priced() -> tuple[object, object, float]:
+        with track_context(user_id="u"):
+            client.chat.completions.create(**{**CHAT, "model": "ft:my-model"})
+        span = max(genai.otel.genai_spans(), key=lambda s: s.start_time or 0)
+        attributes = span.attributes or {}
+        return (
+            attributes["payi_otel.cost.source"],
+            attributes["payi_otel.cost.model"],
+            float(attributes["payi_otel.cost.input"]),  # type: ignore[arg-type]
+        )
+
+    before = [priced(), priced()]
+    data_snapshot.set_custom_snapshot(
+        _with_model(data_snapshot.get_snapshot(), "openai", "gpt-4o-mini", "brand-new-model")
+    )
+    try:
+        learned = [priced(), priced()]
+    finally:
+        data_snapshot.set_custom_snapshot(None)
+    assert before == [("user", "ft:my-model", 0.001)] * 2
+    assert [(s, m) for s, m, _ in learned] == [("genai-prices", "brand-new-model")] * 2
+    assert learned[0][2] == learned[1][2] == pytest.approx(1000 * 0.15 / 1e6, rel=1e-12)

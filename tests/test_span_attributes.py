@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext
 
 from payi_otel import _span_attributes
-from payi_otel._span_attributes import remove, write
+from payi_otel._span_attributes import get, names, remove, write
 
 VALUES: Dict[str, Any] = {
     "str": "alice",
@@ -62,9 +62,10 @@ def test_each_value_is_stored_as_set_attributes_stores_it(name: str) -> None:
     [
         SpanLimits(max_span_attribute_length=3),
         SpanLimits(max_span_attributes=4),
+        SpanLimits(max_span_attributes=5),  # exactly full: 2 at start and these 3
         SpanLimits(max_span_attributes=2, max_span_attribute_length=2),
     ],
-    ids=["value length", "attribute count", "both"],
+    ids=["value length", "attribute count", "exactly full", "both"],
 )
 def test_limits_apply_as_set_attributes_applies_them(limits: SpanLimits) -> None:
     ours, sdks = _pair(limits)
@@ -179,3 +180,44 @@ def test_remove_takes_attributes_off_a_live_span_and_skips_other_spans() -> None
     assert "payi.user_id" not in span.attributes
     assert span.attributes["payi.account_name"] == "acme"
     remove(_Recorder(), ["payi.user_id"])  # no mapping: nothing to do
+
+
+def test_get_and_names_read_what_span_attributes_shows() -> None:
+    span, _ = _pair()
+    write(span, {"payi.user_id": "alice", "payi.limit_ids": ("a", "b")})
+    shown = span.attributes
+    assert names(span) == set(shown)
+    for key in [*shown, "payi.missing"]:
+        assert get(span, key) == shown.get(key)
+    span.end()  # and once ended
+    assert names(span) == set(span.attributes) and get(span, "payi.user_id") == "alice"
+    recorder = _Recorder()
+    assert names(recorder) == set() and get(recorder, "payi.user_id") is None
+    other = NonRecordingSpan(SpanContext(1, 2, False))
+    assert names(other) == set() and get(other, "gen_ai.operation.name") is None
+
+
+def test_a_span_class_with_its_own_set_attributes_is_asked() -> None:
+    """A vendor's span that overrides ``set_attributes`` (to redact, scrub or mirror) sees
+    every write."""
+    from opentelemetry.sdk.trace import Span as SdkSpan
+
+    class Redacting(SdkSpan):
+        def set_attributes(self, attributes: Any) -> None:
+            super().set_attributes({k: "[redacted]" for k in attributes})
+
+    ours, _ = _pair()
+    ours.__class__ = Redacting
+    write(ours, {"payi.user_id": "alice@example.com"})
+    assert ours.attributes["payi.user_id"] == "[redacted]"
+
+
+def test_keys_set_again_and_new_keep_the_sdks_order() -> None:
+    ours, sdks = _pair()
+    first = {"payi.a": "1", "payi.b": "2", "payi.c": "3"}
+    again = {"payi.b": "x", "payi.d": "4", "payi.a": "y"}
+    for span in (ours, sdks):
+        span.set_attributes(first)
+    write(ours, again)
+    sdks.set_attributes(again)
+    assert _state(ours) == _state(sdks)

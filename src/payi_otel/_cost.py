@@ -29,6 +29,7 @@ from payi_otel._model.parameters import ATTRIBUTE_NAMES
 from payi_otel._model.user_prices import UserPrice
 from payi_otel._prices import Linear, Price, PriceTable, Tokens, linear_region
 from payi_otel._providers import CallRecord, Service, Usage, derived, providers
+from payi_otel._span_attributes import names as attribute_names
 from payi_otel._span_attributes import write as write_attributes
 from payi_otel._spans import _is_scope_span, from_genai_scope, is_call_span, is_genai_span
 from payi_otel.version import __version__
@@ -203,9 +204,12 @@ class CostObserver:
         tokens = _tokens(usage)
         table = self._prices
         # Issue 20: the last call's key and the linear price that priced it (a request's
-        # calls are priced alike), while it is still the table's (``PriceTable.linear``).
+        # calls are priced alike), while genai-prices' snapshot is the one it was priced in
+        # (the user's prices are the table's for good; ``PriceTable.linear``).
+        # Read first: prices a concurrent update brings make the remembered one stale.
+        snapshot = table.genai.current_snapshot()
         last = self._last_price
-        if last[0] == key and table.holds(last[2]) and linear_region(tokens):
+        if last[0] == key and last[2] is snapshot and linear_region(tokens):
             return last[1].price(tokens)  # type: ignore[union-attr]
         targets = self._targets.get(key)
         if targets is None:
@@ -215,7 +219,9 @@ class CostObserver:
         for provider_id, model in targets:
             price = table.price(provider_id, model, tokens)
             if price is not None:
-                linear, snapshot = table.linear(provider_id, model)
+                # Remembered with the snapshot read before any target was looked up: an
+                # earlier target genai-prices did not price may be priced by new prices.
+                linear = table.linear(provider_id, model)
                 self._last_price = (key if linear is not None else (), linear, snapshot)
                 return price
             if table.newly_unpriced(provider_id, model):
@@ -269,9 +275,7 @@ def _annotate(span: Span, usage: Usage, price: Optional[Price], by_scope: bool) 
     conventions say (and leaves some out on purpose): they are added only where it reported
     none (a stream whose usage only payi_otel asked for; a span no GenAI instrumentation
     made), and zero cache or reasoning counts never."""
-    # Its keys, read once: each test of a missing key on the SDK's mapping raises inside it.
-    found: Any = getattr(span, "attributes", None)
-    existing = set(found) if found is not None else set()
+    existing = attribute_names(span)
     attributes: Dict[str, AttributeValue] = {}
     # An instrumentation that reports usage reports the two counts the conventions require.
     reported = "gen_ai.usage.input_tokens" in existing or "gen_ai.usage.output_tokens" in existing

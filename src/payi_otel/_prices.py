@@ -203,11 +203,6 @@ class _GenaiPrices:
                     self._module = genai_prices
         return self._module
 
-    @property
-    def snapshot(self) -> object:
-        """The snapshot the entries were read from."""
-        return self._snapshot
-
     def current_snapshot(self) -> object:
         """genai-prices' snapshot now (None before it is imported)."""
         prices = self._module
@@ -376,21 +371,14 @@ class PriceTable:
             return entry.price(tokens)
         return calc_price(prices, provider_id, model, tokens)
 
-    def linear(self, provider_id: Optional[str], model: str) -> Tuple[Optional[_Linear], object]:
-        """The linear price of (provider, model) :meth:`price` uses in the linear region, and
-        what it holds for: the genai-prices snapshot it was read from (None: the user's, which
-        holds as long as this table). (None, None) when it has none."""
+    def linear(self, provider_id: Optional[str], model: str) -> Optional[_Linear]:
+        """The linear price of (provider, model) :meth:`price` uses in the linear region
+        (the user's, else genai-prices' of its current snapshot), if it has one."""
         user = self.user(provider_id, model)
         if user is not None:
-            return user, None
+            return user
         _, entry = self.genai.entry(provider_id, model)
-        if isinstance(entry, _Linear):
-            return entry, self.genai.snapshot
-        return None, None
-
-    def holds(self, snapshot: object) -> bool:
-        """Whether a linear price read for ``snapshot`` (:meth:`linear`) still holds."""
-        return snapshot is None or snapshot is self.genai.current_snapshot()
+        return entry if isinstance(entry, _Linear) else None
 
 
 def calc_price(prices: Any, provider_id: Optional[str], model: str, tokens: Tokens) -> Price:

@@ -31,6 +31,7 @@ from payi_otel._model.effective import Effective
 from payi_otel._model.in_force import emitted
 from payi_otel._model.parameters import ATTRIBUTE_PREFIX
 from payi_otel._settings import TRACER_NAME
+from payi_otel._span_attributes import get as get_attribute
 from payi_otel._span_attributes import remove as remove_attributes
 from payi_otel._span_attributes import write as write_attributes
 
@@ -85,7 +86,7 @@ NOT_CALLS = frozenset(
 
 def is_call_span(span: object) -> bool:
     """Whether a GenAI span is no agent, tool or workflow span (:data:`NOT_CALLS`)."""
-    operation = (getattr(span, "attributes", None) or {}).get("gen_ai.operation.name")
+    operation = get_attribute(span, "gen_ai.operation.name")
     return not (isinstance(operation, str) and operation in NOT_CALLS)
 
 
