@@ -1,6 +1,7 @@
-"""The README's benchmark commands run (``make bench`` is ``benchmarks/run.py``; its cost rows
-alone are ``python benchmarks/bench_cost.py``), here in their quick form: every comparison of
-the cost path is measured, each goal gets a verdict, and nothing else is printed on stderr
+"""The benchmark commands of the README and docs/performance.md run (``make bench`` is
+``benchmarks/run.py``; its cost rows alone are ``python benchmarks/bench_cost.py``; the
+in-call timings ``python benchmarks/in_call.py``), here in their quick form: every comparison
+of the cost path is measured, each goal gets a verdict, and nothing else is printed on stderr
 than the progress lines. The figures themselves are ``make bench``'s (docs/performance.md):
 no timing is asserted."""
 
@@ -39,3 +40,32 @@ def test_the_cost_benchmark_runs_every_comparison() -> None:
     assert len(goals) == 3 and all(row.rstrip(" |").endswith(verdicts) for row in goals)
     progress = [line for line in done.stderr.splitlines() if not line.startswith("  ")]
     assert progress == [], done.stderr
+
+
+def test_the_in_call_timings_run_for_both_modes() -> None:
+    for mode in ("spans", "default"):
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "in_call.py"),
+                "--mode",
+                mode,
+                "--calls",
+                "40",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+        )
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+        pieces = {line.split("µs", 1)[1].strip() for line in done.stdout.splitlines()}
+        expected = {
+            "_core._prepare",
+            "CostObserver._price",
+            "openai provider.read",
+            "the whole call",
+        }
+        if mode == "default":
+            expected |= {"PayiSpanProcessor.on_start"}
+        assert expected <= pieces, done.stdout
