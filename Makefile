@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv lint test test-install test-compat test-upstream bench demo e2e stack stack-down clean
+.PHONY: venv lint test test-install test-compat test-upstream bench demo e2e stack stack-down clean test-bench
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml requirements-dev.txt
 
 venv: $(STAMP)
 
-LINTED := src tests tests_install tests_upstream examples benchmarks e2e
+LINTED := src tests tests_install tests_upstream tests_bench examples benchmarks e2e
 
 lint: venv
 	$(BIN)/ruff check $(LINTED)
@@ -31,6 +31,12 @@ test: lint
 # resolution, no dev pins), Python 3.9 / 3.11 / 3.13 via pyenv. Needs the package registry.
 test-install: venv
 	$(BIN)/pytest tests_install -p no:cacheprovider -o testpaths=tests_install -q -rs
+
+# The benchmark commands the README and docs/performance.md show, in their quick form (every
+# comparison measured, every goal given a verdict, a quiet stderr; no timing asserted). CI runs
+# it; ~35 s, so not part of `make test`.
+test-bench: venv
+	$(BIN)/pytest tests_bench -p no:cacheprovider -o testpaths=tests_bench -q
 
 # The GenAI tests against the oldest SDK releases the hook supports (not part of `make test`).
 # The dev tool chain, then the SDKs at the floors of pyproject.toml's [openai] / [anthropic]
