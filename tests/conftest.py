@@ -19,6 +19,34 @@ pytest_plugins = ["fixtures_server", "fixtures_otel", "fixtures_genai"]
 # -- the suite's speed (no behaviour of the package changes) ---------------------------------
 
 
+#: The files that take longest (``pytest --durations``), longest first. ``make test``'s wall
+#: time is its slower worker's: pytest-xdist (``--dist loadfile``) hands files out in
+#: collection order, so these go first, and no long file starts last on one worker while the
+#: other has nothing left to do.
+LONGEST_FIRST = (
+    "test_payi_side_by_side.py",
+    "test_payi_side_by_side_providers.py",
+    "test_ingest_spool.py",
+    "test_gc_guard.py",
+    "test_web_examples.py",
+    "test_auto_instrumentation.py",
+    "test_parameter_recipe.py",
+    "test_e2e_checks.py",
+    "test_demo.py",
+    "test_bedrock.py",
+    "test_scope_lifecycle.py",
+    "test_baggage.py",
+    "test_stress.py",
+    "test_doctor.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """:data:`LONGEST_FIRST` first, in that order; every other file as collected."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Everything imported so far (the SDKs, OpenTelemetry, hypothesis, every test module)
     lives as long as the process: move it out of the collector's reach (``gc.freeze``), so the
