@@ -13,7 +13,7 @@ genai_prices = pytest.importorskip("genai_prices")
 from genai_prices import Usage, calc_price  # noqa: E402
 from genai_prices.data_snapshot import get_snapshot  # noqa: E402
 
-from payi_otel._prices import PriceTable, Tokens, _GenaiPrices, _Linear, _Slow  # noqa: E402
+from payi_otel._prices import Linear, PriceTable, Tokens, _GenaiPrices, _Slow  # noqa: E402
 
 #: Random usages per model (seeded): about 2,300 models x 8.
 USAGES_PER_MODEL = 8
@@ -85,7 +85,7 @@ def test_every_model_of_the_snapshot_prices_exactly_as_calc_price() -> None:
             )
             compared += 1
         _, entry = table.genai.entry(provider, model)
-        linear += isinstance(entry, _Linear)
+        linear += isinstance(entry, Linear)
         slow += isinstance(entry, _Slow)
     print(
         f"{len(models)} models: {linear} linear, {slow} by calc_price, {unknown} not found by "

@@ -74,7 +74,7 @@ def _apply(form: _Form, tokens: Tokens) -> Decimal:
     return value
 
 
-class _Linear(NamedTuple):
+class Linear(NamedTuple):
     """A price that is linear in the token counts: input, output and total forms (total
     None: the sum of input and output, as it is when every priced unit has a direction)."""
 
@@ -109,7 +109,7 @@ def _linear(
     provider: str,
     model: str,
     source: str,
-) -> _Linear:
+) -> Linear:
     summed = _form(
         input_form[0] + output_form[0],
         [
@@ -118,7 +118,7 @@ def _linear(
         ],
     )
     total = None if summed == total_form else total_form
-    return _Linear(input_form, output_form, total, currency, provider, model, source)
+    return Linear(input_form, output_form, total, currency, provider, model, source)
 
 
 def _form(constant: Decimal, coefficients: Sequence[Decimal]) -> _Form:
@@ -131,7 +131,7 @@ def linear_region(tokens: Tokens) -> bool:
     return tokens.cache_read + tokens.cache_write <= tokens.input
 
 
-def user_linear(entry: UserPrice, provider: str, model: str) -> _Linear:
+def user_linear(entry: UserPrice, provider: str, model: str) -> Linear:
     """A user's price as a linear form, counted as ``genai-prices`` counts: the input price
     for the input tokens that are neither cache reads nor writes when those have their own
     price, the input price for them otherwise."""
@@ -162,9 +162,7 @@ class _Slow(NamedTuple):
     model: str
 
 
-_Entry = Union[_Linear, _Slow, None]  # None: genai-prices has no price for it
-#: A linear price (:meth:`PriceTable.linear`).
-Linear = _Linear
+_Entry = Union[Linear, _Slow, None]  # None: genai-prices has no price for it
 _UNSEEN = object()
 
 
@@ -326,12 +324,12 @@ class PriceTable:
             e if e.provider is None else e._replace(provider=provider_id(e.provider))
             for e in user_prices
         )
-        self._user_found: Dict[Tuple[Optional[str], str], Optional[_Linear]] = {}
+        self._user_found: Dict[Tuple[Optional[str], str], Optional[Linear]] = {}
         self._unpriced: Set[Tuple[Optional[str], str]] = set()
         #: genai-prices, imported when a call it prices first comes, and its coefficients.
         self.genai = _GenaiPrices()
 
-    def user(self, provider_id: Optional[str], model: str) -> Optional[_Linear]:
+    def user(self, provider_id: Optional[str], model: str) -> Optional[Linear]:
         """The user's price of (provider, model), if the table has one."""
         if not self._user:
             return None
@@ -360,25 +358,27 @@ class PriceTable:
     def price(self, provider_id: Optional[str], model: str, tokens: Tokens) -> Optional[Price]:
         """The price of ``tokens`` as (provider, model); None when nobody prices it (a
         ``LookupError`` of genai-prices, or genai-prices not installed)."""
-        if self._user:
-            user = self.user(provider_id, model)
-            if user is not None:
-                return user.price(tokens)
-        prices, entry = self.genai.entry(provider_id, model)
+        prices, entry = self._entry(provider_id, model)
         if entry is None:
             return None
-        if isinstance(entry, _Linear) and linear_region(tokens):
+        if isinstance(entry, Linear) and (entry.source == USER or linear_region(tokens)):
             return entry.price(tokens)
         return calc_price(prices, provider_id, model, tokens)
 
-    def linear(self, provider_id: Optional[str], model: str) -> Optional[_Linear]:
+    def linear(self, provider_id: Optional[str], model: str) -> Optional[Linear]:
         """The linear price of (provider, model) :meth:`price` uses in the linear region
         (the user's, else genai-prices' of its current snapshot), if it has one."""
-        user = self.user(provider_id, model)
-        if user is not None:
-            return user
-        _, entry = self.genai.entry(provider_id, model)
-        return entry if isinstance(entry, _Linear) else None
+        _, entry = self._entry(provider_id, model)
+        return entry if isinstance(entry, Linear) else None
+
+    def _entry(self, provider_id: Optional[str], model: str) -> Tuple[Any, _Entry]:
+        """What prices (provider, model): the user's price first, else genai-prices' entry
+        (with genai-prices, for ``calc_price``)."""
+        if self._user:
+            user = self.user(provider_id, model)
+            if user is not None:
+                return None, user
+        return self.genai.entry(provider_id, model)
 
 
 def calc_price(prices: Any, provider_id: Optional[str], model: str, tokens: Tokens) -> Price:
