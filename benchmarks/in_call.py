@@ -28,7 +28,7 @@ from fake_llm_server import FakeLLMServer
 PIECES = [
     ("payi_otel._providers._core", "_prepare"),
     ("payi_otel._providers._core", "_observed"),
-    ("payi_otel._providers._core", "current_effective"),
+    ("payi_otel._providers._core", "call_basis"),
     ("payi_otel._providers._core", "without_payi_baggage"),
     ("payi_otel._providers._core", "sends_to"),
     ("payi_otel._providers._core", "apply_call_attributes"),

@@ -157,3 +157,77 @@ def test_a_call_a_model_mapping_prices(genai: GenAI, is_async: bool) -> None:
             "sent resource": "gpt-4o",
         }
     ]
+
+
+# --- the basis of a call, remembered for the last context (``_context.call_basis``) ----------
+
+
+def test_a_context_sent_from_again_after_its_scope_exited_here(genai: GenAI) -> None:
+    """The same context object, restored after its scope exited while another context was
+    current: the scope is gone here, though the basis of a call from that very context was
+    remembered while it was open. (GenAI spans off: the hook sees the scope's context
+    itself, not a GenAI span's context made for each call.)"""
+    genai.reinstrument(genai_spans=False)
+    seen: List[Seen] = []
+    client = _client(genai, seen, is_async=False)
+    with track_context(user_id="outer"):
+        scope = track_context(user_id="inner")
+        scope.__enter__()
+        inside = otel_context.get_current()
+        _create(client)
+        token = otel_context.attach(otel_context.set_value("on top", True))
+        scope.__exit__(None, None, None)  # noted here: another context is current
+        otel_context.detach(token)
+        assert otel_context.get_current() is inside
+        _create(client)
+    assert [s["sent user"] for s in seen] == ["inner", "outer"]
+    assert [s["span user"] for s in seen] == ["inner", "outer"]
+
+
+def test_a_context_sent_from_again_under_new_settings(genai: GenAI) -> None:
+    """The same context (here the empty one), new settings: the new global level."""
+    seen: List[Seen] = []
+    client = _client(genai, seen, is_async=False)
+    genai.reinstrument(config={"user_id": "first"}, genai_spans=False)
+    _create(client)
+    genai.reinstrument(config={"user_id": "second"}, genai_spans=False)
+    _create(client)
+    assert [s["sent user"] for s in seen] == ["first", "second"]
+
+
+def test_a_context_sent_from_again_after_its_scope_was_orphaned(genai: GenAI) -> None:
+    """The same context, after its scope was left in another ``contextvars`` context (the
+    event loop's finalizer closing an async generator's scope): gone everywhere."""
+    from payi_otel import _context
+
+    genai.reinstrument(genai_spans=False)
+    seen: List[Seen] = []
+    client = _client(genai, seen, is_async=False)
+    with track_context(user_id="outer"), track_context(user_id="inner"):
+        state = otel_context.get_value(_context._STATE_KEY)
+        assert isinstance(state, _context.ScopeState)
+        _create(client)
+        _context.orphan(state.contexts[-1])
+        _create(client)
+    assert [s["sent user"] for s in seen] == ["inner", "outer"]
+
+
+def test_one_baggage_value_under_two_traces_names_two_instances(genai: GenAI) -> None:
+    """Incoming baggage outside any scope names a use case without an id: one id per trace,
+    even when both requests' contexts carry the very same baggage value."""
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    genai.reinstrument(propagate_baggage=True, genai_spans=False)
+    seen: List[Seen] = []
+    client = _client(genai, seen, is_async=False)
+    shared = baggage.set_baggage("payi.use_case_name", "checkout")
+    for trace_id in (0xA1, 0xA1, 0xB2):
+        parent = NonRecordingSpan(SpanContext(trace_id, 0x1234, True, TraceFlags(1)))
+        token = otel_context.attach(trace.set_span_in_context(parent, shared))
+        try:
+            _create(client)
+        finally:
+            otel_context.detach(token)
+    ids = [r.headers["x-payi-use-case-id"] for r in genai.server.requests[-3:]]
+    assert ids[0] == ids[1] != ids[2]

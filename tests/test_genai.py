@@ -326,7 +326,7 @@ def test_internal_error_never_breaks_the_call(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("bug inside payi_otel")
 
-    monkeypatch.setattr("payi_otel._providers._core.resolve_call", broken)
+    monkeypatch.setattr("payi_otel._providers._core.call_basis", broken)
     with caplog.at_level(logging.WARNING, logger="payi_otel"), track_context(user_id="u"):
         for _ in range(3):
             reply = genai.openai.chat.completions.create(

@@ -35,7 +35,9 @@ from payi_otel._model.parameters import BAGGAGE_PREFIX, PARAMETERS, Params
 from payi_otel._settings import Settings
 
 __all__ = [
+    "CallBasis",
     "ScopeState",
+    "call_basis",
     "call_effective",
     "carried_in",
     "carried_out",
@@ -348,6 +350,69 @@ def call_effective(ctx: Optional[Context]) -> Effective:
     """The parameters of the call being sent in ``ctx``, else the effective context's."""
     call = otel_context.get_value(_CALL_KEY, ctx)
     return call if isinstance(call, Effective) else current_effective(ctx)
+
+
+class CallBasis(NamedTuple):
+    """What a call sent from one context starts from (:func:`call_basis`)."""
+
+    #: The effective parameters there.
+    effective: Effective
+    #: Whether that context can be the call's own as it is, when the call adds no parameter
+    #: of its own: it holds no ``payi.*`` baggage (a model provider gets none) and no outer
+    #: call's parameters (:func:`with_call`).
+    as_is: bool
+
+
+def _baggage_key() -> str:
+    """The context key OpenTelemetry keeps baggage under (found through its public API: the
+    one key ``set_baggage`` sets in an empty context)."""
+    return next(iter(otel_baggage.set_baggage("payi_otel", "", Context())))
+
+
+_BAGGAGE_KEY = _baggage_key()
+
+#: What the last call's basis was made of (the values in its context that decide it, and
+#: everything else it depends on), then the basis.
+_last_basis: Tuple[object, ...] = ()
+
+
+def call_basis(ctx: Context) -> CallBasis:
+    """The basis of a call sent from ``ctx``.
+
+    Issue 20: a request's calls are sent from contexts that differ only by their spans (a
+    GenAI instrumentation's span is current in each), so the basis is remembered for the
+    last values that decide it - the scope state, the baggage and the call in the context
+    (immutable values, each replaced when it changes) -, with everything else it depends
+    on: the settings (their global level and baggage switch) and the notes of the scopes
+    that exited here and everywhere (immutable values too). Baggage outside any scope
+    gives a level per trace (``read_incoming``): such a basis is not remembered.
+    """
+    global _last_basis
+    state = ctx.get(_STATE_KEY)
+    entries = ctx.get(_BAGGAGE_KEY)
+    call = ctx.get(_CALL_KEY)
+    settings = _settings.current
+    orphaned = _orphaned
+    exited = _EXITED.get()
+    last = _last_basis
+    if (
+        last
+        and last[0] is state
+        and last[1] is entries
+        and last[2] is call
+        and last[3] is settings
+        and last[4] is orphaned
+        and last[5] is exited
+    ):
+        return last[6]  # type: ignore[return-value]
+    basis = CallBasis(
+        current_effective(ctx),
+        without_payi_baggage(ctx) is ctx and not sending_a_call(ctx),
+    )
+    if state is not None or entries is None:
+        # (Baggage outside any scope is read per trace: ``read_incoming``; not remembered.)
+        _last_basis = (state, entries, call, settings, orphaned, exited, basis)
+    return basis
 
 
 # --- W3C baggage (opt-in) ----------------------------------------------------------------------

@@ -26,7 +26,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import wrapt
 from opentelemetry import context as otel_context
@@ -34,12 +34,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from payi_otel import _settings
-from payi_otel._context import (
-    current_effective,
-    sending_a_call,
-    with_call,
-    without_payi_baggage,
-)
+from payi_otel._context import call_basis, with_call, without_payi_baggage
 from payi_otel._destinations import sends_to
 from payi_otel._log import internal_error
 from payi_otel._model.dialects import parse_headers
@@ -488,7 +483,7 @@ def _observed(result: Any, observation: Optional[_Observation]) -> Any:
             if inspect.iscoroutinefunction(getattr(result, "parse", None)):
                 return _ObservedAsyncResponse(result, observation)
             return _ObservedResponse(result, observation)
-        nested = provider.stream_of(result)
+        nested = provider.stream_of(result) if _overrides(provider, "stream_of") else None
         if nested is not None:
             # The response is handed over now, its stream read later: the call is reported
             # when the stream ends, with what the response and the stream showed.
@@ -535,17 +530,21 @@ def _prepare(
             return None  # not a GenAI call of this provider
         settings = _settings.current
         current = otel_context.get_current()
-        effective = current_effective(current)
-        call = resolve_call(effective, request.headers)
+        basis = call_basis(current)
+        effective = basis.effective
+        sources = request.headers
+        call = resolve_call(effective, sources) if any(sources) else effective
         if settings.model_mappings:
             call = map_model(call, settings.model_mappings, request.model, request.url)
         service = provider.service_of(instance, request)
-        new_args, new_kwargs = provider.prepare(instance, args, kwargs, call)
+        new_args, new_kwargs = args, kwargs
+        if _overrides(provider, "prepare"):
+            new_args, new_kwargs = provider.prepare(instance, args, kwargs, call)
         if stamp_here:
             wire = settings.wire
             headers = call.headers(wire.dialect) if sends_to(request.url, wire) else {}
             new_args, new_kwargs = provider.stamp(instance, new_args, new_kwargs, headers)
-        span = trace.get_current_span()
+        span = trace.get_current_span(current)
         apply_call_attributes(span, call)
         if service is not None:
             name_service(span, service.category)
@@ -559,20 +558,14 @@ def _prepare(
             if asked is not None:
                 new_args, new_kwargs = asked
                 observation.hide_usage_only = True
-        # A model provider has no use for payi.* baggage (user ids, properties): none to it.
-        sent_from = without_payi_baggage(current)
-        if (
-            stamp_here
-            and call is effective
-            and sent_from is current
-            and not sending_a_call(current)
-        ):
+        if stamp_here and call is effective and basis.as_is:
             # Issue 20: the current context already is the call's - its parameters are the
             # effective ones (no per-call header, no model mapping: what a span started
             # inside finds there), it holds no payi.* baggage and no outer call's
             # parameters - so nothing is attached around the call.
             return new_args, new_kwargs, None, observation
-        ctx = with_call(sent_from, call)
+        # A model provider has no use for payi.* baggage (user ids, properties): none to it.
+        ctx = with_call(without_payi_baggage(current), call)
         if not stamp_here:
             flight = _InFlight(provider, call, request.url, request.other_headers)
             ctx = otel_context.set_value(_IN_FLIGHT_KEY, flight, ctx)
@@ -582,6 +575,19 @@ def _prepare(
     except Exception:
         internal_error(f"hook:{provider.name}", "the request hook failed")
         return None
+
+
+def _overrides(provider: Provider, hook: str) -> bool:
+    """Whether ``provider``'s class has its own ``hook`` (else the seam's documented no-op,
+    which the core need not call: issue 20, every call's path). Looked up once per class."""
+    cls = type(provider)
+    known = _OVERRIDES.get((cls, hook))
+    if known is None:
+        known = _OVERRIDES[(cls, hook)] = getattr(cls, hook) is not getattr(Provider, hook)
+    return known
+
+
+_OVERRIDES: Dict[Tuple[type, str], bool] = {}
 
 
 class _Sending:
@@ -610,15 +616,26 @@ class _Sending:
 
 def _make_wrapper(provider: Provider, is_async: bool, stamp_here: bool) -> Callable[..., Any]:
     """The wrapper of an entry point."""
+    reads_in_context = _overrides(provider, "sends_when_read")
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs) -> Any:
         prepared = _prepare(provider, instance, args, kwargs, stamp_here)
         if prepared is None:
             return wrapped(*args, **kwargs)
         new_args, new_kwargs, ctx, observation = prepared
-        with _Sending(ctx, observation):
-            result = wrapped(*new_args, **new_kwargs)
-        return _observed(_read_in_context(provider, result, ctx), observation)
+        if ctx is None:  # the common case, inline (issue 20): _Sending without the attach
+            try:
+                result = wrapped(*new_args, **new_kwargs)
+            except BaseException as exc:
+                if observation is not None:
+                    observation.finish(exc)
+                raise
+        else:
+            with _Sending(ctx, observation):
+                result = wrapped(*new_args, **new_kwargs)
+        if reads_in_context:
+            result = _read_in_context(provider, result, ctx)
+        return _observed(result, observation)
 
     async def async_wrapper(
         wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs
@@ -627,9 +644,19 @@ def _make_wrapper(provider: Provider, is_async: bool, stamp_here: bool) -> Calla
         if prepared is None:
             return await wrapped(*args, **kwargs)
         new_args, new_kwargs, ctx, observation = prepared
-        with _Sending(ctx, observation):
-            result = await wrapped(*new_args, **new_kwargs)
-        return _observed(_read_in_context(provider, result, ctx), observation)
+        if ctx is None:
+            try:
+                result = await wrapped(*new_args, **new_kwargs)
+            except BaseException as exc:
+                if observation is not None:
+                    observation.finish(exc)
+                raise
+        else:
+            with _Sending(ctx, observation):
+                result = await wrapped(*new_args, **new_kwargs)
+        if reads_in_context:
+            result = _read_in_context(provider, result, ctx)
+        return _observed(result, observation)
 
     return async_wrapper if is_async else wrapper
 

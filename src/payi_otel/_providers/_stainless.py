@@ -112,15 +112,19 @@ class StainlessProvider(Provider):
         return args[1] if len(args) > 1 else kwargs.get("options")
 
     def read(self, instance: Any, args: Args, kwargs: Kwargs) -> Call:
-        options = self._options(args, kwargs)
+        options = args[1] if len(args) > 1 else kwargs["options"]
         headers = options.headers
-        if headers is None or isinstance(headers, self.absent):
-            headers = {}
-        defaults: Mapping[str, object] = getattr(instance, "_custom_headers", None) or {}
+        defaults = getattr(instance, "_custom_headers", None)
         body = getattr(options, "json_data", None)
         model = body.get("model") if isinstance(body, Mapping) else None
         return Call(
-            (self._payi(defaults), self._payi(headers)),
+            (
+                self._payi(defaults) if defaults else _NO_HEADERS,
+                # None, NotGiven or Omit: no headers of the call's own.
+                self._payi(headers)
+                if headers and not isinstance(headers, self.absent)
+                else _NO_HEADERS,
+            ),
             model if isinstance(model, str) else None,
             self._url(instance, options),
         )

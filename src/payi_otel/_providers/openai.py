@@ -94,11 +94,12 @@ class OpenAIProvider(StainlessProvider):
     usage_holders = ("usage", "response.usage")
 
     def ask_usage(self, args: Args, kwargs: Kwargs) -> Optional[Tuple[Args, Kwargs]]:
+        if not kwargs.get("stream"):
+            return None  # not a stream (every call's path: first)
         options = self._options(args, kwargs)
         body = getattr(options, "json_data", None)
         if (
-            not kwargs.get("stream")
-            or not isinstance(body, Mapping)
+            not isinstance(body, Mapping)
             or body.get("stream") is not True
             or not str(getattr(options, "url", "")).endswith(_USAGE_ON_REQUEST)
         ):
