@@ -144,6 +144,48 @@ def test_a_client_joining_urls_its_own_way_is_asked_every_call(
     assert [r.headers.get("x-payi-user-id") for r in genai.server.requests] == ["carol"] * 3
 
 
+def test_a_client_whose_base_url_property_says_otherwise_is_read_by_it(
+    genai: GenAI, records: List[CallRecord]
+) -> None:
+    """The hook reads a client's ``_base_url`` where its class's ``base_url`` property gave
+    exactly that (issue 20: openai's property imports inside). A client class whose property
+    says another URL - here one it picks per call, as the SDK's ``_prepare_url`` reads it -
+    is read by the property every call: a URL remembered under the unchanged ``_base_url``
+    would send the gateway's headers to the provider's public host."""
+    genai.check_invariant = False  # the public host's requests carry no headers by policy
+
+    class Routed(openai.OpenAI):
+        target = f"https://{GATEWAY}/v1/"
+
+        @property  # type: ignore[override]
+        def base_url(self) -> httpx.URL:
+            return httpx.URL(self.target)
+
+    client = Routed(
+        base_url=f"https://{OTHER}/v1",
+        api_key="test",
+        max_retries=0,
+        http_client=httpx.Client(transport=to_local(genai.server)),
+    )
+    with track_context(user_id="dora"):
+        for target in (f"https://{GATEWAY}/v1/", f"{PUBLIC}/", f"https://{GATEWAY}/v1/"):
+            client.target = target
+            call(client)
+    assert [r.headers["host"] for r in genai.server.requests] == [
+        GATEWAY,
+        "api.openai.com",
+        GATEWAY,
+    ]
+    assert [r.headers.get("x-payi-user-id") for r in genai.server.requests] == [
+        "dora",
+        None,
+        "dora",
+    ]
+    urls = [r.request.url for r in records if r.request is not None]
+    gateway = f"https://{GATEWAY}/v1/chat/completions"
+    assert urls == [gateway, f"{PUBLIC}/chat/completions", gateway]
+
+
 def test_new_settings_decide_again(genai: GenAI) -> None:
     genai.check_invariant = False
     client = posing(genai.server, PUBLIC)
