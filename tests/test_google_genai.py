@@ -14,6 +14,7 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -820,3 +821,25 @@ def test_the_readmes_snippet_sends_what_the_readme_says(
         "payi_user_id": "alice",
         "payi_account_name": "acme",
     }
+
+
+EMIT_EVENT = "OTEL_INSTRUMENTATION_GENAI_EMIT_EVENT"
+
+
+@pytest.mark.parametrize("users", [None, "false", "true"])
+def test_turning_its_genai_spans_on_leaves_the_environment_as_it_was(
+    genai: GenAI, monkeypatch: pytest.MonkeyPatch, users: Optional[str]
+) -> None:
+    """opentelemetry-instrumentation-google-genai sets OTEL_INSTRUMENTATION_GENAI_EMIT_EVENT=true
+    in the process environment when instrumented, which every GenAI instrumentation reads at
+    each call: an OpenAI call would emit an event too. Turned on by payi_otel, it leaves the
+    variable as the user had it (set, or not)."""
+    genai.reinstrument(genai_spans=False)  # google-genai's instrumentation off
+    assert not GoogleGenAiSdkInstrumentor().is_instrumented_by_opentelemetry
+    if users is None:
+        monkeypatch.delenv(EMIT_EVENT, raising=False)
+    else:
+        monkeypatch.setenv(EMIT_EVENT, users)
+    genai.reinstrument()  # GenAI spans on: payi_otel turns google-genai's on
+    assert GoogleGenAiSdkInstrumentor().is_instrumented_by_opentelemetry
+    assert os.environ.get(EMIT_EVENT) == users

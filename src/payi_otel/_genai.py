@@ -9,17 +9,19 @@ the less preferred ones are turned off. When none can be turned on, one WARNING 
 what to install (docs: README, "GenAI spans"). An instrumentation whose declared SDK range
 leaves out a major release it was tested with (``Instrumentation.forced_majors``) is turned on
 past its version check there, and one WARNING says so. ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``
-turns an instrumentation off by its entry point's name, as the loader does.
+turns an instrumentation off by its entry point's name, as the loader does. An instrumentation
+turned on here leaves the process environment as it found it (:func:`_keeping_environment`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Callable, List, Optional, Tuple, overload
 
@@ -232,6 +234,38 @@ def _loaded_instrumented(inst: Instrumentation) -> Any:
     return instance if getattr(instance, "_is_instrumented_by_opentelemetry", False) else None
 
 
+@contextlib.contextmanager
+def _keeping_environment(distribution: str) -> Iterator[None]:
+    """Instrument with the process environment's ``OTEL_*`` variables left as they were.
+
+    The GenAI instrumentations read their switches from the environment at every call
+    (``opentelemetry-util-genai``), so a variable one sets when it is instrumented switches
+    every other one too: ``opentelemetry-instrumentation-google-genai`` sets
+    ``OTEL_INSTRUMENTATION_GENAI_EMIT_EVENT=true``, which makes every OpenAI and Anthropic
+    call emit a ``gen_ai.client.inference.operation.details`` event as well (issue 20: ~10%
+    of payi_otel's cost per call). Each variable an instrumentation added or changed is put
+    back as the user had it (one DEBUG line); whoever wants the events sets it themselves.
+    """
+    before = {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
+    try:
+        yield
+    finally:
+        after = {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
+        changed = sorted(key for key in {*before, *after} if before.get(key) != after.get(key))
+        for key in changed:
+            if key in before:
+                os.environ[key] = before[key]
+            else:
+                del os.environ[key]
+        if changed:
+            logger.debug(
+                "payi_otel: %s set %s in the process environment when instrumented; put "
+                "back as it was (it would switch every GenAI instrumentation)",
+                distribution,
+                ", ".join(changed),
+            )
+
+
 def _enable_family(family: Family, provider: Optional[TracerProvider]) -> List[Callable[[], Any]]:
     instrumented = [
         (inst, found)
@@ -267,7 +301,8 @@ def _enable_family(family: Family, provider: Optional[TracerProvider]) -> List[C
                 continue
         try:
             forcing = {"skip_dep_check": True} if forced is not None else {}
-            instrumentor.instrument(tracer_provider=provider, **forcing)
+            with _keeping_environment(inst.distribution):
+                instrumentor.instrument(tracer_provider=provider, **forcing)
         except Exception as exc:
             reasons.append(f"{inst.distribution} failed to instrument ({exc!r})")
             logger.debug("payi_otel: %s failed to instrument", inst.distribution, exc_info=True)
