@@ -24,20 +24,26 @@ pytest_plugins = ["fixtures_server", "fixtures_otel", "fixtures_genai"]
 #: collection order, so these go first, and no long file starts last on one worker while the
 #: other has nothing left to do.
 LONGEST_FIRST = (
-    "test_payi_side_by_side.py",
-    "test_payi_side_by_side_providers.py",
-    "test_ingest_spool.py",
-    "test_gc_guard.py",
     "test_web_examples.py",
     "test_auto_instrumentation.py",
-    "test_parameter_recipe.py",
-    "test_e2e_checks.py",
+    "test_properties.py",
+    "test_ingest_spool.py",
+    "test_gc_guard.py",
     "test_demo.py",
-    "test_bedrock.py",
-    "test_scope_lifecycle.py",
+    "test_streams.py",
+    "test_pair_identity.py",
+    "test_payi_side_by_side.py",
+    "test_payi_side_by_side_providers.py",
     "test_baggage.py",
-    "test_stress.py",
+    "test_e2e_checks.py",
+    "test_hops.py",
     "test_doctor.py",
+    "test_parameter_recipe.py",
+    "test_stress.py",
+    "test_ingest_faults.py",
+    "test_bedrock.py",
+    "test_callbacks.py",
+    "test_faults.py",
 )
 
 
