@@ -1944,14 +1944,15 @@ def main(argv: Optional[list[str]] = None) -> None:
         stream_delay=args.stream_delay,
         verbose=args.verbose,
     ).start()
+    # Before the first line: whoever read it may send SIGTERM at once.
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopped.set())
     print(f"fake LLM server listening on {server.base_url}", flush=True)
     print(f"  OpenAI:    OPENAI_BASE_URL={server.openai_base_url}", flush=True)
     print(f"  Anthropic: ANTHROPIC_BASE_URL={server.anthropic_base_url}", flush=True)
     print(f"  Bedrock:   endpoint_url={server.bedrock_endpoint_url}", flush=True)
     print(f"  Google:    HttpOptions(base_url={server.google_genai_base_url!r})", flush=True)
     print(f"  Azure:     AZURE_OPENAI_ENDPOINT={server.azure_endpoint}", flush=True)
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stopped.set())
     try:
         while not stopped.wait(1.0):  # a bounded wait keeps Ctrl-C responsive
             pass

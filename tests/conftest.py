@@ -24,20 +24,26 @@ pytest_plugins = ["fixtures_server", "fixtures_otel", "fixtures_genai"]
 #: collection order, so these go first, and no long file starts last on one worker while the
 #: other has nothing left to do.
 LONGEST_FIRST = (
-    "test_payi_side_by_side.py",
-    "test_payi_side_by_side_providers.py",
-    "test_ingest_spool.py",
-    "test_gc_guard.py",
     "test_web_examples.py",
     "test_auto_instrumentation.py",
-    "test_parameter_recipe.py",
-    "test_e2e_checks.py",
+    "test_properties.py",
+    "test_ingest_spool.py",
+    "test_gc_guard.py",
     "test_demo.py",
-    "test_bedrock.py",
-    "test_scope_lifecycle.py",
+    "test_streams.py",
+    "test_pair_identity.py",
+    "test_payi_side_by_side.py",
+    "test_payi_side_by_side_providers.py",
     "test_baggage.py",
-    "test_stress.py",
+    "test_e2e_checks.py",
+    "test_hops.py",
     "test_doctor.py",
+    "test_parameter_recipe.py",
+    "test_stress.py",
+    "test_ingest_faults.py",
+    "test_bedrock.py",
+    "test_callbacks.py",
+    "test_faults.py",
 )
 
 
@@ -57,6 +63,30 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     gc.collect()
     gc.freeze()
+    _SINCE_FREEZE["modules"] = len(sys.modules)
+
+
+#: Tests run since the last :func:`gc.freeze`, and the modules imported by then.
+_SINCE_FREEZE = {"tests": 0, "modules": 0}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """As :func:`pytest_collection_finish` does, again after a test (its fixtures torn down)
+    that imported modules (the first ``payi_instrument`` imports ~5000: every installed SDK
+    and GenAI instrumentation), and after every 25 tests (what stays alive across tests,
+    such as the meters and histograms each instrumentation asks the global proxy meter
+    provider for, or genai-prices' data once read): collect, then freeze what is left alive.
+    Else every full collection walks them again - 0.1 s each, hundreds in test_streams.py and
+    test_review_context.py alone. A test's own garbage is collected as before."""
+    yield
+    _SINCE_FREEZE["tests"] += 1
+    if _SINCE_FREEZE["tests"] >= 25 or len(sys.modules) != _SINCE_FREEZE["modules"]:
+        import gc
+
+        gc.collect()
+        gc.freeze()
+        _SINCE_FREEZE.update(tests=0, modules=len(sys.modules))
 
 
 def _one_default_ssl_context() -> None:

@@ -226,7 +226,10 @@ class FakePayiServer:
         self._serve()
 
     def _serve(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # Polled every 50 ms (not 0.5 s): each stop waits up to one poll for the loop to end.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
 
     def __enter__(self) -> FakePayiServer:

@@ -1,7 +1,12 @@
 """Runs the seed scenarios with Pay-i's SDK (``payi``) or with payi_otel, in a process of its
 own (each instruments ``openai`` globally), against local servers only.
 
-    python payi_side_by_side.py {payi|payi_otel} {proxy|ingest} LLM_BASE_URL
+    python payi_side_by_side.py {payi|payi_otel} MODE LLM_BASE_URL PAYI_BASE_URL [MODE ...]
+
+Each MODE with its own LLM server and its own Pay-i (``PAYI_BASE_URL``); several modes run
+at once, each in a process of its own forked from this one once it has imported the SDKs
+(an interpreter's imports and ``payi_instrument``'s, ~5 s, paid once, not per mode; nothing
+is instrumented before the fork). Prints one JSON line: each mode's labels and last result.
 
 ``proxy``: Pay-i's SDK with ``config={"proxy": True}`` / payi_otel with
 ``header_dialect="payi-proxy"``: the attribution goes to the LLM server as headers.
@@ -14,8 +19,12 @@ SDK logs them by default): the attribution goes to ``PAYI_BASE_URL``'s
 
 from __future__ import annotations
 
+import atexit
+import importlib
 import json
+import os
 import sys
+import traceback
 from typing import Any, Callable
 
 #: Scenario names in order; the test reads them to label the calls (one or more per scenario).
@@ -143,10 +152,12 @@ def scenarios(track: Any, track_context: Any, call: Callable[..., None]) -> None
                 call({"xProxy-Logging-Disable": "True"})
 
 
-def main(impl: str, mode: str, llm_base_url: str) -> None:
+def run(impl: str, mode: str, llm_base_url: str) -> dict[str, Any]:
+    """One mode's run in this process: its labels and Pay-i's last answer."""
     import openai
 
-    client = openai.OpenAI(base_url=llm_base_url, api_key="test", max_retries=0)
+    # The fake LLM server's OpenAI routes (its ``openai_base_url``).
+    client = openai.OpenAI(base_url=llm_base_url + "/v1", api_key="test", max_retries=0)
     if impl == "payi":
         from payi.lib.instrument import payi_instrument, track, track_context
 
@@ -196,7 +207,7 @@ def main(impl: str, mode: str, llm_base_url: str) -> None:
 
     scenarios(track, track_context, call)
     finish()
-    print(json.dumps({"labels": labels, "last_result": last_result()}))
+    return {"labels": labels, "last_result": last_result()}
 
 
 def last_result() -> Any:
@@ -212,5 +223,72 @@ def last_result() -> Any:
     return None if found is None else found.model_dump(exclude_none=True)
 
 
+def preload(*modules: str) -> None:
+    """Import ``modules`` and the GenAI instrumentations payi_otel's ``payi_instrument``
+    would import (import only: nothing is instrumented)."""
+    import opentelemetry.sdk.trace.export  # noqa: F401
+
+    from payi_otel import _genai
+
+    found = [inst.module for family in _genai.FAMILIES for inst in family.instrumentations]
+    for name in [*modules, *found]:
+        if _genai._installed(name.rsplit(".", 1)[0]) and _genai._installed(name):
+            importlib.import_module(name)
+
+
+Runner = Callable[[str, str, str], Any]
+
+
+def forked(
+    run: Runner, impl: str, mode: str, llm_base_url: str, payi_base_url: str
+) -> tuple[int, int]:
+    """``run`` in a child process; its pid and the pipe its JSON result comes on."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write)
+        return pid, read
+    os.close(read)
+    code = 1
+    try:
+        os.environ["PAYI_BASE_URL"] = payi_base_url
+        result = json.dumps(run(impl, mode, llm_base_url)).encode()
+        with os.fdopen(write, "wb") as out:
+            out.write(result)
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        atexit._run_exitfuncs()  # as the process's normal exit would
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def main(run: Runner, imports: tuple[str, ...], impl: str, *args: str) -> None:
+    """``args``: MODE LLM_BASE_URL PAYI_BASE_URL, once per mode. One mode runs here; several
+    (payi_otel's) run at once, each forked from this process once ``imports`` and the GenAI
+    instrumentations are imported. Prints each mode's result as one JSON line."""
+    modes = [args[i : i + 3] for i in range(0, len(args), 3)]
+    if len(modes) == 1:
+        mode, llm_base_url, payi_base_url = modes[0]
+        os.environ["PAYI_BASE_URL"] = payi_base_url
+        print(json.dumps({mode: run(impl, mode, llm_base_url)}))
+        return
+    preload(*imports)
+    children = [(found[0], *forked(run, impl, *found)) for found in modes]
+    results, failed = {}, []
+    for mode, pid, read in children:
+        with os.fdopen(read, "rb") as pipe:
+            data = pipe.read()
+        if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0:
+            failed.append(mode)
+        else:
+            results[mode] = json.loads(data)
+    if failed:
+        sys.exit(f"failed: {failed}")
+    print(json.dumps(results))
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(run, ("openai",), *sys.argv[1:])

@@ -3,14 +3,18 @@ Pay-i's SDK (``payi``) or with payi_otel, in a process of its own, in ingest mod
 attribution goes to ``PAYI_BASE_URL``'s ``/api/v1/ingest`` (tests/test_payi_side_by_side.py
 does the same for openai, in both modes, over every seed scenario).
 
-    python payi_side_by_side_providers.py {payi|payi_otel} {bedrock|google} LLM_BASE_URL
+    python payi_side_by_side_providers.py {payi|payi_otel} PROVIDER LLM_BASE_URL PAYI_BASE_URL ...
+
+PROVIDER: ``bedrock`` or ``google``; several run at once as tests/payi_side_by_side.py's
+``main`` does (one process forked per provider).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any, Callable
+
+from payi_side_by_side import main
 
 
 def client_and_call(provider: str, llm_base_url: str) -> Callable[[], None]:
@@ -44,7 +48,8 @@ def client_and_call(provider: str, llm_base_url: str) -> Callable[[], None]:
     return generate
 
 
-def main(impl: str, provider: str, llm_base_url: str) -> None:
+def run(impl: str, provider: str, llm_base_url: str) -> list[str]:
+    """The scoped calls in this process; their labels."""
     if impl == "payi":
         from payi.lib.instrument import payi_instrument, track, track_context
 
@@ -74,8 +79,8 @@ def main(impl: str, provider: str, llm_base_url: str) -> None:
 
     answer()
     finish()
-    print(json.dumps(labels))
+    return labels
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(run, ("boto3", "google.genai"), *sys.argv[1:])

@@ -209,12 +209,14 @@ def test_the_hash_is_the_attributes_processors() -> None:
 
 
 # --------------------------------------------------------------------------- the demo's record
-def test_the_demo_records_what_it_produced(tmp_path: Path) -> None:
-    """``PAYI_DEMO_TRACES_JSON``: the reference `make e2e` compares Jaeger with."""
+@pytest.fixture(scope="module")
+def demo_record(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``PAYI_DEMO_TRACES_JSON``: the reference `make e2e` compares Jaeger with; the demo run
+    once (as ``OTEL_SERVICE_NAME=recorded``) for the tests below."""
     import os
     import subprocess
 
-    path = tmp_path / "traces.json"
+    path = tmp_path_factory.mktemp("demo_record") / "traces.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PAYI_"))}
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "support_assistant" / "main.py")],
@@ -225,7 +227,13 @@ def test_the_demo_records_what_it_produced(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    record = json.loads(path.read_text())
+    record: dict[str, Any] = json.loads(path.read_text())
+    return record
+
+
+def test_the_demo_records_what_it_produced(demo_record: dict[str, Any]) -> None:
+    """``PAYI_DEMO_TRACES_JSON``: the reference `make e2e` compares Jaeger with."""
+    record = demo_record
     assert record["service_name"] == "recorded"
     assert record["check_ok"] is True and record["headers_recorded"] is True
     assert record["otlp_delivered"] == record["otlp_failed"] == 0  # no OTLP endpoint set
@@ -254,24 +262,12 @@ def test_the_demo_records_what_it_produced(tmp_path: Path) -> None:
     assert genai == 16  # the calls of tests/test_demo.py (CALLS): Gemini and Bedrock too
 
 
-def test_every_search_the_readme_shows_finds_the_demos_traces(tmp_path: Path) -> None:
+def test_every_search_the_readme_shows_finds_the_demos_traces(
+    demo_record: dict[str, Any],
+) -> None:
     """The README's Jaeger searches, checked against what the demo produces (`make e2e` runs
     the same searches against the real Jaeger): each matches at least one trace."""
-    import os
-    import subprocess
-
-    path = tmp_path / "traces.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PAYI_"))}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "support_assistant" / "main.py")],
-        env={**env, "PAYI_DEMO_TRACES_JSON": str(path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    record = json.loads(path.read_text())
+    record = demo_record
     searches = run.readme_searches()
     assert {"payi.user_id": "alice"} in searches
     assert any(len(tags) > 1 for tags in searches)  # a combined search is shown too

@@ -70,32 +70,32 @@ def test_a_parameter_is_one_registry_record(tmp_path: Path, llm_server: FakeLLMS
     root = _package_with_one_more_parameter(tmp_path / "src")
     (tmp_path / "app.py").write_text(APP)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYI_", "OTEL_"))}
-    env.update(
-        PYTHONPATH=str(root),
-        APP_BASE_URL=llm_server.openai_base_url,
-        PAYI_TEAM_NAME="green",
-        OTEL_SDK_DISABLED="false",
-    )
-    for dialect, header in (("x-payi", "x-payi-team-name"), ("payi-proxy", "xproxy-team-name")):
-        llm_server.reset()
-        run = subprocess.run(
-            [sys.executable, str(tmp_path / "app.py"), dialect],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert run.returncode == 0, run.stderr
-        assert run.stderr == ""
-        seen = json.loads(run.stdout.strip().splitlines()[-1])
-        wire = [r.headers.get(header) for r in llm_server.requests]
-        # global (PAYI_TEAM_NAME), scope, per-call header over the scope
-        assert wire == ["green", "blue", "red"], dialect
-        assert seen == {
-            "global": "green",
-            "scope": "blue",
-            "baggage": "blue",
-            "spans": ["green", "blue", "red"],
+    env.update(PYTHONPATH=str(root), PAYI_TEAM_NAME="green", OTEL_SDK_DISABLED="false")
+    dialects = {"x-payi": "x-payi-team-name", "payi-proxy": "xproxy-team-name"}
+    with FakeLLMServer() as proxy_server:  # the two dialects at once, each its own server
+        servers = {"x-payi": llm_server, "payi-proxy": proxy_server}
+        apps = {
+            dialect: subprocess.Popen(
+                [sys.executable, str(tmp_path / "app.py"), dialect],
+                env={**env, "APP_BASE_URL": server.openai_base_url},
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for dialect, server in servers.items()
         }
+        for dialect, app in apps.items():
+            stdout, stderr = app.communicate(timeout=60)
+            assert app.returncode == 0, stderr
+            assert stderr == ""
+            seen = json.loads(stdout.strip().splitlines()[-1])
+            wire = [r.headers.get(dialects[dialect]) for r in servers[dialect].requests]
+            # global (PAYI_TEAM_NAME), scope, per-call header over the scope
+            assert wire == ["green", "blue", "red"], dialect
+            assert seen == {
+                "global": "green",
+                "scope": "blue",
+                "baggage": "blue",
+                "spans": ["green", "blue", "red"],
+            }

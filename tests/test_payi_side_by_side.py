@@ -1,6 +1,7 @@
 """Side by side with Pay-i's own SDK (``payi`` 0.1.0a183, real, unpatched): the same seed
-scenarios under the same scopes, each SDK in a process of its own, against one local capture
-server for the LLM calls and one local fake Pay-i for ingest (tests/payi_side_by_side.py).
+scenarios under the same scopes, each SDK and mode in a process of its own, each against its
+own local capture server for the LLM calls and its own local fake Pay-i for ingest
+(tests/payi_side_by_side.py), all at once.
 
 * proxy: Pay-i's SDK with ``proxy=True`` vs payi_otel's ``payi-proxy`` dialect - the
   ``xProxy-*`` headers on each LLM call, name for name and value for value;
@@ -23,10 +24,11 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import pytest
 from fake_llm_server import FakeLLMServer
@@ -34,7 +36,9 @@ from fake_payi_server import FakePayiServer
 
 TESTS = Path(__file__).resolve().parent
 RUNNER = TESTS / "payi_side_by_side.py"
-IMPLS = ("payi", "payi_otel")
+#: (implementation, mode): ``("payi", "proxy")``, ``("payi_otel", "spans")``, ...
+Key = tuple[str, str]
+T = TypeVar("T")
 
 #: (scenario, index of the call in it, header) -> (Pay-i's SDK, payi_otel). Why each differs:
 #: a per-call list or dict header replaces the scopes' value in Pay-i's SDK, where the seeds
@@ -77,20 +81,43 @@ def runner_env(payi: FakePayiServer) -> dict[str, str]:
     return {k: v for k, v in env.items() if not k.startswith("OTEL_")}
 
 
-def _run(impl: str, mode: str, llm: FakeLLMServer, payi: FakePayiServer) -> Run:
-    llm.reset()
-    payi.requests.clear()
-    env = runner_env(payi)
-    done = subprocess.run(
-        [sys.executable, str(RUNNER), impl, mode, llm.openai_base_url],
-        env=env,
-        capture_output=True,
+def start_runner(
+    runner: Path,
+    impl: str,
+    modes: tuple[str, ...],
+    stack: ExitStack,
+    collect: Callable[[Any, FakeLLMServer, FakePayiServer], T],
+    limits: Optional[dict[str, str]] = None,
+) -> Callable[[], dict[Key, T]]:
+    """Start one runner process for ``modes``, each with its own fake LLM and Pay-i servers
+    (the runner forks one process per mode when there are several); the call that waits for
+    it and ``collect``s each mode's result with what its servers received."""
+    servers: dict[str, tuple[FakeLLMServer, FakePayiServer]] = {}
+    args = []
+    for mode in modes:
+        llm, payi = stack.enter_context(FakeLLMServer()), stack.enter_context(FakePayiServer())
+        payi.limits = dict(limits or {})
+        servers[mode] = llm, payi
+        args += [mode, llm.base_url, payi.base_url]
+    process = subprocess.Popen(
+        [sys.executable, str(runner), impl, *args],
+        env=runner_env(payi),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
-        check=False,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+
+    def finish() -> dict[Key, T]:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err[-3000:]
+        found = json.loads(out.strip().splitlines()[-1])
+        assert set(found) == set(modes)
+        return {(impl, mode): collect(found[mode], *servers[mode]) for mode in modes}
+
+    return finish
+
+
+def _collected(out: dict[str, Any], llm: FakeLLMServer, payi: FakePayiServer) -> Run:
     return Run(
         out["labels"],
         [
@@ -107,17 +134,22 @@ def _run(impl: str, mode: str, llm: FakeLLMServer, payi: FakePayiServer) -> Run:
 
 
 @pytest.fixture(scope="module")
-def runs() -> Iterator[dict[tuple[str, str], Run]]:
-    with FakeLLMServer() as llm, FakePayiServer() as payi:
-        payi.limits = {"limit1": "ok", "limit3": "exceeded"}  # in every answer
-        runs = {
-            (impl, mode): _run(impl, mode, llm, payi)
-            for mode in ("proxy", "ingest")
-            for impl in IMPLS
-        }
-        # payi_otel's span exporter form too (Pay-i's SDK has one ingest mode).
-        runs["payi_otel", "spans"] = _run("payi_otel", "spans", llm, payi)
-        runs["payi_otel", "logged"] = _run("payi_otel", "logged", llm, payi)
+def runs() -> Iterator[dict[Key, Run]]:
+    """Pay-i's SDK in its two modes, payi_otel in its four (payi_otel's span exporter form and
+    prompt logging too: Pay-i's SDK has one ingest mode), all at once."""
+    limits = {"limit1": "ok", "limit3": "exceeded"}  # in every answer
+    with ExitStack() as stack:
+        started = [
+            start_runner(RUNNER, impl, modes, stack, _collected, limits)
+            for impl, modes in [
+                ("payi", ("proxy",)),
+                ("payi", ("ingest",)),
+                ("payi_otel", ("proxy", "ingest", "spans", "logged")),
+            ]
+        ]
+        runs: dict[Key, Run] = {}
+        for finish in started:
+            runs.update(finish())
         yield runs
 
 
@@ -189,7 +221,7 @@ def _compare(
     assert sum(1 for r in rows if r[3].endswith("(differs)")) == len(expected)
 
 
-def test_proxy_headers_match_pay_i_sdk_in_proxy_mode(runs: dict[tuple[str, str], Run]) -> None:
+def test_proxy_headers_match_pay_i_sdk_in_proxy_mode(runs: dict[Key, Run]) -> None:
     payi, ours = runs["payi", "proxy"], runs["payi_otel", "proxy"]
     assert payi.labels == ours.labels and len(payi.labels) == 23
     # Only xProxy-* names on either side (no x-payi-* in Pay-i's dialect).
@@ -217,9 +249,7 @@ MEASURED = {"event_timestamp", "end_to_end_latency_ms", "provider_response_id"}
 
 
 @pytest.mark.parametrize("form", ["ingest", "spans"])
-def test_ingest_records_match_pay_i_sdk_in_ingest_mode(
-    runs: dict[tuple[str, str], Run], form: str
-) -> None:
+def test_ingest_records_match_pay_i_sdk_in_ingest_mode(runs: dict[Key, Run], form: str) -> None:
     """Per call (``payi_instrument(ingest=...)``) and as a span exporter alike."""
     payi, ours = runs["payi", "ingest"], runs["payi_otel", form]
     assert payi.labels == ours.labels
@@ -290,9 +320,7 @@ def test_ingest_records_match_pay_i_sdk_in_ingest_mode(
 
 
 @pytest.mark.parametrize("form", ["ingest", "spans"])
-def test_each_record_is_sent_with_its_id_as_pay_i_sdk_does(
-    runs: dict[tuple[str, str], Run], form: str
-) -> None:
+def test_each_record_is_sent_with_its_id_as_pay_i_sdk_does(runs: dict[Key, Run], form: str) -> None:
     """Pay-i's SDK sends ``?id=<provider_response_id>`` with each record (Pay-i recognises a
     record sent again by it); so does payi_otel, whose retries rely on it."""
     for run in (runs["payi", "ingest"], runs["payi_otel", form]):
@@ -301,7 +329,7 @@ def test_each_record_is_sent_with_its_id_as_pay_i_sdk_does(
 
 
 @pytest.mark.parametrize("mode", ["ingest", "spans"])
-def test_the_last_answer_has_pay_i_sdk_shape(runs: dict[tuple[str, str], Run], mode: str) -> None:
+def test_the_last_answer_has_pay_i_sdk_shape(runs: dict[Key, Run], mode: str) -> None:
     """``payi_otel.last_result()`` is what Pay-i's SDK gives as
     ``get_context()["last_result"]`` after the same calls, field for field (the request id
     aside: Pay-i makes a new one per record)."""
@@ -314,7 +342,7 @@ def test_the_last_answer_has_pay_i_sdk_shape(runs: dict[tuple[str, str], Run], m
     assert theirs["limits"]["limit3"] == {"state": "exceeded"}
 
 
-def test_prompt_and_response_as_pay_i_sdk_logs_them(runs: dict[tuple[str, str], Run]) -> None:
+def test_prompt_and_response_as_pay_i_sdk_logs_them(runs: dict[Key, Run]) -> None:
     """With ``log_prompt_and_response=True`` (Pay-i's SDK's default; off by default here) the
     records carry the request and response bodies as Pay-i's SDK sends them: the request
     body's JSON, and a list with the response's JSON (the response's own id and time aside:

@@ -10,10 +10,7 @@ here. The differences that remain are listed in ``KNOWN`` and asserted exactly.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ from test_payi_side_by_side import (
     PAYI_ONLY_FIELDS,
     PAYI_ONLY_HEADERS,
     _normal,
-    runner_env,
+    start_runner,
 )
 
 TESTS = Path(__file__).resolve().parent
@@ -46,41 +43,28 @@ KNOWN: dict[tuple[str, str], tuple[object, object]] = {
 Ingested = list[tuple[dict[str, str], dict[str, Any]]]
 
 
-def _start(impl: str, provider: str, stack: ExitStack) -> Callable[[], Ingested]:
-    """Start one run (its own fake LLM and Pay-i servers); the call that waits for it."""
-    llm = stack.enter_context(FakeLLMServer())
-    payi = stack.enter_context(FakePayiServer())
-    process = subprocess.Popen(
-        [sys.executable, str(RUNNER), impl, provider, llm.base_url],
-        env=runner_env(payi),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-    def finish() -> Ingested:
-        out, err = process.communicate(timeout=100)
-        assert process.returncode == 0, err[-3000:]
-        assert json.loads(out.strip().splitlines()[-1]) == ["scoped", "properties"]
-        assert len(llm.requests) == 2
-        return [
-            ({k: v for k, v in r.headers.items() if k.startswith("xproxy-")}, r.body)
-            for r in payi.ingested()
-        ]
-
-    return finish
+def _collected(labels: Any, llm: FakeLLMServer, payi: FakePayiServer) -> Ingested:
+    assert labels == ["scoped", "properties"]
+    assert len(llm.requests) == 2
+    return [
+        ({k: v for k, v in r.headers.items() if k.startswith("xproxy-")}, r.body)
+        for r in payi.ingested()
+    ]
 
 
 @pytest.fixture(scope="module")
 def runs() -> Iterator[dict[tuple[str, str], Ingested]]:
-    """The four runs at once (each a Python process importing an SDK and Pay-i's)."""
+    """The four runs at once: Pay-i's SDK in a process per provider, payi_otel in one process
+    forked per provider (each a Python process importing an SDK and Pay-i's)."""
     with ExitStack() as stack:
-        started = {
-            (impl, provider): _start(impl, provider, stack)
-            for provider in PROVIDERS
-            for impl in ("payi", "payi_otel")
-        }
-        yield {key: finish() for key, finish in started.items()}
+        started = [
+            *(start_runner(RUNNER, "payi", (p,), stack, _collected) for p in PROVIDERS),
+            start_runner(RUNNER, "payi_otel", PROVIDERS, stack, _collected),
+        ]
+        runs: dict[tuple[str, str], Ingested] = {}
+        for finish in started:
+            runs.update(finish())
+        yield runs
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
