@@ -34,7 +34,7 @@ test-install: venv
 
 # The benchmark commands the README and docs/performance.md show, in their quick form (every
 # comparison measured, every goal given a verdict, a quiet stderr; no timing asserted). CI runs
-# it; ~35 s, so not part of `make test`.
+# it; ~2 min (the instruction counts run under valgrind), so not part of `make test`.
 test-bench: venv
 	$(BIN)/pytest tests_bench -p no:cacheprovider -o testpaths=tests_bench -q
 

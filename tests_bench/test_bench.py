@@ -1,6 +1,7 @@
 """The benchmark commands of the README and docs/performance.md run (``make bench`` is
 ``benchmarks/run.py``; its cost rows alone are ``python benchmarks/bench_cost.py``; the
-in-call timings ``python benchmarks/in_call.py``), here in their quick form: every comparison
+in-call timings ``python benchmarks/in_call.py``; the instruction counts ``python
+benchmarks/instructions.py``), here in their quick form: every comparison
 of the cost path is measured, each goal gets a verdict, and nothing else is printed on stderr
 than the progress lines. The figures themselves are ``make bench``'s (docs/performance.md):
 no timing is asserted."""
@@ -69,3 +70,26 @@ def test_the_in_call_timings_run_for_both_modes() -> None:
         if mode == "default":
             expected |= {"PayiSpanProcessor.on_start"}
         assert expected <= pieces, done.stdout
+
+
+def test_the_instruction_counts_run_for_every_comparison() -> None:
+    """``python benchmarks/instructions.py`` under callgrind, few calls (or, where valgrind is
+    not installed, the one line that says so)."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "instructions.py"), "--calls", "10"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    if done.stdout.startswith("valgrind is not installed"):
+        return
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    counts = {row.split(" | ")[0][2:]: row.split(" | ")[1] for row in rows}
+    for compared in (
+        "reference: the floor of a request hook (not payi_otel) vs uninstrumented",
+        "payi_otel hook + cost observer (genai_spans=False) vs uninstrumented",
+        "payi_otel default (hook + GenAI spans + cost) vs genai-openai alone",
+    ):
+        assert re.fullmatch(r"[+-][\d,]+", counts[compared].strip()), (compared, done.stdout)
