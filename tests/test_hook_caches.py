@@ -186,6 +186,34 @@ def test_a_client_whose_base_url_property_says_otherwise_is_read_by_it(
     assert urls == [gateway, f"{PUBLIC}/chat/completions", gateway]
 
 
+@pytest.mark.parametrize("first", [PUBLIC, f"https://{GATEWAY}/v1"], ids=["public", "gateway"])
+def test_the_module_level_client_follows_openai_base_url(
+    genai: GenAI, monkeypatch: pytest.MonkeyPatch, first: str
+) -> None:
+    """openai's module-level client (``openai.chat.completions.create``) gives the module's
+    ``openai.base_url`` when set, its own otherwise: its property is read every call. Set
+    after a first call, the new base URL decides what is sent - the gateway gets the headers,
+    the provider's public host never does."""
+    genai.check_invariant = False  # the public host's requests carry no headers by policy
+    second = f"https://{GATEWAY}/v1/" if first == PUBLIC else f"{PUBLIC}/"
+    monkeypatch.setenv("OPENAI_BASE_URL", first)
+    monkeypatch.setattr(openai, "_client", None)  # the module's client, made again
+    monkeypatch.setattr(openai, "base_url", None)
+    monkeypatch.setattr(openai, "api_key", "test")
+    monkeypatch.setattr(openai, "max_retries", 0)
+    monkeypatch.setattr(openai, "http_client", httpx.Client(transport=to_local(genai.server)))
+    with track_context(user_id="erin"):
+        openai.chat.completions.create(**CHAT)
+        openai.base_url = second
+        openai.chat.completions.create(**CHAT)
+    hosts = [r.headers["host"] for r in genai.server.requests]
+    users = [r.headers.get("x-payi-user-id") for r in genai.server.requests]
+    if first == PUBLIC:
+        assert hosts == ["api.openai.com", GATEWAY] and users == [None, "erin"]
+    else:
+        assert hosts == [GATEWAY, "api.openai.com"] and users == ["erin", None]
+
+
 def test_new_settings_decide_again(genai: GenAI) -> None:
     genai.check_invariant = False
     client = posing(genai.server, PUBLIC)

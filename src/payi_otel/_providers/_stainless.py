@@ -10,6 +10,7 @@ exactly the headers resolved once.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
@@ -163,9 +164,11 @@ class StainlessProvider(Provider):
     def _base_url(self, instance: Any) -> object:
         """The client's base URL: what its ``base_url`` property gives. Issue 20: openai 2.x+
         computes that property with an import statement inside it, ~12,000 instructions a
-        read; it gives the client's ``_base_url``, which is read instead for a client class
-        whose property gave exactly that object when first seen (another class's property is
-        read every time)."""
+        read. The SDK's own property (defined in its ``_base_client`` or ``_client``) gives
+        the client's ``_base_url``, which is read instead for a client class whose property
+        is the SDK's own and gave exactly that object when first seen. Any other property is
+        read every call: openai's module-level client (``openai.chat...``) gives the module's
+        ``openai.base_url`` when set, a subclass may pick its URL per call."""
         state = instance.__dict__.get("_base_url")
         if state is None:
             return instance.base_url
@@ -173,8 +176,18 @@ class StainlessProvider(Provider):
         plain: Dict[type, bool] = self.__dict__.setdefault("_plain_base_url", {})
         known = plain.get(cls)
         if known is None:
-            known = plain[cls] = instance.base_url is state
+            known = plain[cls] = self._own_property(cls) and instance.base_url is state
         return state if known else instance.base_url
+
+    def _own_property(self, cls: type) -> bool:
+        """Whether ``cls``'s ``base_url`` is a property the SDK itself defines for its
+        clients (in ``<sdk>._base_client`` or ``<sdk>._client``)."""
+        found = inspect.getattr_static(cls, "base_url", None)
+        module = getattr(getattr(found, "fget", None), "__module__", None)
+        return isinstance(found, property) and module in (
+            f"{self.name}._base_client",
+            f"{self.name}._client",
+        )
 
     def _payi(self, headers: Mapping[str, object]) -> Mapping[str, object]:
         """The attribution entries: ``Omit`` reads as ``REMOVED`` (it un-sets a client default
