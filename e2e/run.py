@@ -37,6 +37,7 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -85,7 +86,36 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+#: Ports handed out by :func:`free_port` in this process (none is handed out twice).
+_handed_out: set[int] = set()
+
+
+def _ephemeral_start() -> int:
+    """The first port of the kernel's ephemeral range (outgoing connections' source ports)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A port free now, below the kernel's ephemeral range. A port the kernel hands out for
+    a bind to port 0 comes from that range, where any outgoing connection (Jaeger's own
+    clients, a collector's exporters, started before the component that was given the port
+    listens) may take it as its source port: the component then fails with "address already
+    in use". Below the range, only a listener can take it."""
+    low = min(_ephemeral_start(), 32768)
+    for _ in range(500):
+        port = random.randrange(10000, low)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
