@@ -26,7 +26,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import wrapt
 from opentelemetry import context as otel_context
@@ -483,7 +483,7 @@ def _observed(result: Any, observation: Optional[_Observation]) -> Any:
             if inspect.iscoroutinefunction(getattr(result, "parse", None)):
                 return _ObservedAsyncResponse(result, observation)
             return _ObservedResponse(result, observation)
-        nested = provider.stream_of(result) if _overrides(provider, "stream_of") else None
+        nested = provider.stream_of(result)
         if nested is not None:
             # The response is handed over now, its stream read later: the call is reported
             # when the stream ends, with what the response and the stream showed.
@@ -532,14 +532,11 @@ def _prepare(
         current = otel_context.get_current()
         basis = call_basis(current)
         effective = basis.effective
-        sources = request.headers
-        call = resolve_call(effective, sources) if any(sources) else effective
+        call = resolve_call(effective, request.headers)
         if settings.model_mappings:
             call = map_model(call, settings.model_mappings, request.model, request.url)
         service = provider.service_of(instance, request)
-        new_args, new_kwargs = args, kwargs
-        if _overrides(provider, "prepare"):
-            new_args, new_kwargs = provider.prepare(instance, args, kwargs, call)
+        new_args, new_kwargs = provider.prepare(instance, args, kwargs, call)
         if stamp_here:
             wire = settings.wire
             headers = call.headers(wire.dialect) if sends_to(request.url, wire) else {}
@@ -577,19 +574,6 @@ def _prepare(
         return None
 
 
-def _overrides(provider: Provider, hook: str) -> bool:
-    """Whether ``provider``'s class has its own ``hook`` (else the seam's documented no-op,
-    which the core need not call: issue 20, every call's path). Looked up once per class."""
-    cls = type(provider)
-    known = _OVERRIDES.get((cls, hook))
-    if known is None:
-        known = _OVERRIDES[(cls, hook)] = getattr(cls, hook) is not getattr(Provider, hook)
-    return known
-
-
-_OVERRIDES: Dict[Tuple[type, str], bool] = {}
-
-
 class _Sending:
     """While the SDK sends a call: its resolved context attached; a failure ends its
     observation. (A class, not a generator context manager: this is every call's path.)"""
@@ -616,23 +600,16 @@ class _Sending:
 
 def _make_wrapper(provider: Provider, is_async: bool, stamp_here: bool) -> Callable[..., Any]:
     """The wrapper of an entry point."""
-    reads_in_context = _overrides(provider, "sends_when_read")
+    # Only a provider with streams that send as they are read needs them read in context.
+    reads_in_context = type(provider).sends_when_read is not Provider.sends_when_read
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs) -> Any:
         prepared = _prepare(provider, instance, args, kwargs, stamp_here)
         if prepared is None:
             return wrapped(*args, **kwargs)
         new_args, new_kwargs, ctx, observation = prepared
-        if ctx is None:  # the common case, inline (issue 20): _Sending without the attach
-            try:
-                result = wrapped(*new_args, **new_kwargs)
-            except BaseException as exc:
-                if observation is not None:
-                    observation.finish(exc)
-                raise
-        else:
-            with _Sending(ctx, observation):
-                result = wrapped(*new_args, **new_kwargs)
+        with _Sending(ctx, observation):
+            result = wrapped(*new_args, **new_kwargs)
         if reads_in_context:
             result = _read_in_context(provider, result, ctx)
         return _observed(result, observation)
@@ -644,16 +621,8 @@ def _make_wrapper(provider: Provider, is_async: bool, stamp_here: bool) -> Calla
         if prepared is None:
             return await wrapped(*args, **kwargs)
         new_args, new_kwargs, ctx, observation = prepared
-        if ctx is None:
-            try:
-                result = await wrapped(*new_args, **new_kwargs)
-            except BaseException as exc:
-                if observation is not None:
-                    observation.finish(exc)
-                raise
-        else:
-            with _Sending(ctx, observation):
-                result = await wrapped(*new_args, **new_kwargs)
+        with _Sending(ctx, observation):
+            result = await wrapped(*new_args, **new_kwargs)
         if reads_in_context:
             result = _read_in_context(provider, result, ctx)
         return _observed(result, observation)
