@@ -228,11 +228,11 @@ def preload(*modules: str) -> None:
     would import (import only: nothing is instrumented)."""
     import opentelemetry.sdk.trace.export  # noqa: F401
 
-    from payi_otel import _genai
+    from payi_otel import _genai, _on_import
 
     found = [inst.module for family in _genai.FAMILIES for inst in family.instrumentations]
     for name in [*modules, *found]:
-        if _genai._installed(name.rsplit(".", 1)[0]) and _genai._installed(name):
+        if _on_import.installed(name.rsplit(".", 1)[0]) and _on_import.installed(name):
             importlib.import_module(name)
 
 

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from payi_otel import _genai, _settings
 from payi_otel._model.parameters import REGISTRY
+from payi_otel._on_import import installed
 from payi_otel._providers import providers
 from payi_otel.version import __version__
 
@@ -78,7 +79,7 @@ def _span_source(family: _genai.Family) -> str:
                 f"{inst.distribution} {version}, turned on past its range (one WARNING: {forced})"
             )
         reasons.append(str(conflict))
-    if family.native_spans_module and _genai._installed(family.native_spans_module):
+    if family.native_spans_module and installed(family.native_spans_module):
         return "the SDK's own spans"
     return "NONE (" + "; ".join(reasons) + ")"
 
@@ -88,7 +89,7 @@ def _providers_report() -> Iterator[str]:
     for provider in providers():
         label = provider.label or provider.name
         module = provider.name
-        if not _genai._installed(module):
+        if not installed(module):
             yield f"  {label}: not installed"
             continue
         distribution = {"google.genai": "google-genai"}.get(module, module)
@@ -97,7 +98,7 @@ def _providers_report() -> Iterator[str]:
         source = _span_source(family) if family is not None else "no GenAI instrumentation known"
         yield f"  {label} {version}: GenAI spans from {source}"
     for family in _genai.FRAMEWORKS:  # agent frameworks: their agent, tool and workflow spans
-        if _genai._installed(family.sdk):
+        if installed(family.sdk):
             yield f"  {family.label or family.sdk}: agent spans from {_span_source(family)}"
 
 

@@ -18,16 +18,18 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.metadata
-import importlib.util
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
+from types import FrameType
 from typing import Any, Callable, List, Optional, Tuple, overload
 
 from opentelemetry.trace import TracerProvider
 
 from payi_otel._log import log_once, logger
+from payi_otel._on_import import installed, when_imported
 from payi_otel._providers import Instrumentation, derived, providers
 
 __all__ = [
@@ -203,18 +205,11 @@ def _forced(inst: Instrumentation, conflict: Any) -> Optional[str]:
     )
 
 
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def _load(inst: Instrumentation) -> Tuple[Any, str]:
     """The instrumentor instance, or None and why it cannot be used."""
     if sys.version_info[:2] < inst.min_python:
         return None, f"{inst.distribution} needs Python >= {'.'.join(map(str, inst.min_python))}"
-    if not _installed(inst.module.rsplit(".", 1)[0]) or not _installed(inst.module):
+    if not installed(inst.module.rsplit(".", 1)[0]) or not installed(inst.module):
         return None, f"{inst.distribution} is not installed"
     try:
         module = importlib.import_module(inst.module)
@@ -320,7 +315,7 @@ def _enable_family(family: Family, provider: Optional[TracerProvider]) -> List[C
                 _entry_points(inst, family.sdk)[0],
             )
         return [instrumentor.uninstrument]
-    if family.native_spans_module and _installed(family.native_spans_module):
+    if family.native_spans_module and installed(family.native_spans_module):
         return []  # the SDK's own call spans are its GenAI spans
     preferred = family.instrumentations[0]
     fix = (
@@ -340,15 +335,42 @@ def _enable_family(family: Family, provider: Optional[TracerProvider]) -> List[C
     return []
 
 
+def _being_instrumented(family: Family) -> bool:
+    """Whether the SDK is being imported by one of its own GenAI instrumentations: the
+    program imports that instrumentation, or turns it on, after ``payi_instrument()`` and
+    before it imported the SDK. That one is the program's to turn on (turning one on here
+    too would double every GenAI span, or find it half imported)."""
+    packages = tuple(inst.module for inst in family.instrumentations)
+    frame: Optional[FrameType] = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_globals.get("__name__")
+        if isinstance(name, str) and (
+            name in packages or name.startswith(tuple(p + "." for p in packages))
+        ):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _enable_when_imported(
+    family: Family, provider: Optional[TracerProvider]
+) -> List[Callable[[], Any]]:
+    if _being_instrumented(family):
+        return []
+    return _enable_family(family, provider)
+
+
 def enable_genai_spans(provider: Optional[TracerProvider]) -> List[Callable[[], Any]]:
-    """Make sure each installed SDK has exactly one GenAI instrumentation on; the undo
-    callables of those turned on here."""
+    """Make sure each installed SDK has exactly one GenAI instrumentation on, each when the
+    program imports the SDK (``_on_import``: now if it is imported); the undo callables of
+    those turned on here (and of those still waiting)."""
     disabled = _disabled()
     undo: List[Callable[[], Any]] = []
     for family in FAMILIES:
-        if not _installed(family.sdk):
+        if not installed(family.sdk):
             continue
         kept = _enabled(family, disabled)
         if kept:
-            undo.extend(_enable_family(replace(family, instrumentations=kept), provider))
+            step = partial(_enable_when_imported, replace(family, instrumentations=kept), provider)
+            undo.extend(when_imported(family.sdk, step, f"GenAI spans of {family.sdk}"))
     return undo

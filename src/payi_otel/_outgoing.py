@@ -32,6 +32,7 @@ are not guarded: keep baggage off, or strip it at your edge.
 from __future__ import annotations
 
 import importlib
+from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import unquote
 
@@ -44,6 +45,7 @@ from payi_otel import _destinations as destinations
 from payi_otel import _settings
 from payi_otel._log import internal_error
 from payi_otel._model.parameters import BAGGAGE_PREFIX
+from payi_otel._on_import import installed, when_imported
 from payi_otel._wrapping import unwrapper
 
 __all__ = ["guard_hops", "strip_payi_members"]
@@ -138,7 +140,8 @@ def _requests_rebuild_auth(
 #: ``send`` (the first hop only) is guarded instead and the loss is logged. The per-hop baggage
 #: wrappers are on every request's path, so they are installed only when baggage is on; the
 #: header wrappers run on redirects only.
-_POINTS: Tuple[Tuple[str, Tuple[str, ...], Callable[..., Any], bool], ...] = (
+_Point = Tuple[str, Tuple[str, ...], Callable[..., Any], bool]
+_POINTS: Tuple[_Point, ...] = (
     ("httpx", ("Client._send_single_request", "Client.send"), _hop, True),
     ("httpx", ("AsyncClient._send_single_request", "AsyncClient.send"), _hop_async, True),
     ("httpx._client", ("BaseClient._redirect_headers",), _httpx_redirect_headers, False),
@@ -151,13 +154,25 @@ _POINTS: Tuple[Tuple[str, Tuple[str, ...], Callable[..., Any], bool], ...] = (
 
 
 def guard_hops() -> List[Callable[[], None]]:
-    """Guard every installed HTTP client (after the global settings are in force: the
-    baggage wrappers only with baggage on); returns the undo callables."""
-    undo: List[Callable[[], None]] = []
+    """Guard every installed HTTP client when the program imports it (``_on_import``; after
+    the global settings are in force: the baggage wrappers only with baggage on); returns
+    the undo callables."""
     baggage_on = _settings.current.propagate_baggage
-    for module_name, candidates, wrapper, for_baggage in _POINTS:
-        if for_baggage and not baggage_on:
-            continue
+    by_package: Dict[str, List[_Point]] = {}
+    for point in _POINTS:
+        if baggage_on or not point[3]:
+            by_package.setdefault(point[0].split(".")[0], []).append(point)
+    undo: List[Callable[[], None]] = []
+    for package, points in by_package.items():
+        if installed(package):
+            undo.extend(when_imported(package, partial(_guard, points), package))
+    return undo
+
+
+def _guard(points: List[_Point]) -> List[Callable[[], None]]:
+    """Wrap one HTTP client's points; the undo callables."""
+    undo: List[Callable[[], None]] = []
+    for module_name, candidates, wrapper, _ in points:
         try:
             module = importlib.import_module(module_name)
         except ImportError:

@@ -29,6 +29,7 @@ from typing import Any, Callable, List
 from opentelemetry import context as otel_context
 
 from payi_otel._log import internal_error
+from payi_otel._on_import import installed, when_imported
 
 __all__ = ["suspend_genai_streams"]
 
@@ -110,11 +111,15 @@ def _finalizing_in_a_copy(owner: type) -> Callable[[], None]:
 
 def suspend_genai_streams() -> List[Callable[[], None]]:
     """Make util-genai's stream wrappers suspend their invocation, and finalize out of the
-    interrupted context (:func:`_finalizing_in_a_copy`); returns the undo."""
-    try:
-        module = importlib.import_module(_MODULE)
-    except ImportError:
+    interrupted context (:func:`_finalizing_in_a_copy`), when a GenAI instrumentation
+    imports them (``_on_import``); returns the undo."""
+    if not installed(_MODULE):
         return []  # no GenAI instrumentation built on opentelemetry-util-genai
+    return when_imported(_MODULE, _suspend_streams, _MODULE)
+
+
+def _suspend_streams() -> List[Callable[[], None]]:
+    module = importlib.import_module(_MODULE)
     undo: List[Callable[[], None]] = []
     for name in _WRAPPERS:
         owner = getattr(module, name, None)

@@ -49,6 +49,7 @@ from payi_otel._model.parameters import (
     validate_value,
 )
 from payi_otel._model.scope_attributes import ScopeAttributes
+from payi_otel._on_import import installed, when_imported
 from payi_otel._scopes import ScopeSpec, _await_in_scope, _enter, _Scope
 from payi_otel._wrapping import unwrapper
 
@@ -427,21 +428,15 @@ def _run_wsgi(
 # --- zero-code -------------------------------------------------------------------------------
 
 
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def instrument_web(mapping: RequestMapping) -> List[Callable[[], None]]:
     """Open a request scope in every Starlette / FastAPI route and every Flask app, from
-    ``mapping`` (``PAYI_WEB_HEADERS``, ``PAYI_WEB_ROUTE_STEP``); the undo callables."""
+    ``mapping`` (``PAYI_WEB_HEADERS``, ``PAYI_WEB_ROUTE_STEP``), each when the program
+    imports it (``_on_import``); the undo callables."""
     from wrapt import wrap_function_wrapper
 
     undo: List[Callable[[], None]] = []
 
-    if _installed("starlette"):
+    if installed("starlette"):
 
         async def route_handle(
             wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
@@ -453,10 +448,13 @@ def instrument_web(mapping: RequestMapping) -> List[Callable[[], None]]:
             route = path if mapping.route_step and isinstance(path, str) else None
             await _run_asgi(mapping, route, wrapped, scope, receive, send)
 
-        wrap_function_wrapper("starlette.routing", "Route.handle", route_handle)
-        undo.append(unwrapper(_module("starlette.routing").Route, "handle", route_handle))
+        def wrap_starlette() -> List[Callable[[], None]]:
+            wrap_function_wrapper("starlette.routing", "Route.handle", route_handle)
+            return [unwrapper(_module("starlette.routing").Route, "handle", route_handle)]
 
-    if _installed("flask"):
+        undo.extend(when_imported("starlette.routing", wrap_starlette, "starlette"))
+
+    if installed("flask"):
 
         def wsgi_app(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
             if len(args) != 2 or kwargs:
@@ -466,8 +464,11 @@ def instrument_web(mapping: RequestMapping) -> List[Callable[[], None]]:
             route = _werkzeug_route(url_map, environ)
             return _run_wsgi(mapping, route, wrapped, environ, start_response)
 
-        wrap_function_wrapper("flask.app", "Flask.wsgi_app", wsgi_app)
-        undo.append(unwrapper(_module("flask.app").Flask, "wsgi_app", wsgi_app))
+        def wrap_flask() -> List[Callable[[], None]]:
+            wrap_function_wrapper("flask.app", "Flask.wsgi_app", wsgi_app)
+            return [unwrapper(_module("flask.app").Flask, "wsgi_app", wsgi_app)]
+
+        undo.extend(when_imported("flask.app", wrap_flask, "flask"))
     if not undo:
         log_once(
             "web-none",

@@ -26,6 +26,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import wrapt
@@ -42,6 +43,7 @@ from payi_otel._model.effective import Effective
 from payi_otel._model.merge import Level, combine
 from payi_otel._model.model_mappings import ModelMapping, find_mapping, mapped_params
 from payi_otel._model.parameters import ParameterError, params_key
+from payi_otel._on_import import installed, when_imported
 from payi_otel._providers._base import (
     Args,
     Call,
@@ -672,42 +674,52 @@ def _make_send_wrapper(provider: Provider, is_async: bool) -> Callable[..., Any]
 
 
 def instrument_providers(providers: Sequence[Provider]) -> List[Callable[[], None]]:
-    """Wrap the patch points of every installed provider; returns the undo callables."""
+    """Wrap the patch points of every installed provider when the program imports its SDK
+    (``_on_import``: now if it is imported); returns the undo callables."""
     undo: List[Callable[[], None]] = []
     for provider in providers:
+        if installed(provider.name):
+            step = partial(_instrument_provider, provider)
+            undo.extend(when_imported(provider.name, step, provider.name))
+    return undo
+
+
+def _instrument_provider(provider: Provider) -> List[Callable[[], None]]:
+    """Wrap the patch points of one provider whose SDK is imported; the undo callables."""
+    undo: List[Callable[[], None]] = []
+    try:
+        points = provider.patch_points()
+    except ImportError:
+        return undo  # the SDK is not installed
+    except Exception:
+        internal_error(f"sdk:{provider.name}", f"cannot instrument {provider.name}")
+        return undo
+    stamp_at_entry = not any(point.role is Role.SEND for point in points)
+    for point in points:
         try:
-            points = provider.patch_points()
-        except ImportError:
-            continue  # the SDK is not installed
+            module = importlib.import_module(point.module)
+            owner_name, method = point.attribute.rsplit(".", 1)
+            owner = getattr(module, owner_name)
+            getattr(owner, method)
         except Exception:
-            internal_error(f"sdk:{provider.name}", f"cannot instrument {provider.name}")
+            internal_error(
+                f"sdk:{provider.name}:{point.attribute}",
+                f"{provider.name} has no {point.attribute}",
+            )
             continue
-        stamp_at_entry = not any(point.role is Role.SEND for point in points)
-        for point in points:
-            try:
-                module = importlib.import_module(point.module)
-                owner_name, method = point.attribute.rsplit(".", 1)
-                owner = getattr(module, owner_name)
-                getattr(owner, method)
-            except Exception:
-                internal_error(
-                    f"sdk:{provider.name}:{point.attribute}",
-                    f"{provider.name} has no {point.attribute}",
-                )
-                continue
-            if point.role is Role.SEND:
-                wrapper = _make_send_wrapper(provider, point.is_async)
-            else:
-                wrapper = _make_wrapper(provider, point.is_async, stamp_at_entry)
-            if point.beneath:
-                _wrap_beneath(owner, method, wrapper)
-            else:
-                wrapt.wrap_function_wrapper(module, point.attribute, wrapper)
-            undo.append(unwrapper(owner, method, wrapper))
-        try:
-            undo.extend(provider.patch_more())
-        except Exception:
-            internal_error(f"sdk:{provider.name}:more", f"cannot instrument {provider.name}")
+        if point.role is Role.SEND:
+            wrapper = _make_send_wrapper(provider, point.is_async)
+        else:
+            wrapper = _make_wrapper(provider, point.is_async, stamp_at_entry)
+        if point.beneath:
+            _wrap_beneath(owner, method, wrapper)
+        else:
+            wrapt.wrap_function_wrapper(module, point.attribute, wrapper)
+        undo.append(unwrapper(owner, method, wrapper))
+    try:
+        undo.extend(provider.patch_more())
+    except Exception:
+        internal_error(f"sdk:{provider.name}:more", f"cannot instrument {provider.name}")
     return undo
 
 

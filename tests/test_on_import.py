@@ -1,0 +1,223 @@
+"""Instrumenting each SDK, framework and HTTP client when the program imports it
+(``payi_otel._on_import``, issue 20: start-up).
+
+``payi_instrument()`` imports none of them now; whatever the program imports afterwards is
+instrumented before its ``import`` returns, in whichever thread imports it. The module
+mechanics are tested on throwaway modules; each provider family end to end in a fresh
+interpreter (``on_import_child.py``) against the fake server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable, List
+
+import pytest
+from fake_llm_server import FakeLLMServer
+from fixtures_genai import payi_headers
+
+from payi_otel import _log, _on_import
+
+CHILD = Path(__file__).with_name("on_import_child.py")
+
+
+# --- the mechanics, on throwaway modules -----------------------------------------------------
+
+
+@pytest.fixture
+def new_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], str]]:
+    """Makes importable modules no test has imported (each a new name)."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    made: List[str] = []
+
+    def make() -> str:
+        name = f"payi_on_import_{uuid.uuid4().hex}"
+        (tmp_path / f"{name}.py").write_text("VALUE = 1\n")
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        sys.modules.pop(name, None)
+
+
+class Step:
+    """A step that records where it ran and what of it was undone."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.threads: List[str] = []
+        self.undone = 0
+        self.fail = fail
+
+    def __call__(self) -> List[Callable[[], None]]:
+        self.threads.append(threading.current_thread().name)
+        if self.fail:
+            raise RuntimeError("step failed")
+        return [self.undo]
+
+    def undo(self) -> None:
+        self.undone += 1
+
+
+def test_a_module_already_imported_runs_the_step_now_and_returns_its_undo(
+    new_module: Callable[[], str],
+) -> None:
+    name = new_module()
+    __import__(name)
+    step = Step()
+    undo = _on_import.when_imported(name, step, "test")
+    assert step.threads == [threading.current_thread().name]
+    assert undo == [step.undo]  # exactly the step's own, as instrumenting did before
+
+
+def test_a_step_waits_for_the_import_and_runs_before_it_returns(
+    new_module: Callable[[], str],
+) -> None:
+    name = new_module()
+    step = Step()
+    [undo] = _on_import.when_imported(name, step, "test")
+    assert step.threads == []
+    module = __import__(name)
+    assert step.threads == [threading.current_thread().name] and module.VALUE == 1
+    __import__(name)  # imported again: nothing more
+    assert step.threads == [threading.current_thread().name]
+    undo()
+    assert step.undone == 1
+    undo()  # twice: once undone
+    assert step.undone == 1
+
+
+def test_a_step_dropped_before_the_import_never_runs(new_module: Callable[[], str]) -> None:
+    name = new_module()
+    step, kept = Step(), Step()
+    [drop] = _on_import.when_imported(name, step, "test")
+    [undo_kept] = _on_import.when_imported(name, kept, "test")
+    drop()
+    __import__(name)
+    assert (step.threads, step.undone) == ([], 0)
+    assert kept.threads == [threading.current_thread().name]
+    undo_kept()
+    assert kept.undone == 1
+
+
+def test_instrumenting_again_after_an_undo_waits_on_the_same_hook(
+    new_module: Callable[[], str],
+) -> None:
+    # wrapt cannot take a hook back: the second registration must still be run by it.
+    name = new_module()
+    first, second = Step(), Step()
+    [drop] = _on_import.when_imported(name, first, "test")
+    drop()
+    _on_import.when_imported(name, second, "test")
+    __import__(name)
+    assert first.threads == [] and len(second.threads) == 1
+
+
+def test_the_step_runs_in_the_thread_that_imports(new_module: Callable[[], str]) -> None:
+    name = new_module()
+    step = Step()
+    _on_import.when_imported(name, step, "test")
+    worker = threading.Thread(target=__import__, args=(name,), name="importer")
+    worker.start()
+    worker.join()
+    assert step.threads == ["importer"]
+
+
+def test_a_failing_step_never_fails_the_programs_import(
+    new_module: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(_log, "RAISE_INTERNAL_ERRORS", False)
+    _log.reset_log_once()
+    name = new_module()
+    step = Step(fail=True)
+    [undo] = _on_import.when_imported(name, step, "a test step")
+    with caplog.at_level(logging.WARNING, logger="payi_otel"):
+        module = __import__(name)
+    assert module.VALUE == 1 and len(step.threads) == 1
+    [record] = caplog.records
+    assert "instrumenting a test step failed" in record.getMessage()
+    undo()  # nothing to undo
+    assert step.undone == 0
+
+
+# --- every provider family, in a fresh program -----------------------------------------------
+
+SDKS = ("openai", "anthropic", "bedrock", "google")
+
+
+def _child(server: FakeLLMServer, sdk: str, how: str, stderr: str = "") -> dict[str, Any]:
+    urls = {
+        "openai": server.openai_base_url,
+        "anthropic": server.anthropic_base_url,
+        "bedrock": server.bedrock_endpoint_url,
+        "google": server.google_genai_base_url,
+    }
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), *sys.path) if p)
+    for key in [k for k in env if k.startswith(("OTEL_", "PAYI_"))]:
+        del env[key]
+    result = subprocess.run(
+        [sys.executable, str(CHILD), sdk, json.dumps(urls), how],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == stderr  # nothing else: no warning, no traceback
+    out: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return out
+
+
+@pytest.mark.parametrize("how", ["main", "thread"])
+@pytest.mark.parametrize("sdk", SDKS)
+def test_an_sdk_imported_after_payi_instrument_is_stamped_and_spanned(
+    llm_server: FakeLLMServer, sdk: str, how: str
+) -> None:
+    out = _child(llm_server, sdk, how)
+    assert out["imported_by_instrument"] == []
+    [request] = llm_server.requests
+    assert payi_headers(request)["x-payi-user-id"] == "lazy-user"
+    genai = [span for span in out["spans"] if span["genai"]]
+    assert len(genai) == 1, out["spans"]  # one GenAI span: its instrumentation turned on once
+    assert genai[0]["user"] == "lazy-user"
+    assert {"payi.genai.tokens", "payi.genai.cost"} <= set(out["metrics"])
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_the_programs_own_genai_instrumentation_imports_the_sdk_and_stays_the_only_one(
+    llm_server: FakeLLMServer, sdk: str
+) -> None:
+    # It imports the SDK inside its instrument(): payi_otel must not turn another one on.
+    out = _child(llm_server, sdk, "own-genai")
+    [request] = llm_server.requests
+    assert payi_headers(request)["x-payi-user-id"] == "lazy-user"
+    genai = [span for span in out["spans"] if span["genai"]]
+    assert len(genai) == 1, out["spans"]
+    assert genai[0]["user"] == "lazy-user"
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_an_sdk_imported_after_uninstrument_is_left_alone(
+    llm_server: FakeLLMServer, sdk: str
+) -> None:
+    # The scope says why nothing is stamped, as it does in any program not instrumented.
+    warning = (
+        "payi_otel: @track / track_context run but payi_instrument() was not called, so no "
+        "x-payi-* header is stamped on LLM calls (scopes and spans still work). Call "
+        "payi_instrument() once at start-up, or run under opentelemetry-instrument.\n"
+    )
+    out = _child(llm_server, sdk, "uninstrumented", stderr=warning)
+    [request] = llm_server.requests
+    assert payi_headers(request) == {}
+    assert [span for span in out["spans"] if span["genai"]] == []
