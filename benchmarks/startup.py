@@ -1,12 +1,14 @@
 """Start-up cost: ``python benchmarks/startup.py [--runs N] [--before SRC]``.
 
 Each run is a fresh interpreter that imports ``payi_otel``, calls ``payi_instrument()`` (an
-SDK ``TracerProvider`` and ``MeterProvider``, GenAI spans on) and makes one chat completion
-answered in-process (``httpx2.MockTransport``): the times of the three steps, whether
-``genai_prices`` was imported by the end of ``payi_instrument()``, and the peak RSS. With
-``--before SRC`` (a ``src`` directory of another checkout, e.g. from ``git archive``), the
-runs alternate between that code (through ``PYTHONPATH``) and this one; the figure is the
-median of each.
+SDK ``TracerProvider`` and ``MeterProvider``, GenAI spans on), then imports ``openai`` (which
+payi_otel instruments then: ``_on_import``) and makes one chat completion answered in-process
+(``httpx2.MockTransport``). It reports the times of each step and from ``payi_instrument()``
+to the first answer; whether ``genai_prices`` was imported by the end of
+``payi_instrument()``, and how many installed SDKs, frameworks and HTTP clients it imported;
+and the peak RSS. With ``--before SRC`` (a ``src`` directory of another checkout, e.g. from
+``git archive``), the runs alternate between that code (through ``PYTHONPATH``) and this
+one; the figure is the median of each.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ t2 = time.perf_counter()
 payi_otel.payi_instrument(tracer_provider=TracerProvider(), meter_provider=MeterProvider())
 t3 = time.perf_counter()
 loaded = "genai_prices" in sys.modules
+sdks = sum(name in sys.modules for name in ("openai", "anthropic", "botocore", "google.genai",
+    "agents", "langchain_core", "httpx", "requests", "starlette", "flask"))
 import httpx2, openai
+t3b = time.perf_counter()
 body = json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"},
                  "finish_reason": "stop"}],
@@ -44,7 +49,9 @@ t4 = time.perf_counter()
 client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
 t5 = time.perf_counter()
 print(json.dumps({"import payi_otel": t1 - t0, "payi_instrument()": t3 - t2,
-    "first call": t4 - t3, "second call": t5 - t4, "genai_prices after instrument": loaded,
+    "import openai (instrumented then)": t3b - t3, "first call": t4 - t3b,
+    "second call": t5 - t4, "payi_instrument() to the first answer": t4 - t2,
+    "genai_prices after instrument": loaded, "SDKs, frameworks, HTTP clients it imported": sdks,
     "peak RSS MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -76,7 +83,7 @@ def main() -> None:
         cells = []
         for side in sides:
             values = [r[key] for r in results[side]]
-            if isinstance(values[0], bool):
+            if isinstance(values[0], (bool, int)):
                 cells.append(str(values[0]))
             elif key.endswith("MB"):
                 cells.append(f"{statistics.median(values):.1f}")

@@ -1,10 +1,10 @@
 """The benchmark commands of the README and docs/performance.md run (``make bench`` is
 ``benchmarks/run.py``; its cost rows alone are ``python benchmarks/bench_cost.py``; the
 in-call timings ``python benchmarks/in_call.py``; the instruction counts ``python
-benchmarks/instructions.py``), here in their quick form: every comparison
-of the cost path is measured, each goal gets a verdict, and nothing else is printed on stderr
-than the progress lines. The figures themselves are ``make bench``'s (docs/performance.md):
-no timing is asserted."""
+benchmarks/instructions.py``; start-up ``python benchmarks/startup.py``), here in their
+quick form: every comparison of the cost path is measured, each goal gets a verdict, and
+nothing else is printed on stderr than the progress lines. The figures themselves are
+``make bench``'s (docs/performance.md): no timing is asserted."""
 
 from __future__ import annotations
 
@@ -93,3 +93,24 @@ def test_the_instruction_counts_run_for_every_comparison() -> None:
         "payi_otel default (hook + GenAI spans + cost) vs genai-openai alone",
     ):
         assert re.fullmatch(r"[+-][\d,]+", counts[compared].strip()), (compared, done.stdout)
+
+
+def test_the_start_up_benchmark_runs_and_payi_instrument_imports_no_sdk() -> None:
+    """``python benchmarks/startup.py``, one run: every step timed; ``payi_instrument()``
+    imports neither genai-prices nor any SDK, framework or HTTP client (``_on_import``)."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "startup.py"), "--runs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    rows = {
+        line.split(" | ")[0][2:]: line.split(" | ")[1].rstrip(" |")
+        for line in done.stdout.splitlines()[2:]
+    }
+    assert rows["genai_prices after instrument"] == "False", done.stdout
+    assert rows["SDKs, frameworks, HTTP clients it imported"] == "0", done.stdout
+    for step in ("payi_instrument()", "import openai (instrumented then)", "first call"):
+        assert rows[step].endswith(" ms"), done.stdout
