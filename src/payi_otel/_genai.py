@@ -20,11 +20,12 @@ import importlib
 import importlib.metadata
 import os
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from types import FrameType
-from typing import Any, Callable, List, Optional, Tuple, overload
+from typing import Any, Callable, Dict, List, Optional, Tuple, overload
 
 from opentelemetry.trace import TracerProvider
 
@@ -229,6 +230,11 @@ def _loaded_instrumented(inst: Instrumentation) -> Any:
     return instance if getattr(instance, "_is_instrumented_by_opentelemetry", False) else None
 
 
+#: Held while an instrumentation is turned on (:func:`_keeping_environment`); reentrant: turning
+#: one on may import another SDK, whose own is turned on then.
+_environment_lock = threading.RLock()
+
+
 @contextlib.contextmanager
 def _keeping_environment(distribution: str) -> Iterator[None]:
     """Instrument with the process environment's ``OTEL_*`` variables left as they were.
@@ -240,25 +246,32 @@ def _keeping_environment(distribution: str) -> Iterator[None]:
     call emit a ``gen_ai.client.inference.operation.details`` event as well (issue 20: ~10%
     of payi_otel's cost per call). Each variable an instrumentation added or changed is put
     back as the user had it (one DEBUG line); whoever wants the events sets it themselves.
+    One at a time: SDKs imported at once in two threads are instrumented at once
+    (``_on_import``), and one's snapshot must not take in what the other one set.
     """
-    before = {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
-    try:
-        yield
-    finally:
-        after = {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
-        changed = sorted(key for key in {*before, *after} if before.get(key) != after.get(key))
-        for key in changed:
-            if key in before:
-                os.environ[key] = before[key]
-            else:
-                del os.environ[key]
-        if changed:
-            logger.debug(
-                "payi_otel: %s set %s in the process environment when instrumented; put "
-                "back as it was (it would switch every GenAI instrumentation)",
-                distribution,
-                ", ".join(changed),
-            )
+    with _environment_lock:
+        before = {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
+        try:
+            yield
+        finally:
+            _restore(before, distribution)
+
+
+def _restore(before: Dict[str, str], distribution: str) -> None:
+    after = {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
+    changed = sorted(key for key in {*before, *after} if before.get(key) != after.get(key))
+    for key in changed:
+        if key in before:
+            os.environ[key] = before[key]
+        else:
+            del os.environ[key]
+    if changed:
+        logger.debug(
+            "payi_otel: %s set %s in the process environment when instrumented; put "
+            "back as it was (it would switch every GenAI instrumentation)",
+            distribution,
+            ", ".join(changed),
+        )
 
 
 def _enable_family(family: Family, provider: Optional[TracerProvider]) -> List[Callable[[], Any]]:
