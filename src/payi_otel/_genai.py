@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from types import FrameType
-from typing import Any, Callable, Dict, List, Optional, Tuple, overload
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, overload
 
 from opentelemetry.trace import TracerProvider
 
@@ -54,13 +54,21 @@ class Family:
     native_spans_module: Optional[str] = None
     #: What its calls are called in messages (``Provider.label``; default: the SDK).
     label: str = ""
+    #: The SDK's module whose import makes it ready (``Provider.ready_module``; default: the SDK).
+    ready_module: str = ""
+
+    @property
+    def ready(self) -> str:
+        return self.ready_module or self.sdk
 
 
 @derived
 def _registered_families() -> Tuple[Family, ...]:
     return (
         tuple(
-            Family(p.name, p.instrumentations, p.native_spans_module, p.label or p.name)
+            Family(
+                p.name, p.instrumentations, p.native_spans_module, p.label or p.name, p.ready_module
+            )
             for p in providers()
             if p.instrumentations  # none: nothing to turn on
         )
@@ -349,10 +357,10 @@ def _enable_family(family: Family, provider: Optional[TracerProvider]) -> List[C
 
 
 def _being_instrumented(family: Family) -> bool:
-    """Whether the SDK is being imported by one of its own GenAI instrumentations: the
-    program imports that instrumentation, or turns it on, after ``payi_instrument()`` and
-    before it imported the SDK. That one is the program's to turn on (turning one on here
-    too would double every GenAI span, or find it half imported)."""
+    """Whether the SDK is being imported by code of one of its own GenAI instrumentations:
+    the program imports that instrumentation (half imported: it cannot be turned on yet; its
+    own import's end does it, :func:`enable_genai_spans`), or turns it on (it is on when that
+    returns; turning one on here too would double every GenAI span)."""
     packages = tuple(inst.module for inst in family.instrumentations)
     frame: Optional[FrameType] = sys._getframe(1)
     while frame is not None:
@@ -365,25 +373,46 @@ def _being_instrumented(family: Family) -> bool:
     return False
 
 
-def _enable_when_imported(
+#: The SDKs whose GenAI instrumentation is being turned on now (each by one thread, once: turning
+#: it on imports it, whose own import's end would try again).
+_enabling: Set[str] = set()
+_enabling_lock = threading.Lock()
+
+
+def _enable_when_ready(
     family: Family, provider: Optional[TracerProvider]
 ) -> List[Callable[[], Any]]:
-    if _being_instrumented(family):
+    if family.ready not in sys.modules or _being_instrumented(family):
         return []
-    return _enable_family(family, provider)
+    with _enabling_lock:
+        if family.sdk in _enabling:
+            return []
+        _enabling.add(family.sdk)
+    try:
+        return _enable_family(family, provider)
+    finally:
+        with _enabling_lock:
+            _enabling.discard(family.sdk)
 
 
 def enable_genai_spans(provider: Optional[TracerProvider]) -> List[Callable[[], Any]]:
-    """Make sure each installed SDK has exactly one GenAI instrumentation on, each when the
-    program imports the SDK (``_on_import``: now if it is imported); the undo callables of
-    those turned on here (and of those still waiting)."""
+    """Make sure each installed SDK has exactly one GenAI instrumentation on, when the
+    program imports the SDK (``_on_import``: now if it is imported) or, should one of those
+    instrumentations import the SDK itself, when that one's import ends; the undo callables
+    of those turned on here (and of those still waiting)."""
     disabled = _disabled()
     undo: List[Callable[[], Any]] = []
     for family in FAMILIES:
         if not installed(family.sdk):
             continue
         kept = _enabled(family, disabled)
-        if kept:
-            step = partial(_enable_when_imported, replace(family, instrumentations=kept), provider)
-            undo.extend(when_imported(family.sdk, step, f"GenAI spans of {family.sdk}"))
+        if not kept:
+            continue
+        family = replace(family, instrumentations=kept)
+        step = partial(_enable_when_ready, family, provider)
+        what = f"GenAI spans of {family.sdk}"
+        undo.extend(when_imported(family.ready, step, what))
+        if family.ready not in sys.modules:  # an instrumentation may import it: after that
+            for inst in kept:
+                undo.extend(when_imported(inst.module, step, what))
     return undo

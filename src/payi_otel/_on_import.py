@@ -66,8 +66,11 @@ class _Pending:
             dropped = self._state == _DROPPED
             self._state = _DONE
             self._undo = () if dropped else undo
-        if dropped:  # undone while it ran
-            _run_undo(undo)
+        if dropped:  # undone while it ran (in another thread): never fail this import
+            try:
+                _run_undo(undo)
+            except Exception:
+                internal_error(f"on-import:{self._what}:undo", f"undoing {self._what} failed")
 
     def drop(self) -> None:
         with _lock:

@@ -286,6 +286,12 @@ class Provider:
     instrumentations: ClassVar[Tuple[Instrumentation, ...]] = ()
     #: A module of the SDK that starts GenAI spans itself (then no instrumentation is needed).
     native_spans_module: ClassVar[Optional[str]] = None
+    #: The module of the SDK whose import makes it ready to instrument (default: :attr:`name`):
+    #: importing it imports every module its patch points and GenAI instrumentations need.
+    #: Its hooks run while the importing thread holds that module's import lock, so they
+    #: must import nothing of the SDK that another thread may be importing then (botocore's
+    #: package imports none of its client: its ``botocore.client``).
+    ready_module: ClassVar[str] = ""
     #: The model services its clients call, its own first (its category, price id, hosts).
     services: ClassVar[Tuple[Service, ...]] = ()
     #: Instrumentation scopes (prefixes) whose GenAI spans count ``gen_ai.usage.input_tokens``

@@ -310,6 +310,7 @@ def _quiet_loader(original: Callable[[], Any], on: Callable[[], bool]) -> Callab
 class BedrockProvider(Provider):
     name = "botocore"
     label = "AWS Bedrock (botocore bedrock-runtime)"
+    ready_module = "botocore.client"  # with botocore.endpoint and botocore.eventstream
     instrumentations = (
         Instrumentation(
             "opentelemetry-instrumentation-genai-bedrock",
