@@ -400,3 +400,46 @@ def test_an_sdk_past_its_instrumentations_range_gets_its_span_when_the_program_t
     assert result.returncode == 0, result.stderr
     assert payi_headers(llm_server.requests[0])["x-payi-user-id"] == "lazy-user"
     assert result.stdout.strip().splitlines()[-1] == "1", result.stderr
+
+
+_WEB = """
+import json, sys
+import wrapt
+from opentelemetry.sdk.trace import TracerProvider
+from payi_otel import get_context, payi_instrument
+
+payi_instrument(tracer_provider=TracerProvider())
+imported = [name for name in ("flask", "starlette") if name in sys.modules]
+import flask
+import starlette.routing
+
+app = flask.Flask("lazy")
+
+@app.route("/who")
+def who():
+    return get_context().get("user_id") or "nobody"
+
+answer = app.test_client().get("/who", headers={"X-User-Id": "web-user"}).get_data(as_text=True)
+print(json.dumps({
+    "imported_by_instrument": imported,
+    "flask": isinstance(flask.app.Flask.__dict__["wsgi_app"], wrapt.FunctionWrapper),
+    "starlette": isinstance(starlette.routing.Route.__dict__["handle"], wrapt.FunctionWrapper),
+    "answer": answer,
+}))
+"""
+
+
+def test_the_web_hooks_wait_for_flask_and_starlette() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PAYI_"))}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), *sys.path) if p)
+    env["PAYI_WEB_HEADERS"] = "X-User-Id=user_id"
+    result = subprocess.run(
+        [sys.executable, "-c", _WEB], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert json.loads(result.stdout) == {
+        "imported_by_instrument": [],
+        "flask": True,
+        "starlette": True,
+        "answer": "web-user",
+    }

@@ -17,6 +17,10 @@ made with a module that is imported but not yet instrumented.
   (the undo callables it returned, last first).
 - No lock is held while a step runs: a step imports modules, and an import in another
   thread may wait on the step's own import lock.
+- A step runs while the importing thread holds its module's import lock: it must import
+  nothing another thread may be importing then (so the module waited for is the one whose
+  import makes the rest ready: ``Provider.ready_module``). And a hook on a submodule makes
+  wrapt's finder import its package first: never on a submodule its package imports.
 """
 
 from __future__ import annotations

@@ -468,7 +468,9 @@ def instrument_web(mapping: RequestMapping) -> List[Callable[[], None]]:
             wrap_function_wrapper("flask.app", "Flask.wsgi_app", wsgi_app)
             return [unwrapper(_module("flask.app").Flask, "wsgi_app", wsgi_app)]
 
-        undo.extend(when_imported("flask.app", wrap_flask, "flask"))
+        # On flask itself: its package imports flask.app, and a hook on a submodule whose
+        # package imports it makes another thread importing it wait for the package (wrapt).
+        undo.extend(when_imported("flask", wrap_flask, "flask"))
     if not undo:
         log_once(
             "web-none",
