@@ -443,3 +443,52 @@ def test_the_web_hooks_wait_for_flask_and_starlette() -> None:
         "starlette": True,
         "answer": "web-user",
     }
+
+
+# --- found in review 2 (branch review2) ------------------------------------------------------
+
+_INSTRUMENTATION_IN_A_THREAD = """
+import json, sys, threading, time
+import on_import_child as child
+from payi_otel import _on_import, payi_instrument, track_context
+
+INSTRUMENTATION = "opentelemetry.instrumentation.genai.openai"
+workers = []
+
+def another_thread_imports_the_instrumentation():
+    # While this thread runs openai's post-import hooks, another one imports openai's GenAI
+    # instrumentation (as a plugin loaded in a worker does): its import of openai waits for
+    # this thread's import of openai to end, holding the instrumentation's import lock.
+    worker = threading.Thread(target=__import__, args=(INSTRUMENTATION,))
+    worker.start()
+    workers.append(worker)
+    deadline = time.monotonic() + 5
+    while INSTRUMENTATION not in sys.modules and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(0.3)
+    return []
+
+_on_import.when_imported("openai", another_thread_imports_the_instrumentation, "test")  # first
+payi_instrument({"use_case_name": "lazy"}, tracer_provider=child.TRACER)
+import openai
+workers[0].join()
+with track_context(user_id="lazy-user"):
+    child.call("openai", json.loads(sys.argv[1]))
+spans = child.EXPORTER.get_finished_spans()
+print(len([s for s in spans if any(k.startswith("gen_ai.") for k in (s.attributes or {}))]))
+"""
+
+
+def test_an_instrumentation_imported_in_another_thread_while_the_sdks_hooks_run(
+    llm_server: FakeLLMServer,
+) -> None:
+    # openai's step imported the instrumentation under openai's import lock, while the other
+    # thread held the instrumentation's and waited for openai's: _DeadlockError in the step, and
+    # a WARNING that openai calls get no GenAI spans (they do: the other thread's import turns
+    # the instrumentation on when it ends).
+    result = _run(_INSTRUMENTATION_IN_A_THREAD, json.dumps({"openai": llm_server.openai_base_url}))
+    assert result.returncode == 0, result.stderr
+    assert payi_headers(llm_server.requests[0])["x-payi-user-id"] == "lazy-user"
+    assert result.stdout.strip().splitlines()[-1] == "1", result.stderr
+    assert result.stderr == ""
+

@@ -379,10 +379,26 @@ _enabling: Set[str] = set()
 _enabling_lock = threading.Lock()
 
 
+def _half_imported(family: Family, importing: str) -> bool:
+    """Whether one of the family's instrumentations (but ``importing``, whose import runs its
+    post-import hooks) is being imported now, in any thread: importing it here, under the SDK's
+    import lock, would deadlock with a thread that holds the instrumentation's and waits for
+    the SDK's (found in review: a WARNING that the SDK's calls get no GenAI spans)."""
+    return any(
+        getattr(getattr(sys.modules.get(inst.module), "__spec__", None), "_initializing", False)
+        for inst in family.instrumentations
+        if inst.module != importing
+    )
+
+
 def _enable_when_ready(
-    family: Family, provider: Optional[TracerProvider]
+    family: Family, provider: Optional[TracerProvider], hooked: bool = False, importing: str = ""
 ) -> List[Callable[[], Any]]:
+    """``hooked``: the step waits for each instrumentation's import too, so one half imported
+    is turned on when its import ends (``importing``: the module whose import runs it)."""
     if family.ready not in sys.modules or _being_instrumented(family):
+        return []
+    if hooked and _half_imported(family, importing):
         return []
     with _enabling_lock:
         if family.sdk in _enabling:
@@ -409,10 +425,12 @@ def enable_genai_spans(provider: Optional[TracerProvider]) -> List[Callable[[], 
         if not kept:
             continue
         family = replace(family, instrumentations=kept)
-        step = partial(_enable_when_ready, family, provider)
+        hooked = family.ready not in sys.modules  # an instrumentation may import it: after that
         what = f"GenAI spans of {family.sdk}"
+        step = partial(_enable_when_ready, family, provider, hooked, family.ready)
         undo.extend(when_imported(family.ready, step, what))
-        if family.ready not in sys.modules:  # an instrumentation may import it: after that
+        if hooked:
             for inst in kept:
+                step = partial(_enable_when_ready, family, provider, hooked, inst.module)
                 undo.extend(when_imported(inst.module, step, what))
     return undo
