@@ -491,4 +491,3 @@ def test_an_instrumentation_imported_in_another_thread_while_the_sdks_hooks_run(
     assert payi_headers(llm_server.requests[0])["x-payi-user-id"] == "lazy-user"
     assert result.stdout.strip().splitlines()[-1] == "1", result.stderr
     assert result.stderr == ""
-
