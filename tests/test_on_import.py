@@ -152,6 +152,28 @@ def test_a_failing_step_never_fails_the_programs_import(
 
 # --- every provider family, in a fresh program -----------------------------------------------
 
+
+def _python(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python <args>`` in a fresh interpreter that can import on_import_child and this
+    checkout, with no PAYI_* / OTEL_* variables but ``env``."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PAYI_"))}
+    environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(CHILD.parent), environ.get("PYTHONPATH"), *sys.path) if p
+    )
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env={**environ, **env},
+        timeout=120,
+    )
+
+
+def _run(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter (:func:`_python`)."""
+    return _python("-c", code, *args)
+
+
 SDKS = ("openai", "anthropic", "bedrock", "google")
 
 
@@ -162,17 +184,7 @@ def _child(server: FakeLLMServer, sdk: str, how: str, stderr: str = "") -> dict[
         "bedrock": server.bedrock_endpoint_url,
         "google": server.google_genai_base_url,
     }
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), *sys.path) if p)
-    for key in [k for k in env if k.startswith(("OTEL_", "PAYI_"))]:
-        del env[key]
-    result = subprocess.run(
-        [sys.executable, str(CHILD), sdk, json.dumps(urls), how],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    result = _python(str(CHILD), sdk, json.dumps(urls), how)
     assert result.returncode == 0, result.stderr
     assert result.stderr == stderr  # nothing else: no warning, no traceback
     out: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
@@ -272,11 +284,7 @@ print(json.dumps({
 
 
 def test_sdks_imported_at_once_in_threads_are_each_instrumented_once() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PAYI_"))}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), *sys.path) if p)
-    result = subprocess.run(
-        [sys.executable, "-c", _CONCURRENT], capture_output=True, text=True, env=env, timeout=120
-    )
+    result = _run(_CONCURRENT)
     assert result.returncode == 0 and result.stderr == "", result.stderr
     out = json.loads(result.stdout)
     # google-genai's instrumentation sets this when instrumented: put back, whatever the order.
@@ -288,21 +296,6 @@ def test_sdks_imported_at_once_in_threads_are_each_instrumented_once() -> None:
 
 
 # --- found in review (branch review-lazy) ----------------------------------------------------
-
-
-def _run(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """``code`` in a fresh interpreter that can import on_import_child (no PAYI_* / OTEL_*)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PAYI_"))}
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(CHILD.parent), env.get("PYTHONPATH"), *sys.path) if p
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
 
 
 _SUBMODULE_IN_A_THREAD = """
@@ -430,12 +423,7 @@ print(json.dumps({
 
 
 def test_the_web_hooks_wait_for_flask_and_starlette() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PAYI_"))}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), *sys.path) if p)
-    env["PAYI_WEB_HEADERS"] = "X-User-Id=user_id"
-    result = subprocess.run(
-        [sys.executable, "-c", _WEB], capture_output=True, text=True, env=env, timeout=120
-    )
+    result = _python("-c", _WEB, PAYI_WEB_HEADERS="X-User-Id=user_id")
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert json.loads(result.stdout) == {
         "imported_by_instrument": [],

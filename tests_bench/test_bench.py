@@ -16,14 +16,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_cost_benchmark_runs_every_comparison() -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_cost.py"), "--quick"],
+def bench(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    """``python benchmarks/<script> <args>`` from the repository root."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         cwd=ROOT,
     )
+
+
+def test_the_cost_benchmark_runs_every_comparison() -> None:
+    done = bench("bench_cost.py", "--quick")
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     variants = [row.split(" | ")[1] for row in rows[1:]]  # after the header
@@ -45,20 +50,7 @@ def test_the_cost_benchmark_runs_every_comparison() -> None:
 
 def test_the_in_call_timings_run_for_both_modes() -> None:
     for mode in ("spans", "default"):
-        done = subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "benchmarks" / "in_call.py"),
-                "--mode",
-                mode,
-                "--calls",
-                "40",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            cwd=ROOT,
-        )
+        done = bench("in_call.py", "--mode", mode, "--calls", "40")
         assert done.returncode == 0 and done.stderr == "", done.stderr
         pieces = {line.split("µs", 1)[1].strip() for line in done.stdout.splitlines()}
         expected = {
@@ -75,13 +67,7 @@ def test_the_in_call_timings_run_for_both_modes() -> None:
 def test_the_instruction_counts_run_for_every_comparison() -> None:
     """``python benchmarks/instructions.py`` under callgrind, few calls (or, where valgrind is
     not installed, the one line that says so)."""
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "instructions.py"), "--calls", "10"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
+    done = bench("instructions.py", "--calls", "10", timeout=600)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     if done.stdout.startswith("valgrind is not installed"):
         return
@@ -98,13 +84,7 @@ def test_the_instruction_counts_run_for_every_comparison() -> None:
 def test_the_start_up_benchmark_runs_and_payi_instrument_imports_no_sdk() -> None:
     """``python benchmarks/startup.py``, one run: every step timed; ``payi_instrument()``
     imports neither genai-prices nor any SDK, framework or HTTP client (``_on_import``)."""
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "startup.py"), "--runs", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
+    done = bench("startup.py", "--runs", "1")
     assert done.returncode == 0 and done.stderr == "", done.stderr
     rows = {
         line.split(" | ")[0][2:]: line.split(" | ")[1].rstrip(" |")

@@ -54,7 +54,8 @@ class Family:
     native_spans_module: Optional[str] = None
     #: What its calls are called in messages (``Provider.label``; default: the SDK).
     label: str = ""
-    #: The SDK's module whose import makes it ready (``Provider.ready_module``; default: the SDK).
+    #: The SDK's module whose import makes it ready (``Provider.ready``; default: the SDK, as
+    #: for an agent framework).
     ready_module: str = ""
 
     @property
@@ -66,9 +67,7 @@ class Family:
 def _registered_families() -> Tuple[Family, ...]:
     return (
         tuple(
-            Family(
-                p.name, p.instrumentations, p.native_spans_module, p.label or p.name, p.ready_module
-            )
+            Family(p.name, p.instrumentations, p.native_spans_module, p.label or p.name, p.ready)
             for p in providers()
             if p.instrumentations  # none: nothing to turn on
         )

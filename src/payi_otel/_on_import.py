@@ -112,7 +112,8 @@ def _imported(module: ModuleType) -> None:
 
 
 def installed(module: str) -> bool:
-    """Whether ``module`` can be imported (found, not imported)."""
+    """Whether ``module`` can be imported: its spec is found without importing it (its
+    parent packages are imported to look)."""
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):

@@ -30,7 +30,7 @@ middleware, so after authentication, with the route known) and Flask's ``Flask.w
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Callable, Dict, List, Optional, Tuple
 

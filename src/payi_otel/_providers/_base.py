@@ -292,6 +292,12 @@ class Provider:
     #: must import nothing of the SDK that another thread may be importing then (botocore's
     #: package imports none of its client: its ``botocore.client``).
     ready_module: ClassVar[str] = ""
+
+    @property
+    def ready(self) -> str:
+        """The module whose import makes the SDK ready (:attr:`ready_module`, else its name)."""
+        return self.ready_module or self.name
+
     #: The model services its clients call, its own first (its category, price id, hosts).
     services: ClassVar[Tuple[Service, ...]] = ()
     #: Instrumentation scopes (prefixes) whose GenAI spans count ``gen_ai.usage.input_tokens``

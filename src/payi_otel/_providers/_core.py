@@ -680,8 +680,7 @@ def instrument_providers(providers: Sequence[Provider]) -> List[Callable[[], Non
     for provider in providers:
         if installed(provider.name):
             step = partial(_instrument_provider, provider)
-            ready = provider.ready_module or provider.name
-            undo.extend(when_imported(ready, step, provider.name))
+            undo.extend(when_imported(provider.ready, step, provider.name))
     return undo
 
 
