@@ -54,8 +54,8 @@ class Family:
     native_spans_module: Optional[str] = None
     #: What its calls are called in messages (``Provider.label``; default: the SDK).
     label: str = ""
-    #: The SDK's module whose import makes it ready (``Provider.ready``; default: the SDK, as
-    #: for an agent framework).
+    #: The SDK's module whose import makes it ready (``Provider.ready_module``; default: the
+    #: SDK, as ``Provider.ready`` and for an agent framework).
     ready_module: str = ""
 
     @property
@@ -67,7 +67,9 @@ class Family:
 def _registered_families() -> Tuple[Family, ...]:
     return (
         tuple(
-            Family(p.name, p.instrumentations, p.native_spans_module, p.label or p.name, p.ready)
+            Family(
+                p.name, p.instrumentations, p.native_spans_module, p.label or p.name, p.ready_module
+            )
             for p in providers()
             if p.instrumentations  # none: nothing to turn on
         )
