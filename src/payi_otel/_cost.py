@@ -7,7 +7,8 @@ completed call with usage it prices the tokens (``_prices``: the user's prices, 
 registered providers' facts: ``Service.price_id``), puts the usage (GenAI semantic
 conventions) and the cost (``payi_otel.cost.*``: ``payi.*`` are the headers a call sent) on
 the call's GenAI span, and adds both to two counters, ``payi.genai.tokens`` and
-``payi.genai.cost``, by the call's attribution (:class:`UsageMetrics`). A model nobody
+``payi.genai.cost``, by the call's attribution (:class:`UsageMetrics`; the sums, and the
+scope totals, in batches: ``_deferred``). A model nobody
 prices gets usage without cost and one DEBUG line. Without ``genai-prices`` (it needs
 Python >= 3.11) only the user's prices price; one WARNING says so; usage is still recorded.
 """
@@ -15,7 +16,20 @@ Python >= 3.11) only the user's prices price; one WARNING says so; usage is stil
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import (
+    Any,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+    cast,
+)
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
@@ -23,6 +37,7 @@ from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
 from payi_otel import _scope_totals as scope_totals
+from payi_otel._deferred import defer, flush
 from payi_otel._log import internal_error, log_once, logger
 from payi_otel._model.effective import Effective
 from payi_otel._model.parameters import ATTRIBUTE_NAMES
@@ -75,6 +90,26 @@ _PROPERTY = ATTRIBUTE_NAMES["request_properties"]
 _OVERFLOW: Tuple[object, ...] = ("otel.metric.overflow",)
 
 
+class _Entry(NamedTuple):
+    """What the sums need of one completed call (not its record: that holds the response)."""
+
+    call: Effective
+    provider: str
+    service: Optional[Service]
+    request_model: Optional[str]
+    response_model: Optional[str]
+    usage: Usage
+    #: The innermost scope's totals in the context it was sent in (``scope_totals``).
+    totals: Optional[scope_totals.ScopeTotals]
+    #: Its price; :data:`_LATER`: priced when the sums get it.
+    price: object
+
+
+_LATER = object()
+#: What a call is priced and summed by: its record, or its entry in the queue.
+_Priced = Union[CallRecord, _Entry]
+
+
 @derived
 def _price_ids() -> Mapping[str, str]:
     """Pay-i's ``price_as_category`` names a service ``system.<name>``: each registered
@@ -99,13 +134,13 @@ def _own_services() -> Mapping[str, Service]:
     return {p.name: p.services[0] for p in providers() if p.services}
 
 
-def _service(record: CallRecord) -> Optional[Service]:
+def _service(record: _Priced) -> Optional[Service]:
     """The service a call went to: the one its provider told (``CallRecord.service``), else
     the provider's own."""
     return record.service or _own_services().get(record.provider)
 
 
-def _genai_name(record: CallRecord) -> str:
+def _genai_name(record: _Priced) -> str:
     """The metrics' ``gen_ai.provider.name`` of a call: the first GenAI name of the service
     it went to (``azure.ai.openai``, ``aws.bedrock``, ``gcp.vertex_ai``); a provider's own
     service that goes by several, one per backend (google.genai's ``gemini`` /
@@ -165,7 +200,7 @@ class CostObserver:
             # the same tokens twice.
             if usage is None or not record.request_model:
                 return
-            price = self._price(record, usage)
+            price: object = _LATER
             span = record.span
             if span.is_recording():
                 by_scope = from_genai_scope(span)
@@ -174,22 +209,47 @@ class CostObserver:
                 if (
                     by_scope or (not _is_scope_span(span) and is_genai_span(span))
                 ) and is_call_span(span):
+                    # The span ends with the call: it is priced now, and its sums get the
+                    # same price.
+                    price = self._price(record, usage)
                     _annotate(span, usage, price, by_scope)
-            self._metrics.record(record, usage, price)
-            totals = scope_totals.innermost(record.context)
-            if totals is not None:
-                totals.add(
-                    usage.input_tokens or 0,
-                    usage.output_tokens or 0,
-                    None if price is None else price.total,
-                    CURRENCY if price is None else price.currency,
-                )
+            entry = _Entry(
+                record.call,
+                record.provider,
+                record.service,
+                record.request_model,
+                record.response_model,
+                usage,
+                scope_totals.innermost(record.context),
+                price,
+            )
+            # Issue 20: the sums are read only when collected or when a scope ends.
+            defer(self._account, entry)
         except Exception:
             internal_error("cost", "pricing a GenAI call failed")
 
+    def _account(self, entry: _Entry) -> None:
+        """A call's usage and cost, added to the metric sums and its scopes' totals (in a
+        batch: ``_deferred``)."""
+        usage = entry.usage
+        price = (
+            self._price(entry, usage)
+            if entry.price is _LATER
+            else cast(Optional[Price], entry.price)
+        )
+        self._metrics.record(entry, usage, price)
+        totals = entry.totals
+        if totals is not None:
+            totals.add(
+                usage.input_tokens or 0,
+                usage.output_tokens or 0,
+                None if price is None else price.total,
+                CURRENCY if price is None else price.currency,
+            )
+
     # -- price -------------------------------------------------------------------------------
 
-    def _price(self, record: CallRecord, usage: Usage) -> Optional[Price]:
+    def _price(self, record: _Priced, usage: Usage) -> Optional[Price]:
         if usage.input_tokens is None and usage.output_tokens is None:
             return None
         params = record.call.params
@@ -247,7 +307,7 @@ class CostObserver:
         return None
 
 
-def _targets(record: CallRecord, category: object, resource: object) -> _Targets:
+def _targets(record: _Priced, category: object, resource: object) -> _Targets:
     """What to price a call as, in order: (genai-prices provider id, model) pairs."""
     provider = _provider_id(category) if isinstance(category, str) and category else None
     service = _service(record)
@@ -342,7 +402,7 @@ class UsageMetrics:
             "payi_otel.cost.currency when not USD)",
         )
 
-    def record(self, record: CallRecord, usage: Usage, price: Optional[Price]) -> None:
+    def record(self, record: _Entry, usage: Usage, price: Optional[Price]) -> None:
         call = record.call
         currency = None if price is None or price.currency == CURRENCY else price.currency
         # What names the series, besides the dimensions the parameters give (the same for one
@@ -455,6 +515,7 @@ class UsageMetrics:
         return series
 
     def _observe_tokens(self, options: CallbackOptions) -> Iterable[Observation]:
+        flush()  # the calls whose sums wait (``_deferred``)
         with self._lock:
             rows = list(self._series.values())
         for row in rows:
@@ -463,6 +524,7 @@ class UsageMetrics:
                     yield Observation(row[index], attributes)
 
     def _observe_cost(self, options: CallbackOptions) -> Iterable[Observation]:
+        flush()
         with self._lock:
             rows = list(self._series.values())
         for row in rows:

@@ -32,6 +32,7 @@ from opentelemetry.trace import TracerProvider
 from payi_otel import _destinations as destinations
 from payi_otel import _gc_guard, _settings
 from payi_otel._cost import CostObserver
+from payi_otel._deferred import flush
 from payi_otel._genai import enable_genai_spans
 from payi_otel._ingest import ingest_exporter
 from payi_otel._log import internal_error, logger
@@ -131,6 +132,7 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             self._undo += tuple(enable_genai_spans(pending[0]))
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        flush()  # the sums of the calls made so far (``_deferred``)
         for undo in reversed(self._undo):
             undo()
         self._undo = ()

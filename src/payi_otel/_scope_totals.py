@@ -29,6 +29,8 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
+from payi_otel._deferred import flush
+
 __all__ = ["ScopeTotals", "enter", "innermost"]
 
 _KEY = otel_context.create_key("payi_otel.scope_totals")
@@ -67,6 +69,7 @@ class ScopeTotals:
 
     def end(self, span: Span) -> None:
         """Put the totals on the scope's span (before it ends); later calls add nothing."""
+        flush()  # the calls completed so far whose totals wait (``_deferred``)
         with _lock:
             self.ended = True
             calls, inputs, outputs = self.calls, self.input_tokens, self.output_tokens
