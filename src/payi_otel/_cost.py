@@ -187,6 +187,8 @@ class CostObserver:
         self._prices = PriceTable(prices, _provider_id)
         self._targets: Dict[Tuple[object, ...], _Targets] = {}
         self._last_price: Tuple[Tuple[object, ...], Optional[Linear], object] = ((), None, None)
+        #: ``_account``, bound once (a bound method made per call costs one allocation).
+        self._accounting = self._account
         names = (*_DIMENSIONS, _USER) if metrics_user_id else _DIMENSIONS
         self._metrics = UsageMetrics(
             meter_provider or metrics.get_meter_provider(), names, metric_properties
@@ -213,18 +215,22 @@ class CostObserver:
                     # same price.
                     price = self._price(record, usage)
                     _annotate(span, usage, price, by_scope)
-            entry = _Entry(
-                record.call,
-                record.provider,
-                record.service,
-                record.request_model,
-                record.response_model,
-                usage,
-                scope_totals.innermost(record.context),
-                price,
+            # (``tuple.__new__``: a NamedTuple's own ``__new__`` is one more Python call.)
+            entry = tuple.__new__(
+                _Entry,
+                (
+                    record.call,
+                    record.provider,
+                    record.service,
+                    record.request_model,
+                    record.response_model,
+                    usage,
+                    scope_totals.innermost(record.context),
+                    price,
+                ),
             )
             # Issue 20: the sums are read only when collected or when a scope ends.
-            defer(self._account, entry)
+            defer(self._accounting, entry)
         except Exception:
             internal_error("cost", "pricing a GenAI call failed")
 
