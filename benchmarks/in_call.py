@@ -27,6 +27,7 @@ from fake_llm_server import FakeLLMServer
 #: (owner, attribute) of each timed piece; the owner by import path.
 PIECES = [
     ("payi_otel._providers._core", "_prepare"),
+    ("payi_otel._providers._core", "_planned"),
     ("payi_otel._providers._core", "_observed"),
     ("payi_otel._providers._core", "call_basis"),
     ("payi_otel._providers._core", "without_payi_baggage"),
@@ -41,7 +42,7 @@ PIECES = [
     ("payi_otel._cost", "_annotate"),
     ("payi_otel._spans.PayiSpanProcessor", "on_start"),
 ]
-PROVIDER_HOOKS = ("read", "stamp", "service_of", "ask_usage", "usage", "response_model")
+PROVIDER_HOOKS = ("plan_key", "read", "stamp", "service_of", "ask_usage", "usage", "response_model")
 
 
 def _timed(owner: Any, name: str, totals: Dict[str, List[float]], label: str) -> None:

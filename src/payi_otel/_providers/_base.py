@@ -325,6 +325,18 @@ class Provider:
         caller headers, model and URL unknown."""
         return Call()
 
+    def plan_key(
+        self, instance: Any, args: Args, kwargs: Kwargs
+    ) -> Optional[Tuple[Tuple[object, ...], object]]:
+        """Issue 20, the common call's shortcut (``_providers/_core``: "planned calls"): for
+        a call that names no attribution header (neither its own nor its client's defaults),
+        asks nothing of :meth:`prepare` or :meth:`ask_usage` (not a stream) and goes where
+        this provider knows without asking the client: a key such that every call with that
+        key gives the same :meth:`read` and :meth:`service_of`, and an object to keep while
+        the key is remembered (the key may name it by ``id``). None: the call takes the whole
+        path. Default: None (every call does)."""
+        return None
+
     def prepare(
         self, instance: Any, args: Args, kwargs: Kwargs, call: Effective
     ) -> Tuple[Args, Kwargs]:

@@ -27,7 +27,7 @@ import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import wrapt
 from opentelemetry import context as otel_context
@@ -516,17 +516,27 @@ _IN_FLIGHT_KEY = otel_context.create_key("payi_otel.in_flight")
 
 
 def _prepare(
-    provider: Provider, instance: Any, args: Args, kwargs: Kwargs, stamp_here: bool
+    provider: Provider,
+    instance: Any,
+    args: Args,
+    kwargs: Kwargs,
+    stamp_here: bool,
+    plans: Optional[Dict[Tuple[object, ...], _Plan]] = None,
 ) -> Optional[Tuple[Args, Kwargs, Optional[otel_context.Context], Optional[_Observation]]]:
     """Resolve one call, and stamp it unless its provider stamps at a send point
     (``stamp_here`` False): the arguments to send it with, the context to send it in (None:
     the current one already is that context), and its observation (None when nobody
-    observes). None: send it unchanged.
+    observes). None: send it unchanged. ``plans``: the entry point's remembered plans, for
+    a provider whose common calls have them (:func:`_planned`).
 
     A ``ParameterError`` from the caller's headers propagates: the caller's mistake, nothing
     is sent. Anything else is internal: logged once, the call goes out unchanged.
     """
     try:
+        if plans is not None:
+            planned = _planned(provider, instance, args, kwargs, plans)
+            if planned is not _WHOLE_PATH:
+                return planned
         request = provider.read(instance, args, kwargs)
         if request is None:
             return None  # not a GenAI call of this provider
@@ -576,6 +586,76 @@ def _prepare(
         return None
 
 
+class _Plan(NamedTuple):
+    """What the calls of one plan key (``Provider.plan_key``) read and which service they
+    go to: the same for every such call, whatever its parameters and the settings."""
+
+    #: What the plan key names by id (kept alive with it, so no other object takes the id).
+    keep: object
+    request: Call
+    service: Optional[Service]
+
+
+#: Plans remembered per provider (at most this many, then forgotten).
+PLANS_MAX = 256
+
+#: ``_planned``: the call is not one a plan decides; it takes the whole path.
+_WHOLE_PATH: Any = object()
+
+
+def _planned(
+    provider: Provider,
+    instance: Any,
+    args: Args,
+    kwargs: Kwargs,
+    plans: Dict[Tuple[object, ...], _Plan],
+) -> Optional[Tuple[Args, Kwargs, Optional[otel_context.Context], Optional[_Observation]]]:
+    """Issue 20: ``_prepare`` for the common call, with what its plan key decides
+    remembered. The call names no attribution header, no model mapping applies, and its
+    context can be sent in as it is (``call_basis``): so its parameters are the effective
+    ones, and what it reads (its URL and model) and which service it goes to depend only on
+    its plan key. Whether its URL gets the headers, and which, is decided per call, as
+    ``_prepare`` decides it. The same result as ``_prepare`` (``tests/test_planned_calls.py``
+    compares them call by call); :data:`_WHOLE_PATH` for any other call."""
+    found = provider.plan_key(instance, args, kwargs)
+    if found is None:
+        return _WHOLE_PATH  # type: ignore[no-any-return]
+    key, keep = found
+    settings = _settings.current
+    if settings.model_mappings:
+        return _WHOLE_PATH  # type: ignore[no-any-return]
+    current = otel_context.get_current()
+    basis = call_basis(current)
+    if not basis.as_is:
+        return _WHOLE_PATH  # type: ignore[no-any-return]
+    effective = basis.effective
+    plan = plans.get(key)
+    if plan is None:
+        request = provider.read(instance, args, kwargs)
+        if request is None:
+            return None  # not a GenAI call of this provider
+        plan = _Plan(keep, request, provider.service_of(instance, request))
+        if len(plans) >= PLANS_MAX:
+            plans.clear()
+        plans[key] = plan
+    request = plan.request
+    wire = settings.wire
+    headers = effective.headers(wire.dialect) if sends_to(request.url, wire) else {}
+    new_args, new_kwargs = provider.stamp(instance, args, kwargs, headers)
+    span = trace.get_current_span(current)
+    apply_call_attributes(span, effective)
+    service = plan.service
+    if service is not None:
+        name_service(span, service.category)
+    observation = None
+    if settings.observers:
+        observation = _Observation(
+            provider, effective, request.model, service, request, span, current
+        )
+        observation.arguments = (new_args, new_kwargs)
+    return new_args, new_kwargs, None, observation
+
+
 class _Sending:
     """While the SDK sends a call: its resolved context attached; a failure ends its
     observation. (A class, not a generator context manager: this is every call's path.)"""
@@ -604,9 +684,19 @@ def _make_wrapper(provider: Provider, is_async: bool, stamp_here: bool) -> Calla
     """The wrapper of an entry point."""
     # Only a provider with streams that send as they are read needs them read in context.
     reads_in_context = type(provider).sends_when_read is not Provider.sends_when_read
+    # Issue 20: the common call's plan, for a provider that stamps here, knows its plan keys
+    # and leaves the arguments to its SDK (no ``prepare`` of its own).
+    kind = type(provider)
+    plans: Optional[Dict[Tuple[object, ...], _Plan]] = (
+        {}
+        if stamp_here
+        and kind.plan_key is not Provider.plan_key
+        and kind.prepare is Provider.prepare
+        else None
+    )
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs) -> Any:
-        prepared = _prepare(provider, instance, args, kwargs, stamp_here)
+        prepared = _prepare(provider, instance, args, kwargs, stamp_here, plans)
         if prepared is None:
             return wrapped(*args, **kwargs)
         new_args, new_kwargs, ctx, observation = prepared
@@ -619,7 +709,7 @@ def _make_wrapper(provider: Provider, is_async: bool, stamp_here: bool) -> Calla
     async def async_wrapper(
         wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs
     ) -> Any:
-        prepared = _prepare(provider, instance, args, kwargs, stamp_here)
+        prepared = _prepare(provider, instance, args, kwargs, stamp_here, plans)
         if prepared is None:
             return await wrapped(*args, **kwargs)
         new_args, new_kwargs, ctx, observation = prepared

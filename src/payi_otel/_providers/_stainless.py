@@ -130,6 +130,36 @@ class StainlessProvider(Provider):
             self._url(instance, options),
         )
 
+    def plan_key(
+        self, instance: Any, args: Args, kwargs: Kwargs
+    ) -> Optional[Tuple[Tuple[object, ...], object]]:
+        # What ``read`` and ``service_of`` give when neither the call nor the client's
+        # defaults name an attribution header: the client's class, its base URL (an
+        # immutable httpx URL, replaced when set: kept, named by id), the relative URL and
+        # the model - with the SDK's own ``_prepare_url`` (a client's own is asked per call).
+        if len(args) < 2 or kwargs.get("stream"):
+            return None
+        options = args[1]
+        given = options.headers
+        if given and not isinstance(given, self.absent):
+            return None  # headers of the call's own (with_raw_response's too): read them
+        defaults = getattr(instance, "_custom_headers", None)
+        if defaults:
+            for key in defaults:
+                if is_attribution_header(key):
+                    return None
+        plain = self._plain_prepare
+        prepare = getattr(instance, "_prepare_url", None)
+        if plain is None or getattr(prepare, "__func__", None) is not plain:
+            return None
+        url = options.url
+        if not isinstance(url, str):
+            return None
+        body = getattr(options, "json_data", None)
+        model = body.get("model") if isinstance(body, Mapping) else None
+        base = self._base_url(instance)
+        return (type(instance), id(base), url, model if isinstance(model, str) else None), base
+
     def _url(self, instance: Any, options: Any) -> Optional[str]:
         """The absolute URL the SDK will send to: ``options.url`` joined to ``base_url``
         the way the SDK joins them (``_prepare_url``)."""
