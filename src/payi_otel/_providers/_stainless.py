@@ -69,6 +69,8 @@ class StainlessProvider(Provider):
         #: URL, the absolute URL).
         self._plain_prepare: object = None
         self._urls: Dict[Tuple[int, str], Tuple[object, str]] = {}
+        #: Client class -> whether its calls have plan keys (the SDK's own ``_prepare_url``).
+        self._plannable: Dict[type, bool] = {}
 
     def patch_points(self) -> Sequence[PatchPoint]:
         types = importlib.import_module(f"{self.name}._types")
@@ -136,7 +138,8 @@ class StainlessProvider(Provider):
         # What ``read`` and ``service_of`` give when neither the call nor the client's
         # defaults name an attribution header: the client's class, its base URL (an
         # immutable httpx URL, replaced when set: kept, named by id), the relative URL and
-        # the model - with the SDK's own ``_prepare_url`` (a client's own is asked per call).
+        # the model - for a client class that joins URLs with the SDK's own ``_prepare_url``
+        # (a client's own, Azure's or Vertex's, is asked per call: the whole path).
         if len(args) < 2 or kwargs.get("stream"):
             return None
         options = args[1]
@@ -145,20 +148,32 @@ class StainlessProvider(Provider):
             return None  # headers of the call's own (with_raw_response's too): read them
         defaults = getattr(instance, "_custom_headers", None)
         if defaults:
-            for key in defaults:
-                if is_attribution_header(key):
+            for name in defaults:
+                if is_attribution_header(name):
                     return None
-        plain = self._plain_prepare
-        prepare = getattr(instance, "_prepare_url", None)
-        if plain is None or getattr(prepare, "__func__", None) is not plain:
+        cls = type(instance)
+        plannable = self._plannable.get(cls)
+        if plannable is None:
+            plain = self._plain_prepare
+            plannable = self._plannable[cls] = plain is not None and (
+                getattr(cls, "_prepare_url", None) is plain
+            )
+        if not plannable or "_prepare_url" in instance.__dict__:
             return None
         url = options.url
-        if not isinstance(url, str):
+        if url.__class__ is not str:
             return None
-        body = getattr(options, "json_data", None)
-        model = body.get("model") if isinstance(body, Mapping) else None
+        body = options.json_data
+        if body.__class__ is dict:
+            model = body.get("model")
+            if model is not None and model.__class__ is not str:
+                return None  # (a str subclass, say: read it as ``read`` does)
+        elif body is None:
+            model = None
+        else:
+            return None
         base = self._base_url(instance)
-        return (type(instance), id(base), url, model if isinstance(model, str) else None), base
+        return (cls, id(base), url, model), base
 
     def _url(self, instance: Any, options: Any) -> Optional[str]:
         """The absolute URL the SDK will send to: ``options.url`` joined to ``base_url``
@@ -203,7 +218,9 @@ class StainlessProvider(Provider):
         if state is None:
             return instance.base_url
         cls = type(instance)
-        plain: Dict[type, bool] = self.__dict__.setdefault("_plain_base_url", {})
+        plain: Optional[Dict[type, bool]] = self.__dict__.get("_plain_base_url")
+        if plain is None:
+            plain = self.__dict__.setdefault("_plain_base_url", {})
         known = plain.get(cls)
         if known is None:
             known = plain[cls] = self._own_property(cls) and instance.base_url is state
