@@ -69,8 +69,6 @@ class StainlessProvider(Provider):
         #: URL, the absolute URL).
         self._plain_prepare: object = None
         self._urls: Dict[Tuple[int, str], Tuple[object, str]] = {}
-        #: Client class -> whether its calls have plan keys (the SDK's own ``_prepare_url``).
-        self._plannable: Dict[type, bool] = {}
 
     def patch_points(self) -> Sequence[PatchPoint]:
         types = importlib.import_module(f"{self.name}._types")
@@ -145,20 +143,23 @@ class StainlessProvider(Provider):
         options = args[1]
         given = options.headers
         if given and not isinstance(given, self.absent):
-            return None  # headers of the call's own (with_raw_response's too): read them
+            # The call's own headers: ``read`` reads only its attribution headers (anthropic
+            # passes its ``Omit`` placeholders, ``with_raw_response`` its marker).
+            for name in given:
+                if is_attribution_header(name):
+                    return None
         defaults = getattr(instance, "_custom_headers", None)
         if defaults:
             for name in defaults:
                 if is_attribution_header(name):
                     return None
+        # The class's ``_prepare_url`` is looked up at each call (it may be replaced), as
+        # ``read`` does; an instance's own is asked per call (the whole path).
+        plain = self._plain_prepare
         cls = type(instance)
-        plannable = self._plannable.get(cls)
-        if plannable is None:
-            plain = self._plain_prepare
-            plannable = self._plannable[cls] = plain is not None and (
-                getattr(cls, "_prepare_url", None) is plain
-            )
-        if not plannable or "_prepare_url" in instance.__dict__:
+        if plain is None or getattr(cls, "_prepare_url", None) is not plain:
+            return None
+        if "_prepare_url" in instance.__dict__:
             return None
         url = options.url
         if url.__class__ is not str:
