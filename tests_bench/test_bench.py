@@ -56,7 +56,7 @@ def test_the_in_call_timings_run_for_both_modes() -> None:
         expected = {
             "_core._prepare",
             "CostObserver._price",
-            "openai provider.read",
+            "openai provider.plan_key",  # the common call's plan (``read`` at a plan's miss)
             "the whole call",
         }
         if mode == "default":
