@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import signal
 import threading
+import warnings
 import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -115,6 +118,33 @@ def test_a_call_filling_a_batch_while_another_thread_flushes_does_not_wait() -> 
     release.set()
     worker.join()
     assert done == list(range(_deferred.BATCH))  # the running flush took them too
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+def test_a_child_forked_while_another_thread_flushes_can_flush() -> None:
+    started, release = threading.Event(), threading.Event()
+    _deferred.defer(lambda item: (started.set(), release.wait(5)), None)
+    worker = threading.Thread(target=_deferred.flush)
+    worker.start()
+    assert started.wait(5)  # the worker holds the flush lock
+    _deferred.defer(lambda item: None, "queued before the fork")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # (3.12: fork with threads)
+        pid = os.fork()
+    if pid == 0:  # the child: the worker thread is not here to release the lock
+        code = 1
+        try:
+            signal.alarm(5)
+            done: List[str] = []
+            _deferred.defer(done.append, "child")
+            _deferred.flush()
+            code = 0 if done == ["child"] else 2
+        finally:
+            os._exit(code)
+    release.set()
+    worker.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_work_may_queue_and_flush_again_on_the_same_thread() -> None:

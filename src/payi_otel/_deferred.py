@@ -14,11 +14,14 @@ holds :data:`_lock` until every item it took is done, so a reader that flushes s
 call completed before it, including one another thread was in the middle of. A call that
 fills a batch while another thread flushes leaves it to that flush (which runs until the
 queue is empty) instead of waiting. Reentrant: a finalizer run by a collection during a
-flush (an abandoned stream, reported) may queue and flush on the same thread.
+flush (an abandoned stream, reported) may queue and flush on the same thread. A child process
+forked while another thread was flushing gets a lock of its own (the flushing thread is not
+in the child to release it); the calls queued then are the child's too, as the sums are.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from typing import Any, Callable, Deque, Tuple
@@ -32,6 +35,15 @@ BATCH = 64
 
 _queue: Deque[Tuple[Callable[[Any], None], Any]] = deque()
 _lock = threading.RLock()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):  # once, at import
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def defer(work: Callable[[Any], None], item: Any) -> None:
