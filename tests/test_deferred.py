@@ -24,7 +24,7 @@ from fixtures_genai import CHAT, GenAI
 from fixtures_otel import Metrics
 
 from payi_otel import PayiInstrumentor, _deferred, _log, _settings, track_context
-from payi_otel._cost import CostObserver
+from payi_otel._cost import _LATER, CostObserver
 
 MINI: dict[str, Any] = {**CHAT, "model": "gpt-4o-mini"}
 
@@ -244,3 +244,27 @@ def test_the_queue_keeps_no_response_alive(genai: GenAI) -> None:
     del response, record, records
     gc.collect()
     assert gone() is None  # while its call waits in the queue
+
+
+def test_the_first_call_is_priced_at_once_and_the_next_ones_wait(genai: GenAI) -> None:
+    """The first call an observer sees imports genai-prices (or says it is missing) in the
+    call, as before the batches: a short program with no metric reader still gets the
+    WARNING when genai-prices cannot be installed. Later calls wait for their batch."""
+    genai.reinstrument({"use_case_name": "support"}, genai_spans=False)
+    records: List[Any] = []
+    undo = _settings.add_observer(records.append)
+    try:
+        genai.openai.chat.completions.create(**MINI)
+        genai.openai.chat.completions.create(**MINI)
+    finally:
+        undo()
+    _deferred.flush()
+    observer = CostObserver(Metrics().provider)
+    genai_prices = observer._prices.genai
+    assert genai_prices._module is None  # nothing priced by this observer yet
+    observer(records[0])
+    assert genai_prices._module is not None  # the first call: priced, genai-prices loaded
+    queued = list(_deferred._queue)
+    assert len(queued) == 1 and queued[0][1].price is not None
+    observer(records[1])
+    assert _deferred._queue[-1][1].price is _LATER  # the next one waits for its batch

@@ -189,6 +189,8 @@ class CostObserver:
         self._last_price: Tuple[Tuple[object, ...], Optional[Linear], object] = ((), None, None)
         #: ``_account``, bound once (a bound method made per call costs one allocation).
         self._accounting = self._account
+        #: Whether a call was priced by this observer yet (the first is priced at once).
+        self._priced_one = False
         names = (*_DIMENSIONS, _USER) if metrics_user_id else _DIMENSIONS
         self._metrics = UsageMetrics(
             meter_provider or metrics.get_meter_provider(), names, metric_properties
@@ -215,6 +217,11 @@ class CostObserver:
                     # same price.
                     price = self._price(record, usage)
                     _annotate(span, usage, price, by_scope)
+            if price is _LATER and not self._priced_one:
+                # The first call is priced at once, as before the batches: it imports
+                # genai-prices (or says, once, that it is missing) in the call that needs it.
+                price = self._price(record, usage)
+            self._priced_one = True
             # (``tuple.__new__``: a NamedTuple's own ``__new__`` is one more Python call.)
             entry = tuple.__new__(
                 _Entry,
