@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -268,3 +269,56 @@ def test_the_first_call_is_priced_at_once_and_the_next_ones_wait(genai: GenAI) -
     assert len(queued) == 1 and queued[0][1].price is not None
     observer(records[1])
     assert _deferred._queue[-1][1].price is _LATER  # the next one waits for its batch
+
+
+def test_a_reader_does_not_wait_forever_for_a_flush_stuck_on_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A flush that cannot finish (its thread waits on the reader's: a finalizer run here
+    while this thread holds what that flush needs) holds the reader at most ``WAIT``."""
+    monkeypatch.setattr(_deferred, "WAIT", 0.2)
+    started, release = threading.Event(), threading.Event()
+    _deferred.defer(lambda item: (started.set(), release.wait(5)), None)
+    worker = threading.Thread(target=_deferred.flush)
+    worker.start()
+    try:
+        assert started.wait(5)
+        done: List[str] = []
+        _deferred.defer(done.append, "waits")
+        clock = time.monotonic()
+        _deferred.flush()  # gives up after WAIT: the worker still holds the queue
+        assert 0.15 < time.monotonic() - clock < 2 and done == []
+    finally:
+        release.set()
+        worker.join()
+    assert done == ["waits"]  # the worker's flush did it
+
+
+def test_metric_readers_take_no_lock(genai: GenAI) -> None:
+    """Collecting reads the published series without ``UsageMetrics``' lock: a collection
+    that allocated under it could run a finalizer waiting for a flush whose thread waits for
+    that lock (review). Here another thread holds the lock for good while metrics are read."""
+    metrics = Metrics()
+    genai.reinstrument({"use_case_name": "support"}, meter_provider=metrics.provider)
+    genai.openai.chat.completions.create(**MINI)
+    _deferred.flush()
+    (observer,) = [o for o in _settings.current.observers if isinstance(o, CostObserver)]
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with observer._metrics._lock:
+            held.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(5)
+        read: List[float] = []
+        reader = threading.Thread(target=lambda: read.append(metrics.total("payi.genai.cost")))
+        reader.start()
+        reader.join(3)
+        assert read and read[0] > 0  # read while the lock is held elsewhere
+    finally:
+        release.set()
+        holder.join()

@@ -43,6 +43,16 @@ MINI: dict[str, Any] = {**CHAT, "model": "gpt-4o-mini"}
 TENANT = "payi.request.properties.tenant"
 
 
+def local(cls: Type[Any], base_url: str, server: FakeLLMServer) -> Any:
+    """A sync openai client of class ``cls`` naming ``base_url``, served locally."""
+    return cls(
+        base_url=base_url,
+        api_key="test",
+        max_retries=0,
+        http_client=httpx.Client(transport=to_local(server)),
+    )
+
+
 def posing(server: FakeLLMServer, base_url: str, is_async: bool = False) -> Any:
     """An openai client whose URLs name ``base_url``'s host, its requests served locally."""
     if is_async:
@@ -161,12 +171,7 @@ def test_a_client_whose_base_url_property_says_otherwise_is_read_by_it(
         def base_url(self) -> httpx.URL:
             return httpx.URL(self.target)
 
-    client = Routed(
-        base_url=f"https://{OTHER}/v1",
-        api_key="test",
-        max_retries=0,
-        http_client=httpx.Client(transport=to_local(genai.server)),
-    )
+    client = local(Routed, f"https://{OTHER}/v1", genai.server)
     with track_context(user_id="dora"):
         for target in (f"https://{GATEWAY}/v1/", f"{PUBLIC}/", f"https://{GATEWAY}/v1/"):
             client.target = target
@@ -431,3 +436,26 @@ def test_a_price_remembered_from_a_later_target_gives_way_to_new_genai_prices(
     assert before == [("user", "ft:my-model", 0.001)] * 2
     assert [(s, m) for s, m, _ in learned] == [("genai-prices", "brand-new-model")] * 2
     assert learned[0][2] == learned[1][2] == pytest.approx(1000 * 0.15 / 1e6, rel=1e-12)
+
+
+def test_a_base_url_property_put_on_the_class_after_its_first_call_is_read(
+    genai: GenAI, records: List[CallRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether a client class's ``base_url`` is the SDK's own property is decided again when
+    the class's property is replaced (review: it was decided once per class, so a property
+    put on the class later was never read, and a call planned under the old URL sent the
+    gateway's headers to the provider's public host)."""
+    genai.check_invariant = False  # the public host's requests carry no headers by policy
+
+    class Late(openai.OpenAI):
+        pass
+
+    client = local(Late, f"https://{GATEWAY}/v1", genai.server)
+    with track_context(user_id="lee"):
+        call(client)  # the SDK's own property: its _base_url is read
+        monkeypatch.setattr(Late, "base_url", property(lambda self: httpx.URL(f"{PUBLIC}/")))
+        call(client)
+    assert [r.headers["host"] for r in genai.server.requests] == [GATEWAY, "api.openai.com"]
+    assert [r.headers.get("x-payi-user-id") for r in genai.server.requests] == ["lee", None]
+    urls = [r.request.url for r in records if r.request is not None]
+    assert urls == [f"https://{GATEWAY}/v1/chat/completions", f"{PUBLIC}/chat/completions"]

@@ -501,45 +501,55 @@ class UsageMetrics:
             yield value
 
     def _new_series(self, key: Tuple[object, ...]) -> List[Any]:
-        """The series of ``key``, made (outside the lock: it allocates) and added once."""
-        if len(self._series) >= MAX_SERIES:
-            key = _OVERFLOW
-            attributes: Dict[str, AttributeValue] = {"otel.metric.overflow": True}
-        else:
-            names = (
-                "gen_ai.provider.name",
-                "gen_ai.request.model",
-                "gen_ai.response.model",
-                *self._names,
-                *(f"{_PROPERTY}.{p}" for p in self._properties),
-                "payi_otel.cost.currency",
+        """The series of ``key``, made and published once. :attr:`_series` is never changed
+        in place: a new series publishes a new mapping (built outside the lock: it allocates;
+        the lock only checks that no other series was published meanwhile), so readers need
+        no lock (a collection reading it under a lock could run a finalizer that waits for a
+        thread waiting for that lock: ``_deferred``)."""
+        while True:
+            current = self._series
+            known = current.get(key)
+            if known is not None:
+                return known
+            if len(current) >= MAX_SERIES:
+                overflow = current.get(_OVERFLOW)
+                if overflow is not None:
+                    return overflow
+                key = _OVERFLOW
+                attributes: Dict[str, AttributeValue] = {"otel.metric.overflow": True}
+            else:
+                names = (
+                    "gen_ai.provider.name",
+                    "gen_ai.request.model",
+                    "gen_ai.response.model",
+                    *self._names,
+                    *(f"{_PROPERTY}.{p}" for p in self._properties),
+                    "payi_otel.cost.currency",
+                )
+                attributes = {
+                    name: value  # type: ignore[misc]
+                    for name, value in zip(names, key)
+                    if value is not None and value != ""
+                }
+            per_type = tuple(
+                {**attributes, "payi_otel.token.type": token_type} for _, _, token_type in _USAGE
             )
-            attributes = {
-                name: value  # type: ignore[misc]
-                for name, value in zip(names, key)
-                if value is not None and value != ""
-            }
-        per_type = tuple(
-            {**attributes, "payi_otel.token.type": token_type} for _, _, token_type in _USAGE
-        )
-        made = [0, 0, 0, 0, 0, None, attributes, per_type]
-        with self._lock:
-            series: List[Any] = self._series.setdefault(key, made)
-        return series
+            made = [0, 0, 0, 0, 0, None, attributes, per_type]
+            grown = {**current, key: made}
+            with self._lock:
+                if self._series is current:
+                    self._series = grown
+                    return made
 
     def _observe_tokens(self, options: CallbackOptions) -> Iterable[Observation]:
         flush()  # the calls whose sums wait (``_deferred``)
-        with self._lock:
-            rows = list(self._series.values())
-        for row in rows:
+        for row in self._series.values():  # a published mapping: never changed (_new_series)
             for index, attributes in enumerate(row[7]):
                 if row[index]:
                     yield Observation(row[index], attributes)
 
     def _observe_cost(self, options: CallbackOptions) -> Iterable[Observation]:
         flush()
-        with self._lock:
-            rows = list(self._series.values())
-        for row in rows:
+        for row in self._series.values():
             if row[5] is not None:
                 yield Observation(row[5], row[6])

@@ -56,10 +56,26 @@ def defer(work: Callable[[Any], None], item: Any) -> None:
             _lock.release()
 
 
+#: The longest a reader waits for another thread's flush (seconds). A flush of one batch
+#: takes about a millisecond; past this, the reader goes on without the calls still being
+#: done (see :func:`flush`).
+WAIT = 1.0
+
+
 def flush() -> None:
-    """Do every queued item's work now; returns when it is done, in any thread."""
-    with _lock:
+    """Do every queued item's work now; returns when it is done, in any thread - or, when
+    another thread's flush holds the queue for longer than :data:`WAIT`, without the items
+    that flush is doing. That happens only when that thread waits on this one: a finalizer run
+    by a collection here (a scope left in an abandoned generator, ending) while this thread
+    holds what that flush needs next. A reader never deadlocks the program; a metric reader
+    gets those calls at its next collection (the sums are cumulative), a scope's totals lack
+    them."""
+    if not _lock.acquire(timeout=WAIT):
+        return
+    try:
         _drain()
+    finally:
+        _lock.release()
 
 
 def _drain() -> None:

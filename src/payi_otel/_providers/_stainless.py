@@ -219,13 +219,18 @@ class StainlessProvider(Provider):
         if state is None:
             return instance.base_url
         cls = type(instance)
-        plain: Optional[Dict[type, bool]] = self.__dict__.get("_plain_base_url")
+        plain: Optional[Dict[type, Tuple[object, bool]]] = self.__dict__.get("_plain_base_url")
         if plain is None:
             plain = self.__dict__.setdefault("_plain_base_url", {})
+        # The class's property, looked up at each call: one replaced later is decided again.
+        prop = getattr(cls, "base_url", None)
         known = plain.get(cls)
-        if known is None:
-            known = plain[cls] = self._own_property(cls) and instance.base_url is state
-        return state if known else instance.base_url
+        if known is None or known[0] is not prop:
+            known = plain[cls] = (
+                prop,
+                self._own_property(cls) and instance.base_url is state,
+            )
+        return state if known[1] else instance.base_url
 
     def _own_property(self, cls: type) -> bool:
         """Whether ``cls``'s ``base_url`` is a property the SDK itself defines for its
