@@ -217,11 +217,12 @@ class CostObserver:
                     # same price.
                     price = self._price(record, usage)
                     _annotate(span, usage, price, by_scope)
-            if price is _LATER and not self._priced_one:
+            if not self._priced_one:
                 # The first call is priced at once, as before the batches: it imports
                 # genai-prices (or says, once, that it is missing) in the call that needs it.
-                price = self._price(record, usage)
-            self._priced_one = True
+                self._priced_one = True
+                if price is _LATER:
+                    price = self._price(record, usage)
             # (``tuple.__new__``: a NamedTuple's own ``__new__`` is one more Python call.)
             entry = tuple.__new__(
                 _Entry,

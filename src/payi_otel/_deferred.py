@@ -11,7 +11,8 @@ first: a metric collection (the observable counters' callbacks), a scope's end (
 
 Thread-safe: the queue is a ``deque`` (its ``append`` and ``popleft`` are atomic). A flush
 holds :data:`_lock` until every item it took is done, so a reader that flushes sees every
-call completed before it, including one another thread was in the middle of. A call that
+call completed before it, including one another thread was in the middle of (waiting for
+that thread at most :data:`WAIT`: see :func:`flush`). A call that
 fills a batch while another thread flushes leaves it to that flush (which runs until the
 queue is empty) instead of waiting. Reentrant: a finalizer run by a collection during a
 flush (an abandoned stream, reported) may queue and flush on the same thread. A child process

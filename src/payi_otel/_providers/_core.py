@@ -35,7 +35,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from payi_otel import _settings
-from payi_otel._context import call_basis, with_call, without_payi_baggage
+from payi_otel._context import CallBasis, call_basis, with_call, without_payi_baggage
 from payi_otel._destinations import sends_to
 from payi_otel._log import internal_error
 from payi_otel._model.dialects import parse_headers
@@ -54,7 +54,7 @@ from payi_otel._providers._base import (
     Service,
     Usage,
 )
-from payi_otel._settings import add_observer
+from payi_otel._settings import Settings, add_observer
 from payi_otel._spans import apply_call_attributes, name_service
 from payi_otel._wrapping import unwrapper
 
@@ -533,21 +533,26 @@ def _prepare(
     is sent. Anything else is internal: logged once, the call goes out unchanged.
     """
     try:
-        if plans is not None:
-            planned = _planned(provider, instance, args, kwargs, plans)
-            if planned is not _WHOLE_PATH:
-                return planned
-        request = provider.read(instance, args, kwargs)
-        if request is None:
-            return None  # not a GenAI call of this provider
-        settings = _settings.current
-        current = otel_context.get_current()
-        basis = call_basis(current)
-        effective = basis.effective
-        call = resolve_call(effective, request.headers)
-        if settings.model_mappings:
-            call = map_model(call, settings.model_mappings, request.model, request.url)
-        service = provider.service_of(instance, request)
+        planned = (
+            _WHOLE_PATH if plans is None else _planned(provider, instance, args, kwargs, plans)
+        )
+        if planned is not _WHOLE_PATH:
+            # The common call: what it reads and its service are its plan's, its parameters
+            # the effective ones (no per-call header, no model mapping).
+            request, service, settings, current, basis = planned
+            effective = call = basis.effective
+        else:
+            request = provider.read(instance, args, kwargs)
+            if request is None:
+                return None  # not a GenAI call of this provider
+            settings = _settings.current
+            current = otel_context.get_current()
+            basis = call_basis(current)
+            effective = basis.effective
+            call = resolve_call(effective, request.headers)
+            if settings.model_mappings:
+                call = map_model(call, settings.model_mappings, request.model, request.url)
+            service = provider.service_of(instance, request)
         new_args, new_kwargs = provider.prepare(instance, args, kwargs, call)
         if stamp_here:
             wire = settings.wire
@@ -603,20 +608,29 @@ PLANS_MAX = 256
 _WHOLE_PATH: Any = object()
 
 
+class _Planned(NamedTuple):
+    """A planned call: its plan's request and service, and what it was checked against."""
+
+    request: Call
+    service: Optional[Service]
+    settings: Settings
+    current: otel_context.Context
+    basis: CallBasis
+
+
 def _planned(
     provider: Provider,
     instance: Any,
     args: Args,
     kwargs: Kwargs,
     plans: Dict[Tuple[object, ...], _Plan],
-) -> Optional[Tuple[Args, Kwargs, Optional[otel_context.Context], Optional[_Observation]]]:
-    """Issue 20: ``_prepare`` for the common call, with what its plan key decides
-    remembered. The call names no attribution header, no model mapping applies, and its
-    context can be sent in as it is (``call_basis``): so its parameters are the effective
-    ones, and what it reads (its URL and model) and which service it goes to depend only on
-    its plan key. Whether its URL gets the headers, and which, is decided per call, as
-    ``_prepare`` decides it. The same result as ``_prepare`` (``tests/test_planned_calls.py``
-    compares them call by call); :data:`_WHOLE_PATH` for any other call."""
+) -> _Planned:
+    """Issue 20: for the common call, what ``read`` and ``service_of`` give, remembered per
+    plan key; :data:`_WHOLE_PATH` for any other call. The call names no attribution header,
+    no model mapping applies, and its context can be sent in as it is (``call_basis``): so its
+    parameters are the effective ones, and what it reads (its URL and model) and which
+    service it goes to depend only on its plan key. ``_prepare`` does the rest as for any
+    call (``tests/test_planned_calls.py`` compares the two paths call by call)."""
     found = provider.plan_key(instance, args, kwargs)
     if found is None:
         return _WHOLE_PATH  # type: ignore[no-any-return]
@@ -628,32 +642,16 @@ def _planned(
     basis = call_basis(current)
     if not basis.as_is:
         return _WHOLE_PATH  # type: ignore[no-any-return]
-    effective = basis.effective
     plan = plans.get(key)
     if plan is None:
         request = provider.read(instance, args, kwargs)
         if request is None:
-            return None  # not a GenAI call of this provider
+            return _WHOLE_PATH  # type: ignore[no-any-return]  # (which sends it unchanged)
         plan = _Plan(keep, request, provider.service_of(instance, request))
         if len(plans) >= PLANS_MAX:
             plans.clear()
         plans[key] = plan
-    request = plan.request
-    wire = settings.wire
-    headers = effective.headers(wire.dialect) if sends_to(request.url, wire) else {}
-    new_args, new_kwargs = provider.stamp(instance, args, kwargs, headers)
-    span = trace.get_current_span(current)
-    apply_call_attributes(span, effective)
-    service = plan.service
-    if service is not None:
-        name_service(span, service.category)
-    observation = None
-    if settings.observers:
-        observation = _Observation(
-            provider, effective, request.model, service, request, span, current
-        )
-        observation.arguments = (new_args, new_kwargs)
-    return new_args, new_kwargs, None, observation
+    return _Planned(plan.request, plan.service, settings, current, basis)
 
 
 class _Sending:
