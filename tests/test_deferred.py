@@ -322,3 +322,94 @@ def test_metric_readers_take_no_lock(genai: GenAI) -> None:
     finally:
         release.set()
         holder.join()
+
+
+# --- records handed over in a batch (``ResponseObserver.later``) ---------------------------------
+
+
+def _tokens(completion: Any) -> int:
+    return int(completion.usage.prompt_tokens + completion.usage.completion_tokens)
+
+
+def test_a_record_no_observer_needs_now_waits_for_its_batch(genai: GenAI) -> None:
+    """No GenAI span to put the cost on: after the first call (priced at once), a call's
+    record is made in its batch, without the response or the arguments, and still counted
+    by the next reader."""
+    from payi_otel._providers import _core
+
+    metrics = Metrics()
+    genai.reinstrument(
+        {"use_case_name": "support"}, genai_spans=False, meter_provider=metrics.provider
+    )
+    with track_context(user_id="alice"):
+        first = genai.openai.chat.completions.create(**MINI)
+        assert [work for work, _ in _deferred._queue] != [_core._report]  # priced now
+        _deferred.flush()
+        replies = [genai.openai.chat.completions.create(**MINI) for _ in range(3)]
+    queued = [item for work, item in _deferred._queue if work is _core._report]
+    assert len(queued) == 3
+    for observation, _, error, duration in queued:
+        assert observation.response is None and observation.arguments is None
+        assert error is None and duration > 0
+    total = sum(_tokens(reply) for reply in [first, *replies])
+    assert metrics.total("payi.genai.tokens") == total
+    assert not _deferred._queue
+
+
+def test_every_observer_gets_the_record_now_when_one_has_no_later(genai: GenAI) -> None:
+    genai.reinstrument({"use_case_name": "support"}, genai_spans=False)
+    records: List[Any] = []
+    undo = _settings.add_observer(records.append)  # no ``later``: it needs the record now
+    try:
+        for _ in range(3):
+            reply = genai.openai.chat.completions.create(**MINI)
+            assert records[-1].response is reply and records[-1].arguments is not None
+    finally:
+        undo()
+    assert len(records) == 3
+    assert all(
+        isinstance(item, tuple) and item.__class__.__name__ == "_Entry"
+        for _, item in _deferred._queue
+    )
+
+
+def test_a_call_whose_genai_span_gets_its_cost_is_recorded_now(genai: GenAI) -> None:
+    genai.reinstrument({"use_case_name": "support"})  # GenAI spans on
+    for _ in range(3):
+        genai.openai.chat.completions.create(**MINI)
+    from payi_otel._providers import _core
+
+    assert _deferred._queue and all(work is not _core._report for work, _ in _deferred._queue)
+    for span in genai.otel.genai_spans():
+        assert "payi_otel.cost.total" in (span.attributes or {})
+
+
+def test_a_failing_late_observer_is_logged_once_and_the_others_get_the_record(
+    genai: GenAI, caplog: pytest.LogCaptureFixture, internal_errors_contained: None
+) -> None:
+    _log.reset_log_once()
+    taken: List[Any] = []
+
+    class Failing:
+        def __call__(self, record: Any) -> None:
+            raise AssertionError("called now")
+
+        def later(self, span: Any) -> Any:
+            def take(record: Any) -> None:
+                raise RuntimeError("boom")
+
+            return take
+
+    class Taking(Failing):
+        def later(self, span: Any) -> Any:
+            return taken.append
+
+    genai.reinstrument({"use_case_name": "support"}, genai_spans=False)
+    _settings.install(replace(_settings.current, observers=(Failing(), Taking())))
+    with caplog.at_level(logging.DEBUG, logger="payi_otel"):
+        for _ in range(2):
+            genai.openai.chat.completions.create(**MINI)
+        _deferred.flush()
+    assert len(taken) == 2 and all(r.usage is not None and r.response is None for r in taken)
+    errors = [r for r in caplog.records if "observer failed" in r.getMessage()]
+    assert len(errors) == 1 and errors[0].levelno == logging.WARNING

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any, List, Type
+from types import SimpleNamespace
+from typing import Any, ClassVar, List, Optional, Type
 
 import httpx
 import openai
+import pydantic
 import pytest
 from fake_llm_server import FakeLLMServer
 from fixtures_genai import AZURE_CHAT, CHAT, GenAI, azure_client
@@ -459,3 +461,94 @@ def test_a_base_url_property_put_on_the_class_after_its_first_call_is_read(
     assert [r.headers.get("x-payi-user-id") for r in genai.server.requests] == ["lee", None]
     urls = [r.request.url for r in records if r.request is not None]
     assert urls == [f"https://{GATEWAY}/v1/chat/completions", f"{PUBLIC}/chat/completions"]
+
+
+# --- reading responses: pydantic's misses without its exception (``_stainless._read``) -------
+
+
+class _Reply(pydantic.BaseModel):
+    """A model with what a response may have besides fields: extras, a property, a class
+    attribute, a method, a private attribute."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+    tokens: Optional[int] = None
+    details: Optional[_Reply] = None
+    _secret: int = pydantic.PrivateAttr(default=7)
+    kind: ClassVar[str] = "reply"
+
+    @property
+    def doubled(self) -> Optional[int]:
+        return None if self.tokens is None else 2 * self.tokens
+
+
+class _Plain:
+    def __init__(self) -> None:
+        self.tokens = 3
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dynamic":
+            return 5
+        raise AttributeError(name)
+
+
+def _replies() -> List[object]:
+    from anthropic.types import Usage as AnthropicUsage
+    from openai.types import CompletionUsage
+    from openai.types.chat import ChatCompletion
+    from openai.types.responses import ResponseUsage
+
+    usage = CompletionUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15)
+    detailed = CompletionUsage(
+        prompt_tokens=10,
+        completion_tokens=5,
+        total_tokens=15,
+        prompt_tokens_details={"cached_tokens": 4},
+        input_tokens_details={"cached_tokens": 9},  # an extra: the other API's name
+    )
+    return [
+        usage,
+        detailed,
+        ChatCompletion(
+            id="c", choices=[], created=1, model="gpt-4o", object="chat.completion", usage=usage
+        ),
+        ResponseUsage.model_construct(input_tokens=3, output_tokens=2, total_tokens=5),
+        AnthropicUsage(input_tokens=8, output_tokens=1, cache_read_input_tokens=2),
+        _Reply(tokens=4, details=_Reply(tokens=1), surplus=6),
+        _Reply(),
+        _Plain(),
+        SimpleNamespace(usage=SimpleNamespace(prompt_tokens=1)),
+        {"usage": 1},
+        None,
+        12,
+    ]
+
+
+NAMES = (
+    "usage", "model", "prompt_tokens", "completion_tokens", "input_tokens", "output_tokens",
+    "prompt_tokens_details", "input_tokens_details", "completion_tokens_details",
+    "output_tokens_details", "cache_read_input_tokens", "cache_creation_input_tokens",
+    "tokens", "details", "surplus", "doubled", "kind", "model_dump", "dynamic", "_secret",
+    "__class__", "nothing_here",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("index", range(len(_replies())))
+def test_a_response_is_read_as_getattr_reads_it(index: int) -> None:
+    from payi_otel._providers._stainless import _read
+
+    obj = _replies()[index]
+    for name in NAMES:
+        assert _read(obj, name) == getattr(obj, name, None), name
+
+
+def test_a_class_attribute_put_on_a_model_after_it_was_read_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from openai.types import CompletionUsage
+
+    from payi_otel._providers._stainless import _read
+
+    usage = CompletionUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15)
+    assert _read(usage, "input_tokens_details") is None
+    monkeypatch.setattr(CompletionUsage, "input_tokens_details", "patched", raising=False)
+    assert _read(usage, "input_tokens_details") == "patched"
