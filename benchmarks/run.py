@@ -227,14 +227,14 @@ _ids = itertools.count()
 
 
 def bare_span() -> None:
-    _ = f"user-{next(_ids)}"  # the same id formatting as the scope rows
+    _ = f"user-{next(_ids):05d}"  # the same id formatting as the scope rows
     with BARE.start_as_current_span("bare"):
         pass
 
 
 def scope(**extra: Any) -> Callable[[], None]:
     def op() -> None:
-        with track_context(user_id=f"user-{next(_ids)}", **extra):
+        with track_context(user_id=f"user-{next(_ids):05d}", **extra):
             pass
 
     return op
@@ -267,7 +267,7 @@ def payi_sdk_scope(**extra: Any) -> Callable[[], None]:
         )
 
     def op() -> None:
-        with payi_sdk.track_context(user_id=f"user-{next(_ids)}", **extra):
+        with payi_sdk.track_context(user_id=f"user-{next(_ids):05d}", **extra):
             pass
 
     return op
@@ -336,7 +336,7 @@ def chat_calls(client: openai.OpenAI, per_user: bool) -> Callable[[int], float]:
         completions.create(
             model="gpt-4o-mini",
             messages=messages,  # type: ignore[arg-type]
-            extra_headers={"x-payi-user-id": f"user-{next(_ids)}"},
+            extra_headers={"x-payi-user-id": f"user-{next(_ids):05d}"},
         )
 
     def in_scope() -> None:
@@ -347,7 +347,7 @@ def chat_calls(client: openai.OpenAI, per_user: bool) -> Callable[[int], float]:
     calls = timed(in_scope)
 
     def loop(n: int) -> float:
-        with track_context(user_id=f"user-{next(_ids)}"):
+        with track_context(user_id=f"user-{next(_ids):05d}"):
             return calls(n)
 
     return nested(loop)
@@ -397,7 +397,7 @@ def observer_replay(body: bytes) -> Callable[[int], float]:
     def loop(n: int) -> float:
         batch = []
         for _ in range(n):
-            call = record.call.child(new_level({"user_id": f"user-{next(_ids)}"}))
+            call = record.call.child(new_level({"user_id": f"user-{next(_ids):05d}"}))
             call.attributes()  # as the request hook has made them by then
             span = tracer.start_span(record.span.name, attributes=attributes)
             batch.append(replace(record, call=call, span=span))
@@ -490,18 +490,34 @@ def cost_suite(
     return rows
 
 
+#: The use case id the uninstrumented rows send: one of the length payi_otel makes (a UUID).
+STATIC_ID = "00000000-0000-4000-8000-000000000000"
+
+
 def recorded(server: FakeLLMServer) -> tuple[bytes, Dict[str, str]]:
     """A chat completion's response body, recorded once from the fake server, and the
-    ``x-payi-*`` headers payi_otel sends for it (scope-independent: the global level's)."""
+    ``x-payi-*`` headers payi_otel sends for it where the cost rows call: inside the
+    :data:`DEPTH` scopes of :func:`nested` (their limit ids and properties) and one user's
+    scope - what the uninstrumented rows send statically. (Until the seventh round they sent
+    the global level's headers alone: 4 short headers where payi_otel sends 5 long ones, and
+    the HTTP client's work per header was counted against payi_otel.)"""
     set_mode("spans")
     plain = openai.OpenAI(base_url=server.openai_base_url, api_key="k", max_retries=0)
-    with track_context(user_id="chat-user"):
-        response = plain.chat.completions.with_raw_response.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}]
-        )
+    responses = []
+
+    def call(n: int) -> float:
+        with track_context(user_id="user-00000"):  # as long as the bench's user ids
+            responses.append(
+                plain.chat.completions.with_raw_response.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}]
+                )
+            )
+        return 0.0
+
+    nested(call)(1)
     headers = {k: v for k, v in server.requests[-1].headers.items() if k.startswith("x-payi-")}
-    headers["x-payi-use-case-id"] = "static"  # the global id is new per instrumentation
-    return response.http_response.content, headers
+    headers["x-payi-use-case-id"] = STATIC_ID  # the global id is new per instrumentation
+    return responses[-1].http_response.content, headers
 
 
 # --- the suite ------------------------------------------------------------------------------

@@ -413,3 +413,50 @@ def test_a_failing_late_observer_is_logged_once_and_the_others_get_the_record(
     assert len(taken) == 2 and all(r.usage is not None and r.response is None for r in taken)
     errors = [r for r in caplog.records if "observer failed" in r.getMessage()]
     assert len(errors) == 1 and errors[0].levelno == logging.WARNING
+
+
+def test_a_late_record_is_what_the_call_showed_when_it_completed(genai: GenAI) -> None:
+    """A stream item seen after the item that completed the call (reported then, its record
+    made in a batch) changes nothing in that record."""
+    from openai.types import CompletionUsage
+    from openai.types.chat import ChatCompletionChunk
+    from opentelemetry.trace import INVALID_SPAN
+
+    from payi_otel._context import current_effective
+    from payi_otel._providers import _core, providers
+
+    genai.reinstrument({"use_case_name": "support"}, genai_spans=False)
+    taken: List[Any] = []
+
+    class Taking:
+        def __call__(self, record: Any) -> None:
+            raise AssertionError("called now")
+
+        def later(self, span: Any) -> Any:
+            return taken.append
+
+    _settings.install(replace(_settings.current, observers=(Taking(),)))
+
+    def chunk(tokens: int) -> ChatCompletionChunk:
+        usage = CompletionUsage(prompt_tokens=tokens, completion_tokens=1, total_tokens=tokens + 1)
+        return ChatCompletionChunk(
+            id="c",
+            choices=[],
+            created=1,
+            model="gpt-4o-mini",
+            object="chat.completion.chunk",
+            usage=usage,
+        )
+
+    (provider,) = [p for p in providers() if p.name == "openai"]
+    observation = _core._Observation(
+        provider, current_effective(), "gpt-4o-mini", span=INVALID_SPAN
+    )
+    observation.streamed = True
+    first = chunk(5)
+    observation.see(first)
+    observation.finish()
+    observation.see(chunk(7))  # after the call completed
+    _deferred.flush()
+    (record,) = taken
+    assert record.usage.input_tokens == 5 and record.response is None

@@ -94,3 +94,47 @@ def test_the_start_up_benchmark_runs_and_payi_instrument_imports_no_sdk() -> Non
     assert rows["SDKs, frameworks, HTTP clients it imported"] == "0", done.stdout
     for step in ("payi_instrument()", "import openai (instrumented then)", "first call"):
         assert rows[step].endswith(" ms"), done.stdout
+
+
+def test_the_uninstrumented_rows_send_the_headers_payi_otel_sends() -> None:
+    """The baselines of the cost rows send statically what payi_otel sends where the rows
+    call (inside the 8 scopes, one user's scope): the same ``x-payi-*`` names, values of the
+    same length (the ids differ). The HTTP client's work per header is then the same on
+    both sides of each ratio."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import httpx2
+    import openai
+    import run
+    from fake_llm_server import FakeLLMServer
+
+    with FakeLLMServer() as server:
+        body, headers = run.recorded(server)
+    sent: list[dict[str, str]] = []
+
+    def client(default_headers: dict[str, str]) -> openai.OpenAI:
+        def answer(request: httpx2.Request) -> httpx2.Response:
+            sent.append({k: v for k, v in request.headers.items() if k.startswith("x-payi-")})
+            return httpx2.Response(200, content=body, headers={"content-type": "application/json"})
+
+        return openai.OpenAI(
+            base_url="http://mock.invalid/v1",
+            api_key="k",
+            max_retries=0,
+            default_headers=default_headers,
+            http_client=httpx2.Client(transport=httpx2.MockTransport(answer)),
+        )
+
+    try:
+        for mode, loop in (
+            ("spans", lambda: run.chat_calls(client({}), per_user=False)),
+            ("off", lambda: run.chat_calls(client(headers), per_user=False)),
+            ("floor", lambda: run.floor_calls(client({}), headers)),
+        ):
+            run.set_mode(mode)
+            loop()(1)
+    finally:
+        run.set_mode("off")
+    payi, *baselines = sent
+    assert len(payi) == 5 and "x-payi-request-properties" in payi
+    for baseline in baselines:
+        assert {k: len(v) for k, v in baseline.items()} == {k: len(v) for k, v in payi.items()}

@@ -165,6 +165,8 @@ class _Observation:
             return False
 
     def see(self, item: object) -> None:
+        if self.done:  # reported already (its record may be made later: not from this item)
+            return
         self.response = item
         if self.streamed and self.first_item is None:
             self.first_item = time.perf_counter()
