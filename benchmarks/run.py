@@ -273,8 +273,15 @@ def payi_sdk_scope(**extra: Any) -> Callable[[], None]:
     return op
 
 
-def in_process(body: bytes, headers: Dict[str, str]) -> openai.OpenAI:
+def in_process(
+    body: bytes, headers: Dict[str, str], seen: Optional[List[httpx2.Request]] = None
+) -> openai.OpenAI:
+    """A client answered in process with ``body``, sending ``headers`` as its defaults
+    (``seen``: where the requests it sends are kept, for a test)."""
+
     def answer(request: httpx2.Request) -> httpx2.Response:
+        if seen is not None:
+            seen.append(request)
         return httpx2.Response(200, content=body, headers={"content-type": "application/json"})
 
     return openai.OpenAI(

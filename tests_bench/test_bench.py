@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,27 +103,15 @@ def test_the_uninstrumented_rows_send_the_headers_payi_otel_sends() -> None:
     same length (the ids differ). The HTTP client's work per header is then the same on
     both sides of each ratio."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    import httpx2
-    import openai
     import run
     from fake_llm_server import FakeLLMServer
 
     with FakeLLMServer() as server:
         body, headers = run.recorded(server)
-    sent: list[dict[str, str]] = []
+    seen: list[Any] = []
 
-    def client(default_headers: dict[str, str]) -> openai.OpenAI:
-        def answer(request: httpx2.Request) -> httpx2.Response:
-            sent.append({k: v for k, v in request.headers.items() if k.startswith("x-payi-")})
-            return httpx2.Response(200, content=body, headers={"content-type": "application/json"})
-
-        return openai.OpenAI(
-            base_url="http://mock.invalid/v1",
-            api_key="k",
-            max_retries=0,
-            default_headers=default_headers,
-            http_client=httpx2.Client(transport=httpx2.MockTransport(answer)),
-        )
+    def client(default_headers: dict[str, str]) -> Any:
+        return run.in_process(body, default_headers, seen)
 
     try:
         for mode, loop in (
@@ -134,7 +123,9 @@ def test_the_uninstrumented_rows_send_the_headers_payi_otel_sends() -> None:
             loop()(1)
     finally:
         run.set_mode("off")
-    payi, *baselines = sent
+    payi, *baselines = [
+        {k: v for k, v in request.headers.items() if k.startswith("x-payi-")} for request in seen
+    ]
     assert len(payi) == 5 and "x-payi-request-properties" in payi
     for baseline in baselines:
         assert {k: len(v) for k, v in baseline.items()} == {k: len(v) for k, v in payi.items()}
