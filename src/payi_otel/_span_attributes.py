@@ -22,8 +22,8 @@ span).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Dict, Set
+from collections.abc import Container, Iterable, Mapping
+from typing import Any, Dict
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import Span
@@ -113,16 +113,16 @@ def get(span: Any, key: str) -> object:
     return found.get(key) if found else None
 
 
-def names(span: Any) -> Set[str]:
-    """The attribute names ``span`` carries now (see :func:`get`)."""
+def names(span: Any) -> Container[str]:
+    """The attribute names ``span`` carries now, to test membership in (see :func:`get`):
+    the SDK span's mapping itself, not a copy (issue 20: a GenAI span's ~20 names were copied
+    per call to test three). A test under the GIL sees what another thread writes before
+    or after it; never iterate it."""
     bounded = getattr(span, "_attributes", None)
     if bounded.__class__ is BoundedAttributes:
         stored = getattr(bounded, "_dict", None)
         if stored is not None:
-            # One C-level copy under the GIL (no Python code runs in it, and it allocates
-            # nothing the collector tracks once the set exists): what another thread writes
-            # lands before or after it.
-            return set(stored)
+            return stored  # type: ignore[no-any-return]
     found = getattr(span, "attributes", None)
     return set(found) if found else set()
 
