@@ -57,6 +57,18 @@ def test_each_value_is_stored_as_set_attributes_stores_it(name: str) -> None:
     assert ours.attributes["payi.user_id"] == "u"
 
 
+@pytest.mark.parametrize("name", list(VALUES))
+def test_a_kept_mapping_is_stored_as_set_attributes_stores_it_every_time(name: str) -> None:
+    """``kept=True`` (an effective set's attributes, written on each GenAI span of its scope)
+    checks the values' forms once: every later write stores what ``set_attributes`` does."""
+    attributes = {"payi.user_id": "u", "payi.value": VALUES[name]}
+    for _ in range(3):
+        ours, sdks = _pair()
+        write(ours, attributes, kept=True)
+        sdks.set_attributes(attributes)
+        assert _state(ours) == _state(sdks)
+
+
 @pytest.mark.parametrize(
     "limits",
     [

@@ -52,6 +52,28 @@ def _stored_forms(attributes: Mapping[str, AttributeValue]) -> bool:
     return True
 
 
+#: Mappings written again and again (``write(..., kept=True)``) already found in stored
+#: form, by id (held here: no other mapping takes the id while it is here).
+_verified: Dict[int, Mapping[str, AttributeValue]] = {}
+VERIFIED_MAX = 256
+
+
+def _in_stored_forms(attributes: Mapping[str, AttributeValue], kept: bool) -> bool:
+    """:func:`_stored_forms`, remembered for a mapping the caller keeps unchanged and
+    writes again (an effective set's ``payi.*`` attributes, on every GenAI span in its
+    scope)."""
+    if not kept:
+        return _stored_forms(attributes)
+    if _verified.get(id(attributes)) is attributes:
+        return True
+    if not _stored_forms(attributes):
+        return False
+    if len(_verified) >= VERIFIED_MAX:
+        _verified.clear()
+    _verified[id(attributes)] = attributes
+    return True
+
+
 #: Span classes -> whether their ``set_attributes`` is the SDK ``Span``'s own (a subclass that
 #: overrides it - to redact, scrub or mirror values - is always asked).
 _own_setter: Dict[type, bool] = {}
@@ -64,8 +86,10 @@ def _sdk_setter(cls: type) -> bool:
     return known
 
 
-def write(span: Any, attributes: Mapping[str, AttributeValue]) -> None:
-    """``span.set_attributes(attributes)``, with the same result (see the module)."""
+def write(span: Any, attributes: Mapping[str, AttributeValue], kept: bool = False) -> None:
+    """``span.set_attributes(attributes)``, with the same result (see the module). ``kept``:
+    the caller keeps ``attributes`` unchanged and writes them again (their forms are
+    checked once)."""
     if not attributes:
         return
     bounded = getattr(span, "_attributes", None)
@@ -73,12 +97,18 @@ def write(span: Any, attributes: Mapping[str, AttributeValue]) -> None:
         bounded.__class__ is BoundedAttributes
         and attributes.__class__ is dict  # its update runs no Python code
         and _sdk_setter(span.__class__)
-        and _stored_forms(attributes)
+        and _in_stored_forms(attributes, kept)
     ):
         # Made before the locks: nothing below allocates an object the garbage collector
         # tracks, so no collection - whose finalizers may write to this very span - can
         # start while the SDK's (non-reentrant) locks are held.
         keys = iter(tuple(attributes))
+        # Whether the span has none of these keys yet (the usual: a span's first payi.* or
+        # cost attributes), so none needs moving last. Asked here, not under the locks
+        # (asking allocates); a key another thread writes to the span in between keeps its
+        # place - an order two concurrent writes of one key do not define anyway.
+        outer = getattr(bounded, "_dict", None)
+        fresh = outer.__class__ is dict and outer.keys().isdisjoint(attributes)
         try:
             with span._lock:  # as Span.set_attributes: the span's lock, then the mapping's
                 if span._end_time is None:
@@ -90,8 +120,9 @@ def write(span: Any, attributes: Mapping[str, AttributeValue]) -> None:
                             and bounded.max_value_len is None
                             and not bounded._immutable
                         ):
-                            for key in keys:  # set again: last, as the SDK puts it
-                                stored.pop(key, None)
+                            if not fresh or stored is not outer:
+                                for key in keys:  # set again: last, as the SDK puts it
+                                    stored.pop(key, None)
                             stored.update(attributes)
                             return
         except AttributeError:  # an SDK whose span or mapping looks otherwise

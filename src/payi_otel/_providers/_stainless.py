@@ -351,7 +351,13 @@ class StainlessProvider(Provider):
                     # _walk(found, path), inline, an int but not a bool: per call and stream item.
                     value: object = found
                     for name in path:
-                        value = _read(value, name)
+                        # _read(value, name), its field lookup inline for a model class
+                        # _read has seen.
+                        if _MODELS.get(value.__class__):
+                            got = value.__dict__.get(name, _ABSENT)
+                            value = _read(value, name) if got is _ABSENT else got
+                        else:
+                            value = _read(value, name)
                         if value is None:
                             break
                     if isinstance(value, int) and not isinstance(value, bool):
