@@ -1,7 +1,8 @@
 """The benchmark commands of the README and docs/performance.md run (``make bench`` is
 ``benchmarks/run.py``; its cost rows alone are ``python benchmarks/bench_cost.py``; the
 in-call timings ``python benchmarks/in_call.py``; the instruction counts ``python
-benchmarks/instructions.py``; start-up ``python benchmarks/startup.py``), here in their
+benchmarks/instructions.py``; bytecodes per function ``python benchmarks/opcodes.py``;
+start-up ``python benchmarks/startup.py``), here in their
 quick form: every comparison of the cost path is measured, each goal gets a verdict, and
 nothing else is printed on stderr than the progress lines. The figures themselves are
 ``make bench``'s (docs/performance.md): no timing is asserted."""
@@ -63,6 +64,19 @@ def test_the_in_call_timings_run_for_both_modes() -> None:
         if mode == "default":
             expected |= {"PayiSpanProcessor.on_start"}
         assert expected <= pieces, done.stdout
+
+
+def test_the_bytecode_counts_name_payi_otels_functions() -> None:
+    """``python benchmarks/opcodes.py``: the default against the GenAI instrumentation
+    alone, few calls; the request hook and the cost observer are among what runs more."""
+    done = bench("opcodes.py", "--mode", "default", "--baseline", "genai", "--calls", "5")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    first, *rows = done.stdout.splitlines()
+    assert re.fullmatch(r"default vs genai: \+[\d,]+ bytecodes per call \(of [\d,]+\)", first)
+    names = {row.split()[1] for row in rows}
+    assert {"payi_otel/_providers/_core.py:_prepare", "payi_otel/_cost.py:__call__"} <= {
+        name.split("src/")[-1] for name in names
+    }, done.stdout
 
 
 def test_the_instruction_counts_run_for_every_comparison() -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import threading
 from typing import (
     Any,
-    Callable,
     Dict,
     Iterable,
     List,
@@ -174,37 +173,6 @@ def _tokens(usage: Usage) -> Tokens:
     )
 
 
-def _gets_cost(span: Span) -> Optional[bool]:
-    """Whether ``span`` gets the cost of a call sent with it current: a recording GenAI
-    span, and not an agent / tool / workflow span (current when no inference span is). None:
-    it does not; else whether it is told by its scope (``_annotate``)."""
-    if not span.is_recording():
-        return None
-    # Its scope first: reading a span's attributes costs more.
-    by_scope = from_genai_scope(span)
-    if (by_scope or (not _is_scope_span(span) and is_genai_span(span))) and is_call_span(span):
-        return by_scope
-    return None
-
-
-def _entry(record: CallRecord, usage: Usage, price: object) -> _Entry:
-    """What a call adds to the sums and its scopes' totals (``CostObserver._account``)."""
-    # (``tuple.__new__``: a NamedTuple's own ``__new__`` is one more Python call.)
-    return tuple.__new__(
-        _Entry,
-        (
-            record.call,
-            record.provider,
-            record.service,
-            record.request_model,
-            record.response_model,
-            usage,
-            scope_totals.innermost(record.context),
-            price,
-        ),
-    )
-
-
 class CostObserver:
     """Prices each completed call, annotates its span and records the metrics."""
 
@@ -221,7 +189,6 @@ class CostObserver:
         self._last_price: Tuple[Tuple[object, ...], Optional[Linear], object] = ((), None, None)
         #: ``_account``, bound once (a bound method made per call costs one allocation).
         self._accounting = self._account
-        self._late = self._account_late
         #: Whether a call was priced by this observer yet (the first is priced at once).
         self._priced_one = False
         names = (*_DIMENSIONS, _USER) if metrics_user_id else _DIMENSIONS
@@ -239,38 +206,39 @@ class CostObserver:
                 return
             price: object = _LATER
             span = record.span
-            by_scope = _gets_cost(span)
-            if by_scope is not None:
-                # The span ends with the call: it is priced now, and its sums get the
-                # same price.
-                price = self._price(record, usage)
-                _annotate(span, usage, price, by_scope)
+            if span.is_recording():
+                by_scope = from_genai_scope(span)
+                # A GenAI span, and not an agent / tool / workflow span (current when no
+                # inference span is). Its scope first: reading a span's attributes costs more.
+                if (
+                    by_scope or (not _is_scope_span(span) and is_genai_span(span))
+                ) and is_call_span(span):
+                    # The span ends with the call: it is priced now, and its sums get the
+                    # same price.
+                    price = self._price(record, usage)
+                    _annotate(span, usage, price, by_scope)
             if not self._priced_one:
                 # The first call is priced at once, as before the batches: it imports
                 # genai-prices (or says, once, that it is missing) in the call that needs it.
                 self._priced_one = True
                 if price is _LATER:
                     price = self._price(record, usage)
+            # (``tuple.__new__``: a NamedTuple's own ``__new__`` is one more Python call.)
+            entry = tuple.__new__(
+                _Entry,
+                (
+                    record.call,
+                    record.provider,
+                    record.service,
+                    record.request_model,
+                    record.response_model,
+                    usage,
+                    scope_totals.innermost(record.context),
+                    price,
+                ),
+            )
             # Issue 20: the sums are read only when collected or when a scope ends.
-            defer(self._accounting, _entry(record, usage, price))
-        except Exception:
-            internal_error("cost", "pricing a GenAI call failed")
-
-    def later(self, span: Span) -> Optional[Callable[[CallRecord], None]]:
-        """Issue 20 (``ResponseObserver``): a call sent with ``span`` current may be
-        accounted in a batch, unless that span gets its cost (it ends with the call) or no
-        call was priced yet (the first is priced at once: see ``__call__``)."""
-        if not self._priced_one:
-            return None
-        return None if _gets_cost(span) is not None else self._late
-
-    def _account_late(self, record: CallRecord) -> None:
-        """In a batch: what ``__call__`` does for a call whose span gets no cost."""
-        try:
-            usage = record.usage
-            if usage is None or not record.request_model:
-                return
-            self._account(_entry(record, usage, _LATER))
+            defer(self._accounting, entry)
         except Exception:
             internal_error("cost", "pricing a GenAI call failed")
 

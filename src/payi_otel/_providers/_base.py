@@ -260,15 +260,7 @@ class CallRecord:
 
 
 class ResponseObserver(Protocol):
-    """Called once per completed call (for a stream: when it is exhausted or closed).
-
-    An observer may also have ``later(span)``, asked when a call completes with the span
-    current when it was sent: a callable that takes the call's record in a batch
-    (``_deferred``, issue 20), or None when it needs the record now (e.g. to put it on that
-    span before it ends). When every observer gives one, the call's record is made and
-    handed to them in the batch, without ``response`` and ``arguments`` (nothing of the
-    response is kept waiting); else every observer gets it now.
-    """
+    """Called once per completed call (for a stream: when it is exhausted or closed)."""
 
     def __call__(self, record: CallRecord) -> None: ...
 

@@ -36,7 +36,6 @@ from opentelemetry.trace import Span
 
 from payi_otel import _settings
 from payi_otel._context import CallBasis, call_basis, with_call, without_payi_baggage
-from payi_otel._deferred import defer
 from payi_otel._destinations import sends_to
 from payi_otel._log import internal_error
 from payi_otel._model.dialects import parse_headers
@@ -51,7 +50,6 @@ from payi_otel._providers._base import (
     CallRecord,
     Kwargs,
     Provider,
-    ResponseObserver,
     Role,
     Service,
     Usage,
@@ -165,8 +163,6 @@ class _Observation:
             return False
 
     def see(self, item: object) -> None:
-        if self.done:  # reported already (its record may be made later: not from this item)
-            return
         self.response = item
         if self.streamed and self.first_item is None:
             self.first_item = time.perf_counter()
@@ -182,34 +178,20 @@ class _Observation:
         if self.done:
             return
         self.done = True
-        duration = time.perf_counter() - self.started
-        observers = _settings.current.observers
-        late = _later(observers, self.span)
-        if late is not None:
-            # Issue 20: no observer needs the record now (no span waits for it): it is made
-            # and handed over in a batch, warm. Nothing of the response waits with it.
-            self.response = None
-            self.arguments = None
-            defer(_report, (self, late, error, duration))
-            return
-        _report((self, observers, error, duration))
-
-    def record(self, error: Optional[BaseException], duration: float) -> CallRecord:
-        """The call's record, as it completed (``error``, after ``duration`` seconds)."""
         usage = self.usage
         if usage is not None:
             try:
                 usage = self.provider.usage_totals(usage)
             except Exception:
                 internal_error(f"observe:{self.provider.name}", "reading usage failed")
-        return CallRecord(
+        record = CallRecord(
             self.provider.name,
             self.call,
             self.model,
             self.response_model,
             usage,
             self.span,
-            duration,
+            time.perf_counter() - self.started,
             self.streamed,
             error,
             self.service,
@@ -220,46 +202,11 @@ class _Observation:
             self.arguments,
             self.context,
         )
-
-
-#: The observers last asked (``_later``), and their ``later`` methods (None: not all have one).
-_askers: Tuple[object, Optional[Tuple[Any, ...]]] = ((), None)
-
-
-def _later(
-    observers: Tuple[ResponseObserver, ...], span: Span
-) -> Optional[Tuple[Callable[[CallRecord], None], ...]]:
-    """What takes a call's record in a batch, one per observer (``ResponseObserver``:
-    ``later``); None when any observer needs it now (or there is none)."""
-    global _askers
-    known = _askers
-    if known[0] is not observers:
-        found = tuple(getattr(observer, "later", None) for observer in observers)
-        known = _askers = (observers, None if not found or None in found else found)
-    askers = known[1]
-    if askers is None:
-        return None
-    late = []
-    for ask in askers:
-        taker = ask(span)
-        if taker is None:
-            return None
-        late.append(taker)
-    return tuple(late)
-
-
-def _report(
-    item: Tuple[_Observation, Sequence[Callable[[CallRecord], None]], Any, float],
-) -> None:
-    """A call's record (its observation, how it ended, after how long), to each observer:
-    when it completes, or in a batch to the observers that waited for it (``_later``)."""
-    observation, observers, error, duration = item
-    record = observation.record(error, duration)
-    for observer in observers:
-        try:
-            observer(record)
-        except Exception:
-            internal_error("observer", "a response observer failed")
+        for observer in _settings.current.observers:
+            try:
+                observer(record)
+            except Exception:
+                internal_error("observer", "a response observer failed")
 
 
 class _Observing(wrapt.ObjectProxy):  # type: ignore[type-arg,unused-ignore]
