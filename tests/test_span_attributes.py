@@ -57,18 +57,6 @@ def test_each_value_is_stored_as_set_attributes_stores_it(name: str) -> None:
     assert ours.attributes["payi.user_id"] == "u"
 
 
-@pytest.mark.parametrize("name", list(VALUES))
-def test_a_kept_mapping_is_stored_as_set_attributes_stores_it_every_time(name: str) -> None:
-    """``kept=True`` (an effective set's attributes, written on each GenAI span of its scope)
-    checks the values' forms once: every later write stores what ``set_attributes`` does."""
-    attributes = {"payi.user_id": "u", "payi.value": VALUES[name]}
-    for _ in range(3):
-        ours, sdks = _pair()
-        write(ours, attributes, kept=True)
-        sdks.set_attributes(attributes)
-        assert _state(ours) == _state(sdks)
-
-
 @pytest.mark.parametrize(
     "limits",
     [
@@ -198,18 +186,15 @@ def test_get_and_names_read_what_span_attributes_shows() -> None:
     span, _ = _pair()
     write(span, {"payi.user_id": "alice", "payi.limit_ids": ("a", "b")})
     shown = span.attributes
-    for key in [*shown, "payi.missing", "gen_ai.usage.input_tokens"]:
+    assert names(span) == set(shown)
+    for key in [*shown, "payi.missing"]:
         assert get(span, key) == shown.get(key)
-        assert (key in names(span)) is (key in shown)
     span.end()  # and once ended
-    for key in [*span.attributes, "payi.missing"]:
-        assert (key in names(span)) is (key in span.attributes)
-    assert get(span, "payi.user_id") == "alice"
+    assert names(span) == set(span.attributes) and get(span, "payi.user_id") == "alice"
     recorder = _Recorder()
-    assert "payi.user_id" not in names(recorder) and get(recorder, "payi.user_id") is None
+    assert names(recorder) == set() and get(recorder, "payi.user_id") is None
     other = NonRecordingSpan(SpanContext(1, 2, False))
-    assert "gen_ai.operation.name" not in names(other)
-    assert get(other, "gen_ai.operation.name") is None
+    assert names(other) == set() and get(other, "gen_ai.operation.name") is None
 
 
 def test_a_span_class_with_its_own_set_attributes_is_asked() -> None:

@@ -22,8 +22,8 @@ span).
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping
-from typing import Any, Dict
+from collections.abc import Iterable, Mapping
+from typing import Any, Dict, Set
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import Span
@@ -52,28 +52,6 @@ def _stored_forms(attributes: Mapping[str, AttributeValue]) -> bool:
     return True
 
 
-#: Mappings written again and again (``write(..., kept=True)``) already found in stored
-#: form, by id (held here: no other mapping takes the id while it is here).
-_verified: Dict[int, Mapping[str, AttributeValue]] = {}
-VERIFIED_MAX = 256
-
-
-def _in_stored_forms(attributes: Mapping[str, AttributeValue], kept: bool) -> bool:
-    """:func:`_stored_forms`, remembered for a mapping the caller keeps unchanged and
-    writes again (an effective set's ``payi.*`` attributes, on every GenAI span in its
-    scope)."""
-    if not kept:
-        return _stored_forms(attributes)
-    if _verified.get(id(attributes)) is attributes:
-        return True
-    if not _stored_forms(attributes):
-        return False
-    if len(_verified) >= VERIFIED_MAX:
-        _verified.clear()
-    _verified[id(attributes)] = attributes
-    return True
-
-
 #: Span classes -> whether their ``set_attributes`` is the SDK ``Span``'s own (a subclass that
 #: overrides it - to redact, scrub or mirror values - is always asked).
 _own_setter: Dict[type, bool] = {}
@@ -86,10 +64,8 @@ def _sdk_setter(cls: type) -> bool:
     return known
 
 
-def write(span: Any, attributes: Mapping[str, AttributeValue], kept: bool = False) -> None:
-    """``span.set_attributes(attributes)``, with the same result (see the module). ``kept``:
-    the caller keeps ``attributes`` unchanged and writes them again (their forms are
-    checked once)."""
+def write(span: Any, attributes: Mapping[str, AttributeValue]) -> None:
+    """``span.set_attributes(attributes)``, with the same result (see the module)."""
     if not attributes:
         return
     bounded = getattr(span, "_attributes", None)
@@ -97,18 +73,12 @@ def write(span: Any, attributes: Mapping[str, AttributeValue], kept: bool = Fals
         bounded.__class__ is BoundedAttributes
         and attributes.__class__ is dict  # its update runs no Python code
         and _sdk_setter(span.__class__)
-        and _in_stored_forms(attributes, kept)
+        and _stored_forms(attributes)
     ):
         # Made before the locks: nothing below allocates an object the garbage collector
         # tracks, so no collection - whose finalizers may write to this very span - can
         # start while the SDK's (non-reentrant) locks are held.
         keys = iter(tuple(attributes))
-        # Whether the span has none of these keys yet (the usual: a span's first payi.* or
-        # cost attributes), so none needs moving last. Asked here, not under the locks
-        # (asking allocates); a key another thread writes to the span in between keeps its
-        # place - an order two concurrent writes of one key do not define anyway.
-        outer = getattr(bounded, "_dict", None)
-        fresh = outer.__class__ is dict and outer.keys().isdisjoint(attributes)
         try:
             with span._lock:  # as Span.set_attributes: the span's lock, then the mapping's
                 if span._end_time is None:
@@ -120,9 +90,8 @@ def write(span: Any, attributes: Mapping[str, AttributeValue], kept: bool = Fals
                             and bounded.max_value_len is None
                             and not bounded._immutable
                         ):
-                            if not fresh or stored is not outer:
-                                for key in keys:  # set again: last, as the SDK puts it
-                                    stored.pop(key, None)
+                            for key in keys:  # set again: last, as the SDK puts it
+                                stored.pop(key, None)
                             stored.update(attributes)
                             return
         except AttributeError:  # an SDK whose span or mapping looks otherwise
@@ -144,16 +113,16 @@ def get(span: Any, key: str) -> object:
     return found.get(key) if found else None
 
 
-def names(span: Any) -> Container[str]:
-    """The attribute names ``span`` carries now, to test membership in (see :func:`get`):
-    the SDK span's mapping itself, not a copy (issue 20: a GenAI span's ~20 names were copied
-    per call to test three). A test under the GIL sees what another thread writes before
-    or after it; never iterate it."""
+def names(span: Any) -> Set[str]:
+    """The attribute names ``span`` carries now (see :func:`get`)."""
     bounded = getattr(span, "_attributes", None)
     if bounded.__class__ is BoundedAttributes:
         stored = getattr(bounded, "_dict", None)
         if stored is not None:
-            return stored  # type: ignore[no-any-return]
+            # One C-level copy under the GIL (no Python code runs in it, and it allocates
+            # nothing the collector tracks once the set exists): what another thread writes
+            # lands before or after it.
+            return set(stored)
     found = getattr(span, "attributes", None)
     return set(found) if found else set()
 

@@ -104,7 +104,7 @@ class PayiSpanProcessor(SpanProcessor):
         try:
             if is_genai_span(span):
                 effective = call_effective(parent_context)
-                write_attributes(span, effective.attributes(), kept=True)
+                write_attributes(span, effective.attributes())
                 if _settings.current.standard_attributes:  # issue 21
                     write_attributes(span, standard_attributes(effective, span))
                 _applied[span] = effective
