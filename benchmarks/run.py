@@ -419,13 +419,13 @@ def observer_replay(body: bytes) -> Callable[[int], float]:
     return loop
 
 
-def cost_suite(
-    reps: int, batch: float, body: bytes, headers: Dict[str, str]
-) -> List[Dict[str, Any]]:
+def cost_suite(reps: int, batch: float, server: FakeLLMServer) -> List[Dict[str, Any]]:
     """The cost path's goals (issue 20), each in one run: the observer alone; the request
     hook and the observer against the uninstrumented call; the default (GenAI spans on)
-    against the GenAI instrumentation alone. In-process transport, a new user per call,
-    inside 8 nested scopes."""
+    against the GenAI instrumentation alone. In-process transport (a response recorded from
+    ``server``, with the headers payi_otel sends there: :func:`recorded`), one user's scope
+    or a new user per call, inside 8 nested scopes."""
+    body, headers = recorded(server)
     rows = compare(
         "cost observer alone, per call (usage, price, metrics, span attributes)",
         [
@@ -538,8 +538,7 @@ def cost_only(quick: bool) -> List[Dict[str, Any]]:
     """The cost comparisons alone (``--only cost``; ``benchmarks/bench_cost.py``)."""
     reps, batch = sizes(quick)
     with FakeLLMServer() as server:
-        body, headers = recorded(server)
-    rows = cost_suite(reps, batch, body, headers)
+        rows = cost_suite(reps, batch, server)
     set_mode("off")
     return rows
 
@@ -578,7 +577,7 @@ def suite(quick: bool) -> List[Dict[str, Any]]:
         with track_context(**chat_scope):
             chat(openai.OpenAI(base_url=server.openai_base_url, api_key="k"), False)(1)
         headers = {k: v for k, v in server.requests[-1].headers.items() if k.startswith("x-payi-")}
-        headers["x-payi-use-case-id"] = "static"  # the global id is new per instrumentation
+        headers["x-payi-use-case-id"] = STATIC_ID  # the global id is new per instrumentation
         static = openai.OpenAI(
             base_url=server.openai_base_url, api_key="k", max_retries=0, default_headers=headers
         )
@@ -623,7 +622,7 @@ def suite(quick: bool) -> List[Dict[str, Any]]:
             reps,
             batch,
         )
-        rows += cost_suite(reps, batch, body, headers)
+        rows += cost_suite(reps, batch, server)
         server.requests.clear()
     if SPANLESS_SUPPORTED:  # last: Pay-i's SDK patches thread pools and asyncio for good
         rows += compare(
