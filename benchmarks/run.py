@@ -227,14 +227,14 @@ _ids = itertools.count()
 
 
 def bare_span() -> None:
-    _ = f"user-{next(_ids):05d}"  # the same id formatting as the scope rows
+    _ = f"user-{next(_ids):08d}"  # the same id formatting as the scope rows
     with BARE.start_as_current_span("bare"):
         pass
 
 
 def scope(**extra: Any) -> Callable[[], None]:
     def op() -> None:
-        with track_context(user_id=f"user-{next(_ids):05d}", **extra):
+        with track_context(user_id=f"user-{next(_ids):08d}", **extra):
             pass
 
     return op
@@ -267,7 +267,7 @@ def payi_sdk_scope(**extra: Any) -> Callable[[], None]:
         )
 
     def op() -> None:
-        with payi_sdk.track_context(user_id=f"user-{next(_ids):05d}", **extra):
+        with payi_sdk.track_context(user_id=f"user-{next(_ids):08d}", **extra):
             pass
 
     return op
@@ -343,7 +343,7 @@ def chat_calls(client: openai.OpenAI, per_user: bool) -> Callable[[int], float]:
         completions.create(
             model="gpt-4o-mini",
             messages=messages,  # type: ignore[arg-type]
-            extra_headers={"x-payi-user-id": f"user-{next(_ids):05d}"},
+            extra_headers={"x-payi-user-id": f"user-{next(_ids):08d}"},
         )
 
     def in_scope() -> None:
@@ -354,7 +354,7 @@ def chat_calls(client: openai.OpenAI, per_user: bool) -> Callable[[int], float]:
     calls = timed(in_scope)
 
     def loop(n: int) -> float:
-        with track_context(user_id=f"user-{next(_ids):05d}"):
+        with track_context(user_id=f"user-{next(_ids):08d}"):
             return calls(n)
 
     return nested(loop)
@@ -404,7 +404,7 @@ def observer_replay(body: bytes) -> Callable[[int], float]:
     def loop(n: int) -> float:
         batch = []
         for _ in range(n):
-            call = record.call.child(new_level({"user_id": f"user-{next(_ids):05d}"}))
+            call = record.call.child(new_level({"user_id": f"user-{next(_ids):08d}"}))
             call.attributes()  # as the request hook has made them by then
             span = tracer.start_span(record.span.name, attributes=attributes)
             batch.append(replace(record, call=call, span=span))
@@ -513,7 +513,7 @@ def recorded(server: FakeLLMServer) -> tuple[bytes, Dict[str, str]]:
     responses = []
 
     def call(n: int) -> float:
-        with track_context(user_id="user-00000"):  # as long as the bench's user ids
+        with track_context(user_id="user-00000000"):  # as long as the bench's user ids
             responses.append(
                 plain.chat.completions.with_raw_response.create(
                     model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}]

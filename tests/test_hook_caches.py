@@ -19,6 +19,7 @@ server received, against what the policy itself (``WirePolicy.sends_to``) and th
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any, ClassVar, List, Optional, Type
@@ -27,6 +28,7 @@ import httpx
 import openai
 import pydantic
 import pytest
+import wrapt
 from fake_llm_server import FakeLLMServer
 from fixtures_genai import AZURE_CHAT, CHAT, GenAI, azure_client
 from fixtures_otel import Metrics
@@ -491,6 +493,64 @@ class _Plain:
         raise AttributeError(name)
 
 
+class _Shadowing(pydantic.BaseModel):
+    """A parent's property that a subclass's field overrides (pydantic only warns)."""
+
+    @property
+    def usage(self) -> str:
+        return "the parent's property"
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+
+    class _Overridden(_Shadowing):
+        usage: int = 0  # type: ignore[assignment]
+
+
+class _Looking(pydantic.BaseModel):
+    """A model that reads its own attributes."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+    tokens: int = 1
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "tokens":
+            return 42
+        if name == "dynamic":
+            return "made up"
+        return super().__getattribute__(name)
+
+
+class _OnInstances:
+    """A descriptor that reads the instance (on the class, ``instance`` is None: it fails)."""
+
+    def __init__(self, error: type) -> None:
+        self.error = error
+
+    def __get__(self, instance: Any, owner: Any) -> Any:
+        if instance is None:
+            raise self.error("read on the class")
+        return instance.tokens * 2
+
+
+class _Described(pydantic.BaseModel):
+    tokens: int = 3
+    doubled: ClassVar[Any] = _OnInstances(AttributeError)
+    kind: ClassVar[Any] = _OnInstances(TypeError)
+
+
+class _Unhashable(type):
+    def __eq__(cls, other: object) -> bool:
+        return cls is other
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class _OfUnhashable(metaclass=_Unhashable):
+    usage = 1
+
+
 def _replies() -> List[object]:
     from anthropic.types import Usage as AnthropicUsage
     from openai.types import CompletionUsage
@@ -516,6 +576,11 @@ def _replies() -> List[object]:
         _Reply(tokens=4, details=_Reply(tokens=1), surplus=6),
         _Reply(),
         _Plain(),
+        _Overridden(usage=5),
+        _Looking(surplus=2),
+        _Described(),
+        _Fixed(usage),
+        _OfUnhashable(),
         SimpleNamespace(usage=SimpleNamespace(prompt_tokens=1)),
         {"usage": 1},
         None,
@@ -532,6 +597,14 @@ NAMES = (
 )  # fmt: skip
 
 
+class _Fixed(wrapt.ObjectProxy):  # type: ignore[type-arg,misc,unused-ignore]
+    """A proxy that answers one name itself."""
+
+    @property
+    def prompt_tokens(self) -> int:
+        return 999
+
+
 @pytest.mark.parametrize("index", range(len(_replies())))
 def test_a_response_is_read_as_getattr_reads_it(index: int) -> None:
     from payi_otel._providers._stainless import _read
@@ -539,6 +612,16 @@ def test_a_response_is_read_as_getattr_reads_it(index: int) -> None:
     obj = _replies()[index]
     for name in NAMES:
         assert _read(obj, name) == getattr(obj, name, None), name
+
+
+def test_the_usage_of_a_proxied_usage_object_is_read_through_the_proxy() -> None:
+    from openai.types import CompletionUsage
+
+    from payi_otel._providers.openai import OpenAIProvider
+
+    usage = CompletionUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15)
+    read = OpenAIProvider().usage(SimpleNamespace(usage=_Fixed(usage)))
+    assert read is not None and (read.input_tokens, read.output_tokens) == (999, 5)
 
 
 def test_a_class_attribute_put_on_a_model_after_it_was_read_is_read(

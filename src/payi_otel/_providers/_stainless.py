@@ -33,10 +33,9 @@ def _walk(obj: object, names: Sequence[str]) -> object:
     return obj
 
 
-_ABSENT = object()
 
-#: Per class read from: whether its instances read a missing attribute with pydantic v2's
-#: ``BaseModel.__getattr__`` (``_read``; pydantic is imported: the SDK's models are).
+#: Per class read from: whether it reads attributes as pydantic v2's ``BaseModel`` does
+#: (``_read``; pydantic is imported: the SDK's models are).
 _MODELS: Dict[type, bool] = {}
 MODELS_MAX = 256
 
@@ -44,28 +43,32 @@ MODELS_MAX = 256
 def _read(obj: object, name: str) -> object:
     """``getattr(obj, name, None)`` (issue 20), without its cost on a pydantic v2 model that
     has no ``name``: pydantic's ``__getattr__`` says so by raising an exception, ~2 µs (a chat
-    completion's usage has no ``input_tokens_details``, the responses API's name). For a
-    model, it reads what that ``__getattr__`` reads: a field (in the instance's ``__dict__``:
-    pydantic lets no class attribute shadow a field), else a class attribute (read as
-    ``getattr`` reads it), else an extra (``__pydantic_extra__``), else None."""
+    completion's usage has no ``input_tokens_details``, the responses API's name; a stream
+    event has no ``usage``). For a model whose class reads attributes as ``BaseModel`` does
+    (its ``__getattribute__`` the default, its ``__getattr__`` pydantic's), the default
+    lookup runs first, as ``getattr`` runs it; where it finds nothing, the model's extras
+    are read, as that ``__getattr__`` reads them for a public name."""
     kind = type(obj)
-    model = _MODELS.get(kind)
+    try:
+        model = _MODELS.get(kind)
+    except TypeError:  # a class that cannot be hashed (its metaclass's ``__eq__``)
+        return getattr(obj, name, None)
     if model is None:
         if len(_MODELS) >= MODELS_MAX:
             _MODELS.clear()
-        getter = getattr(getattr(sys.modules.get("pydantic"), "BaseModel", None), "__getattr__", 0)
-        model = _MODELS[kind] = getattr(kind, "__getattr__", None) is getter
-    if not model or name[:1] == "_":
+        base = getattr(sys.modules.get("pydantic"), "BaseModel", None)
+        getter = getattr(base, "__getattr__", 0)
+        model = _MODELS[kind] = (
+            getattr(kind, "__getattr__", None) is getter
+            and getattr(kind, "__getattribute__", None) is object.__getattribute__
+        )
+    if not model or name[:1] == "_" or name in obj.__dict__:  # (a field: found as usual)
         return getattr(obj, name, None)
-    found = obj.__dict__.get(name, _ABSENT)
-    if found is not _ABSENT:
-        return found
     try:
-        type.__getattribute__(kind, name)  # (not the metaclass's ``__getattr__``: it raises)
+        return object.__getattribute__(obj, name)
     except AttributeError:
         extra = getattr(obj, "__pydantic_extra__", None)
         return extra.get(name) if extra else None
-    return getattr(obj, name, None)
 
 
 def _split(paths: Sequence[str]) -> Tuple[Tuple[str, ...], ...]:
@@ -351,13 +354,7 @@ class StainlessProvider(Provider):
                     # _walk(found, path), inline, an int but not a bool: per call and stream item.
                     value: object = found
                     for name in path:
-                        # _read(value, name), its field lookup inline for a model class
-                        # _read has seen.
-                        if _MODELS.get(value.__class__):
-                            got = value.__dict__.get(name, _ABSENT)
-                            value = _read(value, name) if got is _ABSENT else got
-                        else:
-                            value = _read(value, name)
+                        value = _read(value, name)
                         if value is None:
                             break
                     if isinstance(value, int) and not isinstance(value, bool):
