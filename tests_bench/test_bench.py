@@ -45,7 +45,7 @@ def test_the_cost_benchmark_runs_every_comparison() -> None:
     ):
         assert any(v.startswith(variant) for v in variants), (variant, variants)
     goals = [row for row in rows if re.search(r"\| ≤ [\d.]+( µs|x) \|", row)]
-    verdicts = ("met", "not met", "CI spans goal")
+    verdicts = ("met", "not met", "CI spans goal", "void: the baseline ran slower than the floor")
     assert len(goals) == 3 and all(row.rstrip(" |").endswith(verdicts) for row in goals)
     progress = [line for line in done.stderr.splitlines() if not line.startswith("  ")]
     assert progress == [], done.stderr
@@ -145,3 +145,42 @@ def test_the_uninstrumented_rows_send_the_headers_payi_otel_sends() -> None:
     assert len(payi) == 5 and "x-payi-request-properties" in payi
     for baseline in baselines:
         assert {k: len(v) for k, v in baseline.items()} == {k: len(v) for k, v in payi.items()}
+
+
+def test_a_comparison_whose_floor_beats_its_baseline_is_void() -> None:
+    """The floor of a request hook does the baseline's work and more: a run that finds it
+    faster than the baseline measured a disturbed baseline, and its goals say so."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import time
+
+    import run
+
+    def work(seconds: float) -> Any:
+        def loop(n: int) -> float:
+            start = time.perf_counter()
+            end = start + n * seconds
+            while time.perf_counter() < end:
+                pass
+            return time.perf_counter() - start
+
+        return loop
+
+    try:
+        rows = run.compare(
+            "disturbed",
+            [
+                run.Variant("baseline", work(2e-5), "off"),
+                run.Variant("floor", work(1e-5), "floor"),
+                run.Variant("payi_otel", work(1e-5), "off", goal=1.02),
+            ],
+            5,
+            0.002,
+        )
+    finally:
+        run.set_mode("off")
+    assert rows[1]["ratio"] < 1.0 and all(row.get("void") for row in rows)
+    assert (
+        run.table(rows)
+        .splitlines()[-1]
+        .endswith("| void: the baseline ran slower than the floor |")
+    )

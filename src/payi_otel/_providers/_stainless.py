@@ -33,7 +33,6 @@ def _walk(obj: object, names: Sequence[str]) -> object:
     return obj
 
 
-
 #: Per class read from: whether it reads attributes as pydantic v2's ``BaseModel`` does
 #: (``_read``; pydantic is imported: the SDK's models are).
 _MODELS: Dict[type, bool] = {}
