@@ -189,6 +189,9 @@ def compare(title: str, variants: List[Variant], reps: int, batch: float) -> Lis
     sizes = []
     for v in variants:  # calibrate: operations per batch of ~`batch` seconds (and warm up)
         set_mode(v.mode)
+        # One untimed first: the first call after instrumenting loads what the rest reuse
+        # (~60 ms for the cost observer's first price); timed, it made a batch one call long.
+        v.loop(1)
         n = 1
         while (t := v.loop(n)) < batch / 4:
             n *= 4

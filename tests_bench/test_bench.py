@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, List
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -184,3 +184,37 @@ def test_a_comparison_whose_floor_beats_its_baseline_is_void() -> None:
         .splitlines()[-1]
         .endswith("| void: the baseline ran slower than the floor |")
     )
+
+
+def test_the_knock_outs_run_and_each_variant_is_its_own() -> None:
+    """``python benchmarks/knockout.py``, quick: a variant without knock-outs right after one
+    with them is measured as it is (the mode switches back)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import knockout
+    import run
+
+    from payi_otel._providers import _core
+
+    seen: List[Any] = []
+    see = _core._Observation.see
+    original = run.chat_calls
+
+    def watching(client: Any, per_user: bool) -> Any:
+        loop = original(client, per_user)
+
+        def watched(n: int) -> float:
+            seen.append((run._mode[0], _core._Observation.see is see))
+            return loop(n)  # type: ignore[no-any-return]
+
+        return watched
+
+    run.chat_calls = watching
+    try:
+        knockout.main(["spans-nosee", "spans", "--quick"])
+    finally:
+        run.chat_calls = original
+    assert ("spans", True) in seen and ("spans-nosee", False) in seen
+    assert ("spans", False) not in seen and ("spans-nosee", True) not in seen
+    done = bench("knockout.py", "hook", "hook-noapply", "--quick")
+    assert done.returncode == 0, done.stderr
+    assert "| | hook-noapply |" in done.stdout

@@ -27,7 +27,10 @@ __all__ = ["StainlessProvider"]
 
 def _walk(obj: object, names: Sequence[str]) -> object:
     for name in names:
-        obj = _read(obj, name)
+        # _read(obj, name); a name in the instance's own __dict__ read by getattr here, as
+        # _read reads it (a call fewer per name a response has).
+        found = getattr(obj, "__dict__", None)
+        obj = getattr(obj, name, None) if found and name in found else _read(obj, name)
         if obj is None:
             return None
     return obj
@@ -352,8 +355,12 @@ class StainlessProvider(Provider):
                 for path in paths:
                     # _walk(found, path), inline, an int but not a bool: per call and stream item.
                     value: object = found
-                    for name in path:
-                        value = _read(value, name)
+                    for name in path:  # _walk(found, path), inline
+                        own = getattr(value, "__dict__", None)
+                        if own and name in own:
+                            value = getattr(value, name, None)
+                        else:
+                            value = _read(value, name)
                         if value is None:
                             break
                     if isinstance(value, int) and not isinstance(value, bool):
