@@ -64,10 +64,10 @@ def _read(obj: object, name: str) -> object:
             getattr(kind, "__getattr__", None) is getter
             and getattr(kind, "__getattribute__", None) is object.__getattribute__
         )
-    if not model or name[:1] == "_" or name in obj.__dict__:  # (a field: found as usual)
+    if not model or name[:1] == "_":
         return getattr(obj, name, None)
     try:
-        return object.__getattribute__(obj, name)
+        return object.__getattribute__(obj, name)  # (what getattr does before __getattr__)
     except AttributeError:
         extra = getattr(obj, "__pydantic_extra__", None)
         return extra.get(name) if extra else None
@@ -355,7 +355,7 @@ class StainlessProvider(Provider):
                 for path in paths:
                     # _walk(found, path), inline, an int but not a bool: per call and stream item.
                     value: object = found
-                    for name in path:  # _walk(found, path), inline
+                    for name in path:
                         own = getattr(value, "__dict__", None)
                         if own and name in own:
                             value = getattr(value, name, None)
