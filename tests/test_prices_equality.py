@@ -4,7 +4,7 @@ genai-prices' bundled snapshot, random usages (seeded), equal Decimals, no toler
 from __future__ import annotations
 
 import random
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any, List, Tuple
 
 import pytest
@@ -13,7 +13,15 @@ genai_prices = pytest.importorskip("genai_prices")
 from genai_prices import Usage, calc_price  # noqa: E402
 from genai_prices.data_snapshot import get_snapshot  # noqa: E402
 
-from payi_otel._prices import Linear, PriceTable, Tokens, _GenaiPrices, _Slow  # noqa: E402
+from payi_otel._model.user_prices import UserPrice  # noqa: E402
+from payi_otel._prices import (  # noqa: E402
+    Linear,
+    PriceTable,
+    Tokens,
+    _GenaiPrices,
+    _Slow,
+    user_linear,
+)
 
 #: Random usages per model (seeded): about 2,300 models x 8.
 USAGES_PER_MODEL = 8
@@ -76,7 +84,13 @@ def test_every_model_of_the_snapshot_prices_exactly_as_calc_price() -> None:
                 want.output_price,
                 want.total_price,
             ), (provider, model, tokens)
-            assert all(isinstance(v, Decimal) for v in got[:3])
+            assert all(isinstance(v, Decimal) for v in (got.input, got.output, got.total))
+            # The floats the span attributes and metrics carry: float() of each Decimal.
+            assert got.floats == (
+                float(want.input_price),
+                float(want.output_price),
+                float(want.total_price),
+            ), (provider, model, tokens)
             assert (got.provider, got.model, got.currency, got.source) == (
                 want.provider.id,
                 want.model.id,
@@ -111,3 +125,44 @@ def test_the_fast_path_agrees_with_what_the_issue_names_as_tiered_or_conditional
             got = table.price(provider, model, tokens)
             assert got is not None
             assert got.total == want.total_price and got.input == want.input_price
+
+
+def test_a_users_prices_are_exact_and_their_floats_the_nearest() -> None:
+    """A user's prices take the integer path too: each figure is the exact value of its
+    definition (the per-million prices over a million, times the counts: no rounding, with
+    up to 30 significant digits of price and 10 of count), and its float ``float()`` of
+    that value - the float nearest it."""
+    rng = random.Random(21)
+
+    def number() -> Decimal:
+        digits = rng.randint(1, 30)
+        return Decimal(rng.randint(0, 10**digits)).scaleb(-rng.randint(0, 30))
+
+    with localcontext() as exact:
+        exact.prec = 500
+        for _ in range(2_000):
+            entry = UserPrice(
+                "m",
+                None,
+                number(),
+                number(),
+                number() if rng.random() < 0.5 else None,
+                number() if rng.random() < 0.5 else None,
+                "EUR",
+            )
+            inp = rng.randint(0, 10**10)
+            read = rng.randint(0, inp)
+            write = rng.randint(0, inp - read)
+            tokens = Tokens(inp, rng.randint(0, 10**10), read, write)
+            got = user_linear(entry, "p", "m").price(tokens)
+            per = Decimal(1_000_000)
+            cache_read = entry.input if entry.cache_read is None else entry.cache_read
+            cache_write = entry.input if entry.cache_write is None else entry.cache_write
+            want_input = (
+                entry.input * (inp - read - write) + cache_read * read + cache_write * write
+            ) / per
+            want_output = entry.output * tokens.output / per
+            want = (want_input, want_output, want_input + want_output)
+            assert (got.input, got.output, got.total) == want, (entry, tokens)
+            assert got.floats == tuple(float(v) for v in want), (entry, tokens)
+            assert (got.currency, got.source) == ("EUR", "user")

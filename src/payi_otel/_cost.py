@@ -165,11 +165,15 @@ def _provider_id(category: str) -> str:
 
 
 def _tokens(usage: Usage) -> Tokens:
-    return Tokens(
-        usage.input_tokens or 0,
-        usage.output_tokens or 0,
-        usage.cache_read_tokens or 0,
-        usage.cache_write_tokens or 0,
+    # (``tuple.__new__``: a NamedTuple's own ``__new__`` is one more Python call.)
+    return tuple.__new__(
+        Tokens,
+        (
+            usage.input_tokens or 0,
+            usage.output_tokens or 0,
+            usage.cache_read_tokens or 0,
+            usage.cache_write_tokens or 0,
+        ),
     )
 
 
@@ -360,9 +364,10 @@ def _annotate(span: Span, usage: Usage, price: Optional[Price], by_scope: bool) 
             if count is not None and (count or required) and attribute not in existing:
                 attributes[attribute] = count
     if price is not None:
-        attributes["payi_otel.cost.input"] = float(price.input)
-        attributes["payi_otel.cost.output"] = float(price.output)
-        attributes["payi_otel.cost.total"] = float(price.total)
+        floats = price.floats
+        attributes["payi_otel.cost.input"] = floats[0]
+        attributes["payi_otel.cost.output"] = floats[1]
+        attributes["payi_otel.cost.total"] = floats[2]
         attributes["payi_otel.cost.currency"] = price.currency
         attributes["payi_otel.cost.provider"] = price.provider
         attributes["payi_otel.cost.model"] = price.model
@@ -450,7 +455,7 @@ class UsageMetrics:
             usage.cache_write_tokens,
             usage.reasoning_tokens,
         )
-        cost = None if price is None else float(price.total)
+        cost = None if price is None else price.floats[2]
         # Only number arithmetic and list stores under the lock: no allocation the garbage
         # collector counts, so no collection - which runs finalizers, among them an abandoned
         # stream's, which reports its call here - can start while the lock is held.

@@ -12,9 +12,10 @@ function of the four token counts payi_otel reads - neither tiered (``TieredPric
 conditional on the time of day, nor about to change (a dated price still to come) - the
 coefficients of that function are read once from ``calc_price`` itself (the price of no
 usage, of one input token, one output token, one cache read, one cache write: each exact),
-checked against ``calc_price`` on one more usage, and every later call is an exact Decimal
-multiply-and-sum (~2-3 µs). Anything else, and any usage outside the region where
-``calc_price`` is linear (cache reads and writes exceeding the input), calls ``calc_price``.
+checked against ``calc_price`` on one more usage, and every later call is an exact
+multiply-and-sum in integers at the price's decimal scale (~0.7 µs: :class:`Linear`).
+Anything else, and any usage outside the region where ``calc_price`` is linear (cache reads
+and writes exceeding the input), calls ``calc_price``.
 ``tests/test_prices_equality.py`` proves both paths equal to ``calc_price`` over every model
 of the snapshot.
 """
@@ -22,7 +23,7 @@ of the snapshot.
 from __future__ import annotations
 
 import threading
-from decimal import Decimal
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 from payi_otel._log import logger
@@ -47,17 +48,69 @@ class Tokens(NamedTuple):
 
 
 class Price(NamedTuple):
-    """What one call cost, and who priced it as what."""
+    """What one call cost, and who priced it as what. Its figures are kept as integers at a
+    scale (exact); ``input``, ``output`` and ``total`` are their Decimals, ``floats`` their
+    floats: a call's span attributes and metric points need only the floats, which cost a
+    division each where a Decimal costs more and ``float()`` of one parses a string."""
 
-    input: Decimal
-    output: Decimal
-    total: Decimal
+    #: Input, output and total times ``10 ** scale``, exactly.
+    units: Tuple[int, int, int]
+    scale: int
     currency: str
     #: The provider and model it was priced as (genai-prices' ids, or the user's entry's).
     provider: str
     model: str
     #: :data:`GENAI_PRICES` or :data:`USER`.
     source: str
+    #: The three figures as floats (the span attributes and metric points carry them): each
+    #: the float nearest its exact value, as ``float()`` of its Decimal is.
+    floats: Tuple[float, float, float]
+
+    @property
+    def input(self) -> Decimal:
+        return _decimal(self.units[0], self.scale)
+
+    @property
+    def output(self) -> Decimal:
+        return _decimal(self.units[1], self.scale)
+
+    @property
+    def total(self) -> Decimal:
+        return _decimal(self.units[2], self.scale)
+
+
+#: A context in which ``scaleb`` of an integer is exact, whatever its digits.
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
+
+
+def _decimal(units: int, scale: int) -> Decimal:
+    return Decimal(units).scaleb(-scale, _EXACT)
+
+
+def _price_of(
+    figures: Tuple[Decimal, Decimal, Decimal],
+    currency: str,
+    provider: str,
+    model: str,
+    source: str,
+) -> Price:
+    """A :class:`Price` of three Decimals (input, output, total)."""
+    scale = _scale_of(figures)
+    units = (
+        _integer(figures[0], scale),
+        _integer(figures[1], scale),
+        _integer(figures[2], scale),
+    )
+    divisor = 10**scale
+    return Price(
+        units,
+        scale,
+        currency,
+        provider,
+        model,
+        source,
+        (units[0] / divisor, units[1] / divisor, units[2] / divisor),
+    )
 
 
 #: One linear form over :class:`Tokens`: its constant and its (field index, coefficient)
@@ -65,7 +118,12 @@ class Price(NamedTuple):
 _Form = Tuple[Decimal, Tuple[Tuple[int, Decimal], ...]]
 
 
-def _apply(form: _Form, tokens: Tokens) -> Decimal:
+#: A linear form in integers: its constant and terms at the price's scale (the value times
+#: ``10 ** scale``, exactly).
+_Ints = Tuple[int, Tuple[Tuple[int, int], ...]]
+
+
+def _apply(form: _Ints, tokens: Tokens) -> int:
     value, terms = form
     for index, coefficient in terms:
         count = tokens[index]
@@ -76,11 +134,17 @@ def _apply(form: _Form, tokens: Tokens) -> Decimal:
 
 class Linear(NamedTuple):
     """A price that is linear in the token counts: input, output and total forms (total
-    None: the sum of input and output, as it is when every priced unit has a direction)."""
+    None: the sum of input and output, as it is when every priced unit has a direction),
+    in integers at one scale: a call's figures are integer sums, exact (a :class:`Price`
+    keeps them so), and their floats one division each (``n / 10 ** scale``: Python
+    rounds an integer division once, to the float nearest the exact value)."""
 
-    input: _Form
-    output: _Form
-    total: Optional[_Form]
+    input: _Ints
+    output: _Ints
+    total: Optional[_Ints]
+    scale: int
+    #: ``10 ** scale``.
+    divisor: int
     currency: str
     provider: str
     model: str
@@ -90,15 +154,38 @@ class Linear(NamedTuple):
         inp = _apply(self.input, tokens)
         out = _apply(self.output, tokens)
         total = self.total
-        return Price(
-            inp,
-            out,
-            inp + out if total is None else _apply(total, tokens),
-            self.currency,
-            self.provider,
-            self.model,
-            self.source,
+        whole = inp + out if total is None else _apply(total, tokens)
+        divisor = self.divisor
+        # (``tuple.__new__``: a NamedTuple's own ``__new__`` is one more Python call.)
+        return tuple.__new__(
+            Price,
+            (
+                (inp, out, whole),
+                self.scale,
+                self.currency,
+                self.provider,
+                self.model,
+                self.source,
+                (inp / divisor, out / divisor, whole / divisor),
+            ),
         )
+
+
+def _scale_of(values: Sequence[Decimal]) -> int:
+    """The number of decimal places that makes every one of ``values`` an integer."""
+    return max([0, *(-int(v.as_tuple().exponent) for v in values)])  # (finite: an int)
+
+
+def _integer(value: Decimal, scale: int) -> int:
+    """``value * 10 ** scale``, exactly (an integer at that scale)."""
+    sign, digits, exponent = value.as_tuple()
+    shift = int(exponent) + scale  # >= 0: ``scale`` is at least -exponent
+    number = int("".join(map(str, digits)) or "0") * int(10**shift)
+    return -number if sign else number
+
+
+def _ints(form: _Form, scale: int) -> _Ints:
+    return _integer(form[0], scale), tuple((i, _integer(c, scale)) for i, c in form[1])
 
 
 def _linear(
@@ -117,8 +204,20 @@ def _linear(
             for i in range(len(Tokens._fields))
         ],
     )
-    total = None if summed == total_form else total_form
-    return Linear(input_form, output_form, total, currency, provider, model, source)
+    # (Finite numbers all: genai-prices', or a user's, validated.)
+    forms = (input_form, output_form, total_form)
+    scale = _scale_of([v for form in forms for v in (form[0], *(c for _, c in form[1]))])
+    return Linear(
+        _ints(input_form, scale),
+        _ints(output_form, scale),
+        None if summed == total_form else _ints(total_form, scale),
+        scale,
+        10**scale,
+        currency,
+        provider,
+        model,
+        source,
+    )
 
 
 def _form(constant: Decimal, coefficients: Sequence[Decimal]) -> _Form:
@@ -394,10 +493,8 @@ def calc_price(prices: Any, provider_id: Optional[str], model: str, tokens: Toke
         model_ref=model,
         provider_id=provider_id,
     )
-    return Price(
-        calculation.input_price,
-        calculation.output_price,
-        calculation.total_price,
+    return _price_of(
+        (calculation.input_price, calculation.output_price, calculation.total_price),
         "USD",
         calculation.provider.id,
         calculation.model.id,
