@@ -23,12 +23,16 @@ from payi_otel._prices import (  # noqa: E402
     user_linear,
 )
 
-#: Random usages per model (seeded): about 2,300 models x 8.
-USAGES_PER_MODEL = 8
+#: Usages per model (seeded, random but for four): about 2,300 models x 9.
+USAGES_PER_MODEL = 9
 
 
 def _usages(rng: random.Random) -> List[Tokens]:
     usages = [Tokens(0, 0, 0, 0), Tokens(1, 1, 0, 0), Tokens(1_000_000, 1_000_000, 0, 0)]
+    # Beyond any real call, where calc_price's 28 digits round (the fast path leaves it to
+    # calc_price there: CALC_PRICE_EXACT_BELOW).
+    huge = rng.choice((10**10, 10**14, 10**15, 3 * 10**17))
+    usages.append(Tokens(huge, huge // 3, huge // 7, huge // 11))
     while len(usages) < USAGES_PER_MODEL:
         scale = rng.choice((10, 1_000, 100_000, 3_000_000))
         inp = rng.randint(0, scale)
@@ -130,31 +134,37 @@ def test_the_fast_path_agrees_with_what_the_issue_names_as_tiered_or_conditional
 def test_a_users_prices_are_exact_and_their_floats_the_nearest() -> None:
     """A user's prices take the integer path too: each figure is the exact value of its
     definition (the per-million prices over a million, times the counts: no rounding, with
-    up to 30 significant digits of price and 10 of count), and its float ``float()`` of
-    that value - the float nearest it."""
+    up to 30 significant digits of price and 10 of count, in the default decimal context and
+    in an app's own of 6 digits), and its float ``float()`` of that value - the float nearest
+    it."""
     rng = random.Random(21)
 
     def number() -> Decimal:
         digits = rng.randint(1, 30)
         return Decimal(rng.randint(0, 10**digits)).scaleb(-rng.randint(0, 30))
 
-    with localcontext() as exact:
-        exact.prec = 500
-        for _ in range(2_000):
-            entry = UserPrice(
-                "m",
-                None,
-                number(),
-                number(),
-                number() if rng.random() < 0.5 else None,
-                number() if rng.random() < 0.5 else None,
-                "EUR",
-            )
-            inp = rng.randint(0, 10**10)
-            read = rng.randint(0, inp)
-            write = rng.randint(0, inp - read)
-            tokens = Tokens(inp, rng.randint(0, 10**10), read, write)
-            got = user_linear(entry, "p", "m").price(tokens)
+    for case in range(2_000):
+        entry = UserPrice(
+            "m",
+            None,
+            number(),
+            number(),
+            number() if rng.random() < 0.5 else None,
+            number() if rng.random() < 0.5 else None,
+            "EUR",
+        )
+        inp = rng.randint(0, 10**10)
+        read = rng.randint(0, inp)
+        write = rng.randint(0, inp - read)
+        tokens = Tokens(inp, rng.randint(0, 10**10), read, write)
+        with localcontext() as app:
+            if case % 2:
+                app.prec = 6  # an app's own precision: prices are not computed in it
+            linear = user_linear(entry, "p", "m")
+        got = linear.price(tokens)
+        assert got is not None
+        with localcontext() as exact:
+            exact.prec = 500
             per = Decimal(1_000_000)
             cache_read = entry.input if entry.cache_read is None else entry.cache_read
             cache_write = entry.input if entry.cache_write is None else entry.cache_write
@@ -164,5 +174,17 @@ def test_a_users_prices_are_exact_and_their_floats_the_nearest() -> None:
             want_output = entry.output * tokens.output / per
             want = (want_input, want_output, want_input + want_output)
             assert (got.input, got.output, got.total) == want, (entry, tokens)
-            assert got.floats == tuple(float(v) for v in want), (entry, tokens)
-            assert (got.currency, got.source) == ("EUR", "user")
+        assert got.floats == tuple(float(v) for v in want), (entry, tokens)
+        assert (got.currency, got.source) == ("EUR", "user")
+
+
+def test_a_figure_beyond_a_float_is_inf_and_the_call_still_priced() -> None:
+    """Token counts no call has (a provider's bug, a hostile server) give a figure too large
+    for a float: its float is inf, as ``float()`` of the exact Decimal is, and it is priced."""
+    entry = UserPrice("m", None, Decimal("1.5"), Decimal(3), None, None, "USD")
+    got = user_linear(entry, "p", "m").price(Tokens(10**400, 1, 0, 0))
+    assert got is not None
+    assert got.floats == (float("inf"), 3e-6, float("inf"))
+    with localcontext() as exact:
+        exact.prec = 1000
+        assert got.input == Decimal("1.5E394") and got.total == got.input + Decimal("0.000003")

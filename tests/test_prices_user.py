@@ -177,6 +177,19 @@ def test_the_prices_file(genai: GenAI, tmp_path: Path, monkeypatch: pytest.Monke
             ParameterValueError,
             "3-letter ISO 4217",
         ),
+        # Beyond any real price: pricing would compute at its scale every call.
+        (
+            [{"model": "m", "input": "1E-31", "output": 1}],
+            ParameterValueError,
+            "'input' must be below 1,000,000,000,000,000 (per million tokens) with at most 30 "
+            "decimal places, got '1E-31'",
+        ),
+        ([{"model": "m", "input": 1, "output": 1e15}], ParameterValueError, "'output' must be"),
+        (
+            [{"model": "m", "input": 1, "output": 1, "cache_read": "0." + "0" * 10**6 + "1"}],
+            ParameterValueError,
+            "'cache_read' must be below",
+        ),
         ([{"model": "a*b", "input": 1, "output": 1}], ParameterValueError, "one '*'"),
         ([{"model": "", "input": 1, "output": 1}], ParameterValueError, "'model' must not be"),
     ],

@@ -288,7 +288,9 @@ class CostObserver:
         snapshot = table.genai.current_snapshot()
         last = self._last_price
         if last[0] == key and last[2] is snapshot and linear_region(tokens):
-            return last[1].price(tokens)  # type: ignore[union-attr]
+            price = last[1].price(tokens)  # type: ignore[union-attr]
+            if price is not None:  # (else beyond the fast path: looked up below)
+                return price
         targets = self._targets.get(key)
         if targets is None:
             if len(self._targets) >= 4096:  # a bound, for models named per call

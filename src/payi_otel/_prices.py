@@ -23,7 +23,7 @@ of the snapshot.
 from __future__ import annotations
 
 import threading
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, localcontext
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 from payi_otel._log import logger
@@ -101,16 +101,31 @@ def _price_of(
         _integer(figures[1], scale),
         _integer(figures[2], scale),
     )
+    return Price(units, scale, currency, provider, model, source, _floats(units, scale))
+
+
+def _floats(units: Tuple[int, int, int], scale: int) -> Tuple[float, float, float]:
+    """The floats of figures in units at ``scale``: each the float nearest its exact value
+    (an integer true division rounds once), inf beyond a float's range (as ``float()`` of
+    the Decimal)."""
     divisor = 10**scale
-    return Price(
-        units,
-        scale,
-        currency,
-        provider,
-        model,
-        source,
-        (units[0] / divisor, units[1] / divisor, units[2] / divisor),
-    )
+    try:
+        return units[0] / divisor, units[1] / divisor, units[2] / divisor
+    except OverflowError:
+        return (
+            float(_decimal(units[0], scale)),
+            float(_decimal(units[1], scale)),
+            float(_decimal(units[2], scale)),
+        )
+
+
+#: genai-prices' linear prices give figures below this many units (at their scale) exactly
+#: as ``calc_price`` does; at or above it, ``calc_price`` prices the call. ``calc_price``
+#: computes with Python's default 28 significant digits, and sums non-negative terms (each
+#: at most the total): a total under 10**25 units, exact in 25 digits, is never rounded
+#: there. Only an unreal call gets so far (billions of tokens at today's prices), and there
+#: the figure is ``calc_price``'s, rounded as it rounds (``tests/test_prices_equality.py``).
+CALC_PRICE_EXACT_BELOW = 10**25
 
 
 #: One linear form over :class:`Tokens`: its constant and its (field index, coefficient)
@@ -149,13 +164,24 @@ class Linear(NamedTuple):
     provider: str
     model: str
     source: str
+    #: A figure this large or larger (in units) is left to ``calc_price`` (:meth:`price`
+    #: gives None); 0: no bound (a user's price is exact at any size).
+    bound: int = 0
 
-    def price(self, tokens: Tokens) -> Price:
+    def price(self, tokens: Tokens) -> Optional[Price]:
+        """The price of ``tokens``, exact; None where ``calc_price`` must say (:attr:`bound`)."""
         inp = _apply(self.input, tokens)
         out = _apply(self.output, tokens)
         total = self.total
         whole = inp + out if total is None else _apply(total, tokens)
+        bound = self.bound
+        if bound and (inp >= bound or out >= bound or whole >= bound):
+            return None
         divisor = self.divisor
+        try:
+            floats = (inp / divisor, out / divisor, whole / divisor)
+        except OverflowError:  # beyond a float: as float() of the Decimal (inf)
+            floats = _floats((inp, out, whole), self.scale)
         # (``tuple.__new__``: a NamedTuple's own ``__new__`` is one more Python call.)
         return tuple.__new__(
             Price,
@@ -166,7 +192,7 @@ class Linear(NamedTuple):
                 self.provider,
                 self.model,
                 self.source,
-                (inp / divisor, out / divisor, whole / divisor),
+                floats,
             ),
         )
 
@@ -196,6 +222,23 @@ def _linear(
     provider: str,
     model: str,
     source: str,
+    bound: int = 0,
+) -> Linear:
+    with localcontext(_EXACT):  # (not the caller's precision)
+        return _linear_exact(
+            input_form, output_form, total_form, currency, provider, model, source, bound
+        )
+
+
+def _linear_exact(
+    input_form: _Form,
+    output_form: _Form,
+    total_form: _Form,
+    currency: str,
+    provider: str,
+    model: str,
+    source: str,
+    bound: int,
 ) -> Linear:
     summed = _form(
         input_form[0] + output_form[0],
@@ -217,6 +260,7 @@ def _linear(
         provider,
         model,
         source,
+        bound,
     )
 
 
@@ -233,7 +277,13 @@ def linear_region(tokens: Tokens) -> bool:
 def user_linear(entry: UserPrice, provider: str, model: str) -> Linear:
     """A user's price as a linear form, counted as ``genai-prices`` counts: the input price
     for the input tokens that are neither cache reads nor writes when those have their own
-    price, the input price for them otherwise."""
+    price, the input price for them otherwise. Exact, whatever the caller's decimal
+    precision."""
+    with localcontext(_EXACT):
+        return _user_linear(entry, provider, model)
+
+
+def _user_linear(entry: UserPrice, provider: str, model: str) -> Linear:
     per = Decimal(1_000_000)
     inp = entry.input / per
     read = inp if entry.cache_read is None else entry.cache_read / per
@@ -351,16 +401,17 @@ class _GenaiPrices:
         except ValueError:
             return _Slow(provider_id, model)
         forms: List[_Form] = []
-        for part in ("input_price", "output_price", "total_price"):
-            zero = getattr(base, part)
-            one_input = getattr(probes[0], part) - zero
-            coefficients = (
-                one_input,
-                getattr(probes[1], part) - zero,
-                getattr(probes[2], part) - zero - one_input,
-                getattr(probes[3], part) - zero - one_input,
-            )
-            forms.append(_form(zero, coefficients))
+        with localcontext(_EXACT):  # differences of calc_price's figures, exact
+            for part in ("input_price", "output_price", "total_price"):
+                zero = getattr(base, part)
+                one_input = getattr(probes[0], part) - zero
+                coefficients = (
+                    one_input,
+                    getattr(probes[1], part) - zero,
+                    getattr(probes[2], part) - zero - one_input,
+                    getattr(probes[3], part) - zero - one_input,
+                )
+                forms.append(_form(zero, coefficients))
         linear = _linear(
             forms[0],
             forms[1],
@@ -369,6 +420,7 @@ class _GenaiPrices:
             base.provider.id,
             base.model.id,
             GENAI_PRICES,
+            CALC_PRICE_EXACT_BELOW,
         )
         # One more usage, every field at once: a price that is not linear after all (a
         # genai-prices change this reading does not know) is priced by calc_price.
@@ -380,11 +432,16 @@ class _GenaiPrices:
             cache_write_tokens=check.cache_write,
         )
         got = linear.price(check)
-        if (got.input, got.output, got.total) != (
-            expected.input_price,
-            expected.output_price,
-            expected.total_price,
-        ) or found_provider.id != base.provider.id:
+        if (
+            got is None
+            or (got.input, got.output, got.total)
+            != (
+                expected.input_price,
+                expected.output_price,
+                expected.total_price,
+            )
+            or found_provider.id != base.provider.id
+        ):
             return _Slow(provider_id, model)
         return linear
 
@@ -461,7 +518,9 @@ class PriceTable:
         if entry is None:
             return None
         if isinstance(entry, Linear) and (entry.source == USER or linear_region(tokens)):
-            return entry.price(tokens)
+            price = entry.price(tokens)
+            if price is not None:  # (a user's price always is)
+                return price
         return calc_price(prices, provider_id, model, tokens)
 
     def linear(self, provider_id: Optional[str], model: str) -> Optional[Linear]:

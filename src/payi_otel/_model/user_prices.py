@@ -15,8 +15,10 @@ A user price table (``payi_instrument(prices=[...])``, or the JSON file named by
 An entry matches a call on the model it is priced as (its ``price_as_resource``, else the
 model it names, case-insensitive) and, when it names one, the provider; the table is tried
 before ``genai-prices``: exact model names first, then ``*`` prefixes, longest first; among
-equals the first entry wins. Prices are numbers (or numeric strings), finite, >= 0; a float
-is taken as written (``0.3`` is ``Decimal("0.3")``).
+equals the first entry wins. Prices are numbers (or numeric strings), finite, >= 0, below
+10**15 per million tokens and with at most 30 decimal places (trailing zeros aside: no real
+price comes near either bound, and an exponent far beyond them would make every priced call
+slow); a float is taken as written (``0.3`` is ``Decimal("0.3")``).
 
 Pure Python (the model wing): validation here, pricing in ``_prices``.
 """
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation
 from typing import NamedTuple, Optional, Tuple
 
 from payi_otel._model.parameters import ParameterTypeError, ParameterValueError
@@ -67,7 +69,22 @@ def _decimal(value: object, where: str, key: str) -> Decimal:
         raise ParameterValueError(
             f"{where}: {key!r} must be a finite number >= 0 (per million tokens), got {value!r}"
         )
+    # Trailing zeros aside (exactly: a price may be given with more digits than a context
+    # keeps), and kept so: its scale is what pricing computes at (``_prices``).
+    number = number.normalize(_EXACT)
+    if number >= MAX_PRICE or -int(number.as_tuple().exponent) > MAX_PLACES:
+        raise ParameterValueError(
+            f"{where}: {key!r} must be below {MAX_PRICE:,} (per million tokens) with at most "
+            f"{MAX_PLACES} decimal places, got {value!r}"
+        )
     return number
+
+
+#: Bounds of a price per million tokens (the module's docstring).
+MAX_PRICE = 10**15
+MAX_PLACES = 30
+#: Normalizes any finite Decimal exactly.
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 def _text(value: object, where: str, key: str) -> str:
