@@ -224,26 +224,11 @@ def _linear(
     source: str,
     bound: int = 0,
 ) -> Linear:
-    with localcontext(_EXACT):  # (not the caller's precision)
-        return _linear_exact(
-            input_form, output_form, total_form, currency, provider, model, source, bound
-        )
-
-
-def _linear_exact(
-    input_form: _Form,
-    output_form: _Form,
-    total_form: _Form,
-    currency: str,
-    provider: str,
-    model: str,
-    source: str,
-    bound: int,
-) -> Linear:
+    add = _EXACT.add  # (exact: not in the caller's precision)
     summed = _form(
-        input_form[0] + output_form[0],
+        add(input_form[0], output_form[0]),
         [
-            dict(input_form[1]).get(i, _ZERO) + dict(output_form[1]).get(i, _ZERO)
+            add(dict(input_form[1]).get(i, _ZERO), dict(output_form[1]).get(i, _ZERO))
             for i in range(len(Tokens._fields))
         ],
     )
