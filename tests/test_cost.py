@@ -336,3 +336,128 @@ def test_no_usage_on_an_agent_span_when_no_inference_span_is_made(
     (agent,) = [s for s in genai.otel.exporter.get_finished_spans() if s.name.startswith(operation)]
     assert usage_of(agent) == {}
     assert sum(v for _, v in found.points("payi.genai.tokens")) > 0
+
+
+def test_instrumenting_again_on_the_same_meter_provider_keeps_reporting(genai: GenAI) -> None:
+    """An SDK meter gives back the counters it has when asked again, without the new
+    callbacks (``_published``): after ``uninstrument()`` and instrumenting again on the same
+    provider (a configuration reload), later calls still reach the metrics, and the earlier
+    sums stay (cumulative counters never go down)."""
+    metrics = Metrics()
+    genai.reinstrument({"use_case_name": "first"}, meter_provider=metrics.provider)
+    genai.openai.chat.completions.create(**MINI)
+    first = metrics.sum_by("payi.genai.tokens", "payi.use_case.name")
+    assert set(first) == {"first"}
+    genai.reinstrument({"use_case_name": "second"}, meter_provider=metrics.provider)
+    for _ in range(3):
+        genai.openai.chat.completions.create(**MINI)
+    assert metrics.sum_by("payi.genai.tokens", "payi.use_case.name") == {
+        "first": first["first"],
+        "second": 3 * first["first"],
+    }
+    # The same attribution again: one series, summed across the instrumentations.
+    genai.reinstrument({"use_case_name": "second"}, meter_provider=metrics.provider)
+    genai.openai.chat.completions.create(**MINI)
+    by_use_case = metrics.sum_by("payi.genai.cost", "payi.use_case.name")
+    assert by_use_case["second"] == pytest.approx(4 * by_use_case["first"])
+    assert len(metrics.points("payi.genai.cost")) == 2
+
+
+def test_a_price_by_the_time_of_day_is_the_calls_own_when_priced_later(
+    genai: GenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call no GenAI span waits for is priced with its batch (``_deferred``), later: a
+    price that depends on the time of day (DeepSeek's off-peak hours) is read at the call's
+    start, not when the batch is done."""
+    from datetime import datetime, timedelta, timezone
+
+    import genai_prices.data_snapshot
+    import genai_prices.types
+
+    metrics = Metrics()
+    genai.reinstrument(meter_provider=metrics.provider, genai_spans=False)
+    deepseek = {**CHAT, "model": "deepseek-chat"}
+    as_deepseek = {"x-payi-price-as-category": "system.deepseek"}
+    genai.openai.chat.completions.create(**deepseek, extra_headers=as_deepseek)  # priced at once
+    before = metrics.total("payi.genai.cost")
+    started = datetime.now(timezone.utc)
+    reply = genai.openai.chat.completions.create(**deepseek, extra_headers=as_deepseek)
+    assert reply.usage is not None
+    usage = Usage(
+        input_tokens=reply.usage.prompt_tokens, output_tokens=reply.usage.completion_tokens
+    )
+
+    def price(at: datetime) -> float:
+        found = calc_price(
+            usage, model_ref="deepseek-chat", provider_id="deepseek", genai_request_timestamp=at
+        )
+        return float(found.total_price)
+
+    # genai-prices' clock, half a day on: in the other price period when the batch is done.
+    later = started + timedelta(hours=12)
+    assert price(later) != price(started)  # (the test needs a price by the time of day)
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return later if tz is None else later.astimezone(tz)
+
+    monkeypatch.setattr(genai_prices.types, "datetime", Clock)
+    monkeypatch.setattr(genai_prices.data_snapshot, "datetime", Clock)
+    assert metrics.total("payi.genai.cost") - before == pytest.approx(price(started))
+
+
+def test_a_usage_genai_prices_refuses_keeps_its_tokens_without_cost(
+    genai: GenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reply whose cache reads exceed its input (a gateway's inconsistent usage): genai-
+    prices refuses to price it, so the call gets its usage without cost - in the metrics and
+    its scope's totals too - and one WARNING says so."""
+    import httpx
+    import openai
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        usage = {
+            "prompt_tokens": 10,
+            "completion_tokens": 20,
+            "total_tokens": 30,
+            "prompt_tokens_details": {"cached_tokens": 50},
+        }
+        message = {"role": "assistant", "content": "hi"}
+        return httpx.Response(
+            200,
+            json={
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": usage,
+            },
+        )
+
+    client = openai.OpenAI(
+        api_key="k",
+        base_url="http://127.0.0.1:9/v1",
+        max_retries=0,
+        http_client=httpx.Client(transport=httpx.MockTransport(answer)),
+    )
+    metrics = Metrics()
+    genai.reinstrument(meter_provider=metrics.provider, scope_totals=True)
+    genai.check_invariant = False  # (its calls are answered in process, not by the server)
+    caplog.set_level(logging.WARNING, logger="payi_otel")
+    for _ in range(2):
+        with track_context(use_case_step="odd"):
+            client.chat.completions.create(**MINI)
+    tokens = metrics.sum_by("payi.genai.tokens", "payi_otel.token.type")
+    assert tokens == {"input": 20, "output": 40, "cache_read": 100}
+    assert metrics.points("payi.genai.cost") == []
+    for span in genai.otel.genai_spans():
+        assert not [k for k in usage_of(span) if k.startswith("payi_otel.cost.")]
+    scopes = [s for s in genai.otel.exporter.get_finished_spans() if s.name == "odd"]
+    assert [(s.attributes or {}).get("payi_otel.scope.usage.input_tokens") for s in scopes] == [
+        10,
+        10,
+    ]
+    refused = [r for r in caplog.records if "refuses to price" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].levelno == logging.WARNING

@@ -8,9 +8,11 @@ registered providers' facts: ``Service.price_id``), puts the usage (GenAI semant
 conventions) and the cost (``payi_otel.cost.*``: ``payi.*`` are the headers a call sent) on
 the call's GenAI span, and adds both to two counters, ``payi.genai.tokens`` and
 ``payi.genai.cost``, by the call's attribution (:class:`UsageMetrics`; the sums, and the
-scope totals, in batches: ``_deferred``). A model nobody
-prices gets usage without cost and one DEBUG line. Without ``genai-prices`` (it needs
-Python >= 3.11) only the user's prices price; one WARNING says so; usage is still recorded.
+scope totals, in batches: ``_deferred``; the counters: ``_published``). A model nobody
+prices gets usage without cost and one DEBUG line; a usage genai-prices refuses, usage
+without cost and one WARNING. A call is priced at its start time whenever it is priced.
+Without ``genai-prices`` (it needs Python >= 3.11) only the user's prices price; one WARNING
+says so; usage is still recorded.
 """
 
 from __future__ import annotations
@@ -32,22 +34,22 @@ from typing import (
 )
 
 from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
 from payi_otel import _scope_totals as scope_totals
-from payi_otel._deferred import defer, flush
+from payi_otel._deferred import defer
 from payi_otel._log import internal_error, log_once, logger
 from payi_otel._model.effective import Effective
 from payi_otel._model.parameters import ATTRIBUTE_NAMES
 from payi_otel._model.user_prices import UserPrice
 from payi_otel._prices import Linear, Price, PriceTable, Tokens, linear_region
 from payi_otel._providers import CallRecord, Service, Usage, derived, providers
+from payi_otel._published import TOKENS, publish
 from payi_otel._span_attributes import names as attribute_names
 from payi_otel._span_attributes import write as write_attributes
 from payi_otel._spans import _is_scope_span, from_genai_scope, is_call_span, is_genai_span
-from payi_otel.version import __version__
 
 __all__ = [
     "COST_METRIC",
@@ -103,6 +105,9 @@ class _Entry(NamedTuple):
     totals: Optional[scope_totals.ScopeTotals]
     #: Its price; :data:`_LATER`: priced when the sums get it.
     price: object
+    #: When the call started (seconds since the epoch; None: not known): what a price that
+    #: depends on the time of day is read at, whenever the call is priced.
+    started_at: Optional[float]
 
 
 _LATER = object()
@@ -239,6 +244,7 @@ class CostObserver:
                     usage,
                     scope_totals.innermost(record.context),
                     price,
+                    record.started_at,
                 ),
             )
             # Issue 20: the sums are read only when collected or when a scope ends.
@@ -297,7 +303,18 @@ class CostObserver:
                 self._targets.clear()
             targets = self._targets[key] = _targets(record, key[2], key[3])
         for provider_id, model in targets:
-            price = table.price(provider_id, model, tokens)
+            try:
+                price = table.price(provider_id, model, tokens, record.started_at)
+            except ValueError as error:  # usage calc_price refuses (cache beyond the input)
+                log_once(
+                    f"cost:refused:{provider_id}:{model}",
+                    "payi_otel: genai-prices refuses to price a call of model %r of provider "
+                    "%r (%s); such calls get usage without cost",
+                    model,
+                    provider_id,
+                    error,
+                )
+                return None
             if price is not None:
                 # Remembered with the snapshot read before any target was looked up: an
                 # earlier target genai-prices did not price may be priced by new prices.
@@ -394,7 +411,6 @@ class UsageMetrics:
     def __init__(
         self, provider: MeterProvider, names: Sequence[str], properties: Sequence[str] = ()
     ) -> None:
-        meter = provider.get_meter("payi_otel", __version__)
         self._names = tuple(names)
         self._properties = tuple(properties)
         self._seen: Dict[str, Set[str]] = {key: set() for key in self._properties}
@@ -408,20 +424,9 @@ class UsageMetrics:
         self._last: Tuple[Tuple[object, ...], List[Any]] = ((), [])
         #: Reentrant: a finalizer run by a collection may report a call on this thread.
         self._lock = threading.RLock()
-        meter.create_observable_counter(
-            TOKENS_METRIC,
-            callbacks=[self._observe_tokens],
-            unit="{token}",
-            description="GenAI tokens by payi_otel.token.type (input includes cache_read and "
-            "cache_creation; output includes reasoning)",
-        )
-        meter.create_observable_counter(
-            COST_METRIC,
-            callbacks=[self._observe_cost],
-            unit=CURRENCY,
-            description="GenAI cost (genai-prices, or the user's prices; "
-            "payi_otel.cost.currency when not USD)",
-        )
+        # Reported by the provider's counters, made once for every instrumentation on it
+        # (``_published``: an SDK meter drops a second registration's callbacks).
+        publish(provider, self, _describe)
 
     def record(self, record: _Entry, usage: Usage, price: Optional[Price]) -> None:
         call = record.call
@@ -549,15 +554,32 @@ class UsageMetrics:
                     self._series = grown
                     return made
 
-    def _observe_tokens(self, options: CallbackOptions) -> Iterable[Observation]:
-        flush()  # the calls whose sums wait (``_deferred``)
-        for row in self._series.values():  # a published mapping: never changed (_new_series)
-            for index, attributes in enumerate(row[7]):
-                if row[index]:
-                    yield Observation(row[index], attributes)
+    def points(self, metric: str) -> Iterable[Tuple[float, Dict[str, AttributeValue]]]:
+        """The sums of ``metric`` (``_published``: the caller flushed the queue)."""
+        series = self._series  # a published mapping: never changed (_new_series)
+        if metric == TOKENS:
+            for row in series.values():
+                for index, attributes in enumerate(row[7]):
+                    if row[index]:
+                        yield row[index], attributes
+        else:
+            for row in series.values():
+                if row[5] is not None:
+                    yield row[5], row[6]
 
-    def _observe_cost(self, options: CallbackOptions) -> Iterable[Observation]:
-        flush()
-        for row in self._series.values():
-            if row[5] is not None:
-                yield Observation(row[5], row[6])
+
+def _describe(metric: str) -> Dict[str, str]:
+    """Name, unit and description of the counter of ``metric`` (``_published``)."""
+    if metric == TOKENS:
+        return {
+            "name": TOKENS_METRIC,
+            "unit": "{token}",
+            "description": "GenAI tokens by payi_otel.token.type (input includes cache_read "
+            "and cache_creation; output includes reasoning)",
+        }
+    return {
+        "name": COST_METRIC,
+        "unit": CURRENCY,
+        "description": "GenAI cost (genai-prices, or the user's prices; "
+        "payi_otel.cost.currency when not USD)",
+    }

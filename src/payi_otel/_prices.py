@@ -23,6 +23,7 @@ of the snapshot.
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timezone
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, localcontext
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
@@ -443,8 +444,6 @@ def _fixed(prices: Any, info: Any) -> bool:
         if constraint is not None:
             if not isinstance(constraint, types.StartDateConstraint):
                 return False
-            from datetime import datetime, timezone
-
             if not constraint.active(datetime.now(tz=timezone.utc)):
                 return False
         current = last.prices
@@ -496,9 +495,13 @@ class PriceTable:
         self._unpriced.add(key)
         return True
 
-    def price(self, provider_id: Optional[str], model: str, tokens: Tokens) -> Optional[Price]:
-        """The price of ``tokens`` as (provider, model); None when nobody prices it (a
-        ``LookupError`` of genai-prices, or genai-prices not installed)."""
+    def price(
+        self, provider_id: Optional[str], model: str, tokens: Tokens, at: Optional[float] = None
+    ) -> Optional[Price]:
+        """The price of ``tokens`` as (provider, model) for a call made at ``at`` (seconds
+        since the epoch; None: now), which only a price by the time of day reads; None when
+        nobody prices it (a ``LookupError`` of genai-prices, or genai-prices not
+        installed). A usage ``calc_price`` refuses raises its ``ValueError``."""
         prices, entry = self._entry(provider_id, model)
         if entry is None:
             return None
@@ -506,7 +509,7 @@ class PriceTable:
             price = entry.price(tokens)
             if price is not None:  # (a user's price always is)
                 return price
-        return calc_price(prices, provider_id, model, tokens)
+        return calc_price(prices, provider_id, model, tokens, at)
 
     def linear(self, provider_id: Optional[str], model: str) -> Optional[Linear]:
         """The linear price of (provider, model) :meth:`price` uses in the linear region
@@ -524,8 +527,11 @@ class PriceTable:
         return self.genai.entry(provider_id, model)
 
 
-def calc_price(prices: Any, provider_id: Optional[str], model: str, tokens: Tokens) -> Price:
-    """``genai_prices.calc_price`` itself, as a :class:`Price`."""
+def calc_price(
+    prices: Any, provider_id: Optional[str], model: str, tokens: Tokens, at: Optional[float] = None
+) -> Price:
+    """``genai_prices.calc_price`` itself, as a :class:`Price`, for a call made at ``at``
+    (seconds since the epoch; None: now)."""
     counts = {
         "input_tokens": tokens.input,
         "output_tokens": tokens.output,
@@ -536,6 +542,7 @@ def calc_price(prices: Any, provider_id: Optional[str], model: str, tokens: Toke
         prices.Usage(**{k: v for k, v in counts.items() if v}),
         model_ref=model,
         provider_id=provider_id,
+        genai_request_timestamp=None if at is None else datetime.fromtimestamp(at, timezone.utc),
     )
     return _price_of(
         (calculation.input_price, calculation.output_price, calculation.total_price),
