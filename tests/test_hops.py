@@ -422,3 +422,129 @@ def test_every_attempt_and_hop_of_an_sdk_call_carries_exactly_what_its_url_allow
     assert all(pay_i(r) == pay_i(to_allowed[0]) for r in to_allowed)
     assert all(pay_i(r) == {} for r in sent if r not in to_allowed)
     assert all(payi_members(r) == [] and "team=search" in r.headers["baggage"] for r in sent)
+
+
+# --- the first hop ------------------------------------------------------------------------
+
+
+def _rewriting(cls: Any, to_host: str, is_async: bool) -> Any:
+    """An SDK client class whose own request hook (``_prepare_request``, run after the
+    request hook stamped the call) sends the request to ``to_host`` instead."""
+
+    def rewrite(request: Any) -> None:
+        request.url = request.url.copy_with(host=to_host)
+        request.headers["host"] = to_host
+
+    class Rewriting(cls):  # type: ignore[misc,valid-type]
+        def _prepare_request(self, request: Any) -> None:
+            rewrite(request)
+
+    class AsyncRewriting(cls):  # type: ignore[misc,valid-type]
+        async def _prepare_request(self, request: Any) -> None:
+            rewrite(request)
+
+    return AsyncRewriting if is_async else Rewriting
+
+
+@pytest.mark.parametrize("client", SDKS)
+@pytest.mark.parametrize("to_host", ["api.openai.com", "gateway.internal"])
+def test_a_first_hop_the_sdk_sends_elsewhere_carries_only_what_its_host_allows(
+    instrument: Callable[..., PayiInstrumentor],
+    llm_server: FakeLLMServer,
+    client: str,
+    to_host: str,
+) -> None:
+    """The request hook decides for the URL the call names; the SDK's own hooks may send the
+    request elsewhere after that. The first hop as the HTTP client sends it is held to the
+    policy too: a provider's public host gets no attribution header, another host keeps
+    them (the transport routes both names to the local server)."""
+    instrument(caller_file="<test>", genai_spans=False)
+    is_async = client.endswith("-async")
+    if client.startswith("openai"):
+        base = "http://gateway.internal/v1"
+        transport = to_local(llm_server, httpx, is_async)
+        http: Any = (httpx.AsyncClient if is_async else httpx.Client)(transport=transport)
+        sdk_cls: Any = _rewriting(
+            openai.AsyncOpenAI if is_async else openai.OpenAI, to_host, is_async
+        )
+        body = CHAT
+    else:
+        base = "http://gateway.internal"
+        transport = to_local(llm_server, httpx2, is_async)
+        http = (httpx2.AsyncClient if is_async else httpx2.Client)(transport=transport)
+        sdk_cls = _rewriting(
+            anthropic.AsyncAnthropic if is_async else anthropic.Anthropic, to_host, is_async
+        )
+        body = MESSAGE
+    sdk = sdk_cls(base_url=base, api_key="test", max_retries=0, http_client=http)
+    create = sdk.chat.completions.create if client.startswith("openai") else sdk.messages.create
+    with track_context(user_id="alice"):
+        if is_async:
+            asyncio.run(create(**body))
+        else:
+            create(**body)
+    (sent,) = llm_server.requests
+    assert sent.headers["host"] == to_host
+    expected = {} if to_host == "api.openai.com" else {"x-payi-user-id": "alice"}
+    assert {k: v for k, v in pay_i(sent).items() if k == "x-payi-user-id"} == expected
+    if to_host == "api.openai.com":
+        assert pay_i(sent) == {}
+
+
+def test_a_base_url_set_by_another_thread_during_a_call_misleads_no_later_call(
+    instrument: Callable[..., PayiInstrumentor], llm_server: FakeLLMServer
+) -> None:
+    """Another thread sets a client's ``base_url`` while a call of it is being read (made
+    deterministic: the setting runs as the provider starts reading the call). The call
+    itself goes where the SDK sends it, with only what that host allows; and no later call
+    - of a copy still on the old base URL, planned (``_core._planned``) from what the racing
+    call read - goes with the other base URL's verdict."""
+    import sys
+
+    from payi_otel._providers._stainless import StainlessProvider
+
+    instrument(caller_file="<test>", genai_spans=False)
+    gateway = httpx.URL("http://gateway.internal/v1/")
+    public = httpx.URL("https://api.openai.com/v1/")
+    reads = {StainlessProvider.read.__code__, StainlessProvider._read.__code__}
+    flips: dict[Any, httpx.URL] = {}
+
+    def other_thread(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code in reads:
+            instance = frame.f_locals.get("instance")
+            if instance in flips:
+                instance.base_url = flips.pop(instance)
+
+    def sdk(base: httpx.URL) -> openai.OpenAI:
+        http = httpx.Client(transport=to_local(llm_server, httpx))
+        return openai.OpenAI(base_url=base, api_key="test", max_retries=0, http_client=http)
+
+    def racing(client: openai.OpenAI, to: httpx.URL) -> None:
+        flips[client] = to
+        sys.settrace(other_thread)
+        try:
+            client.chat.completions.create(**CHAT)
+        finally:
+            sys.settrace(None)
+        assert not flips  # the flip happened
+
+    on_gateway = sdk(gateway)
+    copy_on_gateway = on_gateway.with_options(timeout=30)
+    on_public = sdk(public)
+    copy_on_public = on_public.copy()
+    with track_context(user_id="racer"):
+        racing(on_gateway, public)
+        racing(on_public, gateway)
+    with track_context(user_id="bob"):
+        for _ in range(2):
+            copy_on_gateway.chat.completions.create(**CHAT)
+            copy_on_public.chat.completions.create(**CHAT)
+    sent = [(r.headers["host"], pay_i(r).get("x-payi-user-id")) for r in llm_server.requests]
+    assert sent[0] == ("api.openai.com", None)  # never the racer's id to the public host
+    assert sent[1][0] == "gateway.internal"  # (its id: the race's to lose, nothing else)
+    assert sent[2:] == [
+        ("gateway.internal", "bob"),
+        ("api.openai.com", None),
+        ("gateway.internal", "bob"),
+        ("api.openai.com", None),
+    ]

@@ -101,15 +101,28 @@ def strip_cross_origin(request: Any) -> None:
     """httpx request hook, run before every hop of a redirect chain: the first hop records
     its URL in the request's extensions (httpx copies them to each redirected request);
     a later hop to another origin loses every ``x-payi-*`` / ``xProxy-*`` header. (The
-    origins are compared only on a later hop: reading an httpx URL's parts parses it.)"""
+    origins are compared only on a later hop: reading an httpx URL's parts parses it.)
+
+    The first hop loses them too where the policy in force sends none to its host: the
+    request hook decided for the URL the call named, and what the HTTP client sends may go
+    elsewhere by now - an SDK's own request hooks or middleware rewrote it, another thread
+    set the client's base URL in between."""
     extensions = request.extensions
     first = extensions.get(_ORIGIN)
+    url = request.url
     if first is None:
-        extensions[_ORIGIN] = request.url  # immutable: its origin is read if a hop follows
+        extensions[_ORIGIN] = url  # immutable: its origin is read if a hop follows
+        host = getattr(url, "host", None)
+        if isinstance(host, str) and not sends_to("//" + host):
+            _strip(request.headers)
         return
-    if _origin(first) != _origin(request.url):
-        for name in [n for n in request.headers if is_dialect_header(n)]:
-            del request.headers[name]
+    if _origin(first) != _origin(url):
+        _strip(request.headers)
+
+
+def _strip(headers: Any) -> None:
+    for name in [n for n in headers if is_dialect_header(n)]:
+        del headers[name]
 
 
 async def strip_cross_origin_async(request: Any) -> None:

@@ -325,6 +325,16 @@ class Provider:
         caller headers, model and URL unknown."""
         return Call()
 
+    def read_planned(
+        self, instance: Any, args: Args, kwargs: Kwargs, keep: object
+    ) -> Optional[Call]:
+        """What :meth:`read` gives, for the call a plan is made from (``keep``: what
+        :meth:`plan_key` gave to keep). A provider whose plan key names something it read
+        from the client (a base URL object) reads the call with that, not by reading the
+        client again: another thread may have changed the client in between, and the plan
+        is kept under the key for every later call. Default: :meth:`read`."""
+        return self.read(instance, args, kwargs)
+
     def plan_key(
         self, instance: Any, args: Args, kwargs: Kwargs
     ) -> Optional[Tuple[Tuple[object, ...], object]]:

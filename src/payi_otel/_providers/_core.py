@@ -644,7 +644,7 @@ def _planned(
         return _WHOLE_PATH  # type: ignore[no-any-return]
     plan = plans.get(key)
     if plan is None:
-        request = provider.read(instance, args, kwargs)
+        request = provider.read_planned(instance, args, kwargs, keep)
         if request is None:
             return _WHOLE_PATH  # type: ignore[no-any-return]  # (which sends it unchanged)
         plan = _Plan(keep, request, provider.service_of(instance, request))

@@ -73,6 +73,16 @@ def _read(obj: object, name: str) -> object:
         return extra.get(name) if extra else None
 
 
+class _BaseOnly:
+    """Stands in for a client in the SDK's own ``_prepare_url``, which reads nothing of it
+    but its ``base_url``: joins a URL to a base URL object read once."""
+
+    __slots__ = ("base_url",)
+
+    def __init__(self, base_url: object) -> None:
+        self.base_url = base_url
+
+
 def _split(paths: Sequence[str]) -> Tuple[Tuple[str, ...], ...]:
     return tuple(tuple(path.split(".")) for path in paths)
 
@@ -154,6 +164,14 @@ class StainlessProvider(Provider):
         return args[1] if len(args) > 1 else kwargs.get("options")
 
     def read(self, instance: Any, args: Args, kwargs: Kwargs) -> Call:
+        return self._read(instance, args, kwargs, None)
+
+    def read_planned(self, instance: Any, args: Args, kwargs: Kwargs, keep: object) -> Call:
+        # ``keep`` is the base URL object ``plan_key`` read: the plan's URL is joined to it,
+        # not to the client's base URL read again (another thread may have set it since).
+        return self._read(instance, args, kwargs, keep)
+
+    def _read(self, instance: Any, args: Args, kwargs: Kwargs, base: object) -> Call:
         options = args[1] if len(args) > 1 else kwargs["options"]
         headers = options.headers
         defaults = getattr(instance, "_custom_headers", None)
@@ -168,7 +186,7 @@ class StainlessProvider(Provider):
                 else _NO_HEADERS,
             ),
             model if isinstance(model, str) else None,
-            self._url(instance, options),
+            self._url(instance, options, base),
         )
 
     def plan_key(
@@ -217,9 +235,10 @@ class StainlessProvider(Provider):
         base = self._base_url(instance)
         return (cls, id(base), url, model), base
 
-    def _url(self, instance: Any, options: Any) -> Optional[str]:
+    def _url(self, instance: Any, options: Any, base: object = None) -> Optional[str]:
         """The absolute URL the SDK will send to: ``options.url`` joined to ``base_url``
-        the way the SDK joins them (``_prepare_url``)."""
+        the way the SDK joins them (``_prepare_url``); to ``base`` when given (a plan's: a
+        client whose ``_prepare_url`` is the SDK's own)."""
         url = getattr(options, "url", None)
         prepare = getattr(instance, "_prepare_url", None)
         if not isinstance(url, str):
@@ -232,13 +251,20 @@ class StainlessProvider(Provider):
             # replaced when the client's is set) and ``url`` only, so it is remembered for
             # that base URL object (kept here, so its id names it) - issue 20: parsing and
             # joining URLs was a third of the request hook.
-            base = self._base_url(instance)
+            if base is None:
+                base = self._base_url(instance)
             key = (id(base), url)
             urls: Dict[Tuple[int, str], Tuple[object, str]] = self.__dict__.setdefault("_urls", {})
             known = urls.get(key)
             if known is not None and known[0] is base:
                 return known[1]
-            absolute = str(prepare(url))
+            # Joined to the base URL read above, by the SDK's own function: the client's,
+            # read again, may be another by now (a thread setting it), and this is kept.
+            join: Any = plain
+            try:
+                absolute = str(join(_BaseOnly(base), url))
+            except AttributeError:  # an SDK whose _prepare_url reads more of the client
+                return str(prepare(url))
             if len(urls) >= URLS_MAX:
                 urls.clear()
             urls[key] = (base, absolute)
