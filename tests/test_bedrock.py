@@ -422,8 +422,15 @@ def test_the_public_bedrock_hosts_are_refused_by_default_and_only_by_this_provid
         "https://bedrock-runtime.us-east-1.amazonaws.com/model/m/converse",
         "https://bedrock-runtime-fips.us-west-2.amazonaws.com/model/m/converse",
         "https://bedrock-runtime.cn-north-1.amazonaws.com.cn/model/m/converse",
+        # Dual-stack (use_dualstack_endpoint=True), the European sovereign cloud, a VPC
+        # interface endpoint: found by a review sending alice's id to the first.
+        "https://bedrock-runtime.us-east-1.api.aws/model/m/converse",
+        "https://bedrock-runtime-fips.us-east-1.api.aws/model/m/converse",
+        "https://bedrock-runtime.cn-north-1.api.amazonwebservices.com.cn/model/m/converse",
+        "https://bedrock-runtime.eusc-de-east-1.amazonaws.eu/model/m/converse",
+        "https://vpce-0a1b2c3d-4e5f6g7h.bedrock-runtime.us-east-1.vpce.amazonaws.com/model/m",
     ):
-        assert not WirePolicy().sends_to(url)
+        assert not WirePolicy().sends_to(url), url
     assert WirePolicy().sends_to("https://bedrock-gateway.corp.example/model/m/converse")
     assert set(HOSTS) <= set(public_hosts())
     owners = [p.name for p in providers() for s in p.services if set(HOSTS) & set(s.hosts)]

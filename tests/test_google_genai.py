@@ -380,7 +380,8 @@ def posing(
     genai: GenAI, host_of: str, headers: Optional[dict[str, str]] = None
 ) -> google_genai.Client:
     """A client whose requests go to Google's public API (``host_of``: ``gemini``, ``vertex``
-    in us-central1, ``vertex-global``) as built, delivered to the fake server."""
+    in us-central1, ``vertex-global``, ``vertex-us``: multi-region) as built, delivered to the
+    fake server."""
     options = google_types.HttpOptions(
         headers=headers,
         httpx_client=httpx.Client(transport=to_local(genai.server)),
@@ -391,7 +392,7 @@ def posing(
     return google_genai.Client(
         vertexai=True,
         project="proj",
-        location="global" if host_of == "vertex-global" else "us-central1",
+        location={"vertex-global": "global", "vertex-us": "us"}.get(host_of, "us-central1"),
         credentials=google.oauth2.credentials.Credentials(token="vertex-token"),
         http_options=options,
     )
@@ -401,6 +402,8 @@ PUBLIC_HOSTS = {
     "gemini": "generativelanguage.googleapis.com",
     "vertex": "us-central1-aiplatform.googleapis.com",
     "vertex-global": "aiplatform.googleapis.com",
+    # A multi-region endpoint (found by a review sending alice's id there).
+    "vertex-us": "aiplatform.us.rep.googleapis.com",
 }
 
 
@@ -417,7 +420,7 @@ async def test_googles_public_hosts_get_no_attribution_but_spans_keep_it(genai: 
     assert [r.headers["host"] for r in genai.server.requests] == [
         host for host in PUBLIC_HOSTS.values() for _ in range(2)
     ]
-    assert genai.attribution() == [{}] * 6
+    assert genai.attribution() == [{}] * (2 * len(PUBLIC_HOSTS))
     for attributes in genai.span_attrs():
         assert attributes["payi.user_id"] == "alice"
         assert attributes["payi.account_name"] == "acme"

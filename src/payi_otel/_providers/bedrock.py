@@ -80,11 +80,19 @@ OPERATIONS = frozenset(
 _CONVERSE = frozenset({"Converse", "ConverseStream"})
 #: The per-call headers option payi_otel takes on those operations (Pay-i's SDK's name).
 EXTRA_HEADERS = "extra_headers"
-#: The public Bedrock runtime hosts (FIPS, China): nobody there reads Pay-i's headers.
+#: The public Bedrock runtime hosts, as botocore names them (FIPS; China, the European
+#: sovereign cloud; dual-stack: ``use_dualstack_endpoint``), and its VPC interface endpoints:
+#: nobody there reads Pay-i's headers.
 HOSTS = (
     "bedrock-runtime.*.amazonaws.com",
     "bedrock-runtime-fips.*.amazonaws.com",
     "bedrock-runtime.*.amazonaws.com.cn",
+    "bedrock-runtime.*.amazonaws.eu",
+    "bedrock-runtime-fips.*.amazonaws.eu",
+    "bedrock-runtime.*.api.aws",
+    "bedrock-runtime-fips.*.api.aws",
+    "bedrock-runtime.*.api.amazonwebservices.com.cn",
+    "*.bedrock-runtime.*.vpce.amazonaws.com",
 )
 
 #: An application inference profile's ARN names no model: genai-prices cannot price it.

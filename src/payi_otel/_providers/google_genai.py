@@ -186,6 +186,8 @@ class GoogleGenAIProvider(Provider):
                 "*-aiplatform.googleapis.com",
                 "aiplatform.mtls.googleapis.com",
                 "*-aiplatform.mtls.googleapis.com",
+                # Multi-region endpoints (``location="us"`` / ``"eu"``).
+                "aiplatform.*.rep.googleapis.com",
             ),
             ingest_resource=_payi_resource,
         ),
