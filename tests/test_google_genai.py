@@ -239,6 +239,19 @@ async def test_client_and_call_headers_are_one_level_in_every_spelling(
                     assert len(names) == len(set(names)), (case, names)
 
 
+@pytest.mark.parametrize("key", ["http_options", "httpOptions"])
+def test_a_config_dict_in_either_case_gives_the_calls_own_headers(genai: GenAI, key: str) -> None:
+    """The SDK takes a config dict in snake or camel case (its pydantic aliases): the call's
+    own headers are read in either (a review found camel case's replaced by the scope's)."""
+    client = google_client(genai, "gemini")
+    with track_context(user_id="alice"):
+        client.models.generate_content(
+            model=GEMINI, contents="Hello", config={key: {"headers": {"x-payi-user-id": "bob"}}}
+        )
+    assert [a.get("x-payi-user-id") for a in genai.attribution()] == ["bob"]
+    assert genai.span_attrs()[-1]["payi.user_id"] == "bob"
+
+
 def test_a_header_given_twice_with_two_values_is_the_callers_error_and_nothing_is_sent(
     genai: GenAI,
 ) -> None:

@@ -98,10 +98,20 @@ def _int(value: object) -> Optional[int]:
 
 
 def _field(obj: object, name: str) -> Any:
-    """``obj.name``, or ``obj[name]`` of a dict (the SDK takes its configs as either)."""
+    """``obj.name``, or ``obj[name]`` of a dict (the SDK takes its configs as either), the
+    name in snake case or in the camel case its pydantic models also accept
+    (``httpOptions``)."""
     if isinstance(obj, Mapping):
-        return obj.get(name)
+        found = obj.get(name)
+        if found is None and "_" in name:
+            found = obj.get(_camel(name))
+        return found
     return getattr(obj, name, None)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
 
 
 def _attribution(headers: object) -> Mapping[str, object]:
