@@ -77,6 +77,33 @@ def test_sampled_out_calls_are_still_ingested_once(genai: GenAI, payi: FakePayiS
     assert exporter.stats()["exported"] == 20
 
 
+def test_a_non_ascii_attribution_is_ingested_as_the_call_sent_it(
+    genai: GenAI, payi: FakePayiServer
+) -> None:
+    """A user, account, use case or limit id outside ASCII: the call sends it percent-encoded
+    (the codec), and so does its ingest record's ``xProxy-*`` header. As given, the HTTP
+    client refused the header before sending, and the record counted as exported (a review
+    found it lost)."""
+    exporter = exporter_for(payi)
+    with sampled_app(genai, ALWAYS_OFF, ingest=exporter):
+        with track_context(
+            user_id="José", account_name="Zürich AG", use_case_name="résumé", limit_ids=["ünï"]
+        ):
+            genai.openai.chat.completions.create(**CHAT)
+        assert exporter.force_flush()
+    (sent,) = genai.server.requests
+    (ingested,) = payi.ingested()
+    for proxy, ours in (
+        ("user-id", "user-id"),
+        ("account-name", "account-name"),
+        ("usecase-name", "use-case-name"),
+    ):
+        assert ingested.headers[f"xproxy-{proxy}"] == sent.headers[f"x-payi-{ours}"], ours
+    assert ingested.headers["xproxy-user-id"] == "Jos%C3%A9"
+    assert ingested.headers["xproxy-limit-ids"] == "%C3%BCn%C3%AF"
+    assert exporter.stats()["exported"] == 1 and exporter.stats()["failed"] == 0
+
+
 def test_nothing_sampled_still_bills_every_call_with_its_usage(
     genai: GenAI, payi: FakePayiServer
 ) -> None:

@@ -43,6 +43,7 @@ from payi_otel import _settings
 from payi_otel._ingest_queue import IngestQueue, Item, QueueOptions, Refused, Retry
 from payi_otel._log import internal_error, log_once, logger
 from payi_otel._model.attributes import params_from_attributes
+from payi_otel._model.codec import to_header_value
 from payi_otel._model.dialects import PAYI_PROXY
 from payi_otel._payi_answer import answer_attributes, answer_of, note_answer
 from payi_otel._providers import CallRecord, Service, derived, providers
@@ -260,13 +261,36 @@ def ingest_record(span: ReadableSpan) -> Dict[str, Any]:
     return record
 
 
+#: ``ingest.units`` arguments Pay-i's client sends in ``xProxy-*`` headers (the rest go in
+#: the body, as JSON).
+_IN_HEADERS = frozenset(
+    {
+        "use_case_name",
+        "use_case_id",
+        "use_case_version",
+        "use_case_step",
+        "limit_ids",
+        "user_id",
+        "account_name",
+    }
+)
+
+
 def attribution(params: Mapping[str, Any]) -> Dict[str, Any]:
     """The attribution arguments of ``ingest.units`` from resolved parameters (a cleared
-    one - ``""``, ``[]``, ``{}`` - is not sent, as Pay-i's SDK sends none)."""
+    one - ``""``, ``[]``, ``{}`` - is not sent, as Pay-i's SDK sends none). A value that goes
+    in a header is in the form a call's own ``xProxy-*`` header carries it (the codec's:
+    percent-encoded where it cannot go as it is, e.g. non-ASCII): as given, the HTTP client
+    refuses the header, and the record was lost."""
     found: Dict[str, Any] = {}
     for name, argument in _INGEST_ARGUMENTS.items():
         value = params.get(name)
         if value is not None and value != "" and value != () and value != {}:
+            if argument in _IN_HEADERS:
+                if isinstance(value, str):
+                    value = to_header_value(value)
+                elif isinstance(value, tuple):
+                    value = tuple(to_header_value(v) if isinstance(v, str) else v for v in value)
             found[argument] = list(value) if isinstance(value, tuple) else value
     return found
 
@@ -621,8 +645,9 @@ class PayiIngestExporter(SpanExporter):
                 raise Refused(f"Pay-i answered {error.status_code}: {error.body}") from None
             except APIConnectionError as error:  # unreachable, reset, timed out
                 raise Retry(f"{type(error).__name__}: {error.__cause__ or error}") from None
-            except ValueError:
+            except json.JSONDecodeError:
                 # A 2xx whose body is not JSON: Pay-i took the record, its answer is unknown.
+                # (Only that: any other error is the record's failure, counted as one.)
                 log_once(
                     "ingest-not-json",
                     "payi_otel: Pay-i answered an ingest record with a body that is not JSON; "
