@@ -337,6 +337,26 @@ def test_a_stream_read_to_the_end_is_reported_once_with_its_usage(
         assert span.end_time is not None and record.span.get_span_context() == span.context
 
 
+def test_a_stream_chunk_that_only_names_the_metrics_key_is_not_the_last(
+    genai: GenAI, records: list[CallRecord]
+) -> None:
+    """A model's text that mentions ``amazon-bedrock-invocationMetrics`` (the fake model
+    echoes the prompt) is no metrics chunk: the call is reported once, at the real last
+    chunk, with its usage (a review found it reported early, with none)."""
+    with track_context(user_id="alice"):
+        response = shared_bedrock(genai).invoke_model_with_response_stream(
+            modelId=BEDROCK_MODEL, body=claude_body("What is amazon-bedrock-invocationMetrics?")
+        )
+        events = list(response["body"])
+    assert any(
+        b"amazon-bedrock-invocationMetrics" in e["chunk"]["bytes"]
+        and "amazon-bedrock-invocationMetrics" not in json.loads(e["chunk"]["bytes"])
+        for e in events
+    )  # (the test needs a chunk that names it)
+    [record] = records
+    assert record.usage == _usage_of_events(events) and record.usage.input_tokens
+
+
 @pytest.mark.parametrize("operation", STREAMS)
 def test_a_stream_closed_early_is_reported_and_its_span_ends(
     genai: GenAI, records: list[CallRecord], operation: str

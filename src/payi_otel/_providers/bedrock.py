@@ -104,6 +104,25 @@ _APPLICATION_PROFILE = re.compile(
 
 _METRICS = "amazon-bedrock-invocationMetrics"
 _METRICS_BYTES = _METRICS.encode()
+
+
+def _stream_metrics(item: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    """The ``amazon-bedrock-invocationMetrics`` of an InvokeModelWithResponseStream chunk:
+    the top-level key of its JSON, in the last chunk only (a chunk whose text merely names
+    it - the model quoting the word - has none: read as such, it ended the call early
+    without usage)."""
+    chunk = item.get("chunk")
+    data = chunk.get("bytes") if isinstance(chunk, Mapping) else None
+    if not isinstance(data, (bytes, bytearray)) or _METRICS_BYTES not in data:
+        return None  # (the common chunk: no JSON parsed)
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return None
+    metrics = parsed.get(_METRICS) if isinstance(parsed, Mapping) else None
+    return metrics if isinstance(metrics, Mapping) else None
+
+
 #: InvokeModel's usage response headers (botocore lower-cases them).
 _HEADER_USAGE = (
     ("input_tokens", "x-amzn-bedrock-input-token-count"),
@@ -494,13 +513,9 @@ class BedrockProvider(Provider):
         if isinstance(metadata, Mapping):
             found = metadata.get("usage")
             return _usage(found, _CONVERSE_USAGE) if isinstance(found, Mapping) else None
-        chunk = item.get("chunk")  # InvokeModelWithResponseStream: its last chunk's metrics
-        if isinstance(chunk, Mapping):
-            data = chunk.get("bytes")
-            if isinstance(data, (bytes, bytearray)) and _METRICS_BYTES in data:
-                metrics = json.loads(data).get(_METRICS)
-                return _usage(metrics, _STREAM_USAGE) if isinstance(metrics, Mapping) else None
-            return None
+        if "chunk" in item:  # InvokeModelWithResponseStream: its last chunk's metrics
+            metrics = _stream_metrics(item)
+            return None if metrics is None else _usage(metrics, _STREAM_USAGE)
         headers = (item.get("ResponseMetadata") or {}).get("HTTPHeaders")  # InvokeModel
         if isinstance(headers, Mapping) and _HEADER_USAGE[0][1] in headers:
             return _usage(headers, _HEADER_USAGE)
@@ -513,9 +528,7 @@ class BedrockProvider(Provider):
             return False
         if "metadata" in item:
             return True
-        chunk = item.get("chunk")
-        data = chunk.get("bytes") if isinstance(chunk, Mapping) else None
-        return isinstance(data, (bytes, bytearray)) and _METRICS_BYTES in data
+        return _stream_metrics(item) is not None
 
     def usage_totals(self, usage: Usage) -> Usage:
         # Bedrock's input count is the uncached part; the total adds cache reads and writes.
