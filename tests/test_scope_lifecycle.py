@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 from collections.abc import Iterator
 from typing import Any
 
@@ -362,3 +363,51 @@ def test_random_interleavings_of_scopes_and_abandoned_streams_match_the_model(
         assert dict(get_context()) == {}
 
     run()
+
+
+async def test_a_scope_left_by_a_consumer_stays_gone_however_many_are_left_after_it(
+    genai: GenAI,
+) -> None:
+    """A long-lived task (a websocket connection's loop) leaves an async generator's
+    ``async with track_context`` with ``break``: the scope is orphaned, gone from every
+    context, the task's own included. It stays gone after hundreds of other tasks do the same
+    (a review found the task's next call billed to it again once 256 newer ones had pushed
+    it off a bounded list), and the list does not keep what no context holds any more."""
+
+    from payi_otel import _context
+
+    async def held(user: str) -> Any:
+        async with track_context(user_id=user):
+            yield 1
+            yield 2
+
+    async def leave(user: str) -> None:
+        async for _ in held(user):
+            break
+        await asyncio.sleep(0)
+
+    async def connection(go: asyncio.Event) -> tuple[Any, Any]:
+        await leave("alice")
+        await asyncio.sleep(0.01)
+        await go.wait()
+        await genai.async_openai.chat.completions.create(**CHAT)
+        return get_context().get("user_id"), genai.server.requests[-1].headers.get("x-payi-user-id")
+
+    go = asyncio.Event()
+    task = asyncio.create_task(connection(go))
+    await asyncio.sleep(0.05)
+    others = 3 * _context.ORPHANED_MAX
+    await asyncio.gather(*(leave(f"user-{i}") for i in range(others)))
+    for _ in range(3):
+        await asyncio.sleep(0.01)  # the loop's finalizers close the left generators
+    go.set()
+    assert await task == (None, None)
+    # Past the bound, the list keeps only the scopes a live context still holds: once the
+    # tasks are gone, the next orphan leaves it small again.
+    del task
+    gc.collect()
+    await leave("last")
+    for _ in range(3):
+        await asyncio.sleep(0.01)
+    orphaned = _context._orphaned
+    assert orphaned is not None and len(orphaned.levels) < _context.ORPHANED_MAX

@@ -17,9 +17,21 @@ Rules: docs/precedence.md.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from contextvars import ContextVar, Token
-from typing import Dict, FrozenSet, Hashable, Mapping, NamedTuple, Optional, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    Hashable,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Tuple,
+)
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import context as otel_context
@@ -145,7 +157,10 @@ def remember_here(level: Level) -> None:
 #: Scopes left in another ``contextvars.Context`` than the one they were entered in (an
 #: async generator's ``async with`` closed by the event loop's finalizer task, a generator
 #: collected in another thread): the context they were entered in still carries them, and
-#: nothing can reach it, so every context drops them (README "Scope lifecycle").
+#: nothing can reach it, so every context drops them (README "Scope lifecycle"). Past this
+#: many, the list keeps only the scopes some context still holds (:func:`_held_elsewhere`):
+#: it never forgets one that could be seen again (a long-lived task's context that carried
+#: it - forgetting the oldest instead billed that task's next call to it again).
 ORPHANED_MAX = 256
 _orphaned: Optional[_Exited] = None
 #: Reentrant: a finalizer run by a collection inside :func:`orphan` (it allocates) orphans too.
@@ -163,13 +178,33 @@ def orphan(level: Level) -> None:
             elif id(level) in found.ids:
                 return
             else:
-                levels = (*found.levels[1 - ORPHANED_MAX :], level)
+                kept = found.levels
+                if len(kept) >= ORPHANED_MAX:
+                    kept = _held_elsewhere(kept)
+                levels = (*kept, level)
             orphaned = _Exited(levels, frozenset(map(id, levels)))
             # A finalizer run while this one was building may have orphaned another scope:
             # build again from what is there now (nothing allocates between test and store).
             if _orphaned is found:
                 _orphaned = orphaned
                 return
+
+
+def _held_elsewhere(levels: Tuple[Level, ...]) -> Tuple[Level, ...]:
+    """Those of ``levels`` that something besides the tuple holds: a context that carried
+    the scope, which may be current again. One nothing else holds can never be seen again
+    (and leaving the list, its id may be reused safely). Told by reference counts, against
+    an object held by a tuple alone, counted the same way; an interpreter without them keeps
+    the newest :data:`ORPHANED_MAX`."""
+    counts = getattr(sys, "getrefcount", None)
+    if counts is None:
+        return levels[1 - ORPHANED_MAX :]
+    alone = _refcounts((object(),), counts)[0]
+    return tuple(lv for lv, n in zip(levels, _refcounts(levels, counts)) if n > alone)
+
+
+def _refcounts(items: Tuple[Any, ...], counts: Callable[[Any], int]) -> List[int]:
+    return [counts(item) for item in items]
 
 
 def exited_here() -> bool:
