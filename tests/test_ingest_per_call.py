@@ -104,6 +104,26 @@ def test_a_non_ascii_attribution_is_ingested_as_the_call_sent_it(
     assert exporter.stats()["exported"] == 1 and exporter.stats()["failed"] == 0
 
 
+def test_an_exporter_shut_down_by_uninstrument_and_given_again_says_so(
+    genai: GenAI, payi: FakePayiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``uninstrument()`` shuts the exporter down; instrumenting again with the same one (a
+    configuration reload) would drop every record: a WARNING says so and how to fix it (a
+    review found it silent)."""
+    exporter = exporter_for(payi)
+    with sampled_app(genai, ALWAYS_OFF, ingest=exporter):
+        pass
+    with caplog.at_level("WARNING", logger="payi_otel"):
+        with sampled_app(genai, ALWAYS_OFF, ingest=exporter):
+            genai.openai.chat.completions.create(**CHAT)
+    [warning] = [r for r in caplog.records if "shut down" in r.getMessage()]
+    assert "Pass a new PayiIngestExporter" in warning.getMessage()
+    assert exporter.stats()["dropped"] == 1 and payi.ingested() == []
+    with sampled_app(genai, ALWAYS_OFF, ingest=exporter_for(payi)):
+        pass
+    assert len([r for r in caplog.records if "shut down" in r.getMessage()]) == 1
+
+
 def test_nothing_sampled_still_bills_every_call_with_its_usage(
     genai: GenAI, payi: FakePayiServer
 ) -> None:

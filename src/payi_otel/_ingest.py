@@ -553,6 +553,12 @@ class PayiIngestExporter(SpanExporter):
         """Take every call from the provider seam (``payi_instrument(ingest=...)`` does it);
         returns the undo."""
         global _per_call
+        if self._shutdown:
+            logger.warning(
+                "payi_otel: payi_instrument(ingest=...) was given a PayiIngestExporter that is "
+                "shut down (uninstrument() shuts its exporter down): its records are dropped, "
+                "nothing is sent to Pay-i. Pass a new PayiIngestExporter(...)"
+            )
         _per_call = self
         remove = _settings.add_observer(self)
 
