@@ -6,6 +6,7 @@ the fake Pay-i server on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -122,6 +123,35 @@ def test_an_exporter_shut_down_by_uninstrument_and_given_again_says_so(
     with sampled_app(genai, ALWAYS_OFF, ingest=exporter_for(payi)):
         pass
     assert len([r for r in caplog.records if "shut down" in r.getMessage()]) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+def test_a_forked_child_does_not_send_the_parents_queued_records(
+    genai: GenAI, payi: FakePayiServer
+) -> None:
+    """Records still queued when the process forks (Pay-i slow) are the parent's to send:
+    the child starts with an empty queue of its own (a review found each sent twice, once
+    by the child, and counted as the child's)."""
+    exporter = exporter_for(payi)
+    payi.delay = 0.3
+    with sampled_app(genai, ALWAYS_OFF, ingest=exporter):
+        for _ in range(3):
+            genai.openai.chat.completions.create(**CHAT)
+        assert exporter.stats()["pending"] >= 2
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: what it would send, then gone (no flush, no atexit)
+            os.write(write, json.dumps(dict(exporter.stats())).encode())
+            os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        child = json.loads(os.read(read, 4096))
+        os.close(read)
+        assert exporter.force_flush()
+    assert child["pending"] == 0
+    ids = [r.id for r in payi.ingested()]
+    assert len(ids) == 3 and len(set(ids)) == 3
+    assert exporter.stats()["exported"] == 3
 
 
 def test_nothing_sampled_still_bills_every_call_with_its_usage(

@@ -25,6 +25,7 @@ sent again. Counts: :meth:`IngestQueue.stats`, and the ``payi.ingest.records`` c
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 import weakref
@@ -132,6 +133,7 @@ class IngestQueue:
         )
         if spool is not None:
             self._replay(spool)
+        _queues.add(self)
 
     # -- the app's side ------------------------------------------------------------------------
 
@@ -326,3 +328,25 @@ def _shutdown_at_exit(ref: weakref.ReferenceType[IngestQueue]) -> None:
     queue = ref()
     if queue is not None:
         queue.shutdown()
+
+
+#: Every live queue, for a forked child (:func:`_after_fork_in_child`).
+_queues: weakref.WeakSet[IngestQueue] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """In a child forked from this process: the records queued in the parent are the
+    parent's to send (sent from here too, Pay-i got each twice, counted as the child's); its
+    spool is the parent's (one process owns it); its lock may have been held by a thread
+    that is not in the child. Each queue starts empty, with a lock and a worker of its own;
+    the child's records are kept in memory only."""
+    for queue in list(_queues):
+        queue._cond = threading.Condition()
+        queue._queue = deque()
+        queue._in_flight = None
+        queue._worker = None
+        queue._spool = None
+
+
+if hasattr(os, "register_at_fork"):  # once, at import
+    os.register_at_fork(after_in_child=_after_fork_in_child)
