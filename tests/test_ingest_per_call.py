@@ -154,6 +154,43 @@ def test_a_forked_child_does_not_send_the_parents_queued_records(
     assert exporter.stats()["exported"] == 3
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+def test_a_multiprocessing_workers_records_are_sent_when_it_exits(
+    genai: GenAI, payi: FakePayiServer
+) -> None:
+    """A multiprocessing worker (fork) ends with ``os._exit``: no atexit flush. Its records
+    are sent by a finalizer its exit runs (a review found all of them lost)."""
+    import multiprocessing
+
+    exporter = exporter_for(payi)
+    with sampled_app(genai, ALWAYS_OFF, ingest=exporter):
+        genai.openai.chat.completions.create(**CHAT)  # Pay-i's client made before the fork
+        assert exporter.force_flush()
+
+        def worker(user: str) -> None:
+            import openai  # a client of its own: the parent's pooled connections are not
+
+            client = openai.OpenAI(
+                base_url=genai.server.openai_base_url, api_key="test", max_retries=0
+            )
+            with track_context(user_id=user):
+                for _ in range(3):
+                    client.chat.completions.create(**CHAT)
+
+        fork = multiprocessing.get_context("fork")
+        workers = [fork.Process(target=worker, args=(f"worker-{i}",)) for i in range(2)]
+        for process in workers:
+            process.start()
+        for process in workers:
+            process.join(30)
+            assert process.exitcode == 0
+    users = [r.headers.get("xproxy-user-id") for r in payi.ingested()]
+    assert sorted(u for u in users if u) == ["worker-0"] * 3 + ["worker-1"] * 3
+    # Each sent once: a worker makes Pay-i's client anew (the parent's pools connections).
+    ids = [r.id for r in payi.ingested()]
+    assert len(ids) == len(set(ids)) == 7
+
+
 def test_nothing_sampled_still_bills_every_call_with_its_usage(
     genai: GenAI, payi: FakePayiServer
 ) -> None:

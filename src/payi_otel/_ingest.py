@@ -26,6 +26,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -491,6 +492,10 @@ class PayiIngestExporter(SpanExporter):
             "timeout": timeout,
         }
         self._client = client
+        #: Whether Pay-i's client is one this exporter makes (:meth:`_get_client`): a forked
+        #: child makes its own (the parent's pools its connections).
+        self._makes_client = client is None
+        _exporters.add(self)
         self._export_timeout = export_timeout
         self._lock = threading.Lock()
         self._skipped = 0
@@ -675,6 +680,23 @@ class PayiIngestExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._queue.flush(min(timeout_millis / 1000, self._export_timeout))
+
+
+#: Every live exporter, for a forked child (:func:`_after_fork_in_child`).
+_exporters: weakref.WeakSet[PayiIngestExporter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child, an exporter that made Pay-i's client makes a new one: the parent's
+    pools connections the parent still reads from (a request sent on one, its answer lost,
+    was sent again: a duplicate Pay-i had to drop)."""
+    for exporter in list(_exporters):
+        if exporter._makes_client:
+            exporter._client = None
+
+
+if hasattr(os, "register_at_fork"):  # once, at import
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _answer_span(context: object, answer: Mapping[str, Any]) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 import time
 import weakref
@@ -339,13 +340,25 @@ def _after_fork_in_child() -> None:
     parent's to send (sent from here too, Pay-i got each twice, counted as the child's); its
     spool is the parent's (one process owns it); its lock may have been held by a thread
     that is not in the child. Each queue starts empty, with a lock and a worker of its own;
-    the child's records are kept in memory only."""
+    the child's records are kept in memory only, and sent at its exit (a multiprocessing
+    worker's too)."""
+    workers = sys.modules.get("multiprocessing.util")
     for queue in list(_queues):
         queue._cond = threading.Condition()
         queue._queue = deque()
         queue._in_flight = None
         queue._worker = None
         queue._spool = None
+        if workers is not None:
+            # A multiprocessing worker ends with os._exit: no atexit. Its exit runs the
+            # finalizers registered after its fork, so the queue is flushed by one of those.
+            workers.register_after_fork(queue, _shutdown_at_worker_exit)
+
+
+def _shutdown_at_worker_exit(queue: IngestQueue) -> None:
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(queue, queue.shutdown, exitpriority=10)
 
 
 if hasattr(os, "register_at_fork"):  # once, at import
