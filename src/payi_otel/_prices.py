@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timezone
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, localcontext
+from decimal import Decimal, localcontext
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 from payi_otel._log import logger
-from payi_otel._model.user_prices import UserPrice, find_user_price
+from payi_otel._model.user_prices import EXACT, UserPrice, find_user_price
 
 __all__ = ["GENAI_PRICES", "USER", "Linear", "Price", "PriceTable", "Tokens", "linear_region"]
 
@@ -80,12 +80,8 @@ class Price(NamedTuple):
         return _decimal(self.units[2], self.scale)
 
 
-#: A context in which ``scaleb`` of an integer is exact, whatever its digits.
-_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
-
-
 def _decimal(units: int, scale: int) -> Decimal:
-    return Decimal(units).scaleb(-scale, _EXACT)
+    return Decimal(units).scaleb(-scale, EXACT)
 
 
 def _price_of(
@@ -225,7 +221,7 @@ def _linear(
     source: str,
     bound: int = 0,
 ) -> Linear:
-    add = _EXACT.add  # (exact: not in the caller's precision)
+    add = EXACT.add  # (exact: not in the caller's precision)
     summed = _form(
         add(input_form[0], output_form[0]),
         [
@@ -265,7 +261,7 @@ def user_linear(entry: UserPrice, provider: str, model: str) -> Linear:
     for the input tokens that are neither cache reads nor writes when those have their own
     price, the input price for them otherwise. Exact, whatever the caller's decimal
     precision."""
-    with localcontext(_EXACT):
+    with localcontext(EXACT):
         return _user_linear(entry, provider, model)
 
 
@@ -387,7 +383,7 @@ class _GenaiPrices:
         except ValueError:
             return _Slow(provider_id, model)
         forms: List[_Form] = []
-        with localcontext(_EXACT):  # differences of calc_price's figures, exact
+        with localcontext(EXACT):  # differences of calc_price's figures, exact
             for part in ("input_price", "output_price", "total_price"):
                 zero = getattr(base, part)
                 one_input = getattr(probes[0], part) - zero

@@ -71,7 +71,7 @@ def _decimal(value: object, where: str, key: str) -> Decimal:
         )
     # Trailing zeros aside (exactly: a price may be given with more digits than a context
     # keeps), and kept so: its scale is what pricing computes at (``_prices``).
-    number = number.normalize(_EXACT)
+    number = number.normalize(EXACT)
     if number >= MAX_PRICE or -int(number.as_tuple().exponent) > MAX_PLACES:
         raise ParameterValueError(
             f"{where}: {key!r} must be below {MAX_PRICE:,} (per million tokens) with at most "
@@ -83,8 +83,9 @@ def _decimal(value: object, where: str, key: str) -> Decimal:
 #: Bounds of a price per million tokens (the module's docstring).
 MAX_PRICE = 10**15
 MAX_PLACES = 30
-#: Normalizes any finite Decimal exactly.
-_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
+#: A decimal context in which nothing is rounded (any finite Decimal normalized, scaled or
+#: summed exactly): prices are never computed in the program's own context (``_prices``).
+EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 def _text(value: object, where: str, key: str) -> str:
