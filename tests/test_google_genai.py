@@ -39,7 +39,7 @@ from fixtures_server import to_local
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
 from google import genai as google_genai
-from google.genai import _api_client, models
+from google.genai import _api_client, _extra_utils, models
 from google.genai import errors as google_errors
 from google.genai import types as google_types
 from opentelemetry.instrumentation.dependencies import DependencyConflict
@@ -384,6 +384,54 @@ def test_a_chat_runs_its_function_calling_turns_as_calls_of_their_own(genai: Gen
     first, second = genai.attribution()
     assert first["x-payi-use-case-name"] == second["x-payi-use-case-name"] == "weather"
     assert len(genai.otel.genai_spans()) == 2
+
+
+async def test_a_tools_own_requests_are_not_the_calls(surface: GenAI) -> None:
+    """Automatic Function Calling runs the caller's Python tools inside the call; what a tool
+    sends is not the call: ``count_tokens`` on any client (the call's own included) goes out
+    as written, as outside a call, and a GenAI call a tool makes is attributed where the
+    call was made (its scopes, its own), without the outer call's per-call headers."""
+    surface.check_invariant = False  # the tool's calls have spans of their own: checked here
+    client = google_client(surface)
+    other = google_client(surface)
+
+    def weather() -> str:
+        """Today's weather."""
+        client.models.count_tokens(model=GEMINI, contents="x")
+        with track_context(user_id="bob"):
+            other.models.count_tokens(model=GEMINI, contents="x")
+            other.models.generate_content(model=GEMINI, contents="inner")
+        client.models.generate_content(model=GEMINI, contents="inner")
+        return "sunny"
+
+    outer = {"x-payi-use-case-name": "weather", "x-payi-account-name": "acme"}
+    for api in APIS:
+        surface.server.reset()
+        with track_context(user_id="alice"):
+            config = google_config(outer, tools=[weather])
+            responses = await generate(client, api, config, contents="weather?")
+        assert text_of(responses).endswith("echo: sunny"), api
+        paths = [r.path.rsplit(":", 1)[1] for r in surface.server.requests]
+        assert paths == [
+            "streamGenerateContent" if "stream" in api else "generateContent",
+            "countTokens",
+            "countTokens",
+            "generateContent",
+            "generateContent",
+            "streamGenerateContent" if "stream" in api else "generateContent",
+        ], api
+        first, counted, other_counted, bobs, alices, last = surface.attribution()
+        assert first == last, api
+        assert first["x-payi-user-id"] == "alice" and first["x-payi-account-name"] == "acme"
+        assert counted == other_counted == {}, api
+        assert bobs["x-payi-user-id"] == "bob" and alices["x-payi-user-id"] == "alice", api
+        for inner in (bobs, alices):
+            assert "x-payi-account-name" not in inner, api
+            assert inner.get("x-payi-use-case-name") != "weather", api
+        if surface.genai_spans:  # the call's (the instrumentation gives the tool's none)
+            (span,) = surface.otel.genai_spans()
+            assert in_dialect(surface, headers_from_span(span)) == first, api
+            surface.otel.exporter.clear()
 
 
 # --- where attribution goes -------------------------------------------------------------------
@@ -771,6 +819,8 @@ def test_uninstrument_restores_every_method_and_sends_calls_as_written(genai: Ge
         (models.AsyncModels, "embed_content"),
         (_api_client.BaseApiClient, "_request_once"),
         (_api_client.BaseApiClient, "_async_request_once"),
+        (_extra_utils, "get_function_response_parts"),
+        (_extra_utils, "get_function_response_parts_async"),
     }
     assert all(hasattr(getattr(owner, name), "__wrapped__") for owner, name in wrapped)
     PayiInstrumentor().uninstrument()

@@ -152,11 +152,18 @@ class Role(enum.Enum):
     #: ``BaseClient._make_api_call`` is the entry, ``Endpoint.prepare_request`` the send).
     #: Reached outside an entry, the request goes out untouched.
     SEND = "send"
+    #: Runs the caller's own code inside a call (google-genai's Automatic Function Calling
+    #: runs the caller's Python tools inside ``generate_content``): run in the context the
+    #: call was made from, not the call's, so what the tools send is not the call - their
+    #: own calls are attributed as where the call was made, their other requests go out as
+    #: written. Reached outside an entry, it runs as it is.
+    TOOLS = "tools"
 
 
 @dataclass(frozen=True)
 class PatchPoint:
-    """A method to wrap: ``module``'s ``attribute`` (``"Class.method"``), in a :class:`Role`."""
+    """A method to wrap: ``module``'s ``attribute`` (``"Class.method"``, or a function's
+    name), in a :class:`Role`."""
 
     module: str
     attribute: str

@@ -510,6 +510,9 @@ class _InFlight:
     url: Optional[str]
     #: The caller's other headers for the call (``Call.other_headers``), sent as they are.
     other_headers: Mapping[str, str]
+    #: The context the call was made from, for the caller's code the SDK runs inside the
+    #: call (:attr:`Role.TOOLS`).
+    caller: otel_context.Context
 
 
 _IN_FLIGHT_KEY = otel_context.create_key("payi_otel.in_flight")
@@ -581,7 +584,7 @@ def _prepare(
         # A model provider has no use for payi.* baggage (user ids, properties): none to it.
         ctx = with_call(without_payi_baggage(current), call)
         if not stamp_here:
-            flight = _InFlight(provider, call, request.url, request.other_headers)
+            flight = _InFlight(provider, call, request.url, request.other_headers, current)
             ctx = otel_context.set_value(_IN_FLIGHT_KEY, flight, ctx)
         return new_args, new_kwargs, ctx, observation
     except ParameterError:
@@ -761,6 +764,31 @@ def _make_send_wrapper(provider: Provider, is_async: bool) -> Callable[..., Any]
     return async_wrapper if is_async else wrapper
 
 
+def _make_tools_wrapper(provider: Provider, is_async: bool) -> Callable[..., Any]:
+    """The wrapper of a point that runs the caller's code inside a call (:attr:`Role.TOOLS`):
+    in the context the call was made from."""
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs) -> Any:
+        with _Sending(_caller_of(provider), None):
+            return wrapped(*args, **kwargs)
+
+    async def async_wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs
+    ) -> Any:
+        with _Sending(_caller_of(provider), None):
+            return await wrapped(*args, **kwargs)
+
+    return async_wrapper if is_async else wrapper
+
+
+def _caller_of(provider: Provider) -> Optional[otel_context.Context]:
+    """The context the call of ``provider`` being sent here was made from (None: none is)."""
+    flight = otel_context.get_value(_IN_FLIGHT_KEY)
+    if isinstance(flight, _InFlight) and flight.provider is provider:
+        return flight.caller
+    return None
+
+
 def instrument_providers(providers: Sequence[Provider]) -> List[Callable[[], None]]:
     """Wrap the patch points of every installed provider when the program imports its SDK
     (``_on_import``: now if it is imported); returns the undo callables."""
@@ -786,8 +814,8 @@ def _instrument_provider(provider: Provider) -> List[Callable[[], None]]:
     for point in points:
         try:
             module = importlib.import_module(point.module)
-            owner_name, method = point.attribute.rsplit(".", 1)
-            owner = getattr(module, owner_name)
+            owner_name, _, method = point.attribute.rpartition(".")
+            owner = getattr(module, owner_name) if owner_name else module
             getattr(owner, method)
         except Exception:
             internal_error(
@@ -797,6 +825,8 @@ def _instrument_provider(provider: Provider) -> List[Callable[[], None]]:
             continue
         if point.role is Role.SEND:
             wrapper = _make_send_wrapper(provider, point.is_async)
+        elif point.role is Role.TOOLS:
+            wrapper = _make_tools_wrapper(provider, point.is_async)
         else:
             wrapper = _make_wrapper(provider, point.is_async, stamp_at_entry)
         if point.beneath:

@@ -67,6 +67,7 @@ __all__ = ["LABELS", "GoogleGenAIProvider", "label_value", "model_name"]
 
 _MODELS = "google.genai.models"
 _API_CLIENT = "google.genai._api_client"
+_EXTRA_UTILS = "google.genai._extra_utils"
 
 #: Google's resource prefixes of a model name: ``models/`` (Gemini API),
 #: ``[projects/P/locations/L/]publishers/<publisher>/models/`` and ``google/`` (Vertex AI).
@@ -222,6 +223,9 @@ class GoogleGenAIProvider(Provider):
             PatchPoint(_MODELS, "AsyncModels.embed_content", True, beneath=True),
             PatchPoint(_API_CLIENT, "BaseApiClient._request_once", False, Role.SEND),
             PatchPoint(_API_CLIENT, "BaseApiClient._async_request_once", True, Role.SEND),
+            # Automatic Function Calling runs the caller's tools inside the call.
+            PatchPoint(_EXTRA_UTILS, "get_function_response_parts", False, Role.TOOLS),
+            PatchPoint(_EXTRA_UTILS, "get_function_response_parts_async", True, Role.TOOLS),
         )
 
     def read(self, instance: Any, args: Args, kwargs: Kwargs) -> Optional[Call]:
