@@ -435,6 +435,46 @@ def test_the_clouds_public_hosts_get_no_headers_unless_allowed(
     assert genai.sent()[-1]["x-payi-user-id"] == "alice"
 
 
+@pytest.mark.parametrize("platform", ["aws", "google-cloud"])
+def test_anthropics_own_api_on_aws_and_google_cloud_gets_no_headers_at_its_hosts(
+    genai: GenAI, platform: str
+) -> None:
+    """``AnthropicAWS`` / ``AnthropicGoogleCloud`` (Anthropic's API served on AWS and Google
+    Cloud) at their default hosts: nobody there reads Pay-i's headers (a review found the
+    user's id and account sent to both)."""
+    genai.check_invariant = False  # the span carries what the refused request does not
+    http = httpx2.Client(transport=to_local(genai.server, httpx2))
+    if platform == "aws":
+        client: Any = anthropic.AnthropicAWS(
+            aws_region="us-east-1",
+            aws_access_key="t",
+            aws_secret_key="t",
+            workspace_id="ws",
+            http_client=http,
+            max_retries=0,
+        )
+        host = "aws-external-anthropic.us-east-1.api.aws"
+    else:
+        client = anthropic.AnthropicGoogleCloud(
+            project="p",
+            location="us",
+            token_provider=lambda: "tok",
+            workspace_id="ws",
+            http_client=http,
+            max_retries=0,
+        )
+        host = "claude.googleapis.com"
+    with track_context(user_id="alice", account_name="acme"):
+        if platform == "aws":
+            client.messages.create(**MESSAGE)
+        else:  # the fake has no route for Google Cloud's path: its 404, the request seen
+            with pytest.raises(anthropic.NotFoundError):
+                client.messages.create(**MESSAGE)
+    assert genai.server.requests[-1].headers["host"] == host
+    assert genai.sent()[-1] == {}
+    assert (genai.otel.genai_spans()[0].attributes or {})["payi.user_id"] == "alice"
+
+
 class _StrippingGateway(httpx2.BaseTransport):  # type: ignore[misc]
     """A gateway that drops the attribution headers before it forwards the request."""
 

@@ -72,7 +72,12 @@ from payi_otel._model.wire_policy import WirePolicy
 from payi_otel._providers import CallRecord, Usage, providers
 from payi_otel._providers._core import add_observer, resolve_call
 from payi_otel._providers._registry import public_hosts
-from payi_otel._providers.bedrock import HOSTS, NATIVE_PARAMETERS, BedrockProvider
+from payi_otel._providers.bedrock import (
+    AWS_DNS_SUFFIXES,
+    HOSTS,
+    NATIVE_PARAMETERS,
+    BedrockProvider,
+)
 
 HEADER, PROXY_HEADER, ATTRIBUTE = X_PAYI.headers, PAYI_PROXY.headers, ATTRIBUTE_NAMES
 GENAI_SCOPE = BedrockProvider.instrumentations[0].module
@@ -452,9 +457,45 @@ def test_the_public_bedrock_hosts_are_refused_by_default_and_only_by_this_provid
     ):
         assert not WirePolicy().sends_to(url), url
     assert WirePolicy().sends_to("https://bedrock-gateway.corp.example/model/m/converse")
+    # One's own load balancer or API gateway on AWS is not AWS's Bedrock.
+    assert WirePolicy().sends_to("https://bedrock-runtime-gw-1.us-east-1.elb.amazonaws.com/m")
+    assert WirePolicy().sends_to("https://a1b2c3.execute-api.us-east-1.amazonaws.com/m")
     assert set(HOSTS) <= set(public_hosts())
     owners = [p.name for p in providers() for s in p.services if set(HOSTS) & set(s.hosts)]
     assert owners == ["botocore"]  # moved here from AnthropicBedrock's service
+
+
+def _botocore_data(name: str) -> Any:
+    return json.loads((Path(botocore.__file__).parent / "data" / name).read_text())
+
+
+def test_every_bedrock_host_botocore_can_resolve_is_refused() -> None:
+    """Every partition botocore knows (its DNS suffixes, dual-stack too: a review sent
+    alice's id to ``bedrock-runtime.eusc-de-east-1.api.amazonwebservices.eu``, the ISO
+    partitions and FIPS in China), every ``bedrock-runtime`` host its endpoint data names,
+    and the VPC endpoints of each, are refused by default."""
+    suffixes = set()
+    for partition in _botocore_data("partitions.json")["partitions"]:
+        outputs = partition["outputs"]
+        suffixes |= {outputs["dnsSuffix"], outputs["dualStackDnsSuffix"]}
+    assert suffixes <= set(AWS_DNS_SUFFIXES)
+    hosts = {
+        f"{service}.{region}.{suffix}"
+        for suffix in suffixes
+        for service in ("bedrock-runtime", "bedrock-runtime-fips")
+        for region in ("us-east-1", "cn-north-1", "eusc-de-east-1", "us-iso-east-1")
+    }
+    hosts |= {f"vpce-0a1b.{h.split('.', 1)[0]}.us-east-1.vpce.{s}" for h in hosts for s in suffixes}
+    for partition in _botocore_data("endpoints.json")["partitions"]:
+        service = partition["services"].get("bedrock-runtime", {})
+        for key, endpoint in service.get("endpoints", {}).items():
+            hostname = endpoint.get("hostname")
+            if hostname:
+                hosts.add(hostname)
+            hosts.add(f"bedrock-runtime.{key}.{partition['dnsSuffix']}")
+    assert len(hosts) > 100
+    sent = [host for host in sorted(hosts) if WirePolicy().sends_to(f"https://{host}/model/m")]
+    assert sent == []
 
 
 @pytest.mark.parametrize("dialect", ["x-payi", "payi-proxy"])

@@ -38,7 +38,13 @@ class AnthropicProvider(StainlessProvider):
             "system.anthropic",
             "anthropic",
             genai_names=("anthropic",),
-            hosts=("api.anthropic.com",),
+            # Anthropic's API, and its own API served on AWS (``AnthropicAWS``) and Google
+            # Cloud (``AnthropicGoogleCloud``) at their default hosts.
+            hosts=(
+                "api.anthropic.com",
+                "aws-external-anthropic.*.api.aws",
+                "claude.googleapis.com",
+            ),
         ),
         # AnthropicBedrock (+ Mantle): Claude on AWS Bedrock, priced by the model id as
         # passed (``us.`` / ``global.`` inference profiles, ARNs), Pay-i's resource that id.

@@ -80,19 +80,38 @@ OPERATIONS = frozenset(
 _CONVERSE = frozenset({"Converse", "ConverseStream"})
 #: The per-call headers option payi_otel takes on those operations (Pay-i's SDK's name).
 EXTRA_HEADERS = "extra_headers"
-#: The public Bedrock runtime hosts, as botocore names them (FIPS; China, the European
-#: sovereign cloud; dual-stack: ``use_dualstack_endpoint``), and its VPC interface endpoints:
-#: nobody there reads Pay-i's headers.
-HOSTS = (
-    "bedrock-runtime.*.amazonaws.com",
-    "bedrock-runtime-fips.*.amazonaws.com",
-    "bedrock-runtime.*.amazonaws.com.cn",
-    "bedrock-runtime.*.amazonaws.eu",
-    "bedrock-runtime-fips.*.amazonaws.eu",
-    "bedrock-runtime.*.api.aws",
-    "bedrock-runtime-fips.*.api.aws",
-    "bedrock-runtime.*.api.amazonwebservices.com.cn",
-    "*.bedrock-runtime.*.vpce.amazonaws.com",
+#: The DNS suffixes of AWS's partitions, as botocore's ``partitions.json`` names them (its
+#: ``dnsSuffix`` and dual-stack ``dualStackDnsSuffix``): commercial and GovCloud, China, the
+#: European sovereign cloud, and the ISO partitions (``tests/test_bedrock.py`` holds this to
+#: the installed botocore's data).
+AWS_DNS_SUFFIXES = (
+    "amazonaws.com",
+    "api.aws",
+    "amazonaws.com.cn",
+    "api.amazonwebservices.com.cn",
+    "amazonaws.eu",
+    "api.amazonwebservices.eu",
+    "c2s.ic.gov",
+    "api.aws.ic.gov",
+    "sc2s.sgov.gov",
+    "api.aws.scloud",
+    "cloud.adc-e.uk",
+    "api.cloud-aws.adc-e.uk",
+    "csp.hci.ic.gov",
+    "api.aws.hci.ic.gov",
+)
+#: The public Bedrock runtime hosts in every partition (FIPS too), and its VPC interface
+#: endpoints: nobody there reads Pay-i's headers. (A dot follows the service's name: a load
+#: balancer of one's own named ``bedrock-runtime-gateway`` is not AWS's.)
+HOSTS = tuple(
+    pattern
+    for suffix in AWS_DNS_SUFFIXES
+    for pattern in (
+        f"bedrock-runtime.*.{suffix}",
+        f"bedrock-runtime-fips.*.{suffix}",
+        f"*.bedrock-runtime.*.vpce.{suffix}",
+        f"*.bedrock-runtime-fips.*.vpce.{suffix}",
+    )
 )
 
 #: An application inference profile's ARN names no model: genai-prices cannot price it.
