@@ -31,6 +31,7 @@ from typing import Any, Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import boto3
+import botocore.awsrequest
 import botocore.client
 import botocore.config
 import botocore.endpoint
@@ -101,6 +102,7 @@ ORIGINAL = {
     (botocore.endpoint.Endpoint, "prepare_request"): botocore.endpoint.Endpoint.__dict__[
         "prepare_request"
     ],
+    (botocore.endpoint.Endpoint, "_send"): botocore.endpoint.Endpoint.__dict__["_send"],
 }
 ORIGINAL_EXTENSION = botocore_extensions._BOTOCORE_EXTENSIONS["bedrock-runtime"]
 
@@ -496,6 +498,92 @@ def test_every_bedrock_host_botocore_can_resolve_is_refused() -> None:
     assert len(hosts) > 100
     sent = [host for host in sorted(hosts) if WirePolicy().sends_to(f"https://{host}/model/m")]
     assert sent == []
+
+
+def test_a_call_of_another_api_made_during_a_call_is_not_that_call(genai: GenAI) -> None:
+    """A user's ``before-call`` handler calls ``apply_guardrail`` on other clients while a
+    Converse call is being made: those requests are not the call's, and carry neither its
+    attribution nor the caller's other ``extra_headers`` (a review found the call's user id,
+    and its gateway key, sent with them - to AWS too). The call itself is stamped as ever."""
+    sent: list[tuple[str, dict[str, str]]] = []
+
+    def capture(request: Any, **kwargs: Any) -> Any:
+        sent.append((request.url, {k.lower(): str(v) for k, v in request.headers.items()}))
+        return botocore.awsrequest.AWSResponse(request.url, 200, {}, _Raw(b'{"action": "NONE"}'))
+
+    guards = [
+        bedrock_client(genai, endpoint_url="https://guardrails.corp.example"),
+        bedrock_client(genai, endpoint_url="https://bedrock-runtime.us-east-1.amazonaws.com"),
+    ]
+    for guard in guards:
+        guard.meta.events.register("before-send.bedrock-runtime", capture)
+
+    def precheck(**kwargs: Any) -> None:
+        for guard in guards:
+            guard.apply_guardrail(
+                guardrailIdentifier="g",
+                guardrailVersion="1",
+                source="INPUT",
+                content=[{"text": {"text": "hi"}}],
+            )
+
+    client = bedrock_client(genai)
+    client.meta.events.register("before-call.bedrock-runtime.Converse", precheck)
+    with track_context(user_id="alice", use_case_name="chat"):
+        BEDROCK_OPERATIONS["converse"](
+            client, BEDROCK_MODEL, extra_headers={HEADER["user_id"]: "vip", "x-gateway-key": "k"}
+        )
+    assert [urlsplit(url).hostname for url, _ in sent] == [
+        "guardrails.corp.example",
+        "bedrock-runtime.us-east-1.amazonaws.com",
+    ]
+    for _, headers in sent:
+        assert not [k for k in headers if k.startswith(("x-payi-", "xproxy-", "x-gateway"))]
+    [call] = genai.server.requests
+    assert attribution(call)[HEADER["user_id"]] == "vip"
+    assert call.headers["x-gateway-key"] == "k"
+
+
+def test_a_request_a_before_send_handler_sends_to_a_public_host_loses_the_headers(
+    genai: GenAI,
+) -> None:
+    """A ``before-send`` handler that re-routes the built request (a failover from the
+    gateway to AWS's public host) sends it there without attribution headers (a review
+    found them sent), and the caller's other headers as they are; to the gateway, as ever."""
+    genai.check_invariant = False  # the span is attributed, the re-routed request is not
+    client = to_local(
+        bedrock_client(genai, endpoint_url="https://gateway.corp.example"), genai.server
+    )
+    public = "https://bedrock-runtime.us-east-1.amazonaws.com"
+    rerouted: list[bool] = []
+
+    def failover(request: Any, **kwargs: Any) -> None:
+        if rerouted:
+            request.url = request.url.replace("https://gateway.corp.example", public)
+
+    client.meta.events.register_first("before-send.bedrock-runtime", failover)
+    own = {"x-gateway-key": "k"}
+    with track_context(user_id="alice"):
+        BEDROCK_OPERATIONS["converse"](client, BEDROCK_MODEL, extra_headers=own)
+        rerouted.append(True)
+        with pytest.raises(botocore.exceptions.ClientError):  # signed for the gateway
+            BEDROCK_OPERATIONS["converse"](client, BEDROCK_MODEL, extra_headers=own)
+    gateway, failed_over = genai.server.requests
+    assert gateway.headers["host"] == "gateway.corp.example"
+    assert attribution(gateway)[HEADER["user_id"]] == "alice"
+    assert failed_over.headers["host"] == "bedrock-runtime.us-east-1.amazonaws.com"
+    assert attribution(failed_over) == {}
+    assert failed_over.headers["x-gateway-key"] == "k"
+
+
+class _Raw:
+    """A response body botocore reads (``AWSResponse.raw``)."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **kwargs: Any) -> Iterator[bytes]:
+        yield self._body
 
 
 @pytest.mark.parametrize("dialect", ["x-payi", "payi-proxy"])

@@ -699,7 +699,8 @@ def _make_wrapper(provider: Provider, is_async: bool, stamp_here: bool) -> Calla
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs) -> Any:
         prepared = _prepare(provider, instance, args, kwargs, stamp_here, plans)
         if prepared is None:
-            return wrapped(*args, **kwargs)
+            with _Sending(_not_in_flight(), None):
+                return wrapped(*args, **kwargs)
         new_args, new_kwargs, ctx, observation = prepared
         with _Sending(ctx, observation):
             result = wrapped(*new_args, **new_kwargs)
@@ -712,7 +713,8 @@ def _make_wrapper(provider: Provider, is_async: bool, stamp_here: bool) -> Calla
     ) -> Any:
         prepared = _prepare(provider, instance, args, kwargs, stamp_here, plans)
         if prepared is None:
-            return await wrapped(*args, **kwargs)
+            with _Sending(_not_in_flight(), None):
+                return await wrapped(*args, **kwargs)
         new_args, new_kwargs, ctx, observation = prepared
         with _Sending(ctx, observation):
             result = await wrapped(*new_args, **new_kwargs)
@@ -762,6 +764,17 @@ def _make_send_wrapper(provider: Provider, is_async: bool) -> Callable[..., Any]
         return await wrapped(*stamped[0], **stamped[1])
 
     return async_wrapper if is_async else wrapper
+
+
+def _not_in_flight() -> Optional[otel_context.Context]:
+    """For a request an entry point does not take as a call (another API of the SDK), made
+    while a call is being sent (from an event handler of the SDK's, a tool): the current
+    context without that call's in-flight record, so its send points do not stamp it with
+    that call's headers; None when no call is in flight here."""
+    ctx = otel_context.get_current()
+    if otel_context.get_value(_IN_FLIGHT_KEY, ctx) is None:
+        return None
+    return otel_context.set_value(_IN_FLIGHT_KEY, None, ctx)
 
 
 def _make_tools_wrapper(provider: Provider, is_async: bool) -> Callable[..., Any]:

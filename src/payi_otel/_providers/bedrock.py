@@ -47,8 +47,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
+import wrapt
+
 from payi_otel import _settings
-from payi_otel._log import log_once, logger
+from payi_otel._destinations import sends_to
+from payi_otel._log import internal_error, log_once, logger
 from payi_otel._model.codec import format_value
 from payi_otel._model.dialects import is_attribution_header
 from payi_otel._model.effective import Effective
@@ -69,6 +72,7 @@ from payi_otel._providers._base import (
     Service,
     Usage,
 )
+from payi_otel._wrapping import unwrapper
 
 __all__ = ["NATIVE_PARAMETERS", "BedrockProvider", "native_entries"]
 
@@ -353,6 +357,23 @@ def _quiet_loader(original: Callable[[], Any], on: Callable[[], bool]) -> Callab
 # -- the provider ---------------------------------------------------------------------------
 
 
+def _checked_send(wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs) -> Any:
+    """``Endpoint._send(request)``: no attribution header to a host the policy refuses."""
+    try:
+        request = args[0] if args else kwargs.get("request")
+        headers = getattr(request, "headers", None)
+        if headers is not None and any(is_attribution_header(name) for name in headers):
+            url = getattr(request, "url", None)
+            if not sends_to(url if isinstance(url, str) else None):
+                signed = _signed(headers)
+                for name in [k for k in headers if is_attribution_header(k)]:
+                    if name.lower() not in signed:
+                        del headers[name]
+    except Exception:
+        internal_error("bedrock:send", "checking where a Bedrock request goes failed")
+    return wrapped(*args, **kwargs)
+
+
 class BedrockProvider(Provider):
     name = "botocore"
     label = "AWS Bedrock (botocore bedrock-runtime)"
@@ -487,6 +508,20 @@ class BedrockProvider(Provider):
         return args, kwargs
 
     def patch_more(self) -> List[Callable[[], None]]:
+        return [self._guard_sends(), *self._quiet_botocore_spans()]
+
+    @staticmethod
+    def _guard_sends() -> Callable[[], None]:
+        """The wire policy held where botocore sends, after its ``before-send`` handlers: one
+        that sent the request elsewhere (a failover from a gateway to AWS's public host)
+        sends it without attribution headers (the ones botocore signed stay: removing them
+        breaks the signature, and one is signed only if the caller's own handler added it
+        before signing, which logs a WARNING)."""
+        endpoint = importlib.import_module("botocore.endpoint").Endpoint
+        wrapt.wrap_function_wrapper(endpoint, "_send", _checked_send)
+        return unwrapper(endpoint, "_send", _checked_send)
+
+    def _quiet_botocore_spans(self) -> List[Callable[[], None]]:
         if importlib.util.find_spec("aiobotocore") is not None:
             log_once(
                 "bedrock:aiobotocore",
