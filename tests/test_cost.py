@@ -393,9 +393,10 @@ def test_a_price_by_the_time_of_day_is_the_calls_own_when_priced_later(
         )
         return float(found.total_price)
 
-    # genai-prices' clock, half a day on: in the other price period when the batch is done.
-    later = started + timedelta(hours=12)
-    assert price(later) != price(started)  # (the test needs a price by the time of day)
+    # genai-prices' clock, hours on: in the other price period when the batch is done
+    # (whatever the time of day the test runs at: the first of 6, 12, 18 hours on that is).
+    shifted = [started + timedelta(hours=h) for h in (6, 12, 18)]
+    later = next(at for at in shifted if price(at) != price(started))
 
     class Clock(datetime):
         @classmethod

@@ -220,6 +220,10 @@ class IngestQueue:
                 while not self._queue and not self._closed:
                     self._cond.wait()
                 if not self._queue:
+                    if self._spool is not None:
+                        # Shut down while a record was in flight: the spool, kept open for
+                        # it, is let go now (its lock too: a new exporter may own it).
+                        self._spool.close()
                     return
                 if delay:
                     # Pay-i failed the head record: wait before trying it again (shutdown's
