@@ -62,6 +62,7 @@ __all__ = [
     "sending_a_call",
     "settled",
     "with_call",
+    "with_current_scopes",
     "with_outgoing",
     "without_level",
     "without_payi_baggage",
@@ -339,6 +340,22 @@ def enter_scope(
             state.effective.child(level),
         )
     return state, otel_context.set_value(_STATE_KEY, state, parent)
+
+
+def with_current_scopes(ctx: Context) -> Context:
+    """``ctx`` (extracted from a carrier, with no scope state of its own) with the scopes in
+    force in the current context, over its ``payi.*`` baggage (``_extracted``)."""
+    if otel_context.get_value(_STATE_KEY, ctx) is not None:
+        return ctx
+    state = _state(None)
+    if state is None:
+        return ctx
+    settings = _settings.current
+    baggage = _incoming_baggage(settings, ctx)
+    if baggage is not state.baggage:
+        state = _build(settings, baggage, state.tracks, state.contexts)
+    ctx = otel_context.set_value(_STATE_KEY, state, ctx)
+    return with_outgoing(ctx, state.effective) if settings.propagate_baggage else ctx
 
 
 def without_level(ctx: Context, level: Level) -> Context:

@@ -33,6 +33,7 @@ from payi_otel import _destinations as destinations
 from payi_otel import _gc_guard, _settings
 from payi_otel._cost import CostObserver
 from payi_otel._deferred import flush
+from payi_otel._extracted import keep_scopes_on_extract
 from payi_otel._genai import enable_genai_spans
 from payi_otel._ingest import ingest_exporter
 from payi_otel._log import internal_error, logger
@@ -97,6 +98,7 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         # First: every finalizer below may run inside a collection (see _gc_guard).
         undo: List[Callable[[], Any]] = [_gc_guard.install()]
         undo.extend(instrument_threads())
+        undo.append(keep_scopes_on_extract())
         undo.extend(guard_hops())
         undo.append(install_processor(provider or trace.get_tracer_provider()))
         undo.extend(instrument_providers(providers()))
