@@ -224,20 +224,32 @@ def _text(value: bytes) -> str:
 
 def _starlette_route(app: Any, scope: Mapping[str, Any]) -> Optional[str]:
     """The template of the Starlette / FastAPI route ``scope`` will be routed to (the router
-    found below ``app`` by its ``.app`` chain), or None."""
-    for _ in range(32):
-        if app is None:
-            return None
-        routes = getattr(app, "routes", None)
-        if isinstance(routes, list):
-            return _match_routes(routes, dict(scope), "")
-        app = getattr(app, "app", None)
+    found below ``app`` by its ``.app`` chain, else the Starlette app the request is in:
+    ``scope["app"]``, for a middleware added with ``add_middleware`` below one that keeps no
+    ``.app``), or None. No router found at all is said once (a WARNING)."""
+    for candidate in (app, scope.get("app")):
+        for _ in range(32):
+            if candidate is None:
+                break
+            routes = getattr(candidate, "routes", None)
+            if isinstance(routes, list):
+                return _match_routes(routes, dict(scope), "")
+            candidate = getattr(candidate, "app", None)
+    log_once(
+        "web-no-router",
+        "payi_otel: PayiASGIMiddleware(route_step=True) finds no Starlette / FastAPI router "
+        "below it (by the .app chain or the request's scope['app']), so requests get no "
+        "use_case_step from their route; add it with app.add_middleware on the Starlette / "
+        "FastAPI app",
+    )
     return None
 
 
 def _match_routes(routes: List[Any], scope: Dict[str, Any], prefix: str) -> Optional[str]:
-    from starlette.routing import Match
-
+    try:
+        from starlette.routing import Match
+    except ImportError:  # another framework's routes: not read
+        return None
     for route in routes:
         matches = getattr(route, "matches", None)
         if matches is None:
@@ -282,8 +294,18 @@ class PayiASGIMiddleware(_Middleware):
         if scope.get("type") not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        route = _starlette_route(self.app, scope) if self.mapping.route_step else None
+        route = _asgi_route(self.app, scope) if self.mapping.route_step else None
         await _run_asgi(self.mapping, route, self.app, scope, receive, send)
+
+
+def _asgi_route(app: Any, scope: Mapping[str, Any]) -> Optional[str]:
+    """The route template for ``route_step``; a failure is internal (logged once), the
+    request goes on without a step."""
+    try:
+        return _starlette_route(app, scope)
+    except Exception:
+        internal_error("web-route", "reading a request's route template failed")
+        return None
 
 
 async def _run_asgi(
@@ -319,12 +341,32 @@ def _wsgi_headers(environ: Mapping[str, Any]) -> Iterator[Tuple[str, str]]:
         yield name.replace("_", "-").lower(), _text(value.encode("latin-1", "replace"))
 
 
+#: Where a WSGI middleware keeps the app it wraps (werkzeug's ``ProxyFix`` and most:
+#: ``.app``; OpenTelemetry's: ``.wsgi``; a bound ``Flask.wsgi_app``: ``__self__``).
+_WRAPPED_APP = ("__self__", "app", "wsgi", "wsgi_app", "application", "__wrapped__")
+
+
 def _url_map_of(app: Any) -> Any:
-    """The werkzeug ``Map`` of a Flask app (or of its bound ``wsgi_app``), else None."""
-    for candidate in (app, getattr(app, "__self__", None)):
+    """The werkzeug ``Map`` of the Flask app below ``app`` (itself, its bound ``wsgi_app``,
+    or the app of the WSGI middleware wrapping it, ``ProxyFix`` and OpenTelemetry's
+    included), else None, said once (a WARNING)."""
+    seen: List[Any] = []
+    stack: List[Any] = [app]
+    while stack and len(seen) < 64:
+        candidate = stack.pop(0)
+        if candidate is None or any(candidate is s for s in seen):
+            continue
+        seen.append(candidate)
         url_map = getattr(candidate, "url_map", None)
         if url_map is not None and hasattr(url_map, "bind_to_environ"):
             return url_map
+        stack.extend(getattr(candidate, name, None) for name in _WRAPPED_APP)
+    log_once(
+        "web-no-url-map",
+        "payi_otel: PayiWSGIMiddleware(route_step=True) finds no Flask URL map below it, so "
+        "requests get no use_case_step from their route; wrap the Flask app's wsgi_app "
+        "(app.wsgi_app = PayiWSGIMiddleware(app.wsgi_app, ...))",
+    )
     return None
 
 
@@ -341,7 +383,10 @@ def _werkzeug_route(url_map: Any, environ: Mapping[str, Any]) -> Optional[str]:
 
 class _ScopedBody:
     """A WSGI response body produced inside the request's scope, which ends when the body
-    is exhausted or closed (PEP 3333: the server always calls ``close()``)."""
+    is closed (PEP 3333: the server always calls ``close()``), the body's own ``close()`` run
+    inside it too - work an app does when its response is closed (Flask's
+    ``response.call_on_close``, werkzeug's ``ClosingIterator`` callbacks) is the request's.
+    A body without ``close()`` ends its scope when it is exhausted."""
 
     def __init__(self, body: Iterable[Any], scope: _Scope) -> None:
         self._body = body
@@ -350,6 +395,10 @@ class _ScopedBody:
 
     def __iter__(self) -> _ScopedBody:
         return self
+
+    def __len__(self) -> int:
+        # A server sets Content-Length from a one-item body (wsgiref); TypeError: none.
+        return len(self._body)  # type: ignore[arg-type]
 
     def __next__(self) -> Any:
         scope = self._scope
@@ -362,7 +411,8 @@ class _ScopedBody:
             item = next(self._iterator)
         except StopIteration:
             scope.restore()
-            self._end(None)
+            if getattr(self._body, "close", None) is None:
+                self._end(None)
             raise
         except BaseException as exc:
             scope.restore()
@@ -402,8 +452,16 @@ class PayiWSGIMiddleware(_Middleware):
     route_step=True)`` (Flask: the route template from the app's URL map).
     """
 
+    _url_map: Any = None
+    _url_map_read = False
+
     def __call__(self, environ: Any, start_response: Any) -> Any:
-        url_map = _url_map_of(self.app) if self.mapping.route_step else None
+        url_map = None
+        if self.mapping.route_step:
+            if not self._url_map_read:  # once: the app below does not change
+                self._url_map = _url_map_of(self.app)
+                self._url_map_read = True
+            url_map = self._url_map
         route = _werkzeug_route(url_map, environ)
         return _run_wsgi(self.mapping, route, self.app, environ, start_response)
 
@@ -422,6 +480,12 @@ def _run_wsgi(
         entered.end(exc)
         raise
     entered.restore()
+    file_wrapper = environ.get("wsgi.file_wrapper") if isinstance(environ, Mapping) else None
+    if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
+        # A file sent as it is (the server may use sendfile): no code of the app runs while
+        # it is sent, so the scope ends now and the body goes out unwrapped.
+        entered.end(None)
+        return body
     return _ScopedBody(body, entered)
 
 

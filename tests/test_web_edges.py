@@ -1,0 +1,229 @@
+"""The web middlewares at the edges a review found (README "Web services"), each driven
+through the real ASGI / WSGI protocol with a real openai client calling the fake server:
+work done when a WSGI response is closed, the response's length and file bodies, the route
+template found below middlewares that keep no ``.app``, and a route reader that fails."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import sys
+from typing import Any, Callable, Optional
+from wsgiref.util import FileWrapper
+
+import openai
+import pytest
+from fake_llm_server import FakeLLMServer
+from werkzeug.test import EnvironBuilder
+
+from payi_otel import PayiInstrumentor, get_context
+from payi_otel.web import PayiASGIMiddleware, PayiWSGIMiddleware
+
+USER = {"X-User-Id": "user_id"}
+
+
+def ask(server: FakeLLMServer, text: str) -> None:
+    client = openai.OpenAI(base_url=server.openai_base_url, api_key="t", max_retries=0)
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": text}]
+    )
+
+
+def sent(server: FakeLLMServer, text: str) -> dict[str, str]:
+    [request] = [r for r in server.requests if r.body["messages"][-1]["content"] == text]
+    return {k: v for k, v in request.headers.items() if k.startswith("x-payi-")}
+
+
+def wsgi(app: Any, path: str = "/chat/t", user: str = "alice") -> tuple[Any, list[Any]]:
+    """``app`` called as a WSGI server would: its body and the status / headers it started."""
+    started: list[Any] = []
+    environ = EnvironBuilder(path=path, headers={"X-User-Id": user}).get_environ()
+    body = app(environ, lambda status, headers, exc_info=None: started.append((status, headers)))
+    return body, started
+
+
+@pytest.fixture
+def payi(instrument: Callable[..., PayiInstrumentor]) -> PayiInstrumentor:
+    return instrument({"use_case_name": "web_app"})
+
+
+# --- WSGI: the response's close, its length, file bodies ---------------------------------------
+
+
+def test_work_done_when_the_response_is_closed_is_the_requests(
+    payi: PayiInstrumentor, llm_server: FakeLLMServer
+) -> None:
+    """Flask's ``response.call_on_close`` runs when the server closes the body, after it is
+    exhausted: its calls are the request's (they went out with none of its attribution)."""
+    from flask import Flask, jsonify
+
+    app = Flask(__name__)
+
+    @app.get("/chat/<topic>")
+    def chat(topic: str) -> Any:
+        ask(llm_server, f"{topic}-view")
+        response = jsonify(ok=True)
+        response.call_on_close(lambda: ask(llm_server, f"{topic}-closed"))
+        return response
+
+    app.wsgi_app = PayiWSGIMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, headers=USER, route_step=True
+    )
+    body, _ = wsgi(app)
+    assert b"".join(body) == b'{"ok":true}\n'
+    assert "user_id" not in get_context()  # nothing of the request left in force here
+    body.close()
+    assert sent(llm_server, "t-closed") == sent(llm_server, "t-view")
+    assert sent(llm_server, "t-closed")["x-payi-user-id"] == "alice"
+    assert sent(llm_server, "t-closed")["x-payi-use-case-step"] == "/chat/<topic>"
+
+
+def test_a_body_keeps_its_length_and_a_file_goes_out_as_it_is(
+    payi: PayiInstrumentor, llm_server: FakeLLMServer
+) -> None:
+    def one_item(environ: Any, start_response: Any) -> Any:
+        start_response("200 OK", [])
+        return [b"hello"]
+
+    body, _ = wsgi(PayiWSGIMiddleware(one_item, headers=USER))
+    assert len(body) == 1  # so a server sets Content-Length (wsgiref does)
+    body.close()
+
+    def generated(environ: Any, start_response: Any) -> Any:
+        start_response("200 OK", [])
+        yield b"x"
+
+    body, _ = wsgi(PayiWSGIMiddleware(generated, headers=USER))
+    with pytest.raises(TypeError):
+        len(body)
+    body.close()
+
+    def a_file(environ: Any, start_response: Any) -> Any:
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](io.BytesIO(b"file"))
+
+    started: list[Any] = []
+    environ = EnvironBuilder(path="/f", headers={"X-User-Id": "alice"}).get_environ()
+    environ["wsgi.file_wrapper"] = FileWrapper
+    body = PayiWSGIMiddleware(a_file, headers=USER)(environ, lambda *a: started.append(a))
+    assert type(body) is FileWrapper  # the server may send it with sendfile
+    assert "user_id" not in get_context()
+
+
+# --- the route template -----------------------------------------------------------------------
+
+
+def _starlette(llm_server: FakeLLMServer) -> Any:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    def chat(request: Any) -> Any:
+        ask(llm_server, request.path_params["topic"])
+        return PlainTextResponse("ok")
+
+    return Starlette(routes=[Route("/chat/{topic}", chat)])
+
+
+async def asgi(app: Any, path: str, user: str = "alice") -> list[Any]:
+    messages: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        messages.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"x-user-id", user.encode())],
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1),
+    }
+    await app(scope, receive, send)
+    return messages
+
+
+def test_the_route_is_found_below_a_middleware_that_keeps_no_app(
+    payi: PayiInstrumentor, llm_server: FakeLLMServer
+) -> None:
+    """A function middleware (``add_middleware`` takes a factory) hides the router from the
+    ``.app`` chain: the route is read from the Starlette app the request is in."""
+
+    def timing(app: Any) -> Any:
+        async def inner(scope: Any, receive: Any, send: Any) -> None:
+            await app(scope, receive, send)
+
+        return inner
+
+    app = _starlette(llm_server)
+    app.add_middleware(timing)
+    app.add_middleware(PayiASGIMiddleware, headers=USER, route_step=True)
+    asyncio.run(asgi(app, "/chat/fn"))
+    assert sent(llm_server, "fn")["x-payi-use-case-step"] == "/chat/{topic}"
+
+
+@pytest.mark.parametrize("wrapper", ["proxyfix", "otel-wsgi"])
+def test_the_url_map_is_found_below_wsgi_middlewares(
+    payi: PayiInstrumentor, llm_server: FakeLLMServer, wrapper: str
+) -> None:
+    from flask import Flask
+
+    app = Flask(__name__)
+
+    @app.get("/chat/<topic>")
+    def chat(topic: str) -> Any:
+        ask(llm_server, topic)
+        return "ok"
+
+    if wrapper == "proxyfix":
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        inner: Any = ProxyFix(app.wsgi_app)
+    else:
+        from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+
+        inner = OpenTelemetryMiddleware(app.wsgi_app)
+    body, _ = wsgi(PayiWSGIMiddleware(inner, headers=USER, route_step=True), f"/chat/{wrapper}")
+    b"".join(body)
+    body.close()
+    assert sent(llm_server, wrapper)["x-payi-use-case-step"] == "/chat/<topic>"
+
+
+def test_no_router_found_is_one_warning_and_a_failing_one_never_fails_the_request(
+    payi: PayiInstrumentor,
+    llm_server: FakeLLMServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[Optional[str]] = []
+
+    class Other:  # another framework's app, with routes of its own kind
+        def __init__(self) -> None:
+            self.routes = [object()]
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            calls.append(get_context().get("user_id"))  # type: ignore[arg-type]
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    monkeypatch.setitem(sys.modules, "starlette.routing", None)  # not installed
+    answered = asyncio.run(asgi(PayiASGIMiddleware(Other(), headers=USER, route_step=True), "/x"))
+    assert answered[0]["status"] == 200 and calls == ["alice"]
+
+    async def bare(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+
+    with caplog.at_level(logging.WARNING, "payi_otel"):
+        for _ in range(2):
+            asyncio.run(asgi(PayiASGIMiddleware(bare, headers=USER, route_step=True), "/y"))
+    assert caplog.text.count("finds no Starlette / FastAPI router") == 1
