@@ -44,6 +44,7 @@ from fixtures_genai import (
 from fixtures_server import to_local
 
 from payi_otel import PayiInstrumentor, track_context
+from payi_otel._destinations import sends_to
 from payi_otel._providers import Usage
 
 AZURE = "system.azureopenai"
@@ -406,6 +407,10 @@ def test_client_defaults_with_options_and_the_call_are_one_level(mode: Mode) -> 
         "my-res.openai.azure.com",
         "my-res.services.ai.azure.com",
         "my-res.cognitiveservices.azure.com",
+        # Azure Government and Azure China (found by a review sending alice's id there).
+        "my-res.openai.azure.us",
+        "my-res.openai.azure.cn",
+        "my-res.cognitiveservices.azure.us",
     ],
 )
 def test_azures_public_hosts_get_no_headers_unless_allowed(genai: GenAI, host: str) -> None:
@@ -432,6 +437,32 @@ def test_azures_public_hosts_get_no_headers_unless_allowed(genai: GenAI, host: s
     with track_context(user_id="alice"):
         posing().chat.completions.create(**AZURE_CHAT)
     assert genai.sent()[-1]["x-payi-user-id"] == "alice"
+
+
+def test_openais_regional_hosts_and_azures_other_endpoints_are_refused(genai: GenAI) -> None:
+    """``OpenAI(data_residency="eu")`` calls ``eu.api.openai.com`` (a review found the
+    user's id and account sent there), and Azure's regional and serverless endpoints."""
+    genai.check_invariant = False
+    client = openai.OpenAI(
+        api_key="k",
+        max_retries=0,
+        data_residency="eu",
+        http_client=httpx2.Client(transport=to_local(genai.server, httpx2)),
+    )
+    with track_context(user_id="alice", account_name="acme"):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert genai.server.requests[-1].headers["host"] == "eu.api.openai.com"
+    assert genai.sent()[-1] == {}
+    for region in ("us", "eu", "au", "in", "ae", "jp"):
+        assert not sends_to(f"https://{region}.api.openai.com/v1"), region
+    for url in (
+        "https://eastus.api.cognitive.microsoft.com/openai",
+        "https://my-llama.eastus2.models.ai.azure.com/v1",
+    ):
+        assert not sends_to(url), url
+    assert sends_to("https://openai-gateway.corp.example/v1")
 
 
 def test_an_openai_client_on_azures_v1_api_is_told_by_its_host(genai: GenAI) -> None:

@@ -43,7 +43,13 @@ class OpenAIProvider(StainlessProvider):
         ),
     )
     services = (
-        Service("system.openai", "openai", genai_names=("openai",), hosts=("api.openai.com",)),
+        # OpenAI's API and its regional hosts (``OpenAI(data_residency="eu")``: eu., us., jp.).
+        Service(
+            "system.openai",
+            "openai",
+            genai_names=("openai",),
+            hosts=("api.openai.com", "*.api.openai.com"),
+        ),
         # AzureOpenAI / AsyncAzureOpenAI (genai-openai names their calls "openai" too: the
         # hook names them "azure.ai.openai" on the span). genai-prices' "azure" only by this
         # exact id ("azure.ai.openai" would find openai). A call names a deployment: priced as
@@ -53,12 +59,15 @@ class OpenAIProvider(StainlessProvider):
             "azure",
             genai_names=("azure.ai.openai", "az.ai.openai"),
             category_aliases=("azure.openai",),
-            hosts=(
-                "*.openai.azure.com",
-                "*.services.ai.azure.com",
-                "*.cognitiveservices.azure.com",
-            ),
-            addresses=("*.openai.azure.com",),
+            # Azure's public cloud, Azure Government (.us) and Azure China (.cn); the regional
+            # Cognitive Services and serverless model endpoints.
+            hosts=tuple(
+                f"*.{name}.{cloud}"
+                for cloud in ("azure.com", "azure.us", "azure.cn")
+                for name in ("openai", "services.ai", "cognitiveservices", "models.ai")
+            )
+            + ("*.api.cognitive.microsoft.com", "*.api.cognitive.microsoft.us"),
+            addresses=("*.openai.azure.com", "*.openai.azure.us", "*.openai.azure.cn"),
             clients=("BaseAzureClient", "AzureOpenAI", "AsyncAzureOpenAI"),
             deployments=True,
         ),
