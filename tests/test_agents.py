@@ -272,6 +272,66 @@ async def test_langgraph_every_span_attributed(
     check_counted_once(otel, metrics, llm_server)
 
 
+@pytest.mark.parametrize("outer", [None, "carol"], ids=["no-outer-scope", "outer-scope"])
+@pytest.mark.parametrize("steps", [False, True], ids=["plain", "agent_steps"])
+async def test_a_scope_a_node_or_tool_opens_wins_for_its_langchain_calls(
+    llm_server: FakeLLMServer,
+    instrument: Callable[..., PayiInstrumentor],
+    otel: Otel,
+    outer: Any,
+    steps: bool,
+) -> None:
+    """A node that learns its user from the graph's state, and a tool that bills its call to
+    a service account, open ``track_context`` inside the run: their LangChain calls (sync and
+    async) carry that scope, on the wire and on the chat span. (The LangChain instrumentation
+    starts a model call in the context stored when its parent run started, and attached it
+    around the call: a review found these calls billed to the outer user, or to nobody.)"""
+    from langchain_core.messages import HumanMessage
+    from langchain_core.tools import tool
+    from langgraph.graph import START, StateGraph
+
+    instrument({"use_case_name": "graph_app"}, agent_steps=steps)
+    llm = chat_model(llm_server)
+    State = TypedDict("State", {"user": str, "reply": str})  # noqa: UP013
+
+    def node(state: Any) -> dict[str, Any]:
+        with track_context(user_id=state["user"]):
+            return {"reply": llm.invoke([HumanMessage(f"sync-{state['user']}")]).content}
+
+    async def anode(state: Any) -> dict[str, Any]:
+        with track_context(user_id=state["user"]):
+            reply = await llm.ainvoke([HumanMessage(f"async-{state['user']}")])
+            return {"reply": reply.content}
+
+    @tool
+    def summarize(text: str) -> str:
+        """Summarize."""
+        with track_context(user_id="svc-summarizer", use_case_step="summarize"):
+            return str(llm.invoke([HumanMessage(f"tool-{text}")]).content)
+
+    graphs = {}
+    for name, fn in (("sync", node), ("async", anode)):
+        graph = StateGraph(State)
+        graph.add_node("n", fn)
+        graph.add_edge(START, "n")
+        graphs[name] = graph.compile()
+    with track_context(user_id=outer) if outer else track_context():
+        for user in ("alice", "bob"):
+            graphs["sync"].invoke({"user": user, "reply": ""})
+            await graphs["async"].ainvoke({"user": user, "reply": ""})
+        summarize.invoke({"text": "x"})
+    sent = {r.body["messages"][-1]["content"]: r.headers for r in llm_server.requests}
+    for user in ("alice", "bob"):
+        for kind in ("sync", "async"):
+            assert sent[f"{kind}-{user}"][HEADER["user_id"]] == user, (kind, user)
+    assert sent["tool-x"][HEADER["user_id"]] == "svc-summarizer"
+    assert sent["tool-x"][HEADER["use_case_step"]] == "summarize"
+    chats = [s for s in otel.all_genai_spans() if s.name.startswith("chat")]
+    assert sorted(str(s.attributes[ATTRIBUTE["user_id"]]) for s in chats) == sorted(
+        ["alice", "alice", "bob", "bob", "svc-summarizer"]
+    )
+
+
 def test_frameworks_turned_on_once_with_the_same_rules(
     instrument: Callable[..., PayiInstrumentor], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -63,6 +63,7 @@ __all__ = [
     "settled",
     "with_call",
     "with_current_scopes",
+    "with_inner_scopes",
     "with_outgoing",
     "without_level",
     "without_payi_baggage",
@@ -356,6 +357,25 @@ def with_current_scopes(ctx: Context) -> Context:
         state = _build(settings, baggage, state.tracks, state.contexts)
     ctx = otel_context.set_value(_STATE_KEY, state, ctx)
     return with_outgoing(ctx, state.effective) if settings.propagate_baggage else ctx
+
+
+def with_inner_scopes(given: Context) -> Context:
+    """``given`` (a context stored earlier and handed to code that runs now: the parent run's,
+    ``_invocations``) with the current scopes, when they are its own and more - scopes the
+    current code opened inside it since - so the innermost scope wins; else ``given``."""
+    current = _state(None)
+    if current is None:
+        return given
+    stored = _state(given)
+    if stored is current:
+        return given
+    ids = {id(level) for level in (*current.tracks, *current.contexts)}
+    if stored is not None:
+        levels = (*stored.tracks, *stored.contexts)
+        if len(levels) >= len(ids) or not all(id(level) in ids for level in levels):
+            return given
+    ctx = otel_context.set_value(_STATE_KEY, current, given)
+    return with_outgoing(ctx, current.effective) if _settings.current.propagate_baggage else ctx
 
 
 def without_level(ctx: Context, level: Level) -> Context:

@@ -36,6 +36,7 @@ from payi_otel._deferred import flush
 from payi_otel._extracted import keep_scopes_on_extract
 from payi_otel._genai import enable_genai_spans
 from payi_otel._ingest import ingest_exporter
+from payi_otel._invocations import keep_inner_scopes
 from payi_otel._log import internal_error, logger
 from payi_otel._outgoing import guard_hops
 from payi_otel._payi_answer import answers_in_responses, observe_answer
@@ -99,6 +100,7 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         undo: List[Callable[[], Any]] = [_gc_guard.install()]
         undo.extend(instrument_threads())
         undo.append(keep_scopes_on_extract())
+        undo.extend(keep_inner_scopes())
         undo.extend(guard_hops())
         undo.append(install_processor(provider or trace.get_tracer_provider()))
         undo.extend(instrument_providers(providers()))

@@ -61,12 +61,15 @@ class OpenAIProvider(StainlessProvider):
             category_aliases=("azure.openai",),
             # Azure's public cloud, Azure Government (.us) and Azure China (.cn); the regional
             # Cognitive Services and serverless model endpoints.
-            hosts=tuple(
-                f"*.{name}.{cloud}"
-                for cloud in ("azure.com", "azure.us", "azure.cn")
-                for name in ("openai", "services.ai", "cognitiveservices", "models.ai")
-            )
-            + ("*.api.cognitive.microsoft.com", "*.api.cognitive.microsoft.us"),
+            hosts=(
+                *(
+                    f"*.{name}.{cloud}"
+                    for cloud in ("azure.com", "azure.us", "azure.cn")
+                    for name in ("openai", "services.ai", "cognitiveservices", "models.ai")
+                ),
+                "*.api.cognitive.microsoft.com",
+                "*.api.cognitive.microsoft.us",
+            ),
             addresses=("*.openai.azure.com", "*.openai.azure.us", "*.openai.azure.cn"),
             clients=("BaseAzureClient", "AzureOpenAI", "AsyncAzureOpenAI"),
             deployments=True,
