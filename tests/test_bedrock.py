@@ -576,6 +576,46 @@ def test_a_request_a_before_send_handler_sends_to_a_public_host_loses_the_header
     assert failed_over.headers["x-gateway-key"] == "k"
 
 
+def test_a_stream_left_before_its_usage_is_one_warning_per_provider(
+    genai: GenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ConverseStream sends its usage in the ``metadata`` event after ``messageStop``: a loop
+    that stops there is billed by AWS and counted without tokens or cost here (a review
+    found it silent). One WARNING says so; a stream read to its end says nothing."""
+    client = shared_bedrock(genai)
+    with caplog.at_level(logging.WARNING, "payi_otel"):
+        with track_context(user_id="alice"):
+            events = client.converse_stream(modelId=BEDROCK_MODEL, messages=bedrock_messages())
+            list(events["stream"])  # to the end: its usage
+        assert "ended before its usage arrived" not in caplog.text
+        for _ in range(2):
+            stream = client.converse_stream(modelId=BEDROCK_MODEL, messages=bedrock_messages())
+            for event in stream["stream"]:
+                if "messageStop" in event:
+                    break
+            stream["stream"].close()
+    assert caplog.text.count("AWS Bedrock (botocore bedrock-runtime) stream ended before") == 1
+
+
+def test_an_extra_header_botocore_signs_is_not_sent_and_says_so(
+    genai: GenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ``extra_headers`` entry named as a header botocore signs (``Content-Type``,
+    ``X-Amz-Date``) cannot be sent without breaking the signature: the signed one stays, and
+    one WARNING names the entry (a review found it dropped without a word)."""
+    with caplog.at_level(logging.WARNING, "payi_otel"), track_context(user_id="alice"):
+        for _ in range(2):
+            BEDROCK_OPERATIONS["converse"](
+                shared_bedrock(genai),
+                BEDROCK_MODEL,
+                extra_headers={"Content-Type": "text/plain", "x-gateway-key": "k"},
+            )
+    request = genai.server.requests[-1]
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["x-gateway-key"] == "k"
+    assert caplog.text.count("extra_headers entry Content-Type is not sent") == 1
+
+
 class _Raw:
     """A response body botocore reads (``AWSResponse.raw``)."""
 
@@ -951,21 +991,31 @@ def test_model_ids_profiles_and_arns_are_priced_as_aws(genai: GenAI, model: str)
     assert ingest_record(span)["resource"] == model  # as passed, as Pay-i's SDK files it
 
 
-def test_an_application_inference_profile_is_priced_once_given_its_model(
-    genai: GenAI, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    "arn",
+    [
+        APPLICATION_PROFILE,
+        # Found by a review unpriced without a word.
+        "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/xyz789",
+        "arn:aws:bedrock:us-east-1:123456789012:default-prompt-router/anthropic.claude:1",
+        "arn:aws:bedrock:us-east-1:123456789012:imported-model/abc",
+    ],
+)
+def test_an_arn_that_names_no_model_is_priced_once_given_its_model(
+    genai: GenAI, caplog: pytest.LogCaptureFixture, arn: str
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="payi_otel"):
-        _raw_call(shared_bedrock(genai), "converse", APPLICATION_PROFILE)
-        _raw_call(shared_bedrock(genai), "converse", APPLICATION_PROFILE)
+        _raw_call(shared_bedrock(genai), "converse", arn)
+        _raw_call(shared_bedrock(genai), "converse", arn)
         with track_context(price_as_resource="anthropic.claude-3-5-haiku-20241022-v1:0"):
-            _raw_call(shared_bedrock(genai), "converse", APPLICATION_PROFILE)
+            _raw_call(shared_bedrock(genai), "converse", arn)
     unpriced, unpriced_again, priced = bedrock_spans(genai)
     assert "payi_otel.cost.total" not in (unpriced.attributes or {})
     assert "payi_otel.cost.total" not in (unpriced_again.attributes or {})
     assert (priced.attributes or {})["payi_otel.cost.total"] > 0
     warnings = [r.getMessage() for r in caplog.records if r.name == "payi_otel"]
     [warning] = warnings  # once, with the fix
-    assert APPLICATION_PROFILE in warning and "price_as_resource" in warning
+    assert arn in warning and "price_as_resource" in warning
     record = ingest_record(priced)
     assert record["resource"] == "anthropic.claude-3-5-haiku-20241022-v1:0"  # price_as wins
 

@@ -37,7 +37,7 @@ from opentelemetry.trace import Span
 from payi_otel import _settings
 from payi_otel._context import CallBasis, call_basis, with_call, without_payi_baggage
 from payi_otel._destinations import sends_to
-from payi_otel._log import internal_error
+from payi_otel._log import internal_error, log_once
 from payi_otel._model.dialects import parse_headers
 from payi_otel._model.effective import Effective
 from payi_otel._model.merge import Level, combine
@@ -184,6 +184,16 @@ class _Observation:
                 usage = self.provider.usage_totals(usage)
             except Exception:
                 internal_error(f"observe:{self.provider.name}", "reading usage failed")
+        elif self.streamed and error is None:
+            # Billed by the provider, counted here without tokens or cost: said once.
+            log_once(
+                f"stream-without-usage:{self.provider.name}",
+                "payi_otel: a %s stream ended before its usage arrived, so that call is "
+                "counted without tokens or cost (a stream left early - a break, close(), or "
+                "dropped - reports none; Bedrock's ConverseStream sends its usage after "
+                "messageStop: read streams to their end)",
+                self.provider.label or self.provider.name,
+            )
         record = CallRecord(
             self.provider.name,
             self.call,

@@ -118,9 +118,11 @@ HOSTS = tuple(
     )
 )
 
-#: An application inference profile's ARN names no model: genai-prices cannot price it.
+#: A Bedrock ARN of anything but a foundation model or a system inference profile names no
+#: model (an application inference profile, provisioned throughput, a prompt router, an
+#: imported or custom model): genai-prices cannot price it.
 _APPLICATION_PROFILE = re.compile(
-    r"arn:aws[a-z-]*:bedrock:[^:]*:[0-9]*:application-inference-profile/"
+    r"arn:aws[a-z-]*:bedrock:[^:]*:[0-9]*:(?!foundation-model/|inference-profile/)[a-z-]+/"
 )
 
 # -- usage ----------------------------------------------------------------------------------
@@ -452,8 +454,9 @@ class BedrockProvider(Provider):
         ):
             log_once(
                 f"bedrock:unpriced:{model}",
-                "payi_otel: the Bedrock application inference profile %s names no model, so "
-                "its calls get usage but no cost; give the model it routes to as "
+                "payi_otel: the Bedrock ARN %s (an application inference profile, "
+                "provisioned throughput, a prompt router, an imported or custom model) names no "
+                "model, so its calls get usage but no cost; give the model it runs as "
                 "price_as_resource (track_context(price_as_resource=...), or an "
                 "x-payi-price-as-resource header in extra_headers)",
                 model,
@@ -502,7 +505,16 @@ class BedrockProvider(Provider):
             del fields[name]
         for name, value in headers.items():
             if name.lower() in signed:
-                continue  # botocore signed one of that name: it stays
+                # botocore signed one of that name: it stays (changing it breaks the
+                # signature), and the caller's extra_headers entry is not sent: said once.
+                log_once(
+                    f"bedrock:signed-extra:{name.lower()}",
+                    "payi_otel: extra_headers entry %s is not sent on Bedrock requests: "
+                    "botocore signs a header of that name, and changing it would break the "
+                    "signature",
+                    name,
+                )
+                continue
             del fields[name]
             fields[name] = value
         return args, kwargs
