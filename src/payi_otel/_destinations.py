@@ -90,6 +90,25 @@ def strip_refused(headers: Any, url: object, previous: object) -> None:
         del headers[name]
 
 
+def strip_refused_websocket(headers: Any, protocol: Any) -> None:
+    """Drop every ``x-payi-*`` / ``xProxy-*`` header from a WebSocket handshake's ``headers``
+    (``websockets`` ``Headers``) when ``protocol``'s URI is one the policy sends
+    none to. (A WebSocket connection is not an attributed call: what it carries is what its
+    client set - an SDK's default headers - and a refused host gets none of it.)"""
+    if headers is None:
+        return
+    names = {name for name in headers if is_dialect_header(name)}
+    if not names:
+        return
+    uri = getattr(protocol, "uri", None) or getattr(protocol, "wsuri", None)  # (older: wsuri)
+    host = getattr(uri, "host", None)
+    url = f"wss://{host}/" if isinstance(host, str) and host else None
+    if sends_to(url):
+        return
+    for name in names:
+        del headers[name]
+
+
 _ORIGIN = "payi_otel.origin"
 
 

@@ -135,6 +135,21 @@ def _requests_rebuild_auth(
     return result
 
 
+def _websocket_handshake(
+    wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs
+) -> Any:
+    """``websockets``' ``ClientProtocol.send_request(request)``, every WebSocket opening
+    handshake (sync and asyncio clients alike: an SDK's realtime connection, e.g. openai's
+    ``client.realtime.connect``, which sends the client's default headers): no attribution
+    header to a host the policy refuses."""
+    try:
+        request = args[0] if args else kwargs.get("request")
+        destinations.strip_refused_websocket(getattr(request, "headers", None), instance)
+    except Exception:
+        internal_error("hops:websockets", "checking a WebSocket handshake's headers failed")
+    return wrapped(*args, **kwargs)
+
+
 #: (module, candidate attributes: the first one present is wrapped, wrapper, only with
 #: baggage on). httpx's ``_send_single_request`` is private: should a release drop it,
 #: ``send`` (the first hop only) is guarded instead and the loss is logged. The per-hop baggage
@@ -150,6 +165,7 @@ _POINTS: Tuple[_Point, ...] = (
     ("httpx2._client", ("BaseClient._redirect_headers",), _httpx_redirect_headers, False),
     ("requests.adapters", ("HTTPAdapter.send",), _hop, True),
     ("requests.sessions", ("SessionRedirectMixin.rebuild_auth",), _requests_rebuild_auth, False),
+    ("websockets.client", ("ClientProtocol.send_request",), _websocket_handshake, False),
 )
 
 
