@@ -411,3 +411,42 @@ async def test_a_scope_left_by_a_consumer_stays_gone_however_many_are_left_after
         await asyncio.sleep(0.01)
     orphaned = _context._orphaned
     assert orphaned is not None and len(orphaned.levels) < _context.ORPHANED_MAX
+
+
+def test_a_with_scope_in_a_generator_resumed_in_fresh_contexts_ends_and_says_so(
+    genai: GenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Starlette's ``iterate_in_threadpool`` (a ``StreamingResponse`` over a sync generator)
+    resumes the generator in a fresh copy of the loop's context each time: a ``with
+    track_context`` in it holds only until its first yield, and its exit finds no entry
+    there. The scope ends anyway - its span too, gone from every context - with one
+    WARNING that says to use ``@track`` (a review found the span never ended and the
+    warning said nothing useful); ``@track`` on the same generator holds on every resume."""
+    from starlette.concurrency import iterate_in_threadpool
+
+    def body(user: str) -> Iterator[str]:
+        with track_context(user_id=user, use_case_step="stream_answer"):
+            genai.openai.chat.completions.create(**CHAT)
+            yield "a"
+            yield "b"
+
+    @track(use_case_name="answers", use_case_step="tracked_answer")
+    def tracked(user: str) -> Iterator[str]:
+        with track_context(user_id=user):
+            yield "a"
+        genai.openai.chat.completions.create(**CHAT)
+        yield "b"
+
+    async def drain(gen: Iterator[str]) -> list[str]:
+        return [chunk async for chunk in iterate_in_threadpool(gen)]
+
+    with caplog.at_level("WARNING", "payi_otel"):
+        assert asyncio.run(drain(body("carol"))) == ["a", "b"]
+        assert asyncio.run(drain(tracked("dave"))) == ["a", "b"]
+    assert caplog.text.count("exited in another context than it was entered in") == 1
+    ended = [s.name for s in genai.otel.spans() if s.instrumentation_scope.name == "payi_otel"]
+    assert "stream_answer" in ended
+    first, second = genai.sent()
+    assert first["x-payi-user-id"] == "carol"
+    assert second["x-payi-use-case-step"] == "tracked_answer"
+    assert "user_id" not in get_context()

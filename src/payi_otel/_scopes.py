@@ -455,9 +455,11 @@ class track_context:
     Parameters are validated when it is created; each entry is a new scope and a new span.
     """
 
-    __slots__ = ("_spec",)
+    __slots__ = ("_open", "_spec")
 
     def __init__(self, **params: Unpack[ScopeParameters]) -> None:
+        #: This instance's entries not exited yet, in any context (see ``__exit__``).
+        self._open: Tuple[_Scope, ...] = ()
         valid = validate_params(params, source="track_context")
         # The span's name and attributes are made on the first entry that starts a span (none
         # in spanless mode, where creating a track_context per request is the hot path).
@@ -491,6 +493,7 @@ class track_context:
         scope.attach()
         scope.own()
         _ENTERED.set((*_ENTERED.get(), (self, scope)))
+        self._open = (*self._open, scope)
 
     def __exit__(
         self,
@@ -502,17 +505,35 @@ class track_context:
         if entered and entered[-1][0] is self:  # the common case: the innermost entry
             scope = entered[-1][1]
             _ENTERED.set(entered[:-1])
-            scope.detach()
-            scope.end(exc)
+            self._exited(scope, exc)
             return
         for index in range(len(entered) - 2, -1, -1):
             if entered[index][0] is self:
                 scope = entered[index][1]
                 _ENTERED.set(entered[:index] + entered[index + 1 :])
-                scope.detach()
-                scope.end(exc)
+                self._exited(scope, exc)
                 return
+        if len(self._open) == 1:
+            # Entered in another context than this one, and nowhere else: a generator holding
+            # ``with track_context(...)`` resumed in a fresh context each time (Starlette's
+            # iterate_in_threadpool). Its scope held only until its first yield; it is gone
+            # everywhere now, and its span ends.
+            log_once(
+                "exit-elsewhere",
+                "payi_otel: track_context exited in another context than it was entered in "
+                "(a generator resumed in a new context each time, as Starlette's "
+                "iterate_in_threadpool does): its scope held only until the generator's "
+                "first yield; decorate the generator with @track(...) instead, whose scope "
+                "holds on every resume",
+            )
+            self._exited(self._open[0], exc)
+            return
         log_once("exit", "payi_otel: track_context exited where it was not entered")
+
+    def _exited(self, scope: _Scope, exc: Optional[BaseException]) -> None:
+        self._open = tuple(s for s in self._open if s is not scope)
+        scope.detach()
+        scope.end(exc)
 
     async def __aenter__(self) -> None:
         self.__enter__()
