@@ -126,7 +126,10 @@ def _starlette(llm_server: FakeLLMServer) -> Any:
     return Starlette(routes=[Route("/chat/{topic}", chat)])
 
 
-async def asgi(app: Any, path: str, user: str = "alice") -> list[Any]:
+async def asgi(
+    app: Any, path: str, user: str = "alice", more: tuple[tuple[bytes, bytes], ...] = ()
+) -> list[Any]:
+    """``app`` called as an ASGI server would, for a GET of ``path``; what it sent."""
     messages: list[Any] = []
 
     async def receive() -> Any:
@@ -145,7 +148,7 @@ async def asgi(app: Any, path: str, user: str = "alice") -> list[Any]:
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
-        "headers": [(b"x-user-id", user.encode())],
+        "headers": [(b"x-user-id", user.encode()), *more],
         "server": ("127.0.0.1", 80),
         "client": ("127.0.0.1", 1),
     }
@@ -227,3 +230,32 @@ def test_no_router_found_is_one_warning_and_a_failing_one_never_fails_the_reques
         for _ in range(2):
             asyncio.run(asgi(PayiASGIMiddleware(bare, headers=USER, route_step=True), "/y"))
     assert caplog.text.count("finds no Starlette / FastAPI router") == 1
+
+
+def test_payi_baggage_nobody_extracted_is_one_warning(
+    instrument: Callable[..., PayiInstrumentor],
+    llm_server: FakeLLMServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With baggage on, the middleware reads incoming ``payi.*`` baggage from the context a
+    server instrumentation extracted; without one around it, nothing reads it (a review found
+    it silent): one WARNING says where to put it. With OpenTelemetry's ASGI middleware
+    around it, the baggage is read and nothing is said."""
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    instrument(propagate_baggage=True, baggage_accept=["account_name"])
+    app = _starlette(llm_server)
+    bare = PayiASGIMiddleware(app, headers=USER)
+    wrapped = OpenTelemetryMiddleware(PayiASGIMiddleware(app, headers=USER))
+
+    def call(target: Any, topic: str) -> None:
+        asyncio.run(asgi(target, f"/chat/{topic}", more=((b"baggage", b"payi.account_name=bag"),)))
+
+    with caplog.at_level(logging.WARNING, "payi_otel"):
+        call(wrapped, "around")
+        assert "no server instrumentation extracted it" not in caplog.text
+        for topic in ("bare1", "bare2"):
+            call(bare, topic)
+    assert caplog.text.count("no server instrumentation extracted it") == 1
+    assert sent(llm_server, "around")["x-payi-account-name"] == "bag"
+    assert "x-payi-account-name" not in sent(llm_server, "bare1")

@@ -34,12 +34,15 @@ import importlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from opentelemetry import baggage as otel_baggage
 from opentelemetry import context as otel_context
 
 from payi_otel import _context as payi_state
+from payi_otel import _settings
 from payi_otel._log import internal_error, log_once, logger
 from payi_otel._model.codec import parse_value
 from payi_otel._model.parameters import (
+    BAGGAGE_PREFIX,
     PARAMETERS,
     ParameterError,
     ParameterTypeError,
@@ -172,6 +175,9 @@ class RequestMapping:
     ) -> Optional[_Scope]:
         """The request's scope, entered (not attached), or None when it sets nothing."""
         try:
+            if _settings.current.propagate_baggage:
+                headers = list(headers)
+                _check_baggage_read(headers)
             params = self.level(headers, route, request)
             if not params:
                 return None
@@ -188,6 +194,24 @@ class RequestMapping:
         except Exception:
             internal_error("web-enter", "opening a request's scope failed")
             return None
+
+
+def _check_baggage_read(headers: Iterable[Tuple[str, str]]) -> None:
+    """With baggage on: a request whose ``baggage`` header carries ``payi.*`` members, while
+    the current context has no baggage, had it read by nobody - no server instrumentation
+    extracted it before this middleware - so its baggage level is not there: said once."""
+    if otel_baggage.get_all():
+        return
+    for name, value in headers:
+        if name.lower() == "baggage" and BAGGAGE_PREFIX in value:
+            log_once(
+                "web-baggage-unread",
+                "payi_otel: a request carries payi.* baggage, but no server instrumentation "
+                "extracted it before the Payi web middleware, so it is not read: wrap the app "
+                "with opentelemetry-instrumentation-asgi / -wsgi's middleware around the Payi "
+                "middleware (or use FastAPI's telemetry, app.add_middleware inside it)",
+            )
+            return
 
 
 def _mapping(
