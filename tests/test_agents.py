@@ -8,6 +8,7 @@ name is the ``use_case_step`` of the calls it makes."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -330,6 +331,35 @@ async def test_a_scope_a_node_or_tool_opens_wins_for_its_langchain_calls(
     assert sorted(str(s.attributes[ATTRIBUTE["user_id"]]) for s in chats) == sorted(
         ["alice", "alice", "bob", "bob", "svc-summarizer"]
     )
+
+
+def test_agent_steps_say_when_the_agents_sdks_tracing_is_off(
+    agents_sdk: Callable[[str], None],
+    instrument: Callable[..., PayiInstrumentor],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The OpenAI Agents SDK makes its agent and tool spans through its own tracing: turned
+    off, or its processors replaced after ``payi_instrument()``, there are no steps (a review
+    found it silent). One WARNING each says so; leaving it on says nothing."""
+    import agents
+    from agents.tracing import get_trace_provider
+
+    provider = get_trace_provider()
+    with caplog.at_level(logging.WARNING, "payi_otel"):
+        instrument(agent_steps=True)
+        kept = list(getattr(getattr(provider, "_multi_processor", None), "_processors", ()))
+        agents.set_tracing_disabled(False)
+        agents.set_trace_processors(kept)  # OpenTelemetry's still among them
+        assert "tracing is" not in caplog.text
+        try:
+            for _ in range(2):
+                agents.set_tracing_disabled(True)
+                agents.set_trace_processors([])
+        finally:
+            agents.set_tracing_disabled(False)
+            agents.set_trace_processors(kept)
+    assert caplog.text.count("tracing is disabled (set_tracing_disabled(True))") == 1
+    assert caplog.text.count("without OpenTelemetry's processor") == 1
 
 
 def test_frameworks_turned_on_once_with_the_same_rules(

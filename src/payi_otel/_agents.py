@@ -23,6 +23,7 @@ from payi_otel import _context as payi_state
 from payi_otel import _settings
 from payi_otel._log import internal_error, log_once
 from payi_otel._model.parameters import ParameterError, validate_value
+from payi_otel._on_import import when_imported
 from payi_otel._spans import apply_call_attributes
 from payi_otel._wrapping import unwrapper
 
@@ -102,4 +103,61 @@ def instrument_agent_steps() -> List[Callable[[], None]]:
     from wrapt import wrap_function_wrapper
 
     wrap_function_wrapper(owner, "__init__", _init)
-    return [unwrapper(owner, "__init__", _init)]
+    undo = [unwrapper(owner, "__init__", _init)]
+    undo.extend(when_imported(_AGENTS_PROVIDER, _watch_agents_tracing, "openai-agents"))
+    return undo
+
+
+# --- the OpenAI Agents SDK's tracing, which makes its agent and tool spans ---------------------
+
+_AGENTS_PROVIDER = "agents.tracing.provider"
+_AGENTS_OFF = (
+    "payi_otel: agent_steps is on, but the OpenAI Agents SDK's tracing is %s, so its agent and "
+    "tool spans - and the steps - are not made. Keep its tracing on; to stop it exporting to "
+    "OpenAI, call agents.set_trace_processors([]) before payi_instrument()"
+)
+
+
+def _warn_agents_tracing(why: str) -> None:
+    log_once(f"agent-steps-off:{why}", _AGENTS_OFF, why)
+
+
+def _set_disabled(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    result = wrapped(*args, **kwargs)
+    if (args[0] if args else kwargs.get("disabled")) is True:
+        _warn_agents_tracing("disabled (set_tracing_disabled(True))")
+    return result
+
+
+def _set_processors(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    result = wrapped(*args, **kwargs)
+    processors = args[0] if args else kwargs.get("processors")
+    if not any(type(p).__module__.startswith(_OTEL_AGENTS) for p in processors or ()):
+        _warn_agents_tracing(
+            "without OpenTelemetry's processor (set_trace_processors after payi_instrument())"
+        )
+    return result
+
+
+_OTEL_AGENTS = "opentelemetry.instrumentation.genai.openai_agents"
+
+
+def _watch_agents_tracing() -> List[Callable[[], None]]:
+    """Say once when the Agents SDK's tracing is off, or loses OpenTelemetry's processor
+    (a review found agent_steps doing nothing, silently); the undo callables."""
+    import importlib
+    import os
+
+    from wrapt import wrap_function_wrapper
+
+    if os.environ.get("OPENAI_AGENTS_DISABLE_TRACING", "").lower() in ("true", "1"):
+        _warn_agents_tracing("disabled (OPENAI_AGENTS_DISABLE_TRACING)")
+    owner = getattr(importlib.import_module(_AGENTS_PROVIDER), "DefaultTraceProvider", None)
+    if owner is None:
+        return []
+    wrap_function_wrapper(owner, "set_disabled", _set_disabled)
+    wrap_function_wrapper(owner, "set_processors", _set_processors)
+    return [
+        unwrapper(owner, "set_disabled", _set_disabled),
+        unwrapper(owner, "set_processors", _set_processors),
+    ]
