@@ -450,3 +450,46 @@ def test_a_with_scope_in_a_generator_resumed_in_fresh_contexts_ends_and_says_so(
     assert first["x-payi-user-id"] == "carol"
     assert second["x-payi-use-case-step"] == "tracked_answer"
     assert "user_id" not in get_context()
+
+
+def test_one_instance_entered_everywhere_keeps_nothing_and_ends_each_scope(
+    genai: GenAI,
+) -> None:
+    """One ``track_context`` instance entered by concurrent threads keeps no entry of a scope
+    that exited (a review found thousands kept, spans and all, by a racing update); entered by
+    two overlapping generators resumed in fresh contexts, each exit ends its own scope."""
+    import threading
+
+    from starlette.concurrency import iterate_in_threadpool
+
+    shared = track_context(user_id="shared", use_case_step="shared_step")
+
+    def work() -> None:
+        for _ in range(2_500):
+            with shared:
+                pass
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not shared._open
+
+    genai.otel.exporter.clear()
+
+    def body() -> Iterator[str]:
+        with shared:
+            yield "a"
+            yield "b"
+
+    async def both() -> None:
+        async def drain() -> list[str]:
+            return [chunk async for chunk in iterate_in_threadpool(body())]
+
+        assert await asyncio.gather(drain(), drain()) == [["a", "b"], ["a", "b"]]
+
+    asyncio.run(both())
+    assert not shared._open
+    ended = [s for s in genai.otel.spans() if s.name == "shared_step"]
+    assert len(ended) == 2

@@ -95,8 +95,7 @@ def test_a_body_keeps_its_length_and_a_file_goes_out_as_it_is(
         yield b"x"
 
     body, _ = wsgi(PayiWSGIMiddleware(generated, headers=USER))
-    with pytest.raises(TypeError):
-        len(body)
+    assert not hasattr(body, "__len__")  # waitress calls len() on a body that has it: a 500
     body.close()
 
     def a_file(environ: Any, start_response: Any) -> Any:

@@ -70,6 +70,8 @@ class KeepsScopes(TextMapPropagator):
         return self.inner.fields
 
     def __getattr__(self, name: str) -> Any:  # the inner propagator's own attributes
+        if name == "inner":  # not set (a copy made without __init__): no recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
 

@@ -43,7 +43,7 @@ from wrapt import wrap_function_wrapper
 from payi_otel import _context as payi_state
 from payi_otel import _destinations as destinations
 from payi_otel import _settings
-from payi_otel._log import internal_error
+from payi_otel._log import internal_error, logger
 from payi_otel._model.parameters import BAGGAGE_PREFIX
 from payi_otel._on_import import installed, when_imported
 from payi_otel._wrapping import unwrapper
@@ -165,7 +165,6 @@ _POINTS: Tuple[_Point, ...] = (
     ("httpx2._client", ("BaseClient._redirect_headers",), _httpx_redirect_headers, False),
     ("requests.adapters", ("HTTPAdapter.send",), _hop, True),
     ("requests.sessions", ("SessionRedirectMixin.rebuild_auth",), _requests_rebuild_auth, False),
-    ("websockets.client", ("ClientProtocol.send_request",), _websocket_handshake, False),
 )
 
 
@@ -182,7 +181,20 @@ def guard_hops() -> List[Callable[[], None]]:
     for package, points in by_package.items():
         if installed(package):
             undo.extend(when_imported(package, partial(_guard, points), package))
+    if installed("websockets"):
+        undo.extend(when_imported("websockets", _guard_websockets, "websockets"))
     return undo
+
+
+def _guard_websockets() -> List[Callable[[], None]]:
+    """The WebSocket handshake point, where ``websockets`` has it (its sans-I/O client
+    protocol, 11+; an older one's handshakes are not checked, said at DEBUG)."""
+    owner = getattr(importlib.import_module("websockets.client"), "ClientProtocol", None)
+    if owner is None or not hasattr(owner, "send_request"):
+        logger.debug("payi_otel: this websockets has no ClientProtocol.send_request")
+        return []
+    wrap_function_wrapper(owner, "send_request", _websocket_handshake)
+    return [unwrapper(owner, "send_request", _websocket_handshake)]
 
 
 def _guard(points: List[_Point]) -> List[Callable[[], None]]:

@@ -10,11 +10,23 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import weakref
 from collections.abc import AsyncGenerator, Generator, Mapping
 from contextvars import ContextVar, Token
-from types import TracebackType
-from typing import Any, Callable, Hashable, NamedTuple, Optional, Tuple, Type, TypeVar, cast
+from types import FrameType, TracebackType
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Hashable,
+    NamedTuple,
+    Optional,
+    Tuple,
+    Type,
+    TypeVar,
+    cast,
+)
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -458,8 +470,10 @@ class track_context:
     __slots__ = ("_open", "_spec")
 
     def __init__(self, **params: Unpack[ScopeParameters]) -> None:
-        #: This instance's entries not exited yet, in any context (see ``__exit__``).
-        self._open: Tuple[_Scope, ...] = ()
+        #: This instance's entries not exited yet, in any context: ``id(scope)`` -> (``id``
+        #: of the frame whose ``with`` entered it, the scope); see ``__exit__``. (A dict: one
+        #: item set or popped at a time is atomic, for entries by concurrent threads.)
+        self._open: Dict[int, Tuple[int, _Scope]] = {}
         valid = validate_params(params, source="track_context")
         # The span's name and attributes are made on the first entry that starts a span (none
         # in spanless mode, where creating a track_context per request is the hot path).
@@ -486,6 +500,9 @@ class track_context:
         return spanned
 
     def __enter__(self) -> None:
+        self._enter_at(sys._getframe(1))
+
+    def _enter_at(self, frame: FrameType) -> None:
         spec = self._spec
         if spec.own is None and _settings.current.scope_spans:
             spec = self._spanned(spec)
@@ -493,7 +510,7 @@ class track_context:
         scope.attach()
         scope.own()
         _ENTERED.set((*_ENTERED.get(), (self, scope)))
-        self._open = (*self._open, scope)
+        self._open[id(scope)] = (id(frame), scope)
 
     def __exit__(
         self,
@@ -501,6 +518,9 @@ class track_context:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
+        self._exit_at(sys._getframe(1), exc)
+
+    def _exit_at(self, frame: FrameType, exc: Optional[BaseException]) -> None:
         entered = _ENTERED.get()
         if entered and entered[-1][0] is self:  # the common case: the innermost entry
             scope = entered[-1][1]
@@ -513,11 +533,12 @@ class track_context:
                 _ENTERED.set(entered[:index] + entered[index + 1 :])
                 self._exited(scope, exc)
                 return
-        if len(self._open) == 1:
-            # Entered in another context than this one, and nowhere else: a generator holding
-            # ``with track_context(...)`` resumed in a fresh context each time (Starlette's
-            # iterate_in_threadpool). Its scope held only until its first yield; it is gone
-            # everywhere now, and its span ends.
+        mine = [scope for at, scope in list(self._open.values()) if at == id(frame)]
+        if len(mine) == 1:
+            # Entered by this same ``with`` (its frame), in another context than this one: a
+            # generator holding ``with track_context(...)`` resumed in a fresh context each
+            # time (Starlette's iterate_in_threadpool). Its scope held only until its first
+            # yield; it is gone everywhere now, and its span ends.
             log_once(
                 "exit-elsewhere",
                 "payi_otel: track_context exited in another context than it was entered in "
@@ -526,17 +547,17 @@ class track_context:
                 "first yield; decorate the generator with @track(...) instead, whose scope "
                 "holds on every resume",
             )
-            self._exited(self._open[0], exc)
+            self._exited(mine[0], exc)
             return
         log_once("exit", "payi_otel: track_context exited where it was not entered")
 
     def _exited(self, scope: _Scope, exc: Optional[BaseException]) -> None:
-        self._open = tuple(s for s in self._open if s is not scope)
+        self._open.pop(id(scope), None)
         scope.detach()
         scope.end(exc)
 
     async def __aenter__(self) -> None:
-        self.__enter__()
+        self._enter_at(sys._getframe(1))
 
     async def __aexit__(
         self,
@@ -544,7 +565,7 @@ class track_context:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        self.__exit__(exc_type, exc, tb)
+        self._exit_at(sys._getframe(1), exc)
 
 
 def get_context() -> Mapping[str, object]:

@@ -420,10 +420,6 @@ class _ScopedBody:
     def __iter__(self) -> _ScopedBody:
         return self
 
-    def __len__(self) -> int:
-        # A server sets Content-Length from a one-item body (wsgiref); TypeError: none.
-        return len(self._body)  # type: ignore[arg-type]
-
     def __next__(self) -> Any:
         scope = self._scope
         if scope is None:
@@ -469,6 +465,15 @@ class _ScopedBody:
             scope.end(exc)
 
 
+class _SizedScopedBody(_ScopedBody):
+    """A :class:`_ScopedBody` of a body with a length: a server sets ``Content-Length`` from a
+    one-item body (wsgiref, waitress). Only such bodies have one: waitress calls ``len()`` on
+    any body that has ``__len__``, and a failing one is a 500."""
+
+    def __len__(self) -> int:
+        return len(self._body)  # type: ignore[arg-type]
+
+
 class PayiWSGIMiddleware(_Middleware):
     """WSGI middleware: one Pay-i scope per request, until its response body ends.
 
@@ -510,6 +515,8 @@ def _run_wsgi(
         # it is sent, so the scope ends now and the body goes out unwrapped.
         entered.end(None)
         return body
+    if hasattr(body, "__len__"):
+        return _SizedScopedBody(body, entered)
     return _ScopedBody(body, entered)
 
 

@@ -188,10 +188,11 @@ class _Observation:
             # Billed by the provider, counted here without tokens or cost: said once.
             log_once(
                 f"stream-without-usage:{self.provider.name}",
-                "payi_otel: a %s stream ended before its usage arrived, so that call is "
-                "counted without tokens or cost (a stream left early - a break, close(), or "
-                "dropped - reports none; Bedrock's ConverseStream sends its usage after "
-                "messageStop: read streams to their end)",
+                "payi_otel: a stream of %s ended without its usage, so that call is counted "
+                "without tokens or cost: it was left early (a break, close(), or dropped; "
+                "Bedrock's ConverseStream sends its usage after messageStop: read streams to "
+                "their end), or its server sent none (a raw or streaming response of openai's "
+                "is not asked for it; stream_options={'include_usage': True} asks)",
                 self.provider.label or self.provider.name,
             )
         record = CallRecord(
