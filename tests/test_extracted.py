@@ -25,21 +25,41 @@ from payi_otel.web import PayiASGIMiddleware
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
-def test_a_fresh_extraction_keeps_the_scopes_over_its_baggage(
+def test_only_the_requests_own_carrier_keeps_its_scope_over_the_carriers_baggage(
     instrument: Callable[..., PayiInstrumentor],
 ) -> None:
+    """Inside a request scope, extracting the request's own headers keeps the scope (over the
+    baggage they bring, which stays the level below it); extracting another carrier - a
+    message a consumer reads, in a task that inherited the scope - keeps what the message
+    says (a review found the inherited user billed for every message), as does any
+    extraction outside a request scope, or onto a context given."""
+    import asyncio
+
     instrument(propagate_baggage=True, baggage_accept=["user_id", "account_name"])
-    carrier = {"traceparent": TRACEPARENT, "baggage": "payi.user_id=bob,payi.account_name=b"}
-    outside = propagate.extract(carrier)
-    assert current_effective(outside).params["user_id"] == "bob"  # no scope: as extracted
-    with track_context(user_id="alice"):
-        inside = propagate.extract(carrier)
-        onto = propagate.extract(carrier, context=Context())
-    params = current_effective(inside).params
-    assert params["user_id"] == "alice"  # the scope over the remote baggage
-    assert params["account_name"] == "b"  # which stays the level below it
-    assert baggage.get_baggage("payi.user_id", inside) == "alice"  # what goes on from here
-    assert current_effective(onto).params["user_id"] == "bob"  # a base given: left alone
+    request_headers = {"traceparent": TRACEPARENT, "baggage": "payi.account_name=b"}
+    message = {"traceparent": TRACEPARENT, "baggage": "payi.user_id=bob"}
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        own = {k.decode(): v.decode() for k, v in scope["headers"]}
+        seen["own"] = current_effective(propagate.extract(own)).params
+        seen["message"] = current_effective(propagate.extract(message)).params
+        seen["onto"] = current_effective(propagate.extract(own, context=Context())).params
+        seen["outgoing"] = baggage.get_baggage("payi.user_id", propagate.extract(own))
+
+    headers = [
+        (b"x-user-id", b"alice"),
+        *((k.encode(), v.encode()) for k, v in request_headers.items()),
+    ]
+    middleware = PayiASGIMiddleware(app, headers={"X-User-Id": "user_id"})
+    asyncio.run(middleware({"type": "http", "headers": headers}, None, None))
+    assert seen["own"]["user_id"] == "alice"  # the request scope over the remote baggage
+    assert seen["own"]["account_name"] == "b"  # which stays the level below it
+    assert seen["outgoing"] == "alice"  # what goes on from there
+    assert seen["message"]["user_id"] == "bob"  # another carrier: as it says
+    assert "user_id" not in seen["onto"]  # a base given: left alone
+    with track_context(user_id="alice"):  # not a request scope: a plain boundary
+        assert current_effective(propagate.extract(message)).params["user_id"] == "bob"
 
 
 def test_uninstrument_puts_the_propagator_back_unless_replaced(

@@ -344,8 +344,9 @@ def enter_scope(
 
 
 def with_current_scopes(ctx: Context) -> Context:
-    """``ctx`` (extracted from a carrier, with no scope state of its own) with the scopes in
-    force in the current context, over its ``payi.*`` baggage (``_extracted``)."""
+    """``ctx`` (extracted from the carrier of the web request whose scope is current, with no
+    scope state of its own) with the scopes in force in the current context, over its
+    ``payi.*`` baggage (``_extracted``)."""
     if otel_context.get_value(_STATE_KEY, ctx) is not None:
         return ctx
     state = _state(None)

@@ -1,24 +1,28 @@
-"""Contexts extracted from a carrier keep the scopes in force where they are extracted.
+"""A web request's scope survives the server tracing that extracts the request's own context.
 
 A server's tracing extracts the caller's trace context from the request headers and attaches
 it in place of the current context: FastAPI's own telemetry on every request,
 ``opentelemetry-instrumentation-asgi`` / ``-wsgi`` when no span is current (payi_otel's
-spanless mode). Inside a request scope (``payi_otel.web``), or any ``track_context``, that
-context would have no scope, and the handler's calls none of the request's attribution, with
-nothing said. A scope is the program's own declaration, not the remote caller's: so a context
-extracted fresh (``propagate.extract(carrier)``, no base context given) while scopes are in
-force gets them, over whatever ``payi.*`` baggage it brought, which stays their baggage level
-below them (README "Where the context travels"). An extraction onto a context given
-explicitly is left as it is.
+spanless mode). Inside ``payi_otel.web``'s request scope, that context would have no scope, and
+the handler's calls none of the request's attribution, with nothing said (a review). So the
+request scope notes the trace headers of its request (``traceparent``, ``tracestate``,
+``baggage``: :func:`fingerprint`), and a context extracted fresh (``propagate.extract(carrier)``,
+no base context given) from a carrier with those same headers, while that scope is current,
+gets the scopes in force there, over the ``payi.*`` baggage it brought (which stays their
+baggage level below them; README "Where the context travels").
 
-Done by the global propagator: the one in force when payi_otel is instrumented is wrapped, and
-put back by ``uninstrument()`` unless the program has set another since.
+Any other extraction is left as it is: a message's carrier extracted in a consumer task that
+inherited some scope (a task started inside a request) keeps what the message says - a fresh
+extraction stays the boundary it is. Done by the global propagator: the one in force when
+payi_otel is instrumented is wrapped, and put back by ``uninstrument()`` unless the program
+has set another since.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Set
+from typing import Any, Callable, List, Optional, Set
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import (
@@ -33,7 +37,22 @@ from opentelemetry.propagators.textmap import (
 from payi_otel._context import with_current_scopes
 from payi_otel._log import internal_error
 
-__all__ = ["KeepsScopes", "keep_scopes_on_extract"]
+__all__ = ["REQUEST_CARRIER", "KeepsScopes", "fingerprint", "keep_scopes_on_extract"]
+
+#: The context key of a web request scope's :func:`fingerprint` of its request's headers.
+REQUEST_CARRIER = otel_context.create_key("payi_otel.request_carrier")
+
+_TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
+
+
+def fingerprint(get: Callable[[str], Optional[List[str]]]) -> str:
+    """What identifies a request's trace context: its trace headers' values (``get``: a
+    header name -> its values, or None), whitespace aside, repeated values joined."""
+    parts = []
+    for name in _TRACE_HEADERS:
+        values = get(name) or ()
+        parts.append("".join(",".join(values).split()))
+    return "\n".join(parts)
 
 
 class KeepsScopes(TextMapPropagator):
@@ -52,6 +71,9 @@ class KeepsScopes(TextMapPropagator):
         if context is not None:
             return extracted
         try:
+            wanted = otel_context.get_value(REQUEST_CARRIER)
+            if wanted is None or fingerprint(lambda name: getter.get(carrier, name)) != wanted:
+                return extracted
             return with_current_scopes(extracted)
         except Exception:
             internal_error("extract", "keeping the scopes in an extracted context failed")

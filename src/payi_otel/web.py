@@ -39,6 +39,7 @@ from opentelemetry import context as otel_context
 
 from payi_otel import _context as payi_state
 from payi_otel import _settings
+from payi_otel._extracted import REQUEST_CARRIER, fingerprint
 from payi_otel._log import internal_error, log_once, logger
 from payi_otel._model.codec import parse_value
 from payi_otel._model.parameters import (
@@ -175,8 +176,8 @@ class RequestMapping:
     ) -> Optional[_Scope]:
         """The request's scope, entered (not attached), or None when it sets nothing."""
         try:
+            headers = list(headers)
             if _settings.current.propagate_baggage:
-                headers = list(headers)
                 _check_baggage_read(headers)
             params = self.level(headers, route, request)
             if not params:
@@ -190,7 +191,11 @@ class RequestMapping:
                 name,
                 ScopeAttributes(params, payi_state.TRACK),
             )
-            return _enter(spec, otel_context.get_current())
+            # The request's trace headers, for the server tracing that extracts them inside
+            # this scope (``_extracted``).
+            carrier = fingerprint(lambda name: [v for k, v in headers if k.lower() == name])
+            parent = otel_context.set_value(REQUEST_CARRIER, carrier)
+            return _enter(spec, parent)
         except Exception:
             internal_error("web-enter", "opening a request's scope failed")
             return None
