@@ -462,3 +462,59 @@ def test_a_usage_genai_prices_refuses_keeps_its_tokens_without_cost(
     ]
     refused = [r for r in caplog.records if "refuses to price" in r.getMessage()]
     assert len(refused) == 1 and refused[0].levelno == logging.WARNING
+
+
+def test_a_stored_prompt_is_priced_and_a_retrieved_response_is_not_counted_again(
+    genai: GenAI,
+) -> None:
+    """``responses.create(prompt={"id": ...})`` names no model (the stored prompt does): it
+    is a generation, priced by its reply's model (a review found it counted free);
+    ``responses.retrieve`` of it reports the same usage again and is not counted."""
+    import httpx2
+    import openai
+
+    reply = {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1,
+        "status": "completed",
+        "model": "gpt-4o-mini-2024-07-18",
+        "output": [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": 1000,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 500,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 1500,
+        },
+    }
+    seen: list[tuple[str, Any]] = []
+
+    def answer(request: Any) -> Any:
+        seen.append((request.method, json.loads(request.content or b"null")))
+        return httpx2.Response(200, json=reply)
+
+    metrics = Metrics()
+    genai.reinstrument(meter_provider=metrics.provider)
+    genai.check_invariant = False  # the mock is not the fake server
+    client = openai.OpenAI(
+        base_url="http://gateway.local/v1",
+        api_key="k",
+        max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(answer)),
+    )
+    with track_context(user_id="alice"):
+        client.responses.create(prompt={"id": "pmpt_1", "version": "2"}, input="hi")
+    assert seen[0][0] == "POST" and "model" not in seen[0][1]
+    want = calc_price(
+        Usage(input_tokens=1000, output_tokens=500), model_ref="gpt-4o-mini", provider_id="openai"
+    )
+    assert metrics.total("payi.genai.cost") == pytest.approx(float(want.total_price))
+    with track_context(user_id="bob"):
+        client.responses.retrieve("resp_1")
+    assert seen[1][0] == "GET"
+    assert metrics.total("payi.genai.cost") == pytest.approx(float(want.total_price))
+    assert metrics.total("payi.genai.tokens") == 1500

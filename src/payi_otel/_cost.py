@@ -45,7 +45,7 @@ from payi_otel._model.effective import Effective
 from payi_otel._model.parameters import ATTRIBUTE_NAMES
 from payi_otel._model.user_prices import UserPrice
 from payi_otel._prices import Linear, Price, PriceTable, Tokens, linear_region
-from payi_otel._providers import CallRecord, Service, Usage, derived, providers
+from payi_otel._providers import CallRecord, Service, Usage, derived, is_generation, providers
 from payi_otel._published import TOKENS, publish
 from payi_otel._span_attributes import names as attribute_names
 from payi_otel._span_attributes import write as write_attributes
@@ -208,10 +208,9 @@ class CostObserver:
     def __call__(self, record: CallRecord) -> None:
         try:
             usage = record.usage
-            # No model asked for: not a generation (e.g. responses.retrieve reports the usage
-            # of a response already counted when it was created) - counting it would bill
-            # the same tokens twice.
-            if usage is None or not record.request_model:
+            # Not a generation (responses.retrieve reports the usage of a response already
+            # counted when it was created): counting it would bill the same tokens twice.
+            if usage is None or not is_generation(record):
                 return
             price: object = _LATER
             span = record.span

@@ -47,7 +47,7 @@ from payi_otel._model.attributes import params_from_attributes
 from payi_otel._model.codec import to_header_value
 from payi_otel._model.dialects import PAYI_PROXY
 from payi_otel._payi_answer import answer_attributes, answer_of, note_answer
-from payi_otel._providers import CallRecord, Service, derived, providers
+from payi_otel._providers import CallRecord, Service, derived, is_generation, providers
 from payi_otel._spans import CATEGORY_ATTRIBUTE, NOT_CALLS, is_call_span, is_genai_span
 from payi_otel._spool import DEFAULT_MAX_BYTES, Spool
 
@@ -323,10 +323,10 @@ def _response_id(response: object) -> Optional[str]:
 
 
 def is_inference(record: CallRecord) -> bool:
-    """Whether a completed call is an inference call Pay-i bills: it names a model (an API
-    call that names none - ``responses.retrieve``, ``models.list``, files - is not), and it
-    reached the provider (no error, or an error with an HTTP status)."""
-    if not record.request_model:
+    """Whether a completed call is an inference call Pay-i bills: a generation
+    (``_registry.is_generation``: ``responses.retrieve``, ``models.list``, files are not), and
+    it reached the provider (no error, or an error with an HTTP status)."""
+    if not is_generation(record):
         return False
     return record.error is None or _status_of(record.error) is not None
 

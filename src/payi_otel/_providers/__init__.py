@@ -16,7 +16,7 @@ from payi_otel._providers._base import (
     Service,
     Usage,
 )
-from payi_otel._providers._registry import PROVIDERS, derived, providers
+from payi_otel._providers._registry import PROVIDERS, derived, is_generation, providers
 
 __all__ = [
     "PROVIDERS",
@@ -30,5 +30,6 @@ __all__ = [
     "Service",
     "Usage",
     "derived",
+    "is_generation",
     "providers",
 ]

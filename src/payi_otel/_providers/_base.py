@@ -307,6 +307,10 @@ class Provider:
 
     #: The model services its clients call, its own first (its category, price id, hosts).
     services: ClassVar[Tuple[Service, ...]] = ()
+    #: URL path endings of API calls that generate without naming a model in the request
+    #: (OpenAI's Responses API with a stored prompt, ``prompt={"id": ...}``): such a call is
+    #: priced and ingested by its reply's model (``_registry.is_generation``).
+    modelless_generations: ClassVar[Tuple[str, ...]] = ()
     #: Instrumentation scopes (prefixes) whose GenAI spans count ``gen_ai.usage.input_tokens``
     #: without cache reads and writes, as the provider's API does (genai-bedrock's); Pay-i
     #: ingest (``_ingest``) then does not take the cache counts out of it again.

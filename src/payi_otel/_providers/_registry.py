@@ -16,12 +16,13 @@ import importlib
 import threading
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Callable, Dict, Tuple, Type, TypeVar
+from urllib.parse import urlsplit
 
 from payi_otel._log import internal_error
 from payi_otel._model import wire_policy
-from payi_otel._providers._base import Provider
+from payi_otel._providers._base import CallRecord, Provider
 
-__all__ = ["PROVIDERS", "Loader", "derived", "providers", "public_hosts"]
+__all__ = ["PROVIDERS", "Loader", "derived", "is_generation", "providers", "public_hosts"]
 
 #: Returns a provider's class, importing its module when first called.
 Loader = Callable[[], Type[Provider]]
@@ -129,3 +130,23 @@ def public_hosts() -> Tuple[str, ...]:
 
 # The wire policy (the model wing: it names no provider) refuses these hosts by default.
 wire_policy.refuse_by_default(public_hosts)
+
+
+@derived
+def _modelless() -> Dict[str, Tuple[str, ...]]:
+    return {p.name: p.modelless_generations for p in providers() if p.modelless_generations}
+
+
+def is_generation(record: CallRecord) -> bool:
+    """Whether a completed call generated what it reports (what is priced, summed and sent to
+    Pay-i): it names a model, or it is an API call that generates without naming one
+    (``Provider.modelless_generations``). Any other call naming none - ``responses.retrieve``,
+    ``models.list``, files - reports the usage of a generation already counted, or none."""
+    if record.request_model:
+        return True
+    endings = _modelless().get(record.provider)
+    url = record.request.url if endings and record.request is not None else None
+    if not url:
+        return False
+    path = urlsplit(url).path.rstrip("/")
+    return any(path.endswith(ending) for ending in endings or ())

@@ -89,6 +89,9 @@ class OpenAIProvider(StainlessProvider):
             )
         ),
     )
+    # responses.create with a stored prompt names no model (responses.retrieve, which ends
+    # in the response's id, is not a generation).
+    modelless_generations = ("/responses",)
     usage_fields: ClassVar[Mapping[str, Tuple[str, ...]]] = {
         "input_tokens": ("prompt_tokens", "input_tokens"),
         "output_tokens": ("completion_tokens", "output_tokens"),
