@@ -274,8 +274,14 @@ def settled(ctx: Context) -> Context:
     live = _live(state, exited)
     if live is state:
         return ctx
-    ctx = otel_context.set_value(_STATE_KEY, live, ctx)
-    return with_outgoing(ctx, live.effective) if _settings.current.propagate_baggage else ctx
+    return _carrying(ctx, live)
+
+
+def _carrying(ctx: Context, state: ScopeState) -> Context:
+    """``ctx`` with ``state`` as its scope state (and, with baggage on, its outgoing
+    ``payi.*`` baggage)."""
+    ctx = otel_context.set_value(_STATE_KEY, state, ctx)
+    return with_outgoing(ctx, state.effective) if _settings.current.propagate_baggage else ctx
 
 
 def _state(ctx: Optional[Context]) -> Optional[ScopeState]:
@@ -356,8 +362,7 @@ def with_current_scopes(ctx: Context) -> Context:
     baggage = _incoming_baggage(settings, ctx)
     if baggage is not state.baggage:
         state = _build(settings, baggage, state.tracks, state.contexts)
-    ctx = otel_context.set_value(_STATE_KEY, state, ctx)
-    return with_outgoing(ctx, state.effective) if settings.propagate_baggage else ctx
+    return _carrying(ctx, state)
 
 
 def with_inner_scopes(given: Context) -> Context:
@@ -375,8 +380,7 @@ def with_inner_scopes(given: Context) -> Context:
         levels = (*stored.tracks, *stored.contexts)
         if len(levels) >= len(ids) or not all(id(level) in ids for level in levels):
             return given
-    ctx = otel_context.set_value(_STATE_KEY, current, given)
-    return with_outgoing(ctx, current.effective) if _settings.current.propagate_baggage else ctx
+    return _carrying(given, current)
 
 
 def without_level(ctx: Context, level: Level) -> Context:
