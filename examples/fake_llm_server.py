@@ -58,7 +58,11 @@ Errors (injected or not) take each API's own shape: Bedrock's ``x-amzn-ErrorType
 Token counts are a deterministic approximation: one token per word or punctuation mark.
 A request header ``x-fake-usage: {"cached_tokens": 6, "cache_write_tokens": 4,
 "reasoning_tokens": 3}`` (any of them) adds cached, cache-written and reasoning tokens to the
-usage of chat completions, responses and messages, in each API's own shape: OpenAI counts
+usage of chat completions, responses and messages, in each API's own shape
+(``cache_write_1h_tokens``: that many of the cache writes kept an hour, Anthropic's
+``cache_creation`` and Converse's ``cacheDetails``; ``audio_input_tokens`` /
+``audio_output_tokens``: audio tokens in chat completions' and Gemini's input and output,
+in their details): OpenAI counts
 cached tokens inside ``prompt_tokens`` / ``input_tokens`` (cache writes are not reported),
 Anthropic next to ``input_tokens`` (``cache_read_input_tokens``,
 ``cache_creation_input_tokens``); reasoning tokens are inside the output count. Bedrock
@@ -190,7 +194,14 @@ def _parse_extra_usage(text: Optional[str]) -> Mapping[str, int]:
     if not text:
         return {}
     value = json.loads(text)
-    fields = ("cached_tokens", "cache_write_tokens", "reasoning_tokens")
+    fields = (
+        "cached_tokens",
+        "cache_write_tokens",
+        "cache_write_1h_tokens",
+        "reasoning_tokens",
+        "audio_input_tokens",
+        "audio_output_tokens",
+    )
     return {k: int(value[k]) for k in fields if isinstance(value.get(k), int)}
 
 
@@ -266,16 +277,17 @@ def _chat_completions(body: dict[str, Any]) -> _Reply:
     n = requested_n if isinstance(requested_n, int) and requested_n > 0 else 1
     extra = _extra_usage.get()
     cached, reasoning = extra.get("cached_tokens", 0), extra.get("reasoning_tokens", 0)
-    prompt_tokens = max(1, _count_tokens(_all_text(messages))) + cached
-    completion_tokens = _count_tokens(reply) * n + reasoning
+    audio_in, audio_out = extra.get("audio_input_tokens", 0), extra.get("audio_output_tokens", 0)
+    prompt_tokens = max(1, _count_tokens(_all_text(messages))) + cached + audio_in
+    completion_tokens = _count_tokens(reply) * n + reasoning + audio_out
     usage = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": audio_in},
         "completion_tokens_details": {
             "reasoning_tokens": reasoning,
-            "audio_tokens": 0,
+            "audio_tokens": audio_out,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
         },
@@ -705,6 +717,7 @@ def _anthropic_message(body: dict[str, Any], id_prefix: str = "msg_") -> dict[st
             "output_tokens": _count_tokens(reply),
             "cache_creation_input_tokens": _extra_usage.get().get("cache_write_tokens", 0),
             "cache_read_input_tokens": _extra_usage.get().get("cached_tokens", 0),
+            "cache_creation": _cache_creation(),
             "service_tier": "standard",
         },
     }
@@ -866,6 +879,16 @@ def _bedrock_error(status: int, message: str, code: Optional[str] = None) -> _JS
     return _JSONReply(status, {"message": message}, {"x-amzn-ErrorType": error_type})
 
 
+def _cache_creation() -> dict[str, int]:
+    """Anthropic's ``usage.cache_creation``: the cache writes by TTL."""
+    extra = _extra_usage.get()
+    hour = extra.get("cache_write_1h_tokens", 0)
+    return {
+        "ephemeral_5m_input_tokens": extra.get("cache_write_tokens", 0) - hour,
+        "ephemeral_1h_input_tokens": hour,
+    }
+
+
 @dataclass(frozen=True)
 class _BedrockUsage:
     input: int
@@ -877,14 +900,18 @@ class _BedrockUsage:
     def total(self) -> int:
         return self.input + self.output + self.cache_read + self.cache_write
 
-    def converse(self) -> dict[str, int]:
-        """Converse / ConverseStream ``usage`` (cache tokens are outside ``inputTokens``)."""
-        usage = {"inputTokens": self.input, "outputTokens": self.output}
+    def converse(self) -> dict[str, Any]:
+        """Converse / ConverseStream ``usage`` (cache tokens are outside ``inputTokens``;
+        ``cacheDetails``: the cache writes by TTL, 1h first)."""
+        usage: dict[str, Any] = {"inputTokens": self.input, "outputTokens": self.output}
         usage["totalTokens"] = self.total
         if self.cache_read:
             usage["cacheReadInputTokens"] = self.cache_read
         if self.cache_write:
             usage["cacheWriteInputTokens"] = self.cache_write
+            hour = _extra_usage.get().get("cache_write_1h_tokens", 0)
+            details = [("1h", hour), ("5m", self.cache_write - hour)]
+            usage["cacheDetails"] = [{"ttl": t, "inputTokens": n} for t, n in details if n]
         return usage
 
     def invocation_metrics(self) -> dict[str, int]:
@@ -1254,8 +1281,12 @@ def _generate_content(call: _Call) -> _Reply:
     vertex = "publisher" in call.params
     extra = _extra_usage.get()
     cached, thoughts = extra.get("cached_tokens", 0), extra.get("reasoning_tokens", 0)
-    prompt_tokens = max(1, _count_tokens(_gemini_prompt_text(body))) + cached
-    text_details = [{"modality": "TEXT", "tokenCount": prompt_tokens}]
+    audio_in, audio_out = extra.get("audio_input_tokens", 0), extra.get("audio_output_tokens", 0)
+    text_tokens = max(1, _count_tokens(_gemini_prompt_text(body))) + cached
+    prompt_tokens = text_tokens + audio_in
+    text_details = [{"modality": "TEXT", "tokenCount": text_tokens}]
+    if audio_in:
+        text_details.append({"modality": "AUDIO", "tokenCount": audio_in})
     if method == "countTokens":
         return _JSONReply(200, {"totalTokens": prompt_tokens, "promptTokensDetails": text_details})
     if method not in ("generateContent", "streamGenerateContent"):
@@ -1265,7 +1296,7 @@ def _generate_content(call: _Call) -> _Reply:
         return _google_error(400, "* GenerateContentRequest.contents: contents is not specified")
     function_call, function_result = _gemini_function_turn(body)
     reply = _echo(_last_user_text(messages) if function_result is None else function_result)
-    candidates_tokens = _count_tokens(reply)
+    candidates_tokens = _count_tokens(reply) + audio_out
     usage: dict[str, Any] = {
         "promptTokenCount": prompt_tokens,
         "candidatesTokenCount": candidates_tokens,
@@ -1278,8 +1309,12 @@ def _generate_content(call: _Call) -> _Reply:
     if thoughts:
         usage["thoughtsTokenCount"] = thoughts
     common: dict[str, Any] = {"modelVersion": call.params["model"], "responseId": _new_id("")}
-    if vertex:
-        usage["candidatesTokensDetails"] = [{"modality": "TEXT", "tokenCount": candidates_tokens}]
+    if vertex or audio_out:
+        usage["candidatesTokensDetails"] = [
+            {"modality": "TEXT", "tokenCount": candidates_tokens - audio_out}
+        ]
+        if audio_out:
+            usage["candidatesTokensDetails"].append({"modality": "AUDIO", "tokenCount": audio_out})
         usage["trafficType"] = "ON_DEMAND"
         created = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
         common = {"createTime": created, **common}

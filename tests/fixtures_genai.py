@@ -608,3 +608,18 @@ def call_with_headers(request: pytest.FixtureRequest, genai: GenAI) -> Callable[
     """``call_with_headers(headers=None, prompt="Hello")``: one call through each provider."""
     call = CALLS_WITH_HEADERS[request.param]
     return lambda headers=None, prompt="Hello": call(genai, headers, prompt)
+
+
+def mock_openai(answer: Callable[[Any], Any], is_async: bool = False) -> Any:
+    """An ``OpenAI`` (or ``AsyncOpenAI``) client whose requests ``answer(request)`` answers
+    in process (``httpx2.MockTransport``): for a reply the fake server does not make. Its
+    host is a gateway's (attribution headers go there); no retries."""
+    import httpx2
+
+    transport = httpx2.MockTransport(answer)
+    common: dict[str, Any] = {"base_url": "http://gateway.local/v1", "api_key": "k"}
+    if is_async:
+        return openai.AsyncOpenAI(
+            **common, max_retries=0, http_client=httpx2.AsyncClient(transport=transport)
+        )
+    return openai.OpenAI(**common, max_retries=0, http_client=httpx2.Client(transport=transport))

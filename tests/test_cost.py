@@ -11,7 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
-from fixtures_genai import CHAT, MESSAGE, GenAI
+from fixtures_genai import CHAT, MESSAGE, GenAI, mock_openai
 from fixtures_otel import Metrics
 from genai_prices import Usage, calc_price
 from opentelemetry.sdk.trace import ReadableSpan
@@ -471,7 +471,6 @@ def test_a_stored_prompt_is_priced_and_a_retrieved_response_is_not_counted_again
     is a generation, priced by its reply's model (a review found it counted free);
     ``responses.retrieve`` of it reports the same usage again and is not counted."""
     import httpx2
-    import openai
 
     reply = {
         "id": "resp_1",
@@ -500,12 +499,7 @@ def test_a_stored_prompt_is_priced_and_a_retrieved_response_is_not_counted_again
     metrics = Metrics()
     genai.reinstrument(meter_provider=metrics.provider)
     genai.check_invariant = False  # the mock is not the fake server
-    client = openai.OpenAI(
-        base_url="http://gateway.local/v1",
-        api_key="k",
-        max_retries=0,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(answer)),
-    )
+    client = mock_openai(answer)
     with track_context(user_id="alice"):
         client.responses.create(prompt={"id": "pmpt_1", "version": "2"}, input="hi")
     assert seen[0][0] == "POST" and "model" not in seen[0][1]

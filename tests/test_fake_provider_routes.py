@@ -165,6 +165,7 @@ def test_converse_cache_and_reasoning_usage(bedrock: Any) -> None:
         "outputTokens": 7,
         "cacheReadInputTokens": 6,
         "cacheWriteInputTokens": 4,
+        "cacheDetails": [{"ttl": "5m", "inputTokens": 4}],  # (the writes by TTL)
         "totalTokens": 19,
     }
     assert plain["usage"] == expected

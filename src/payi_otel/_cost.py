@@ -45,7 +45,15 @@ from payi_otel._model.effective import Effective
 from payi_otel._model.parameters import ATTRIBUTE_NAMES
 from payi_otel._model.user_prices import UserPrice
 from payi_otel._prices import Linear, Price, PriceTable, Tokens, linear_region
-from payi_otel._providers import CallRecord, Service, Usage, derived, is_generation, providers
+from payi_otel._providers import (
+    USAGE_PARTS,
+    CallRecord,
+    Service,
+    Usage,
+    derived,
+    is_generation,
+    providers,
+)
 from payi_otel._published import TOKENS, publish
 from payi_otel._span_attributes import names as attribute_names
 from payi_otel._span_attributes import write as write_attributes
@@ -170,6 +178,12 @@ def _provider_id(category: str) -> str:
 
 
 def _tokens(usage: Usage) -> Tokens:
+    counts = usage.__dict__
+    parts: Tuple[Tuple[str, int], ...] = ()
+    for name in USAGE_PARTS:  # (not zero: each a rate of its own, when the model has one)
+        count = counts[name]
+        if count:
+            parts += ((name, count),)
     # (``tuple.__new__``: a NamedTuple's own ``__new__`` is one more Python call.)
     return tuple.__new__(
         Tokens,
@@ -178,6 +192,7 @@ def _tokens(usage: Usage) -> Tokens:
             usage.output_tokens or 0,
             usage.cache_read_tokens or 0,
             usage.cache_write_tokens or 0,
+            parts,
         ),
     )
 

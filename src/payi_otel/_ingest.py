@@ -189,17 +189,22 @@ def units(
     write: int = 0,
     reasoning: int = 0,
     input_includes_cache: bool = True,
+    write_1h: int = 0,
 ) -> Dict[str, Dict[str, int]]:
     """Pay-i's units: ``text`` (input without the cached tokens), ``text_cache_read``,
-    ``text_cache_write``, ``reasoning`` (out of the output) when not zero. The input count
-    includes the cached tokens (the GenAI conventions, ``Usage``), unless
-    ``input_includes_cache`` is False (an instrumentation that reports the provider's
-    uncached count as it is)."""
+    ``text_cache_write`` (the cache writes kept 5 minutes), ``text_cache_write_1h`` (those
+    kept an hour, ``write_1h`` of ``write``), ``reasoning`` (out of the output) when not
+    zero, as Pay-i's SDK reports them. The input count includes the cached tokens (the
+    GenAI conventions, ``Usage``), unless ``input_includes_cache`` is False (an
+    instrumentation that reports the provider's uncached count as it is)."""
     found: Dict[str, Dict[str, int]] = {}
     if read:
         found["text_cache_read"] = {"input": read, "output": 0}
-    if write:
-        found["text_cache_write"] = {"input": write, "output": 0}
+    write_1h = min(max(write_1h, 0), write)
+    if write - write_1h:
+        found["text_cache_write"] = {"input": write - write_1h, "output": 0}
+    if write_1h:
+        found["text_cache_write_1h"] = {"input": write_1h, "output": 0}
     if reasoning:
         found["reasoning"] = {"input": 0, "output": reasoning}
     if input_includes_cache:
@@ -360,6 +365,7 @@ def call_record(record: CallRecord) -> Dict[str, Any]:
             (usage.cache_read_tokens or 0) if usage else 0,
             (usage.cache_write_tokens or 0) if usage else 0,
             (usage.reasoning_tokens or 0) if usage else 0,
+            write_1h=(usage.cache_write_1h_tokens or 0) if usage else 0,
         ),
         "event_timestamp": _timestamp(record.started_at or time.time() - record.duration_s),
         "end_to_end_latency_ms": int(record.duration_s * 1000),

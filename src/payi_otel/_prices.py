@@ -14,8 +14,9 @@ coefficients of that function are read once from ``calc_price`` itself (the pric
 usage, of one input token, one output token, one cache read, one cache write: each exact),
 checked against ``calc_price`` on one more usage, and every later call is an exact
 multiply-and-sum in integers at the price's decimal scale (~0.7 µs: :class:`Linear`).
-Anything else, and any usage outside the region where ``calc_price`` is linear (cache reads
-and writes exceeding the input), calls ``calc_price``.
+Anything else, any usage outside the region where ``calc_price`` is linear (cache reads
+and writes exceeding the input), and a call with a part rated apart (audio, image or video
+tokens, one-hour cache writes: :attr:`Tokens.parts`) calls ``calc_price``.
 ``tests/test_prices_equality.py`` proves both paths equal to ``calc_price`` over every model
 of the snapshot.
 """
@@ -37,6 +38,8 @@ GENAI_PRICES = "genai-prices"
 USER = "user"
 
 _ZERO = Decimal(0)
+#: The four counts of :class:`Tokens` a linear form reads (its first four fields).
+_COUNTS = 4
 
 
 class Tokens(NamedTuple):
@@ -46,6 +49,12 @@ class Tokens(NamedTuple):
     output: int
     cache_read: int
     cache_write: int
+    #: The parts of those counts a price may rate apart (``_providers.USAGE_PARTS``: audio,
+    #: image and video tokens, cache writes kept an hour), by genai-prices' usage key, each
+    #: not zero. A call with any is priced by ``calc_price`` (genai-prices rates each part
+    #: the model prices at its own rate, and any other at its count's); a user's price rates
+    #: them at their count's.
+    parts: Tuple[Tuple[str, int], ...] = ()
 
 
 class Price(NamedTuple):
@@ -138,7 +147,7 @@ _Ints = Tuple[int, Tuple[Tuple[int, int], ...]]
 def _apply(form: _Ints, tokens: Tokens) -> int:
     value, terms = form
     for index, coefficient in terms:
-        count = tokens[index]
+        count: int = tokens[index]  # type: ignore[assignment]  # (a term reads a count)
         if count:
             value += coefficient * count
     return value
@@ -226,7 +235,7 @@ def _linear(
         add(input_form[0], output_form[0]),
         [
             add(dict(input_form[1]).get(i, _ZERO), dict(output_form[1]).get(i, _ZERO))
-            for i in range(len(Tokens._fields))
+            for i in range(_COUNTS)
         ],
     )
     # (Finite numbers all: genai-prices', or a user's, validated.)
@@ -251,9 +260,10 @@ def _form(constant: Decimal, coefficients: Sequence[Decimal]) -> _Form:
 
 
 def linear_region(tokens: Tokens) -> bool:
-    """Whether ``calc_price`` is linear at ``tokens``: cache reads and writes are part of the
-    input (beyond it, ``calc_price`` raises; it is called to say so)."""
-    return tokens.cache_read + tokens.cache_write <= tokens.input
+    """Whether ``calc_price`` is linear at ``tokens`` as the linear forms read it: no part
+    rated apart (:attr:`Tokens.parts`), and cache reads and writes are part of the input
+    (beyond it, ``calc_price`` raises; it is called to say so)."""
+    return not tokens.parts and tokens.cache_read + tokens.cache_write <= tokens.input
 
 
 def user_linear(entry: UserPrice, provider: str, model: str) -> Linear:
@@ -533,6 +543,7 @@ def calc_price(
         "output_tokens": tokens.output,
         "cache_read_tokens": tokens.cache_read,
         "cache_write_tokens": tokens.cache_write,
+        **dict(tokens.parts),
     }
     calculation = prices.calc_price(
         prices.Usage(**{k: v for k, v in counts.items() if v}),

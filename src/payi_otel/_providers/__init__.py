@@ -6,6 +6,7 @@ by modules ``_core`` itself stands on, as ``_genai`` and ``_spans``)."""
 from __future__ import annotations
 
 from payi_otel._providers._base import (
+    USAGE_PARTS,
     Call,
     CallRecord,
     Instrumentation,
@@ -20,6 +21,7 @@ from payi_otel._providers._registry import PROVIDERS, derived, is_generation, pr
 
 __all__ = [
     "PROVIDERS",
+    "USAGE_PARTS",
     "Call",
     "CallRecord",
     "Instrumentation",

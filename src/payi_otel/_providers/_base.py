@@ -28,6 +28,7 @@ from opentelemetry.trace import Span
 from payi_otel._model.effective import Effective
 
 __all__ = [
+    "USAGE_PARTS",
     "Call",
     "CallRecord",
     "Instrumentation",
@@ -219,6 +220,20 @@ class Usage:
     cache_read_tokens: Optional[int] = None
     cache_write_tokens: Optional[int] = None
     reasoning_tokens: Optional[int] = None
+    # Parts of the counts above that a price may rate apart (:data:`USAGE_PARTS`), each
+    # named as genai-prices names it and counted in the count its name says: audio, image
+    # and video input, output and cache reads; cache writes kept for an hour (Anthropic's
+    # ``ttl: "1h"``, at a higher rate than the 5-minute default).
+    cache_write_1h_tokens: Optional[int] = None
+    input_audio_tokens: Optional[int] = None
+    output_audio_tokens: Optional[int] = None
+    cache_audio_read_tokens: Optional[int] = None
+    input_image_tokens: Optional[int] = None
+    output_image_tokens: Optional[int] = None
+    cache_image_read_tokens: Optional[int] = None
+    input_video_tokens: Optional[int] = None
+    output_video_tokens: Optional[int] = None
+    cache_video_read_tokens: Optional[int] = None
 
     def updated(self, other: Usage) -> Usage:
         """These counts with ``other``'s known ones over them (a stream reports in parts)."""
@@ -228,6 +243,23 @@ class Usage:
                 for name, value in self.__dict__.items()
             }
         )
+
+
+#: The :class:`Usage` fields that are parts of its four counts (input, output, cache reads,
+#: cache writes) a price may rate apart: genai-prices' usage keys of the same names
+#: (``_prices.Tokens.parts``; README "Cost and usage").
+USAGE_PARTS: Tuple[str, ...] = (
+    "cache_write_1h_tokens",
+    "input_audio_tokens",
+    "output_audio_tokens",
+    "cache_audio_read_tokens",
+    "input_image_tokens",
+    "output_image_tokens",
+    "cache_image_read_tokens",
+    "input_video_tokens",
+    "output_video_tokens",
+    "cache_video_read_tokens",
+)
 
 
 @_stored_at_once
@@ -447,6 +479,19 @@ class Provider:
 
     def response_model(self, item: object) -> Optional[str]:
         """The model a response or stream item reports, if any. Default: None."""
+        return None
+
+    def pending(self, item: object) -> Optional[str]:
+        """The id of a generation that ``item`` (a response, or a stream's last item) says
+        is still running, and whose usage a later call of the API reports (OpenAI's
+        background responses): the call is held and reported once then, with that usage
+        (``_background``). Asked only of a call that completed without usage. Default:
+        None."""
+        return None
+
+    def settled(self, item: object) -> Optional[str]:
+        """The id of a generation that ``item`` shows finished (its usage in it), which may
+        be one :meth:`pending` held. Asked only while one is held. Default: None."""
         return None
 
     def is_stream(self, result: object) -> bool:

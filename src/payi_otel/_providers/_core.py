@@ -44,6 +44,7 @@ from payi_otel._model.merge import Level, combine
 from payi_otel._model.model_mappings import ModelMapping, find_mapping, mapped_params
 from payi_otel._model.parameters import ParameterError, params_key
 from payi_otel._on_import import installed, when_imported
+from payi_otel._providers import _background
 from payi_otel._providers._base import (
     Args,
     Call,
@@ -213,11 +214,18 @@ class _Observation:
             self.arguments,
             self.context,
         )
-        for observer in _settings.current.observers:
-            try:
-                observer(record)
-            except Exception:
-                internal_error("observer", "a response observer failed")
+        try:
+            # (a background generation is held until a later call shows it finished)
+            records = _background.records_of(self.provider, record)
+        except Exception:
+            internal_error("observe:background", "reading a background generation failed")
+            records = (record,)
+        for done in records:
+            for observer in _settings.current.observers:
+                try:
+                    observer(done)
+                except Exception:
+                    internal_error("observer", "a response observer failed")
 
 
 class _Observing(wrapt.ObjectProxy):  # type: ignore[type-arg,unused-ignore]

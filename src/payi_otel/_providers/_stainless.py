@@ -120,6 +120,9 @@ class StainlessProvider(Provider):
         #: URL, the absolute URL).
         self._plain_prepare: object = None
         self._urls: Dict[Tuple[int, str], Tuple[object, str]] = {}
+        #: Per usage object class: the split :attr:`usage_fields` it was made from, and their
+        #: paths that start at a field the class declares (:meth:`_fields_of`).
+        self._usage_fields_of: Dict[type, Tuple[object, Tuple[Tuple[str, Any], ...]]] = {}
 
     def patch_points(self) -> Sequence[PatchPoint]:
         types = importlib.import_module(f"{self.name}._types")
@@ -368,6 +371,28 @@ class StainlessProvider(Provider):
             plan = self.__dict__["_usage_plan_of"] = (holders, fields, _split(holders), split)
         return plan[2], plan[3]
 
+    def _fields_of(
+        self, kind: type, fields: Tuple[Tuple[str, Any], ...]
+    ) -> Tuple[Tuple[str, Any], ...]:
+        """``fields`` with only the paths that start at a field a usage object of class
+        ``kind`` declares (a pydantic model's ``model_fields``): a chat completion's usage
+        has no ``input_tokens_details`` (the responses API's), and a path it cannot have
+        costs a failed lookup per call. Any class not a model: every path. Once per class
+        (and again for new :attr:`usage_fields`)."""
+        known = self._usage_fields_of
+        declared = getattr(kind, "model_fields", None)
+        if isinstance(declared, Mapping):
+            kept = tuple(
+                (field, tuple(path for path in paths if path[0] in declared))
+                for field, paths in fields
+            )
+        else:
+            kept = fields
+        if len(known) >= MODELS_MAX:
+            known.clear()
+        known[kind] = (fields, kept)
+        return kept
+
     def usage(self, item: object) -> Optional[Usage]:
         holders, fields = self._usage_plan()
         for holder in holders:
@@ -376,7 +401,17 @@ class StainlessProvider(Provider):
                 continue
             counts: Dict[str, Optional[int]] = {}
             any_count = False
-            for field, paths in fields:
+            if getattr(found, "__pydantic_extra__", None):
+                reading = fields  # fields its SDK does not declare: every path
+            else:
+                kind = found.__class__
+                entry = self._usage_fields_of.get(kind)
+                reading = (
+                    entry[1]
+                    if entry is not None and entry[0] is fields
+                    else self._fields_of(kind, fields)
+                )
+            for field, paths in reading:
                 count = None
                 for path in paths:
                     # _walk(found, path), inline, an int but not a bool: per call and stream item.

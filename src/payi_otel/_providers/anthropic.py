@@ -81,6 +81,8 @@ class AnthropicProvider(StainlessProvider):
         "output_tokens": ("output_tokens",),
         "cache_read_tokens": ("cache_read_input_tokens",),
         "cache_write_tokens": ("cache_creation_input_tokens",),
+        # The cache writes kept an hour (``cache_control.ttl: "1h"``), of those above.
+        "cache_write_1h_tokens": ("cache_creation.ephemeral_1h_input_tokens",),
     }
     usage_holders = ("usage", "message.usage")
     # ``input_tokens`` is the uncached part; the total adds cache reads and writes.

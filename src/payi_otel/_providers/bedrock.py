@@ -202,6 +202,21 @@ def _usage(source: Mapping[str, Any], fields: Sequence[Tuple[str, str]]) -> Opti
     return Usage(**counts)
 
 
+def _converse_usage(source: Mapping[str, Any]) -> Optional[Usage]:
+    """Converse's ``TokenUsage``, with the cache writes kept an hour (``cacheDetails``: the
+    cache writes by TTL, ``1h`` priced above ``5m``)."""
+    usage = _usage(source, _CONVERSE_USAGE)
+    details = source.get("cacheDetails")
+    if usage is None or not isinstance(details, list):
+        return usage
+    hour = sum(
+        _int(d.get("inputTokens")) or 0
+        for d in details
+        if isinstance(d, Mapping) and d.get("ttl") == "1h"
+    )
+    return replace(usage, cache_write_1h_tokens=hour) if hour else usage
+
+
 def aws_text(text: str) -> str:
     """``text`` within AWS's ``requestMetadata`` charset: other characters as ``$XX`` per
     UTF-8 byte (``$`` itself included, so the text decodes back)."""
@@ -574,11 +589,11 @@ class BedrockProvider(Provider):
             return None
         found = item.get("usage")  # Converse
         if isinstance(found, Mapping):
-            return _usage(found, _CONVERSE_USAGE)
+            return _converse_usage(found)
         metadata = item.get("metadata")  # ConverseStream's last event
         if isinstance(metadata, Mapping):
             found = metadata.get("usage")
-            return _usage(found, _CONVERSE_USAGE) if isinstance(found, Mapping) else None
+            return _converse_usage(found) if isinstance(found, Mapping) else None
         if "chunk" in item:  # InvokeModelWithResponseStream: its last chunk's metrics
             metrics = _stream_metrics(item)
             return None if metrics is None else _usage(metrics, _STREAM_USAGE)

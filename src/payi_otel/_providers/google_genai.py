@@ -44,6 +44,7 @@ import importlib
 import re
 import types
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Dict, Optional, Tuple
 
 from payi_otel import _settings
@@ -92,6 +93,32 @@ def _payi_resource(request: Optional[str], response: Optional[str]) -> Optional[
         return "anthropic." + request
     model = model_name(response) or model_name(request)
     return "google." + model if model else None
+
+
+#: ``usage_metadata``'s token counts by modality -> the usage part each modality counts in
+#: ("input": ``input_<modality>_tokens``), as genai-prices reads them (a document is priced
+#: as image tokens; the text is what is left).
+_MODALITY_DETAILS = (
+    ("prompt_tokens_details", "input_{}_tokens"),
+    ("tool_use_prompt_tokens_details", "input_{}_tokens"),
+    ("cache_tokens_details", "cache_{}_read_tokens"),
+    ("candidates_tokens_details", "output_{}_tokens"),
+)
+_MODALITIES = {"AUDIO": "audio", "IMAGE": "image", "DOCUMENT": "image", "VIDEO": "video"}
+
+
+def _add_modalities(parts: Dict[str, int], details: object, part: str) -> None:
+    """Adds the audio, image and video counts of one ``*_tokens_details`` list to
+    ``parts``, each under its usage part (``part`` formatted with the modality)."""
+    if not isinstance(details, list):
+        return
+    for detail in details:
+        modality = getattr(detail, "modality", None)
+        name = _MODALITIES.get(str(getattr(modality, "value", modality)).upper())
+        count = _int(getattr(detail, "token_count", None))
+        if name is not None and count:
+            key = part.format(name)
+            parts[key] = parts.get(key, 0) + count
 
 
 def _int(value: object) -> Optional[int]:
@@ -300,12 +327,18 @@ class GoogleGenAIProvider(Provider):
         )
         if input_tokens is None and output_tokens is None:
             return None
-        return Usage(
+        usage = Usage(
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cache_read_tokens=cached,
             reasoning_tokens=thoughts,
         )
+        parts: Dict[str, int] = {}
+        for details, part in _MODALITY_DETAILS:
+            found = getattr(metadata, details, None)
+            if found:
+                _add_modalities(parts, found, part)
+        return replace(usage, **parts) if parts else usage
 
     def response_model(self, item: object) -> Optional[str]:
         version = getattr(item, "model_version", None)

@@ -24,6 +24,21 @@ _USAGE_ON_REQUEST = ("/chat/completions", "/completions")
 _RAW_RESPONSE = "x-stainless-raw-response"
 #: A responses stream's last event (with the response's usage).
 _RESPONSE_DONE = frozenset({"response.completed", "response.incomplete", "response.failed"})
+#: A background response's statuses while it runs, and once it has ended.
+_RUNNING = frozenset({"queued", "in_progress"})
+_ENDED = frozenset({"completed", "incomplete", "failed", "cancelled"})
+
+
+def _response_of(item: object) -> Optional[Any]:
+    """``item`` when it is a Responses API ``Response``, or the one a stream event carries."""
+    fields = getattr(item, "__dict__", None)
+    if not fields:
+        return None
+    if fields.get("object") == "response":
+        return item
+    inner = fields.get("response")
+    inner_fields = getattr(inner, "__dict__", None)
+    return inner if inner_fields and inner_fields.get("object") == "response" else None
 
 
 class OpenAIProvider(StainlessProvider):
@@ -92,17 +107,41 @@ class OpenAIProvider(StainlessProvider):
     # responses.create with a stored prompt names no model (responses.retrieve, which ends
     # in the response's id, is not a generation).
     modelless_generations = ("/responses",)
+    # genai-prices' own extractors read these (chat, responses, images, transcriptions:
+    # ``tests/test_usage_parts.py`` holds the two to each other): cache writes (priced above
+    # the input by the models that charge them), and the audio and image parts of the input
+    # and output, each at its own rate where the model has one.
     usage_fields: ClassVar[Mapping[str, Tuple[str, ...]]] = {
         "input_tokens": ("prompt_tokens", "input_tokens"),
         "output_tokens": ("completion_tokens", "output_tokens"),
         "cache_read_tokens": (
             "prompt_tokens_details.cached_tokens",
             "input_tokens_details.cached_tokens",
+            "input_token_details.cached_tokens",
+        ),
+        "cache_write_tokens": (
+            "prompt_tokens_details.cache_write_tokens",
+            "input_tokens_details.cache_write_tokens",
         ),
         "reasoning_tokens": (
             "completion_tokens_details.reasoning_tokens",
             "output_tokens_details.reasoning_tokens",
         ),
+        "input_audio_tokens": (
+            "prompt_tokens_details.audio_tokens",
+            "input_token_details.audio_tokens",
+        ),
+        "output_audio_tokens": (
+            "completion_tokens_details.audio_tokens",
+            "output_token_details.audio_tokens",
+        ),
+        "cache_audio_read_tokens": ("input_token_details.cached_tokens_details.audio_tokens",),
+        "input_image_tokens": (
+            "input_tokens_details.image_tokens",
+            "input_token_details.image_tokens",
+        ),
+        "output_image_tokens": ("output_tokens_details.image_tokens",),
+        "cache_image_read_tokens": ("input_token_details.cached_tokens_details.image_tokens",),
     }
     # A chat chunk carries ``usage`` (with stream_options.include_usage); a responses stream
     # event carries it on its ``response``.
@@ -133,6 +172,24 @@ class OpenAIProvider(StainlessProvider):
         if len(args) > 1:
             return (args[0], options, *args[2:]), kwargs
         return args, {**kwargs, "options": options}
+
+    def pending(self, item: object) -> Optional[str]:
+        # responses.create(background=True): queued, its usage reported by a later retrieve.
+        response = _response_of(item)
+        if response is None:
+            return None
+        fields = response.__dict__
+        running = fields.get("background") is True and fields.get("status") in _RUNNING
+        found = fields.get("id")
+        return found if running and isinstance(found, str) else None
+
+    def settled(self, item: object) -> Optional[str]:
+        # responses.retrieve / cancel, or a resumed stream's last event, of a finished one.
+        response = _response_of(item)
+        if response is None or response.__dict__.get("status") not in _ENDED:
+            return None
+        found = response.__dict__.get("id")
+        return found if isinstance(found, str) else None
 
     def is_last(self, item: object) -> bool:
         # genai-openai ends a responses stream's span on this event, before the stream ends.

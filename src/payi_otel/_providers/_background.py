@@ -1,0 +1,85 @@
+"""Generations whose usage a later call reports: OpenAI's background responses
+(``responses.create(background=True)`` answers ``queued``; ``responses.retrieve``, ``cancel``
+or a resumed stream later shows the response finished, with its usage). README "Cost and
+usage".
+
+Such a call is held when it completes (:meth:`Provider.pending`), not reported, and reported
+once - with its own attribution, context and start, and the usage of the reply that shows it
+finished - when a later call's reply settles it (:meth:`Provider.settled`), just before that
+call's own record (not a generation, so not counted again). One never settled here (polled by
+another process, or never) is never counted: a WARNING says so when the store is full.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import replace
+from typing import Tuple
+
+from payi_otel._log import log_once
+from payi_otel._providers._base import CallRecord, Provider
+from payi_otel._providers._registry import is_generation
+
+__all__ = ["MAX_PENDING", "held", "records_of"]
+
+#: Background generations held at once; past it the oldest is dropped, uncounted.
+MAX_PENDING = 10_000
+
+_lock = threading.Lock()
+#: (provider name, response id) -> the call's record when it was sent, oldest first.
+_held: OrderedDict[Tuple[str, str], CallRecord] = OrderedDict()
+
+
+def held() -> int:
+    """How many generations are held, waiting for the call that settles them."""
+    return len(_held)
+
+
+def records_of(provider: Provider, record: CallRecord) -> Tuple[CallRecord, ...]:
+    """The records to report for ``record``, a call just completed: none when it is a
+    generation still running (held); else the held generation its reply settles, if any,
+    then itself."""
+    if record.usage is None and record.error is None:
+        running = provider.pending(record.response)
+        if running is not None and is_generation(record):
+            _hold((provider.name, running), record)
+            return ()
+    if not _held:  # (every call's path: nothing held)
+        return (record,)
+    settled = provider.settled(record.response)
+    if settled is None:
+        return (record,)
+    with _lock:
+        first = _held.pop((provider.name, settled), None)
+    if first is None:
+        return (record,)
+    started = first.started_at
+    finished = replace(
+        first,
+        usage=record.usage,
+        response_model=record.response_model or first.response_model,
+        response=record.response,
+        duration_s=first.duration_s if started is None else max(time.time() - started, 0.0),
+        error=record.error,
+    )
+    return (finished, record)
+
+
+def _hold(key: Tuple[str, str], record: CallRecord) -> None:
+    with _lock:
+        _held[key] = record
+        _held.move_to_end(key)
+        dropped = len(_held) > MAX_PENDING
+        if dropped:
+            _held.popitem(last=False)
+    if dropped:
+        log_once(
+            "background:full",
+            "payi_otel: more than %d background generations are waiting for the call that "
+            "shows them finished (responses.retrieve / cancel, or a resumed stream, in this "
+            "process); the oldest are dropped and never counted: retrieve each background "
+            "response once it is done",
+            MAX_PENDING,
+        )
