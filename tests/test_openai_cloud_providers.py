@@ -31,6 +31,7 @@ CLOUDS: dict[str, dict[str, Any]] = {
         ),
         "model": "openai.gpt-oss-120b-1:0",
         "category": "system.aws.bedrock",
+        "resource": "openai.gpt-oss-120b-1:0",
         "price_id": "aws",
         "genai_name": "aws.bedrock",
     },
@@ -41,6 +42,7 @@ CLOUDS: dict[str, dict[str, Any]] = {
         ),
         "model": "gpt-oss-120b-maas",
         "category": "system.google.vertex",
+        "resource": "google.gpt-oss-120b-maas",  # (the category's names: google.<model>)
         "price_id": None,  # genai-prices has no price for it: usage without cost
         "genai_name": "gcp.vertex_ai",
     },
@@ -121,7 +123,7 @@ def test_pay_i_gets_the_clouds_category(genai: GenAI, payi: FakePayiServer, clou
     assert exporter.force_flush()
     (record,) = payi.ingested()
     assert record.body["category"] == facts["category"]
-    assert record.body["resource"] == facts["model"]
+    assert record.body["resource"] == facts["resource"]
 
 
 def test_a_plain_client_beside_them_stays_openai(genai: GenAI) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Optional, Tuple
 
-from payi_otel._providers._base import Args, Instrumentation, Kwargs, Service
+from payi_otel._providers._base import Args, Call, Instrumentation, Kwargs, Service
 from payi_otel._providers._stainless import StainlessProvider
 
 __all__ = ["OpenAIProvider"]
@@ -24,6 +24,8 @@ _USAGE_ON_REQUEST = ("/chat/completions", "/completions")
 _RAW_RESPONSE = "x-stainless-raw-response"
 #: A responses stream's last event (with the response's usage).
 _RESPONSE_DONE = frozenset({"response.completed", "response.incomplete", "response.failed"})
+#: ``OpenAI(provider=...)``'s runtime name -> the category of its service.
+_CLOUD_CATEGORIES = {"bedrock": "system.aws.bedrock", "vertex": "system.google.vertex"}
 #: A background response's statuses while it runs, and once it has ended.
 _RUNNING = frozenset({"queued", "in_progress"})
 _ENDED = frozenset({"completed", "incomplete", "failed", "cancelled"})
@@ -89,6 +91,24 @@ class OpenAIProvider(StainlessProvider):
             clients=("BaseAzureClient", "AzureOpenAI", "AsyncAzureOpenAI"),
             deployments=True,
         ),
+        # ``OpenAI(provider=openai.providers.bedrock(...))``: OpenAI-compatible models on
+        # Amazon Bedrock (``openai.gpt-oss-120b-1:0``), priced and filed as Bedrock's, by the
+        # model as sent; and ``providers.vertex(...)``, on Google Vertex AI. Told by the
+        # client's provider runtime (:meth:`OpenAIProvider.service_of`); their hosts are the
+        # bedrock and google.genai providers'.
+        Service(
+            "system.aws.bedrock",
+            "aws",
+            genai_names=("aws.bedrock",),
+            category_aliases=("bedrock",),
+            prices_as_sent=True,
+        ),
+        Service(
+            "system.google.vertex",
+            "google",
+            genai_names=("gcp.vertex_ai",),
+            category_aliases=("vertex",),
+        ),
         # The OpenAI-compatible APIs an OpenAI client is pointed at (``base_url``); Gemini's
         # (generativelanguage.googleapis.com) is the google.genai provider's host.
         Service(
@@ -146,6 +166,16 @@ class OpenAIProvider(StainlessProvider):
     # A chat chunk carries ``usage`` (with stream_options.include_usage); a responses stream
     # event carries it on its ``response``.
     usage_holders = ("usage", "response.usage")
+
+    def service_of(self, instance: Any, call: Call) -> Optional[Service]:
+        # A client made with ``provider=`` (openai >= 3) calls that cloud.
+        runtime = getattr(instance, "_provider_runtime", None)
+        if runtime is not None:
+            name = getattr(runtime, "name", None)
+            category = _CLOUD_CATEGORIES.get(name) if isinstance(name, str) else None
+            if category is not None:
+                return next(s for s in self.services if s.category == category)
+        return super().service_of(instance, call)
 
     def ask_usage(self, args: Args, kwargs: Kwargs) -> Optional[Tuple[Args, Kwargs]]:
         if not kwargs.get("stream"):
