@@ -73,7 +73,9 @@ def answer(request: Any) -> Any:
         ("message_stop", {"type": "message_stop"}),
     ]
     text = "".join(f"event: {k}\ndata: {json.dumps(v)}\n\n" for k, v in events)
-    return httpx2.Response(200, content=text.encode(), headers={"content-type": "text/event-stream"})
+    return httpx2.Response(
+        200, content=text.encode(), headers={"content-type": "text/event-stream"}
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True])

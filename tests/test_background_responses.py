@@ -220,3 +220,73 @@ def test_pay_i_gets_one_record_with_the_callers_attribution(
     assert record.headers["xproxy-usecase-name"] == "reports"
     assert record.body["units"]["text"] == {"input": 2_000, "output": 700}
     assert record.body["provider_response_id"] == queued.id
+
+
+class _LeftEarly(BackgroundAPI):
+    """A background stream's create that sends its first events and a text delta, then
+    (``broken``) drops the connection."""
+
+    def __init__(self, broken: bool) -> None:
+        super().__init__()
+        self.broken = broken
+
+    def events(self, rid: str, kinds: list[str]) -> Any:
+        if kinds[-1] != "response.queued":
+            return super().events(rid, kinds)
+        created = {"type": "response.created", "sequence_number": 0}
+        created["response"] = self.response(rid, "queued")
+        delta = {
+            "type": "response.output_text.delta",
+            "sequence_number": 1,
+            "item_id": "msg_1",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": "partial",
+            "logprobs": [],
+        }
+        text = f"event: response.created\ndata: {json.dumps(created)}\n\n"
+        text += f"event: response.output_text.delta\ndata: {json.dumps(delta)}\n\n"
+
+        def body() -> Iterator[bytes]:
+            yield text.encode()
+            if self.broken:
+                raise httpx2.ReadError("connection dropped")
+            yield (
+                b"event: response.output_text.delta\ndata: " + json.dumps(delta).encode() + b"\n\n"
+            )
+
+        return httpx2.Response(200, content=body(), headers={"content-type": "text/event-stream"})
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_a_stream_left_or_broken_mid_text_then_resumed_is_counted_once(
+    metrics: Metrics, broken: bool
+) -> None:
+    client, _ = clients(_LeftEarly(broken))
+    with track_context(user_id="alice"):
+        stream = client.responses.create(model=MODEL, input="job", background=True, stream=True)
+        first = next(iter(stream))
+        rid = first.response.id
+        if broken:
+            with pytest.raises(openai.APIConnectionError):
+                list(stream)
+        else:
+            next(iter(stream))  # a text delta: then left
+            stream.close()
+    with track_context(user_id="bob"):
+        resumed = list(client.responses.retrieve(rid, stream=True))
+    assert resumed[-1].type == "response.completed"
+    assert by_user(metrics) == {"alice": pytest.approx(float(PRICE.total_price))}
+
+
+def test_a_held_call_keeps_no_input(metrics: Metrics) -> None:
+    """Held until polled (perhaps never, here): without its arguments (the whole input)."""
+    client, _ = clients(BackgroundAPI())
+    with track_context(user_id="alice"):
+        queued = client.responses.create(model=MODEL, input="x" * 100_000, background=True)
+    held = _background._held[("openai", queued.id)]
+    assert held.arguments is None and held.response is None
+    assert held.call.params.get("user_id") == "alice"
+    client.responses.retrieve(queued.id)
+    client.responses.retrieve(queued.id)
+    assert ("openai", queued.id) not in _background._held

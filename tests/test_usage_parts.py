@@ -39,6 +39,27 @@ __all__ = ["fake_payi_module", "payi"]  # fixtures
 _OURS = {*USAGE_PARTS, "cache_read_tokens", "cache_write_tokens"}
 
 
+#: A Responses API reply of a model that charges cache writes (in ``input_tokens_details``).
+CACHE_WRITING_REPLY: dict[str, Any] = {
+    "id": "resp_1",
+    "object": "response",
+    "created_at": 1,
+    "status": "completed",
+    "model": "gpt-6-cyber",
+    "output": [],
+    "parallel_tool_calls": True,
+    "tool_choice": "auto",
+    "tools": [],
+    "usage": {
+        "input_tokens": 10_000,
+        "input_tokens_details": {"cached_tokens": 2_000, "cache_write_tokens": 5_000},
+        "output_tokens": 300,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 10_300,
+    },
+}
+
+
 @pytest.fixture
 def metrics(genai: GenAI) -> Metrics:
     found = Metrics()
@@ -324,24 +345,7 @@ def test_openai_cache_writes_are_priced_as_written(genai: GenAI) -> None:
     import httpx2
 
     model = "gpt-6-cyber"
-    reply = {
-        "id": "resp_1",
-        "object": "response",
-        "created_at": 1,
-        "status": "completed",
-        "model": model,
-        "output": [],
-        "parallel_tool_calls": True,
-        "tool_choice": "auto",
-        "tools": [],
-        "usage": {
-            "input_tokens": 10_000,
-            "input_tokens_details": {"cached_tokens": 2_000, "cache_write_tokens": 5_000},
-            "output_tokens": 300,
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": 10_300,
-        },
-    }
+    reply = CACHE_WRITING_REPLY
     metrics = Metrics()
     genai.reinstrument(meter_provider=metrics.provider)
     genai.check_invariant = False  # the mock is not the fake server
@@ -351,3 +355,96 @@ def test_openai_cache_writes_are_priced_as_written(genai: GenAI) -> None:
     want = price(model, "openai", **usage, cache_write_tokens=5_000)
     assert want.total_price != price(model, "openai", **usage).total_price
     assert metrics.total("payi.genai.cost") == pytest.approx(float(want.total_price))
+
+
+@pytest.mark.parametrize("backend", ["gemini", "vertex"])
+def test_gemini_audio_with_cached_text_is_priced(
+    genai: GenAI, metrics: Metrics, backend: str
+) -> None:
+    """A cached text prefix with fresh audio: the cache details list only TEXT, so none of
+    the audio was cached (genai-prices refuses to guess; a review found such calls unpriced)."""
+    client = google_client(genai, backend)
+    response = client.models.generate_content(
+        model="gemini-2.5-flash",
+        contents="Hello",
+        config=google_config(fake_usage(cached_tokens=6, audio_input_tokens=700)),
+    )
+    meta = response.usage_metadata
+    assert meta is not None and meta.prompt_token_count and meta.candidates_token_count
+    usage = {
+        "input_tokens": meta.prompt_token_count,
+        "output_tokens": meta.candidates_token_count,
+        "cache_read_tokens": 6,
+    }
+    assert_cost(
+        genai,
+        metrics,
+        price(
+            "gemini-2.5-flash",
+            "google",
+            **usage,
+            input_audio_tokens=700,
+            cache_audio_read_tokens=0,
+        ),
+        price("gemini-2.5-flash", "google", **usage),
+    )
+
+
+def test_a_part_the_model_does_not_rate_keeps_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Image input to gemini-2.5-flash (which rates no image tokens apart) is priced by the
+    linear form, as calc_price prices it, without calling calc_price."""
+    import genai_prices
+
+    table = PriceTable()
+    tokens = Tokens(5_000, 300, 0, 0, (("input_image_tokens", 1_290),))
+    want = price("gemini-2.5-flash", "google", input_tokens=5_000, output_tokens=300)
+    rated = Tokens(5_000, 300, 0, 0, (("input_audio_tokens", 1_290),))
+    rated_want = price(
+        "gemini-2.5-flash",
+        "google",
+        input_tokens=5_000,
+        output_tokens=300,
+        input_audio_tokens=1_290,
+    )
+    assert table.price("google", "gemini-2.5-flash", Tokens(1, 1, 0, 0)) is not None  # warm
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("calc_price called")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(genai_prices, "calc_price", refused)
+        got = table.price("google", "gemini-2.5-flash", tokens)
+    assert got is not None and got.total == want.total_price
+    got = table.price("google", "gemini-2.5-flash", rated)  # a part it rates: calc_price
+    assert got is not None and got.total == rated_want.total_price != want.total_price
+
+
+def test_pay_i_gets_cache_writes_as_pay_is_sdk_reports_them_per_provider(
+    genai: GenAI, payi: FakePayiServer
+) -> None:
+    """Pay-i's SDK splits the hour-long writes out for Anthropic only, and has no
+    cache-write unit for OpenAI (its writes stay in ``text``)."""
+    import httpx2
+
+    exporter = exporter_for(payi.base_url)
+    genai.reinstrument(ingest=exporter)
+    bedrock_call(
+        genai,
+        "converse",
+        extra_headers=fake_usage(cache_write_tokens=500, cache_write_1h_tokens=200),
+        model="us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+    )
+    reply = CACHE_WRITING_REPLY
+    genai.check_invariant = False  # the mock is not the fake server
+    mock_openai(lambda _: httpx2.Response(200, json=reply)).responses.create(
+        model="gpt-6-cyber", input="hi"
+    )
+    assert exporter.force_flush()
+    converse, responses = (r.body["units"] for r in payi.ingested())
+    assert converse["text_cache_write"] == {"input": 500, "output": 0}
+    assert "text_cache_write_1h" not in converse
+    assert "text_cache_write" not in responses
+    assert responses["text"] == {"input": 8_000, "output": 300}
+    assert responses["text_cache_read"] == {"input": 2_000, "output": 0}

@@ -307,8 +307,14 @@ class CostObserver:
         # Read first: prices a concurrent update brings make the remembered one stale.
         snapshot = table.genai.current_snapshot()
         last = self._last_price
-        if last[0] == key and last[2] is snapshot and linear_region(tokens):
-            price = last[1].price(tokens)  # type: ignore[union-attr]
+        linear = last[1]
+        if (
+            last[0] == key
+            and last[2] is snapshot
+            and linear is not None
+            and linear_region(tokens, linear.rated)
+        ):
+            price = linear.price(tokens)
             if price is not None:  # (else beyond the fast path: looked up below)
                 return price
         targets = self._targets.get(key)
@@ -318,7 +324,16 @@ class CostObserver:
             targets = self._targets[key] = _targets(record, key[2], key[3])
         for provider_id, model in targets:
             try:
-                price = table.price(provider_id, model, tokens, record.started_at)
+                try:
+                    price = table.price(provider_id, model, tokens, record.started_at)
+                except ValueError:
+                    if not tokens.parts:
+                        raise
+                    # Parts genai-prices refuses as given (a gateway's inconsistent details):
+                    # priced as their counts' tokens, as before parts were read.
+                    price = table.price(
+                        provider_id, model, tokens._replace(parts=()), record.started_at
+                    )
             except ValueError as error:  # usage calc_price refuses (cache beyond the input)
                 log_once(
                     f"cost:refused:{provider_id}:{model}",

@@ -310,6 +310,13 @@ def _own_services() -> Mapping[str, Service]:
     return {p.name: p.services[0] for p in providers() if p.services}
 
 
+@derived
+def _cache_units() -> Mapping[str, Tuple[bool, bool]]:
+    """Each registered provider's name -> how Pay-i's SDK reports its cache writes
+    (``Provider.ingests_cache_writes``, ``ingests_hour_cache_writes``)."""
+    return {p.name: (p.ingests_cache_writes, p.ingests_hour_cache_writes) for p in providers()}
+
+
 def _status_of(error: BaseException) -> Optional[int]:
     """The HTTP status of a failed call (the SDKs' status errors, botocore's ClientError)."""
     status = _int(getattr(error, "status_code", None))
@@ -354,6 +361,7 @@ def call_record(record: CallRecord) -> Dict[str, Any]:
     service = record.service or _own_services().get(record.provider)
     category = (service.category if service is not None else None) or f"system.{record.provider}"
     usage = record.usage
+    writes, hour = _cache_units().get(record.provider, (True, False))
     out: Dict[str, Any] = {
         "category": params.get("price_as_category") or category,
         "resource": params.get("price_as_resource")
@@ -363,9 +371,9 @@ def call_record(record: CallRecord) -> Dict[str, Any]:
             (usage.input_tokens or 0) if usage else 0,
             (usage.output_tokens or 0) if usage else 0,
             (usage.cache_read_tokens or 0) if usage else 0,
-            (usage.cache_write_tokens or 0) if usage else 0,
+            (usage.cache_write_tokens or 0) if usage and writes else 0,
             (usage.reasoning_tokens or 0) if usage else 0,
-            write_1h=(usage.cache_write_1h_tokens or 0) if usage else 0,
+            write_1h=(usage.cache_write_1h_tokens or 0) if usage and hour else 0,
         ),
         "event_timestamp": _timestamp(record.started_at or time.time() - record.duration_s),
         "end_to_end_latency_ms": int(record.duration_s * 1000),

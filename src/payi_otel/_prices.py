@@ -26,7 +26,19 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timezone
 from decimal import Decimal, localcontext
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+)
 
 from payi_otel._log import logger
 from payi_otel._model.user_prices import EXACT, UserPrice, find_user_price
@@ -173,6 +185,10 @@ class Linear(NamedTuple):
     #: A figure this large or larger (in units) is left to ``calc_price`` (:meth:`price`
     #: gives None); 0: no bound (a user's price is exact at any size).
     bound: int = 0
+    #: The parts (:attr:`Tokens.parts`) the model's price rates apart (genai-prices'
+    #: usage keys): a call with none of them is priced here, as ``calc_price`` prices it
+    #: (a part a price does not rate counts as its count's tokens).
+    rated: FrozenSet[str] = frozenset()
 
     def price(self, tokens: Tokens) -> Optional[Price]:
         """The price of ``tokens``, exact; None where ``calc_price`` must say (:attr:`bound`)."""
@@ -229,6 +245,7 @@ def _linear(
     model: str,
     source: str,
     bound: int = 0,
+    rated: FrozenSet[str] = frozenset(),
 ) -> Linear:
     add = EXACT.add  # (exact: not in the caller's precision)
     summed = _form(
@@ -252,6 +269,7 @@ def _linear(
         model,
         source,
         bound,
+        rated,
     )
 
 
@@ -259,11 +277,13 @@ def _form(constant: Decimal, coefficients: Sequence[Decimal]) -> _Form:
     return constant, tuple((i, c) for i, c in enumerate(coefficients) if c)
 
 
-def linear_region(tokens: Tokens) -> bool:
+def linear_region(tokens: Tokens, rated: FrozenSet[str] = frozenset()) -> bool:
     """Whether ``calc_price`` is linear at ``tokens`` as the linear forms read it: no part
-    rated apart (:attr:`Tokens.parts`), and cache reads and writes are part of the input
-    (beyond it, ``calc_price`` raises; it is called to say so)."""
-    return not tokens.parts and tokens.cache_read + tokens.cache_write <= tokens.input
+    the price rates apart (``rated``; :attr:`Tokens.parts`), and cache reads and writes are
+    part of the input (beyond it, ``calc_price`` raises; it is called to say so)."""
+    if tokens.parts and rated and any(key in rated for key, _ in tokens.parts):
+        return False
+    return tokens.cache_read + tokens.cache_write <= tokens.input
 
 
 def user_linear(entry: UserPrice, provider: str, model: str) -> Linear:
@@ -413,6 +433,7 @@ class _GenaiPrices:
             base.model.id,
             GENAI_PRICES,
             CALC_PRICE_EXACT_BELOW,
+            _rated(prices, info),
         )
         # One more usage, every field at once: a price that is not linear after all (a
         # genai-prices change this reading does not know) is priced by calc_price.
@@ -436,6 +457,27 @@ class _GenaiPrices:
         ):
             return _Slow(provider_id, model)
         return linear
+
+
+def _current(prices: Any, info: Any) -> Any:
+    """The ``ModelPrice`` of a model whose price is fixed (:func:`_fixed`): its own, or its
+    last conditional one."""
+    current = info.prices
+    return current if isinstance(current, prices.types.ModelPrice) else current[-1].prices
+
+
+#: The counts every linear form reads (genai-prices' usage keys of :class:`Tokens`' four).
+_COUNT_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
+def _rated(prices: Any, info: Any) -> FrozenSet[str]:
+    """The usage keys a fixed price rates besides the four counts (its other ``<key>_mtok``
+    prices): the parts it rates apart, among them."""
+    found = set()
+    for key, value in vars(_current(prices, info)).items():
+        if value is not None and key.endswith("_mtok"):
+            found.add(key[: -len("_mtok")] + "_tokens")
+    return frozenset(found.difference(_COUNT_KEYS))
 
 
 def _fixed(prices: Any, info: Any) -> bool:
@@ -511,7 +553,9 @@ class PriceTable:
         prices, entry = self._entry(provider_id, model)
         if entry is None:
             return None
-        if isinstance(entry, Linear) and (entry.source == USER or linear_region(tokens)):
+        if isinstance(entry, Linear) and (
+            entry.source == USER or linear_region(tokens, entry.rated)
+        ):
             price = entry.price(tokens)
             if price is not None:  # (a user's price always is)
                 return price
@@ -543,10 +587,20 @@ def calc_price(
         "output_tokens": tokens.output,
         "cache_read_tokens": tokens.cache_read,
         "cache_write_tokens": tokens.cache_write,
-        **dict(tokens.parts),
     }
+    usage = {k: v for k, v in counts.items() if v}
+    usage.update(tokens.parts)
+    if tokens.cache_read:
+        # Audio (image, video) input with cache reads that name none of it: none of it was
+        # read from the cache (genai-prices refuses to guess: Gemini's cached text prefix
+        # with fresh audio, whose cache details list only TEXT).
+        for key, _ in tokens.parts:
+            if key.startswith("input_"):
+                usage.setdefault(
+                    "cache_" + key[len("input_") : -len("_tokens")] + "_read_tokens", 0
+                )
     calculation = prices.calc_price(
-        prices.Usage(**{k: v for k, v in counts.items() if v}),
+        prices.Usage(**usage),
         model_ref=model,
         provider_id=provider_id,
         genai_request_timestamp=None if at is None else datetime.fromtimestamp(at, timezone.utc),

@@ -7,7 +7,8 @@ Such a call is held when it completes (:meth:`Provider.pending`), not reported, 
 once - with its own attribution, context and start, and the usage of the reply that shows it
 finished - when a later call's reply settles it (:meth:`Provider.settled`), just before that
 call's own record (not a generation, so not counted again). One never settled here (polled by
-another process, or never) is never counted: a WARNING says so when the store is full.
+another process, or never) is never counted: a WARNING says so when the store is full (at
+most :data:`MAX_PENDING`, each at most :data:`MAX_AGE_S`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from payi_otel._log import log_once
 from payi_otel._providers._base import CallRecord, Provider
 from payi_otel._providers._registry import is_generation
 
-__all__ = ["MAX_PENDING", "held", "records_of"]
+__all__ = ["MAX_AGE_S", "MAX_PENDING", "held", "records_of"]
 
 #: Background generations held at once; past it the oldest is dropped, uncounted.
 MAX_PENDING = 10_000
+#: Seconds a background generation is held at most (one not settled in a day is dropped).
+MAX_AGE_S = 86_400.0
 
 _lock = threading.Lock()
 #: (provider name, response id) -> the call's record when it was sent, oldest first.
@@ -37,12 +40,17 @@ def held() -> int:
     return len(_held)
 
 
-def records_of(provider: Provider, record: CallRecord) -> Tuple[CallRecord, ...]:
-    """The records to report for ``record``, a call just completed: none when it is a
-    generation still running (held); else the held generation its reply settles, if any,
-    then itself."""
-    if record.usage is None and record.error is None:
+def records_of(
+    provider: Provider, record: CallRecord, first: object = None
+) -> Tuple[CallRecord, ...]:
+    """The records to report for ``record``, a call just completed (``first``: its stream's
+    first item, if a stream): none when it is a generation still running (held: its reply,
+    or a stream left early or broken after its first item said so); else the held
+    generation its reply settles, if any, then itself."""
+    if record.usage is None:
         running = provider.pending(record.response)
+        if running is None and first is not None:
+            running = provider.pending(first)
         if running is not None and is_generation(record):
             _hold((provider.name, running), record)
             return ()
@@ -52,27 +60,37 @@ def records_of(provider: Provider, record: CallRecord) -> Tuple[CallRecord, ...]
     if settled is None:
         return (record,)
     with _lock:
-        first = _held.pop((provider.name, settled), None)
-    if first is None:
+        origin = _held.pop((provider.name, settled), None)
+    if origin is None:
         return (record,)
-    started = first.started_at
+    started = origin.started_at
     finished = replace(
-        first,
+        origin,
         usage=record.usage,
-        response_model=record.response_model or first.response_model,
+        response_model=record.response_model or origin.response_model,
         response=record.response,
-        duration_s=first.duration_s if started is None else max(time.time() - started, 0.0),
+        duration_s=origin.duration_s if started is None else max(time.time() - started, 0.0),
         error=record.error,
     )
     return (finished, record)
 
 
 def _hold(key: Tuple[str, str], record: CallRecord) -> None:
+    # Held without what the settling reply replaces (its response) and, unless the call
+    # logs its prompt, its arguments (the whole input): a held call costs a few KB.
+    logged = record.call.params.get("log_prompt_and_response") is True
+    record = replace(record, response=None, arguments=record.arguments if logged else None)
+    now = time.time()
     with _lock:
         _held[key] = record
         _held.move_to_end(key)
         dropped = len(_held) > MAX_PENDING
         if dropped:
+            _held.popitem(last=False)
+        while _held:  # (oldest first: those held longer than a day)
+            oldest = next(iter(_held.values()))
+            if oldest.started_at is None or now - oldest.started_at <= MAX_AGE_S:
+                break
             _held.popitem(last=False)
     if dropped:
         log_once(

@@ -234,15 +234,20 @@ class Usage:
     input_video_tokens: Optional[int] = None
     output_video_tokens: Optional[int] = None
     cache_video_read_tokens: Optional[int] = None
+    #: Tokens of further iterations billed with the call but left out of its counts above
+    #: (Anthropic's compaction iterations: ``usage.iterations``): input (uncached), output,
+    #: cache reads, cache writes; the provider's :meth:`Provider.usage_totals` adds them.
+    iterations: Optional[Tuple[int, int, int, int]] = None
 
     def updated(self, other: Usage) -> Usage:
         """These counts with ``other``'s known ones over them (a stream reports in parts)."""
-        return Usage(
-            **{
-                name: getattr(other, name) if getattr(other, name) is not None else value
-                for name, value in self.__dict__.items()
-            }
-        )
+        merged = self.__dict__.copy()
+        for name, value in other.__dict__.items():
+            if value is not None:
+                merged[name] = value
+        found = object.__new__(Usage)
+        found.__dict__.update(merged)  # (as ``_stored_at_once`` stores them)
+        return found
 
 
 #: The :class:`Usage` fields that are parts of its four counts (input, output, cache reads,
@@ -347,6 +352,13 @@ class Provider:
     #: without cache reads and writes, as the provider's API does (genai-bedrock's); Pay-i
     #: ingest (``_ingest``) then does not take the cache counts out of it again.
     uncached_input_scopes: ClassVar[Tuple[str, ...]] = ()
+
+    #: How Pay-i's SDK reports this provider's cache writes in an ingest record, which
+    #: payi_otel's per-call records follow (``_ingest``): as ``text_cache_write`` (else left
+    #: in ``text``: Pay-i's OpenAI instrumentor has no cache-write unit), and those kept an
+    #: hour apart as ``text_cache_write_1h`` (its Anthropic instrumentor's).
+    ingests_cache_writes: ClassVar[bool] = True
+    ingests_hour_cache_writes: ClassVar[bool] = False
 
     def genai_scope_prefixes(self) -> Tuple[str, ...]:
         """Instrumentation scopes whose spans are GenAI spans even when they start without

@@ -102,6 +102,7 @@ class _Observation:
         "call",
         "context",
         "done",
+        "first",  # a stream's first item (_background)
         "first_item",  # issue 19
         "hide_usage_only",
         "model",
@@ -140,6 +141,8 @@ class _Observation:
         self.request = request
         self.response: Any = None
         self.first_item: Optional[float] = None
+        #: A stream's first item (a background response's id is in it: ``_background``).
+        self.first: object = None
         self.arguments: Optional[Tuple[Args, Kwargs]] = None
         self.usage: Optional[Usage] = None
         self.response_model: Optional[str] = None
@@ -167,6 +170,7 @@ class _Observation:
         self.response = item
         if self.streamed and self.first_item is None:
             self.first_item = time.perf_counter()
+            self.first = item
         try:
             usage = self.provider.usage(item)
             if usage is not None:
@@ -216,7 +220,7 @@ class _Observation:
         )
         try:
             # (a background generation is held until a later call shows it finished)
-            records = _background.records_of(self.provider, record)
+            records = _background.records_of(self.provider, record, self.first)
         except Exception:
             internal_error("observe:background", "reading a background generation failed")
             records = (record,)

@@ -399,7 +399,7 @@ class StainlessProvider(Provider):
             found = _walk(item, holder)
             if found is None:
                 continue
-            counts: Dict[str, Optional[int]] = {}
+            counts: Dict[str, Any] = {}
             any_count = False
             if getattr(found, "__pydantic_extra__", None):
                 reading = fields  # fields its SDK does not declare: every path

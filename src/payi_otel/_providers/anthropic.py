@@ -14,10 +14,11 @@ after the entry): a gateway between it and AWS must forward them unchanged, or r
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Tuple
+from dataclasses import replace
+from typing import ClassVar, Optional, Tuple
 
-from payi_otel._providers._base import Instrumentation, Service
-from payi_otel._providers._stainless import StainlessProvider
+from payi_otel._providers._base import Instrumentation, Service, Usage
+from payi_otel._providers._stainless import StainlessProvider, _walk
 
 __all__ = ["AnthropicProvider"]
 
@@ -85,5 +86,60 @@ class AnthropicProvider(StainlessProvider):
         "cache_write_1h_tokens": ("cache_creation.ephemeral_1h_input_tokens",),
     }
     usage_holders = ("usage", "message.usage")
+    # Pay-i's SDK reports the hour-long cache writes as ``text_cache_write_1h``.
+    ingests_hour_cache_writes = True
     # ``input_tokens`` is the uncached part; the total adds cache reads and writes.
     input_excludes_cache = True
+
+    def usage(self, item: object) -> Optional[Usage]:
+        usage = super().usage(item)
+        if usage is None:
+            return None
+        # Beta context management: a ``compaction`` iteration (the server's summarizing
+        # request) is billed with the call and "not included in the top-level usage fields".
+        holder = _walk(item, _USAGE)
+        if holder is None:
+            holder = _walk(item, _MESSAGE_USAGE)
+        fields = getattr(holder, "__dict__", None)
+        iterations = fields.get("iterations") if fields else None
+        if not iterations or not isinstance(iterations, list):
+            return usage
+        counts = [0, 0, 0, 0]
+        for entry in iterations:
+            if getattr(entry, "type", None) != "compaction":
+                continue
+            for index, name in enumerate(_ITERATION_COUNTS):
+                value = getattr(entry, name, None)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    counts[index] += value
+        if not any(counts):
+            return usage
+        return replace(usage, iterations=(counts[0], counts[1], counts[2], counts[3]))
+
+    def usage_totals(self, usage: Usage) -> Usage:
+        extra = usage.iterations
+        if extra:
+            usage = replace(
+                usage,
+                input_tokens=_plus(usage.input_tokens, extra[0]),
+                output_tokens=_plus(usage.output_tokens, extra[1]),
+                cache_read_tokens=_plus(usage.cache_read_tokens, extra[2]),
+                cache_write_tokens=_plus(usage.cache_write_tokens, extra[3]),
+                iterations=None,
+            )
+        return super().usage_totals(usage)
+
+
+_USAGE = ("usage",)
+_MESSAGE_USAGE = ("message", "usage")
+#: A compaction iteration's counts, in :attr:`Usage.iterations`' order.
+_ITERATION_COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+)
+
+
+def _plus(count: Optional[int], more: int) -> Optional[int]:
+    return count if not more else (count or 0) + more

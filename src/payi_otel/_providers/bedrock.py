@@ -196,7 +196,7 @@ def _int(value: object) -> Optional[int]:
 
 
 def _usage(source: Mapping[str, Any], fields: Sequence[Tuple[str, str]]) -> Optional[Usage]:
-    counts = {field: _int(source.get(key)) for field, key in fields}
+    counts: Dict[str, Any] = {field: _int(source.get(key)) for field, key in fields}
     if all(count is None for count in counts.values()):
         return None
     return Usage(**counts)

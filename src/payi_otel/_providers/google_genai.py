@@ -333,7 +333,7 @@ class GoogleGenAIProvider(Provider):
             cache_read_tokens=cached,
             reasoning_tokens=thoughts,
         )
-        parts: Dict[str, int] = {}
+        parts: Dict[str, Any] = {}
         for details, part in _MODALITY_DETAILS:
             found = getattr(metadata, details, None)
             if found:

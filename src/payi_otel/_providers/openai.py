@@ -124,6 +124,8 @@ class OpenAIProvider(StainlessProvider):
             )
         ),
     )
+    # Pay-i's SDK reports OpenAI's cache writes in ``text`` (it has no unit for them).
+    ingests_cache_writes = False
     # responses.create with a stored prompt names no model (responses.retrieve, which ends
     # in the response's id, is not a generation).
     modelless_generations = ("/responses",)
