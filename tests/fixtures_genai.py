@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -113,9 +114,14 @@ def first_attempts(server: FakeLLMServer) -> list[RecordedRequest]:
         r
         for r in server.requests
         if r.headers.get("x-stainless-retry-count", "0") == "0"
-        # botocore numbers its attempts: "amz-sdk-request: [ttl=...; ]attempt=2; max=3".
-        and "attempt=" not in r.headers.get("amz-sdk-request", "").replace("attempt=1;", "")
+        # botocore numbers its attempts: "amz-sdk-request: [ttl=...; ]attempt=2; max=3"
+        # (older botocore: "attempt=1" alone when it makes one).
+        and _ATTEMPT.search(r.headers.get("amz-sdk-request", "") + ";") is None
     ]
+
+
+#: A botocore attempt after the first (``amz-sdk-request``'s ``attempt=`` other than 1).
+_ATTEMPT = re.compile(r"attempt=(?!1;)\d+")
 
 
 def assert_spans_match_requests(otel: Otel, server: FakeLLMServer, dialect: str = "x-payi") -> None:

@@ -78,8 +78,8 @@ def answer(request: Any) -> Any:
     )
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_compaction_iterations_are_counted(genai: GenAI, stream: bool) -> None:
+@pytest.mark.parametrize("how", ["beta", "beta-stream", "plain"])
+def test_compaction_iterations_are_counted(genai: GenAI, how: str) -> None:
     metrics = Metrics()
     genai.reinstrument(meter_provider=metrics.provider)
     genai.check_invariant = False  # answered in process
@@ -94,12 +94,16 @@ def test_compaction_iterations_are_counted(genai: GenAI, stream: bool) -> None:
         "max_tokens": 1_000,
         "messages": [{"role": "user", "content": "Hello"}],
     }
-    if stream:
+    if how == "beta-stream":
         with client.beta.messages.stream(**call) as events:
             reply = events.get_final_message()
-    else:
+    elif how == "beta":
         reply = client.beta.messages.create(**call)
-    assert reply.usage.iterations is not None  # (what the SDK gave the caller, unchanged)
+    else:  # the non-beta client asking for context management: the iterations are extras
+        reply = client.messages.create(
+            **call, extra_headers={"anthropic-beta": "context-management-2025-06-27"}
+        )
+    assert getattr(reply.usage, "iterations", None) is not None  # (the caller's, unchanged)
     assert reply.usage.input_tokens == 3_000
     assert metrics.total("payi.genai.cost") == pytest.approx(float(WANT.total_price))
     assert metrics.total("payi.genai.tokens", **{"payi_otel.token.type": "input"}) == 154_000

@@ -20,7 +20,7 @@ from fixtures_otel import Metrics
 from genai_prices import Usage, calc_price
 from ingest_support import exporter_for, fake_payi_module, payi
 
-from payi_otel import track_context
+from payi_otel import PayiIngestExporter, track_context
 from payi_otel._providers import _background
 
 __all__ = ["fake_payi_module", "payi"]  # fixtures
@@ -200,12 +200,18 @@ def test_many_in_flight_each_to_its_own_user_across_threads(metrics: Metrics) ->
     assert by_user(metrics) == {u: pytest.approx(want) for u in users}
 
 
+@pytest.fixture
+def exporter(genai: GenAI, payi: FakePayiServer) -> PayiIngestExporter:
+    """payi_otel instrumented with per-call ingest to the fake Pay-i."""
+    found = exporter_for(payi.base_url)
+    genai.reinstrument(ingest=found)
+    genai.check_invariant = False  # the double is not the fake server
+    return found
+
+
 def test_pay_i_gets_one_record_with_the_callers_attribution(
-    genai: GenAI, payi: FakePayiServer
+    exporter: PayiIngestExporter, payi: FakePayiServer
 ) -> None:
-    exporter = exporter_for(payi.base_url)
-    genai.reinstrument(ingest=exporter)
-    genai.check_invariant = False
     client, _ = clients(BackgroundAPI(polls=1))
     with track_context(user_id="alice", use_case_name="reports"):
         queued = client.responses.create(model=MODEL, input="job", background=True)
@@ -290,3 +296,54 @@ def test_a_held_call_keeps_no_input(metrics: Metrics) -> None:
     client.responses.retrieve(queued.id)
     client.responses.retrieve(queued.id)
     assert ("openai", queued.id) not in _background._held
+
+
+def test_a_stream_kept_open_while_polled_to_its_end_is_counted_once(metrics: Metrics) -> None:
+    """The id read from the stream's first event, the response polled until completed, the
+    stream closed after: the poll came first, the create's hold after (a review)."""
+    client, _ = clients(BackgroundAPI(polls=1))
+    with track_context(user_id="alice"):
+        stream = client.responses.create(model=MODEL, input="job", background=True, stream=True)
+        rid = next(iter(stream)).response.id
+        with track_context(user_id="bob"):
+            statuses = [client.responses.retrieve(rid).status for _ in range(2)]
+        stream.close()
+    assert statuses == ["in_progress", "completed"]
+    assert by_user(metrics) == {"alice": pytest.approx(float(PRICE.total_price))}
+    client.responses.retrieve(rid)
+    assert by_user(metrics) == {"alice": pytest.approx(float(PRICE.total_price))}
+
+
+class _Failing(BackgroundAPI):
+    """A background stream the API ends itself: ``response.failed`` without usage."""
+
+    def events(self, rid: str, kinds: list[str]) -> Any:
+        failed = self.response(rid, "failed")
+        created = self.response(rid, "queued")
+        text = "".join(
+            f"event: {kind}\ndata: "
+            + json.dumps({"type": kind, "sequence_number": n, "response": response})
+            + "\n\n"
+            for n, (kind, response) in enumerate(
+                (("response.created", created), ("response.failed", failed))
+            )
+        )
+        return httpx2.Response(
+            200, content=text.encode(), headers={"content-type": "text/event-stream"}
+        )
+
+
+def test_a_background_stream_the_api_failed_is_reported_not_held(
+    exporter: PayiIngestExporter, payi: FakePayiServer
+) -> None:
+    client, _ = clients(_Failing())
+    before = _background.held()
+    with track_context(user_id="alice"):
+        events = list(
+            client.responses.create(model=MODEL, input="job", background=True, stream=True)
+        )
+    assert events[-1].type == "response.failed"
+    assert _background.held() == before
+    assert exporter.force_flush()
+    (record,) = payi.ingested()
+    assert record.headers["xproxy-user-id"] == "alice"

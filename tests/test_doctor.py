@@ -69,7 +69,8 @@ def test_a_clean_environment_has_nothing_to_fix_and_names_each_sdks_span_source(
     assert "GenAI spans from opentelemetry-instrumentation-genai-openai" in sdk_line(
         text, "openai "
     )
-    assert "opentelemetry-instrumentation-genai-bedrock" in sdk_line(text, "AWS Bedrock")
+    for bedrock in ("AWS Bedrock (botocore", "AWS Bedrock (aiobotocore"):
+        assert "opentelemetry-instrumentation-genai-bedrock" in sdk_line(text, bedrock)
     assert "opentelemetry-instrumentation-google-genai" in sdk_line(text, "google.genai")
     assert "agent spans from opentelemetry-instrumentation-genai-openai-agents" in text
     # The public APIs get no headers by default: the answer to "why no headers?".
@@ -110,7 +111,8 @@ def test_a_disabled_instrumentation_is_reported_as_no_spans(
 ) -> None:
     monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "bedrock")
     _, text = report(CLEAN)
-    assert "disabled by OTEL_PYTHON_DISABLED_INSTRUMENTATIONS" in sdk_line(text, "AWS Bedrock")
+    for bedrock in ("AWS Bedrock (botocore", "AWS Bedrock (aiobotocore"):
+        assert "disabled by OTEL_PYTHON_DISABLED_INSTRUMENTATIONS" in sdk_line(text, bedrock)
     assert "disabled" not in sdk_line(text, "openai ")
 
 

@@ -143,3 +143,27 @@ def test_a_plain_client_beside_them_stays_openai(genai: GenAI) -> None:
     tokens = metrics.by("payi.genai.tokens", "gen_ai.provider.name")
     assert set(tokens) == {"aws.bedrock", "openai"}
     assert tokens["aws.bedrock"] == tokens["openai"]
+
+
+@pytest.mark.parametrize("bedrock_first", [True, False])
+def test_a_plain_client_on_the_same_base_url_object_is_its_own(
+    genai: GenAI, bedrock_first: bool
+) -> None:
+    """``OpenAI(base_url=bedrock_client.base_url)`` shares the URL object the common call's
+    plan is keyed by: each client's calls are still its own service's (a review found the
+    first caller's service given to both)."""
+    metrics = Metrics()
+    genai.reinstrument(meter_provider=metrics.provider)
+    genai.check_invariant = False
+    bedrock = client_for("bedrock")
+    plain = openai.OpenAI(
+        base_url=bedrock.base_url,
+        api_key="k",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(answer)),
+    )
+    call = {"model": "openai.gpt-oss-120b-1:0", "messages": [{"role": "user", "content": "Hi"}]}
+    for client in (bedrock, plain) if bedrock_first else (plain, bedrock):
+        for _ in range(2):
+            client.chat.completions.create(**call)
+    tokens = metrics.by("payi.genai.tokens", "gen_ai.provider.name")
+    assert tokens == {"aws.bedrock": 2 * 1_100, "openai": 2 * 1_100}

@@ -491,19 +491,30 @@ def test_boto3_only_user(
     """``pip install payi-otel boto3`` (pip's own resolution): opentelemetry-instrumentation-
     genai-bedrock comes with payi-otel, its GenAI spans carry ``payi.*`` and a cost, the
     headers reach the (gateway) endpoint, and stderr is empty."""
-    venv = make_venv("3.11")
-    venv.pip_install(str(wheel), "boto3", *(["opentelemetry-distro"] if zero_code else []))
-    versions = venv.versions()
+    versions = bedrock_user(make_venv, wheel, llm_server, tmp_path, zero_code, "boto3")
     assert "opentelemetry-instrumentation-genai-bedrock" in versions
+
+
+def bedrock_user(
+    make_venv: Make,
+    wheel: Path,
+    llm_server: FakeLLMServer,
+    tmp_path: Path,
+    zero_code: bool,
+    sdk: str,
+) -> dict[str, str]:
+    """``pip install payi-otel <sdk>``, its Converse and ConverseStream calls run (by code or
+    under ``opentelemetry-instrument``) and checked; the versions pip resolved."""
+    venv = make_venv("3.11")
+    venv.pip_install(str(wheel), sdk, *(["opentelemetry-distro"] if zero_code else []))
+    calls = BEDROCK_CALLS if sdk == "boto3" else AIOBOTOCORE_CALLS
     result = run_app(
         venv,
         tmp_path,
         llm_server,
         "",
         zero_code=zero_code,
-        calls=BEDROCK_CALLS.replace(
-            'os.environ["APP_BEDROCK_URL"]', repr(llm_server.bedrock_endpoint_url)
-        ),
+        calls=calls.replace('os.environ["APP_BEDROCK_URL"]', repr(llm_server.bedrock_endpoint_url)),
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stderr == "", result.stderr[-4000:]
@@ -512,3 +523,34 @@ def test_boto3_only_user(
         "converse-stream",
     ]
     check_one_provider(result, llm_server, zero_code, "aws.bedrock", priced=True)
+    return venv.versions()
+
+
+AIOBOTOCORE_CALLS = """
+import asyncio, os
+from aiobotocore.session import get_session
+
+async def main():
+    async with get_session().create_client(
+        "bedrock-runtime", endpoint_url=os.environ["APP_BEDROCK_URL"], region_name="us-east-1",
+        aws_access_key_id="test", aws_secret_access_key="test") as client:
+        messages = [{"role": "user", "content": [{"text": "hi"}]}]
+        model = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
+        await client.converse(modelId=model, messages=messages)
+        stream = (await client.converse_stream(modelId=model, messages=messages))["stream"]
+        async for event in stream:
+            pass
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("zero_code", [False, True], ids=["by-code", "opentelemetry-instrument"])
+def test_aiobotocore_user(
+    make_venv: Make, wheel: Path, llm_server: FakeLLMServer, tmp_path: Path, zero_code: bool
+) -> None:
+    """``pip install payi-otel aiobotocore`` (pip's own resolution: aiobotocore pins its
+    botocore): aiobotocore imported after ``payi_instrument()``, its async calls attributed on
+    the wire and on genai-bedrock's spans, priced, and stderr empty."""
+    versions = bedrock_user(make_venv, wheel, llm_server, tmp_path, zero_code, "aiobotocore")
+    assert "aiobotocore" in versions

@@ -186,7 +186,16 @@ def _enabled(family: Family, disabled: List[str]) -> Tuple[Instrumentation, ...]
 
 def _forced(inst: Instrumentation, conflict: Any) -> Optional[str]:
     """Why the instrumentation is turned on past its version ``conflict``, when the installed
-    SDK is only a major release it was tested with beyond its declared range; else None."""
+    SDK is only a major release it was tested with beyond its declared range ("": past a
+    declared distribution it never imports, not installed: said nowhere); else None."""
+    if inst.works_without and conflict.found is None:
+        try:
+            from packaging.requirements import Requirement
+
+            if Requirement(str(conflict.required)).name in inst.works_without:
+                return ""
+        except Exception:
+            return None
     if not inst.forced_majors:
         return None
     try:
@@ -324,7 +333,7 @@ def _enable_family(family: Family, provider: Optional[TracerProvider]) -> List[C
             reasons.append(f"{inst.distribution} failed to instrument ({exc!r})")
             logger.debug("payi_otel: %s failed to instrument", inst.distribution, exc_info=True)
             continue
-        if forced is not None:
+        if forced:
             log_once(
                 f"genai-forced:{family.sdk}",
                 "payi_otel: %s, so %s calls get GenAI spans. To silence this warning, install "
@@ -386,9 +395,17 @@ def _half_imported(family: Family, importing: str) -> bool:
     import lock, would deadlock with a thread that holds the instrumentation's and waits for
     the SDK's (found in review: a WARNING that the SDK's calls get no GenAI spans)."""
     return any(
-        getattr(getattr(sys.modules.get(inst.module), "__spec__", None), "_initializing", False)
-        for inst in family.instrumentations
-        if inst.module != importing
+        getattr(getattr(sys.modules.get(module), "__spec__", None), "_initializing", False)
+        for module in _waited_for(family)
+        if module != importing
+    )
+
+
+def _waited_for(family: Family) -> Tuple[str, ...]:
+    """The family's instrumentations' modules, and the modules of other SDKs they patch
+    (``Instrumentation.patches``: one being imported is patched when its import ends)."""
+    return tuple(
+        module for inst in family.instrumentations for module in (inst.module, *inst.patches)
     )
 
 
@@ -431,7 +448,9 @@ def enable_genai_spans(provider: Optional[TracerProvider]) -> List[Callable[[], 
         step = partial(_enable_when_ready, family, provider, hooked, family.ready)
         undo.extend(when_imported(family.ready, step, what))
         if hooked:
-            for inst in kept:
-                step = partial(_enable_when_ready, family, provider, hooked, inst.module)
-                undo.extend(when_imported(inst.module, step, what))
+            for module in _waited_for(family):
+                if module in sys.modules or not installed(module.partition(".")[0]):
+                    continue
+                step = partial(_enable_when_ready, family, provider, hooked, module)
+                undo.extend(when_imported(module, step, what))
     return undo

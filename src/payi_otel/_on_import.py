@@ -25,6 +25,7 @@ made with a module that is imported but not yet instrumented.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import threading
@@ -107,8 +108,23 @@ def _imported(module: ModuleType) -> None:
     with _lock:
         _hooked.discard(name)
         steps = _waiting.pop(name, [])
+    if steps:
+        _bind_to_package(name, module)
     for step in steps:
         step.run()
+
+
+def _bind_to_package(name: str, module: ModuleType) -> None:
+    """Binds a submodule the hook fired for on its package now, as the import system does
+    right after the hook: a step - or a module it imports - that reads it as an attribute
+    (``botocore.client``) would find it missing, "most likely due to a circular import"
+    (genai-bedrock importing aiobotocore's client while botocore's is being imported)."""
+    package_name, _, child = name.rpartition(".")
+    package = sys.modules.get(package_name) if package_name else None
+    if package is not None and getattr(package, child, None) is None:
+        # (a package that refuses it: the import system binds it next)
+        with contextlib.suppress(Exception):
+            setattr(package, child, module)
 
 
 def installed(module: str) -> bool:

@@ -33,6 +33,10 @@ MAX_AGE_S = 86_400.0
 _lock = threading.Lock()
 #: (provider name, response id) -> the call's record when it was sent, oldest first.
 _held: OrderedDict[Tuple[str, str], CallRecord] = OrderedDict()
+#: (provider name, response id) -> the reply that showed it ended, for one not held when it
+#: came (its stream still open, to be closed later): the last :data:`MAX_SETTLED`.
+_settled: OrderedDict[Tuple[str, str], CallRecord] = OrderedDict()
+MAX_SETTLED = 1024
 
 
 def held() -> int:
@@ -47,24 +51,38 @@ def records_of(
     first item, if a stream): none when it is a generation still running (held: its reply,
     or a stream left early or broken after its first item said so); else the held
     generation its reply settles, if any, then itself."""
-    if record.usage is None:
-        running = provider.pending(record.response)
-        if running is None and first is not None:
-            running = provider.pending(first)
-        if running is not None and is_generation(record):
-            _hold((provider.name, running), record)
-            return ()
-    if not _held:  # (every call's path: nothing held)
-        return (record,)
     settled = provider.settled(record.response)
-    if settled is None:
+    if record.usage is None and settled is None:
+        running = provider.pending(record.response, record.error)
+        if running is None and first is not None:
+            running = provider.pending(first, record.error)
+        if running is not None and is_generation(record):
+            key = (provider.name, running)
+            with _lock:
+                early = _settled.pop(key, None)
+            if early is not None:  # polled to its end while its stream was still open
+                return (_finished(record, early),)
+            _hold(key, record)
+            return ()
+    if settled is None:  # (every call's path)
         return (record,)
+    key = (provider.name, settled)
     with _lock:
-        origin = _held.pop((provider.name, settled), None)
+        origin = _held.pop(key, None)
+        if origin is None:
+            # Not held (yet): remembered a while, for a stream of it still open.
+            _settled[key] = replace(record, arguments=None)
+            if len(_settled) > MAX_SETTLED:
+                _settled.popitem(last=False)
     if origin is None:
         return (record,)
+    return (_finished(origin, record), record)
+
+
+def _finished(origin: CallRecord, record: CallRecord) -> CallRecord:
+    """The held call ``origin``, completed by ``record``'s reply (its usage, model, end)."""
     started = origin.started_at
-    finished = replace(
+    return replace(
         origin,
         usage=record.usage,
         response_model=record.response_model or origin.response_model,
@@ -72,7 +90,6 @@ def records_of(
         duration_s=origin.duration_s if started is None else max(time.time() - started, 0.0),
         error=record.error,
     )
-    return (finished, record)
 
 
 def _hold(key: Tuple[str, str], record: CallRecord) -> None:

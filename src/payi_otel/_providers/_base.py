@@ -96,6 +96,14 @@ class Instrumentation:
     #: Major releases of its SDK beyond the range it declares that it was tested with: there
     #: it is turned on past its version check, with one WARNING (``_genai``).
     forced_majors: Tuple[int, ...] = ()
+    #: Modules of other SDKs its instrumentor imports to patch them when they are installed
+    #: (genai-bedrock: aiobotocore's client): one being imported when the SDK becomes ready
+    #: (aiobotocore's client imports botocore's) is patched when its import ends (``_genai``).
+    patches: Tuple[str, ...] = ()
+    #: Distributions it declares but never imports, not installed: it is turned on without
+    #: them (genai-bedrock declares boto3 and patches botocore and aiobotocore: an
+    #: aiobotocore user has no boto3).
+    works_without: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -493,12 +501,13 @@ class Provider:
         """The model a response or stream item reports, if any. Default: None."""
         return None
 
-    def pending(self, item: object) -> Optional[str]:
-        """The id of a generation that ``item`` (a response, or a stream's last item) says
-        is still running, and whose usage a later call of the API reports (OpenAI's
-        background responses): the call is held and reported once then, with that usage
-        (``_background``). Asked only of a call that completed without usage. Default:
-        None."""
+    def pending(self, item: object, error: Optional[BaseException] = None) -> Optional[str]:
+        """The id of a generation that ``item`` (a response, or a stream's first or last
+        item) says is still running, and whose usage a later call of the API reports
+        (OpenAI's background responses): the call is held and reported once then, with that
+        usage (``_background``). Asked only of a call that completed without usage
+        (``error``: how a stream of it ended, if it failed: one the API itself ended is no
+        longer running). Default: None."""
         return None
 
     def settled(self, item: object) -> Optional[str]:

@@ -72,6 +72,7 @@ PROVIDERS = Registry(
         "openai": _lazy_load(".openai", "OpenAIProvider"),
         "anthropic": _lazy_load(".anthropic", "AnthropicProvider"),
         "botocore": _lazy_load(".bedrock", "BedrockProvider"),  # issue 18: AWS Bedrock
+        "aiobotocore": _lazy_load(".aiobotocore", "AioBedrockProvider"),  # Bedrock, async
         "google.genai": _lazy_load(".google_genai", "GoogleGenAIProvider"),  # issue 18: Gemini
     }
 )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from functools import partial
 from typing import ClassVar, Optional, Tuple
 
 from payi_otel._providers._base import Instrumentation, Service, Usage
@@ -102,14 +103,18 @@ class AnthropicProvider(StainlessProvider):
             holder = _walk(item, _MESSAGE_USAGE)
         fields = getattr(holder, "__dict__", None)
         iterations = fields.get("iterations") if fields else None
+        if iterations is None:  # the non-beta client's models keep it as an extra (dicts)
+            extra = getattr(holder, "__pydantic_extra__", None)
+            iterations = extra.get("iterations") if extra else None
         if not iterations or not isinstance(iterations, list):
             return usage
         counts = [0, 0, 0, 0]
         for entry in iterations:
-            if getattr(entry, "type", None) != "compaction":
+            read = entry.get if isinstance(entry, dict) else partial(getattr, entry)
+            if read("type", None) != "compaction":
                 continue
             for index, name in enumerate(_ITERATION_COUNTS):
-                value = getattr(entry, name, None)
+                value = read(name, None)
                 if isinstance(value, int) and not isinstance(value, bool):
                     counts[index] += value
         if not any(counts):

@@ -1,7 +1,6 @@
 """AWS Bedrock through ``boto3`` / ``botocore`` behind the seam: the ``bedrock-runtime``
 operations ``converse``, ``converse_stream``, ``invoke_model`` and
-``invoke_model_with_response_stream`` (sync: aiobotocore's async client is not covered, and
-says so in one WARNING when installed).
+``invoke_model_with_response_stream`` (sync; aiobotocore's async client: ``aiobotocore.py``).
 
 * **Entry**: ``botocore.client.BaseClient._make_api_call(operation_name, api_params)``, once
   per logical call, whatever the client (every AWS service goes through it: :meth:`read` is
@@ -45,7 +44,7 @@ import string
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, FrozenSet, List, Optional, Tuple
 
 import wrapt
 
@@ -395,11 +394,13 @@ class BedrockProvider(Provider):
     name = "botocore"
     label = "AWS Bedrock (botocore bedrock-runtime)"
     ready_module = "botocore.client"  # with botocore.endpoint and botocore.eventstream
-    instrumentations = (
+    instrumentations: ClassVar[Tuple[Instrumentation, ...]] = (
         Instrumentation(
             "opentelemetry-instrumentation-genai-bedrock",
             "opentelemetry.instrumentation.genai.bedrock",
             "BedrockInstrumentor",
+            patches=("aiobotocore.client",),
+            works_without=("boto3",),
         ),
     )
     services = (
@@ -549,14 +550,6 @@ class BedrockProvider(Provider):
         return unwrapper(endpoint, "_send", _checked_send)
 
     def _quiet_botocore_spans(self) -> List[Callable[[], None]]:
-        if importlib.util.find_spec("aiobotocore") is not None:
-            log_once(
-                "bedrock:aiobotocore",
-                "payi_otel: aiobotocore is installed; its Bedrock calls are not attributed by "
-                "payi_otel yet (no x-payi-* headers, no cost; a GenAI span from "
-                "opentelemetry-instrumentation-genai-bedrock still gets payi.*). Use boto3's "
-                "client in a thread (asyncio.to_thread) for attributed async Bedrock calls",
-            )
         if importlib.util.find_spec("opentelemetry.instrumentation.botocore") is None:
             return []
         extensions = importlib.import_module(_BOTOCORE_EXTENSIONS)

@@ -9,6 +9,7 @@ is kept from the caller (:meth:`OpenAIProvider.ask_usage`, :meth:`~OpenAIProvide
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any, ClassVar, Optional, Tuple
 
@@ -169,6 +170,15 @@ class OpenAIProvider(StainlessProvider):
     # event carries it on its ``response``.
     usage_holders = ("usage", "response.usage")
 
+    def plan_key(
+        self, instance: Any, args: Args, kwargs: Kwargs
+    ) -> Optional[Tuple[Tuple[object, ...], object]]:
+        # A client with a provider runtime: its service is its runtime's, which the plan key
+        # (class, base URL object, ...) does not name (another client may share that URL).
+        if getattr(instance, "_provider_runtime", None) is not None:
+            return None
+        return super().plan_key(instance, args, kwargs)
+
     def service_of(self, instance: Any, call: Call) -> Optional[Service]:
         # A client made with ``provider=`` (openai >= 3) calls that cloud.
         runtime = getattr(instance, "_provider_runtime", None)
@@ -205,8 +215,12 @@ class OpenAIProvider(StainlessProvider):
             return (args[0], options, *args[2:]), kwargs
         return args, {**kwargs, "options": options}
 
-    def pending(self, item: object) -> Optional[str]:
-        # responses.create(background=True): queued, its usage reported by a later retrieve.
+    def pending(self, item: object, error: Optional[BaseException] = None) -> Optional[str]:
+        # responses.create(background=True): queued, its usage reported by a later retrieve;
+        # a stream of it broken by the connection may be resumed (not one the API ended
+        # with an error event).
+        if error is not None and not isinstance(error, self._resumable()):
+            return None
         response = _response_of(item)
         if response is None:
             return None
@@ -215,12 +229,21 @@ class OpenAIProvider(StainlessProvider):
         found = fields.get("id")
         return found if running and isinstance(found, str) else None
 
+    @staticmethod
+    def _resumable() -> Tuple[type, ...]:
+        found = getattr(sys.modules.get("openai"), "APIConnectionError", None)
+        return (found,) if isinstance(found, type) else ()
+
     def settled(self, item: object) -> Optional[str]:
-        # responses.retrieve / cancel, or a resumed stream's last event, of a finished one.
+        # responses.retrieve / cancel, or a resumed stream's last event, of a background
+        # response that has ended.
         response = _response_of(item)
-        if response is None or response.__dict__.get("status") not in _ENDED:
+        if response is None:
             return None
-        found = response.__dict__.get("id")
+        fields = response.__dict__
+        if fields.get("background") is not True or fields.get("status") not in _ENDED:
+            return None
+        found = fields.get("id")
         return found if isinstance(found, str) else None
 
     def is_last(self, item: object) -> bool:
