@@ -178,3 +178,38 @@ def test_genai_bedrock_is_turned_on_without_boto3_only() -> None:
     (inst,) = BedrockProvider.instrumentations
     assert _forced(inst, DependencyConflict("boto3 >= 1.40.46, < 2", None)) == ""
     assert _forced(inst, DependencyConflict("boto3 >= 1.40.46, < 2", "boto3 1.30.0")) is None
+
+
+@pytest.mark.parametrize("operation", ["converse_stream", "invoke_model_with_response_stream"])
+@pytest.mark.parametrize("how", ["close", "async-with"])
+async def test_a_stream_closed_as_aiobotocore_closes_it_is_reported(
+    genai: GenAI, operation: str, how: str
+) -> None:
+    """``AioEventStream.close()`` is synchronous: so is the observed stream's (a review found
+    ``stream.close()`` a coroutine that never ran - no record, the GenAI span never ended -
+    and genai-bedrock's ``async with`` failing on exit)."""
+    metrics = Metrics()
+    genai.reinstrument(meter_provider=metrics.provider)
+    async with aio_bedrock(genai) as client:
+        with track_context(user_id="alice"):
+            if operation == "converse_stream":
+                reply = await client.converse_stream(modelId=BEDROCK_MODEL, messages=MESSAGES)
+                stream = reply["stream"]
+            else:
+                reply = await client.invoke_model_with_response_stream(
+                    modelId=BEDROCK_MODEL, body=claude_body()
+                )
+                stream = reply["body"]
+            if how == "close":
+                async for _ in stream:
+                    break
+                assert stream.close() is None
+            else:
+                async with stream as events:
+                    async for _ in events:
+                        pass
+    (span,) = genai.otel.genai_spans()  # ended
+    assert (span.attributes or {})["payi.user_id"] == "alice"
+    # Read to its end: counted with its usage; left early: its usage never came (none).
+    counted = set(metrics.by("payi.genai.tokens", "gen_ai.provider.name"))
+    assert counted == ({"aws.bedrock"} if how == "async-with" else set())

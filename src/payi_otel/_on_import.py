@@ -121,9 +121,12 @@ def _bind_to_package(name: str, module: ModuleType) -> None:
     (genai-bedrock importing aiobotocore's client while botocore's is being imported)."""
     package_name, _, child = name.rpartition(".")
     package = sys.modules.get(package_name) if package_name else None
-    if package is not None and getattr(package, child, None) is None:
-        # (a package that refuses it: the import system binds it next)
-        with contextlib.suppress(Exception):
+    if package is None:
+        return
+    # (a package whose ``__getattr__`` raises, or that refuses it: the import system binds
+    # it next)
+    with contextlib.suppress(Exception):
+        if getattr(package, child, None) is None:
             setattr(package, child, module)
 
 

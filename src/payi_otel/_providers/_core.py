@@ -374,6 +374,16 @@ class _ObservedAsyncStream(_StreamProxy):
         return await self.__wrapped__.close()
 
 
+class _ObservedAsyncSyncClose(_ObservedAsyncStream):
+    """An async stream whose ``close()`` is synchronous (aiobotocore's ``AioEventStream``):
+    so is the proxy's (an ``async def`` one would make ``stream.close()`` a coroutine that
+    never runs, and one that instrumentations await fail on the stream's ``None``)."""
+
+    def close(self) -> Any:
+        self._self_observation.finish()
+        return self.__wrapped__.close()
+
+
 class _ObservedAsyncClosable(_ObservedAsyncStream):
     """An async stream that also has ``aclose()`` (openai's alias of ``close()``); a
     stream without one must not seem to have it (instrumentations look for it)."""
@@ -493,6 +503,9 @@ def _observed_stream(stream: Any, observation: _Observation) -> Any:
     if hasattr(stream, "__anext__"):
         if hasattr(stream, "aclose"):
             return _ObservedAsyncClosable(stream, observation)
+        close = getattr(stream, "close", None)
+        if close is not None and not inspect.iscoroutinefunction(close):
+            return _ObservedAsyncSyncClose(stream, observation)
         return _ObservedAsyncStream(stream, observation)
     return _ObservedStream(stream, observation)
 
