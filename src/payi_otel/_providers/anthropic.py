@@ -19,7 +19,7 @@ from functools import partial
 from typing import ClassVar, Optional, Tuple
 
 from payi_otel._providers._base import Instrumentation, Service, Usage
-from payi_otel._providers._stainless import StainlessProvider, _walk
+from payi_otel._providers._stainless import StainlessProvider
 
 __all__ = ["AnthropicProvider"]
 
@@ -98,9 +98,11 @@ class AnthropicProvider(StainlessProvider):
             return None
         # Beta context management: a ``compaction`` iteration (the server's summarizing
         # request) is billed with the call and "not included in the top-level usage fields".
-        holder = _walk(item, _USAGE)
+        # (Read from the instances' own fields: once per call and per stream item.)
+        own = getattr(item, "__dict__", None) or {}
+        holder = own.get("usage")
         if holder is None:
-            holder = _walk(item, _MESSAGE_USAGE)
+            holder = (getattr(own.get("message"), "__dict__", None) or {}).get("usage")
         fields = getattr(holder, "__dict__", None)
         iterations = fields.get("iterations") if fields else None
         if iterations is None:  # the non-beta client's models keep it as an extra (dicts)
@@ -135,8 +137,6 @@ class AnthropicProvider(StainlessProvider):
         return super().usage_totals(usage)
 
 
-_USAGE = ("usage",)
-_MESSAGE_USAGE = ("message", "usage")
 #: A compaction iteration's counts, in :attr:`Usage.iterations`' order.
 _ITERATION_COUNTS = (
     "input_tokens",
