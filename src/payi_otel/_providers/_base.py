@@ -185,6 +185,8 @@ class PatchPoint:
     #: is current when the call is read and still open when its response is observed (its
     #: stream wrapper outside the core's).
     beneath: bool = False
+    #: A method some supported releases of the SDK do not have: skipped there, silently.
+    optional: bool = False
 
 
 @_stored_at_once
@@ -207,6 +209,10 @@ class Call:
     #: out of the call by :meth:`Provider.prepare`): added, as they are, where the request is
     #: stamped at a :attr:`Role.SEND` point, wherever it goes (they are the caller's).
     other_headers: Mapping[str, str] = field(default_factory=dict)
+    #: False: an API call that may name a model but whose cost is not this call's (token
+    #: counting, moderation, fine-tuning and batch jobs, image and video prediction): stamped
+    #: as every call, never priced or sent to Pay-i (``_registry.is_generation``).
+    billed: bool = True
 
 
 # --- the response side -----------------------------------------------------------------------

@@ -867,6 +867,8 @@ def _instrument_provider(provider: Provider) -> List[Callable[[], None]]:
             owner = getattr(module, owner_name) if owner_name else module
             getattr(owner, method)
         except Exception:
+            if point.optional:
+                continue  # (this release of the SDK has none)
             internal_error(
                 f"sdk:{provider.name}:{point.attribute}",
                 f"{provider.name} has no {point.attribute}",

@@ -143,10 +143,13 @@ def is_generation(record: CallRecord) -> bool:
     Pay-i): it names a model, or it is an API call that generates without naming one
     (``Provider.modelless_generations``). Any other call naming none - ``responses.retrieve``,
     ``models.list``, files - reports the usage of a generation already counted, or none."""
+    request = record.request
+    if request is not None and not request.billed:
+        return False  # token counting, moderation, jobs, ...: nothing generated is billed here
     if record.request_model:
         return True
     endings = _modelless().get(record.provider)
-    url = record.request.url if endings and record.request is not None else None
+    url = request.url if endings and request is not None else None
     if not url:
         return False
     path = urlsplit(url).path.rstrip("/")

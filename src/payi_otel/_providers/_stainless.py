@@ -106,6 +106,9 @@ class StainlessProvider(Provider):
 
     #: Usage field -> the attribute paths (on a ``usage`` object) that may carry it.
     usage_fields: ClassVar[Mapping[str, Tuple[str, ...]]] = {}
+    #: Parts of relative URLs of API calls that may name a model but whose cost is not theirs
+    #: (``Call.billed``): token counting, moderation, fine-tuning and batch jobs.
+    unbilled_paths: ClassVar[Tuple[str, ...]] = ()
     #: Where a response or stream item may carry a ``usage`` object.
     usage_holders: Tuple[str, ...] = ("usage",)
     #: Whether the API's input count leaves out cache reads and writes (Anthropic's does).
@@ -180,6 +183,8 @@ class StainlessProvider(Provider):
         defaults = getattr(instance, "_custom_headers", None)
         body = getattr(options, "json_data", None)
         model = body.get("model") if isinstance(body, Mapping) else None
+        unbilled = self.unbilled_paths
+        relative = options.url
         return Call(
             (
                 self._payi(defaults) if defaults else _NO_HEADERS,
@@ -190,6 +195,12 @@ class StainlessProvider(Provider):
             ),
             model if isinstance(model, str) else None,
             self._url(instance, options, base),
+            billed=not (
+                unbilled
+                and model is not None
+                and isinstance(relative, str)
+                and any(path in relative for path in unbilled)
+            ),
         )
 
     def plan_key(

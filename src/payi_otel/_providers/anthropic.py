@@ -87,6 +87,8 @@ class AnthropicProvider(StainlessProvider):
         "cache_write_1h_tokens": ("cache_creation.ephemeral_1h_input_tokens",),
     }
     usage_holders = ("usage", "message.usage")
+    # Token counting is free; a batch's tokens are billed when it runs, not here.
+    unbilled_paths = ("/count_tokens", "/messages/batches")
     # Pay-i's SDK reports the hour-long cache writes as ``text_cache_write_1h``.
     ingests_hour_cache_writes = True
     # ``input_tokens`` is the uncached part; the total adds cache reads and writes.

@@ -248,6 +248,13 @@ class GoogleGenAIProvider(Provider):
             PatchPoint(_MODELS, "AsyncModels.generate_content", True, beneath=True),
             PatchPoint(_MODELS, "AsyncModels.generate_content_stream", True, beneath=True),
             PatchPoint(_MODELS, "AsyncModels.embed_content", True, beneath=True),
+            # Imagen and Veo: attributed where the headers go (a gateway, Pay-i's proxy); their
+            # cost is per image or second, not read here (``Call.billed``).
+            *(
+                PatchPoint(_MODELS, f"{cls}.{method}", is_async, beneath=True, optional=True)
+                for cls, is_async in (("Models", False), ("AsyncModels", True))
+                for method in ("generate_images", "edit_image", "upscale_image", "generate_videos")
+            ),
             PatchPoint(_API_CLIENT, "BaseApiClient._request_once", False, Role.SEND),
             PatchPoint(_API_CLIENT, "BaseApiClient._async_request_once", True, Role.SEND),
             # Automatic Function Calling runs the caller's tools inside the call.
@@ -264,6 +271,9 @@ class GoogleGenAIProvider(Provider):
             (_attribution(_field(defaults, "headers")), _attribution(_field(options, "headers"))),
             model_name(kwargs.get("model")),
             base_url if isinstance(base_url, str) else None,
+            # generate_content and embed_content take ``contents``; Imagen's and Veo's
+            # methods do not, and report no token usage.
+            billed="contents" in kwargs,
         )
 
     @staticmethod

@@ -125,6 +125,15 @@ class OpenAIProvider(StainlessProvider):
             )
         ),
     )
+    # Calls that name a model but generate nothing billed per call (a batch's or a job's
+    # tokens are billed when it runs, not here).
+    unbilled_paths = (
+        "/moderations",
+        "/responses/input_tokens",
+        "/fine_tuning/",
+        "/batches",
+        "/evals",
+    )
     # Pay-i's SDK reports OpenAI's cache writes in ``text`` (it has no unit for them).
     ingests_cache_writes = False
     # responses.create with a stored prompt names no model (responses.retrieve, which ends
