@@ -50,8 +50,10 @@ GENAI_PRICES = "genai-prices"
 USER = "user"
 
 _ZERO = Decimal(0)
-#: The four counts of :class:`Tokens` a linear form reads (its first four fields).
-_COUNTS = 4
+#: genai-prices' usage keys of the four counts of :class:`Tokens` a linear form reads (its
+#: first four fields, in order).
+_COUNT_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+_COUNTS = len(_COUNT_KEYS)
 
 
 class Tokens(NamedTuple):
@@ -466,10 +468,6 @@ def _current(prices: Any, info: Any) -> Any:
     return current if isinstance(current, prices.types.ModelPrice) else current[-1].prices
 
 
-#: The counts every linear form reads (genai-prices' usage keys of :class:`Tokens`' four).
-_COUNT_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
-
-
 def _rated(prices: Any, info: Any) -> FrozenSet[str]:
     """The usage keys a fixed price rates besides the four counts (its other ``<key>_mtok``
     prices): the parts it rates apart, among them."""
@@ -582,13 +580,7 @@ def calc_price(
 ) -> Price:
     """``genai_prices.calc_price`` itself, as a :class:`Price`, for a call made at ``at``
     (seconds since the epoch; None: now)."""
-    counts = {
-        "input_tokens": tokens.input,
-        "output_tokens": tokens.output,
-        "cache_read_tokens": tokens.cache_read,
-        "cache_write_tokens": tokens.cache_write,
-    }
-    usage = {k: v for k, v in counts.items() if v}
+    usage = {key: count for key, count in zip(_COUNT_KEYS, tokens) if count}
     usage.update(tokens.parts)
     if tokens.cache_read:
         # Audio (image, video) input with cache reads that name none of it: none of it was
