@@ -63,6 +63,7 @@ from payi_otel._providers import (
     Usage,
 )
 from payi_otel._providers._core import add_observer, resolve_call
+from payi_otel._providers._registry import providers
 from payi_otel._spans import is_genai_span
 
 TOY = "toy_llm"
@@ -441,3 +442,37 @@ def test_uninstrument_removes_it(genai: GenAI) -> None:
     [sent] = genai.server.requests
     assert attribution(sent) == own  # the caller's own headers, as given
     assert toy_spans(genai) == []
+
+
+#: The facts of a Pay-i category, the same on every service filed under it (``_cost`` and
+#: ``_ingest`` read them per category, the first provider's word winning).
+_CATEGORY_FACTS = (
+    "price_id",
+    "genai_names",
+    "category_aliases",
+    "prices_as_sent",
+    "ingest_resource",
+)
+
+
+def test_every_service_of_a_category_has_its_facts() -> None:
+    """Bedrock and Vertex AI are called by several SDKs; each names the cloud's facts once
+    (``_providers/_clouds``), so a GenAI name, an alias or a pricing rule one of them knows is
+    known for all (docs/architecture.md, "The provider seam")."""
+    by_category: dict[str, list[tuple[str, Any]]] = {}
+    for provider in providers():
+        for service in provider.services:
+            if service.category:
+                by_category.setdefault(service.category, []).append((provider.name, service))
+    shared = {c: s for c, s in by_category.items() if len({name for name, _ in s}) > 1}
+    assert {"system.aws.bedrock", "system.google.vertex"} <= set(shared)
+    for category, services in shared.items():
+        for fact in _CATEGORY_FACTS:
+            values = {name: getattr(service, fact) for name, service in services}
+            assert len(set(values.values())) == 1, (category, fact, values)
+    owners: dict[str, set[str]] = {}
+    for category, services in by_category.items():
+        for _, service in services:
+            for name in service.genai_names:
+                owners.setdefault(name, set()).add(category)
+    assert all(len(categories) == 1 for categories in owners.values()), owners

@@ -19,6 +19,7 @@ from functools import partial
 from typing import ClassVar, Optional, Tuple
 
 from payi_otel._providers._base import Instrumentation, Service, Usage
+from payi_otel._providers._clouds import BEDROCK, VERTEX
 from payi_otel._providers._stainless import StainlessProvider
 
 __all__ = ["AnthropicProvider"]
@@ -48,15 +49,11 @@ class AnthropicProvider(StainlessProvider):
                 "claude.googleapis.com",
             ),
         ),
-        # AnthropicBedrock (+ Mantle): Claude on AWS Bedrock, priced by the model id as
-        # passed (``us.`` / ``global.`` inference profiles, ARNs), Pay-i's resource that id.
-        # Its ``bedrock-runtime`` hosts are the botocore provider's (``bedrock.py``); the
-        # Mantle hosts (Anthropic's own API on Bedrock) are this one's.
-        Service(
-            "system.aws.bedrock",
-            "aws",
-            genai_names=("aws.bedrock",),
-            category_aliases=("bedrock",),
+        # AnthropicBedrock (+ Mantle): Claude on AWS Bedrock. Its ``bedrock-runtime`` hosts
+        # are the botocore provider's (``bedrock.py``); the Mantle hosts (Anthropic's own API
+        # on Bedrock) are this one's.
+        replace(
+            BEDROCK,
             hosts=("bedrock-mantle.*.api.aws",),
             clients=(
                 "AnthropicBedrock",
@@ -64,19 +61,11 @@ class AnthropicProvider(StainlessProvider):
                 "AnthropicBedrockMantle",
                 "AsyncAnthropicBedrockMantle",
             ),
-            prices_as_sent=True,
         ),
-        # AnthropicVertex: Claude on Google Vertex AI (with Gemini's GenAI names), priced by
-        # its ``claude-...@date`` id; Pay-i's resource ``anthropic.`` + the model (the
-        # ``ingest_resource`` of its category, google.genai's service). Its public hosts are
-        # the google.genai provider's.
-        Service(
-            "system.google.vertex",
-            "google",
-            genai_names=("gcp.vertex_ai", "gcp.gemini", "gcp.gen_ai"),
-            category_aliases=("vertex",),
-            clients=("AnthropicVertex", "AsyncAnthropicVertex"),
-        ),
+        # AnthropicVertex: Claude on Google Vertex AI, priced by its ``claude-...@date`` id,
+        # Pay-i's resource ``anthropic.`` + the model. Its public hosts are the google.genai
+        # provider's.
+        replace(VERTEX, clients=("AnthropicVertex", "AsyncAnthropicVertex")),
     )
     usage_fields: ClassVar[Mapping[str, Tuple[str, ...]]] = {
         "input_tokens": ("input_tokens",),

@@ -68,9 +68,9 @@ from payi_otel._providers._base import (
     PatchPoint,
     Provider,
     Role,
-    Service,
     Usage,
 )
+from payi_otel._providers._clouds import BEDROCK
 from payi_otel._wrapping import unwrapper
 
 __all__ = ["NATIVE_PARAMETERS", "BedrockProvider", "native_entries"]
@@ -403,18 +403,7 @@ class BedrockProvider(Provider):
             works_without=("boto3",),
         ),
     )
-    services = (
-        Service(
-            "system.aws.bedrock",
-            "aws",
-            genai_names=("aws.bedrock",),
-            category_aliases=("bedrock",),
-            hosts=HOSTS,
-            # genai-prices knows Bedrock's ids as passed (``global.`` profiles have their
-            # own price).
-            prices_as_sent=True,
-        ),
-    )
+    services = (replace(BEDROCK, hosts=HOSTS),)
     # Both report Bedrock's own input count, without the cache reads and writes.
     uncached_input_scopes = (
         "opentelemetry.instrumentation.genai.bedrock",

@@ -60,40 +60,15 @@ from payi_otel._providers._base import (
     PatchPoint,
     Provider,
     Role,
-    Service,
     Usage,
 )
+from payi_otel._providers._clouds import VERTEX, model_name
 
 __all__ = ["LABELS", "GoogleGenAIProvider", "label_value", "model_name"]
 
 _MODELS = "google.genai.models"
 _API_CLIENT = "google.genai._api_client"
 _EXTRA_UTILS = "google.genai._extra_utils"
-
-#: Google's resource prefixes of a model name: ``models/`` (Gemini API),
-#: ``[projects/P/locations/L/]publishers/<publisher>/models/`` and ``google/`` (Vertex AI).
-_MODEL_PREFIX = re.compile(
-    r"^(?:(?:projects/[^/]+/locations/[^/]+/)?publishers/[^/]+/models/|models/|google/)"
-)
-
-
-def model_name(model: object) -> Optional[str]:
-    """``model`` without Google's resource prefixes (``models/gemini-2.5-flash`` ->
-    ``gemini-2.5-flash``); a tuned model or an endpoint stays as it is."""
-    if not isinstance(model, str) or not model:
-        return None
-    return _MODEL_PREFIX.sub("", model, count=1) or model
-
-
-def _payi_resource(request: Optional[str], response: Optional[str]) -> Optional[str]:
-    """Pay-i's resource name of a Vertex AI / Gemini API call: ``google.`` + the response's
-    model version (else the request's model), as Pay-i's SDK names it; ``anthropic.`` + the
-    model for Claude on Vertex AI (``AnthropicVertex``'s own spans name the same service)."""
-    if request and request.startswith("claude"):
-        return "anthropic." + request
-    model = model_name(response) or model_name(request)
-    return "google." + model if model else None
-
 
 #: ``usage_metadata``'s token counts by modality -> the usage part each modality counts in
 #: ("input": ``input_<modality>_tokens``), as genai-prices reads them (a document is priced
@@ -209,14 +184,9 @@ class GoogleGenAIProvider(Provider):
         ),
     )
     services = (
-        # Pay-i files Gemini API calls under Vertex AI's category too. The instrumentation
-        # names its spans ``gemini`` / ``vertex_ai`` (embeddings: ``gcp.gemini`` /
-        # ``gcp.vertex_ai``, the semantic conventions' names).
-        Service(
-            "system.google.vertex",
-            "google",
-            genai_names=("gemini", "vertex_ai", "gcp.gemini", "gcp.vertex_ai", "gcp.gen_ai"),
-            category_aliases=("vertex", "gemini"),
+        # Vertex AI's category, which Pay-i files Gemini API calls under too.
+        replace(
+            VERTEX,
             hosts=(
                 "generativelanguage.googleapis.com",
                 "generativelanguage.mtls.googleapis.com",
@@ -227,7 +197,6 @@ class GoogleGenAIProvider(Provider):
                 # Multi-region endpoints (``location="us"`` / ``"eu"``).
                 "aiplatform.*.rep.googleapis.com",
             ),
-            ingest_resource=_payi_resource,
         ),
     )
 

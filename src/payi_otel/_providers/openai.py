@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Optional, Tuple
 
 from payi_otel._providers._base import Args, Call, Instrumentation, Kwargs, Service
+from payi_otel._providers._clouds import BEDROCK, VERTEX
 from payi_otel._providers._stainless import StainlessProvider
 
 __all__ = ["OpenAIProvider"]
@@ -25,8 +26,8 @@ _USAGE_ON_REQUEST = ("/chat/completions", "/completions")
 _RAW_RESPONSE = "x-stainless-raw-response"
 #: A responses stream's last event (with the response's usage).
 _RESPONSE_DONE = frozenset({"response.completed", "response.incomplete", "response.failed"})
-#: ``OpenAI(provider=...)``'s runtime name -> the category of its service.
-_CLOUD_CATEGORIES = {"bedrock": "system.aws.bedrock", "vertex": "system.google.vertex"}
+#: ``OpenAI(provider=...)``'s runtime name -> the service it calls.
+_CLOUDS = {"bedrock": BEDROCK, "vertex": VERTEX}
 #: A background response's statuses while it runs, and once it has ended.
 _RUNNING = frozenset({"queued", "in_progress"})
 _ENDED = frozenset({"completed", "incomplete", "failed", "cancelled"})
@@ -97,19 +98,8 @@ class OpenAIProvider(StainlessProvider):
         # model as sent; and ``providers.vertex(...)``, on Google Vertex AI. Told by the
         # client's provider runtime (:meth:`OpenAIProvider.service_of`); their hosts are the
         # bedrock and google.genai providers'.
-        Service(
-            "system.aws.bedrock",
-            "aws",
-            genai_names=("aws.bedrock",),
-            category_aliases=("bedrock",),
-            prices_as_sent=True,
-        ),
-        Service(
-            "system.google.vertex",
-            "google",
-            genai_names=("gcp.vertex_ai",),
-            category_aliases=("vertex",),
-        ),
+        BEDROCK,
+        VERTEX,
         # The OpenAI-compatible APIs an OpenAI client is pointed at (``base_url``); Gemini's
         # (generativelanguage.googleapis.com) is the google.genai provider's host.
         Service(
@@ -193,9 +183,9 @@ class OpenAIProvider(StainlessProvider):
         runtime = getattr(instance, "_provider_runtime", None)
         if runtime is not None:
             name = getattr(runtime, "name", None)
-            category = _CLOUD_CATEGORIES.get(name) if isinstance(name, str) else None
-            if category is not None:
-                return next(s for s in self.services if s.category == category)
+            cloud = _CLOUDS.get(name) if isinstance(name, str) else None
+            if cloud is not None:
+                return cloud
         return super().service_of(instance, call)
 
     def ask_usage(self, args: Args, kwargs: Kwargs) -> Optional[Tuple[Args, Kwargs]]:
