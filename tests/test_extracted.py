@@ -153,7 +153,25 @@ def test_the_request_scope_reaches_the_handler_whatever_the_servers_tracing_atta
     instrument: Callable[..., PayiInstrumentor],
 ) -> None:
     instrument({"use_case_name": "web_app"}, scope_spans=spans)
-    status, body = get(served + path, {"X-User-Id": "alice", "traceparent": TRACEPARENT})
-    assert status == 200 and '"user_id":"alice"' in body
-    topic = path.rsplit("/", 1)[1]
-    assert llm_request(llm_server, topic).headers["x-payi-user-id"] == "alice"
+    for suffix, trace_headers in TRACE_HEADERS.items():
+        headers = {"X-User-Id": "alice", **trace_headers}
+        status, body = get(served + path + suffix, headers)
+        assert status == 200 and '"user_id":"alice"' in body, suffix
+        topic = path.rsplit("/", 1)[1] + suffix
+        assert llm_request(llm_server, topic).headers["x-payi-user-id"] == "alice", suffix
+
+
+#: Trace headers a request may carry (each under its own path suffix). A UTF-8 byte in
+#: ``baggage`` or ``tracestate`` is read as UTF-8 by the request scope and as Latin-1 by the
+#: server's tracing: the request lost its scope (a review). (urllib sends a text's Latin-1
+#: bytes: these are UTF-8 ones.)
+TRACE_HEADERS = {
+    "": {"traceparent": TRACEPARENT},
+    "-none": {},
+    "-utf8-baggage": {"baggage": "k=café".encode().decode("latin-1")},
+    "-utf8-tracestate": {
+        "traceparent": TRACEPARENT,
+        "tracestate": "v=ü".encode().decode("latin-1"),
+    },
+    "-backslash": {"traceparent": TRACEPARENT, "tracestate": "v=a\\x41\\u00e9"},
+}

@@ -9,6 +9,7 @@ import asyncio
 import io
 import logging
 import sys
+from collections.abc import Iterator
 from typing import Any, Callable, Optional
 from wsgiref.util import FileWrapper
 
@@ -77,6 +78,38 @@ def test_work_done_when_the_response_is_closed_is_the_requests(
     assert sent(llm_server, "t-closed") == sent(llm_server, "t-view")
     assert sent(llm_server, "t-closed")["x-payi-user-id"] == "alice"
     assert sent(llm_server, "t-closed")["x-payi-use-case-step"] == "/chat/<topic>"
+
+
+def test_work_done_when_a_failed_response_is_closed_is_the_requests(
+    payi: PayiInstrumentor, llm_server: FakeLLMServer, otel: Any
+) -> None:
+    """A streamed body that raised is still closed by the server: its close-time work is the
+    request's, and the request's scope ends with the body's error (a review found it run
+    in no scope)."""
+    from flask import Flask, Response
+
+    app = Flask(__name__)
+
+    @app.get("/stream/<topic>")
+    def stream(topic: str) -> Any:
+        def body() -> Iterator[str]:
+            yield "a"
+            raise RuntimeError("stream broke")
+
+        response = Response(body())
+        response.call_on_close(lambda: ask(llm_server, f"{topic}-closed"))
+        return response
+
+    app.wsgi_app = PayiWSGIMiddleware(app.wsgi_app, headers=USER)  # type: ignore[method-assign]
+    body, _ = wsgi(app, path="/stream/t")
+    assert next(body) == b"a"
+    with pytest.raises(RuntimeError, match="stream broke"):
+        next(body)
+    assert "user_id" not in get_context()
+    body.close()
+    assert sent(llm_server, "t-closed")["x-payi-user-id"] == "alice"
+    [scope_span] = [s for s in otel.exporter.get_finished_spans() if s.name.startswith("payi")]
+    assert not scope_span.status.is_ok  # ended with the body's error
 
 
 def test_a_body_keeps_its_length_and_a_file_goes_out_as_it_is(

@@ -49,6 +49,7 @@ from payi_otel._settings import Settings
 __all__ = [
     "CallBasis",
     "ScopeState",
+    "as_outside",
     "call_basis",
     "call_effective",
     "carried_in",
@@ -394,6 +395,19 @@ def without_level(ctx: Context, level: Level) -> Context:
         return ctx
     live = _build(_settings.current, state.baggage, tracks, contexts)
     return otel_context.set_value(_STATE_KEY, live, ctx)
+
+
+def as_outside(ctx: Context, outer: Context) -> Context:
+    """``ctx`` with the scope state, the call in flight and the baggage ``outer`` has: what a
+    scope entered over ``outer`` set, and all that was entered inside it, taken out of ``ctx``
+    (another web request's scope found in a new request's context, ``payi_otel.web``); the
+    rest of ``ctx`` (its current span) kept."""
+    ctx = otel_context.set_value(_STATE_KEY, otel_context.get_value(_STATE_KEY, outer), ctx)
+    ctx = otel_context.set_value(_CALL_KEY, otel_context.get_value(_CALL_KEY, outer), ctx)
+    ctx = otel_baggage.clear(ctx)
+    for name, value in otel_baggage.get_all(outer).items():
+        ctx = otel_baggage.set_baggage(name, value, ctx)
+    return ctx
 
 
 def current_effective(ctx: Optional[Context] = None) -> Effective:

@@ -20,7 +20,7 @@ has set another since.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Set
+from typing import Any, Callable, List, NamedTuple, Optional, Set
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
@@ -37,21 +37,45 @@ from opentelemetry.propagators.textmap import (
 from payi_otel._context import with_current_scopes
 from payi_otel._log import internal_error
 
-__all__ = ["REQUEST_CARRIER", "KeepsScopes", "fingerprint", "keep_scopes_on_extract"]
+__all__ = [
+    "REQUEST_CARRIER",
+    "KeepsScopes",
+    "RequestMark",
+    "fingerprint",
+    "keep_scopes_on_extract",
+]
 
-#: The context key of a web request scope's :func:`fingerprint` of its request's headers.
+#: The context key of a web request scope's :class:`RequestMark`.
 REQUEST_CARRIER = otel_context.create_key("payi_otel.request_carrier")
+
+
+class RequestMark(NamedTuple):
+    """What a web request's scope notes in its context (``payi_otel.web``)."""
+
+    #: The :func:`fingerprint` of its request's trace headers.
+    fingerprint: str
+    #: Its request's token (kept in the request's ASGI scope / WSGI environ): a middleware
+    #: that finds another request's mark in force knows that request's scope leaked to it.
+    request: object
+    #: The context the scope was entered over: what a leaked scope's context is brought back
+    #: to (``_context.as_outside``).
+    outer: Context
+
 
 _TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
 
 
 def fingerprint(get: Callable[[str], Optional[List[str]]]) -> str:
     """What identifies a request's trace context: its trace headers' values (``get``: a
-    header name -> its values, or None), whitespace aside, repeated values joined."""
+    header name -> its values, or None), repeated values joined, of their printable ASCII
+    but the backslash. Whitespace, and anything the two sides may decode differently, is
+    left out: the request scope reads a header's bytes as UTF-8, a framework as Latin-1
+    (Starlette, a WSGI environ), OpenTelemetry's ASGI getter with ``unicode_escape`` (a
+    review: a UTF-8 byte in ``baggage`` or ``tracestate`` lost the request's scope)."""
     parts = []
     for name in _TRACE_HEADERS:
         values = get(name) or ()
-        parts.append("".join(",".join(values).split()))
+        parts.append("".join(ch for ch in ",".join(values) if "!" <= ch <= "~" and ch != "\\"))
     return "\n".join(parts)
 
 
@@ -71,10 +95,13 @@ class KeepsScopes(TextMapPropagator):
         if context is not None:
             return extracted
         try:
-            wanted = otel_context.get_value(REQUEST_CARRIER)
-            if wanted is None or fingerprint(lambda name: getter.get(carrier, name)) != wanted:
+            mark = otel_context.get_value(REQUEST_CARRIER)
+            if not isinstance(mark, RequestMark):
                 return extracted
-            return with_current_scopes(extracted)
+            if fingerprint(lambda name: getter.get(carrier, name)) != mark.fingerprint:
+                return extracted
+            # The request's mark goes with its scopes: a middleware below knows the request.
+            return otel_context.set_value(REQUEST_CARRIER, mark, with_current_scopes(extracted))
         except Exception:
             internal_error("extract", "keeping the scopes in an extracted context failed")
             return extracted

@@ -36,10 +36,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import context as otel_context
+from opentelemetry.context import Context
 
 from payi_otel import _context as payi_state
 from payi_otel import _settings
-from payi_otel._extracted import REQUEST_CARRIER, fingerprint
+from payi_otel._extracted import REQUEST_CARRIER, RequestMark, fingerprint
 from payi_otel._log import internal_error, log_once, logger
 from payi_otel._model.codec import parse_value
 from payi_otel._model.parameters import (
@@ -172,13 +173,20 @@ class RequestMapping:
         return params
 
     def enter(
-        self, headers: Iterable[Tuple[str, str]], route: Optional[str], request: Any
+        self,
+        headers: Iterable[Tuple[str, str]],
+        route: Optional[str],
+        request: Any,
+        base: Optional[Context] = None,
     ) -> Optional[_Scope]:
-        """The request's scope, entered (not attached), or None when it sets nothing."""
+        """The request's scope, entered (not attached) over ``base`` (default: the current
+        context), or None when it sets nothing."""
         try:
             headers = list(headers)
+            if base is None:
+                base = otel_context.get_current()
             if _settings.current.propagate_baggage:
-                _check_baggage_read(headers)
+                _check_baggage_read(headers, base)
             params = self.level(headers, route, request)
             if not params:
                 return None
@@ -194,18 +202,50 @@ class RequestMapping:
             # The request's trace headers, for the server tracing that extracts them inside
             # this scope (``_extracted``).
             carrier = fingerprint(lambda name: [v for k, v in headers if k.lower() == name])
-            parent = otel_context.set_value(REQUEST_CARRIER, carrier)
-            return _enter(spec, parent)
+            mark = RequestMark(carrier, _request_token(request), base)
+            return _enter(spec, otel_context.set_value(REQUEST_CARRIER, mark, base))
         except Exception:
             internal_error("web-enter", "opening a request's scope failed")
             return None
 
 
-def _check_baggage_read(headers: Iterable[Tuple[str, str]]) -> None:
+#: Where a request's token is kept in its ASGI scope / WSGI environ (:func:`_request_token`).
+_TOKEN_KEY = "payi_otel.request"
+
+
+def _request_token(request: Any) -> object:
+    """The token of ``request`` (an ASGI scope, a WSGI environ), made and kept in it on first
+    asked: a middleware below that copies the scope (as ASGI asks) keeps it, so a nested
+    request scope knows its own request's scope in force."""
+    try:
+        token: object = request.get(_TOKEN_KEY)
+        if token is None:
+            token = request[_TOKEN_KEY] = object()
+        return token
+    except Exception:  # not a mapping that takes keys: a token no other request has
+        return object()
+
+
+def _request_base(request: Any) -> Optional[Context]:
+    """None when no other request's scope is in the current context (the common case); else
+    the current context without it. An asyncio server can start a request's task in the
+    context of an earlier request on the same connection (uvicorn after a body over 64 KiB or
+    a pipelined request, CPython gh-140947): that request's scope must not be this one's."""
+    mark = otel_context.get_value(REQUEST_CARRIER)
+    if not isinstance(mark, RequestMark) or mark.request is _request_token(request):
+        return None
+    try:
+        return payi_state.as_outside(otel_context.get_current(), mark.outer)
+    except Exception:
+        internal_error("web-base", "leaving another request's scope failed")
+        return None
+
+
+def _check_baggage_read(headers: Iterable[Tuple[str, str]], base: Context) -> None:
     """With baggage on: a request whose ``baggage`` header carries ``payi.*`` members, while
     the current context has no baggage, had it read by nobody - no server instrumentation
     extracted it before this middleware - so its baggage level is not there: said once."""
-    if otel_baggage.get_all():
+    if otel_baggage.get_all(base):
         return
     for name, value in headers:
         if name.lower() == "baggage" and BAGGAGE_PREFIX in value:
@@ -340,9 +380,17 @@ def _asgi_route(app: Any, scope: Mapping[str, Any]) -> Optional[str]:
 async def _run_asgi(
     mapping: RequestMapping, route: Optional[str], app: Any, scope: Any, receive: Any, send: Any
 ) -> None:
-    entered = mapping.enter(_asgi_headers(scope), route, scope)
+    base = _request_base(scope)
+    entered = mapping.enter(_asgi_headers(scope), route, scope, base)
     if entered is None:
-        await app(scope, receive, send)
+        if base is None:
+            await app(scope, receive, send)
+            return
+        token = otel_context.attach(base)
+        try:
+            await app(scope, receive, send)
+        finally:
+            otel_context.detach(token)
         return
     # The app called and awaited in the request's scope (a streaming body is sent before it
     # returns), as ``@track`` awaits a coroutine.
@@ -421,6 +469,8 @@ class _ScopedBody:
         self._body = body
         self._iterator: Optional[Iterator[Any]] = None
         self._scope: Optional[_Scope] = scope
+        #: What the body raised, when it has a ``close()`` still to run in the scope.
+        self._error: Optional[BaseException] = None
 
     def __iter__(self) -> _ScopedBody:
         return self
@@ -441,7 +491,10 @@ class _ScopedBody:
             raise
         except BaseException as exc:
             scope.restore()
-            self._end(exc)
+            if getattr(self._body, "close", None) is None:
+                self._end(exc)
+            else:  # the server still closes it: its close() runs in the scope, ends it
+                self._error = exc
             raise
         scope.restore()
         return item
@@ -462,10 +515,10 @@ class _ScopedBody:
             self._end(exc)
             raise
         scope.restore()
-        self._end(None)
+        self._end(self._error)
 
     def _end(self, exc: Optional[BaseException]) -> None:
-        scope, self._scope = self._scope, None
+        scope, self._scope, self._error = self._scope, None, None
         if scope is not None:
             scope.end(exc)
 
@@ -503,9 +556,16 @@ class PayiWSGIMiddleware(_Middleware):
 def _run_wsgi(
     mapping: RequestMapping, route: Optional[str], app: Any, environ: Any, start_response: Any
 ) -> Any:
-    entered = mapping.enter(_wsgi_headers(environ), route, environ)
+    base = _request_base(environ)
+    entered = mapping.enter(_wsgi_headers(environ), route, environ, base)
     if entered is None:
-        return app(environ, start_response)
+        if base is None:
+            return app(environ, start_response)
+        token = otel_context.attach(base)
+        try:
+            return app(environ, start_response)
+        finally:
+            otel_context.detach(token)
     entered.attach()
     try:
         body = app(environ, start_response)
