@@ -8,7 +8,7 @@ import json
 import logging
 import threading
 from collections import defaultdict
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 from fixtures_genai import CHAT, MESSAGE, GenAI, mock_openai
@@ -408,12 +408,18 @@ def test_a_price_by_the_time_of_day_is_the_calls_own_when_priced_later(
     assert metrics.total("payi.genai.cost") - before == pytest.approx(price(started))
 
 
+@pytest.mark.parametrize(
+    "prices",
+    [None, [{"model": "gpt-4o-mini", "input": "0.1", "output": "0.4", "cache_read": "0.025"}]],
+    ids=["genai-prices", "user-price"],
+)
 def test_a_usage_genai_prices_refuses_keeps_its_tokens_without_cost(
-    genai: GenAI, caplog: pytest.LogCaptureFixture
+    genai: GenAI, caplog: pytest.LogCaptureFixture, prices: Optional[list[dict[str, str]]]
 ) -> None:
     """A reply whose cache reads exceed its input (a gateway's inconsistent usage): genai-
     prices refuses to price it, so the call gets its usage without cost - in the metrics and
-    its scope's totals too - and one WARNING says so."""
+    its scope's totals too - and one WARNING says so. A user's price refuses it alike (a
+    review: it priced it below zero, and drove the cost counter down)."""
     import httpx
     import openai
 
@@ -444,7 +450,7 @@ def test_a_usage_genai_prices_refuses_keeps_its_tokens_without_cost(
         http_client=httpx.Client(transport=httpx.MockTransport(answer)),
     )
     metrics = Metrics()
-    genai.reinstrument(meter_provider=metrics.provider, scope_totals=True)
+    genai.reinstrument(meter_provider=metrics.provider, scope_totals=True, prices=prices)
     genai.check_invariant = False  # (its calls are answered in process, not by the server)
     caplog.set_level(logging.WARNING, logger="payi_otel")
     for _ in range(2):
@@ -460,7 +466,7 @@ def test_a_usage_genai_prices_refuses_keeps_its_tokens_without_cost(
         10,
         10,
     ]
-    refused = [r for r in caplog.records if "refuses to price" in r.getMessage()]
+    refused = [r for r in caplog.records if "cannot be priced" in r.getMessage()]
     assert len(refused) == 1 and refused[0].levelno == logging.WARNING
 
 

@@ -337,8 +337,8 @@ class CostObserver:
             except ValueError as error:  # usage calc_price refuses (cache beyond the input)
                 log_once(
                     f"cost:refused:{provider_id}:{model}",
-                    "payi_otel: genai-prices refuses to price a call of model %r of provider "
-                    "%r (%s); such calls get usage without cost",
+                    "payi_otel: a call of model %r of provider %r cannot be priced (%s); "
+                    "such calls get usage without cost",
                     model,
                     provider_id,
                     error,

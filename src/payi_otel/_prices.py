@@ -551,12 +551,20 @@ class PriceTable:
         prices, entry = self._entry(provider_id, model)
         if entry is None:
             return None
-        if isinstance(entry, Linear) and (
-            entry.source == USER or linear_region(tokens, entry.rated)
-        ):
-            price = entry.price(tokens)
-            if price is not None:  # (a user's price always is)
-                return price
+        if isinstance(entry, Linear):
+            if entry.source == USER:
+                # A user's price has no part rates (its parts are their counts' tokens); it
+                # refuses what calc_price refuses: cache beyond the input prices below zero.
+                if not linear_region(tokens):
+                    raise ValueError(
+                        f"cache reads and writes ({tokens.cache_read + tokens.cache_write}) "
+                        f"exceed the input tokens ({tokens.input})"
+                    )
+                return entry.price(tokens)
+            if linear_region(tokens, entry.rated):
+                price = entry.price(tokens)
+                if price is not None:
+                    return price
         return calc_price(prices, provider_id, model, tokens, at)
 
     def linear(self, provider_id: Optional[str], model: str) -> Optional[Linear]:
