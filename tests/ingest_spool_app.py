@@ -2,12 +2,12 @@
 of its own, to be killed with SIGKILL)::
 
     python ingest_spool_app.py crash LLM_BASE_URL PAYI_BASE_URL SPOOL N_BEFORE N_AFTER
-    python ingest_spool_app.py resume LLM_BASE_URL PAYI_BASE_URL SPOOL
+    python ingest_spool_app.py resume LLM_BASE_URL PAYI_BASE_URL SPOOL [no-key]
 
 ``crash``: N_BEFORE calls, flushed to Pay-i; prints ``flushed``; waits for a line on stdin
 (the test takes Pay-i down); N_AFTER calls; prints ``ready`` and the stats, then waits to be
 killed. ``resume``: no call; waits until the spool's records are settled, prints the stats
-and exits.
+and exits (``no-key``: with no Pay-i API key).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def main(mode: str, llm: str, payi_url: str, spool: str, *counts: str) -> None:
     from payi_otel import PayiIngestExporter, payi_instrument
 
     exporter = PayiIngestExporter(
-        api_key="test-key",
+        api_key=None if counts == ("no-key",) else "test-key",
         base_url=payi_url,
         spool=spool,
         timeout=0.5,

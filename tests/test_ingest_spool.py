@@ -34,9 +34,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _resume(llm: FakeLLMServer, payi: FakePayiServer, spool: Path) -> dict[str, int]:
+def _resume(llm: FakeLLMServer, payi: FakePayiServer, spool: Path, *key: str) -> dict[str, int]:
     done = subprocess.run(
-        [sys.executable, str(APP), "resume", llm.openai_base_url, payi.base_url, str(spool)],
+        [sys.executable, str(APP), "resume", llm.openai_base_url, payi.base_url, str(spool), *key],
         env=_env(),
         capture_output=True,
         text=True,
@@ -48,10 +48,8 @@ def _resume(llm: FakeLLMServer, payi: FakePayiServer, spool: Path) -> dict[str, 
     return stats
 
 
-def test_kill_9_then_restart_replays_each_unsent_record_once(
-    llm_server: FakeLLMServer, payi: FakePayiServer, tmp_path: Path
-) -> None:
-    spool = tmp_path / "ingest.jsonl"
+def _crash(llm_server: FakeLLMServer, payi: FakePayiServer, spool: Path) -> None:
+    """An app that sent 3 records, then made 7 calls while Pay-i was down, killed -9."""
     command = [sys.executable, str(APP), "crash", llm_server.openai_base_url, payi.base_url]
     with subprocess.Popen(
         [*command, str(spool), "3", "7"],
@@ -79,6 +77,13 @@ def test_kill_9_then_restart_replays_each_unsent_record_once(
                 app.wait(10)
             payi.up()
     assert app.returncode == -signal.SIGKILL
+
+
+def test_kill_9_then_restart_replays_each_unsent_record_once(
+    llm_server: FakeLLMServer, payi: FakePayiServer, tmp_path: Path
+) -> None:
+    spool = tmp_path / "ingest.jsonl"
+    _crash(llm_server, payi, spool)
     with spool.open("a") as file:
         file.write('{"add": "torn-by-a-cr')  # a line a crash cut short: skipped
 
@@ -100,6 +105,26 @@ def test_kill_9_then_restart_replays_each_unsent_record_once(
     assert not [
         x for x in lines if "add" in x and not any(d.get("done") == x["add"] for d in lines)
     ]
+
+
+def test_a_start_that_cannot_send_keeps_the_spooled_records(
+    llm_server: FakeLLMServer, payi: FakePayiServer, tmp_path: Path
+) -> None:
+    """A start without an API key (a secret not mounted yet), then one whose key Pay-i
+    refuses (401): neither can send, so the spool keeps what it holds (a review found the
+    records failed and marked done: never billed); the next start that can sends each once."""
+    spool = tmp_path / "ingest.jsonl"
+    _crash(llm_server, payi, spool)
+    assert len(payi.ingested()) == 3
+    no_key = _resume(llm_server, payi, spool, "no-key")
+    assert no_key["replayed"] == 7 and no_key["spooled"] == 7 and no_key["failed"] == 0
+    payi.status = 401
+    refused = _resume(llm_server, payi, spool)
+    assert refused["replayed"] == 7 and refused["spooled"] == 7 and refused["failed"] == 0
+    payi.status = 200
+    good = _resume(llm_server, payi, spool)
+    assert good["replayed"] == 7 and good["exported"] == 7
+    assert len(payi.accepted_ids()) == 10
 
 
 def test_the_spool_is_bounded_and_has_one_owner(

@@ -41,7 +41,14 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, S
 
 from payi_otel import _environment as env
 from payi_otel import _settings
-from payi_otel._ingest_queue import IngestQueue, Item, QueueOptions, Refused, Retry
+from payi_otel._ingest_queue import (
+    IngestQueue,
+    Item,
+    QueueOptions,
+    Refused,
+    Retry,
+    Unavailable,
+)
 from payi_otel._log import internal_error, log_once, logger
 from payi_otel._model.attributes import params_from_attributes
 from payi_otel._model.codec import to_header_value
@@ -560,7 +567,7 @@ class PayiIngestExporter(SpanExporter):
         try:
             if not is_inference(record) or is_proxied(record):
                 return
-            if self._unavailable:
+            if self._unavailable and not self._queue.spooling:
                 self._queue.drop()
                 return
             body = call_record(record)
@@ -625,7 +632,7 @@ class PayiIngestExporter(SpanExporter):
             for span in self._calls(spans):
                 body = ingest_record(span)
                 body.setdefault("provider_response_id", f"payi_{uuid.uuid4()}")
-                if self._unavailable or self._shutdown:
+                if self._shutdown or (self._unavailable and not self._queue.spooling):
                     self._queue.drop()
                     continue
                 self._queue.submit(body["provider_response_id"], body, span.get_span_context())
@@ -655,7 +662,7 @@ class PayiIngestExporter(SpanExporter):
     def _send(self, item: Item) -> Any:
         client = self._get_client()
         if client is None:
-            raise Refused("no Pay-i client")
+            raise Unavailable("no Pay-i client")
         from payi import APIConnectionError, APIStatusError
 
         record = item.record
@@ -667,6 +674,8 @@ class PayiIngestExporter(SpanExporter):
             except APIStatusError as error:
                 if error.status_code in (408, 429) or error.status_code >= 500:
                     raise Retry(f"Pay-i answered {error.status_code}") from None
+                if error.status_code in (401, 403):  # the key, not the record
+                    raise Unavailable(f"Pay-i answered {error.status_code}") from None
                 raise Refused(f"Pay-i answered {error.status_code}: {error.body}") from None
             except APIConnectionError as error:  # unreachable, reset, timed out
                 raise Retry(f"{type(error).__name__}: {error.__cause__ or error}") from None

@@ -7,11 +7,13 @@ time, each bounded by the Pay-i client's ``timeout``. A record ends as exactly o
 * ``exported``: Pay-i answered 2xx (a body that is not JSON too: Pay-i took it; its answer is
   unknown, one WARNING);
 * ``failed``: Pay-i refused it (a 4xx other than 408 / 429), or it could not be delivered for
-  ``retry_for`` seconds (or ``max_retries`` retries);
+  ``retry_for`` seconds (or ``max_retries`` retries), or Pay-i cannot take records from this
+  process at all (no API key, the key refused: 401 / 403) and no spool keeps it;
 * ``dropped``: the queue was full (``max_queue``), the exporter was shut down, or
   shutdown's deadline passed with it unsent and no spool to keep it;
-* ``spooled``: shutdown's deadline passed with it unsent and in the spool: the next start
-  sends it (counted there as ``replayed``, then as one of the above).
+* ``spooled``: shutdown's deadline passed with it unsent and in the spool, or Pay-i cannot
+  take records from this process and the spool keeps it: the next start sends it (counted
+  there as ``replayed``, then as one of the above).
 
 A connection error, a timeout (a slow or hung Pay-i), a reset in the middle of the reply, a
 408, 429 or 5xx are retried: the record stays at the head of the queue, tried again after a
@@ -50,6 +52,7 @@ __all__ = [
     "QueueOptions",
     "Refused",
     "Retry",
+    "Unavailable",
 ]
 
 RECORDS_METRIC = "payi.ingest.records"
@@ -62,6 +65,12 @@ class Retry(Exception):
 
 class Refused(Exception):
     """Pay-i refused the record (a 4xx): sending it again would not help."""
+
+
+class Unavailable(Refused):
+    """Pay-i cannot take records from this process (no client: no API key; the key refused:
+    401 / 403), whatever the record: one kept in the spool stays there for a start that can
+    send it (``spooled``), any other ``failed``."""
 
 
 class Item:
@@ -157,6 +166,11 @@ class IngestQueue:
             self._queue.append(item)
             self._start()
             self._cond.notify_all()
+
+    @property
+    def spooling(self) -> bool:
+        """Whether records are kept in a spool (a start that can send them will)."""
+        return self._spool is not None
 
     def drop(self) -> None:
         """Count a record that cannot be sent at all (no Pay-i client) as dropped."""
@@ -266,6 +280,18 @@ class IngestQueue:
                     return 0.0
             logger.debug("payi_otel: Pay-i ingest failed, retried: %s", error)
             return min(max(delay * 2, self.options.backoff), self.options.max_backoff)
+        except Unavailable as error:
+            with self._cond:
+                self._settle(item, "spooled" if item.spooled else "failed")
+            log_once(
+                "ingest-unavailable",
+                "payi_otel: Pay-i cannot take ingest records from this process (%s): %s",
+                error,
+                "they stay in the spool for the next start"
+                if item.spooled
+                else "they are counted as failed (a spool keeps them: spool=...)",
+            )
+            return 0.0
         except Refused as error:
             with self._cond:
                 self._settle(item, "failed")
