@@ -5,6 +5,8 @@ the fake Pay-i server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -426,3 +428,96 @@ def test_prompt_logging_is_not_taken_from_incoming_baggage_by_default(
         otel_context.detach(token)
     assert exporter.force_flush()
     assert _logged(payi) == [False]
+
+
+def _stream_kwargs(sdk: str) -> dict[str, Any]:
+    if sdk == "openai":
+        return {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    return {**MESSAGE, "stream": True}
+
+
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+@pytest.mark.parametrize("how", ["cancelled", "left-in-a-task", "broken"])
+def test_a_stream_the_provider_answered_is_billed_however_it_ends(
+    genai: GenAI, payi: FakePayiServer, sdk: str, how: str
+) -> None:
+    """A stream whose first events came, then was cancelled (a web client gone: the handler's
+    task cancelled while it waits for the next event), left in a task that ended (finished by
+    asyncio's clean-up), or broken (the connection lost mid-body): the provider answered and
+    bills it, the metrics counted it, and Pay-i got no record (a review). One record each,
+    with the caller's user, status 200."""
+    import asyncio
+
+    import httpx2 as httpx  # the HTTP client both SDKs' releases here use
+    import openai
+
+    exporter = exporter_for(payi)
+    genai.reinstrument(ingest=exporter)
+    genai.check_invariant = False  # a stream left early: no span compared with its request
+    kwargs = _stream_kwargs(sdk)
+    if how == "broken":
+
+        class Breaks(httpx.SyncByteStream):
+            def __init__(self, inner: Any) -> None:
+                self.inner = inner
+
+            def __iter__(self) -> Iterator[bytes]:
+                for chunk in self.inner:
+                    yield chunk
+                    raise httpx.ReadError("connection lost mid-body")
+
+        class Transport(httpx.HTTPTransport):
+            def handle_request(self, request: httpx.Request) -> httpx.Response:
+                response = super().handle_request(request)
+                return httpx.Response(
+                    response.status_code,
+                    headers=response.headers,
+                    stream=Breaks(response.stream),
+                    extensions=response.extensions,
+                )
+
+        client = (genai.openai_client if sdk == "openai" else genai.anthropic_client)(
+            http_client=httpx.Client(transport=Transport())
+        )
+        create = client.chat.completions.create if sdk == "openai" else client.messages.create
+        broke = (httpx.ReadError, openai.APIConnectionError)  # openai wraps it
+        with track_context(user_id="alice"), pytest.raises(broke):
+            for _ in create(**kwargs):  # type: ignore[operator]
+                pass
+    else:
+        async_client: Any = genai.async_openai if sdk == "openai" else genai.async_anthropic
+        create = (
+            async_client.chat.completions.create
+            if sdk == "openai"
+            else async_client.messages.create
+        )
+        first = asyncio.Event()
+
+        async def handler() -> None:
+            with track_context(user_id="alice"):
+                stream = await create(**kwargs)
+                async for _ in stream:
+                    first.set()
+                    if how == "left-in-a-task":
+                        return  # the stream left open, in a task that ends
+
+        async def main() -> None:
+            task = asyncio.ensure_future(handler())
+            await first.wait()
+            if how == "cancelled":
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        genai.server.stream_delay = 0.05  # the next event is awaited when the task is cancelled
+        try:
+            asyncio.run(main())
+        finally:
+            genai.server.stream_delay = 0.0
+        gc.collect()
+    assert exporter.force_flush()
+    [record] = bodies(payi)
+    assert record["http_status_code"] == 200
+    [user] = [r.headers.get("xproxy-user-id") for r in payi.ingested()]
+    assert user == "alice"
+    assert exporter.stats()["exported"] == 1

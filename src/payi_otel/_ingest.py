@@ -344,10 +344,18 @@ def _response_id(response: object) -> Optional[str]:
 def is_inference(record: CallRecord) -> bool:
     """Whether a completed call is an inference call Pay-i bills: a generation
     (``_registry.is_generation``: ``responses.retrieve``, ``models.list``, files are not), and
-    it reached the provider (no error, or an error with an HTTP status)."""
+    it reached the provider (no error, an error with an HTTP status, or a stream the provider
+    had begun to answer when it broke or was cancelled: :func:`_answered`)."""
     if not is_generation(record):
         return False
-    return record.error is None or _status_of(record.error) is not None
+    error = record.error
+    return error is None or _status_of(error) is not None or _answered(record)
+
+
+def _answered(record: CallRecord) -> bool:
+    """A failed stream the provider answered (its first item, or usage, came): billed by it
+    (a review found such a call counted in the metrics, never sent to Pay-i)."""
+    return record.streamed and (record.first_item_s is not None or record.usage is not None)
 
 
 def is_proxied(record: CallRecord) -> bool:
@@ -387,7 +395,7 @@ def call_record(record: CallRecord) -> Dict[str, Any]:
     }
     if record.streamed and record.first_item_s is not None:
         out["time_to_first_token_ms"] = int(record.first_item_s * 1000)
-    status = 200 if record.error is None else _status_of(record.error)
+    status = 200 if record.error is None or _answered(record) else _status_of(record.error)
     if status is not None:
         out["http_status_code"] = status
     out["provider_response_id"] = _response_id(record.response) or f"payi_{uuid.uuid4()}"
