@@ -637,6 +637,8 @@ class PayiIngestExporter(SpanExporter):
                 with self._lock:
                     self._skipped += len(spans)
                 return SpanExportResult.SUCCESS
+            # A span exporter: closed by the tracer provider's shutdown, not at exit.
+            self._queue.closes_at_exit = False
             for span in self._calls(spans):
                 body = ingest_record(span)
                 body.setdefault("provider_response_id", f"payi_{uuid.uuid4()}")

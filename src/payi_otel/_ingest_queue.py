@@ -133,6 +133,10 @@ class IngestQueue:
         self._cond = threading.Condition()
         self._worker: Optional[threading.Thread] = None
         self._closed = False
+        #: At interpreter exit: shut down (per call: no record comes after), or only flush
+        #: (a span exporter: the tracer provider's own exit, which may come later, flushes
+        #: its span processor into it, then shuts it down).
+        self.closes_at_exit = True
         self._stats: Dict[str, int] = {name: 0 for name in (*OUTCOMES, "replayed")}
         meter = (meter_provider or metrics.get_meter_provider()).get_meter("payi_otel", __version__)
         self._counter = meter.create_counter(
@@ -153,7 +157,14 @@ class IngestQueue:
         with self._cond:
             if self._closed or len(self._queue) >= self.max_queue:
                 self._settle(item, "dropped")
-                if not self._closed:
+                if self._closed:
+                    log_once(
+                        "ingest-closed",
+                        "payi_otel: an ingest record came after its PayiIngestExporter was "
+                        "shut down: dropped and counted (shut the tracer provider down before "
+                        "the exporter)",
+                    )
+                else:
                     log_once(
                         "ingest-queue-full",
                         "payi_otel: the Pay-i ingest queue is full (max_queue=%d): records "
@@ -357,8 +368,14 @@ class IngestQueue:
 
 def _shutdown_at_exit(ref: weakref.ReferenceType[IngestQueue]) -> None:
     queue = ref()
-    if queue is not None:
+    if queue is None:
+        return
+    if queue.closes_at_exit:
         queue.shutdown()
+    else:
+        # A span exporter: a tracer provider made before it exits after this (atexit runs
+        # the newest first) and exports its last spans then; its shutdown shuts this down.
+        queue.flush(queue.options.shutdown_timeout)
 
 
 #: Every live queue, for a forked child (:func:`_after_fork_in_child`).
