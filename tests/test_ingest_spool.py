@@ -159,3 +159,25 @@ def test_the_spool_is_bounded_and_has_one_owner(
     assert resumed.stats()["replayed"] == spooled and resumed.stats()["exported"] == spooled
     resumed.shutdown()
     assert len({r.id for r in payi.ingested()}) == spooled
+
+
+def test_the_spool_is_rewritten_when_it_fills_with_settled_records(tmp_path: Path) -> None:
+    """A long run fills the file with settled records' lines: it is rewritten with the
+    unsettled ones alone when the next line would not fit, so it keeps spooling (a review: it
+    stopped for good after ~200k calls at the default bound, and a crash then lost what was
+    unsent); a record that does not fit even then is refused."""
+    path = tmp_path / "ingest.jsonl"
+    spool = Spool(str(path), max_bytes=2_000)
+    assert spool.open() == []
+    record = {"units": {"text": {"input": 1, "output": 2}}, "resource": "gpt-4o-mini"}
+    for n in range(200):  # ~90 bytes a record, ~15 a done: many times the bound
+        assert spool.add(f"id-{n}", record)
+        if n >= 3:
+            spool.done(f"id-{n - 3}")  # three in flight at a time
+    assert path.stat().st_size <= 2_000
+    assert not spool.add("big", {"prompt": "x" * 1_900})  # does not fit even rewritten
+    assert path.stat().st_size <= 2_000
+    spool.close()
+    again = Spool(str(path))
+    assert [i for i, _ in again.open() or []] == ["id-197", "id-198", "id-199"]
+    again.close()

@@ -9,12 +9,15 @@ line written; a torn last line is skipped when read back)::
 
 On the next start (:meth:`Spool.open`) the records added and never settled are the ones to
 send again, each once; the file is rewritten (to a temporary file, then renamed over it) with
-only those, so it does not grow across runs. One process owns a spool at a time (an
-exclusive ``flock`` on ``<path>.lock``); another gets none, with a WARNING. The file is
-bounded: a record that would take it past ``max_bytes`` is not spooled (it is still sent
-from memory), with one WARNING. Records carry Pay-i's ``provider_response_id``, which Pay-i's
-ingest API is given as the request's ``id``: a record sent again after a crash in the middle
-of its first send is recognised by Pay-i as a duplicate.
+only those, so it does not grow across runs - nor within one: when the next line would take
+the file past ``max_bytes``, it is rewritten the same way from the records still unsettled
+(kept in memory as their lines, as the queue keeps the records). One process owns a spool at a
+time (an exclusive ``flock`` on ``<path>.lock``); another gets none, with a WARNING. The file
+is bounded: a record that would take even the rewritten file past ``max_bytes`` (half of it
+unsettled) is not spooled (it is still sent from memory), with one WARNING. Records carry
+Pay-i's ``provider_response_id``, which Pay-i's ingest API is given as the request's ``id``:
+a record sent again after a crash in the middle of its first send is recognised by Pay-i as a
+duplicate.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ class Spool:
         self._file: Optional[IO[str]] = None
         self._lock_file: Optional[IO[str]] = None
         self._size = 0
+        #: The unsettled records' lines, by id (what a rewrite keeps), and their bytes.
+        self._pending: Dict[str, str] = {}
+        self._pending_bytes = 0
 
     def open(self) -> Optional[List[Tuple[str, Dict[str, Any]]]]:
         """Own the spool: the records left unsettled by an earlier run, in the order they
@@ -61,7 +67,9 @@ class Spool:
             except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
                 pass
             pending = self._read()
-            self._rewrite(pending)
+            for record_id, record in pending:
+                self._keep(record_id, _line({"add": record_id, "record": record}))
+            self._rewrite()
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
             self._size = os.path.getsize(self.path)
             return pending
@@ -94,14 +102,35 @@ class Spool:
             pass
         return list(added.items())
 
-    def _rewrite(self, pending: List[Tuple[str, Dict[str, Any]]]) -> None:
+    def _keep(self, record_id: str, line: str) -> None:
+        self._pending[record_id] = line
+        self._pending_bytes += len(line)
+
+    def _rewrite(self) -> None:
+        """The file made anew with the unsettled records' lines alone."""
         temporary = self.path + ".tmp"
         with open(temporary, "w", encoding="utf-8") as file:
-            for record_id, record in pending:
-                file.write(_line({"add": record_id, "record": record}))
+            file.writelines(self._pending.values())
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, self.path)
+
+    def _compact(self) -> None:
+        """Rewrite the open file with the unsettled records alone (under the lock)."""
+        assert self._file is not None
+        try:
+            self._file.close()
+            self._rewrite()
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            self._size = self._pending_bytes
+        except OSError as error:
+            logger.warning(
+                "payi_otel: cannot rewrite the ingest spool %s (%s); unsent records are kept "
+                "in memory only",
+                self.path,
+                error,
+            )
+            self._file = None
 
     def add(self, record_id: str, record: Dict[str, Any]) -> bool:
         """Spool a record; False when it is not (the spool is not open, or full)."""
@@ -109,6 +138,13 @@ class Spool:
         with self._lock:
             if self._file is None:
                 return False
+            if (
+                self._size + len(line) > self.max_bytes
+                and self._pending_bytes + len(line) <= self.max_bytes // 2
+            ):
+                self._compact()  # mostly settled records' lines: made room
+                if self._file is None:
+                    return False
             if self._size + len(line) > self.max_bytes:
                 log_once(
                     f"spool-full:{self.path}",
@@ -118,11 +154,17 @@ class Spool:
                     self.max_bytes,
                 )
                 return False
-            return self._write(line)
+            if not self._write(line):
+                return False
+            self._keep(record_id, line)
+            return True
 
     def done(self, record_id: str) -> None:
         """The record is settled: never sent again."""
         with self._lock:
+            line = self._pending.pop(record_id, None)
+            if line is not None:
+                self._pending_bytes -= len(line)
             if self._file is not None:
                 self._write(_line({"done": record_id}))
 
