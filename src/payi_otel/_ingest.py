@@ -575,8 +575,8 @@ class PayiIngestExporter(SpanExporter):
         try:
             if not is_inference(record) or is_proxied(record):
                 return
-            if self._unavailable and not self._queue.spooling:
-                self._queue.drop()
+            if self._shutdown or (self._unavailable and not self._queue.spooling):
+                self._queue.drop()  # (shut down: said when it was given again, attach())
                 return
             body = call_record(record)
             self._queue.submit(body["provider_response_id"], body, record.span)
