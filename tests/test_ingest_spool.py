@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -181,3 +182,33 @@ def test_the_spool_is_rewritten_when_it_fills_with_settled_records(tmp_path: Pat
     again = Spool(str(path))
     assert [i for i, _ in again.open() or []] == ["id-197", "id-198", "id-199"]
     again.close()
+
+
+def test_a_reload_while_a_send_hangs_hands_the_spool_over(
+    genai: GenAI, payi: FakePayiServer, tmp_path: Path
+) -> None:
+    """``uninstrument()`` then a new exporter on the same spool (a configuration reload)
+    while Pay-i is slow: the old exporter's send outlives its shutdown; it kept the spool's
+    lock, so the new exporter ran with no spool at all (a review). The lock is let go at
+    shutdown: the new exporter owns the spool, replays the record in flight (Pay-i knows it
+    by its id) and spools its own."""
+    spool = tmp_path / "ingest.jsonl"
+    payi.fault = "hang"
+    old = exporter_for(payi.base_url, spool=str(spool), timeout=2.0, shutdown_timeout=0.2)
+    genai.reinstrument(ingest=old)
+    genai.openai.chat.completions.create(**CHAT)
+    deadline = time.monotonic() + 5
+    while not payi.ingested():  # the send is in flight, hanging
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    genai.reinstrument()  # the reload: shuts the old exporter down, the send still hangs
+    assert old.stats()["spooled"] == 1
+    payi.fault = None
+    new = exporter_for(payi.base_url, spool=str(spool))
+    genai.reinstrument(ingest=new)
+    assert new._queue.spooling
+    genai.openai.chat.completions.create(**CHAT)
+    assert new.force_flush(10_000)
+    assert new.stats()["replayed"] == 1 and new.stats()["exported"] == 2
+    assert len(payi.accepted_ids()) == 2
+    new.shutdown()

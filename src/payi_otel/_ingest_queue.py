@@ -362,8 +362,11 @@ class IngestQueue:
                 len(left),
                 "kept in the spool for the next start" if self._spool else "dropped",
             )
-        if self._spool is not None and self._in_flight is None:
-            self._spool.close()
+        if self._spool is not None:
+            if self._in_flight is None:
+                self._spool.close()
+            else:  # the worker closes it when the send ends; another may own it now
+                self._spool.release()
 
 
 def _shutdown_at_exit(ref: weakref.ReferenceType[IngestQueue]) -> None:

@@ -184,6 +184,16 @@ class Spool:
         self._size += len(line)
         return True
 
+    def release(self) -> None:
+        """Let another owner take the spool now (its lock), while a send in flight may still
+        write its ``done`` line: a new exporter on the same path (a configuration reload)
+        replays that record too, which Pay-i recognises by its id if it was taken."""
+        with self._lock:
+            if self._lock_file is not None:
+                with contextlib.suppress(OSError):
+                    self._lock_file.close()
+                self._lock_file = None
+
     def close(self) -> None:
         with self._lock:
             for file in (self._file, self._lock_file):
