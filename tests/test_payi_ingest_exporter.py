@@ -178,9 +178,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from payi_otel import PayiIngestExporter, payi_instrument, track_context
 
-payi_url, llm_url = sys.argv[1:]
+import atexit, time
+
+payi_url, llm_url, timeout = sys.argv[1:]
+atexit.register(lambda: print(f"exit {time.monotonic() - ended:.2f}"))  # runs last
 provider = TracerProvider()  # its exit (shutdown_on_exit) runs after the exporter's
-exporter = PayiIngestExporter(api_key="test-key", base_url=payi_url)
+exporter = PayiIngestExporter(
+    api_key="test-key", base_url=payi_url, shutdown_timeout=float(timeout), timeout=0.2
+)
 provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=60_000))
 payi_instrument(tracer_provider=provider, genai_spans=True, header_hosts=[])
 client = openai.OpenAI(base_url=llm_url, api_key="t", max_retries=0)
@@ -190,7 +195,30 @@ provider.force_flush()  # one record sent: the ingest worker runs, its exit hand
 for i in range(4):
     with track_context(user_id=f"late{i}"):
         client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "b"}])
+ended = time.monotonic()
 """
+
+
+def _exit_app(payi_url: str, llm_url: str, timeout: float) -> tuple[float, str]:
+    """The app above in a process of its own: how long its exit took, and its stderr."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PAYI_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(tests), str(tests.parent / "examples")])
+    done = subprocess.run(
+        [sys.executable, "-c", _AT_EXIT_APP, payi_url, llm_url, str(timeout)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [line] = [x for x in done.stdout.splitlines() if x.startswith("exit ")]
+    return float(line.split()[1]), done.stderr
 
 
 def test_a_span_exporters_last_spans_are_sent_at_a_normal_exit(
@@ -200,23 +228,23 @@ def test_a_span_exporters_last_spans_are_sent_at_a_normal_exit(
     handler (atexit runs the newest first): that handler closed the queue, so the last spans'
     records were dropped, with nothing said (a review: 1 of 5 sent). Now a span exporter is
     shut down by the provider, and every record is sent."""
-    import os
-    import subprocess
-    from pathlib import Path
-
     genai.check_invariant = False  # the calls are the child process's
-    tests = Path(__file__).resolve().parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PAYI_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(tests), str(tests.parent / "examples")])
-    done = subprocess.run(
-        [sys.executable, "-c", _AT_EXIT_APP, fake_payi.base_url, genai.server.openai_base_url],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "payi_otel" not in done.stderr, done.stderr
+    _, stderr = _exit_app(fake_payi.base_url, genai.server.openai_base_url, 5.0)
+    assert "payi_otel" not in stderr, stderr
     users = sorted(r.headers.get("xproxy-user-id") for r in fake_payi.ingested())
     assert users == ["first", "late0", "late1", "late2", "late3"]
+
+
+def test_a_span_exporters_exit_waits_one_shutdown_timeout_in_all(
+    fake_payi: FakePayiServer, genai: GenAI
+) -> None:
+    """Pay-i unreachable at exit: the exporter's exit handler and then the provider's shutdown
+    of it share one ``shutdown_timeout`` (a review: each waited it in full, twice as long)."""
+    genai.check_invariant = False
+    fake_payi.down()
+    try:
+        took, stderr = _exit_app(fake_payi.base_url, genai.server.openai_base_url, 2.0)
+    finally:
+        fake_payi.up()
+    assert "unsent at shutdown" in stderr
+    assert took < 3.0, took  # one timeout (2 s) and the exit's own work; twice was 4 s

@@ -13,6 +13,7 @@ middlewares themselves (ASGI and WSGI) called in a context another request's sco
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Iterator
 from typing import Any, Callable, Optional
@@ -24,7 +25,7 @@ from fastapi import Request  # at module level: FastAPI reads the handler's anno
 from opentelemetry import context as otel_context
 from test_web import serve_uvicorn
 
-from payi_otel import PayiInstrumentor, get_context
+from payi_otel import PayiInstrumentor, get_context, track_context
 from payi_otel.web import PayiASGIMiddleware, PayiWSGIMiddleware
 
 HEADERS = {"X-User-Id": "user_id", "X-Tenant": "account_name"}
@@ -120,95 +121,148 @@ def test_a_request_on_a_kept_alive_connection_is_never_in_the_last_ones_scope(
         assert calls["anonymous-pipelined"] == (None, None)
 
 
-# --- the middlewares, called where another request's scope leaked ------------------------------
+# --- the middlewares, called where another request's context leaked --------------------------
 
 
-def _leaked(middleware: Any, call: Callable[[Any], Any]) -> Any:
-    """``call(middleware)`` in the context alice's request had inside its scope (as a server
-    that resumed reading there hands to the next request's task)."""
-    inside: list[otel_context.Context] = []
-    entered = middleware.mapping.enter(
-        [("x-user-id", "alice"), ("x-tenant", "acme")], None, {"type": "http"}
-    )
-    entered.attach()
-    inside.append(otel_context.get_current())
-    entered.restore()
-    entered.end(None)
-    token = otel_context.attach(inside[0])
-    try:
-        return call(middleware)
-    finally:
-        otel_context.detach(token)
+async def _receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b""}
 
 
-def _asgi_app(seen: list[dict[str, Any]]) -> Any:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        seen.append(dict(get_context()))
-
-    return app
-
-
-@pytest.mark.parametrize("headers", [{}, {"x-user-id": "bob"}], ids=["anonymous", "bob"])
-def test_the_asgi_middleware_leaves_another_requests_scope(
-    payi: PayiInstrumentor, headers: dict[str, str]
-) -> None:
-    seen: list[dict[str, Any]] = []
-    middleware = PayiASGIMiddleware(_asgi_app(seen), headers=HEADERS)
-    scope = {"type": "http", "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b""}
+def _asgi_call(app: Any, headers: dict[str, str]) -> None:
+    """One HTTP request through the ASGI ``app``, its response sent in full."""
 
     async def send(message: Any) -> None:
         pass
 
-    _leaked(middleware, lambda m: asyncio.run(m(scope, receive, send)))
-    [context] = seen
-    assert context.get("user_id") == headers.get("x-user-id")
-    assert "account_name" not in context
+    scope = {"type": "http", "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+    asyncio.run(app(scope, _receive, send))
+
+
+def _seeing(seen: list[dict[str, Any]], inside: list[otel_context.Context]) -> Any:
+    """An ASGI app that notes what is in force, and its context; a request with an
+    ``x-service-key`` opens the app's own scope for it first (an authentication layer)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        key = dict(scope["headers"]).get(b"x-service-key")
+        with track_context(user_id=key.decode()) if key else contextlib.nullcontext():
+            seen.append(dict(get_context()))
+            inside.append(otel_context.get_current())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    return app
+
+
+#: Alice's request, whose context leaks: attributed by the middleware's mapping, or by the
+#: app's own scope while the middleware maps nothing of it.
+FIRST = {
+    "mapped": {"x-user-id": "alice", "x-tenant": "acme"},
+    "app's own scope": {"x-service-key": "alice"},
+}
+
+
+@pytest.mark.parametrize("first", sorted(FIRST))
+@pytest.mark.parametrize("headers", [{}, {"x-user-id": "bob"}], ids=["anonymous", "bob"])
+def test_the_asgi_middleware_leaves_a_finished_requests_context(
+    payi: PayiInstrumentor, headers: dict[str, str], first: str
+) -> None:
+    seen: list[dict[str, Any]] = []
+    inside: list[otel_context.Context] = []
+    middleware = PayiASGIMiddleware(_seeing(seen, inside), headers=HEADERS)
+    _asgi_call(middleware, FIRST[first])
+    assert seen[0]["user_id"] == "alice"
+    token = otel_context.attach(inside[0])  # as the server's reader hands it on
+    try:
+        _asgi_call(middleware, headers)
+    finally:
+        otel_context.detach(token)
+    assert seen[1].get("user_id") == headers.get("x-user-id")
+    assert "account_name" not in seen[1]
 
 
 @pytest.mark.parametrize("headers", [{}, {"HTTP_X_USER_ID": "bob"}], ids=["anonymous", "bob"])
-def test_the_wsgi_middleware_leaves_another_requests_scope(
+def test_the_wsgi_middleware_leaves_a_finished_requests_context(
     payi: PayiInstrumentor, headers: dict[str, str]
 ) -> None:
     seen: list[dict[str, Any]] = []
+    inside: list[otel_context.Context] = []
 
     def app(environ: Any, start_response: Any) -> list[bytes]:
         seen.append(dict(get_context()))
+        inside.append(otel_context.get_current())
         return [b"ok"]
 
     middleware = PayiWSGIMiddleware(app, headers=HEADERS)
 
-    def call(m: Any) -> None:
-        body = m({"REQUEST_METHOD": "GET", **headers}, lambda *a: None)
+    def call(environ: dict[str, str]) -> None:
+        body = middleware({"REQUEST_METHOD": "GET", **environ}, lambda *a: None)
         list(body)
         getattr(body, "close", lambda: None)()
 
-    _leaked(middleware, call)
-    [context] = seen
-    assert context.get("user_id") == headers.get("HTTP_X_USER_ID")
-    assert "account_name" not in context
+    call({"HTTP_X_USER_ID": "alice", "HTTP_X_TENANT": "acme"})
+    token = otel_context.attach(inside[0])  # a thread left in alice's context
+    try:
+        call(headers)
+    finally:
+        otel_context.detach(token)
+    assert seen[1].get("user_id") == headers.get("HTTP_X_USER_ID")
+    assert "account_name" not in seen[1]
 
 
 def test_a_nested_middleware_keeps_its_own_requests_scope(payi: PayiInstrumentor) -> None:
     """Two middlewares on one request (an app mounted below another, each with its own),
     the ASGI scope copied between them as ASGI asks: the inner scope is over the outer's."""
     seen: list[dict[str, Any]] = []
-    inner = PayiASGIMiddleware(_asgi_app(seen), headers={"X-User-Id": "user_id"})
+    inner = PayiASGIMiddleware(_seeing(seen, []), headers={"X-User-Id": "user_id"})
 
     async def copying(scope: Any, receive: Any, send: Any) -> None:
         await inner(dict(scope, root_path="/v1"), receive, send)
 
     outer = PayiASGIMiddleware(copying, headers={"X-Tenant": "account_name"})
-    scope = {"type": "http", "headers": [(b"x-user-id", b"bob"), (b"x-tenant", b"acme")]}
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b""}
-
-    async def send(message: Any) -> None:
-        pass
-
-    asyncio.run(outer(scope, receive, send))
+    _asgi_call(outer, {"x-user-id": "bob", "x-tenant": "acme"})
     [context] = seen
     assert (context.get("user_id"), context.get("account_name")) == ("bob", "acme")
+
+
+@pytest.mark.filterwarnings("ignore:starlette.middleware.wsgi is deprecated")
+def test_a_request_made_inside_a_request_keeps_its_scopes(payi: PayiInstrumentor) -> None:
+    """A request of its own made while another is served - a Flask app mounted in FastAPI
+    through Starlette's WSGI bridge (a new environ), a sub-app called in process from a
+    handler's scope (a new ASGI scope) - is nested in it, not where it leaked: it keeps the
+    outer request's and the handler's scopes (a review found them dropped)."""
+    import httpx
+    from fastapi import FastAPI
+    from flask import Flask, jsonify
+    from starlette.middleware.wsgi import WSGIMiddleware
+
+    flask_app = Flask("inner")
+    flask_app.add_url_rule("/hello", "hello", lambda: jsonify(dict(get_context())))
+    flask_app.wsgi_app = PayiWSGIMiddleware(  # type: ignore[method-assign]
+        flask_app.wsgi_app, route_step=True
+    )
+    sub = FastAPI()
+    sub.add_api_route("/internal", lambda: dict(get_context()))
+    sub.add_middleware(PayiASGIMiddleware, route_step=True)
+
+    async def call_sub() -> Any:
+        with track_context(account_name="acme"):
+            transport = httpx.ASGITransport(app=sub)
+            async with httpx.AsyncClient(transport=transport, base_url="http://sub") as client:
+                return (await client.get("/internal")).json()
+
+    app = FastAPI()
+    app.add_api_route("/call-sub", call_sub)
+    app.mount("/flask", WSGIMiddleware(flask_app))
+    app.add_middleware(PayiASGIMiddleware, headers={"X-User-Id": "user_id"})
+
+    async def main() -> tuple[Any, Any]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            mounted = await client.get("/flask/hello", headers={"X-User-Id": "alice"})
+            nested = await client.get("/call-sub", headers={"X-User-Id": "alice"})
+            return mounted.json(), nested.json()
+
+    mounted, nested = asyncio.run(main())
+    assert (mounted["user_id"], mounted["use_case_step"]) == ("alice", "/hello")
+    assert (nested["user_id"], nested["account_name"]) == ("alice", "acme")
+    assert nested["use_case_step"] == "/internal"

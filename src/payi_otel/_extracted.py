@@ -20,7 +20,8 @@ has set another since.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, NamedTuple, Optional, Set
+import re
+from typing import Any, Callable, List, Optional, Set
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
@@ -49,17 +50,24 @@ __all__ = [
 REQUEST_CARRIER = otel_context.create_key("payi_otel.request_carrier")
 
 
-class RequestMark(NamedTuple):
-    """What a web request's scope notes in its context (``payi_otel.web``)."""
+class RequestMark:
+    """What a web request notes in its context (``payi_otel.web``), scope or not."""
 
-    #: The :func:`fingerprint` of its request's trace headers.
-    fingerprint: str
-    #: Its request's token (kept in the request's ASGI scope / WSGI environ): a middleware
-    #: that finds another request's mark in force knows that request's scope leaked to it.
-    request: object
-    #: The context the scope was entered over: what a leaked scope's context is brought back
-    #: to (``_context.as_outside``).
-    outer: Context
+    __slots__ = ("fingerprint", "outer", "over", "request")
+
+    def __init__(self, fingerprint: str, request: object, outer: Context) -> None:
+        #: The :func:`fingerprint` of its request's trace headers.
+        self.fingerprint = fingerprint
+        #: Its request's token (kept in the request's ASGI scope / WSGI environ).
+        self.request = request
+        #: The context the request was entered over: what its context is brought back to
+        #: where it leaked to a later request (``_context.as_outside``).
+        self.outer = outer
+        #: Its response is complete: a request that finds this mark in force, not its own,
+        #: runs where this request's context leaked (an asyncio server's connection); one
+        #: that finds a mark not over is nested in that request (a sub-app, an in-process
+        #: call), and keeps its scopes.
+        self.over = False
 
 
 _TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
@@ -74,9 +82,13 @@ def fingerprint(get: Callable[[str], Optional[List[str]]]) -> str:
     review: a UTF-8 byte in ``baggage`` or ``tracestate`` lost the request's scope)."""
     parts = []
     for name in _TRACE_HEADERS:
-        values = get(name) or ()
-        parts.append("".join(ch for ch in ",".join(values) if "!" <= ch <= "~" and ch != "\\"))
+        values = get(name)
+        parts.append(_NOT_KEPT.sub("", ",".join(values)) if values else "")
     return "\n".join(parts)
+
+
+#: What :func:`fingerprint` leaves out: all but the printable ASCII, and the backslash.
+_NOT_KEPT = re.compile(r"[^!-\[\]-~]+")
 
 
 class KeepsScopes(TextMapPropagator):
@@ -96,8 +108,8 @@ class KeepsScopes(TextMapPropagator):
             return extracted
         try:
             mark = otel_context.get_value(REQUEST_CARRIER)
-            if not isinstance(mark, RequestMark):
-                return extracted
+            if not isinstance(mark, RequestMark) or mark.over:
+                return extracted  # no request, or one whose context leaked here
             if fingerprint(lambda name: getter.get(carrier, name)) != mark.fingerprint:
                 return extracted
             # The request's mark goes with its scopes: a middleware below knows the request.

@@ -137,6 +137,9 @@ class IngestQueue:
         #: (a span exporter: the tracer provider's own exit, which may come later, flushes
         #: its span processor into it, then shuts it down).
         self.closes_at_exit = True
+        #: When the interpreter's exit began to send (a span exporter's queue): its shutdown
+        #: then waits only what is left of ``shutdown_timeout`` (monotonic seconds).
+        self._exit_deadline: Optional[float] = None
         self._stats: Dict[str, int] = {name: 0 for name in (*OUTCOMES, "replayed")}
         meter = (meter_provider or metrics.get_meter_provider()).get_meter("payi_otel", __version__)
         self._counter = meter.create_counter(
@@ -347,7 +350,11 @@ class IngestQueue:
                 return
             self._closed = True
             self._cond.notify_all()
-        self.flush(self.options.shutdown_timeout if timeout is None else timeout)
+        if timeout is None:
+            timeout = self.options.shutdown_timeout
+        if self._exit_deadline is not None:  # the exit has waited already: no more in all
+            timeout = min(timeout, max(0.0, self._exit_deadline - time.monotonic()))
+        self.flush(timeout)
         with self._cond:
             left = list(self._queue)
             if self._in_flight is not None and self._in_flight not in left:
@@ -377,7 +384,9 @@ def _shutdown_at_exit(ref: weakref.ReferenceType[IngestQueue]) -> None:
         queue.shutdown()
     else:
         # A span exporter: a tracer provider made before it exits after this (atexit runs
-        # the newest first) and exports its last spans then; its shutdown shuts this down.
+        # the newest first) and exports its last spans then; its shutdown shuts this down,
+        # within the same ``shutdown_timeout`` as this flush.
+        queue._exit_deadline = time.monotonic() + queue.options.shutdown_timeout
         queue.flush(queue.options.shutdown_timeout)
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import context as otel_context
@@ -177,16 +177,16 @@ class RequestMapping:
         headers: Iterable[Tuple[str, str]],
         route: Optional[str],
         request: Any,
-        base: Optional[Context] = None,
+        parent: Optional[Context] = None,
     ) -> Optional[_Scope]:
-        """The request's scope, entered (not attached) over ``base`` (default: the current
+        """The request's scope, entered (not attached) over ``parent`` (default: the current
         context), or None when it sets nothing."""
         try:
             headers = list(headers)
-            if base is None:
-                base = otel_context.get_current()
+            if parent is None:
+                parent = otel_context.get_current()
             if _settings.current.propagate_baggage:
-                _check_baggage_read(headers, base)
+                _check_baggage_read(headers, parent)
             params = self.level(headers, route, request)
             if not params:
                 return None
@@ -199,14 +199,42 @@ class RequestMapping:
                 name,
                 ScopeAttributes(params, payi_state.TRACK),
             )
-            # The request's trace headers, for the server tracing that extracts them inside
-            # this scope (``_extracted``).
-            carrier = fingerprint(lambda name: [v for k, v in headers if k.lower() == name])
-            mark = RequestMark(carrier, _request_token(request), base)
-            return _enter(spec, otel_context.set_value(REQUEST_CARRIER, mark, base))
+            return _enter(spec, parent)
         except Exception:
             internal_error("web-enter", "opening a request's scope failed")
             return None
+
+
+class _Begun(NamedTuple):
+    """A request as :func:`_begin` starts it."""
+
+    #: Its scope, entered (not attached); None when it sets nothing.
+    scope: Optional[_Scope]
+    #: The context it runs in when it sets nothing (its mark in it).
+    context: Context
+    mark: RequestMark
+
+
+def _begin(
+    mapping: RequestMapping, headers: Iterable[Tuple[str, str]], route: Optional[str], request: Any
+) -> Optional[_Begun]:
+    """Start a request: over the current context, or - where another request's context
+    leaked here - over it without that request's scopes (:func:`_request_base`); its
+    :class:`RequestMark` in its context, scope or not (the request's trace headers, for the
+    server tracing that extracts them in it, ``_extracted``; what a later request that finds
+    it leaked knows it by). None on an internal failure: the request goes on as it is."""
+    try:
+        headers = list(headers)
+        base = _request_base(request)
+        if base is None:
+            base = otel_context.get_current()
+        carrier = fingerprint(lambda name: [v for k, v in headers if k.lower() == name])
+        mark = RequestMark(carrier, _request_token(request), base)
+        marked = otel_context.set_value(REQUEST_CARRIER, mark, base)
+        return _Begun(mapping.enter(headers, route, request, marked), marked, mark)
+    except Exception:
+        internal_error("web-begin", "starting a request failed")
+        return None
 
 
 #: Where a request's token is kept in its ASGI scope / WSGI environ (:func:`_request_token`).
@@ -227,12 +255,16 @@ def _request_token(request: Any) -> object:
 
 
 def _request_base(request: Any) -> Optional[Context]:
-    """None when no other request's scope is in the current context (the common case); else
-    the current context without it. An asyncio server can start a request's task in the
-    context of an earlier request on the same connection (uvicorn after a body over 64 KiB or
-    a pipelined request, CPython gh-140947): that request's scope must not be this one's."""
+    """None when no finished request's context is current (the common case); else the
+    current context without what that request set. An asyncio server can start a request's
+    task in the context of an earlier request on the same connection (uvicorn after a body
+    over 64 KiB or a pipelined request, CPython gh-140947): that request's scopes must not be
+    this one's. (A request whose mark is not over yet is the one this is nested in: a sub-app
+    behind a bridge, an in-process call; its scopes stay.)"""
     mark = otel_context.get_value(REQUEST_CARRIER)
-    if not isinstance(mark, RequestMark) or mark.request is _request_token(request):
+    if not isinstance(mark, RequestMark) or not mark.over:
+        return None
+    if mark.request is _request_token(request):
         return None
     try:
         return payi_state.as_outside(otel_context.get_current(), mark.outer)
@@ -380,21 +412,41 @@ def _asgi_route(app: Any, scope: Mapping[str, Any]) -> Optional[str]:
 async def _run_asgi(
     mapping: RequestMapping, route: Optional[str], app: Any, scope: Any, receive: Any, send: Any
 ) -> None:
-    base = _request_base(scope)
-    entered = mapping.enter(_asgi_headers(scope), route, scope, base)
-    if entered is None:
-        if base is None:
-            await app(scope, receive, send)
-            return
-        token = otel_context.attach(base)
-        try:
-            await app(scope, receive, send)
-        finally:
-            otel_context.detach(token)
+    begun = _begin(mapping, _asgi_headers(scope), route, scope)
+    if begun is None:
+        await app(scope, receive, send)
         return
-    # The app called and awaited in the request's scope (a streaming body is sent before it
-    # returns), as ``@track`` awaits a coroutine.
-    await _await_in_scope(_called(app, scope, receive, send), entered)
+    mark = begun.mark
+    try:
+        send = _marking(send, mark)
+        if begun.scope is None:
+            token = otel_context.attach(begun.context)
+            try:
+                await app(scope, receive, send)
+            finally:
+                otel_context.detach(token)
+            return
+        # The app called and awaited in the request's scope (a streaming body is sent before
+        # it returns), as ``@track`` awaits a coroutine.
+        await _await_in_scope(_called(app, scope, receive, send), begun.scope)
+    finally:
+        mark.over = True
+
+
+def _marking(send: Any, mark: RequestMark) -> Any:
+    """``send``, noting the request over once its response is complete (uvicorn starts a
+    pipelined request's task inside that last ``send``)."""
+
+    async def marked(message: Any) -> None:
+        if (
+            isinstance(message, dict)
+            and message.get("type") == "http.response.body"
+            and not message.get("more_body", False)
+        ):
+            mark.over = True
+        await send(message)
+
+    return marked
 
 
 async def _called(app: Any, scope: Any, receive: Any, send: Any) -> None:
@@ -465,8 +517,9 @@ class _ScopedBody:
     ``response.call_on_close``, werkzeug's ``ClosingIterator`` callbacks) is the request's.
     A body without ``close()`` ends its scope when it is exhausted."""
 
-    def __init__(self, body: Iterable[Any], scope: _Scope) -> None:
+    def __init__(self, body: Iterable[Any], scope: _Scope, mark: RequestMark) -> None:
         self._body = body
+        self._mark = mark
         self._iterator: Optional[Iterator[Any]] = None
         self._scope: Optional[_Scope] = scope
         #: What the body raised, when it has a ``close()`` still to run in the scope.
@@ -521,6 +574,7 @@ class _ScopedBody:
         scope, self._scope, self._error = self._scope, None, None
         if scope is not None:
             scope.end(exc)
+            self._mark.over = True
 
 
 class _SizedScopedBody(_ScopedBody):
@@ -556,22 +610,24 @@ class PayiWSGIMiddleware(_Middleware):
 def _run_wsgi(
     mapping: RequestMapping, route: Optional[str], app: Any, environ: Any, start_response: Any
 ) -> Any:
-    base = _request_base(environ)
-    entered = mapping.enter(_wsgi_headers(environ), route, environ, base)
+    begun = _begin(mapping, _wsgi_headers(environ), route, environ)
+    if begun is None:
+        return app(environ, start_response)
+    entered, mark = begun.scope, begun.mark
     if entered is None:
-        if base is None:
-            return app(environ, start_response)
-        token = otel_context.attach(base)
+        token = otel_context.attach(begun.context)
         try:
             return app(environ, start_response)
         finally:
             otel_context.detach(token)
+            mark.over = True
     entered.attach()
     try:
         body = app(environ, start_response)
     except BaseException as exc:
         entered.restore()
         entered.end(exc)
+        mark.over = True
         raise
     entered.restore()
     file_wrapper = environ.get("wsgi.file_wrapper") if isinstance(environ, Mapping) else None
@@ -579,10 +635,11 @@ def _run_wsgi(
         # A file sent as it is (the server may use sendfile): no code of the app runs while
         # it is sent, so the scope ends now and the body goes out unwrapped.
         entered.end(None)
+        mark.over = True
         return body
     if hasattr(body, "__len__"):
-        return _SizedScopedBody(body, entered)
-    return _ScopedBody(body, entered)
+        return _SizedScopedBody(body, entered, mark)
+    return _ScopedBody(body, entered, mark)
 
 
 # --- zero-code -------------------------------------------------------------------------------
