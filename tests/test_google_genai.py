@@ -338,6 +338,60 @@ async def test_a_stream_left_anyhow_is_reported_once_and_never_keeps_its_scope(
     assert streamed.error is None
 
 
+@pytest.mark.parametrize("left", ["dropped", "closed"])
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_a_stream_never_read_sent_nothing_and_is_no_call(
+    genai: GenAI, records: Records, is_async: bool, left: str
+) -> None:
+    """The stream sends its request when first read: one never read (an early return, an
+    exception before the loop) sent nothing, so it is no call - no record, no Pay-i request
+    counted against the user's limits (a review found one billed with status 200)."""
+    client = google_client(genai)
+    with track_context(user_id="alice"):
+        if is_async:
+            stream = await client.aio.models.generate_content_stream(model=GEMINI, contents=PROMPT)
+            if left == "closed":
+                await stream.aclose()
+        else:
+            stream = client.models.generate_content_stream(model=GEMINI, contents=PROMPT)
+            if left == "closed":
+                stream.close()
+        del stream
+    await _collect()
+    genai.check_invariant = False  # no request, no span to compare with
+    assert genai.server.requests == [] and list(records) == []
+
+
+@pytest.mark.parametrize("call", ["generate", "stream", "async"])
+def test_a_call_google_refused_with_a_status_is_billed_with_it(genai: GenAI, call: str) -> None:
+    """google-genai's errors keep the HTTP status in ``code`` (not ``status_code``): a
+    refused call was taken for one that never reached Google, and Pay-i got no record (a
+    review). It is sent with its status, as other providers' are."""
+    from fake_payi_server import FakePayiServer
+    from google.genai import errors
+
+    from payi_otel import PayiIngestExporter
+
+    client = google_client(genai)
+    with FakePayiServer() as payi:
+        exporter = PayiIngestExporter(api_key="k", base_url=payi.base_url)
+        genai.reinstrument(ingest=exporter)
+        genai.server.fail_next(1, "400")
+        with track_context(user_id="alice"), pytest.raises(errors.ClientError):
+            if call == "generate":
+                client.models.generate_content(model=GEMINI, contents=PROMPT)
+            elif call == "stream":
+                for _ in client.models.generate_content_stream(model=GEMINI, contents=PROMPT):
+                    pass
+            else:
+                asyncio.run(client.aio.models.generate_content(model=GEMINI, contents=PROMPT))
+        assert exporter.force_flush()
+        [record] = [r.body for r in payi.ingested()]
+        exporter.shutdown()
+    assert record["http_status_code"] == 400
+    genai.check_invariant = False  # a refused call: its span records the error alone
+
+
 # --- Automatic Function Calling ---------------------------------------------------------------
 
 

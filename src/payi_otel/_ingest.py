@@ -325,7 +325,9 @@ def _cache_units() -> Mapping[str, Tuple[bool, bool]]:
 
 
 def _status_of(error: BaseException) -> Optional[int]:
-    """The HTTP status of a failed call (the SDKs' status errors, botocore's ClientError)."""
+    """The HTTP status of a failed call: the Stainless SDKs' ``status_code``, botocore's
+    ``ClientError`` (its response's metadata), google-genai's ``APIError`` (``code``, its
+    response's ``status_code``)."""
     status = _int(getattr(error, "status_code", None))
     if status is None:
         response = getattr(error, "response", None)
@@ -333,6 +335,11 @@ def _status_of(error: BaseException) -> Optional[int]:
             metadata = response.get("ResponseMetadata")
             if isinstance(metadata, Mapping):
                 status = _int(metadata.get("HTTPStatusCode"))
+        elif response is not None:
+            status = _int(getattr(response, "status_code", None))
+    if status is None:
+        code = _int(getattr(error, "code", None))
+        status = code if code is not None and 100 <= code <= 599 else None
     return status
 
 

@@ -115,6 +115,7 @@ class _Observation:
         "started",
         "started_at",  # issue 19
         "streamed",
+        "unsent",
         "usage",
     )
 
@@ -148,6 +149,9 @@ class _Observation:
         self.response_model: Optional[str] = None
         self.streamed = False
         self.done = False
+        #: A stream that sends its request when first read, not read yet: a call that
+        #: never went out (``Provider.sends_when_read``), reported as none.
+        self.unsent = False
         #: The hook asked the stream for its usage: the item carrying only it is not passed on.
         self.hide_usage_only = False
 
@@ -183,6 +187,8 @@ class _Observation:
         if self.done:
             return
         self.done = True
+        if self.unsent:
+            return  # never read: nothing was sent, nothing to bill (a review)
         usage = self.usage
         if usage is not None:
             try:
@@ -430,19 +436,35 @@ class _ObservedAsyncResponse(_ObservedResponse):
         return self._self_observe(await self.__wrapped__.parse(*args, **kwargs))
 
 
-class _ReadInContext(wrapt.ObjectProxy):  # type: ignore[type-arg,unused-ignore]
+class _InContext(wrapt.ObjectProxy):  # type: ignore[type-arg,unused-ignore]
     """A stream that sends its requests as it is read (``Provider.sends_when_read``): each
     read, and its closing, runs in its call's context (attached around that one step only:
-    the caller's code between items keeps the caller's context)."""
+    the caller's code between items keeps the caller's context). Its call is unsent until
+    it is first read."""
 
-    def __init__(self, wrapped: Any, ctx: otel_context.Context) -> None:
+    def __init__(
+        self, wrapped: Any, ctx: otel_context.Context, observation: Optional[_Observation]
+    ) -> None:
         super().__init__(wrapped)
         self._self_ctx = ctx
+        self._self_observation = observation
+        if observation is not None:
+            observation.unsent = True
+
+    def _sent(self) -> None:
+        observation = self._self_observation
+        if observation is not None:
+            observation.unsent = False
+
+
+class _ReadInContext(_InContext):
+    """A sync :class:`_InContext` (a generator)."""
 
     def __iter__(self) -> Any:
         return self
 
     def __next__(self) -> Any:
+        self._sent()
         token = otel_context.attach(self._self_ctx)
         try:
             return next(self.__wrapped__)
@@ -457,17 +479,14 @@ class _ReadInContext(wrapt.ObjectProxy):  # type: ignore[type-arg,unused-ignore]
             otel_context.detach(token)
 
 
-class _AsyncReadInContext(wrapt.ObjectProxy):  # type: ignore[type-arg,unused-ignore]
-    """The async counterpart of :class:`_ReadInContext` (an async generator)."""
-
-    def __init__(self, wrapped: Any, ctx: otel_context.Context) -> None:
-        super().__init__(wrapped)
-        self._self_ctx = ctx
+class _AsyncReadInContext(_InContext):
+    """An async :class:`_InContext` (an async generator)."""
 
     def __aiter__(self) -> Any:
         return self
 
     async def __anext__(self) -> Any:
+        self._sent()
         token = otel_context.attach(self._self_ctx)
         try:
             return await self.__wrapped__.__anext__()
@@ -482,17 +501,23 @@ class _AsyncReadInContext(wrapt.ObjectProxy):  # type: ignore[type-arg,unused-ig
             otel_context.detach(token)
 
 
-def _read_in_context(provider: Provider, result: Any, ctx: Optional[otel_context.Context]) -> Any:
+def _read_in_context(
+    provider: Provider,
+    result: Any,
+    ctx: Optional[otel_context.Context],
+    observation: Optional[_Observation],
+) -> Any:
     """``result``, read in ``ctx`` (None: the current context, which is the call's) when it
-    is a stream that sends its requests as it is read."""
+    is a stream that sends its requests as it is read (``observation``: not sent until it
+    is)."""
     try:
         if not provider.sends_when_read(result):
             return result
         if ctx is None:
             ctx = otel_context.get_current()
         if hasattr(result, "__anext__"):
-            return _AsyncReadInContext(result, ctx)
-        return _ReadInContext(result, ctx)
+            return _AsyncReadInContext(result, ctx, observation)
+        return _ReadInContext(result, ctx, observation)
     except Exception:
         internal_error(f"observe:{provider.name}", "reading a stream in its context failed")
         return result
@@ -741,7 +766,7 @@ def _make_wrapper(provider: Provider, is_async: bool, stamp_here: bool) -> Calla
         with _Sending(ctx, observation):
             result = wrapped(*new_args, **new_kwargs)
         if reads_in_context:
-            result = _read_in_context(provider, result, ctx)
+            result = _read_in_context(provider, result, ctx, observation)
         return _observed(result, observation)
 
     async def async_wrapper(
@@ -755,7 +780,7 @@ def _make_wrapper(provider: Provider, is_async: bool, stamp_here: bool) -> Calla
         with _Sending(ctx, observation):
             result = await wrapped(*new_args, **new_kwargs)
         if reads_in_context:
-            result = _read_in_context(provider, result, ctx)
+            result = _read_in_context(provider, result, ctx, observation)
         return _observed(result, observation)
 
     return async_wrapper if is_async else wrapper
