@@ -266,6 +266,14 @@ def _request_base(request: Any) -> Optional[Context]:
         return None
     if mark.request is _request_token(request):
         return None
+    log_once(
+        "web-leaked-request",
+        "payi_otel: a request started in the context of an earlier, finished request (an "
+        "asyncio server resuming a kept-alive connection from that request's task: uvicorn "
+        "after a body over 64 KiB or pipelining, CPython gh-140947); payi_otel leaves that "
+        "request's scopes, but a scope opened around the Payi middleware, and the trace "
+        "context, still leak: run uvicorn with --reset-contextvars (reset_contextvars=True)",
+    )
     try:
         return payi_state.as_outside(otel_context.get_current(), mark.outer)
     except Exception:
