@@ -29,6 +29,7 @@ from fixtures_genai import (
     GOOGLE_BACKENDS,
     PROXY_CARRIES,
     GenAI,
+    async_google_call,
     google_call,
     google_client,
     google_config,
@@ -548,14 +549,23 @@ async def test_googles_public_hosts_get_no_attribution_but_spans_keep_it(genai: 
     assert [a.get("x-payi-user-id") for a in genai.attribution()] == ["alice", None]
 
 
-def test_a_redirect_to_another_origin_loses_the_attribution(genai: GenAI) -> None:
-    """google-genai's httpx client follows redirects: a hop to another origin carries no
-    attribution header (payi_otel's redirect guard on the SDK's client)."""
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync-httpx", "async-aiohttp"])
+def test_a_redirect_to_another_origin_loses_the_attribution(genai: GenAI, is_async: bool) -> None:
+    """google-genai's HTTP clients follow redirects: a hop to another origin (loopback,
+    which the policy allows) carries no attribution header - httpx's by payi_otel's guard on
+    the SDK's client, aiohttp's (the async client's default when installed) by its redirect
+    trace signal (a review found the async hop carrying the user's id)."""
+    import aiohttp  # the async client's, here
+
+    assert aiohttp
     genai.check_invariant = False  # one call, two requests
     port = genai.server.google_genai_base_url.rsplit(":", 1)[1].strip("/")
     genai.server.redirect_next(1, 307, target=f"http://localhost:{port}")
     with track_context(user_id="alice"):
-        assert google_call(genai) == "echo: Hello"
+        if is_async:
+            assert asyncio.run(async_google_call(genai)) == "echo: Hello"
+        else:
+            assert google_call(genai) == "echo: Hello"
     first, hop = genai.server.requests
     assert first.headers["x-payi-user-id"] == "alice"
     assert hop.headers["host"].startswith("localhost")

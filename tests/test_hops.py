@@ -199,6 +199,15 @@ def send(
                 await plain.post(url, json=CHAT, headers=headers)
 
         asyncio.run(go_plain())
+    elif client == "aiohttp":
+        import aiohttp
+
+        async def go_aiohttp() -> None:
+            async with aiohttp.ClientSession() as session:
+                async with session.post(url, json=CHAT, headers=headers) as response:
+                    await response.read()
+
+        asyncio.run(go_aiohttp())
     else:
         with requests.Session() as session:
             if transport is not None:
@@ -252,7 +261,7 @@ def _hops(server: FakeLLMServer, hop: Hop) -> tuple[RecordedRequest, RecordedReq
 
 @pytest.mark.parametrize("genai_spans", [False, True], ids=["nospans", "spans"])
 @pytest.mark.parametrize("dialect", ["x-payi", "payi-proxy"])
-@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("client", [*CLIENTS, "aiohttp"])  # (aiohttp: headers only, no baggage)
 @pytest.mark.parametrize("hop", HOPS, ids=lambda h: h.name)
 def test_a_redirect_hop_carries_attribution_headers_only_where_the_policy_allows_its_url(
     instrument: Callable[..., PayiInstrumentor],

@@ -86,8 +86,7 @@ def strip_refused(headers: Any, url: object, previous: object) -> None:
         return
     if _url_origin(str(url)) == _url_origin(str(previous)):
         return
-    for name in names:
-        del headers[name]
+    _strip(headers)
 
 
 def strip_refused_websocket(headers: Any, protocol: Any) -> None:
@@ -141,7 +140,19 @@ def strip_cross_origin(request: Any) -> None:
 
 def _strip(headers: Any) -> None:
     for name in [n for n in headers if is_dialect_header(n)]:
-        del headers[name]
+        if name in headers:  # (a multidict's del takes every spelling of a name at once)
+            del headers[name]
+
+
+def strip_hop(headers: Any, url: object, previous: object, sdk_call: bool) -> None:
+    """A redirect hop from ``previous`` to ``url`` that an HTTP client builds from the first
+    request's ``headers`` (aiohttp): an SDK call's hop to another origin loses every
+    attribution header, as the SDK clients' request hook has it (:func:`strip_cross_origin`);
+    any other request's, where the policy refuses ``url`` (:func:`strip_refused`)."""
+    if not sdk_call:
+        strip_refused(headers, url, previous)
+    elif _url_origin(str(url)) != _url_origin(str(previous)):
+        _strip(headers)
 
 
 async def strip_cross_origin_async(request: Any) -> None:

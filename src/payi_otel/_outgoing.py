@@ -183,7 +183,51 @@ def guard_hops() -> List[Callable[[], None]]:
             undo.extend(when_imported(package, partial(_guard, points), package))
     if installed("websockets"):
         undo.extend(when_imported("websockets", _guard_websockets, "websockets"))
+    if installed("aiohttp"):
+        undo.extend(when_imported("aiohttp", _guard_aiohttp, "aiohttp"))
     return undo
+
+
+def _guard_aiohttp() -> List[Callable[[], None]]:
+    """aiohttp follows redirects inside ``ClientSession._request``, copying the first
+    request's headers to each hop (dropping only its credentials across origins); the one
+    place a hop's headers can be changed before it is sent is the session's
+    ``on_request_redirect`` trace signal, given that same headers object. Every session
+    made while payi_otel is instrumented gets one frozen trace config with it: a review found
+    google-genai's async client (aiohttp, its default when installed) carrying a call's
+    ``x-payi-*`` headers to another origin."""
+    import aiohttp
+
+    config = aiohttp.TraceConfig()
+    config.on_request_redirect.append(_aiohttp_redirect)
+    config.freeze()
+
+    def init(wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs) -> Any:
+        result = wrapped(*args, **kwargs)
+        try:
+            configs = getattr(instance, "_trace_configs", None)
+            if isinstance(configs, list) and config not in configs:
+                configs.append(config)
+        except Exception:
+            internal_error("hops:aiohttp-session", "guarding an aiohttp session failed")
+        return result
+
+    wrap_function_wrapper("aiohttp.client", "ClientSession.__init__", init)
+    return [unwrapper(aiohttp.ClientSession, "__init__", init)]
+
+
+async def _aiohttp_redirect(session: Any, trace_ctx: Any, params: Any) -> None:
+    """``on_request_redirect``: the hop about to be sent, held to the policy."""
+    try:
+        response = params.response
+        location = response.headers.get("Location") or response.headers.get("URI")
+        if not location:
+            return
+        target = params.url.join(type(params.url)(location))
+        sdk_call = payi_state.sending_a_call(otel_context.get_current())
+        destinations.strip_hop(params.headers, target, params.url, sdk_call)
+    except Exception:
+        internal_error("hops:aiohttp", "checking an aiohttp redirect hop's headers failed")
 
 
 def _guard_websockets() -> List[Callable[[], None]]:
