@@ -629,3 +629,24 @@ def mock_openai(answer: Callable[[Any], Any], is_async: bool = False) -> Any:
             **common, max_retries=0, http_client=httpx2.AsyncClient(transport=transport)
         )
     return openai.OpenAI(**common, max_retries=0, http_client=httpx2.Client(transport=transport))
+
+
+def answered_openai(
+    content: str, usage: Mapping[str, Any], finish_reason: str = "stop"
+) -> openai.OpenAI:
+    """:func:`mock_openai` answering every chat completion with one ``content`` choice,
+    ``finish_reason`` and ``usage``."""
+    import httpx2
+
+    message = {"role": "assistant", "content": content}
+    choice = {"index": 0, "message": message, "finish_reason": finish_reason}
+    reply = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [choice],
+        "usage": dict(usage),
+    }
+    client: openai.OpenAI = mock_openai(lambda _: httpx2.Response(200, json=reply))
+    return client

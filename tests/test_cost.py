@@ -11,7 +11,7 @@ from collections import defaultdict
 from typing import Any, Optional
 
 import pytest
-from fixtures_genai import CHAT, MESSAGE, GenAI, mock_openai
+from fixtures_genai import CHAT, MESSAGE, GenAI, answered_openai, mock_openai
 from fixtures_otel import Metrics
 from genai_prices import Usage, calc_price
 from opentelemetry.sdk.trace import ReadableSpan
@@ -420,34 +420,14 @@ def test_a_usage_genai_prices_refuses_keeps_its_tokens_without_cost(
     prices refuses to price it, so the call gets its usage without cost - in the metrics and
     its scope's totals too - and one WARNING says so. A user's price refuses it alike (a
     review: it priced it below zero, and drove the cost counter down)."""
-    import httpx
-    import openai
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        usage = {
+    client = answered_openai(
+        "hi",
+        {
             "prompt_tokens": 10,
             "completion_tokens": 20,
             "total_tokens": 30,
             "prompt_tokens_details": {"cached_tokens": 50},
-        }
-        message = {"role": "assistant", "content": "hi"}
-        return httpx.Response(
-            200,
-            json={
-                "id": "chatcmpl-1",
-                "object": "chat.completion",
-                "created": 1,
-                "model": "gpt-4o-mini",
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                "usage": usage,
-            },
-        )
-
-    client = openai.OpenAI(
-        api_key="k",
-        base_url="http://127.0.0.1:9/v1",
-        max_retries=0,
-        http_client=httpx.Client(transport=httpx.MockTransport(answer)),
+        },
     )
     metrics = Metrics()
     genai.reinstrument(meter_provider=metrics.provider, scope_totals=True, prices=prices)

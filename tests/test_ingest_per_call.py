@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from fake_payi_server import FakePayiServer
-from fixtures_genai import CHAT, MESSAGE, GenAI
+from fixtures_genai import CHAT, MESSAGE, GenAI, answered_openai
 from ingest_support import add_processor, fake_payi_module, payi
 from ingest_support import exporter_for as exporter_base
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
@@ -521,3 +521,38 @@ def test_a_stream_the_provider_answered_is_billed_however_it_ends(
     [user] = [r.headers.get("xproxy-user-id") for r in payi.ingested()]
     assert user == "alice"
     assert exporter.stats()["exported"] == 1
+
+
+@pytest.mark.parametrize("finish", ["length", "content_filter"])
+def test_a_completion_the_sdk_refuses_to_parse_is_billed(
+    genai: GenAI, payi: FakePayiServer, finish: str
+) -> None:
+    """``chat.completions.parse`` raises when the completion was cut short or filtered -
+    after OpenAI answered, and billed it: the call had no usage, no cost and no Pay-i record
+    (a review). The completion the error carries is read: billed once, status 200."""
+    import openai
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        text: str
+
+    client = answered_openai(
+        '{"text": "cut sh',
+        {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+        finish_reason=finish,
+    )
+    exporter = exporter_for(payi)
+    genai.reinstrument(ingest=exporter)
+    genai.check_invariant = False  # answered in process, not by the server
+    refused = (openai.LengthFinishReasonError, openai.ContentFilterFinishReasonError)
+    with track_context(user_id="alice"), pytest.raises(refused):
+        client.chat.completions.parse(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "Hi"}],
+            response_format=Answer,
+        )
+    assert exporter.force_flush()
+    [record] = bodies(payi)
+    assert record["http_status_code"] == 200
+    assert record["units"]["text"] == {"input": 11, "output": 7}
+    assert payi.ingested()[0].headers["xproxy-user-id"] == "alice"

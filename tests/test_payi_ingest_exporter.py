@@ -119,6 +119,34 @@ def test_one_record_per_call_with_units_status_and_attribution(
     }
 
 
+def test_spans_of_api_calls_that_are_no_inference_are_never_sent(
+    genai: GenAI, fake_payi: FakePayiServer, attach: Callable[..., BatchSpanProcessor]
+) -> None:
+    """anthropic's own spans (``com.anthropic.sdk.python``) cover every API call: those of
+    token counting and listing name no GenAI operation and are no billed request - the
+    per-call form never sends them - but the span form sent each as one (a review)."""
+    exporter = exporter_for(fake_payi.base_url)
+    processor = attach(genai, exporter)
+    with track_context(user_id="alice"):
+        genai.anthropic.messages.count_tokens(model=MESSAGE["model"], messages=MESSAGE["messages"])
+        genai.anthropic.models.list()
+        genai.anthropic.messages.create(**MESSAGE)
+    genai.check_invariant = False  # calls without a span of their own to compare
+    processor.force_flush()
+    assert exporter.force_flush()
+    native = [
+        s
+        for s in genai.otel.exporter.get_finished_spans()
+        if s.instrumentation_scope.name == "com.anthropic.sdk.python"
+    ]
+    assert {s.name for s in native} >= {
+        "anthropic.messages.count_tokens",
+        "anthropic.models.list",
+    }  # (the spans this is about)
+    [record] = [r.body for r in fake_payi.ingested()]
+    assert record["resource"] == MESSAGE["model"]
+
+
 def test_without_the_payi_package_a_warning_names_the_pip_command(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -360,9 +360,13 @@ def is_inference(record: CallRecord) -> bool:
 
 
 def _answered(record: CallRecord) -> bool:
-    """A failed stream the provider answered (its first item, or usage, came): billed by it
-    (a review found such a call counted in the metrics, never sent to Pay-i)."""
-    return record.streamed and (record.first_item_s is not None or record.usage is not None)
+    """A failed call the provider answered: a stream whose first item came, or a call whose
+    usage was read (a stream's, or the reply an SDK raised with: ``Provider.reply_of``).
+    Billed by the provider (reviews found such calls counted in the metrics, never sent to
+    Pay-i)."""
+    if record.usage is not None:
+        return True
+    return record.streamed and record.first_item_s is not None
 
 
 def is_proxied(record: CallRecord) -> bool:
@@ -615,12 +619,22 @@ class PayiIngestExporter(SpanExporter):
     # -- as a span exporter ---------------------------------------------------------------------
 
     def _calls(self, spans: Sequence[ReadableSpan]) -> List[ReadableSpan]:
-        """The GenAI spans of ``spans`` that are calls (not the outer span of one)."""
+        """The GenAI spans of ``spans`` that are billed calls (not the outer span of one). A
+        span that names no GenAI operation is an SDK's span of an API call that is no
+        inference (anthropic's own spans of ``count_tokens``, ``models.list``, files): never
+        a Pay-i request, as in the per-call form (a review found them sent as billed)."""
         calls = []
         for span in spans:
             context = span.get_span_context()
             key = (context.trace_id, context.span_id) if context else (0, 0)
-            if not is_genai_span(span) or key in self._parents or not is_call_span(span):
+            operation = (span.attributes or {}).get("gen_ai.operation.name")
+            if (
+                not is_genai_span(span)
+                or key in self._parents
+                or not is_call_span(span)
+                or not isinstance(operation, str)
+                or not operation
+            ):
                 self._parents.pop(key, None)  # the outer span of an ingested call
                 with self._lock:
                     self._skipped += 1

@@ -525,6 +525,12 @@ class Provider:
         """Whether ``result`` is a stream whose items arrive later. Default: False."""
         return False
 
+    def reply_of(self, error: BaseException) -> object:
+        """The reply a call that raised ``error`` got, when the SDK raised it after the
+        provider answered (openai's ``LengthFinishReasonError`` carries its completion, usage
+        and all: the call was billed); None: none. Default: None."""
+        return None
+
     def sends_when_read(self, result: object) -> bool:
         """Whether the stream ``result`` sends its requests as it is read (a generator:
         google-genai's ``generate_content_stream`` sends nothing until its first item is

@@ -183,6 +183,17 @@ class _Observation:
         except Exception:
             internal_error(f"observe:{self.provider.name}", "reading a response failed")
 
+    def failed(self, error: BaseException) -> None:
+        """The SDK raised ``error`` from the call: reported with the reply it carries, if
+        any (:meth:`Provider.reply_of`)."""
+        try:
+            reply = self.provider.reply_of(error)
+            if reply is not None and not self.done:
+                self.see(reply)
+        except Exception:
+            internal_error(f"observe:{self.provider.name}", "reading a failed call failed")
+        self.finish(error)
+
     def finish(self, error: Optional[BaseException] = None) -> None:
         if self.done:
             return
@@ -739,7 +750,7 @@ class _Sending:
         if token is not None:
             otel_context.detach(token)
         if exc is not None and self._observation is not None:
-            self._observation.finish(exc)
+            self._observation.failed(exc)
 
 
 def _make_wrapper(provider: Provider, is_async: bool, stamp_here: bool) -> Callable[..., Any]:

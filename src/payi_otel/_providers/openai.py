@@ -178,6 +178,11 @@ class OpenAIProvider(StainlessProvider):
             return None
         return super().plan_key(instance, args, kwargs)
 
+    def reply_of(self, error: BaseException) -> object:
+        # ``chat.completions.parse``: a completion cut short or filtered is answered (and
+        # billed) before the SDK refuses to parse it.
+        return getattr(error, "completion", None)
+
     def service_of(self, instance: Any, call: Call) -> Optional[Service]:
         # A client made with ``provider=`` (openai >= 3) calls that cloud.
         runtime = getattr(instance, "_provider_runtime", None)
