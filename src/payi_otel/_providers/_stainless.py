@@ -295,10 +295,14 @@ class StainlessProvider(Provider):
         the client's ``_base_url``, which is read instead for a client class whose property
         is the SDK's own and gave exactly that object when first seen. Any other property is
         read every call: openai's module-level client (``openai.chat...``) gives the module's
-        ``openai.base_url`` when set, a subclass may pick its URL per call."""
-        state = instance.__dict__.get("_base_url")
+        ``openai.base_url`` when set, a subclass may pick its URL per call. (openai 3.6x
+        keeps it as ``_configured_base_url``, its ``_base_url`` a property.)"""
+        given = instance.__dict__
+        state = given.get("_base_url")
         if state is None:
-            return instance.base_url
+            state = given.get("_configured_base_url")
+            if state is None:
+                return instance.base_url
         cls = type(instance)
         plain: Optional[Dict[type, Tuple[object, bool]]] = self.__dict__.get("_plain_base_url")
         if plain is None:
