@@ -5,6 +5,7 @@ function was declared."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 from collections.abc import Iterator
@@ -106,6 +107,41 @@ async def test_track_on_callables_that_return_awaitables(no_global: Any) -> None
     assert await agent() == "agent"
     assert await wrapped() == "wrapped"
     assert "user_id" not in get_context()
+
+
+@pytest.mark.parametrize("made", ["in another scope", "outside any scope"])
+async def test_an_awaitable_tracked_runs_where_it_is_awaited(no_global: Any, made: str) -> None:
+    """As a coroutine function's: an awaitable made by a tracked call (an object with ``async
+    def __call__``, an async function behind a plain decorator) runs over the scopes of where
+    it is awaited - not over those of where it was made, closed by then, nor outside every
+    scope when made outside and gathered inside one (a review: billed to A, or to nobody)."""
+
+    class Agent:
+        async def __call__(self) -> object:
+            await asyncio.sleep(0)
+            return dict(get_context())
+
+    @_plain_decorator
+    async def helper() -> object:
+        await asyncio.sleep(0)
+        return dict(get_context())
+
+    @track(use_case_step="native")
+    async def native() -> object:
+        await asyncio.sleep(0)
+        return dict(get_context())
+
+    agent = track(use_case_step="agent")(Agent())
+    wrapped = track(use_case_step="helper")(helper)
+    with track_context(user_id="A") if made == "in another scope" else contextlib.nullcontext():
+        made_early = [native(), agent(), wrapped()]
+    with track_context(user_id="B"):
+        results = await asyncio.gather(*made_early)
+    assert [(r.get("user_id"), r["use_case_step"]) for r in results] == [
+        ("B", "native"),
+        ("B", "agent"),
+        ("B", "helper"),
+    ]
 
 
 def test_track_on_a_function_that_returns_a_generator(no_global: Any) -> None:

@@ -287,9 +287,13 @@ def _track_sync(fn: Callable[..., Any], spec: ScopeSpec) -> Callable[..., Any]:
             raise
         scope.detach()
         # What the call returned decides when the scope ends, not how fn was declared (an
-        # object with ``async def __call__``, an async function behind a plain decorator).
+        # async function behind a plain decorator). An awaitable runs where it is awaited,
+        # as a coroutine function's does: the scope of its call ends here, and the work
+        # gets a scope of its own over the context it is awaited in (a review found it run
+        # in the call's context: billed to a scope closed meanwhile, or to nobody).
         if inspect.isawaitable(result):
-            return _await_in_scope(result, scope)
+            scope.end()
+            return _await_tracked(result, spec)
         if inspect.isgenerator(result):
             return _drive_generator(result, spec, scope.context, scope)
         if inspect.isasyncgen(result):
@@ -312,6 +316,11 @@ async def _await_in_scope(awaitable: Any, scope: _Scope) -> Any:
     scope.restore()
     scope.end()
     return result
+
+
+async def _await_tracked(awaitable: Any, spec: ScopeSpec) -> Any:
+    """Await ``awaitable`` in a scope entered where it is awaited."""
+    return await _await_in_scope(awaitable, _enter(spec, otel_context.get_current()))
 
 
 def _track_async(fn: Callable[..., Any], spec: ScopeSpec) -> Callable[..., Any]:
@@ -443,7 +452,11 @@ def track(**params: Unpack[ScopeParameters]) -> Callable[[F], F]:
         spec = ScopeSpec(payi_state.TRACK, valid, key, name, own)
         if inspect.isasyncgenfunction(fn):
             wrapped = _track_driven(fn, spec, _drive_async_generator)
-        elif inspect.iscoroutinefunction(fn):
+        elif inspect.iscoroutinefunction(fn) or (
+            not inspect.isroutine(fn)
+            and not isinstance(fn, type)
+            and inspect.iscoroutinefunction(inspect.getattr_static(type(fn), "__call__", None))
+        ):  # (an object with ``async def __call__``: a coroutine function, called)
             wrapped = _track_async(fn, spec)
         elif inspect.isgeneratorfunction(fn):
             wrapped = _track_driven(fn, spec, _drive_generator)
