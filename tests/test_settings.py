@@ -142,12 +142,19 @@ def test_a_bad_variable_is_one_error_line_under_zero_code_and_the_default_applie
 GOOD = {
     "PAYI_BAGGAGE_ACCEPT": ("baggage_accept", "user_id"),
     "PAYI_HEADER_HOSTS": ("wire", "gateway.example"),
+    "PAYI_HEADER_DIALECT": ("wire", "payi-proxy"),
 }
 
 
 @pytest.mark.parametrize(
     ("bad", "good"),
-    [("PAYI_BAGGAGE_ACCEPT", "PAYI_HEADER_HOSTS"), ("PAYI_HEADER_HOSTS", "PAYI_BAGGAGE_ACCEPT")],
+    [
+        ("PAYI_BAGGAGE_ACCEPT", "PAYI_HEADER_HOSTS"),
+        ("PAYI_HEADER_HOSTS", "PAYI_BAGGAGE_ACCEPT"),
+        # (a review: one policy read in one go, so a bad one reset the other too)
+        ("PAYI_HEADER_HOSTS", "PAYI_HEADER_DIALECT"),
+        ("PAYI_HEADER_DIALECT", "PAYI_HEADER_HOSTS"),
+    ],
 )
 def test_a_bad_variable_under_zero_code_leaves_its_valid_neighbours_in_force(
     bad: str, good: str, caplog: pytest.LogCaptureFixture

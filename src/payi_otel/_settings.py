@@ -36,7 +36,7 @@ from opentelemetry.trace import Tracer, TracerProvider
 from payi_otel import _environment as env
 from payi_otel._log import logger
 from payi_otel._model.codec import means_not_given, parse_value
-from payi_otel._model.dialects import X_PAYI
+from payi_otel._model.dialects import X_PAYI, Dialect
 from payi_otel._model.effective import Effective
 from payi_otel._model.merge import fold, merge, new_level
 from payi_otel._model.model_mappings import ModelMapping, parse_mappings
@@ -281,10 +281,20 @@ def build(
         BAGGAGE_ACCEPT_DEFAULT,
         DEFAULTED,
     )
-    wire = source.read(
-        lambda: policy_from(options.get("header_dialect"), options.get("header_hosts"), environ),
-        _DEFAULT_WIRE,
-        DEFAULTED,
+    # The dialect and the hosts read apart too: a bad one must not reset the other (a review:
+    # a mistyped PAYI_HEADER_HOSTS sent x-payi-* to Pay-i's proxy, a mistyped dialect sent
+    # user ids past the allow-list).
+    wire = WirePolicy(
+        source.read(
+            lambda: dialect_from(options.get("header_dialect"), environ),
+            _DEFAULT_WIRE.dialect,
+            DEFAULTED,
+        ),
+        source.read(
+            lambda: hosts_from(options.get("header_hosts"), environ),
+            _DEFAULT_WIRE.hosts,
+            DEFAULTED,
+        ),
     )
     mappings = options.get("model_mappings")
     model_mappings: Tuple[ModelMapping, ...]
@@ -519,13 +529,22 @@ def policy_from(
 ) -> WirePolicy:
     """The policy from ``payi_instrument(header_dialect=, header_hosts=)`` over
     ``PAYI_HEADER_DIALECT`` and ``PAYI_HEADER_HOSTS`` (comma-separated; empty: no host)."""
+    return WirePolicy(dialect_from(dialect, environ), hosts_from(hosts, environ))
+
+
+def dialect_from(dialect: Optional[str], environ: Mapping[str, str]) -> Dialect:
+    """``header_dialect=`` over ``PAYI_HEADER_DIALECT`` (default: ``x-payi``)."""
     if dialect is None:
-        chosen = dialect_for(environ.get(env.HEADER_DIALECT) or X_PAYI.name, env.HEADER_DIALECT)
-    else:
-        chosen = dialect_for(dialect, "header_dialect")
-    allowed: Optional[Tuple[str, ...]] = None
+        return dialect_for(environ.get(env.HEADER_DIALECT) or X_PAYI.name, env.HEADER_DIALECT)
+    return dialect_for(dialect, "header_dialect")
+
+
+def hosts_from(
+    hosts: Optional[Sequence[str]], environ: Mapping[str, str]
+) -> Optional[Tuple[str, ...]]:
+    """``header_hosts=`` over ``PAYI_HEADER_HOSTS`` (None: neither, the default policy)."""
     if hosts is not None:
-        allowed = host_patterns(hosts, "header_hosts")
-    elif env.HEADER_HOSTS in environ:
-        allowed = host_patterns(env.read_list(environ[env.HEADER_HOSTS]), env.HEADER_HOSTS)
-    return WirePolicy(chosen, allowed)
+        return host_patterns(hosts, "header_hosts")
+    if env.HEADER_HOSTS in environ:
+        return host_patterns(env.read_list(environ[env.HEADER_HOSTS]), env.HEADER_HOSTS)
+    return None
