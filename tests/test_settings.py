@@ -13,6 +13,7 @@ from fixtures_otel import Otel
 
 from payi_otel import PayiInstrumentor, _settings, get_context, track_context
 from payi_otel._instrumentor import after_instrumentors, before_instrumentors
+from payi_otel._log import reset_log_once
 from payi_otel._model.dialects import PAYI_PROXY
 from payi_otel._model.parameters import BAGGAGE_ACCEPT_DEFAULT
 from payi_otel._model.wire_policy import WirePolicy
@@ -195,3 +196,21 @@ def test_the_zero_code_hooks_make_instrumenting_lenient(
     # Out of the loader, code raises again.
     with pytest.raises(ValueError, match="PAYI_SCOPE_SPANS"):
         _settings.build({"caller_file": "<test>"})
+
+
+@pytest.mark.parametrize(
+    ("misspelt", "meant"),
+    [("PAYI_USERID", "PAYI_USER_ID"), ("PAYI_HEADERS_HOSTS", "PAYI_HEADER_HOSTS")],
+)
+def test_a_misspelt_variable_is_one_warning_naming_the_one_meant(
+    misspelt: str, meant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``PAYI_USERID=u1`` read by nobody billed every call without its user, with nothing
+    said (a review); another tool's ``PAYI_*`` variable is left alone."""
+    reset_log_once()
+    environ = {misspelt: "x", "PAYI_LOG_LEVEL": "debug"}
+    with caplog.at_level(logging.WARNING, logger="payi_otel"):
+        _settings.build({"caller_file": "<test>"}, environ=environ)
+        _settings.build({"caller_file": "<test>"}, environ=environ)
+    [record] = caplog.records
+    assert misspelt in record.getMessage() and f"did you mean {meant}" in record.getMessage()

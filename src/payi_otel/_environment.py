@@ -160,3 +160,21 @@ __all__ += [
 ]
 
 # --- end issue 21 ------------------------------------------------------------------------------
+
+
+# --- names ------------------------------------------------------------------------------------
+
+#: Pay-i's own client's variables (``payi.Payi``), read by it, not by payi_otel.
+PAYI_CLIENT = ("PAYI_API_KEY", "PAYI_BASE_URL")
+
+
+def switch_names() -> Tuple[str, ...]:
+    """Every switch variable named in this module."""
+    return tuple(
+        value
+        for key, value in globals().items()
+        if key.isupper() and isinstance(value, str) and value.startswith("PAYI_")
+    )
+
+
+__all__ += ["PAYI_CLIENT", "switch_names"]

@@ -18,6 +18,7 @@ ERROR line naming it and its default applies (:class:`_Source`, the one place de
 
 from __future__ import annotations
 
+import difflib
 import functools
 import itertools
 import json
@@ -34,7 +35,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Tracer, TracerProvider
 
 from payi_otel import _environment as env
-from payi_otel._log import logger
+from payi_otel._log import log_once, logger
 from payi_otel._model.codec import means_not_given, parse_value
 from payi_otel._model.dialects import X_PAYI, Dialect
 from payi_otel._model.effective import Effective
@@ -240,6 +241,7 @@ def build(
     """
     environ = os.environ if environ is None else environ
     source = _Source(environ, lenient)
+    _misspelt(environ)
     params = _global_params(
         options.get("config"), source, options.get("caller_file") or _main_script()
     )
@@ -522,6 +524,24 @@ def baggage_accept(value: Optional[Iterable[str]], environ: Mapping[str, str]) -
     if unknown:
         raise ParameterValueError(f"{what} names unknown parameters: {unknown}")
     return frozenset(names)
+
+
+def _misspelt(environ: Mapping[str, str]) -> None:
+    """A ``PAYI_*`` variable payi_otel does not read, one edit or two from one it does
+    (``PAYI_USERID``): one WARNING naming it, or every call would be billed without it and
+    nothing said (a review). Other ``PAYI_*`` names (another tool's) are left alone."""
+    known = {*ENV_NAMES.values(), *env.switch_names(), *env.PAYI_CLIENT}
+    for name in environ:
+        if not name.startswith("PAYI_") or name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if close:
+            log_once(
+                f"env-misspelt:{name}",
+                "payi_otel: %s is not a payi_otel variable and is ignored: did you mean %s?",
+                name,
+                close[0],
+            )
 
 
 def policy_from(
