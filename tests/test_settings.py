@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Callable
+from typing import Callable, Optional
 
 import pytest
 from fixtures_otel import Otel
@@ -214,3 +214,41 @@ def test_a_misspelt_variable_is_one_warning_naming_the_one_meant(
         _settings.build({"caller_file": "<test>"}, environ=environ)
     [record] = caplog.records
     assert misspelt in record.getMessage() and f"did you mean {meant}" in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("main", "name"),
+    [
+        ("/srv/app.py", "app"),
+        ("/srv/myapp/__main__.py", "myapp"),  # python -m myapp
+        ("-c", None),  # python -c, and a multiprocessing spawn child under the loader
+        ("<stdin>", None),
+    ],
+)
+def test_the_default_use_case_is_the_programs_name(main: str, name: Optional[str]) -> None:
+    """The default use case names the program: a spawn child under ``opentelemetry-instrument``
+    was filed under use case ``-c``, one id per child, and ``python -m pkg`` under ``__main__``
+    (a review)."""
+    settings = _settings.build({"caller_file": main}, environ={})
+    assert settings.effective.params.get("use_case_name") == name
+
+
+def test_payi_instrument_after_the_loader_says_where_its_settings_go(
+    instrument: Instrument, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under ``opentelemetry-instrument`` the loader has instrumented already: the app's own
+    ``payi_instrument(...)`` changes nothing, and the WARNING says why and what to do (it
+    read as if the app had called it twice)."""
+    from payi_otel import payi_instrument
+
+    before_instrumentors()
+    try:
+        instrument(genai_spans=False)
+    finally:
+        after_instrumentors()
+    with caplog.at_level(logging.WARNING, logger="payi_otel"):
+        payi_instrument({"user_id": "from-config"})
+    [record] = [r for r in caplog.records if "already called" in r.getMessage()]
+    assert "opentelemetry-instrument" in record.getMessage()
+    assert "PAYI_* variables" in record.getMessage()
+    assert "user_id" not in get_context()

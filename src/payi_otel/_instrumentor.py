@@ -93,6 +93,8 @@ class PayiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return ()
 
     def _instrument(self, **kwargs: Any) -> None:
+        global _by_loader
+        _by_loader = _loading
         settings = _settings.build(kwargs, lenient=_loading)
         _settings.install(settings)
         provider = settings.tracer_provider
@@ -227,7 +229,14 @@ def payi_instrument(
     """
     instrumentor = PayiInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
-        logger.warning("payi_instrument() was already called; this call changes nothing")
+        if _by_loader:  # (a review: the app's own call looked ignored for no reason)
+            logger.warning(
+                "payi_instrument() was already called by opentelemetry-instrument (zero-code), "
+                "so this call changes nothing: give its settings as PAYI_* variables, or run "
+                "the app without opentelemetry-instrument"
+            )
+        else:
+            logger.warning("payi_instrument() was already called; this call changes nothing")
         return
     caller = sys._getframe(1).f_code.co_filename
     instrumentor.instrument(
@@ -283,6 +292,8 @@ def _issue21_hooks(settings: _settings.Settings) -> List[Callable[[], Any]]:
 
 #: Whether the auto-instrumentation loader is running its instrumentors now.
 _loading = False
+#: The instrumentation in force was made by ``opentelemetry-instrument``'s loader.
+_by_loader = False
 
 
 def before_instrumentors() -> None:

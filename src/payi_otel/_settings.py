@@ -470,10 +470,12 @@ def _main_script() -> Optional[str]:
 def default_use_case_name(caller_file: Optional[str]) -> Optional[str]:
     """The stem of the file that called ``payi_instrument()`` (the main script's, in
     ``opentelemetry-instrument``)."""
-    if not caller_file or caller_file.startswith("<"):
-        return None
-    stem = Path(caller_file).stem
-    return stem or None
+    if not caller_file or caller_file.startswith(("<", "-")):
+        return None  # ``python -c`` and a multiprocessing spawn child: no script (a review)
+    path = Path(caller_file)
+    if path.stem == "__main__":  # ``python -m package``: the package's name
+        return path.parent.name or None
+    return path.stem or None
 
 
 def _global_params(
