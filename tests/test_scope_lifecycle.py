@@ -529,3 +529,24 @@ def test_one_instance_entered_everywhere_keeps_nothing_and_ends_each_scope(
     assert not shared._open
     ended = [s for s in genai.otel.spans() if s.name == "shared_step"]
     assert len(ended) == 2
+
+
+@pytest.mark.parametrize("kind", [staticmethod, classmethod])
+def test_track_over_a_static_or_class_method_is_refused_with_the_fix(kind: Any) -> None:
+    """``@track`` stacked over ``@staticmethod`` was taken, and then the method, a plain
+    function now, was called with the instance too: a TypeError at every call (a review).
+    Both wrappers are refused when decorating, saying to put ``@track`` below them."""
+
+    def f(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match="below @staticmethod / @classmethod"):
+        track(use_case_step="s")(kind(f))
+
+    class Holder:
+        @kind  # type: ignore[misc]
+        @track(use_case_step="s")
+        def g(*args: Any) -> int:
+            return len(args)
+
+    assert Holder().g(1) == (1 if kind is staticmethod else 2)
