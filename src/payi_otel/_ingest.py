@@ -578,6 +578,11 @@ class PayiIngestExporter(SpanExporter):
             skipped = self._skipped
         return {**self._queue.stats(), "skipped": skipped}
 
+    def _drops(self) -> bool:
+        """Whether a record is dropped as it comes: the exporter is shut down, or it cannot
+        send (no client) and no spool keeps the record for a start that can."""
+        return self._shutdown or (self._unavailable and not self._queue.spooling)
+
     # -- per call -------------------------------------------------------------------------------
 
     def __call__(self, record: CallRecord) -> None:
@@ -586,7 +591,7 @@ class PayiIngestExporter(SpanExporter):
         try:
             if not is_inference(record) or is_proxied(record):
                 return
-            if self._shutdown or (self._unavailable and not self._queue.spooling):
+            if self._drops():
                 self._queue.drop()  # (shut down: said when it was given again, attach())
                 return
             body = call_record(record)
@@ -663,7 +668,7 @@ class PayiIngestExporter(SpanExporter):
             for span in self._calls(spans):
                 body = ingest_record(span)
                 body.setdefault("provider_response_id", f"payi_{uuid.uuid4()}")
-                if self._shutdown or (self._unavailable and not self._queue.spooling):
+                if self._drops():
                     self._queue.drop()
                     continue
                 self._queue.submit(body["provider_response_id"], body, span.get_span_context())

@@ -445,15 +445,15 @@ def track(**params: Unpack[ScopeParameters]) -> Callable[[F], F]:
     step = valid.get("use_case_step")
 
     def decorator(fn: F) -> F:
-        if not callable(fn) or isinstance(fn, (staticmethod, classmethod)):
+        if isinstance(fn, (staticmethod, classmethod)):
             # (a staticmethod is callable from 3.10, but its wrapper would be a plain
             # function: bound, called with the instance too; a review)
             raise TypeError(
                 f"@track must decorate a function, not {type(fn).__name__} (put @track "
                 "below @staticmethod / @classmethod)"
-                if isinstance(fn, (staticmethod, classmethod))
-                else f"@track must decorate a function, not {type(fn).__name__}"
             )
+        if not callable(fn):
+            raise TypeError(f"@track must decorate a function, not {type(fn).__name__}")
         name = step if isinstance(step, str) and step else getattr(fn, "__qualname__", "track")
         own = ScopeAttributes(valid, payi_state.TRACK)
         spec = ScopeSpec(payi_state.TRACK, valid, key, name, own)

@@ -174,17 +174,14 @@ class RequestMapping:
 
     def enter(
         self,
-        headers: Iterable[Tuple[str, str]],
+        headers: List[Tuple[str, str]],
         route: Optional[str],
         request: Any,
-        parent: Optional[Context] = None,
+        parent: Context,
     ) -> Optional[_Scope]:
-        """The request's scope, entered (not attached) over ``parent`` (default: the current
-        context), or None when it sets nothing."""
+        """The request's scope, entered (not attached) over ``parent``, or None when it sets
+        nothing."""
         try:
-            headers = list(headers)
-            if parent is None:
-                parent = otel_context.get_current()
             if _settings.current.propagate_baggage:
                 _check_baggage_read(headers, parent)
             params = self.level(headers, route, request)
@@ -224,14 +221,14 @@ def _begin(
     server tracing that extracts them in it, ``_extracted``; what a later request that finds
     it leaked knows it by). None on an internal failure: the request goes on as it is."""
     try:
-        headers = list(headers)
+        listed = list(headers)
         base = _request_base(request)
         if base is None:
             base = otel_context.get_current()
-        carrier = fingerprint(lambda name: [v for k, v in headers if k.lower() == name])
+        carrier = fingerprint(lambda name: [v for k, v in listed if k.lower() == name])
         mark = RequestMark(carrier, _request_token(request), base)
         marked = otel_context.set_value(REQUEST_CARRIER, mark, base)
-        return _Begun(mapping.enter(headers, route, request, marked), marked, mark)
+        return _Begun(mapping.enter(listed, route, request, marked), marked, mark)
     except Exception:
         internal_error("web-begin", "starting a request failed")
         return None
